@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install the dependencies, build out of tree and run the whole test suite.
+#   contrib/test.sh                 plain build in build/
+#   contrib/test.sh --asan --ubsan  sanitized build in build-asan-ubsan/
+#   contrib/test.sh --tsan          ThreadSanitizer build in build-tsan/
+#   contrib/test.sh --distcheck     make distcheck (tarball, VPATH build, check)
+# The tests need root (loop devices, FUSE, nbdkit); as another user they skip.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+configure_args=()
+build=build
+target=check
+for arg in "$@"; do
+	case "$arg" in
+	--asan | --ubsan | --tsan)
+		configure_args+=("--enable-${arg#--}")
+		build="$build-${arg#--}"
+		;;
+	--distcheck) target=distcheck ;;
+	*)
+		echo "usage: $0 [--asan] [--ubsan] [--tsan] [--distcheck]" >&2
+		exit 2
+		;;
+	esac
+done
+
+contrib/deps.sh
+[ -x configure ] || autoreconf -fi
+mkdir -p "$build"
+cd "$build"
+[ -f Makefile ] || ../configure "${configure_args[@]}"
+make -j"$(nproc)"
+if ! make -j"$(nproc)" "$target"; then
+	# Show why: the logs of every test that did not pass.
+	for log in tests/*.log; do
+		[ -f "$log" ] || continue
+		grep -qE '^(FAIL|ERROR|XPASS)' "${log%.log}.trs" 2>/dev/null && { echo "=== $log"; tail -n 60 "$log"; }
+	done
+	exit 1
+fi

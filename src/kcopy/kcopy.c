@@ -1,0 +1,1208 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kcopy: copy a range of a block device or file to one or many
+ * destinations, or zero ranges, with the libkcopyd engine directly (no
+ * daemon).  Think of dd(1) with up to KCOPYD_MAX_REGIONS outputs.
+ *
+ *   kcopy [OPTIONS] SRC[:SECTOR[+COUNT]] DST[:SECTOR] [DST[:SECTOR]...]
+ *   kcopy [OPTIONS] --zero DST[:SECTOR[+COUNT]]...
+ *
+ * Build: part of the tree (`autoreconf -fi && ./configure && make`).
+ * Run:   ./kcopy --progress /dev/loop0 /dev/loop1 copy.img
+ *
+ * The flow of main() is a straight line of stages, each of which reports
+ * its own errors on stderr and returns 0 or -errno:
+ *
+ *   parse the command line -> open the source -> settle the count ->
+ *   create/extend/open the destinations -> validate -> run the job
+ *   (progress, signals) -> fsync the destinations -> report
+ *
+ * and one goto ladder at the end of main() closes whatever was opened.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kcopyd.h"
+
+/* Exit statuses (see EXIT STATUS in kcopy(1)). */
+#define EXIT_OK		0	/* everything copied and flushed */
+#define EXIT_IO_ERROR	1	/* a read, write or fsync failed, or a file could not be opened */
+#define EXIT_USAGE	2	/* bad command line, or the engine refused the regions */
+
+#define DEFAULT_PAGES			16384u	/* 64 MiB of I/O buffers */
+#define PROGRESS_TERMINAL_INTERVAL_MS	200	/* redraw the bar 5 times a second */
+#define PROGRESS_LOG_INTERVAL_MS	1000	/* one line a second when stderr is no terminal */
+#define PROGRESS_BAR_WIDTH		20
+
+/* One region argument as split from the command line. */
+struct region_arg {
+	char *path;		/* malloc'd: the argument without its :SECTOR+COUNT */
+	uint64_t sector;	/* first sector, 0 when not given */
+	uint64_t count;		/* sectors, valid when has_count */
+	bool has_count;
+};
+
+/* A destination and what we hold open for it. */
+struct destination {
+	struct region_arg where;
+	int sync_fd;			/* a separate O_RDONLY descriptor to fsync at the end; -1 if not open */
+	struct kcopyd_dev *dev;		/* NULL if not open */
+	int fsync_error;		/* -errno of the final fsync, 0 if it succeeded */
+};
+
+/* Everything one run of kcopy works on. */
+struct kcopy {
+	/* from the command line */
+	struct kcopyd_config config;
+	unsigned int job_flags;		/* KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ */
+	bool zero;			/* --zero: no source */
+	bool quiet;			/* --quiet: no bar, no summary */
+	bool progress_forced;		/* --progress: a bar even when stderr is no terminal */
+	struct region_arg source;	/* unused with --zero */
+	unsigned int num_dests;
+	struct destination dests[KCOPYD_MAX_REGIONS];
+
+	/* set up by the stages */
+	struct kcopyd_dev *source_dev;	/* NULL with --zero or if not open */
+	uint64_t count;			/* sectors per region, the same for all */
+	struct io_region from;		/* the source region, for the engine */
+	struct io_region regions[KCOPYD_MAX_REGIONS];	/* the destination regions */
+	bool show_progress;
+	bool stderr_is_terminal;
+	double start_seconds;		/* CLOCK_MONOTONIC at submission */
+};
+
+/* The outcome of running the job. */
+struct run_outcome {
+	struct kcopyd_result result;
+	int stop_signal;		/* the signal that cancelled the job, 0 if none */
+};
+
+/* ---------------------------------------------------------------------
+ * Small helpers
+ * --------------------------------------------------------------------- */
+
+/* complain() - print "kcopy: " and a formatted line on stderr. */
+static void complain(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static void complain(const char *format, ...)
+{
+	va_list args;
+
+	fputs("kcopy: ", stderr);
+	va_start(args, format);
+	vfprintf(stderr, format, args);
+	va_end(args);
+	fputc('\n', stderr);
+}
+
+/*
+ * errno_text() - describe an errno as "EIO (Input/output error)".
+ * @error:  a positive or negative errno.
+ * @buf:    where to write the text.
+ * @len:    the size of @buf.
+ * Return: @buf.
+ */
+static const char *errno_text(int error, char *buf, size_t len)
+{
+	const char *name;
+
+	if (error < 0)
+		error = -error;
+	name = strerrorname_np(error);
+	if (name)
+		snprintf(buf, len, "%s (%s)", name, strerror(error));
+	else
+		snprintf(buf, len, "errno %d (%s)", error, strerror(error));
+	return buf;
+}
+
+/* Room for errno_text(). */
+#define ERRNO_TEXT_LEN 128
+
+/* monotonic_seconds() - CLOCK_MONOTONIC in seconds. */
+static double monotonic_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+/*
+ * exit_status_for() - the exit status for a failed stage.
+ * @error: the stage's negative errno.
+ *
+ * -EINVAL, -ERANGE and -EBADF are what the command line and
+ * kcopyd_validate() refuse (usage errors); anything else came from the
+ * system (a file that cannot be opened, no memory, ...).
+ */
+static int exit_status_for(int error)
+{
+	switch (error) {
+	case -EINVAL:
+	case -ERANGE:
+	case -EBADF:
+		return EXIT_USAGE;
+	default:
+		return EXIT_IO_ERROR;
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Sizes: "2048" (sectors), "1M" or "4096B" (bytes, multiples of 512)
+ * --------------------------------------------------------------------- */
+
+/* A number as written, before it is turned into sectors. */
+struct quantity {
+	uint64_t value;		/* the digits */
+	bool overflow;		/* the digits did not fit in 64 bits */
+	bool in_bytes;		/* a unit was given: the size is value << unit_shift bytes */
+	unsigned int unit_shift;/* 0 for B, 10 for K, 20 for M, 30 for G, 40 for T */
+};
+
+/*
+ * lex_quantity() - recognise DIGITS[B|K|M|G|T[iB]] (unit letters in either
+ * case) in the first @len characters of @text.
+ * @quantity: receives the digits and the unit.
+ * Return: true if the text has that form, whatever its value.
+ */
+static bool lex_quantity(const char *text, size_t len, struct quantity *quantity)
+{
+	size_t pos = 0;
+
+	memset(quantity, 0, sizeof(*quantity));
+	while (pos < len && text[pos] >= '0' && text[pos] <= '9') {
+		unsigned int digit = (unsigned int)(text[pos] - '0');
+
+		if (quantity->value > (UINT64_MAX - digit) / 10)
+			quantity->overflow = true;
+		else
+			quantity->value = quantity->value * 10 + digit;
+		pos++;
+	}
+	if (pos == 0)
+		return false;
+	if (pos == len)
+		return true;
+
+	quantity->in_bytes = true;
+	switch (text[pos]) {
+	case 'B': case 'b': quantity->unit_shift = 0; break;
+	case 'K': case 'k': quantity->unit_shift = 10; break;
+	case 'M': case 'm': quantity->unit_shift = 20; break;
+	case 'G': case 'g': quantity->unit_shift = 30; break;
+	case 'T': case 't': quantity->unit_shift = 40; break;
+	default: return false;
+	}
+	pos++;
+	if (quantity->unit_shift && len - pos == 2 && text[pos] == 'i' && text[pos + 1] == 'B')
+		pos += 2;
+	return pos == len;
+}
+
+/*
+ * quantity_to_sectors() - the size of a lexed quantity in 512-byte sectors.
+ * @quantity: from lex_quantity().
+ * @sectors:  receives the size.
+ * @why:      receives the reason on failure.
+ * @why_len:  the size of @why.
+ * Return: 0; -ERANGE if it does not fit in 64 bits of bytes; -EINVAL for
+ * a byte size that is not a multiple of 512.
+ */
+static int quantity_to_sectors(const struct quantity *quantity, uint64_t *sectors,
+			       char *why, size_t why_len)
+{
+	uint64_t bytes;
+
+	if (!quantity->in_bytes) {
+		if (quantity->overflow || quantity->value > (UINT64_MAX >> KCOPYD_SECTOR_SHIFT)) {
+			snprintf(why, why_len, "too large");
+			return -ERANGE;
+		}
+		*sectors = quantity->value;
+		return 0;
+	}
+	if (quantity->overflow || quantity->value > (UINT64_MAX >> quantity->unit_shift)) {
+		snprintf(why, why_len, "too large");
+		return -ERANGE;
+	}
+	bytes = quantity->value << quantity->unit_shift;
+	if (bytes % KCOPYD_SECTOR_SIZE) {
+		snprintf(why, why_len, "%" PRIu64 " bytes is not a multiple of %u",
+			 bytes, KCOPYD_SECTOR_SIZE);
+		return -EINVAL;
+	}
+	*sectors = bytes >> KCOPYD_SECTOR_SHIFT;
+	return 0;
+}
+
+/*
+ * parse_region_arg() - split PATH[:SECTOR[+COUNT]].
+ * @arg:    the command-line argument.
+ * @region: receives the path (malloc'd) and the numbers.
+ *
+ * The suffix is split off at the last ':' only if what follows it reads as
+ * SECTOR or SECTOR+COUNT; otherwise the whole argument is the path, so that
+ * names like /dev/disk/by-path/pci-0000:00:1f.2-ata-1 need no quoting.
+ *
+ * Return: 0; -EINVAL or -ERANGE for a bad number or an empty path
+ * (reported); -ENOMEM.
+ */
+static int parse_region_arg(const char *arg, struct region_arg *region)
+{
+	const char *colon = strrchr(arg, ':');
+	const char *spec = NULL, *plus = NULL;
+	struct quantity sector_quantity, count_quantity;
+	size_t path_len = strlen(arg);
+	char why[128];
+	int ret;
+
+	memset(region, 0, sizeof(*region));
+	if (colon) {
+		size_t sector_len;
+
+		plus = strchr(colon + 1, '+');
+		sector_len = plus ? (size_t)(plus - (colon + 1)) : strlen(colon + 1);
+		if (lex_quantity(colon + 1, sector_len, &sector_quantity) &&
+		    (!plus || lex_quantity(plus + 1, strlen(plus + 1), &count_quantity))) {
+			spec = colon + 1;
+			path_len = (size_t)(colon - arg);
+		}
+	}
+	if (path_len == 0) {
+		complain("%s: no file name", arg);
+		return -EINVAL;
+	}
+	if (spec) {
+		ret = quantity_to_sectors(&sector_quantity, &region->sector, why, sizeof(why));
+		if (ret) {
+			complain("%s: SECTOR: %s", arg, why);
+			return ret;
+		}
+		if (plus) {
+			ret = quantity_to_sectors(&count_quantity, &region->count, why, sizeof(why));
+			if (ret) {
+				complain("%s: COUNT: %s", arg, why);
+				return ret;
+			}
+			region->has_count = true;
+		}
+	}
+	region->path = strndup(arg, path_len);
+	if (!region->path) {
+		complain("out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The command line
+ * --------------------------------------------------------------------- */
+
+enum {
+	OPTION_PAGES = 256,
+	OPTION_SUBJOB_KB,
+	OPTION_DEPTH,
+	OPTION_IGNORE_ERRORS,
+	OPTION_WRITE_SEQ,
+	OPTION_PROGRESS,
+	OPTION_ZERO,
+};
+
+static const struct option long_options[] = {
+	{ "pages",		required_argument,	NULL, OPTION_PAGES },
+	{ "subjob-kb",		required_argument,	NULL, OPTION_SUBJOB_KB },
+	{ "depth",		required_argument,	NULL, OPTION_DEPTH },
+	{ "ignore-errors",	no_argument,		NULL, OPTION_IGNORE_ERRORS },
+	{ "write-seq",		no_argument,		NULL, OPTION_WRITE_SEQ },
+	{ "quiet",		no_argument,		NULL, 'q' },
+	{ "progress",		no_argument,		NULL, OPTION_PROGRESS },
+	{ "zero",		no_argument,		NULL, OPTION_ZERO },
+	{ "help",		no_argument,		NULL, 'h' },
+	{ "version",		no_argument,		NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* print_usage() - the --help text. */
+static void print_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: kcopy [OPTIONS] SRC[:SECTOR[+COUNT]] DST[:SECTOR] [DST[:SECTOR]...]\n"
+"       kcopy [OPTIONS] --zero DST[:SECTOR[+COUNT]]...\n"
+"\n"
+"Copy a range of a block device or file to up to %u destinations with the\n"
+"libkcopyd engine (O_DIRECT, libaio), or write zeros to ranges.\n"
+"\n"
+"SECTOR and COUNT are 512-byte sectors, or bytes with a B, K, M, G or T\n"
+"suffix (a multiple of 512).  Without COUNT the copy runs to the end of\n"
+"SRC; every destination gets the same count.  A destination file that does\n"
+"not exist is created, one that is too small is extended.\n"
+"\n"
+"Options:\n"
+"      --pages N        I/O buffer budget in 4 KiB pages (default %u = 64 MiB)\n"
+"      --subjob-kb N    sub-job size in KiB, a multiple of 4 (default 512)\n"
+"      --depth N        sub-jobs in flight (default 8)\n"
+"      --ignore-errors  go on after I/O errors (unreadable data is written as zeros)\n"
+"      --write-seq      write each destination in ascending order\n"
+"      --zero           write zeros instead of copying (no SRC)\n"
+"      --progress       show a progress bar even when stderr is no terminal\n"
+"  -q, --quiet          no progress bar and no summary\n"
+"  -h, --help           show this help and exit\n"
+"  -V, --version        show the version and exit\n"
+"\n"
+"Exit status: 0 success, 1 I/O error or cancelled, 2 usage or refused regions.\n"
+"Cancelled by SIGINT or SIGTERM: 130 or 143.  See kcopy(1).\n",
+		KCOPYD_MAX_REGIONS, DEFAULT_PAGES);
+}
+
+/*
+ * parse_unsigned_option() - read the argument of a numeric option.
+ * @name:    the option, for messages.
+ * @text:    its argument.
+ * @minimum: the smallest value allowed.
+ * @maximum: the largest value allowed.
+ * @value:   receives the number.
+ * Return: 0, or -EINVAL (reported).
+ */
+static int parse_unsigned_option(const char *name, const char *text, unsigned long minimum,
+				  unsigned long maximum, unsigned int *value)
+{
+	unsigned long number;
+	char *end;
+
+	if (text[0] < '0' || text[0] > '9')
+		goto err_bad_number;
+	errno = 0;
+	number = strtoul(text, &end, 10);
+	if (errno || *end)
+		goto err_bad_number;
+	if (number < minimum || number > maximum) {
+		complain("--%s: %s is out of range (%lu to %lu)", name, text, minimum, maximum);
+		return -EINVAL;
+	}
+	*value = (unsigned int)number;
+	return 0;
+
+err_bad_number:
+	complain("--%s: '%s' is not a number", name, text);
+	return -EINVAL;
+}
+
+/*
+ * parse_command_line() - fill @state from the arguments.
+ * @exit_now: set when --help or --version was handled.
+ * Return: 0; -EINVAL or -ERANGE for a usage error (reported, with the
+ * hint to try --help); -ENOMEM.
+ */
+static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *exit_now)
+{
+	unsigned int subjob_kb;
+	unsigned int min_args;
+	int option, arg_index, ret;
+
+	state->config.num_pages = DEFAULT_PAGES;
+	opterr = 0;	/* our own messages: argv[0] may be a libtool "lt-kcopy" */
+	while ((option = getopt_long(argc, argv, ":qhV", long_options, NULL)) != -1) {
+		switch (option) {
+		case OPTION_PAGES:
+			ret = parse_unsigned_option("pages", optarg, 1, UINT_MAX, &state->config.num_pages);
+			if (ret)
+				goto err_usage;
+			break;
+		case OPTION_SUBJOB_KB:
+			ret = parse_unsigned_option("subjob-kb", optarg, KCOPYD_PAGE_SIZE / 1024,
+						    UINT_MAX / 2, &subjob_kb);
+			if (ret)
+				goto err_usage;
+			if (subjob_kb % (KCOPYD_PAGE_SIZE / 1024)) {
+				complain("--subjob-kb: %u is not a multiple of %u (one page)",
+					 subjob_kb, KCOPYD_PAGE_SIZE / 1024);
+				ret = -EINVAL;
+				goto err_usage;
+			}
+			state->config.subjob_sectors = subjob_kb * (1024 / KCOPYD_SECTOR_SIZE);
+			break;
+		case OPTION_DEPTH:
+			ret = parse_unsigned_option("depth", optarg, 1, UINT_MAX, &state->config.depth);
+			if (ret)
+				goto err_usage;
+			break;
+		case OPTION_IGNORE_ERRORS:
+			state->job_flags |= KCOPYD_IGNORE_ERROR;
+			break;
+		case OPTION_WRITE_SEQ:
+			state->job_flags |= KCOPYD_WRITE_SEQ;
+			break;
+		case OPTION_PROGRESS:
+			state->progress_forced = true;
+			break;
+		case OPTION_ZERO:
+			state->zero = true;
+			break;
+		case 'q':
+			state->quiet = true;
+			break;
+		case 'h':
+			print_usage(stdout);
+			*exit_now = true;
+			return 0;
+		case 'V':
+			printf("kcopy %s\n", PACKAGE_VERSION);
+			*exit_now = true;
+			return 0;
+		case ':':
+			complain("option '%s' needs an argument", argv[optind - 1]);
+			ret = -EINVAL;
+			goto err_usage;
+		default:
+			if (strncmp(argv[optind - 1], "--", 2) == 0 || !optopt)
+				complain("unrecognized or ambiguous option '%s'", argv[optind - 1]);
+			else
+				complain("unknown option '-%c'", optopt);
+			ret = -EINVAL;
+			goto err_usage;
+		}
+	}
+
+	min_args = state->zero ? 1 : 2;
+	if ((unsigned int)(argc - optind) < min_args) {
+		complain(state->zero ? "--zero needs at least one destination"
+				     : "needs a source and at least one destination");
+		ret = -EINVAL;
+		goto err_usage;
+	}
+	state->num_dests = (unsigned int)(argc - optind) - (state->zero ? 0 : 1);
+	if (state->num_dests > KCOPYD_MAX_REGIONS) {
+		complain("%u destinations: at most %u are allowed", state->num_dests, KCOPYD_MAX_REGIONS);
+		ret = -EINVAL;
+		goto err_usage;
+	}
+
+	arg_index = optind;
+	if (!state->zero) {
+		ret = parse_region_arg(argv[arg_index++], &state->source);
+		if (ret)
+			goto err_usage;
+	}
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		ret = parse_region_arg(argv[arg_index++], &state->dests[dest_index].where);
+		if (ret)
+			goto err_usage;
+	}
+	return 0;
+
+err_usage:
+	if (ret != -ENOMEM)
+		fputs("Try 'kcopy --help' for more information.\n", stderr);
+	return ret;
+}
+
+/* ---------------------------------------------------------------------
+ * Opening the source and the destinations
+ * --------------------------------------------------------------------- */
+
+/*
+ * check_source_region() - the checks of kcopyd_validate() that concern the
+ * source alone, done before any destination is created or extended, with
+ * a message that names SRC.
+ * Return: 0; -ERANGE past the end; -EINVAL misaligned (reported).
+ */
+static int check_source_region(const struct kcopy *state)
+{
+	const char *path = state->source.path;
+	uint64_t sector = state->source.sector;
+	unsigned int block_size = kcopyd_dev_block_size(state->source_dev);
+	uint64_t source_sectors = kcopyd_dev_sectors(state->source_dev);
+	uint64_t block_sectors = block_size / KCOPYD_SECTOR_SIZE;
+
+	if (sector > source_sectors || state->count > source_sectors - sector) {
+		complain("%s: sectors %" PRIu64 "+%" PRIu64 " run past its end (%" PRIu64 " sectors)",
+			 path, sector, state->count, source_sectors);
+		return -ERANGE;
+	}
+	if (block_sectors > 1 && (sector % block_sectors || state->count % block_sectors)) {
+		complain("%s: sectors %" PRIu64 "+%" PRIu64 " are not aligned to its %u-byte blocks",
+			 path, sector, state->count, block_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * open_source() - open SRC read-only, settle the count of the copy (COUNT
+ * if given, else the rest of SRC from SECTOR) and check the source region.
+ * Return: 0; as check_source_region(); the -errno of kcopyd_dev_open().
+ * All reported.
+ */
+static int open_source(struct kcopy *state)
+{
+	struct region_arg *source = &state->source;
+	char errbuf[ERRNO_TEXT_LEN];
+	uint64_t source_sectors;
+	int ret;
+
+	ret = kcopyd_dev_open(source->path, O_RDONLY, &state->source_dev);
+	if (ret) {
+		if (ret == -EINVAL)
+			complain("%s: not a block device or regular file", source->path);
+		else
+			complain("%s: cannot open: %s", source->path, errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+	source_sectors = kcopyd_dev_sectors(state->source_dev);
+	if (source->has_count) {
+		state->count = source->count;
+	} else if (source->sector > source_sectors) {
+		complain("%s: sector %" PRIu64 " is past its end (%" PRIu64 " sectors)",
+			 source->path, source->sector, source_sectors);
+		return -ERANGE;
+	} else {
+		state->count = source_sectors - source->sector;
+	}
+	return check_source_region(state);
+}
+
+/*
+ * prepare_destination_file() - create @path if it does not exist, and
+ * extend it with ftruncate(2) if it is a regular file shorter than
+ * @end_sector sectors.  Block devices are left alone.
+ * Return: 0; -EFBIG if @end_sector does not fit in a file offset; the
+ * -errno of stat(2), open(2) or ftruncate(2).  All reported.
+ */
+static int prepare_destination_file(const char *path, uint64_t end_sector)
+{
+	char errbuf[ERRNO_TEXT_LEN];
+	struct stat st;
+	off_t end_bytes;
+	int fd, ret;
+
+	if (end_sector > (uint64_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT) {
+		complain("%s: sector %" PRIu64 " is beyond any file size", path, end_sector);
+		return -EFBIG;
+	}
+	end_bytes = (off_t)(end_sector << KCOPYD_SECTOR_SHIFT);
+
+	if (stat(path, &st) == 0) {
+		/* Only a short regular file needs us; kcopyd_dev_open() judges the rest. */
+		if (!S_ISREG(st.st_mode) || st.st_size >= end_bytes)
+			return 0;
+	} else if (errno != ENOENT) {
+		ret = -errno;
+		complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+
+	/* 0666 & ~umask, as open(2) applies the umask itself. */
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0) {
+		ret = -errno;
+		complain("%s: cannot create: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_close_fd;
+	}
+	if (S_ISREG(st.st_mode) && st.st_size < end_bytes && ftruncate(fd, end_bytes)) {
+		ret = -errno;
+		complain("%s: cannot extend to %lld bytes: %s", path, (long long)end_bytes,
+			 errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_close_fd;
+	}
+	close(fd);
+	return 0;
+
+err_close_fd:
+	close(fd);
+	return ret;
+}
+
+/*
+ * open_destination() - open one destination for writing and for the
+ * final fsync, after creating or extending it if @grow.
+ * @dest:       the destination; its sync_fd and dev are set on success.
+ * @end_sector: with @grow, the size in sectors a regular file must have.
+ * @grow:       create/extend a regular file first.
+ * Return: 0; the -errno of the step that failed (reported).
+ */
+static int open_destination(struct destination *dest, uint64_t end_sector, bool grow)
+{
+	const char *path = dest->where.path;
+	char errbuf[ERRNO_TEXT_LEN];
+	int ret;
+
+	if (grow) {
+		ret = prepare_destination_file(path, end_sector);
+		if (ret)
+			return ret;
+	}
+
+	/* The engine's device is opaque; fsync through any descriptor of the file flushes it. */
+	dest->sync_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (dest->sync_fd < 0) {
+		ret = -errno;
+		complain("%s: cannot open: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+
+	ret = kcopyd_dev_open(path, O_RDWR, &dest->dev);
+	if (ret) {
+		if (ret == -EINVAL)
+			complain("%s: not a block device or regular file", path);
+		else
+			complain("%s: cannot open for writing: %s", path,
+				 errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_close_sync_fd;
+	}
+	return 0;
+
+err_close_sync_fd:
+	close(dest->sync_fd);
+	dest->sync_fd = -1;
+	return ret;
+}
+
+/*
+ * settle_zero_count() - the count of a --zero job: the first COUNT given
+ * on the command line, or else the rest of the first destination from its
+ * SECTOR (which then must exist, and is opened here).
+ * Return: 0; -ERANGE if SECTOR is past the end; as open_destination().
+ */
+static int settle_zero_count(struct kcopy *state)
+{
+	struct destination *first = &state->dests[0];
+	uint64_t first_sectors;
+	int ret;
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		if (state->dests[dest_index].where.has_count) {
+			state->count = state->dests[dest_index].where.count;
+			return 0;
+		}
+	}
+
+	if (access(first->where.path, F_OK) && errno == ENOENT) {
+		complain("%s: does not exist; give :SECTOR+COUNT to create it", first->where.path);
+		return -ENOENT;
+	}
+	ret = open_destination(first, 0, false);
+	if (ret)
+		return ret;
+	first_sectors = kcopyd_dev_sectors(first->dev);
+	if (first->where.sector > first_sectors) {
+		complain("%s: sector %" PRIu64 " is past its end (%" PRIu64 " sectors)",
+			 first->where.path, first->where.sector, first_sectors);
+		return -ERANGE;
+	}
+	state->count = first_sectors - first->where.sector;
+	return 0;
+}
+
+/*
+ * open_destinations() - check that no destination asks for another count,
+ * then create, extend and open every destination not open yet.
+ * Return: 0; -EINVAL for a mismatched COUNT; as open_destination().
+ */
+static int open_destinations(struct kcopy *state)
+{
+	int ret;
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		const struct region_arg *where = &state->dests[dest_index].where;
+
+		if (where->has_count && where->count != state->count) {
+			complain("%s: COUNT %" PRIu64 " differs from the %" PRIu64 " sectors of the %s",
+				 where->path, where->count, state->count,
+				 state->zero ? "first COUNT given" : "source");
+			return -EINVAL;
+		}
+	}
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		struct destination *dest = &state->dests[dest_index];
+
+		if (dest->dev)
+			continue;	/* settle_zero_count() opened it */
+		if (dest->where.sector > UINT64_MAX - state->count) {
+			complain("%s: sector %" PRIu64 " + %" PRIu64 " overflows",
+				 dest->where.path, dest->where.sector, state->count);
+			return -ERANGE;
+		}
+		ret = open_destination(dest, dest->where.sector + state->count, true);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Validation
+ * --------------------------------------------------------------------- */
+
+/*
+ * validate_regions() - build the engine's regions and check them with
+ * kcopyd_validate().  The source was checked by open_source(); the
+ * destinations are added one at a time, so that the first refusal is due
+ * to the destination just added and the message can name its path.
+ * Return: 0, or the negative errno of the refusal (reported).
+ */
+static int validate_regions(struct kcopy *state)
+{
+	const struct io_region *from = state->zero ? NULL : &state->from;
+	char why[256];
+	int ret;
+
+	if (!state->zero) {
+		state->from.bdev = state->source_dev;
+		state->from.sector = state->source.sector;
+		state->from.count = state->count;
+	}
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		state->regions[dest_index].bdev = state->dests[dest_index].dev;
+		state->regions[dest_index].sector = state->dests[dest_index].where.sector;
+		state->regions[dest_index].count = state->count;
+	}
+
+	for (unsigned int num_checked = 1; num_checked <= state->num_dests; num_checked++) {
+		ret = kcopyd_validate(from, num_checked, state->regions, state->job_flags,
+				      why, sizeof(why));
+		if (ret) {
+			complain("%s: %s", state->dests[num_checked - 1].where.path, why);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Progress
+ * --------------------------------------------------------------------- */
+
+/*
+ * format_bytes() - a byte count for people: "512 B", "1.5 KiB", "64.0 MiB".
+ * Return: @buf.
+ */
+static const char *format_bytes(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	double scaled = (double)bytes;
+	unsigned int unit = 0;
+
+	while (scaled >= 1024.0 && unit + 1 < sizeof(units) / sizeof(units[0])) {
+		scaled /= 1024.0;
+		unit++;
+	}
+	if (unit == 0)
+		snprintf(buf, len, "%" PRIu64 " B", bytes);
+	else
+		snprintf(buf, len, "%.1f %s", scaled, units[unit]);
+	return buf;
+}
+
+/*
+ * format_progress() - one progress line, a pure function:
+ * "[#########           ]  45.2%   29.0 MiB / 64.0 MiB   312.4 MB/s  ETA 0:00:01"
+ * @done_bytes, @total_bytes: the amount copied (per destination) and in all.
+ * @elapsed:   seconds since the job started.
+ * Return: @buf.
+ */
+static const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, double elapsed,
+				   char *buf, size_t len)
+{
+	char bar[PROGRESS_BAR_WIDTH + 1], done_text[32], total_text[32], eta[32];
+	double fraction = total_bytes ? (double)done_bytes / (double)total_bytes : 1.0;
+	double rate = elapsed > 0 ? (double)done_bytes / elapsed : 0;	/* bytes per second */
+	unsigned int filled = (unsigned int)(fraction * PROGRESS_BAR_WIDTH);
+
+	for (unsigned int column = 0; column < PROGRESS_BAR_WIDTH; column++)
+		bar[column] = column < filled ? '#' : ' ';
+	bar[PROGRESS_BAR_WIDTH] = '\0';
+
+	if (done_bytes >= total_bytes) {
+		snprintf(eta, sizeof(eta), "0:00:00");
+	} else if (rate > 0) {
+		uint64_t seconds_left = (uint64_t)((double)(total_bytes - done_bytes) / rate + 0.5);
+
+		snprintf(eta, sizeof(eta), "%" PRIu64 ":%02u:%02u", seconds_left / 3600,
+			 (unsigned int)(seconds_left / 60 % 60), (unsigned int)(seconds_left % 60));
+	} else {
+		snprintf(eta, sizeof(eta), "-:--:--");
+	}
+
+	snprintf(buf, len, "[%s] %5.1f%%  %10s / %-10s %8.1f MB/s  ETA %s", bar, fraction * 100.0,
+		 format_bytes(done_bytes, done_text, sizeof(done_text)),
+		 format_bytes(total_bytes, total_text, sizeof(total_text)), rate / 1e6, eta);
+	return buf;
+}
+
+/*
+ * draw_progress() - show the job's progress on stderr: redrawn in place
+ * on a terminal, one line at a time otherwise.
+ * @line_len: the length of the line last drawn, to blank what is left of it.
+ */
+static void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint64_t sectors_total,
+			  int *line_len)
+{
+	char line[160];
+	int len;
+
+	format_progress(sectors_done << KCOPYD_SECTOR_SHIFT, sectors_total << KCOPYD_SECTOR_SHIFT,
+			monotonic_seconds() - state->start_seconds, line, sizeof(line));
+	len = (int)strlen(line);
+	if (state->stderr_is_terminal)
+		fprintf(stderr, "\r%s%*s", line, *line_len > len ? *line_len - len : 0, "");
+	else
+		fprintf(stderr, "%s\n", line);
+	*line_len = len;
+}
+
+/* ---------------------------------------------------------------------
+ * Running the job
+ * --------------------------------------------------------------------- */
+
+/*
+ * job_done() - the completion routine: wake the main thread.  Runs on the
+ * engine's completion thread.
+ * @context: the eventfd the main thread polls.
+ */
+static void job_done(int read_err, unsigned int write_err, void *context)
+{
+	const uint64_t one = 1;
+	int done_fd = *(const int *)context;
+
+	/* An eventfd write of 1 cannot fail short of a counter overflow. */
+	if (write(done_fd, &one, sizeof(one)) != sizeof(one))
+		abort();
+}
+
+/*
+ * handle_stop_signal() - the first SIGINT or SIGTERM cancels the job; a
+ * second one ends the process at once, without waiting for the I/O in
+ * flight or flushing the destinations.
+ * @stop_signal: the signal that cancelled the job, 0 before.
+ * @line_len:    the progress line drawn, 0 if none.
+ */
+static void handle_stop_signal(struct kcopyd_job *job, int signal_fd, int *stop_signal, int *line_len)
+{
+	struct signalfd_siginfo info;
+	sigset_t unblock;
+
+	if (read(signal_fd, &info, sizeof(info)) != sizeof(info))
+		return;
+	if (*line_len) {
+		fputc('\n', stderr);
+		*line_len = 0;
+	}
+	if (!*stop_signal) {
+		*stop_signal = (int)info.ssi_signo;
+		if (kcopyd_job_cancel(job) == 0)
+			complain("SIG%s: cancelling, waiting for the I/O in flight (send it again to abort)",
+				 sigabbrev_np(*stop_signal) ? sigabbrev_np(*stop_signal) : "?");
+		return;
+	}
+	complain("second signal: aborting without flushing the destinations");
+	signal((int)info.ssi_signo, SIG_DFL);
+	sigemptyset(&unblock);
+	sigaddset(&unblock, (int)info.ssi_signo);
+	pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+	raise((int)info.ssi_signo);
+	_exit(128 + (int)info.ssi_signo);	/* not reached */
+}
+
+/*
+ * wait_for_job() - wait for @job to finish, drawing progress and handling
+ * SIGINT/SIGTERM meanwhile.
+ * @signal_fd:   the signalfd of SIGINT and SIGTERM.
+ * @done_fd:     the eventfd job_done() writes.
+ * @stop_signal: receives the signal that cancelled the job, if any.
+ * Return: 0.  (Should poll(2) fail, it falls back to a plain wait.)
+ */
+static int wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int signal_fd,
+			int done_fd, int *stop_signal)
+{
+	int interval_ms = state->stderr_is_terminal ? PROGRESS_TERMINAL_INTERVAL_MS
+						    : PROGRESS_LOG_INTERVAL_MS;
+	struct pollfd waits[2] = {
+		{ .fd = signal_fd, .events = POLLIN },
+		{ .fd = done_fd, .events = POLLIN },
+	};
+	double next_draw = monotonic_seconds() + interval_ms / 1000.0;
+	uint64_t sectors_done, sectors_total;
+	int line_len = 0;
+
+	for (;;) {
+		int timeout_ms = -1;
+		int ready;
+
+		if (state->show_progress) {
+			double wait_seconds = next_draw - monotonic_seconds();
+
+			timeout_ms = wait_seconds > 0 ? (int)(wait_seconds * 1000.0) + 1 : 0;
+		}
+		ready = poll(waits, 2, timeout_ms);
+		if (ready < 0 && errno != EINTR) {
+			char errbuf[ERRNO_TEXT_LEN];
+
+			complain("poll: %s; waiting without progress", errno_text(errno, errbuf, sizeof(errbuf)));
+			break;
+		}
+		if (ready > 0 && (waits[1].revents & POLLIN))
+			break;
+		if (ready > 0 && (waits[0].revents & POLLIN))
+			handle_stop_signal(job, signal_fd, stop_signal, &line_len);
+		if (state->show_progress && monotonic_seconds() >= next_draw) {
+			kcopyd_job_progress(job, &sectors_done, &sectors_total);
+			draw_progress(state, sectors_done, sectors_total, &line_len);
+			next_draw += interval_ms / 1000.0;
+			if (next_draw < monotonic_seconds())
+				next_draw = monotonic_seconds() + interval_ms / 1000.0;
+		}
+	}
+
+	kcopyd_job_wait(job);
+	if (state->show_progress) {
+		kcopyd_job_progress(job, &sectors_done, &sectors_total);
+		draw_progress(state, sectors_done, sectors_total, &line_len);
+		if (state->stderr_is_terminal)
+			fputc('\n', stderr);
+	}
+	return 0;
+}
+
+/* signal_is_ignored() - true if @signal_number is set to SIG_IGN. */
+static bool signal_is_ignored(int signal_number)
+{
+	struct sigaction action;
+
+	return sigaction(signal_number, NULL, &action) == 0 && action.sa_handler == SIG_IGN;
+}
+
+/*
+ * run_job() - create the client, submit the job, wait for it and collect
+ * its result.  SIGINT and SIGTERM, unless ignored, are blocked in every
+ * thread meanwhile (the engine's threads inherit the mask) and read from a
+ * signalfd.
+ * @outcome: receives the job's result and the signal that stopped it.
+ * Return: 0 once the job ran (whatever its result); the -errno of a setup
+ * step (reported).
+ */
+static int run_job(struct kcopy *state, struct run_outcome *outcome)
+{
+	char errbuf[ERRNO_TEXT_LEN];
+	struct kcopyd_client *client;
+	struct kcopyd_job *job;
+	struct signalfd_siginfo late_signal;
+	sigset_t stop_signals, old_mask;
+	int signal_fd, done_fd, ret;
+
+	/* A signal ignored by whoever started us (nohup, "cmd &" in a script) stays ignored. */
+	sigemptyset(&stop_signals);
+	if (!signal_is_ignored(SIGINT))
+		sigaddset(&stop_signals, SIGINT);
+	if (!signal_is_ignored(SIGTERM))
+		sigaddset(&stop_signals, SIGTERM);
+	ret = -pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+	if (ret) {
+		complain("pthread_sigmask: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+	signal_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (signal_fd < 0) {
+		ret = -errno;
+		complain("signalfd: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_restore_mask;
+	}
+	done_fd = eventfd(0, EFD_CLOEXEC);
+	if (done_fd < 0) {
+		ret = -errno;
+		complain("eventfd: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_close_signal_fd;
+	}
+
+	ret = kcopyd_client_create_config(&state->config, &client);
+	if (ret) {
+		complain("cannot start the engine: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_close_done_fd;
+	}
+
+	state->start_seconds = monotonic_seconds();
+	ret = kcopyd_submit(client, state->zero ? NULL : &state->from, state->num_dests,
+			    state->regions, state->job_flags, job_done, &done_fd, &job);
+	if (ret) {
+		complain("cannot submit the job: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		goto err_destroy_client;
+	}
+
+	wait_for_job(state, job, signal_fd, done_fd, &outcome->stop_signal);
+	kcopyd_job_result(job, &outcome->result);
+	ret = 0;
+
+	kcopyd_job_release(job);
+err_destroy_client:
+	kcopyd_client_destroy(client);
+err_close_done_fd:
+	close(done_fd);
+err_close_signal_fd:
+	/* A signal that came after the job finished must not kill us when unblocked. */
+	while (read(signal_fd, &late_signal, sizeof(late_signal)) == sizeof(late_signal))
+		;
+	close(signal_fd);
+err_restore_mask:
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	return ret;
+}
+
+/* ---------------------------------------------------------------------
+ * After the job
+ * --------------------------------------------------------------------- */
+
+/*
+ * sync_destinations() - fsync every destination through its separate
+ * descriptor.  A failure is recorded in the destination's fsync_error and
+ * reported by report_result() as a write error.
+ */
+static void sync_destinations(struct kcopy *state)
+{
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		struct destination *dest = &state->dests[dest_index];
+
+		if (dest->sync_fd >= 0 && fsync(dest->sync_fd))
+			dest->fsync_error = -errno;
+	}
+}
+
+/*
+ * report_result() - print the errors, or the summary, of a finished job.
+ * @seconds: from submission to the end of the fsyncs.
+ * Return: the exit status: 0, 1 for I/O errors, 128 + the signal that
+ * cancelled the job.
+ */
+static int report_result(const struct kcopy *state, const struct run_outcome *outcome, double seconds)
+{
+	const struct kcopyd_result *result = &outcome->result;
+	unsigned int write_err = result->write_err;
+	uint64_t done_bytes = result->sectors_done << KCOPYD_SECTOR_SHIFT;
+	uint64_t total_bytes = result->sectors_total << KCOPYD_SECTOR_SHIFT;
+	char errbuf[ERRNO_TEXT_LEN];
+	double rate = seconds > 0 ? (double)done_bytes / seconds / 1e6 : 0;
+	bool failed;
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++)
+		if (state->dests[dest_index].fsync_error)
+			write_err |= 1u << dest_index;
+	failed = result->read_err || write_err || result->cancelled;
+
+	if (result->read_err)
+		complain("read error on %s sectors %" PRIu64 "+%" PRIu64 ": %s", state->source.path,
+			 result->read.sector, result->read.count,
+			 errno_text(result->read.error, errbuf, sizeof(errbuf)));
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		const struct destination *dest = &state->dests[dest_index];
+		const struct kcopyd_failure *failure = &result->write[dest_index];
+
+		if (result->write_err & (1u << dest_index))
+			complain("write error on %s (destination %u) sectors %" PRIu64 "+%" PRIu64 ": %s",
+				 dest->where.path, dest_index, failure->sector, failure->count,
+				 errno_text(failure->error, errbuf, sizeof(errbuf)));
+		if (dest->fsync_error)
+			complain("write error on %s (destination %u): fsync: %s", dest->where.path,
+				 dest_index, errno_text(dest->fsync_error, errbuf, sizeof(errbuf)));
+	}
+	if (result->read_err || write_err)
+		complain("read_err=%d write_err=0x%x", result->read_err, write_err);
+	if (result->cancelled) {
+		const char *name = outcome->stop_signal ? sigabbrev_np(outcome->stop_signal) : NULL;
+
+		complain("cancelled%s%s after %" PRIu64 " of %" PRIu64 " bytes",
+			 name ? " by SIG" : "", name ? name : "", done_bytes, total_bytes);
+	}
+
+	if (failed)
+		complain("%s %" PRIu64 " of %" PRIu64 " bytes (%" PRIu64 " sectors) %s %u destination%s in %.3f s",
+			 state->zero ? "zeroed" : "copied", done_bytes, total_bytes, result->sectors_done,
+			 state->zero ? "on" : "to", state->num_dests, state->num_dests == 1 ? "" : "s",
+			 seconds);
+	else if (!state->quiet)
+		complain("%s %" PRIu64 " bytes (%" PRIu64 " sectors) %s %u destination%s in %.3f s, %.1f MB/s",
+			 state->zero ? "zeroed" : "copied", done_bytes, result->sectors_done,
+			 state->zero ? "on" : "to", state->num_dests, state->num_dests == 1 ? "" : "s",
+			 seconds, rate);
+
+	if (result->cancelled && outcome->stop_signal)
+		return 128 + outcome->stop_signal;
+	return failed ? EXIT_IO_ERROR : EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	struct kcopy state;
+	struct run_outcome outcome;
+	bool exit_now = false;
+	int status, ret;
+
+	memset(&state, 0, sizeof(state));
+	memset(&outcome, 0, sizeof(outcome));
+	for (unsigned int dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		state.dests[dest_index].sync_fd = -1;
+
+	ret = parse_command_line(argc, argv, &state, &exit_now);
+	if (ret || exit_now) {
+		status = ret ? exit_status_for(ret) : EXIT_OK;
+		goto out_free_paths;
+	}
+	state.stderr_is_terminal = isatty(STDERR_FILENO);
+	state.show_progress = !state.quiet && (state.progress_forced || state.stderr_is_terminal);
+
+	ret = state.zero ? settle_zero_count(&state) : open_source(&state);
+	if (ret)
+		goto err_close_devices;
+	ret = open_destinations(&state);
+	if (ret)
+		goto err_close_devices;
+	ret = validate_regions(&state);
+	if (ret)
+		goto err_close_devices;
+
+	ret = run_job(&state, &outcome);
+	if (ret)
+		goto err_close_devices;
+	sync_destinations(&state);
+	status = report_result(&state, &outcome, monotonic_seconds() - state.start_seconds);
+	goto out_close_devices;
+
+err_close_devices:
+	status = exit_status_for(ret);
+out_close_devices:
+	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++) {
+		kcopyd_dev_close(state.dests[dest_index].dev);
+		if (state.dests[dest_index].sync_fd >= 0)
+			close(state.dests[dest_index].sync_fd);
+	}
+	kcopyd_dev_close(state.source_dev);
+out_free_paths:
+	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++)
+		free(state.dests[dest_index].where.path);
+	free(state.source.path);
+	return status;
+}

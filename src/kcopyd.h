@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libkcopyd: a userspace implementation of the Linux device-mapper copy
+ * engine (kcopyd).
+ *
+ * A client owns a budget of 4 KiB I/O buffer pages, an I/O thread and a
+ * completion thread.  A job copies a range of 512-byte sectors from one
+ * source region to up to KCOPYD_MAX_REGIONS destination regions, or writes
+ * zeros to them.  Jobs are split into sub-jobs; each sub-job is read once
+ * into one buffer and written to every destination from that buffer.
+ *
+ * Every function that can fail returns 0 on success or a negative errno;
+ * errno itself is never used to report anything.  All sector numbers and
+ * counts are in 512-byte sectors.
+ *
+ * Completion routines (kcopyd_notify_fn) run on the client's completion
+ * thread, one at a time, never inside the call that submitted the job.  A
+ * completion routine may submit new jobs; it must not destroy the client.
+ */
+#ifndef KCOPYD_H
+#define KCOPYD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KCOPYD_SECTOR_SHIFT 9
+#define KCOPYD_SECTOR_SIZE  (1u << KCOPYD_SECTOR_SHIFT)
+#define KCOPYD_PAGE_SIZE    4096u
+
+/* Flags for kcopyd_copy(), kcopyd_zero() and kcopyd_submit(). */
+#define KCOPYD_IGNORE_ERROR (1u << 0)	/* go on after errors; failed reads are written as zeros */
+#define KCOPYD_WRITE_SEQ    (1u << 1)	/* issue writes to each destination in ascending sector order */
+#define KCOPYD_MAX_REGIONS  32		/* one write_err bit per destination */
+
+struct kcopyd_client;	/* opaque */
+struct kcopyd_dev;	/* opaque: an open block device or regular file */
+struct kcopyd_job;	/* opaque: a job handle from kcopyd_submit() */
+
+/* ---------------------------------------------------------------------
+ * Devices
+ * --------------------------------------------------------------------- */
+
+/*
+ * kcopyd_dev_open() - open a block device or regular file for copying.
+ * @path:   the file to open.
+ * @flags:  O_RDONLY or O_RDWR (other bits are refused with -EINVAL).
+ * @result: receives the new device on success.
+ *
+ * The device is opened with O_DIRECT when its filesystem supports it, and
+ * buffered otherwise.  Its size is read once, at open: a block device's
+ * size, or a regular file's size rounded down to whole sectors.
+ *
+ * Return: 0 on success; -EINVAL for bad flags or a path that is neither a
+ * block device nor a regular file; -ENOMEM; or the -errno of open(2),
+ * fstat(2) or the device size ioctls.
+ */
+int kcopyd_dev_open(const char *path, int flags, struct kcopyd_dev **result);
+
+/*
+ * kcopyd_dev_from_fd() - wrap an already open file descriptor.
+ * @fd:     an open block device or regular file; the engine takes ownership
+ *          of it, also on failure (it is closed then).
+ * @result: receives the new device on success.
+ *
+ * O_DIRECT is switched on with fcntl(F_SETFL) when the file allows it.
+ *
+ * Return: 0 on success; -EBADF for a bad descriptor; -EINVAL for a file
+ * that is neither a block device nor a regular file; -ENOMEM; or the -errno
+ * of fstat(2), fcntl(2) or the device size ioctls.
+ */
+int kcopyd_dev_from_fd(int fd, struct kcopyd_dev **result);
+
+/*
+ * kcopyd_dev_close() - close a device and free it.  NULL is a no-op.
+ * No job that uses @dev may still be outstanding.
+ */
+void kcopyd_dev_close(struct kcopyd_dev *dev);
+
+/* kcopyd_dev_sectors() - the size of @dev in 512-byte sectors. */
+uint64_t kcopyd_dev_sectors(const struct kcopyd_dev *dev);
+
+/*
+ * kcopyd_dev_block_size() - the alignment, in bytes, that regions on @dev
+ * must keep: the logical block size of a block device (BLKSSZGET), the
+ * direct I/O offset alignment of a file (statx STATX_DIOALIGN), or 512 for
+ * a file opened without O_DIRECT.
+ */
+unsigned int kcopyd_dev_block_size(const struct kcopyd_dev *dev);
+
+/* kcopyd_dev_is_direct() - 1 if @dev does O_DIRECT I/O, 0 if buffered. */
+int kcopyd_dev_is_direct(const struct kcopyd_dev *dev);
+
+/* ---------------------------------------------------------------------
+ * The kernel-compatible API
+ * --------------------------------------------------------------------- */
+
+struct io_region {
+	struct kcopyd_dev *bdev;
+	uint64_t sector;	/* first sector, 512-byte units */
+	uint64_t count;		/* length in 512-byte sectors */
+};
+
+/*
+ * The completion routine of a job.
+ * @read_err:  1 if any read of the source failed, else 0.
+ * @write_err: bit i set if any write to dests[i] failed.
+ * @context:   the pointer given at submission.
+ */
+typedef void (*kcopyd_notify_fn)(int read_err, unsigned int write_err, void *context);
+
+/*
+ * kcopyd_client_create() - create a client with the default sub-job size
+ * (512 KiB) and depth (8 sub-jobs in flight per job).
+ * @num_pages: the budget of 4 KiB pages for I/O buffers; a hard cap.  A
+ *             budget below one sub-job makes sub-jobs smaller.
+ * @result:    receives the client.
+ *
+ * Starts the client's I/O thread and completion thread.
+ *
+ * Return: 0 on success; -EINVAL if @num_pages is 0; -ENOMEM; or the
+ * -errno of io_setup(2), eventfd(2) or pthread_create(3).
+ */
+int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result);
+
+/*
+ * kcopyd_copy() - copy @from to every region of @dests, asynchronously.
+ * @kc:        the client.
+ * @from:      the source region.
+ * @num_dests: 1 to KCOPYD_MAX_REGIONS.
+ * @dests:     the destination regions; each count must equal @from->count.
+ * @flags:     KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ.
+ * @fn:        called once when the job has finished (may be NULL).
+ * @context:   passed to @fn.
+ *
+ * Does not block on I/O and may be called from many threads at once, and
+ * from a completion routine.  @from and @dests are copied; the devices they
+ * name must stay open until @fn has been called.  A count of 0 completes at
+ * once (on the completion thread) with no error.
+ *
+ * Return: 0 if the job was queued (@fn will be called exactly once); a
+ * negative errno from kcopyd_validate() if the regions were refused
+ * (@fn is not called); -EINVAL if @kc or @from is NULL; -ENOMEM.
+ */
+int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,
+		unsigned int num_dests, struct io_region *dests,
+		unsigned int flags, kcopyd_notify_fn fn, void *context);
+
+/*
+ * kcopyd_zero() - write zeros to every region of @dests, asynchronously.
+ * Like kcopyd_copy() without a source; every destination count must be
+ * equal.  read_err is always 0.
+ *
+ * Return: as kcopyd_copy().
+ */
+int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests, struct io_region *dests,
+		unsigned int flags, kcopyd_notify_fn fn, void *context);
+
+/*
+ * kcopyd_client_destroy() - wait for every outstanding job to finish and
+ * its completion routine to return, stop the threads, free the client.
+ * Must not be called from a completion routine.  NULL is a no-op.
+ */
+void kcopyd_client_destroy(struct kcopyd_client *kc);
+
+/* ---------------------------------------------------------------------
+ * The extended API: options, job handles, progress, cancel, results
+ * --------------------------------------------------------------------- */
+
+struct kcopyd_config {
+	unsigned int num_pages;		/* I/O buffer budget in 4 KiB pages (required) */
+	unsigned int subjob_sectors;	/* sub-job size; 0: 1024 (512 KiB); rounded down to whole pages */
+	unsigned int depth;		/* sub-jobs in flight per job; 0: 8 */
+};
+
+/*
+ * kcopyd_client_create_config() - kcopyd_client_create() with options.
+ * Return: as kcopyd_client_create(); -EINVAL for a zero budget or a
+ * sub-job size below one page.
+ */
+int kcopyd_client_create_config(const struct kcopyd_config *config, struct kcopyd_client **result);
+
+/*
+ * kcopyd_validate() - check regions as kcopyd_copy() does, and say why.
+ * @from:      the source region, or NULL for a zero job.
+ * @num_dests, @dests, @flags: as for kcopyd_copy().
+ * @why:       receives a one-line reason on failure (may be NULL).
+ * @why_len:   the size of @why in bytes.
+ *
+ * Return: 0 if the job would be accepted; -EINVAL for a NULL region or
+ * device, num_dests 0 or above KCOPYD_MAX_REGIONS, unknown flags, a
+ * destination count that differs from the source's, a region not aligned
+ * to its device's block size, a destination that overlaps the source or
+ * another destination on the same device or file; -ERANGE for a region
+ * that runs past the end of its device; -EBADF for a read-only destination.
+ */
+int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
+		    const struct io_region *dests, unsigned int flags,
+		    char *why, unsigned int why_len);
+
+/*
+ * kcopyd_submit() - queue a copy (@from non-NULL) or zero (@from NULL) job
+ * and return a handle to it.  Like kcopyd_copy() otherwise; @fn may be NULL.
+ * The handle stays valid until kcopyd_job_release(), also after the job
+ * finished; the client must not be destroyed before every handle is
+ * released.
+ *
+ * Return: 0 and *@result set; or as kcopyd_copy().
+ */
+int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from,
+		  unsigned int num_dests, const struct io_region *dests,
+		  unsigned int flags, kcopyd_notify_fn fn, void *context,
+		  struct kcopyd_job **result);
+
+/*
+ * kcopyd_job_progress() - sectors finished and in all, per destination.
+ * A sub-job counts once every destination write of it completed (or, with
+ * KCOPYD_IGNORE_ERROR, failed).  Safe to call at any time from any thread.
+ */
+void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done,
+			 uint64_t *sectors_total);
+
+/*
+ * kcopyd_job_cancel() - stop a job: no new sub-job starts, those in flight
+ * finish, then the job completes with result.cancelled set and its
+ * completion routine is called as usual (with the errors seen so far).
+ * Return: 0 if the cancel was taken; -EALREADY if the job had already
+ * finished (or was already cancelled).
+ */
+int kcopyd_job_cancel(struct kcopyd_job *job);
+
+/* The lowest failing sub-job of one side of a job (source or one destination). */
+struct kcopyd_failure {
+	int error;		/* the negative errno, 0 if none failed */
+	uint64_t sector;	/* the failing sub-job: device sector ... */
+	uint64_t count;		/* ... and length in sectors */
+};
+
+struct kcopyd_result {
+	int read_err;				/* as given to kcopyd_notify_fn */
+	unsigned int write_err;			/* as given to kcopyd_notify_fn */
+	int error;				/* the negative errno of the first failure in time, 0 if none */
+	int cancelled;				/* 1 if kcopyd_job_cancel() stopped it (error stays 0 unless I/O failed) */
+	uint64_t sectors_done;			/* as kcopyd_job_progress() */
+	uint64_t sectors_total;
+	struct kcopyd_failure read;		/* the lowest failing source range */
+	struct kcopyd_failure write[KCOPYD_MAX_REGIONS];	/* the lowest failing range of dests[i] */
+};
+
+/*
+ * kcopyd_job_result() - the outcome of a finished job.
+ * Return: 0 and *@result filled once the job finished and its completion
+ * routine returned; -EINPROGRESS before that (*@result untouched).
+ */
+int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result);
+
+/*
+ * kcopyd_job_wait() - block until kcopyd_job_result() would return 0.
+ * Must not be called from a completion routine for a job of the same
+ * client (the routine would wait for itself).
+ * Return: 0.
+ */
+int kcopyd_job_wait(struct kcopyd_job *job);
+
+/*
+ * kcopyd_job_release() - drop the handle.  The job itself runs on if it
+ * has not finished.  NULL is a no-op.
+ */
+void kcopyd_job_release(struct kcopyd_job *job);
+
+struct kcopyd_stats {
+	uint64_t jobs_active;		/* submitted and not yet notified */
+	uint64_t jobs_total;		/* ever submitted */
+	uint64_t sectors_read;		/* read successfully from sources */
+	uint64_t sectors_written;	/* written successfully to destinations (each counted) */
+	uint64_t read_errors;		/* failed read sub-jobs */
+	uint64_t write_errors;		/* failed destination writes */
+	unsigned int pages_total;	/* the budget */
+	unsigned int pages_in_use;	/* held by sub-jobs in flight now */
+	unsigned int pages_peak;	/* the most ever held at once */
+	unsigned int subjob_sectors;	/* the sub-job size in use */
+	unsigned int depth;		/* sub-jobs in flight per job */
+};
+
+/* kcopyd_client_stats() - a snapshot of the client's counters. */
+void kcopyd_client_stats(struct kcopyd_client *kc, struct kcopyd_stats *stats);
+
+/* kcopyd_version() - the library version, "MAJOR.MINOR.PATCH". */
+const char *kcopyd_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KCOPYD_H */

@@ -1,0 +1,921 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The copy engine: job lifecycle, splitting into sub-jobs, the page budget,
+ * the I/O thread and the completion thread.  doc/DESIGN.md tells the same
+ * story at more length.
+ *
+ * Threads.  Each client runs two threads:
+ *  - the I/O thread owns every job between submission and completion: it
+ *    splits jobs into sub-jobs, hands out buffer slots, submits reads and
+ *    writes to the backend and reaps their completions.  It sleeps on one
+ *    eventfd, which the backend signals on completions and submitters and
+ *    cancellers signal on new work.
+ *  - the completion thread calls the users' completion routines, one at a
+ *    time, in the order the jobs finished.
+ * Submitters only append to a queue and kick the eventfd, so kcopyd_copy()
+ * never blocks on I/O and never calls a completion routine.
+ *
+ * A sub-job's life: it takes a buffer slot, reads its chunk of the source
+ * (or starts with the zero buffer), waits until every earlier sub-job of its
+ * job has been read, then writes the buffer to every destination at once,
+ * and gives the slot back when the last write completes.  Writes are thus
+ * issued in ascending sector order, and a failed read is known before any
+ * later chunk is written: without KCOPYD_IGNORE_ERROR no chunk above a
+ * failed one reaches a destination.
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libkcopyd/internal.h"
+#include "libkcopyd/list.h"
+
+#define DEFAULT_SUBJOB_SECTORS 1024u	/* 512 KiB, as the kernel's SUB_JOB_SIZE */
+#define DEFAULT_DEPTH 8u		/* sub-jobs in flight per job, as the kernel's SPLIT_COUNT */
+#define MAX_SLOTS 4096u			/* more buffers than this add nothing but memory */
+#define MAX_BACKEND_DEPTH 1024u		/* iocbs in flight; more wait in the pending queue */
+#define IO_BATCH 64u			/* I/Os handed to the backend, or reaped, per call */
+#define SECTORS_PER_PAGE (KCOPYD_PAGE_SIZE >> KCOPYD_SECTOR_SHIFT)
+
+/*
+ * Where a job is.  Moves forward only, under kc->lock:
+ * QUEUED (submitted, the I/O thread has not taken it) -> ACTIVE (the I/O
+ * thread owns it) -> COMPLETING (on the completion queue) -> FINISHED (its
+ * completion routine returned; the result may be read).
+ */
+enum job_state {
+	JOB_QUEUED,
+	JOB_ACTIVE,
+	JOB_COMPLETING,
+	JOB_FINISHED,
+};
+
+enum subjob_phase {
+	SUBJOB_READING,		/* the source read is in flight */
+	SUBJOB_READ_DONE,	/* read (or zero-filled); waits for its turn to write */
+	SUBJOB_WRITING,		/* writes to the destinations in flight */
+};
+
+struct subjob {
+	struct kcopyd_job *job;
+	struct list_head link;		/* job->subjobs (ascending sector), or kc->free_subjobs */
+	uint64_t start;			/* first sector, relative to the job's regions */
+	uint64_t count;
+	void *buf;
+	unsigned int slot;		/* index of its buffer slot; only for copies */
+	enum subjob_phase phase;
+	bool read_failed;
+	bool failed;			/* a read or any write of it failed */
+	unsigned int writes_pending;
+	struct kcopyd_io ios[KCOPYD_MAX_REGIONS + 1];	/* [0]: the read; [1 + i]: the write to dests[i] */
+};
+
+struct kcopyd_job {
+	struct kcopyd_client *kc;
+
+	/* Set at submission, read-only afterwards. */
+	bool is_zero;
+	struct io_region source;
+	unsigned int num_dests;
+	struct io_region dests[KCOPYD_MAX_REGIONS];
+	unsigned int flags;
+	kcopyd_notify_fn fn;
+	void *context;
+	uint64_t total;
+
+	/* Read from any thread. */
+	_Atomic uint64_t sectors_done;
+
+	/* Under kc->lock. */
+	enum job_state state;
+	unsigned int refs;		/* the engine's until notified, the handle's, a pending cancel's */
+	bool cancel_requested;
+	struct list_head queue_link;	/* kc->submitted, then kc->completed */
+	struct list_head cancel_link;	/* kc->cancels */
+
+	/* The I/O thread's alone, between taking the job and completing it. */
+	struct list_head ready_link;	/* kc->ready while it may start a sub-job */
+	struct list_head subjobs;	/* in flight, ascending */
+	unsigned int subjobs_in_flight;
+	uint64_t next_start;		/* the next sub-job's first sector */
+	bool stopping;			/* no more sub-jobs: an error without IGNORE_ERROR, or a cancel */
+	uint64_t fail_start;		/* lowest failed sub-job; no chunk above it is written */
+	bool io_done;			/* handed to the completion thread */
+
+	/* Written by the I/O thread before COMPLETING; read after FINISHED. */
+	struct kcopyd_result result;
+};
+
+/*
+ * The client.  Locking: kc->lock protects the fields marked so; it is the
+ * only lock in the engine and no other lock is ever taken while holding it
+ * (completion routines run without it).  Fields marked "I/O thread" are
+ * touched by that thread alone and need no lock.
+ */
+struct kcopyd_client {
+	const struct kcopyd_io_ops *ops;
+	void *backend;
+	int event_fd;			/* kicks the I/O thread */
+
+	unsigned int num_pages;
+	unsigned int subjob_sectors;
+	unsigned int slot_pages;
+	unsigned int depth;
+	unsigned int nr_slots;
+	void *slot_memory;		/* nr_slots * slot_pages pages */
+	void *zero_buf;			/* slot_pages pages, read-only, never written */
+
+	pthread_t io_thread;
+	pthread_t completion_thread;
+
+	pthread_mutex_t lock;
+	pthread_cond_t completed_cond;	/* completion thread: work, or exit */
+	pthread_cond_t finished_cond;	/* a job reached FINISHED */
+	/* These lists and counters, all under ->lock. */
+	struct list_head submitted;	/* new jobs for the I/O thread */
+	struct list_head cancels;	/* cancel requests for the I/O thread */
+	struct list_head completed;	/* jobs whose routine is to be called */
+	uint64_t jobs_active;		/* submitted, not yet FINISHED */
+	uint64_t jobs_total;
+	bool io_exit;			/* tell the I/O thread to return */
+	bool completion_exit;		/* tell the completion thread to return */
+
+	/* I/O thread. */
+	struct list_head ready;		/* jobs that may start a sub-job, round robin */
+	struct list_head free_subjobs;
+	unsigned int *free_slots;	/* a stack of slot indices */
+	unsigned int free_slot_count;
+	struct kcopyd_io **pending;	/* I/Os not yet taken by the backend, FIFO ring */
+	unsigned int pending_head, pending_count, pending_size;
+	unsigned int ios_in_flight;
+	uint64_t jobs_owned;		/* ACTIVE jobs */
+
+	/* Counters read by kcopyd_client_stats() from any thread. */
+	_Atomic uint64_t sectors_read;
+	_Atomic uint64_t sectors_written;
+	_Atomic uint64_t read_errors;
+	_Atomic uint64_t write_errors;
+	_Atomic unsigned int pages_in_use;
+	_Atomic unsigned int pages_peak;
+};
+
+static void kick(struct kcopyd_client *kc)
+{
+	uint64_t one = 1;
+
+	/* Can only fail if the counter would overflow: then it is set anyway. */
+	(void)!write(kc->event_fd, &one, sizeof(one));
+}
+
+/* Under kc->lock. */
+static void job_put_locked(struct kcopyd_job *job)
+{
+	assert(job->refs > 0);
+	if (--job->refs == 0)
+		free(job);
+}
+
+/* ------------------------------------------------------------------ */
+/* Buffer slots: the page budget                                       */
+/* ------------------------------------------------------------------ */
+
+static void slot_take(struct kcopyd_client *kc, struct subjob *sj)
+{
+	unsigned int in_use, peak;
+
+	sj->slot = kc->free_slots[--kc->free_slot_count];
+	sj->buf = (char *)kc->slot_memory + (size_t)sj->slot * kc->slot_pages * KCOPYD_PAGE_SIZE;
+	in_use = atomic_fetch_add_explicit(&kc->pages_in_use, kc->slot_pages, memory_order_relaxed) +
+		 kc->slot_pages;
+	peak = atomic_load_explicit(&kc->pages_peak, memory_order_relaxed);
+	while (in_use > peak &&
+	       !atomic_compare_exchange_weak_explicit(&kc->pages_peak, &peak, in_use, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
+}
+
+static void slot_give(struct kcopyd_client *kc, struct subjob *sj)
+{
+	kc->free_slots[kc->free_slot_count++] = sj->slot;
+	atomic_fetch_sub_explicit(&kc->pages_in_use, kc->slot_pages, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------ */
+/* The I/O thread                                                      */
+/* ------------------------------------------------------------------ */
+
+static void pending_push(struct kcopyd_client *kc, struct kcopyd_io *io)
+{
+	assert(kc->pending_count < kc->pending_size);
+	kc->pending[(kc->pending_head + kc->pending_count++) % kc->pending_size] = io;
+}
+
+static bool job_may_start_subjob(const struct kcopyd_job *job)
+{
+	return !job->stopping && job->next_start < job->total &&
+	       job->subjobs_in_flight < job->kc->depth;
+}
+
+static void ready_update(struct kcopyd_job *job)
+{
+	bool queued = !list_empty(&job->ready_link);
+
+	if (job_may_start_subjob(job) && !queued)
+		list_add_tail(&job->ready_link, &job->kc->ready);
+	else if (!job_may_start_subjob(job) && queued)
+		list_del_init(&job->ready_link);
+}
+
+static void note_failure(struct kcopyd_failure *failure, int error, uint64_t sector, uint64_t count)
+{
+	if (failure->error == 0 || sector < failure->sector) {
+		failure->error = error;
+		failure->sector = sector;
+		failure->count = count;
+	}
+}
+
+/* A read or a write of @sj failed with @error: account it, stop the job unless told to go on. */
+static void subjob_failed(struct subjob *sj, int error, int dest_index)
+{
+	struct kcopyd_job *job = sj->job;
+	struct kcopyd_client *kc = job->kc;
+
+	sj->failed = true;
+	if (job->result.error == 0)
+		job->result.error = error;
+	if (dest_index < 0) {
+		sj->read_failed = true;
+		job->result.read_err = 1;
+		note_failure(&job->result.read, error, job->source.sector + sj->start, sj->count);
+		atomic_fetch_add_explicit(&kc->read_errors, 1, memory_order_relaxed);
+	} else {
+		job->result.write_err |= 1u << dest_index;
+		note_failure(&job->result.write[dest_index], error, job->dests[dest_index].sector + sj->start,
+			     sj->count);
+		atomic_fetch_add_explicit(&kc->write_errors, 1, memory_order_relaxed);
+	}
+	if (!(job->flags & KCOPYD_IGNORE_ERROR)) {
+		job->stopping = true;
+		if (sj->start < job->fail_start)
+			job->fail_start = sj->start;
+		ready_update(job);
+	}
+}
+
+static void complete_job(struct kcopyd_job *job)
+{
+	struct kcopyd_client *kc = job->kc;
+
+	assert(job->subjobs_in_flight == 0 && list_empty(&job->ready_link));
+	job->io_done = true;
+	job->result.sectors_done = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
+	job->result.sectors_total = job->total;
+	kc->jobs_owned--;
+
+	pthread_mutex_lock(&kc->lock);
+	job->state = JOB_COMPLETING;
+	list_add_tail(&job->queue_link, &kc->completed);
+	pthread_cond_signal(&kc->completed_cond);
+	pthread_mutex_unlock(&kc->lock);
+}
+
+static void maybe_complete_job(struct kcopyd_job *job)
+{
+	if (job->subjobs_in_flight == 0 && (job->stopping || job->next_start >= job->total))
+		complete_job(job);
+}
+
+/*
+ * The last write of @sj completed, or it is dropped: give its slot back.
+ * Its sectors count as done if it was written (with IGNORE_ERROR, also
+ * when some of it failed).
+ */
+static void subjob_finish(struct subjob *sj, bool written)
+{
+	struct kcopyd_job *job = sj->job;
+	struct kcopyd_client *kc = job->kc;
+
+	if (written && (!sj->failed || (job->flags & KCOPYD_IGNORE_ERROR)))
+		atomic_fetch_add_explicit(&job->sectors_done, sj->count, memory_order_relaxed);
+	list_del_init(&sj->link);
+	if (!job->is_zero)
+		slot_give(kc, sj);
+	list_add_tail(&sj->link, &kc->free_subjobs);
+	job->subjobs_in_flight--;
+	ready_update(job);
+}
+
+/* Queue the writes of a read-complete sub-job, or drop it when an earlier failure forbids writing it. */
+static void subjob_write(struct subjob *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
+	unsigned int dest_index;
+
+	if (!ignore && (sj->read_failed || sj->start > job->fail_start)) {
+		subjob_finish(sj, false);
+		return;
+	}
+	if (sj->read_failed)
+		memset(sj->buf, 0, sj->count << KCOPYD_SECTOR_SHIFT);
+	sj->phase = SUBJOB_WRITING;
+	sj->writes_pending = job->num_dests;
+	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
+		struct kcopyd_io *io = &sj->ios[1 + dest_index];
+
+		io->dev = job->dests[dest_index].bdev;
+		io->op = KCOPYD_IO_WRITE;
+		io->offset = (job->dests[dest_index].sector + sj->start) << KCOPYD_SECTOR_SHIFT;
+		io->length = sj->count << KCOPYD_SECTOR_SHIFT;
+		io->buf = sj->buf;
+		io->owner = sj;
+		io->dest_index = dest_index;
+		pending_push(job->kc, io);
+	}
+}
+
+/*
+ * Write every sub-job whose turn has come: walk the job's sub-jobs in
+ * ascending order and stop at the first still reading, so no chunk is
+ * written before all chunks below it were read.  With KCOPYD_WRITE_SEQ
+ * also stop at one still writing: one write per destination in flight.
+ */
+static void job_advance_writes(struct kcopyd_job *job)
+{
+	struct list_head *node, *next;
+
+	for (node = job->subjobs.next; node != &job->subjobs; node = next) {
+		struct subjob *sj = list_entry(node, struct subjob, link);
+
+		next = node->next;
+		if (sj->phase == SUBJOB_READING)
+			break;
+		if (sj->phase == SUBJOB_WRITING) {
+			if (job->flags & KCOPYD_WRITE_SEQ)
+				break;
+			continue;
+		}
+		subjob_write(sj);
+		if ((job->flags & KCOPYD_WRITE_SEQ) && sj->phase == SUBJOB_WRITING)
+			break;
+	}
+}
+
+static void io_done(struct kcopyd_client *kc, struct kcopyd_io *io)
+{
+	struct subjob *sj = io->owner;
+	struct kcopyd_job *job = sj->job;
+
+	if (io->op == KCOPYD_IO_READ) {
+		sj->phase = SUBJOB_READ_DONE;
+		if (io->result < 0)
+			subjob_failed(sj, (int)io->result, -1);
+		else
+			atomic_fetch_add_explicit(&kc->sectors_read, sj->count, memory_order_relaxed);
+	} else {
+		if (io->result < 0)
+			subjob_failed(sj, (int)io->result, (int)io->dest_index);
+		else
+			atomic_fetch_add_explicit(&kc->sectors_written, sj->count, memory_order_relaxed);
+		if (--sj->writes_pending > 0)
+			return;
+		subjob_finish(sj, true);
+	}
+	job_advance_writes(job);
+	maybe_complete_job(job);
+}
+
+static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	struct list_head *node = list_pop(&kc->free_subjobs);
+	struct subjob *sj = list_entry(node, struct subjob, link);
+	uint64_t left = job->total - job->next_start;
+
+	sj->job = job;
+	sj->start = job->next_start;
+	sj->count = left < kc->subjob_sectors ? left : kc->subjob_sectors;
+	sj->read_failed = false;
+	sj->failed = false;
+	sj->writes_pending = 0;
+	job->next_start += sj->count;
+	job->subjobs_in_flight++;
+	list_add_tail(&sj->link, &job->subjobs);
+
+	if (job->is_zero) {
+		sj->buf = kc->zero_buf;
+		sj->phase = SUBJOB_READ_DONE;
+		job_advance_writes(job);
+		return;
+	}
+	slot_take(kc, sj);
+	sj->phase = SUBJOB_READING;
+	sj->ios[0] = (struct kcopyd_io){
+		.dev = job->source.bdev,
+		.op = KCOPYD_IO_READ,
+		.offset = (job->source.sector + sj->start) << KCOPYD_SECTOR_SHIFT,
+		.length = sj->count << KCOPYD_SECTOR_SHIFT,
+		.buf = sj->buf,
+		.owner = sj,
+	};
+	pending_push(kc, &sj->ios[0]);
+}
+
+/*
+ * Start sub-jobs, one per ready job in turn, while sub-jobs last.  There are
+ * as many sub-jobs as buffer slots and zero sub-jobs take no slot, so a free
+ * sub-job always finds a free slot.
+ */
+static void dispatch(struct kcopyd_client *kc)
+{
+	while (!list_empty(&kc->ready) && !list_empty(&kc->free_subjobs)) {
+		struct kcopyd_job *job = list_entry(list_pop(&kc->ready), struct kcopyd_job, ready_link);
+
+		subjob_start(kc, job);
+		ready_update(job);
+	}
+}
+
+static void reap(struct kcopyd_client *kc)
+{
+	struct kcopyd_io *done[IO_BATCH];
+	int count, index;
+
+	do {
+		count = kc->ops->reap(kc->backend, done, IO_BATCH);
+		if (count < 0)
+			return;	/* -EINTR: the eventfd brings us back */
+		kc->ios_in_flight -= (unsigned int)count;
+		for (index = 0; index < count; index++)
+			io_done(kc, done[index]);
+	} while (count == (int)IO_BATCH);
+}
+
+/* Hand pending I/Os to the backend; an I/O it refuses outright fails. */
+static void submit_pending(struct kcopyd_client *kc)
+{
+	struct kcopyd_io *batch[IO_BATCH];
+	const struct timespec retry_delay = { 0, 1000000 };
+
+	while (kc->pending_count > 0) {
+		unsigned int count = kc->pending_count < IO_BATCH ? kc->pending_count : IO_BATCH;
+		unsigned int index;
+		int taken;
+
+		for (index = 0; index < count; index++)
+			batch[index] = kc->pending[(kc->pending_head + index) % kc->pending_size];
+		taken = kc->ops->submit(kc->backend, batch, count);
+		if (taken == 0 && kc->ios_in_flight > 0)
+			return;	/* the backend is full: a completion will bring us back */
+		if (taken == 0) {
+			nanosleep(&retry_delay, NULL);	/* out of resources with nothing in flight */
+			continue;
+		}
+		if (taken < 0) {
+			struct kcopyd_io *io = batch[0];
+
+			kc->pending_head = (kc->pending_head + 1) % kc->pending_size;
+			kc->pending_count--;
+			io->result = taken;
+			io_done(kc, io);
+			continue;
+		}
+		kc->pending_head = (kc->pending_head + (unsigned int)taken) % kc->pending_size;
+		kc->pending_count -= (unsigned int)taken;
+		kc->ios_in_flight += (unsigned int)taken;
+	}
+}
+
+/* Take new jobs and cancel requests from the submitters. */
+static bool take_new_work(struct kcopyd_client *kc)
+{
+	struct list_head new_jobs, cancels;
+	struct list_head *node;
+	bool exiting;
+
+	list_init(&new_jobs);
+	list_init(&cancels);
+	pthread_mutex_lock(&kc->lock);
+	list_splice_tail_init(&kc->submitted, &new_jobs);
+	list_splice_tail_init(&kc->cancels, &cancels);
+	for (node = new_jobs.next; node != &new_jobs; node = node->next)
+		list_entry(node, struct kcopyd_job, queue_link)->state = JOB_ACTIVE;
+	exiting = kc->io_exit;
+	pthread_mutex_unlock(&kc->lock);
+
+	while ((node = list_pop(&new_jobs))) {
+		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, queue_link);
+
+		kc->jobs_owned++;
+		if (job->total == 0)
+			complete_job(job);
+		else
+			ready_update(job);
+	}
+	while ((node = list_pop(&cancels))) {
+		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, cancel_link);
+
+		if (!job->io_done) {
+			job->result.cancelled = 1;
+			job->stopping = true;
+			ready_update(job);
+			maybe_complete_job(job);
+		}
+		pthread_mutex_lock(&kc->lock);
+		job_put_locked(job);
+		pthread_mutex_unlock(&kc->lock);
+	}
+	return exiting;
+}
+
+static void *io_thread_main(void *arg)
+{
+	struct kcopyd_client *kc = arg;
+	uint64_t events;
+
+	for (;;) {
+		bool exiting = take_new_work(kc);
+
+		reap(kc);
+		dispatch(kc);
+		submit_pending(kc);
+		if (exiting && kc->jobs_owned == 0 && kc->ios_in_flight == 0)
+			break;
+		/* Every source of work adds to the eventfd, so no wake-up is lost. */
+		while (read(kc->event_fd, &events, sizeof(events)) < 0 && errno == EINTR)
+			;
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The completion thread                                               */
+/* ------------------------------------------------------------------ */
+
+static void *completion_thread_main(void *arg)
+{
+	struct kcopyd_client *kc = arg;
+
+	pthread_mutex_lock(&kc->lock);
+	for (;;) {
+		struct kcopyd_job *job;
+		struct list_head *node = list_pop(&kc->completed);
+
+		if (!node) {
+			if (kc->completion_exit)
+				break;
+			pthread_cond_wait(&kc->completed_cond, &kc->lock);
+			continue;
+		}
+		job = list_entry(node, struct kcopyd_job, queue_link);
+		pthread_mutex_unlock(&kc->lock);
+
+		if (job->fn)
+			job->fn(job->result.read_err, job->result.write_err, job->context);
+
+		pthread_mutex_lock(&kc->lock);
+		job->state = JOB_FINISHED;
+		kc->jobs_active--;
+		pthread_cond_broadcast(&kc->finished_cond);
+		job_put_locked(job);
+	}
+	pthread_mutex_unlock(&kc->lock);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Clients                                                             */
+/* ------------------------------------------------------------------ */
+
+static int setup_buffers(struct kcopyd_client *kc)
+{
+	size_t slot_bytes = (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE;
+	unsigned int index;
+
+	/* Anonymous mappings: pages come on first use, and are never more than the budget. */
+	kc->slot_memory = mmap(NULL, slot_bytes * kc->nr_slots, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (kc->slot_memory == MAP_FAILED)
+		goto err;
+	/* Never written, so every page of it is the kernel's shared zero page. */
+	kc->zero_buf = mmap(NULL, slot_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (kc->zero_buf == MAP_FAILED)
+		goto err_unmap_slots;
+	kc->free_slots = calloc(kc->nr_slots, sizeof(*kc->free_slots));
+	if (!kc->free_slots)
+		goto err_unmap_zero;
+	for (index = 0; index < kc->nr_slots; index++)
+		kc->free_slots[index] = kc->nr_slots - 1 - index;
+	kc->free_slot_count = kc->nr_slots;
+	kc->pending_size = kc->nr_slots * (KCOPYD_MAX_REGIONS + 1);
+	kc->pending = calloc(kc->pending_size, sizeof(*kc->pending));
+	if (!kc->pending)
+		goto err_free_slots;
+	list_init(&kc->free_subjobs);
+	for (index = 0; index < kc->nr_slots; index++) {
+		struct subjob *sj = calloc(1, sizeof(*sj));
+
+		if (!sj)
+			goto err_free_subjobs;
+		list_add_tail(&sj->link, &kc->free_subjobs);
+	}
+	return 0;
+
+err_free_subjobs:
+	while (!list_empty(&kc->free_subjobs))
+		free(list_entry(list_pop(&kc->free_subjobs), struct subjob, link));
+	free(kc->pending);
+err_free_slots:
+	free(kc->free_slots);
+err_unmap_zero:
+	munmap(kc->zero_buf, slot_bytes);
+err_unmap_slots:
+	munmap(kc->slot_memory, slot_bytes * kc->nr_slots);
+err:
+	return -ENOMEM;
+}
+
+static void free_buffers(struct kcopyd_client *kc)
+{
+	size_t slot_bytes = (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE;
+	unsigned int freed = 0;
+
+	while (!list_empty(&kc->free_subjobs)) {
+		free(list_entry(list_pop(&kc->free_subjobs), struct subjob, link));
+		freed++;
+	}
+	assert(freed == kc->nr_slots && kc->free_slot_count == kc->nr_slots);
+	(void)freed;
+	free(kc->pending);
+	free(kc->free_slots);
+	munmap(kc->zero_buf, slot_bytes);
+	munmap(kc->slot_memory, slot_bytes * kc->nr_slots);
+}
+
+int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kcopyd_io_ops *ops,
+			     void *ops_arg, struct kcopyd_client **result)
+{
+	struct kcopyd_client *kc;
+	unsigned int subjob_pages;
+	int r;
+
+	if (!config || !ops || !result || config->num_pages == 0)
+		return -EINVAL;
+	if (config->subjob_sectors && config->subjob_sectors < SECTORS_PER_PAGE)
+		return -EINVAL;
+	kc = calloc(1, sizeof(*kc));
+	if (!kc)
+		return -ENOMEM;
+	kc->ops = ops;
+	kc->num_pages = config->num_pages;
+	subjob_pages = (config->subjob_sectors ? config->subjob_sectors : DEFAULT_SUBJOB_SECTORS) /
+		       SECTORS_PER_PAGE;
+	/* A budget below one sub-job makes the sub-jobs smaller, not the budget larger. */
+	kc->slot_pages = subjob_pages < kc->num_pages ? subjob_pages : kc->num_pages;
+	kc->subjob_sectors = kc->slot_pages * SECTORS_PER_PAGE;
+	kc->nr_slots = kc->num_pages / kc->slot_pages;
+	if (kc->nr_slots > MAX_SLOTS)
+		kc->nr_slots = MAX_SLOTS;
+	kc->depth = config->depth ? config->depth : DEFAULT_DEPTH;
+	list_init(&kc->submitted);
+	list_init(&kc->cancels);
+	list_init(&kc->completed);
+	list_init(&kc->ready);
+
+	r = setup_buffers(kc);
+	if (r < 0)
+		goto err_free_kc;
+	kc->event_fd = eventfd(0, EFD_CLOEXEC);
+	if (kc->event_fd < 0) {
+		r = -errno;
+		goto err_free_buffers;
+	}
+	r = ops->create(kc->pending_size < MAX_BACKEND_DEPTH ? kc->pending_size : MAX_BACKEND_DEPTH,
+			kc->event_fd, ops_arg, &kc->backend);
+	if (r < 0)
+		goto err_close_eventfd;
+	pthread_mutex_init(&kc->lock, NULL);
+	pthread_cond_init(&kc->completed_cond, NULL);
+	pthread_cond_init(&kc->finished_cond, NULL);
+	r = -pthread_create(&kc->io_thread, NULL, io_thread_main, kc);
+	if (r < 0)
+		goto err_destroy_sync;
+	r = -pthread_create(&kc->completion_thread, NULL, completion_thread_main, kc);
+	if (r < 0)
+		goto err_stop_io_thread;
+	*result = kc;
+	return 0;
+
+err_stop_io_thread:
+	pthread_mutex_lock(&kc->lock);
+	kc->io_exit = true;
+	pthread_mutex_unlock(&kc->lock);
+	kick(kc);
+	pthread_join(kc->io_thread, NULL);
+err_destroy_sync:
+	pthread_cond_destroy(&kc->finished_cond);
+	pthread_cond_destroy(&kc->completed_cond);
+	pthread_mutex_destroy(&kc->lock);
+	ops->destroy(kc->backend);
+err_close_eventfd:
+	close(kc->event_fd);
+err_free_buffers:
+	free_buffers(kc);
+err_free_kc:
+	free(kc);
+	return r;
+}
+
+int kcopyd_client_create_config(const struct kcopyd_config *config, struct kcopyd_client **result)
+{
+	return kcopyd_client_create_ops(config, &kcopyd_aio_ops, NULL, result);
+}
+
+int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result)
+{
+	struct kcopyd_config config = { .num_pages = num_pages };
+
+	return kcopyd_client_create_config(&config, result);
+}
+
+void kcopyd_client_destroy(struct kcopyd_client *kc)
+{
+	if (!kc)
+		return;
+	pthread_mutex_lock(&kc->lock);
+	while (kc->jobs_active > 0)
+		pthread_cond_wait(&kc->finished_cond, &kc->lock);
+	kc->io_exit = true;
+	kc->completion_exit = true;
+	pthread_cond_signal(&kc->completed_cond);
+	pthread_mutex_unlock(&kc->lock);
+	kick(kc);
+	pthread_join(kc->io_thread, NULL);
+	pthread_join(kc->completion_thread, NULL);
+
+	/* Every job finished: the queues must be empty and every slot home. */
+	assert(list_empty(&kc->submitted) && list_empty(&kc->cancels) && list_empty(&kc->completed));
+	assert(list_empty(&kc->ready) && kc->pending_count == 0 && kc->ios_in_flight == 0);
+	kc->ops->destroy(kc->backend);
+	close(kc->event_fd);
+	free_buffers(kc);
+	pthread_cond_destroy(&kc->finished_cond);
+	pthread_cond_destroy(&kc->completed_cond);
+	pthread_mutex_destroy(&kc->lock);
+	free(kc);
+}
+
+void kcopyd_client_stats(struct kcopyd_client *kc, struct kcopyd_stats *stats)
+{
+	memset(stats, 0, sizeof(*stats));
+	pthread_mutex_lock(&kc->lock);
+	stats->jobs_active = kc->jobs_active;
+	stats->jobs_total = kc->jobs_total;
+	pthread_mutex_unlock(&kc->lock);
+	stats->sectors_read = atomic_load_explicit(&kc->sectors_read, memory_order_relaxed);
+	stats->sectors_written = atomic_load_explicit(&kc->sectors_written, memory_order_relaxed);
+	stats->read_errors = atomic_load_explicit(&kc->read_errors, memory_order_relaxed);
+	stats->write_errors = atomic_load_explicit(&kc->write_errors, memory_order_relaxed);
+	stats->pages_total = kc->num_pages;
+	stats->pages_in_use = atomic_load_explicit(&kc->pages_in_use, memory_order_relaxed);
+	stats->pages_peak = atomic_load_explicit(&kc->pages_peak, memory_order_relaxed);
+	stats->subjob_sectors = kc->subjob_sectors;
+	stats->depth = kc->depth;
+}
+
+/* ------------------------------------------------------------------ */
+/* Jobs                                                                */
+/* ------------------------------------------------------------------ */
+
+int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
+		  const struct io_region *dests, unsigned int flags, kcopyd_notify_fn fn, void *context,
+		  struct kcopyd_job **result)
+{
+	struct kcopyd_job *job;
+	int r;
+
+	if (!kc)
+		return -EINVAL;
+	r = kcopyd_validate(from, num_dests, dests, flags, NULL, 0);
+	if (r < 0)
+		return r;
+	job = calloc(1, sizeof(*job));
+	if (!job)
+		return -ENOMEM;
+	job->kc = kc;
+	job->is_zero = from == NULL;
+	if (from)
+		job->source = *from;
+	job->num_dests = num_dests;
+	memcpy(job->dests, dests, num_dests * sizeof(*dests));
+	job->flags = flags;
+	job->fn = fn;
+	job->context = context;
+	job->total = dests[0].count;
+	job->fail_start = UINT64_MAX;
+	job->refs = result ? 2 : 1;
+	list_init(&job->ready_link);
+	list_init(&job->subjobs);
+	list_init(&job->cancel_link);
+
+	pthread_mutex_lock(&kc->lock);
+	job->state = JOB_QUEUED;
+	list_add_tail(&job->queue_link, &kc->submitted);
+	kc->jobs_active++;
+	kc->jobs_total++;
+	pthread_mutex_unlock(&kc->lock);
+	if (result)
+		*result = job;
+	kick(kc);
+	return 0;
+}
+
+int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from, unsigned int num_dests,
+		struct io_region *dests, unsigned int flags, kcopyd_notify_fn fn, void *context)
+{
+	if (!from)
+		return -EINVAL;
+	return kcopyd_submit(kc, from, num_dests, dests, flags, fn, context, NULL);
+}
+
+int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests, struct io_region *dests,
+		unsigned int flags, kcopyd_notify_fn fn, void *context)
+{
+	return kcopyd_submit(kc, NULL, num_dests, dests, flags, fn, context, NULL);
+}
+
+void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done, uint64_t *sectors_total)
+{
+	if (sectors_done)
+		*sectors_done = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
+	if (sectors_total)
+		*sectors_total = job->total;
+}
+
+int kcopyd_job_cancel(struct kcopyd_job *job)
+{
+	struct kcopyd_client *kc = job->kc;
+
+	pthread_mutex_lock(&kc->lock);
+	if (job->cancel_requested || job->state >= JOB_COMPLETING) {
+		pthread_mutex_unlock(&kc->lock);
+		return -EALREADY;
+	}
+	job->cancel_requested = true;
+	job->refs++;
+	list_add_tail(&job->cancel_link, &kc->cancels);
+	pthread_mutex_unlock(&kc->lock);
+	kick(kc);
+	return 0;
+}
+
+int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result)
+{
+	struct kcopyd_client *kc = job->kc;
+	int r = -EINPROGRESS;
+
+	pthread_mutex_lock(&kc->lock);
+	if (job->state == JOB_FINISHED) {
+		*result = job->result;
+		r = 0;
+	}
+	pthread_mutex_unlock(&kc->lock);
+	return r;
+}
+
+int kcopyd_job_wait(struct kcopyd_job *job)
+{
+	struct kcopyd_client *kc = job->kc;
+
+	pthread_mutex_lock(&kc->lock);
+	while (job->state != JOB_FINISHED)
+		pthread_cond_wait(&kc->finished_cond, &kc->lock);
+	pthread_mutex_unlock(&kc->lock);
+	return 0;
+}
+
+void kcopyd_job_release(struct kcopyd_job *job)
+{
+	struct kcopyd_client *kc;
+
+	if (!job)
+		return;
+	kc = job->kc;
+	pthread_mutex_lock(&kc->lock);
+	job_put_locked(job);
+	pthread_mutex_unlock(&kc->lock);
+}
+
+const char *kcopyd_version(void)
+{
+	return PACKAGE_VERSION;
+}

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The checks every job passes before it is queued, with a reason a person
+ * can read (the FUSE front end shows it on a job's error line). */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "libkcopyd/internal.h"
+
+#define KCOPYD_KNOWN_FLAGS (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)
+
+__attribute__((format(printf, 4, 5)))
+static int refuse(int err, char *why, unsigned int why_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+static void region_name(char *buf, size_t len, int dest_index)
+{
+	if (dest_index < 0)
+		snprintf(buf, len, "source");
+	else
+		snprintf(buf, len, "destination %d", dest_index);
+}
+
+/* One region on its own: a device, inside it, aligned to its block size. */
+static int check_region(const struct io_region *region, int dest_index, char *why, unsigned int why_len)
+{
+	const struct kcopyd_dev *dev = region->bdev;
+	uint64_t sectors_per_block;
+	char name[32];
+
+	region_name(name, sizeof(name), dest_index);
+	if (!dev)
+		return refuse(-EINVAL, why, why_len, "%s has no device", name);
+	if (region->sector > dev->sectors || region->count > dev->sectors - region->sector)
+		return refuse(-ERANGE, why, why_len,
+			      "%s sectors %llu+%llu run past the end of its device (%llu sectors)", name,
+			      (unsigned long long)region->sector, (unsigned long long)region->count,
+			      (unsigned long long)dev->sectors);
+	sectors_per_block = dev->block_size >> KCOPYD_SECTOR_SHIFT;
+	if (region->sector % sectors_per_block || region->count % sectors_per_block)
+		return refuse(-EINVAL, why, why_len,
+			      "%s sectors %llu+%llu are not aligned to its block size of %u bytes", name,
+			      (unsigned long long)region->sector, (unsigned long long)region->count,
+			      dev->block_size);
+	if (dest_index < 0 && !dev->readable)
+		return refuse(-EBADF, why, why_len, "source device is not open for reading");
+	if (dest_index >= 0 && !dev->writable)
+		return refuse(-EBADF, why, why_len, "%s device is not open for writing", name);
+	return 0;
+}
+
+static int same_device(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
+{
+	return a->is_blockdev == b->is_blockdev && a->identity_dev == b->identity_dev &&
+	       a->identity_ino == b->identity_ino;
+}
+
+static int overlap(const struct io_region *a, const struct io_region *b)
+{
+	return a->count && b->count && same_device(a->bdev, b->bdev) &&
+	       a->sector < b->sector + b->count && b->sector < a->sector + a->count;
+}
+
+int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
+		    const struct io_region *dests, unsigned int flags, char *why, unsigned int why_len)
+{
+	unsigned int dest_index, other;
+	int r;
+
+	if (why && why_len)
+		why[0] = '\0';
+	if (num_dests == 0 || !dests)
+		return refuse(-EINVAL, why, why_len, "no destination");
+	if (num_dests > KCOPYD_MAX_REGIONS)
+		return refuse(-EINVAL, why, why_len, "%u destinations, at most %u are allowed", num_dests,
+			      KCOPYD_MAX_REGIONS);
+	if (flags & ~KCOPYD_KNOWN_FLAGS)
+		return refuse(-EINVAL, why, why_len, "unknown flags 0x%x", flags & ~KCOPYD_KNOWN_FLAGS);
+	if (from) {
+		r = check_region(from, -1, why, why_len);
+		if (r < 0)
+			return r;
+	}
+	for (dest_index = 0; dest_index < num_dests; dest_index++) {
+		const struct io_region *dest = &dests[dest_index];
+		uint64_t expected = from ? from->count : dests[0].count;
+
+		if (dest->count != expected)
+			return refuse(-EINVAL, why, why_len,
+				      "destination %u has %llu sectors, the %s has %llu", dest_index,
+				      (unsigned long long)dest->count, from ? "source" : "first destination",
+				      (unsigned long long)expected);
+		r = check_region(dest, (int)dest_index, why, why_len);
+		if (r < 0)
+			return r;
+		if (from && overlap(from, dest))
+			return refuse(-EINVAL, why, why_len, "destination %u overlaps the source", dest_index);
+		for (other = 0; other < dest_index; other++)
+			if (overlap(&dests[other], dest))
+				return refuse(-EINVAL, why, why_len, "destination %u overlaps destination %u",
+					      dest_index, other);
+	}
+	return 0;
+}

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fake_io.h"
+
+/*
+ * Completed I/Os wait in done[] until reaped; while fake->hold is set they
+ * are counted as held and not announced.  Both under fake->lock, since the
+ * test thread releases them while the I/O thread submits and reaps.
+ */
+struct fake_backend {
+	struct fake_io *fake;
+	int notify_fd;
+	struct kcopyd_io **done;
+	unsigned int done_count, done_size;
+};
+
+void fake_io_init(struct fake_io *fake)
+{
+	memset(fake, 0, sizeof(*fake));
+	pthread_mutex_init(&fake->lock, NULL);
+}
+
+void fake_io_fail(struct fake_io *fake, const struct kcopyd_dev *dev, enum kcopyd_io_op op,
+		  uint64_t sector, uint64_t count, int error)
+{
+	pthread_mutex_lock(&fake->lock);
+	fake->rules[fake->rule_count++] = (struct fake_rule){
+		.dev = dev, .op = op, .sector = sector, .count = count, .error = error,
+	};
+	pthread_mutex_unlock(&fake->lock);
+}
+
+static void announce(struct fake_backend *fb)
+{
+	uint64_t one = 1;
+
+	(void)!write(fb->notify_fd, &one, sizeof(one));
+}
+
+unsigned int fake_io_release(struct fake_io *fake)
+{
+	unsigned int held;
+
+	pthread_mutex_lock(&fake->lock);
+	held = fake->held_count;
+	fake->hold = false;
+	fake->held_count = 0;
+	if (fake->backend)
+		announce(fake->backend);
+	pthread_mutex_unlock(&fake->lock);
+	return held;
+}
+
+unsigned int fake_io_held(struct fake_io *fake)
+{
+	unsigned int held;
+
+	pthread_mutex_lock(&fake->lock);
+	held = fake->held_count;
+	pthread_mutex_unlock(&fake->lock);
+	return held;
+}
+
+unsigned int fake_io_log(struct fake_io *fake, struct fake_log_entry *out, unsigned int max)
+{
+	unsigned int count;
+
+	pthread_mutex_lock(&fake->lock);
+	count = fake->log_count < max ? fake->log_count : max;
+	memcpy(out, fake->log, count * sizeof(*out));
+	pthread_mutex_unlock(&fake->lock);
+	return count;
+}
+
+static int fake_create(unsigned int depth, int notify_fd, void *arg, void **backend)
+{
+	struct fake_backend *fb = calloc(1, sizeof(*fb));
+
+	if (!fb)
+		return -ENOMEM;
+	fb->fake = arg;
+	fb->notify_fd = notify_fd;
+	fb->done_size = depth;
+	fb->done = calloc(depth, sizeof(*fb->done));
+	if (!fb->done) {
+		free(fb);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&fb->fake->lock);
+	fb->fake->backend = fb;
+	pthread_mutex_unlock(&fb->fake->lock);
+	*backend = fb;
+	return 0;
+}
+
+static void fake_destroy(void *backend)
+{
+	struct fake_backend *fb = backend;
+
+	pthread_mutex_lock(&fb->fake->lock);
+	fb->fake->backend = NULL;
+	pthread_mutex_unlock(&fb->fake->lock);
+	free(fb->done);
+	free(fb);
+}
+
+static long fake_do_io(struct fake_io *fake, struct kcopyd_io *io)
+{
+	uint64_t sector = io->offset >> KCOPYD_SECTOR_SHIFT;
+	uint64_t count = io->length >> KCOPYD_SECTOR_SHIFT;
+	unsigned int index;
+	ssize_t r;
+
+	for (index = 0; index < fake->rule_count; index++) {
+		const struct fake_rule *rule = &fake->rules[index];
+
+		if (rule->dev == io->dev && rule->op == io->op && sector < rule->sector + rule->count &&
+		    rule->sector < sector + count)
+			return rule->error;
+	}
+	if (io->op == KCOPYD_IO_READ)
+		r = pread(io->dev->fd, io->buf, io->length, (off_t)io->offset);
+	else
+		r = pwrite(io->dev->fd, io->buf, io->length, (off_t)io->offset);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == io->length ? r : -EIO;
+}
+
+static int fake_submit(void *backend, struct kcopyd_io **ios, unsigned int count)
+{
+	struct fake_backend *fb = backend;
+	struct fake_io *fake = fb->fake;
+	unsigned int index;
+
+	pthread_mutex_lock(&fake->lock);
+	if (fake->max_submit && count > fake->max_submit)
+		count = fake->max_submit;
+	if (count > fb->done_size - fb->done_count)
+		count = fb->done_size - fb->done_count;
+	for (index = 0; index < count; index++) {
+		struct kcopyd_io *io = ios[index];
+
+		if (fake->log_count < FAKE_LOG_SIZE)
+			fake->log[fake->log_count++] = (struct fake_log_entry){
+				.dev = io->dev,
+				.op = io->op,
+				.sector = io->offset >> KCOPYD_SECTOR_SHIFT,
+				.count = io->length >> KCOPYD_SECTOR_SHIFT,
+			};
+		io->result = fake_do_io(fake, io);
+		fb->done[fb->done_count++] = io;
+		if (fake->hold)
+			fake->held_count++;
+	}
+	if (fb->done_count > fake->max_in_flight)
+		fake->max_in_flight = fb->done_count;
+	if (count && !fake->hold)
+		announce(fb);
+	pthread_mutex_unlock(&fake->lock);
+	return (int)count;
+}
+
+static int fake_reap(void *backend, struct kcopyd_io **done, unsigned int max)
+{
+	struct fake_backend *fb = backend;
+	unsigned int count, index;
+
+	pthread_mutex_lock(&fb->fake->lock);
+	count = fb->fake->hold ? 0 : (fb->done_count < max ? fb->done_count : max);
+	if (fb->fake->reverse) {
+		for (index = 0; index < count; index++)
+			done[index] = fb->done[fb->done_count - 1 - index];
+	} else {
+		for (index = 0; index < count; index++)
+			done[index] = fb->done[index];
+		memmove(fb->done, fb->done + count, (fb->done_count - count) * sizeof(*fb->done));
+	}
+	fb->done_count -= count;
+	pthread_mutex_unlock(&fb->fake->lock);
+	return (int)count;
+}
+
+const struct kcopyd_io_ops fake_io_ops = {
+	.name = "fake",
+	.create = fake_create,
+	.destroy = fake_destroy,
+	.submit = fake_submit,
+	.reap = fake_reap,
+};

@@ -1,0 +1,462 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# test-kcopy.sh: the kcopy command end to end, on loop devices (direct I/O,
+# 512- and 4096-byte sectors) and plain files on a tmpfs of its own.
+#
+# Run by `make check` (which exports KCOPY, the built command), or by hand:
+#   sudo KCOPY=./kcopy tests/test-kcopy.sh
+# Needs root (tmpfs, losetup); exits 77 (skipped) without it.  The checks
+# with nbdkit and nbdfuse (a failing read, cancelling) are skipped when
+# those are not installed.
+#
+# Every check prints PASS or FAIL with what it expected and what it got;
+# the last line is "N passed, M failed"; the exit status is 1 on any
+# failure.
+
+set -u
+
+KCOPY=${KCOPY:-$(dirname "$0")/../kcopy}
+SOURCE_MIB=64
+SOURCE_SECTORS=$((SOURCE_MIB * 2048))
+
+passed=0
+failed=0
+
+skip_all() {
+	echo "SKIP: $*"
+	exit 77
+}
+
+[ "$(id -u)" = 0 ] || skip_all "needs root to mount a tmpfs and set up loop devices"
+for tool in losetup mount umount cmp dd mktemp stat; do
+	command -v "$tool" >/dev/null || skip_all "needs $tool"
+done
+[ -x "$KCOPY" ] || skip_all "no kcopy at '$KCOPY' (set KCOPY)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/test-kcopy.XXXXXX") || skip_all "mktemp -d failed"
+work_mounted=0
+loop_devices=()
+fuse_mounts=()
+small_mount=
+
+# Tear down everything we set up, on any exit.
+cleanup() {
+	local mount_point loop
+
+	for mount_point in "${fuse_mounts[@]}"; do
+		umount "$mount_point" 2>/dev/null || umount -l "$mount_point" 2>/dev/null
+	done
+	for loop in "${loop_devices[@]}"; do
+		losetup -d "$loop"
+	done
+	[ -n "$small_mount" ] && umount "$small_mount"
+	[ "$work_mounted" = 1 ] && umount "$work"
+	rmdir "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mount -t tmpfs -o size=768M tmpfs "$work" || skip_all "cannot mount a tmpfs on $work"
+work_mounted=1
+
+# new_loop FILE [LOSETUP OPTIONS...]: attach FILE with direct I/O and set
+# loop_device to the device.  (Not a $(...) function: the list of devices
+# to detach must be this shell's.)
+new_loop() {
+	local file=$1
+	shift
+	loop_device=$(losetup -f --show --direct-io=on "$@" "$file") || return 1
+	loop_devices+=("$loop_device")
+}
+
+# --- reporting ------------------------------------------------------------
+
+pass() {
+	passed=$((passed + 1))
+	echo "PASS: $1"
+}
+
+# fail NAME EXPECTED GOT
+fail() {
+	failed=$((failed + 1))
+	echo "FAIL: $1"
+	echo "      expected: $2"
+	echo "      got:      $3"
+	if [ -s "$work/stderr" ]; then
+		echo "      kcopy said:"
+		sed 's/^/        /' "$work/stderr"
+	fi
+}
+
+# run_kcopy ARGS...: run kcopy, keep its stdout and stderr, set $status.
+run_kcopy() {
+	"$KCOPY" "$@" >"$work/stdout" 2>"$work/stderr"
+	status=$?
+}
+
+# expect_status NAME EXPECTED: check the status of the last run_kcopy; 0 if it matched.
+expect_status() {
+	if [ "$status" = "$2" ]; then
+		return 0
+	fi
+	fail "$1" "exit status $2" "exit status $status"
+	return 1
+}
+
+# expect_stderr NAME PATTERN: check that kcopy's stderr matches an extended regex.
+expect_stderr() {
+	if grep -Eq -- "$2" "$work/stderr"; then
+		return 0
+	fi
+	fail "$1" "a message matching /$2/ on stderr" "$(tr '\n' '|' <"$work/stderr")"
+	return 1
+}
+
+# expect_stdout NAME PATTERN: check that kcopy's stdout matches an extended regex.
+expect_stdout() {
+	if grep -Eq -- "$2" "$work/stdout"; then
+		return 0
+	fi
+	fail "$1" "a line matching /$2/ on stdout" "$(head -3 "$work/stdout" | tr '\n' '|')"
+	return 1
+}
+
+# expect_equal NAME WHAT EXPECTED GOT: compare two values, e.g. sizes.
+expect_equal() {
+	if [ "$3" = "$4" ]; then
+		return 0
+	fi
+	fail "$1" "$2 $3" "$2 $4"
+	return 1
+}
+
+# same_bytes NAME FILE1 OFFSET1 FILE2 OFFSET2 LENGTH: compare two byte ranges.
+same_bytes() {
+	local out
+
+	if out=$(cmp -n "$6" -i "$3:$5" "$2" "$4" 2>&1); then
+		return 0
+	fi
+	fail "$1" "$2 bytes $3+$6 equal to $4 bytes $5+$6" "${out:-differ}"
+	return 1
+}
+
+# all_zero NAME FILE OFFSET LENGTH: check that a byte range reads as zeros.
+all_zero() {
+	local out
+
+	if out=$(cmp -n "$4" -i "$3:0" "$2" /dev/zero 2>&1); then
+		return 0
+	fi
+	fail "$1" "$2 bytes $3+$4 all zero" "$out"
+	return 1
+}
+
+# clear_device DEVICE: fill a loop device with zeros, so a copy must be seen.
+clear_device() {
+	dd if=/dev/zero of="$1" bs=1M oflag=direct status=none 2>/dev/null
+	return 0
+}
+
+file_size() {
+	stat -c %s "$1"
+}
+
+# --- setup ----------------------------------------------------------------
+
+src="$work/source.img"
+head -c "${SOURCE_MIB}M" /dev/urandom >"$src" || skip_all "cannot write the source image"
+for name in disk1 disk2 disk3; do
+	truncate -s "${SOURCE_MIB}M" "$work/$name.img"
+done
+truncate -s "${SOURCE_MIB}M" "$work/disk4k.img"
+new_loop "$work/disk1.img" || skip_all "losetup failed (no loop devices?)"
+loop1=$loop_device
+new_loop "$work/disk2.img" || skip_all "losetup failed"
+loop2=$loop_device
+new_loop "$work/disk3.img" || skip_all "losetup failed"
+loop3=$loop_device
+new_loop "$work/disk4k.img" --sector-size 4096 || skip_all "losetup --sector-size 4096 failed"
+loop4k=$loop_device
+bytes=$((SOURCE_MIB * 1048576))
+
+# --- the command line -----------------------------------------------------
+
+run_kcopy --help
+expect_status "--help exits 0" 0 && expect_stdout "--help prints the usage" '^Usage: kcopy' && pass "--help"
+
+run_kcopy --version
+expect_status "--version exits 0" 0 && expect_stdout "--version prints it" '^kcopy [0-9]+\.[0-9]+\.[0-9]+$' &&
+	pass "--version"
+
+run_kcopy --no-such-option "$src" "$work/never.img"
+expect_status "a bad option exits 2" 2 && expect_stderr "a bad option is named" "no-such-option" &&
+	pass "a bad option exits 2"
+
+run_kcopy --pages 0 "$src" "$work/never.img"
+expect_status "--pages 0 exits 2" 2 && pass "--pages 0 exits 2"
+
+run_kcopy --subjob-kb 6 "$src" "$work/never.img"
+expect_status "--subjob-kb 6 exits 2" 2 && expect_stderr "--subjob-kb 6 says why" "multiple of 4" &&
+	pass "--subjob-kb 6 exits 2"
+
+run_kcopy "$src"
+expect_status "a source alone exits 2" 2 && pass "a source alone exits 2"
+
+run_kcopy "$src:1000B" "$work/never.img"
+expect_status "a byte offset that is not a multiple of 512 exits 2" 2 &&
+	expect_stderr "the bad byte offset is explained" "not a multiple of 512" &&
+	pass "a byte offset that is not a multiple of 512 exits 2"
+
+if [ -e "$work/never.img" ]; then
+	fail "refused command lines create nothing" "no $work/never.img" "it exists"
+else
+	pass "refused command lines create nothing"
+fi
+
+# --- whole copies ---------------------------------------------------------
+
+clear_device "$loop1"
+run_kcopy "$src" "$loop1"
+expect_status "1 destination (loop device)" 0 && same_bytes "1 destination (loop device)" "$src" 0 "$loop1" 0 "$bytes" &&
+	expect_stderr "the summary line" "^kcopy: copied $bytes bytes \($SOURCE_SECTORS sectors\) to 1 destination in .* MB/s" &&
+	pass "1 destination (loop device)"
+
+run_kcopy "$loop1" "$work/from-loop.img"
+expect_status "1 destination (a loop device as the source, a new file)" 0 &&
+	same_bytes "1 destination (a loop device as the source, a new file)" "$src" 0 "$work/from-loop.img" 0 "$bytes" &&
+	pass "1 destination (a loop device as the source, a new file)"
+
+clear_device "$loop2"
+clear_device "$loop3"
+truncate -s "${SOURCE_MIB}M" "$work/plain.img"
+run_kcopy --quiet "$src" "$loop2" "$work/plain.img" "$loop3"
+if expect_status "3 destinations (2 loop devices, 1 file)" 0; then
+	ok=1
+	for dest in "$loop2" "$work/plain.img" "$loop3"; do
+		same_bytes "3 destinations: $dest" "$src" 0 "$dest" 0 "$bytes" || ok=0
+	done
+	[ "$ok" = 1 ] && pass "3 destinations (2 loop devices, 1 file)"
+fi
+if [ -s "$work/stderr" ]; then
+	fail "--quiet prints nothing on success" "an empty stderr" "$(tr '\n' '|' <"$work/stderr")"
+else
+	pass "--quiet prints nothing on success"
+fi
+
+run_kcopy --depth 2 --subjob-kb 64 --pages 32 --write-seq "$src" "$work/small-buffers.img"
+expect_status "--depth/--subjob-kb/--pages/--write-seq" 0 &&
+	same_bytes "--depth/--subjob-kb/--pages/--write-seq" "$src" 0 "$work/small-buffers.img" 0 "$bytes" &&
+	pass "--depth/--subjob-kb/--pages/--write-seq"
+
+run_kcopy --progress "$src:0+8M" "$work/progress.img"
+expect_status "--progress" 0 && expect_stderr "--progress draws a bar" '100\.0%.*MB/s.*ETA' &&
+	pass "--progress"
+
+# --- created and extended files ---------------------------------------------
+
+rm -f "$work/created.img"
+run_kcopy "$src" "$work/created.img"
+if expect_status "a created destination file" 0 &&
+   same_bytes "a created destination file" "$src" 0 "$work/created.img" 0 "$bytes"; then
+	expect_equal "a created destination file" size "$bytes" "$(file_size "$work/created.img")" &&
+		expect_equal "a created destination file (0666 & ~umask)" mode \
+			"$(printf '%o' $((0666 & ~$(umask))))" "$(stat -c %a "$work/created.img")" &&
+		pass "a created destination file"
+fi
+
+head -c 1M /dev/urandom >"$work/short.img"
+cp "$work/short.img" "$work/short.orig"
+run_kcopy "$src:2048+2048" "$work/short.img:4096"
+if expect_status "a short destination file is extended" 0 &&
+   same_bytes "the extended file has the copy" "$src" $((2048 * 512)) "$work/short.img" $((4096 * 512)) $((2048 * 512)) &&
+   same_bytes "the extended file keeps its old data" "$work/short.orig" 0 "$work/short.img" 0 1048576 &&
+   all_zero "the extended file's gap is zero" "$work/short.img" 1048576 $((4096 * 512 - 1048576)); then
+	expect_equal "a short destination file is extended" size $(((4096 + 2048) * 512)) "$(file_size "$work/short.img")" &&
+		pass "a short destination file is extended"
+fi
+
+# --- offsets ----------------------------------------------------------------
+
+clear_device "$loop1"
+run_kcopy "$src:2048+4096" "$loop1:8192"
+expect_status "SRC:2048+4096 to DST:8192" 0 &&
+	same_bytes "SRC:2048+4096 to DST:8192" "$src" $((2048 * 512)) "$loop1" $((8192 * 512)) $((4096 * 512)) &&
+	all_zero "SRC:2048+4096 to DST:8192 leaves what is before alone" "$loop1" 0 $((8192 * 512)) &&
+	all_zero "SRC:2048+4096 to DST:8192 leaves what is after alone" "$loop1" $(((8192 + 4096) * 512)) $((1048576 * 4)) &&
+	expect_stderr "SRC:2048+4096 counts 4096 sectors" "copied $((4096 * 512)) bytes \(4096 sectors\)" &&
+	pass "SRC:2048+4096 to DST:8192"
+
+clear_device "$loop2"
+run_kcopy "$src:1M+2M" "$loop2:4MiB"
+expect_status "SRC:1M+2M to DST:4MiB (byte units)" 0 &&
+	same_bytes "SRC:1M+2M to DST:4MiB (byte units)" "$src" 1048576 "$loop2" $((4 * 1048576)) $((2 * 1048576)) &&
+	all_zero "SRC:1M+2M to DST:4MiB leaves what is before alone" "$loop2" 0 $((4 * 1048576)) &&
+	pass "SRC:1M+2M to DST:4MiB (byte units)"
+
+run_kcopy "$src:$((SOURCE_SECTORS - 1024))" "$work/tail.img"
+expect_status "SRC:SECTOR without COUNT copies to the end" 0 &&
+	same_bytes "SRC:SECTOR without COUNT copies to the end" "$src" $((bytes - 1024 * 512)) "$work/tail.img" 0 $((1024 * 512)) &&
+	expect_equal "SRC:SECTOR without COUNT copies to the end" size $((1024 * 512)) "$(file_size "$work/tail.img")" &&
+	pass "SRC:SECTOR without COUNT copies to the end"
+
+# A path with colons in it (like /dev/disk/by-path names) is a path.
+colon_path="$work/pci-0000:00:1f.2-ata-1"
+ln -s "$src" "$colon_path"
+run_kcopy "$colon_path" "$work/colon-copy.img"
+expect_status "a path with colons" 0 && same_bytes "a path with colons" "$src" 0 "$work/colon-copy.img" 0 "$bytes" &&
+	pass "a path with colons"
+run_kcopy "$colon_path:2048+8" "$work/colon-slice.img"
+expect_status "a path with colons and a range" 0 &&
+	same_bytes "a path with colons and a range" "$src" $((2048 * 512)) "$work/colon-slice.img" 0 4096 &&
+	pass "a path with colons and a range"
+
+# --- zeroing --------------------------------------------------------------
+
+run_kcopy --quiet "$src" "$loop1"
+run_kcopy --zero "$loop1:1024+2048"
+expect_status "--zero DST:1024+2048" 0 &&
+	all_zero "--zero DST:1024+2048 zeroes its range" "$loop1" $((1024 * 512)) $((2048 * 512)) &&
+	same_bytes "--zero leaves what is before alone" "$src" 0 "$loop1" 0 $((1024 * 512)) &&
+	same_bytes "--zero leaves what is after alone" "$src" $((3072 * 512)) "$loop1" $((3072 * 512)) $((bytes - 3072 * 512)) &&
+	expect_stderr "--zero says what it did" "zeroed $((2048 * 512)) bytes" &&
+	pass "--zero DST:1024+2048"
+
+run_kcopy --quiet "$src" "$loop2"
+run_kcopy --zero "$loop1" "$loop2"
+expect_status "--zero of 2 whole devices" 0 &&
+	all_zero "--zero of 2 whole devices: the first" "$loop1" 0 "$bytes" &&
+	all_zero "--zero of 2 whole devices: the second" "$loop2" 0 "$bytes" &&
+	pass "--zero of 2 whole devices"
+
+rm -f "$work/zeros.img"
+run_kcopy --zero "$work/zeros.img:0+3M"
+expect_status "--zero creates a file" 0 && all_zero "--zero creates a file" "$work/zeros.img" 0 $((3 * 1048576)) &&
+	expect_equal "--zero creates a file" size $((3 * 1048576)) "$(file_size "$work/zeros.img")" &&
+	pass "--zero creates a file"
+
+run_kcopy --zero "$work/no-such.img"
+expect_status "--zero of a missing file without COUNT" 1 &&
+	expect_stderr "--zero of a missing file without COUNT says why" "does not exist" &&
+	pass "--zero of a missing file without COUNT"
+
+# --- refused regions --------------------------------------------------------
+
+run_kcopy "$src:1" "$loop4k"
+expect_status "misaligned on a 4096-byte-sector device" 2 &&
+	expect_stderr "misaligned on a 4096-byte-sector device is explained" "$loop4k: .*not aligned.*4096" &&
+	pass "misaligned on a 4096-byte-sector device"
+
+run_kcopy "$src:0+8" "$loop4k:4"
+expect_status "a misaligned DST:SECTOR on a 4096-byte-sector device" 2 &&
+	expect_stderr "a misaligned DST:SECTOR is explained" "not aligned" &&
+	pass "a misaligned DST:SECTOR on a 4096-byte-sector device"
+
+run_kcopy "$src:8+8" "$work/plain.img" "$loop4k:4"
+expect_status "the refused destination is named (destination 1)" 2 &&
+	expect_stderr "the refused destination is named" "^kcopy: $loop4k: destination 1 " &&
+	pass "the refused destination is named (destination 1)"
+
+run_kcopy "$src:0+8M" "$loop4k:8M"
+expect_status "an aligned copy to a 4096-byte-sector device" 0 &&
+	same_bytes "an aligned copy to a 4096-byte-sector device" "$src" 0 "$loop4k" $((8 * 1048576)) $((8 * 1048576)) &&
+	pass "an aligned copy to a 4096-byte-sector device"
+
+run_kcopy "$src" "$loop1:8"
+expect_status "a destination region past the end" 2 &&
+	expect_stderr "a destination region past the end is explained" "past the end" &&
+	pass "a destination region past the end"
+
+run_kcopy "$src:$((SOURCE_SECTORS - 8))+16" "$work/never.img"
+expect_status "a source region past the end" 2 &&
+	expect_stderr "a source region past the end is explained" "past its end" &&
+	pass "a source region past the end"
+
+run_kcopy "$src:0+2048" "$src:1024"
+expect_status "a destination overlapping the source" 2 &&
+	expect_stderr "the overlap is explained" "overlaps" &&
+	pass "a destination overlapping the source"
+
+run_kcopy "$src:0+2048" "$loop1" "$loop1:1024"
+expect_status "overlapping destinations" 2 && expect_stderr "the overlap of destinations is explained" "overlaps" &&
+	pass "overlapping destinations"
+
+run_kcopy "$src:0+2048" "$loop1:0+1024"
+expect_status "a DST COUNT that differs from the source's" 2 && pass "a DST COUNT that differs from the source's"
+
+# --- write errors -----------------------------------------------------------
+
+small_mount="$work/small"
+mkdir "$small_mount"
+if mount -t tmpfs -o size=4M tmpfs "$small_mount"; then
+	run_kcopy "$src:0+8M" "$work/ok.img" "$small_mount/full.img"
+	expect_status "a write error (ENOSPC) exits 1" 1 &&
+		expect_stderr "the write error names the destination and errno" \
+			"write error on $small_mount/full.img \(destination 1\) sectors [0-9]+\+[0-9]+: ENOSPC" &&
+		expect_stderr "the write error bits" "write_err=0x2" &&
+		pass "a write error (ENOSPC) exits 1"
+	umount "$small_mount"
+else
+	fail "a write error (ENOSPC)" "a 4 MiB tmpfs mounted" "mount failed"
+fi
+small_mount=
+
+# --- read errors and cancelling, through nbdkit and nbdfuse -------------------
+
+# fuse_source NAME NBDKIT-ARGS...: export the source through nbdkit with
+# filters as the file $work/NAME/nbd, and set fuse_file to its path.
+fuse_source() {
+	local mount_dir="$work/$1" attempt
+	shift
+	fuse_file="$mount_dir/nbd"
+	mkdir "$mount_dir"
+	nbdfuse "$fuse_file" --command nbdkit -s "$@" >/dev/null 2>&1 &
+	fuse_mounts+=("$mount_dir")
+	for attempt in $(seq 50); do
+		[ -f "$fuse_file" ] && return 0
+		[ "$attempt" = 50 ] && break
+		sleep 0.1
+	done
+	return 1
+}
+
+if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
+	if fuse_source failing --filter=error file "$src" error-pread-rate=100% error=EIO; then
+		failing=$fuse_file
+		run_kcopy "$failing:0+1M" "$work/from-failing.img"
+		expect_status "a read error exits 1" 1 &&
+			expect_stderr "the read error names the source, range and errno" \
+				"read error on $failing sectors 0\+[0-9]+: EIO \(Input/output error\)" &&
+			expect_stderr "the read error bit" "read_err=1 write_err=0x0" &&
+			pass "a read error exits 1"
+	else
+		fail "a read error" "nbdfuse to export a failing source" "no $work/failing/nbd"
+	fi
+
+	if fuse_source slow --filter=delay file "$src" rdelay=1; then
+		slow=$fuse_file
+		for signal_name in INT TERM; do
+			want=$((128 + $(kill -l "$signal_name")))
+			# env: background jobs of a script ignore SIGINT, and kcopy keeps it ignored.
+			env --default-signal="$signal_name" "$KCOPY" --depth 1 "$slow" "$work/cancelled.img" \
+				>"$work/stdout" 2>"$work/stderr" &
+			pid=$!
+			sleep 0.5
+			kill -"$signal_name" "$pid"
+			wait "$pid"
+			status=$?
+			expect_status "SIG$signal_name cancels" "$want" &&
+				expect_stderr "SIG$signal_name is reported" "cancelled by SIG$signal_name after [0-9]+ of $bytes bytes" &&
+				pass "SIG$signal_name cancels (exit $want)"
+		done
+	else
+		fail "cancelling" "nbdfuse to export a slow source" "no $work/slow/nbd"
+	fi
+else
+	echo "SKIP: read errors and cancelling (needs nbdkit and nbdfuse)"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

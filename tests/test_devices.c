@@ -1,0 +1,943 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The engine on real devices: direct-I/O loop devices (512- and 4096-byte
+ * sectors) and plain files on a private tmpfs.  Needs root; skips (77)
+ * without it.
+ *
+ * Every test starts from the same fixture: a 64 MiB source file of the
+ * pattern SRC_SEED with a loop device on it, and six zeroed 64 MiB
+ * destinations (four loop devices, two plain files), all opened, and a
+ * client.  A copy is checked byte for byte against the pattern, and every
+ * byte outside the destination regions must still be zero.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kcopyd.h"
+#include "testutil.h"
+
+#define MiB		(1024ull * 1024)
+#define DEV_BYTES	(64 * MiB)
+#define DEV_SECTORS	(DEV_BYTES >> KCOPYD_SECTOR_SHIFT)
+#define SRC_SEED	0x6b636f707964ull	/* the source's pattern */
+#define FILL_SEED	0xf111ull		/* a pattern to pre-fill destinations with */
+#define TMPFS_BYTES	(512 * MiB)
+#define CLIENT_PAGES	256
+
+enum target_id { T_LOOP_A, T_LOOP_B, T_LOOP_C, T_LOOP_4K, T_FILE_A, T_FILE_B, NR_TARGETS };
+
+/* A destination: a zeroed file, with or without a loop device on it. */
+struct target {
+	const char *name;		/* for messages */
+	unsigned int sector_size;	/* of the loop device; 0 for a plain file */
+	char file[PATH_MAX];
+	char loop[32];			/* "" for a plain file */
+	struct kcopyd_dev *dev;		/* opened O_RDWR */
+};
+
+static struct fixture {
+	char dir[256];			/* the tmpfs */
+	char src_file[PATH_MAX];	/* SRC_SEED pattern, DEV_BYTES */
+	char src_loop[32];		/* 512-byte sectors, direct I/O */
+	struct kcopyd_dev *src;		/* src_loop, O_RDONLY */
+	struct kcopyd_dev *src_plain;	/* src_file, O_RDONLY */
+	struct target dst[NR_TARGETS];
+	struct kcopyd_client *kc;	/* CLIENT_PAGES pages, defaults */
+} fx;
+
+static const struct {
+	const char *name;
+	unsigned int sector_size;
+} target_kinds[NR_TARGETS] = {
+	[T_LOOP_A] = { "loop A (512)", 512 },
+	[T_LOOP_B] = { "loop B (512)", 512 },
+	[T_LOOP_C] = { "loop C (512)", 512 },
+	[T_LOOP_4K] = { "loop 4K (4096)", 4096 },
+	[T_FILE_A] = { "file A", 0 },
+	[T_FILE_B] = { "file B", 0 },
+};
+
+static const char *target_path(const struct target *t)
+{
+	return t->loop[0] ? t->loop : t->file;
+}
+
+/* ---- fixture -------------------------------------------------------- */
+
+static void teardown(void)
+{
+	int i;
+
+	kcopyd_client_destroy(fx.kc);
+	fx.kc = NULL;
+	kcopyd_dev_close(fx.src);
+	kcopyd_dev_close(fx.src_plain);
+	fx.src = fx.src_plain = NULL;
+	if (fx.src_loop[0])
+		tu_loop_detach(fx.src_loop);
+	fx.src_loop[0] = '\0';
+	for (i = 0; i < NR_TARGETS; i++) {
+		kcopyd_dev_close(fx.dst[i].dev);
+		fx.dst[i].dev = NULL;
+		if (fx.dst[i].loop[0])
+			tu_loop_detach(fx.dst[i].loop);
+		fx.dst[i].loop[0] = '\0';
+	}
+	tu_tmpfs_unmount(fx.dir);
+	fx.dir[0] = '\0';
+}
+
+/* Build the fixture; on failure say which step failed. */
+static int build_fixture(const char **step)
+{
+	int i, r;
+
+	*step = "tu_tmpfs_mount";
+	r = tu_tmpfs_mount(TMPFS_BYTES, fx.dir, sizeof(fx.dir));
+	if (r < 0)
+		return r;
+	snprintf(fx.src_file, sizeof(fx.src_file), "%s/source", fx.dir);
+	*step = "tu_file_create(source)";
+	r = tu_file_create(fx.src_file, DEV_BYTES, SRC_SEED);
+	if (r < 0)
+		return r;
+	*step = "tu_loop_attach(source)";
+	r = tu_loop_attach(fx.src_file, 512, true, fx.src_loop, sizeof(fx.src_loop));
+	if (r < 0)
+		return r;
+	*step = "kcopyd_dev_open(source loop)";
+	r = kcopyd_dev_open(fx.src_loop, O_RDONLY, &fx.src);
+	if (r < 0)
+		return r;
+	*step = "kcopyd_dev_open(source file)";
+	r = kcopyd_dev_open(fx.src_file, O_RDONLY, &fx.src_plain);
+	if (r < 0)
+		return r;
+	for (i = 0; i < NR_TARGETS; i++) {
+		struct target *t = &fx.dst[i];
+
+		t->name = target_kinds[i].name;
+		t->sector_size = target_kinds[i].sector_size;
+		snprintf(t->file, sizeof(t->file), "%s/dest%d", fx.dir, i);
+		*step = "tu_file_create(destination)";
+		r = tu_file_create(t->file, DEV_BYTES, 0);
+		if (r < 0)
+			return r;
+		if (t->sector_size) {
+			*step = "tu_loop_attach(destination)";
+			r = tu_loop_attach(t->file, t->sector_size, true, t->loop, sizeof(t->loop));
+			if (r < 0)
+				return r;
+		}
+		*step = "kcopyd_dev_open(destination)";
+		r = kcopyd_dev_open(target_path(t), O_RDWR, &t->dev);
+		if (r < 0)
+			return r;
+	}
+	*step = "kcopyd_client_create";
+	return kcopyd_client_create(CLIENT_PAGES, &fx.kc);
+}
+
+static void setup(void)
+{
+	const char *step = "";
+	int r;
+
+	memset(&fx, 0, sizeof(fx));
+	r = build_fixture(&step);
+	if (r < 0) {
+		teardown();
+		cr_assert_fail("fixture: %s failed: %d (%s)", step, r, strerror(-r));
+	}
+}
+
+TestSuite(devices, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ---- helpers -------------------------------------------------------- */
+
+static struct target *target_of(const struct kcopyd_dev *dev)
+{
+	int i;
+
+	for (i = 0; i < NR_TARGETS; i++)
+		if (fx.dst[i].dev == dev)
+			return &fx.dst[i];
+	cr_assert_fail("a region names a device that is not a fixture destination");
+	return NULL;
+}
+
+static struct io_region region(enum target_id id, uint64_t sector, uint64_t count)
+{
+	return (struct io_region){ .bdev = fx.dst[id].dev, .sector = sector, .count = count };
+}
+
+/* @dst holds the source's sectors from @src_sector on. */
+static void expect_source_copy(const char *what, uint64_t src_sector, const struct io_region *dst)
+{
+	const struct target *t = target_of(dst->bdev);
+	uint64_t diff = 0;
+	int r = tu_pattern_check(target_path(t), dst->sector << KCOPYD_SECTOR_SHIFT,
+				 dst->count << KCOPYD_SECTOR_SHIFT, SRC_SEED,
+				 src_sector << KCOPYD_SECTOR_SHIFT, &diff);
+
+	cr_assert_eq(r, 0, "%s: %s sectors %" PRIu64 "+%" PRIu64 " (from source sector %" PRIu64
+		     "): %s at byte %" PRIu64 " of the region (tu_pattern_check=%d)",
+		     what, t->name, dst->sector, dst->count, src_sector,
+		     r == 1 ? "differs from the source" : "could not be read", diff, r);
+}
+
+/* Sectors [@sector, @sector + @count) of @t hold the pattern @seed (0: zeros),
+ * as it is found at the same offset. */
+static void expect_pattern(const char *what, const struct target *t, uint64_t sector, uint64_t count,
+			   uint64_t seed)
+{
+	uint64_t diff = 0;
+	int r;
+
+	if (count == 0)
+		return;
+	r = tu_pattern_check(target_path(t), sector << KCOPYD_SECTOR_SHIFT,
+			     count << KCOPYD_SECTOR_SHIFT, seed, sector << KCOPYD_SECTOR_SHIFT, &diff);
+	cr_assert_eq(r, 0, "%s: %s sectors %" PRIu64 "+%" PRIu64 " should be %s: %s at byte %" PRIu64
+		     " (tu_pattern_check=%d)", what, t->name, sector, count,
+		     seed ? "the fill pattern" : "zero",
+		     r == 1 ? "wrong byte" : "could not be read", diff, r);
+}
+
+static int cmp_region_sector(const void *a, const void *b)
+{
+	const struct io_region *x = a, *y = b;
+
+	return x->sector < y->sector ? -1 : x->sector > y->sector;
+}
+
+/* Every sector of every destination outside @regions is still zero. */
+static void expect_zero_elsewhere(const char *what, const struct io_region *regions, unsigned int n)
+{
+	struct io_region mine[KCOPYD_MAX_REGIONS];
+	int id;
+
+	for (id = 0; id < NR_TARGETS; id++) {
+		const struct target *t = &fx.dst[id];
+		unsigned int i, count = 0;
+		uint64_t pos = 0;
+
+		for (i = 0; i < n; i++)
+			if (regions[i].bdev == t->dev)
+				mine[count++] = regions[i];
+		qsort(mine, count, sizeof(mine[0]), cmp_region_sector);
+		for (i = 0; i < count; i++) {
+			if (mine[i].sector > pos)
+				expect_pattern(what, t, pos, mine[i].sector - pos, 0);
+			if (mine[i].sector + mine[i].count > pos)
+				pos = mine[i].sector + mine[i].count;
+		}
+		if (pos < DEV_SECTORS)
+			expect_pattern(what, t, pos, DEV_SECTORS - pos, 0);
+	}
+}
+
+/* The result of a job that went well. */
+static void expect_clean_result(const char *what, const struct kcopyd_result *res, uint64_t count)
+{
+	cr_assert_eq(res->read_err, 0, "%s: read_err %d, expected 0", what, res->read_err);
+	cr_assert_eq(res->write_err, 0, "%s: write_err 0x%x, expected 0", what, res->write_err);
+	cr_assert_eq(res->error, 0, "%s: error %d (%s), expected 0", what, res->error,
+		     strerror(-res->error));
+	cr_assert_eq(res->cancelled, 0, "%s: cancelled %d", what, res->cancelled);
+	cr_assert_eq(res->sectors_total, count, "%s: sectors_total %" PRIu64 ", expected %" PRIu64,
+		     what, res->sectors_total, count);
+	cr_assert_eq(res->sectors_done, count, "%s: sectors_done %" PRIu64 ", expected %" PRIu64,
+		     what, res->sectors_done, count);
+}
+
+/* Copy with tu_copy_sync() and check everything: the result, the copies,
+ * and zeros everywhere else. */
+static void copy_and_check(const char *what, struct kcopyd_dev *src, uint64_t src_sector,
+			   const struct io_region *dests, unsigned int n, unsigned int flags)
+{
+	struct io_region from = { .bdev = src, .sector = src_sector, .count = dests[0].count };
+	struct kcopyd_result res;
+	unsigned int i;
+	int r;
+
+	r = tu_copy_sync(fx.kc, &from, n, dests, flags, &res);
+	cr_assert_eq(r, 0, "%s: tu_copy_sync returned %d (%s)", what, r, strerror(-r));
+	expect_clean_result(what, &res, from.count);
+	for (i = 0; i < n; i++)
+		expect_source_copy(what, src_sector, &dests[i]);
+	expect_zero_elsewhere(what, dests, n);
+}
+
+/* Counts completion-routine calls, for the kernel-style API. */
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int calls;
+	int read_err;
+	unsigned int write_err;
+	pthread_t submitter;
+	bool on_submitter;	/* a call ran on the submitting thread */
+};
+
+static void waiter_init(struct waiter *w)
+{
+	memset(w, 0, sizeof(*w));
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->submitter = pthread_self();
+}
+
+static void waiter_notify(int read_err, unsigned int write_err, void *context)
+{
+	struct waiter *w = context;
+
+	pthread_mutex_lock(&w->lock);
+	w->calls++;
+	w->read_err = read_err;
+	w->write_err = write_err;
+	if (pthread_equal(pthread_self(), w->submitter))
+		w->on_submitter = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Wait up to @seconds for @calls calls; return how many there were. */
+static unsigned int waiter_wait(struct waiter *w, unsigned int calls, int seconds)
+{
+	struct timespec deadline;
+	unsigned int seen;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += seconds;
+	pthread_mutex_lock(&w->lock);
+	while (w->calls < calls &&
+	       pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == 0)
+		;
+	seen = w->calls;
+	pthread_mutex_unlock(&w->lock);
+	return seen;
+}
+
+/* ---- copies ----------------------------------------------------------- */
+
+Test(devices, copy_to_one_loop_device_with_callback)
+{
+	const char *what = "1 dest, kcopyd_copy";
+	struct io_region from = { .bdev = fx.src, .sector = 4096, .count = 8192 + 8 };
+	struct io_region to = region(T_LOOP_A, 100000, from.count);
+	struct waiter w;
+	int r;
+
+	waiter_init(&w);
+	r = kcopyd_copy(fx.kc, &from, 1, &to, 0, waiter_notify, &w);
+	cr_assert_eq(r, 0, "%s: kcopyd_copy returned %d (%s)", what, r, strerror(-r));
+	cr_assert_eq(waiter_wait(&w, 1, 30), 1, "%s: completion routine called %u times in 30 s",
+		     what, w.calls);
+	cr_assert_eq(w.read_err, 0, "%s: read_err %d", what, w.read_err);
+	cr_assert_eq(w.write_err, 0, "%s: write_err 0x%x", what, w.write_err);
+	cr_assert(!w.on_submitter, "%s: the completion routine ran on the submitting thread", what);
+	expect_source_copy(what, from.sector, &to);
+	expect_zero_elsewhere(what, &to, 1);
+}
+
+Test(devices, copy_to_two_dests_loop_and_file)
+{
+	struct io_region to[2] = {
+		region(T_LOOP_B, 0, 20000),
+		region(T_FILE_A, 50000, 20000),
+	};
+
+	/* From the plain source file this time. */
+	copy_and_check("2 dests", fx.src_plain, 1000, to, 2, 0);
+}
+
+Test(devices, copy_to_three_dests_mixed_sector_sizes)
+{
+	struct io_region to[3] = {
+		region(T_LOOP_A, 7, 6000),
+		region(T_LOOP_4K, 8 * 1000, 6000),
+		region(T_FILE_B, 123456 - 6000, 6000),
+	};
+
+	copy_and_check("3 dests", fx.src, 16, to, 3, 0);
+}
+
+Test(devices, copy_to_eight_dests_two_per_device)
+{
+	struct io_region to[8] = {
+		region(T_LOOP_A, 0, 4160),
+		region(T_LOOP_A, 70000, 4160),
+		region(T_LOOP_B, 1, 4160),
+		region(T_LOOP_C, 12345, 4160),
+		region(T_LOOP_4K, 64, 4160),
+		region(T_LOOP_4K, 80000, 4160),
+		region(T_FILE_A, 999, 4160),
+		region(T_FILE_B, 65536, 4160),
+	};
+
+	copy_and_check("8 dests", fx.src, 33, to, 8, 0);
+}
+
+Test(devices, regions_start_and_end_mid_device)
+{
+	struct io_region to[2] = {
+		region(T_LOOP_A, 1234, 33333),
+		region(T_FILE_A, 90001, 33333),
+	};
+
+	copy_and_check("mid-device", fx.src, 77777, to, 2, 0);
+}
+
+Test(devices, region_ending_at_the_device_end)
+{
+	struct io_region to[2] = {
+		region(T_LOOP_4K, DEV_SECTORS - 2048, 2048),
+		region(T_FILE_B, DEV_SECTORS - 2048, 2048),
+	};
+
+	/* ... read from the last sectors of the source too. */
+	copy_and_check("to the end", fx.src, DEV_SECTORS - 2048, to, 2, 0);
+}
+
+Test(devices, count_not_a_multiple_of_the_subjob_size)
+{
+	struct kcopyd_stats stats;
+	uint64_t count;
+
+	kcopyd_client_stats(fx.kc, &stats);
+	cr_assert(stats.subjob_sectors >= 8, "subjob_sectors %u, expected at least one page",
+		  stats.subjob_sectors);
+	count = 5ull * stats.subjob_sectors + 17;
+	{
+		struct io_region to[2] = {
+			region(T_LOOP_B, 3, count),
+			region(T_FILE_B, 2ull * stats.subjob_sectors + 1, count),
+		};
+
+		copy_and_check("5 sub-jobs + 17 sectors", fx.src, 100, to, 2, 0);
+	}
+}
+
+Test(devices, write_seq_copy)
+{
+	struct io_region to[3] = {
+		region(T_LOOP_A, 4096, 16384),
+		region(T_LOOP_4K, 40960, 16384),
+		region(T_FILE_A, 3, 16384),
+	};
+
+	copy_and_check("KCOPYD_WRITE_SEQ", fx.src, 512, to, 3, KCOPYD_WRITE_SEQ);
+}
+
+Test(devices, ignore_error_flag_on_a_clean_copy)
+{
+	struct io_region to[2] = {
+		region(T_LOOP_C, 100, 3000),
+		region(T_FILE_B, 200, 3000),
+	};
+
+	copy_and_check("KCOPYD_IGNORE_ERROR|KCOPYD_WRITE_SEQ", fx.src, 300, to, 2,
+		       KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ);
+}
+
+/* ---- zeroing --------------------------------------------------------- */
+
+Test(devices, zero_overwrites_only_its_regions)
+{
+	const uint64_t filled = (16 * MiB) >> KCOPYD_SECTOR_SHIFT;
+	const enum target_id ids[3] = { T_LOOP_C, T_LOOP_4K, T_FILE_A };
+	struct io_region zero[3] = {
+		region(T_LOOP_C, 1000, 20000),
+		region(T_LOOP_4K, 8000, 20000),
+		region(T_FILE_A, 5001, 20000),
+	};
+	struct waiter w;
+	int i, r;
+
+	for (i = 0; i < 3; i++) {
+		r = tu_pattern_write(target_path(&fx.dst[ids[i]]), 0, filled << KCOPYD_SECTOR_SHIFT,
+				     FILL_SEED, 0);
+		cr_assert_eq(r, 0, "pre-filling %s: %d (%s)", fx.dst[ids[i]].name, r, strerror(-r));
+	}
+	waiter_init(&w);
+	r = kcopyd_zero(fx.kc, 3, zero, 0, waiter_notify, &w);
+	cr_assert_eq(r, 0, "kcopyd_zero returned %d (%s)", r, strerror(-r));
+	cr_assert_eq(waiter_wait(&w, 1, 30), 1, "kcopyd_zero: %u completion calls in 30 s", w.calls);
+	cr_assert_eq(w.read_err, 0, "kcopyd_zero: read_err %d", w.read_err);
+	cr_assert_eq(w.write_err, 0, "kcopyd_zero: write_err 0x%x", w.write_err);
+	for (i = 0; i < 3; i++) {
+		const struct target *t = &fx.dst[ids[i]];
+		uint64_t end = zero[i].sector + zero[i].count;
+
+		expect_pattern("zero: before", t, 0, zero[i].sector, FILL_SEED);
+		expect_pattern("zero: the region", t, zero[i].sector, zero[i].count, 0);
+		expect_pattern("zero: after", t, end, filled - end, FILL_SEED);
+		expect_pattern("zero: never written", t, filled, DEV_SECTORS - filled, 0);
+	}
+}
+
+Test(devices, zero_through_submit)
+{
+	const struct target *t = &fx.dst[T_LOOP_B];
+	struct io_region zero = region(T_LOOP_B, 333, 4444);
+	struct kcopyd_result res;
+	int r;
+
+	r = tu_pattern_write(target_path(t), 0, 8 * MiB, FILL_SEED, 0);
+	cr_assert_eq(r, 0, "pre-filling: %d", r);
+	r = tu_copy_sync(fx.kc, NULL, 1, &zero, 0, &res);
+	cr_assert_eq(r, 0, "zero via kcopyd_submit(from NULL): %d (%s)", r, strerror(-r));
+	expect_clean_result("zero via submit", &res, zero.count);
+	expect_pattern("zero via submit: before", t, 0, zero.sector, FILL_SEED);
+	expect_pattern("zero via submit: region", t, zero.sector, zero.count, 0);
+	expect_pattern("zero via submit: after", t, zero.sector + zero.count,
+		       ((8 * MiB) >> KCOPYD_SECTOR_SHIFT) - zero.sector - zero.count, FILL_SEED);
+}
+
+/* ---- a count of 0 ----------------------------------------------------- */
+
+Test(devices, count_zero_completes_with_callback)
+{
+	struct io_region from = { .bdev = fx.src, .sector = 10, .count = 0 };
+	struct io_region to[2] = { region(T_LOOP_A, 20, 0), region(T_FILE_A, 30, 0) };
+	struct kcopyd_client *kc;
+	struct kcopyd_result res;
+	struct waiter copy_w, zero_w;
+	int r;
+
+	r = kcopyd_client_create(16, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create: %d", r);
+	waiter_init(&copy_w);
+	waiter_init(&zero_w);
+	r = kcopyd_copy(kc, &from, 2, to, 0, waiter_notify, &copy_w);
+	cr_assert_eq(r, 0, "kcopyd_copy of 0 sectors returned %d (%s)", r, strerror(-r));
+	r = kcopyd_zero(kc, 2, to, 0, waiter_notify, &zero_w);
+	cr_assert_eq(r, 0, "kcopyd_zero of 0 sectors returned %d (%s)", r, strerror(-r));
+	cr_assert_eq(waiter_wait(&copy_w, 1, 10), 1, "copy of 0: %u calls in 10 s", copy_w.calls);
+	cr_assert_eq(waiter_wait(&zero_w, 1, 10), 1, "zero of 0: %u calls in 10 s", zero_w.calls);
+
+	r = tu_copy_sync(kc, &from, 2, to, 0, &res);
+	cr_assert_eq(r, 0, "submit of 0 sectors: %d", r);
+	expect_clean_result("submit of 0 sectors", &res, 0);
+
+	kcopyd_client_destroy(kc);
+	/* After destroy no routine can still be called: exactly once each. */
+	cr_assert_eq(copy_w.calls, 1, "copy of 0: completion routine called %u times", copy_w.calls);
+	cr_assert_eq(zero_w.calls, 1, "zero of 0: completion routine called %u times", zero_w.calls);
+	cr_assert(copy_w.read_err == 0 && copy_w.write_err == 0,
+		  "copy of 0: read_err %d write_err 0x%x", copy_w.read_err, copy_w.write_err);
+	cr_assert(zero_w.read_err == 0 && zero_w.write_err == 0,
+		  "zero of 0: read_err %d write_err 0x%x", zero_w.read_err, zero_w.write_err);
+	cr_assert(!copy_w.on_submitter && !zero_w.on_submitter,
+		  "a completion routine of a 0-sector job ran inside the submitting call");
+	expect_zero_elsewhere("count 0", NULL, 0);
+}
+
+/* ---- validation -------------------------------------------------------- */
+
+/*
+ * kcopyd_validate() says @expect with a reason, and kcopyd_copy() /
+ * kcopyd_zero() and kcopyd_submit() refuse the same regions with the same
+ * error without ever calling the completion routine.
+ */
+static void expect_refused(const char *what, const struct io_region *from, unsigned int n,
+			   const struct io_region *dests, unsigned int flags, int expect)
+{
+	struct io_region from_copy, dests_copy[KCOPYD_MAX_REGIONS + 1];
+	struct kcopyd_client *kc;
+	struct kcopyd_job *job = NULL;
+	struct waiter w;
+	char why[256] = "";
+	int r;
+
+	r = kcopyd_validate(from, n, dests, flags, why, sizeof(why));
+	cr_assert_eq(r, expect, "%s: kcopyd_validate returned %d (%s), expected %d (%s); why: \"%s\"",
+		     what, r, strerror(-r), expect, strerror(-expect), why);
+	if (expect == 0)
+		return;
+	cr_assert(why[0] != '\0', "%s: kcopyd_validate returned %d but left why empty", what, r);
+
+	r = kcopyd_client_create(16, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create: %d", r);
+	waiter_init(&w);
+	memcpy(dests_copy, dests, n * sizeof(dests[0]));
+	if (from) {
+		from_copy = *from;
+		r = kcopyd_copy(kc, &from_copy, n, dests_copy, flags, waiter_notify, &w);
+	} else {
+		r = kcopyd_zero(kc, n, dests_copy, flags, waiter_notify, &w);
+	}
+	cr_assert_eq(r, expect, "%s: kcopyd_%s returned %d (%s), expected %d", what,
+		     from ? "copy" : "zero", r, strerror(-r), expect);
+	r = kcopyd_submit(kc, from, n, dests, flags, waiter_notify, &w, &job);
+	cr_assert_eq(r, expect, "%s: kcopyd_submit returned %d (%s), expected %d", what, r,
+		     strerror(-r), expect);
+	kcopyd_client_destroy(kc);
+	cr_assert_eq(w.calls, 0, "%s: the completion routine of a refused job was called %u times",
+		     what, w.calls);
+}
+
+Test(devices, validate_misaligned_on_4k_device)
+{
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = 8 };
+	struct io_region to = region(T_LOOP_4K, 1, 8);
+
+	expect_refused("dest sector 1 on a 4K device", &from, 1, &to, 0, -EINVAL);
+	to = region(T_LOOP_4K, 8, 9);
+	from.count = 9;
+	expect_refused("dest count 9 on a 4K device", &from, 1, &to, 0, -EINVAL);
+	to = region(T_LOOP_4K, 12, 8);
+	from.count = 8;
+	expect_refused("zero at sector 12 on a 4K device", NULL, 1, &to, 0, -EINVAL);
+	/* A 4K-device source is held to its block size as well. */
+	{
+		struct io_region bad_from = region(T_LOOP_4K, 4, 8);
+		struct io_region ok_to = region(T_LOOP_A, 0, 8);
+
+		expect_refused("source sector 4 on a 4K device", &bad_from, 1, &ok_to, 0, -EINVAL);
+	}
+	to = region(T_LOOP_4K, 8, 8);
+	expect_refused("aligned control case", &from, 1, &to, 0, 0);
+}
+
+Test(devices, validate_past_the_end)
+{
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = 16 };
+	struct io_region to = region(T_LOOP_A, DEV_SECTORS - 8, 16);
+
+	expect_refused("dest runs 8 sectors past the end", &from, 1, &to, 0, -ERANGE);
+	to = region(T_FILE_A, DEV_SECTORS, 16);
+	expect_refused("dest starts at the end of a file", &from, 1, &to, 0, -ERANGE);
+	to = region(T_LOOP_B, UINT64_MAX - 7, 16);
+	expect_refused("dest sector + count wraps around", &from, 1, &to, 0, -ERANGE);
+	from.sector = DEV_SECTORS - 15;
+	to = region(T_LOOP_B, 0, 16);
+	expect_refused("source runs 1 sector past the end", &from, 1, &to, 0, -ERANGE);
+	to = region(T_LOOP_C, DEV_SECTORS, 16);
+	expect_refused("zero past the end", NULL, 1, &to, 0, -ERANGE);
+	from.sector = DEV_SECTORS - 16;
+	to = region(T_LOOP_B, DEV_SECTORS - 16, 16);
+	expect_refused("control: both end exactly at the end", &from, 1, &to, 0, 0);
+}
+
+Test(devices, validate_source_and_dest_overlap_on_one_file)
+{
+	struct target *t = &fx.dst[T_FILE_A];
+	struct kcopyd_dev *again;
+	struct io_region from = region(T_FILE_A, 1000, 100);
+	struct io_region to = region(T_FILE_A, 1050, 100);
+	int r;
+
+	expect_refused("same handle, overlapping", &from, 1, &to, 0, -EINVAL);
+	r = kcopyd_dev_open(t->file, O_RDWR, &again);
+	cr_assert_eq(r, 0, "second kcopyd_dev_open of %s: %d", t->file, r);
+	to.bdev = again;
+	expect_refused("two handles on one file, overlapping", &from, 1, &to, 0, -EINVAL);
+	to.sector = 1099;
+	expect_refused("two handles, one sector shared", &from, 1, &to, 0, -EINVAL);
+
+	/* Adjacent is not overlapping: a copy within one file works. */
+	r = tu_pattern_write(t->file, 1000 << KCOPYD_SECTOR_SHIFT, 100 << KCOPYD_SECTOR_SHIFT,
+			     FILL_SEED, 0);
+	cr_assert_eq(r, 0, "pre-filling: %d", r);
+	to.sector = 1100;
+	expect_refused("control: adjacent regions", &from, 1, &to, 0, 0);
+	{
+		struct kcopyd_result res;
+		uint64_t diff = 0;
+
+		r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+		cr_assert_eq(r, 0, "copy within one file: %d", r);
+		expect_clean_result("copy within one file", &res, 100);
+		r = tu_pattern_check(t->file, 1100 << KCOPYD_SECTOR_SHIFT,
+				     100 << KCOPYD_SECTOR_SHIFT, FILL_SEED, 0, &diff);
+		cr_assert_eq(r, 0, "copy within one file: wrong at byte %" PRIu64 " (%d)", diff, r);
+	}
+	kcopyd_dev_close(again);
+}
+
+Test(devices, validate_overlapping_dests)
+{
+	struct kcopyd_dev *again;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = 50 };
+	struct io_region to[3] = {
+		region(T_LOOP_B, 500, 50),
+		region(T_LOOP_A, 100, 50),
+		region(T_LOOP_A, 149, 50),
+	};
+	int r;
+
+	expect_refused("dests 1 and 2 share a sector", &from, 3, to, 0, -EINVAL);
+	expect_refused("zero: dests 1 and 2 share a sector", NULL, 3, to, 0, -EINVAL);
+	to[2] = to[1];
+	expect_refused("the same dest twice", &from, 3, to, 0, -EINVAL);
+
+	r = kcopyd_dev_open(fx.dst[T_LOOP_A].loop, O_RDWR, &again);
+	cr_assert_eq(r, 0, "second kcopyd_dev_open of %s: %d", fx.dst[T_LOOP_A].loop, r);
+	to[2].bdev = again;
+	to[2].sector = 120;
+	expect_refused("two handles on one block device", &from, 3, to, 0, -EINVAL);
+	to[2].sector = 150;
+	expect_refused("control: adjacent dests", &from, 3, to, 0, 0);
+	kcopyd_dev_close(again);
+}
+
+Test(devices, validate_read_only_dest)
+{
+	struct kcopyd_dev *ro;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = 64 };
+	struct io_region to[2];
+	int r;
+
+	r = kcopyd_dev_open(fx.dst[T_FILE_A].file, O_RDONLY, &ro);
+	cr_assert_eq(r, 0, "kcopyd_dev_open O_RDONLY: %d", r);
+	to[0] = region(T_LOOP_A, 0, 64);
+	to[1] = (struct io_region){ .bdev = ro, .sector = 0, .count = 64 };
+	expect_refused("second dest read-only", &from, 2, to, 0, -EBADF);
+	expect_refused("zero to a read-only dest", NULL, 2, to, 0, -EBADF);
+	kcopyd_dev_close(ro);
+	/* The refused jobs wrote nothing. */
+	expect_zero_elsewhere("after refused jobs", NULL, 0);
+}
+
+Test(devices, validate_bad_arguments)
+{
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = 64 };
+	struct io_region to[KCOPYD_MAX_REGIONS + 1];
+	unsigned int i;
+
+	for (i = 0; i <= KCOPYD_MAX_REGIONS; i++)
+		to[i] = region((enum target_id)(i % NR_TARGETS), 64 * (i / NR_TARGETS + 1), 64);
+	expect_refused("control: 32 dests", &from, KCOPYD_MAX_REGIONS, to, 0, 0);
+	expect_refused("33 dests", &from, KCOPYD_MAX_REGIONS + 1, to, 0, -EINVAL);
+	expect_refused("0 dests", &from, 0, to, 0, -EINVAL);
+	expect_refused("unknown flag", &from, 1, to, 1u << 7, -EINVAL);
+	to[1].count = 63;
+	expect_refused("dest count differs from the source's", &from, 2, to, 0, -EINVAL);
+	expect_refused("zero: dest counts differ", NULL, 2, to, 0, -EINVAL);
+	to[1].count = 64;
+	to[1].bdev = NULL;
+	expect_refused("NULL dest device", &from, 2, to, 0, -EINVAL);
+}
+
+/* ---- devices ----------------------------------------------------------- */
+
+Test(devices, dev_open_errors)
+{
+	struct kcopyd_dev *dev = NULL;
+	char missing[PATH_MAX];
+	struct stat st;
+	int r;
+
+	r = kcopyd_dev_open(fx.dir, O_RDONLY, &dev);
+	cr_assert_eq(r, -EINVAL, "kcopyd_dev_open(directory) returned %d (%s), expected -EINVAL",
+		     r, strerror(-r));
+	snprintf(missing, sizeof(missing), "%s/no-such-file", fx.dir);
+	r = kcopyd_dev_open(missing, O_RDONLY, &dev);
+	cr_assert_eq(r, -ENOENT, "kcopyd_dev_open(missing) returned %d (%s), expected -ENOENT",
+		     r, strerror(-r));
+	r = kcopyd_dev_open("/dev/null", O_RDWR, &dev);
+	cr_assert_eq(r, -EINVAL, "kcopyd_dev_open(/dev/null, a character device) returned %d (%s)",
+		     r, strerror(-r));
+	r = kcopyd_dev_open(fx.src_file, O_RDWR | O_TRUNC, &dev);
+	cr_assert_eq(r, -EINVAL, "kcopyd_dev_open(O_RDWR|O_TRUNC) returned %d (%s), expected -EINVAL",
+		     r, strerror(-r));
+	cr_assert(stat(fx.src_file, &st) == 0 && (uint64_t)st.st_size == DEV_BYTES,
+		  "O_TRUNC was refused but the source now has %lld bytes", (long long)st.st_size);
+}
+
+static void expect_geometry(const char *what, const char *path, uint64_t sectors,
+			    unsigned int block_size, int direct)
+{
+	struct kcopyd_dev *dev;
+	int r = kcopyd_dev_open(path, O_RDONLY, &dev);
+
+	cr_assert_eq(r, 0, "%s: kcopyd_dev_open(%s): %d (%s)", what, path, r, strerror(-r));
+	cr_expect_eq(kcopyd_dev_sectors(dev), sectors, "%s: kcopyd_dev_sectors %" PRIu64
+		     ", expected %" PRIu64, what, kcopyd_dev_sectors(dev), sectors);
+	cr_expect_eq(kcopyd_dev_block_size(dev), block_size, "%s: kcopyd_dev_block_size %u, "
+		     "expected %u", what, kcopyd_dev_block_size(dev), block_size);
+	cr_expect_eq(kcopyd_dev_is_direct(dev), direct, "%s: kcopyd_dev_is_direct %d, expected %d",
+		     what, kcopyd_dev_is_direct(dev), direct);
+	kcopyd_dev_close(dev);
+}
+
+Test(devices, dev_geometry_of_loop_devices)
+{
+	expect_geometry("512-byte-sector loop", fx.dst[T_LOOP_A].loop, DEV_SECTORS, 512, 1);
+	expect_geometry("4096-byte-sector loop", fx.dst[T_LOOP_4K].loop, DEV_SECTORS, 4096, 1);
+	expect_geometry("source loop", fx.src_loop, DEV_SECTORS, 512, 1);
+}
+
+Test(devices, dev_geometry_of_a_file)
+{
+	char odd[PATH_MAX];
+	struct kcopyd_dev *dev;
+	unsigned int block_size;
+	int fd, r, direct;
+
+	/* A size that is not whole sectors is rounded down. */
+	snprintf(odd, sizeof(odd), "%s/odd-size", fx.dir);
+	r = tu_file_create(odd, MiB + 1000, 5);
+	cr_assert_eq(r, 0, "tu_file_create: %d", r);
+	fd = open(odd, O_RDONLY | O_DIRECT);
+	direct = fd >= 0;
+	if (fd >= 0)
+		close(fd);
+
+	r = kcopyd_dev_open(odd, O_RDONLY, &dev);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d", odd, r);
+	cr_expect_eq(kcopyd_dev_sectors(dev), (MiB + 1000) / 512, "file of 1 MiB + 1000 bytes: "
+		     "%" PRIu64 " sectors, expected %llu", kcopyd_dev_sectors(dev),
+		     (MiB + 1000) / 512);
+	cr_expect_eq(kcopyd_dev_is_direct(dev), direct, "file on tmpfs: is_direct %d, but "
+		     "open(O_DIRECT) %s", kcopyd_dev_is_direct(dev), direct ? "works" : "fails");
+	block_size = kcopyd_dev_block_size(dev);
+	cr_expect(block_size >= 512 && block_size <= 4096 && !(block_size & (block_size - 1)),
+		  "file on tmpfs: block size %u is not a power of two in 512..4096", block_size);
+	if (!direct)
+		cr_expect_eq(block_size, 512, "buffered file: block size %u, expected 512",
+			     block_size);
+	kcopyd_dev_close(dev);
+	expect_geometry("64 MiB file", fx.dst[T_FILE_B].file, DEV_SECTORS,
+			kcopyd_dev_block_size(fx.dst[T_FILE_B].dev), direct);
+}
+
+Test(devices, dev_from_fd_takes_ownership)
+{
+	struct kcopyd_dev *dev;
+	struct io_region from = { .bdev = fx.src, .sector = 2048, .count = 4096 };
+	struct io_region to;
+	struct kcopyd_result res;
+	uint64_t diff = 0;
+	int fd, r;
+
+	fd = open(fx.dst[T_LOOP_C].loop, O_RDWR);
+	cr_assert(fd >= 0, "open %s: %s", fx.dst[T_LOOP_C].loop, strerror(errno));
+	r = kcopyd_dev_from_fd(fd, &dev);
+	cr_assert_eq(r, 0, "kcopyd_dev_from_fd: %d (%s)", r, strerror(-r));
+	cr_expect_eq(kcopyd_dev_sectors(dev), DEV_SECTORS, "from_fd: %" PRIu64 " sectors",
+		     kcopyd_dev_sectors(dev));
+	cr_expect_eq(kcopyd_dev_is_direct(dev), 1, "from_fd on a loop device: is_direct %d",
+		     kcopyd_dev_is_direct(dev));
+	to = (struct io_region){ .bdev = dev, .sector = 8, .count = 4096 };
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "copy to a from_fd device: %d", r);
+	expect_clean_result("copy to a from_fd device", &res, 4096);
+	kcopyd_dev_close(dev);
+	errno = 0;
+	cr_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF,
+		  "fd %d still open after kcopyd_dev_close (errno %d)", fd, errno);
+	r = tu_pattern_check(fx.dst[T_LOOP_C].loop, 8 << KCOPYD_SECTOR_SHIFT,
+			     4096 << KCOPYD_SECTOR_SHIFT, SRC_SEED, 2048 << KCOPYD_SECTOR_SHIFT,
+			     &diff);
+	cr_assert_eq(r, 0, "copy to a from_fd device: wrong at byte %" PRIu64 " (%d)", diff, r);
+
+	r = kcopyd_dev_from_fd(-1, &dev);
+	cr_assert_eq(r, -EBADF, "kcopyd_dev_from_fd(-1) returned %d, expected -EBADF", r);
+	fd = open(fx.dir, O_RDONLY | O_DIRECTORY);
+	cr_assert(fd >= 0, "open %s: %s", fx.dir, strerror(errno));
+	r = kcopyd_dev_from_fd(fd, &dev);
+	cr_assert_eq(r, -EINVAL, "kcopyd_dev_from_fd(directory) returned %d, expected -EINVAL", r);
+	errno = 0;
+	cr_assert(fcntl(fd, F_GETFD) < 0 && errno == EBADF,
+		  "kcopyd_dev_from_fd failed but left fd %d open", fd);
+}
+
+/* ---- budget and statistics -------------------------------------------- */
+
+Test(devices, one_page_budget_copies_16_mib)
+{
+	const uint64_t count = (16 * MiB) >> KCOPYD_SECTOR_SHIFT;
+	struct io_region to[2] = { region(T_LOOP_A, 24, count), region(T_FILE_A, 0, count) };
+	struct io_region from = { .bdev = fx.src, .sector = 4000, .count = count };
+	struct kcopyd_client *tiny;
+	struct kcopyd_result res;
+	struct kcopyd_stats stats;
+	int r;
+
+	r = kcopyd_client_create(1, &tiny);
+	cr_assert_eq(r, 0, "kcopyd_client_create(1 page): %d (%s)", r, strerror(-r));
+	r = tu_copy_sync(tiny, &from, 2, to, 0, &res);
+	cr_assert_eq(r, 0, "copy with a 1-page budget: %d", r);
+	kcopyd_client_stats(tiny, &stats);
+	kcopyd_client_destroy(tiny);
+	expect_clean_result("1-page budget", &res, count);
+	cr_assert_eq(stats.pages_total, 1, "pages_total %u, expected 1", stats.pages_total);
+	cr_assert_eq(stats.pages_peak, 1, "pages_peak %u with a 1-page budget, expected 1",
+		     stats.pages_peak);
+	cr_assert(stats.subjob_sectors >= 1 && stats.subjob_sectors <= 8,
+		  "subjob_sectors %u does not fit a 1-page budget", stats.subjob_sectors);
+	cr_assert_eq(stats.sectors_read, count, "sectors_read %" PRIu64 ", expected %" PRIu64,
+		     stats.sectors_read, count);
+	expect_source_copy("1-page budget", from.sector, &to[0]);
+	expect_source_copy("1-page budget", from.sector, &to[1]);
+	expect_zero_elsewhere("1-page budget", to, 2);
+}
+
+Test(devices, stats_add_up)
+{
+	const struct kcopyd_config config = { .num_pages = 256, .subjob_sectors = 256, .depth = 4 };
+	struct io_region from = { .bdev = fx.src, .sector = 50, .count = 10000 };
+	struct io_region to[3] = {
+		region(T_LOOP_A, 0, 10000),
+		region(T_LOOP_4K, 800, 10000),
+		region(T_FILE_B, 1, 10000),
+	};
+	struct io_region zero[2] = { region(T_LOOP_B, 0, 3000), region(T_FILE_A, 7, 3000) };
+	struct kcopyd_client *kc;
+	struct kcopyd_stats stats;
+	struct kcopyd_result res;
+	int r;
+
+	r = kcopyd_client_create_config(&config, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_config: %d (%s)", r, strerror(-r));
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.pages_total == 256 && stats.subjob_sectors == 256 && stats.depth == 4,
+		  "a fresh client reports pages_total %u subjob_sectors %u depth %u, "
+		  "configured 256/256/4", stats.pages_total, stats.subjob_sectors, stats.depth);
+	cr_assert(stats.jobs_total == 0 && stats.sectors_read == 0 && stats.pages_peak == 0,
+		  "a fresh client: jobs_total %" PRIu64 " sectors_read %" PRIu64 " pages_peak %u",
+		  stats.jobs_total, stats.sectors_read, stats.pages_peak);
+
+	r = tu_copy_sync(kc, &from, 3, to, 0, &res);
+	cr_assert_eq(r, 0, "copy: %d", r);
+	expect_clean_result("stats: copy", &res, 10000);
+	r = tu_copy_sync(kc, NULL, 2, zero, 0, &res);
+	cr_assert_eq(r, 0, "zero: %d", r);
+	expect_clean_result("stats: zero", &res, 3000);
+	kcopyd_client_stats(kc, &stats);
+	kcopyd_client_destroy(kc);
+
+	cr_expect_eq(stats.jobs_total, 2, "jobs_total %" PRIu64 ", expected 2", stats.jobs_total);
+	cr_expect_eq(stats.jobs_active, 0, "jobs_active %" PRIu64 " after both finished",
+		     stats.jobs_active);
+	cr_expect_eq(stats.sectors_read, 10000, "sectors_read %" PRIu64 ", expected 10000 (zero "
+		     "jobs read nothing)", stats.sectors_read);
+	cr_expect_eq(stats.sectors_written, 3 * 10000 + 2 * 3000, "sectors_written %" PRIu64
+		     ", expected %d", stats.sectors_written, 3 * 10000 + 2 * 3000);
+	cr_expect_eq(stats.read_errors, 0, "read_errors %" PRIu64, stats.read_errors);
+	cr_expect_eq(stats.write_errors, 0, "write_errors %" PRIu64, stats.write_errors);
+	cr_expect_eq(stats.pages_in_use, 0, "pages_in_use %u when idle", stats.pages_in_use);
+	cr_expect(stats.pages_peak >= 1 && stats.pages_peak <= stats.pages_total,
+		  "pages_peak %u, budget %u", stats.pages_peak, stats.pages_total);
+}
+
+TU_MAIN_REQUIRES(tu_loop_rig_missing() == NULL, tu_loop_rig_missing())

@@ -1,0 +1,673 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Engine unit tests against the fake backend (tests/fake_io.c): splitting,
+ * the page budget, error accounting, ordering, callbacks, cancel, destroy.
+ * Devices are memfds, so these tests need neither root nor real disks.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fake_io.h"
+
+#define MiB (1024ull * 1024)
+#define SECTORS(bytes) ((uint64_t)(bytes) >> KCOPYD_SECTOR_SHIFT)
+
+static struct fake_io fake;
+static struct kcopyd_client *kc;
+
+/* ---- helpers -------------------------------------------------------- */
+
+static uint64_t pattern_word(uint64_t seed, uint64_t index)
+{
+	uint64_t z = seed * 0x9e3779b97f4a7c15ull + index;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* A memfd of @bytes: pattern @seed, or zeros for seed 0. */
+static struct kcopyd_dev *memdev(uint64_t bytes, uint64_t seed)
+{
+	struct kcopyd_dev *dev;
+	int fd = memfd_create("kcopyd-test", MFD_CLOEXEC);
+	uint64_t index;
+
+	cr_assert(fd >= 0, "memfd_create: %s", strerror(errno));
+	cr_assert(ftruncate(fd, (off_t)bytes) == 0);
+	if (seed) {
+		uint64_t *words = malloc(bytes);
+
+		for (index = 0; index < bytes / 8; index++)
+			words[index] = pattern_word(seed, index);
+		cr_assert(pwrite(fd, words, bytes, 0) == (ssize_t)bytes);
+		free(words);
+	}
+	cr_assert(kcopyd_dev_from_fd(fd, &dev) == 0);
+	cr_assert(kcopyd_dev_sectors(dev) == SECTORS(bytes));
+	return dev;
+}
+
+/* Bytes [sector, sector + count) of @dev, read with pread. */
+static void *dev_read(struct kcopyd_dev *dev, uint64_t sector, uint64_t count)
+{
+	size_t bytes = count << KCOPYD_SECTOR_SHIFT;
+	void *buf = NULL;
+
+	cr_assert(posix_memalign(&buf, 4096, bytes ? bytes : 4096) == 0);
+
+	cr_assert(pread(dev->fd, buf, bytes, (off_t)(sector << KCOPYD_SECTOR_SHIFT)) == (ssize_t)bytes);
+	return buf;
+}
+
+static bool same_bytes(struct kcopyd_dev *a, uint64_t a_sector, struct kcopyd_dev *b, uint64_t b_sector,
+		       uint64_t count)
+{
+	void *x = dev_read(a, a_sector, count), *y = dev_read(b, b_sector, count);
+	bool same = memcmp(x, y, count << KCOPYD_SECTOR_SHIFT) == 0;
+
+	free(x);
+	free(y);
+	return same;
+}
+
+static bool all_zero(struct kcopyd_dev *dev, uint64_t sector, uint64_t count)
+{
+	unsigned char *x = dev_read(dev, sector, count);
+	uint64_t index;
+	bool zero = true;
+
+	for (index = 0; index < count << KCOPYD_SECTOR_SHIFT && zero; index++)
+		zero = x[index] == 0;
+	free(x);
+	return zero;
+}
+
+static void new_client(unsigned int num_pages, unsigned int subjob_sectors, unsigned int depth)
+{
+	struct kcopyd_config config = { .num_pages = num_pages, .subjob_sectors = subjob_sectors, .depth = depth };
+	int r = kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc);
+
+	cr_assert(r == 0, "kcopyd_client_create_ops(pages=%u, subjob=%u): %d", num_pages, subjob_sectors, r);
+}
+
+/* Submit and wait; returns the result. */
+static struct kcopyd_result run_job(const struct io_region *from, unsigned int num_dests,
+				    const struct io_region *dests, unsigned int flags)
+{
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	int r = kcopyd_submit(kc, from, num_dests, dests, flags, NULL, NULL, &job);
+
+	cr_assert(r == 0, "kcopyd_submit: %d", r);
+	kcopyd_job_wait(job);
+	cr_assert(kcopyd_job_result(job, &result) == 0);
+	kcopyd_job_release(job);
+	return result;
+}
+
+static void setup(void)
+{
+	fake_io_init(&fake);
+	kc = NULL;
+}
+
+static void teardown(void)
+{
+	kcopyd_client_destroy(kc);
+	pthread_mutex_destroy(&fake.lock);
+}
+
+TestSuite(engine, .init = setup, .fini = teardown, .timeout = 30);
+
+/* ---- splitting --------------------------------------------------------- */
+
+Test(engine, splits_into_subjobs_and_reads_each_chunk_once)
+{
+	struct kcopyd_dev *src = memdev(4 * MiB, 1), *d0 = memdev(4 * MiB, 0), *d1 = memdev(4 * MiB, 0),
+			  *d2 = memdev(4 * MiB, 0);
+	/* 1 MiB + 4 KiB from sector 8: four 256 KiB chunks and one of 4 KiB. */
+	struct io_region from = { src, 8, SECTORS(MiB + 4096) };
+	struct io_region dests[3] = { { d0, 0, from.count }, { d1, 2048, from.count }, { d2, 4096, from.count } };
+	static struct fake_log_entry log[256];
+	unsigned int count, index, reads = 0, writes = 0;
+	struct kcopyd_result result;
+
+	new_client(1024, 512, 4);
+	result = run_job(&from, 3, dests, 0);
+	cr_assert(result.read_err == 0 && result.write_err == 0 && result.error == 0,
+		  "read_err %d write_err %#x error %d", result.read_err, result.write_err, result.error);
+	cr_assert(result.sectors_done == from.count, "done %llu of %llu",
+		  (unsigned long long)result.sectors_done, (unsigned long long)from.count);
+
+	count = fake_io_log(&fake, log, 256);
+	for (index = 0; index < count; index++) {
+		cr_assert(log[index].count <= 512, "I/O %u is %llu sectors, above the sub-job size", index,
+			  (unsigned long long)log[index].count);
+		if (log[index].op == KCOPYD_IO_READ)
+			reads++;
+		else
+			writes++;
+	}
+	cr_assert(reads == 5, "reads: %u, expected 5 (one per chunk)", reads);
+	cr_assert(writes == 15, "writes: %u, expected 15 (5 chunks x 3 destinations)", writes);
+	for (index = 0; index < 3; index++)
+		cr_assert(same_bytes(src, from.sector, dests[index].bdev, dests[index].sector, from.count),
+			  "destination %u differs from the source", index);
+	cr_assert(all_zero(d1, 0, 2048) && all_zero(d1, 2048 + from.count, SECTORS(4 * MiB) - 2048 - from.count),
+		  "bytes outside destination 1's region were written");
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+	kcopyd_dev_close(d2);
+}
+
+Test(engine, budget_below_one_subjob_makes_subjobs_smaller)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 2), *dst = memdev(2 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { dst, 0, SECTORS(2 * MiB) };
+	struct kcopyd_result result;
+	struct kcopyd_stats stats;
+
+	new_client(2, 0, 0);
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.subjob_sectors == 16, "sub-job of %u sectors with a 2-page budget, expected 16",
+		  stats.subjob_sectors);
+	result = run_job(&from, 1, &to, 0);
+	cr_assert(result.error == 0, "error %d", result.error);
+	cr_assert(same_bytes(src, 0, dst, 0, from.count));
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.pages_peak <= 2, "peak %u pages, budget 2", stats.pages_peak);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* ---- the page budget ------------------------------------------------- */
+
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
+static unsigned int done_count;
+static unsigned int done_errors;
+
+static void count_done(int read_err, unsigned int write_err, void *context)
+{
+	pthread_mutex_lock(&done_lock);
+	done_count++;
+	if (read_err || write_err)
+		done_errors++;
+	pthread_cond_broadcast(&done_cond);
+	pthread_mutex_unlock(&done_lock);
+}
+
+static void wait_done(unsigned int expected)
+{
+	pthread_mutex_lock(&done_lock);
+	while (done_count < expected)
+		pthread_cond_wait(&done_cond, &done_lock);
+	pthread_mutex_unlock(&done_lock);
+}
+
+Test(engine, many_jobs_wait_for_buffers_and_never_exceed_the_budget)
+{
+	enum { JOBS = 200, JOB_SECTORS = 2048 };
+	struct kcopyd_dev *src = memdev(JOB_SECTORS * 512ull, 3), *dst = memdev(JOBS * JOB_SECTORS * 512ull, 0);
+	struct kcopyd_stats stats;
+	unsigned int index;
+
+	done_count = done_errors = 0;
+	/* 300 pages and 128-page sub-jobs: two buffers for 200 jobs of 1 MiB. */
+	new_client(300, 1024, 8);
+	for (index = 0; index < JOBS; index++) {
+		struct io_region from = { src, 0, JOB_SECTORS }, to = { dst, (uint64_t)index * JOB_SECTORS, JOB_SECTORS };
+
+		cr_assert(kcopyd_copy(kc, &from, 1, &to, 0, count_done, NULL) == 0, "job %u refused", index);
+	}
+	wait_done(JOBS);
+	cr_assert(done_errors == 0, "%u jobs failed", done_errors);
+	/* jobs_active drops just after the callback returns. */
+	for (index = 0; index < 1000; index++) {
+		kcopyd_client_stats(kc, &stats);
+		if (stats.jobs_active == 0)
+			break;
+		usleep(1000);
+	}
+	cr_assert(stats.pages_peak <= 300 && stats.pages_peak > 0, "peak %u pages, budget 300", stats.pages_peak);
+	cr_assert(stats.pages_in_use == 0, "%u pages still in use", stats.pages_in_use);
+	cr_assert(stats.jobs_total == JOBS && stats.jobs_active == 0, "total %llu active %llu",
+		  (unsigned long long)stats.jobs_total, (unsigned long long)stats.jobs_active);
+	cr_assert(stats.sectors_read == (uint64_t)JOBS * JOB_SECTORS);
+	for (index = 0; index < JOBS; index++)
+		cr_assert(same_bytes(src, 0, dst, (uint64_t)index * JOB_SECTORS, JOB_SECTORS), "job %u", index);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* ---- errors -------------------------------------------------------- */
+
+Test(engine, read_error_without_ignore_stops_and_writes_nothing_above_it)
+{
+	struct kcopyd_dev *src = memdev(4 * MiB, 4), *d0 = memdev(4 * MiB, 0), *d1 = memdev(4 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(4 * MiB) };
+	struct io_region dests[2] = { { d0, 0, from.count }, { d1, 0, from.count } };
+	static struct fake_log_entry log[1024];
+	unsigned int count, index;
+	struct kcopyd_result result;
+
+	new_client(4096, 256, 8);
+	fake.reverse = true;
+	/* The chunk at sectors 2048..2303 fails to read. */
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 2100, 1, -EIO);
+	result = run_job(&from, 2, dests, 0);
+	cr_assert(result.read_err == 1 && result.write_err == 0, "read_err %d write_err %#x", result.read_err,
+		  result.write_err);
+	cr_assert(result.error == -EIO && result.read.error == -EIO, "error %d read.error %d", result.error,
+		  result.read.error);
+	cr_assert(result.read.sector == 2048 && result.read.count == 256, "failing range %llu+%llu, expected 2048+256",
+		  (unsigned long long)result.read.sector, (unsigned long long)result.read.count);
+	cr_assert(result.sectors_done == 2048, "done %llu, expected the 2048 sectors below the failure",
+		  (unsigned long long)result.sectors_done);
+	count = fake_io_log(&fake, log, 1024);
+	for (index = 0; index < count; index++)
+		cr_assert(log[index].op == KCOPYD_IO_READ || log[index].sector < 2048,
+			  "write at sector %llu, above the failed chunk", (unsigned long long)log[index].sector);
+	cr_assert(same_bytes(src, 0, d0, 0, 2048) && same_bytes(src, 0, d1, 0, 2048), "chunks below the failure");
+	cr_assert(all_zero(d0, 2048, from.count - 2048) && all_zero(d1, 2048, from.count - 2048));
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+Test(engine, read_error_with_ignore_writes_zeros_and_goes_on)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 5), *dst = memdev(2 * MiB, 6);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { dst, 0, from.count };
+	struct kcopyd_result result;
+
+	new_client(4096, 256, 8);
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 512, 256, -EIO);
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 3840, 1, -ENXIO);
+	result = run_job(&from, 1, &to, KCOPYD_IGNORE_ERROR);
+	cr_assert(result.read_err == 1 && result.write_err == 0);
+	cr_assert(result.error == -EIO || result.error == -ENXIO, "error %d", result.error);
+	cr_assert(result.read.sector == 512 && result.read.count == 256 && result.read.error == -EIO,
+		  "lowest failing range %llu+%llu (%d), expected 512+256 (-EIO)",
+		  (unsigned long long)result.read.sector, (unsigned long long)result.read.count, result.read.error);
+	cr_assert(result.sectors_done == from.count, "done %llu of %llu", (unsigned long long)result.sectors_done,
+		  (unsigned long long)from.count);
+	cr_assert(all_zero(dst, 512, 256) && all_zero(dst, 3840, 256), "failed chunks must be written as zeros");
+	cr_assert(same_bytes(src, 0, dst, 0, 512) && same_bytes(src, 768, dst, 768, 3840 - 768) &&
+		  same_bytes(src, 4096 - 0, dst, 4096, 0));
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+Test(engine, write_error_sets_only_that_bit_and_other_destinations_get_the_chunk)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 7), *d[3];
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, dests[3];
+	struct kcopyd_result result;
+	unsigned int index;
+
+	for (index = 0; index < 3; index++) {
+		d[index] = memdev(2 * MiB, 0);
+		dests[index] = (struct io_region){ d[index], 0, from.count };
+	}
+	new_client(4096, 256, 8);
+	fake_io_fail(&fake, d[1], KCOPYD_IO_WRITE, 1024, 8, -EIO);
+	result = run_job(&from, 3, dests, 0);
+	cr_assert(result.read_err == 0 && result.write_err == 0x2, "read_err %d write_err %#x, expected 0 and 0x2",
+		  result.read_err, result.write_err);
+	cr_assert(result.write[1].error == -EIO && result.write[1].sector == 1024 && result.write[1].count == 256,
+		  "write[1] %d at %llu+%llu", result.write[1].error, (unsigned long long)result.write[1].sector,
+		  (unsigned long long)result.write[1].count);
+	cr_assert(result.write[0].error == 0 && result.write[2].error == 0);
+	/* The failing chunk still reached the other two destinations. */
+	cr_assert(same_bytes(src, 0, d[0], 0, 1280) && same_bytes(src, 0, d[2], 0, 1280));
+
+	kcopyd_client_destroy(kc);
+	kc = NULL;
+	new_client(4096, 256, 8);
+	fake.rule_count = 0;
+	fake_io_fail(&fake, d[1], KCOPYD_IO_WRITE, 1024, 8, -EIO);
+	for (index = 0; index < 3; index++)
+		cr_assert(ftruncate(d[index]->fd, 0) == 0 && ftruncate(d[index]->fd, 2 * MiB) == 0);
+	result = run_job(&from, 3, dests, KCOPYD_IGNORE_ERROR);
+	cr_assert(result.write_err == 0x2, "write_err %#x with ignore_error", result.write_err);
+	cr_assert(same_bytes(src, 0, d[0], 0, from.count) && same_bytes(src, 0, d[2], 0, from.count),
+		  "with ignore_error the healthy destinations are complete");
+	for (index = 0; index < 3; index++)
+		kcopyd_dev_close(d[index]);
+	kcopyd_dev_close(src);
+}
+
+/* ---- ordering --------------------------------------------------------- */
+
+static void check_writes_ascend(unsigned int flags)
+{
+	struct kcopyd_dev *src = memdev(4 * MiB, 8), *d0 = memdev(4 * MiB, 0), *d1 = memdev(4 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(4 * MiB) };
+	struct io_region dests[2] = { { d0, 0, from.count }, { d1, 0, from.count } };
+	static struct fake_log_entry log[1024];
+	uint64_t next[2] = { 0, 0 };
+	unsigned int count, index;
+	struct kcopyd_result result;
+
+	new_client(4096, 128, 16);
+	fake.reverse = true;	/* completions come back newest first */
+	result = run_job(&from, 2, dests, flags);
+	cr_assert(result.error == 0);
+	count = fake_io_log(&fake, log, 1024);
+	for (index = 0; index < count; index++) {
+		unsigned int dest_index = log[index].dev == d0 ? 0 : 1;
+
+		if (log[index].op != KCOPYD_IO_WRITE)
+			continue;
+		cr_assert(log[index].sector == next[dest_index], "flags %#x: write %u to destination %u at %llu, expected %llu",
+			  flags, index, dest_index, (unsigned long long)log[index].sector,
+			  (unsigned long long)next[dest_index]);
+		next[dest_index] += log[index].count;
+	}
+	cr_assert(next[0] == from.count && next[1] == from.count);
+	cr_assert(same_bytes(src, 0, d0, 0, from.count) && same_bytes(src, 0, d1, 0, from.count));
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+Test(engine, writes_are_issued_in_ascending_order)
+{
+	check_writes_ascend(0);
+}
+
+Test(engine, write_seq_issues_in_order)
+{
+	check_writes_ascend(KCOPYD_WRITE_SEQ);
+}
+
+/* ---- zero ------------------------------------------------------------- */
+
+Test(engine, zero_writes_zeros_to_every_destination)
+{
+	struct kcopyd_dev *d0 = memdev(2 * MiB, 9), *d1 = memdev(2 * MiB, 10);
+	struct io_region dests[2] = { { d0, 8, 2048 }, { d1, 1024, 2048 } };
+	struct kcopyd_result result;
+
+	new_client(64, 0, 0);
+	result = run_job(NULL, 2, dests, 0);
+	cr_assert(result.read_err == 0 && result.write_err == 0 && result.sectors_done == 2048);
+	cr_assert(all_zero(d0, 8, 2048) && all_zero(d1, 1024, 2048));
+	cr_assert(!all_zero(d0, 0, 8) && !all_zero(d0, 2056, 8), "bytes around the region must stay");
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+/* ---- validation ------------------------------------------------------- */
+
+Test(engine, validation_refuses_each_bad_request_with_its_errno)
+{
+	struct kcopyd_dev *src = memdev(MiB, 11), *dst = memdev(MiB, 0), *aligned4k = memdev(MiB, 0),
+			  *readonly = memdev(MiB, 0);
+	struct io_region from = { src, 0, 64 }, dests[KCOPYD_MAX_REGIONS + 1];
+	char why[256];
+	unsigned int index;
+	const struct {
+		const char *name;
+		struct io_region from;
+		unsigned int num_dests;
+		struct io_region dests[2];
+		unsigned int flags;
+		int expected;
+	} cases[] = {
+		{ "no destination", { src, 0, 64 }, 0, { { dst, 0, 64 } }, 0, -EINVAL },
+		{ "count differs", { src, 0, 64 }, 1, { { dst, 0, 72 } }, 0, -EINVAL },
+		{ "source past the end", { src, 2040, 16 }, 1, { { dst, 0, 16 } }, 0, -ERANGE },
+		{ "destination past the end", { src, 0, 16 }, 1, { { dst, 2047, 16 } }, 0, -ERANGE },
+		{ "sector overflow", { src, UINT64_MAX - 2, 8 }, 1, { { dst, 0, 8 } }, 0, -ERANGE },
+		{ "misaligned sector", { src, 0, 8 }, 1, { { aligned4k, 1, 8 } }, 0, -EINVAL },
+		{ "misaligned count", { src, 0, 4 }, 1, { { aligned4k, 0, 4 } }, 0, -EINVAL },
+		{ "overlaps the source", { src, 0, 64 }, 1, { { src, 32, 64 } }, 0, -EINVAL },
+		{ "destinations overlap", { src, 0, 64 }, 2, { { dst, 0, 64 }, { dst, 63, 64 } }, 0, -EINVAL },
+		{ "read-only destination", { src, 0, 64 }, 1, { { readonly, 0, 64 } }, 0, -EBADF },
+		{ "unknown flag", { src, 0, 64 }, 1, { { dst, 0, 64 } }, 1u << 7, -EINVAL },
+		{ "no device", { NULL, 0, 64 }, 1, { { dst, 0, 64 } }, 0, -EINVAL },
+	};
+
+	aligned4k->block_size = 4096;	/* as a 4Kn device would say */
+	readonly->writable = false;
+	new_client(64, 0, 0);
+	for (index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		struct io_region case_from = cases[index].from;
+		int r = kcopyd_validate(&case_from, cases[index].num_dests, cases[index].dests, cases[index].flags, why,
+					sizeof(why));
+
+		cr_assert(r == cases[index].expected, "%s: kcopyd_validate returned %d, expected %d (%s)",
+			  cases[index].name, r, cases[index].expected, why);
+		cr_assert(why[0] != '\0', "%s: no reason given", cases[index].name);
+		r = kcopyd_copy(kc, &case_from, cases[index].num_dests, (struct io_region *)cases[index].dests,
+				cases[index].flags, NULL, NULL);
+		cr_assert(r == cases[index].expected, "%s: kcopyd_copy returned %d, expected %d", cases[index].name, r,
+			  cases[index].expected);
+	}
+	for (index = 0; index <= KCOPYD_MAX_REGIONS; index++)
+		dests[index] = (struct io_region){ dst, index * 64ull, 64 };
+	cr_assert(kcopyd_copy(kc, &from, KCOPYD_MAX_REGIONS + 1, dests, 0, NULL, NULL) == -EINVAL,
+		  "33 destinations must be refused");
+	cr_assert(kcopyd_validate(&from, KCOPYD_MAX_REGIONS, dests, 0, why, sizeof(why)) == 0,
+		  "32 destinations must be accepted: %s", why);
+	/* Adjacent regions on the same file are fine. */
+	dests[0] = (struct io_region){ src, 64, 64 };
+	cr_assert(kcopyd_validate(&from, 1, dests, 0, why, sizeof(why)) == 0, "adjacent: %s", why);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	kcopyd_dev_close(aligned4k);
+	readonly->writable = true;
+	kcopyd_dev_close(readonly);
+}
+
+/* ---- callbacks -------------------------------------------------------- */
+
+static pthread_t callback_thread;
+static atomic_int callbacks_inside;
+static atomic_int callbacks_overlapped;
+static atomic_int callbacks_on_other_threads;
+
+static void record_thread(int read_err, unsigned int write_err, void *context)
+{
+	pthread_t *submitter = context;
+
+	if (atomic_fetch_add(&callbacks_inside, 1) != 0)
+		atomic_fetch_add(&callbacks_overlapped, 1);
+	pthread_mutex_lock(&done_lock);
+	if (!done_count)
+		callback_thread = pthread_self();
+	else if (!pthread_equal(callback_thread, pthread_self()))
+		atomic_fetch_add(&callbacks_on_other_threads, 1);
+	if (pthread_equal(*submitter, pthread_self()))
+		atomic_fetch_add(&callbacks_on_other_threads, 1000);
+	pthread_mutex_unlock(&done_lock);
+	usleep(100);
+	atomic_fetch_sub(&callbacks_inside, 1);
+	count_done(read_err, write_err, NULL);
+}
+
+Test(engine, callbacks_run_one_at_a_time_on_one_thread_never_in_submit)
+{
+	struct kcopyd_dev *src = memdev(MiB, 12), *dst = memdev(64 * MiB, 0);
+	pthread_t self = pthread_self();
+	unsigned int index;
+
+	done_count = done_errors = 0;
+	new_client(256, 64, 4);
+	for (index = 0; index < 100; index++) {
+		struct io_region from = { src, 0, index % 3 ? 64 : 0 }, to = { dst, index * 64ull, from.count };
+
+		cr_assert(kcopyd_copy(kc, &from, 1, &to, 0, record_thread, &self) == 0);
+	}
+	wait_done(100);
+	cr_assert(atomic_load(&callbacks_overlapped) == 0, "%d callbacks ran at the same time",
+		  atomic_load(&callbacks_overlapped));
+	cr_assert(atomic_load(&callbacks_on_other_threads) == 0, "callbacks ran on other threads: %d",
+		  atomic_load(&callbacks_on_other_threads));
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+struct chain {
+	struct io_region from, to;
+	unsigned int left;
+};
+
+static void resubmit(int read_err, unsigned int write_err, void *context)
+{
+	struct chain *chain = context;
+
+	if (chain->left-- > 1) {
+		chain->to.sector += chain->to.count;
+		cr_assert(kcopyd_copy(kc, &chain->from, 1, &chain->to, 0, resubmit, chain) == 0);
+		return;
+	}
+	count_done(read_err, write_err, NULL);
+}
+
+Test(engine, a_callback_may_submit_new_jobs)
+{
+	struct kcopyd_dev *src = memdev(MiB, 13), *dst = memdev(16 * MiB, 0);
+	struct chain chain = { { src, 0, 2048 }, { dst, 0, 2048 }, 16 };
+	unsigned int index;
+
+	done_count = done_errors = 0;
+	new_client(64, 0, 0);
+	cr_assert(kcopyd_copy(kc, &chain.from, 1, &chain.to, 0, resubmit, &chain) == 0);
+	wait_done(1);
+	for (index = 0; index < 16; index++)
+		cr_assert(same_bytes(src, 0, dst, index * 2048ull, 2048), "chained job %u", index);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+Test(engine, zero_count_completes_at_once_without_error)
+{
+	struct kcopyd_dev *src = memdev(MiB, 14), *dst = memdev(MiB, 0);
+	struct io_region from = { src, 0, 0 }, to = { dst, 0, 0 };
+	pthread_t self = pthread_self();
+	struct kcopyd_stats stats;
+
+	done_count = done_errors = 0;
+	new_client(64, 0, 0);
+	cr_assert(kcopyd_copy(kc, &from, 1, &to, 0, record_thread, &self) == 0);
+	wait_done(1);
+	cr_assert(done_errors == 0 && atomic_load(&callbacks_on_other_threads) == 0);
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.sectors_read == 0 && stats.sectors_written == 0);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* ---- cancel, progress, destroy --------------------------------------- */
+
+Test(engine, cancel_stops_a_running_job_and_keeps_its_progress)
+{
+	struct kcopyd_dev *src = memdev(8 * MiB, 15), *dst = memdev(8 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(8 * MiB) }, to = { dst, 0, from.count };
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	uint64_t done, total;
+	unsigned int spins = 0;
+
+	new_client(1024, 256, 4);
+	fake.hold = true;
+	cr_assert(kcopyd_submit(kc, &from, 1, &to, 0, NULL, NULL, &job) == 0);
+	while (fake_io_held(&fake) < 4 && spins++ < 10000)
+		usleep(100);
+	cr_assert(fake_io_held(&fake) == 4, "%u I/Os held, expected the job's depth of 4", fake_io_held(&fake));
+	cr_assert(kcopyd_job_result(job, &result) == -EINPROGRESS);
+	kcopyd_job_progress(job, &done, &total);
+	cr_assert(done == 0 && total == from.count, "progress %llu/%llu", (unsigned long long)done,
+		  (unsigned long long)total);
+	cr_assert(kcopyd_job_cancel(job) == 0);
+	cr_assert(kcopyd_job_cancel(job) == -EALREADY, "a second cancel");
+	fake_io_release(&fake);
+	kcopyd_job_wait(job);
+	cr_assert(kcopyd_job_result(job, &result) == 0);
+	cr_assert(result.cancelled == 1, "cancelled %d", result.cancelled);
+	cr_assert(result.read_err == 0 && result.write_err == 0 && result.error == 0);
+	/* The four sub-jobs in flight finished; nothing after them started. */
+	cr_assert(result.sectors_done == 1024, "done %llu, expected the 1024 sectors in flight",
+		  (unsigned long long)result.sectors_done);
+	cr_assert(same_bytes(src, 0, dst, 0, 1024) && all_zero(dst, 1024, from.count - 1024));
+	cr_assert(kcopyd_job_cancel(job) == -EALREADY, "cancel after the end");
+	kcopyd_job_release(job);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+static atomic_int destroyed_callbacks;
+
+static void count_destroyed(int read_err, unsigned int write_err, void *context)
+{
+	usleep(1000);
+	atomic_fetch_add(&destroyed_callbacks, 1);
+}
+
+Test(engine, destroy_waits_for_every_job_and_callback)
+{
+	struct kcopyd_dev *src = memdev(MiB, 16), *dst = memdev(32 * MiB, 0);
+	unsigned int index;
+
+	new_client(64, 0, 0);
+	for (index = 0; index < 32; index++) {
+		struct io_region from = { src, 0, 2048 }, to = { dst, index * 2048ull, 2048 };
+
+		cr_assert(kcopyd_copy(kc, &from, 1, &to, 0, count_destroyed, NULL) == 0);
+	}
+	kcopyd_client_destroy(kc);
+	kc = NULL;
+	cr_assert(atomic_load(&destroyed_callbacks) == 32, "%d callbacks ran before destroy returned, expected 32",
+		  atomic_load(&destroyed_callbacks));
+	for (index = 0; index < 32; index++)
+		cr_assert(same_bytes(src, 0, dst, index * 2048ull, 2048));
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+Test(engine, backend_that_takes_one_at_a_time_still_completes)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 17), *d[4];
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, dests[4];
+	struct kcopyd_result result;
+	unsigned int index;
+
+	for (index = 0; index < 4; index++) {
+		d[index] = memdev(2 * MiB, 0);
+		dests[index] = (struct io_region){ d[index], 0, from.count };
+	}
+	new_client(512, 128, 8);
+	fake.max_submit = 1;
+	result = run_job(&from, 4, dests, 0);
+	cr_assert(result.error == 0);
+	for (index = 0; index < 4; index++) {
+		cr_assert(same_bytes(src, 0, d[index], 0, from.count), "destination %u", index);
+		kcopyd_dev_close(d[index]);
+	}
+	kcopyd_dev_close(src);
+}
+
+Test(engine, client_create_refuses_bad_config)
+{
+	struct kcopyd_config zero_pages = { .num_pages = 0 }, tiny_subjob = { .num_pages = 8, .subjob_sectors = 4 };
+	struct kcopyd_client *client;
+
+	cr_assert(kcopyd_client_create_ops(&zero_pages, &fake_io_ops, &fake, &client) == -EINVAL);
+	cr_assert(kcopyd_client_create_ops(&tiny_subjob, &fake_io_ops, &fake, &client) == -EINVAL);
+	cr_assert(kcopyd_client_create(0, &client) == -EINVAL);
+	cr_assert_str_eq(kcopyd_version(), PACKAGE_VERSION);
+}
