@@ -169,10 +169,19 @@ void kcopyd_client_destroy(struct kcopyd_client *kc);
  * The extended API: options, job handles, progress, cancel, results
  * --------------------------------------------------------------------- */
 
+/*
+ * Called on the completion thread when a job's first sub-job starts (the
+ * job leaves the queue), with the job's context, always before the job's
+ * kcopyd_notify_fn.  Not called for a job that never starts (a count of 0,
+ * or cancelled while queued).
+ */
+typedef void (*kcopyd_start_fn)(void *context);
+
 struct kcopyd_config {
 	unsigned int num_pages;		/* I/O buffer budget in 4 KiB pages (required) */
 	unsigned int subjob_sectors;	/* sub-job size; 0: 1024 (512 KiB); rounded down to whole pages */
 	unsigned int depth;		/* sub-jobs in flight per job; 0: 8 */
+	kcopyd_start_fn start_fn;	/* optional: told when each job starts */
 };
 
 /*
@@ -251,13 +260,14 @@ struct kcopyd_result {
 
 /*
  * kcopyd_job_result() - the outcome of a finished job.
- * Return: 0 and *@result filled once the job finished and its completion
- * routine returned; -EINPROGRESS before that (*@result untouched).
+ * Return: 0 and *@result filled once the job's I/O is over (from its
+ * completion routine on, so the routine itself may call it); -EINPROGRESS
+ * before that (*@result untouched).
  */
 int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result);
 
 /*
- * kcopyd_job_wait() - block until kcopyd_job_result() would return 0.
+ * kcopyd_job_wait() - block until the job's completion routine returned.
  * Must not be called from a completion routine for a job of the same
  * client (the routine would wait for itself).
  * Return: 0.
@@ -271,7 +281,7 @@ int kcopyd_job_wait(struct kcopyd_job *job);
 void kcopyd_job_release(struct kcopyd_job *job);
 
 struct kcopyd_stats {
-	uint64_t jobs_active;		/* submitted and not yet notified */
+	uint64_t jobs_active;		/* submitted, completion routine not yet returned */
 	uint64_t jobs_total;		/* ever submitted */
 	uint64_t sectors_read;		/* read successfully from sources */
 	uint64_t sectors_written;	/* written successfully to destinations (each counted) */

@@ -40,18 +40,35 @@ loop_devices=()
 fuse_mounts=()
 small_mount=
 
+background_pids=()
+
+# umount_retry DIR: unmount, giving a process that is just ending time to let go.
+umount_retry() {
+	local attempt
+
+	for attempt in 1 2 3 4 5 6 7 8 9 10; do
+		umount "$1" 2>/dev/null && return 0
+		sleep 0.5
+	done
+	umount "$1"
+}
+
 # Tear down everything we set up, on any exit.
 cleanup() {
-	local mount_point loop
+	local mount_point loop pid
 
 	for mount_point in "${fuse_mounts[@]}"; do
 		umount "$mount_point" 2>/dev/null || umount -l "$mount_point" 2>/dev/null
 	done
+	for pid in "${background_pids[@]}"; do
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
 	for loop in "${loop_devices[@]}"; do
 		losetup -d "$loop"
 	done
-	[ -n "$small_mount" ] && umount "$small_mount"
-	[ "$work_mounted" = 1 ] && umount "$work"
+	[ -n "$small_mount" ] && umount_retry "$small_mount"
+	[ "$work_mounted" = 1 ] && umount_retry "$work"
 	rmdir "$work"
 }
 trap cleanup EXIT
@@ -413,6 +430,7 @@ fuse_source() {
 	fuse_file="$mount_dir/nbd"
 	mkdir "$mount_dir"
 	nbdfuse "$fuse_file" --command nbdkit -s "$@" >/dev/null 2>&1 &
+	background_pids+=("$!")
 	fuse_mounts+=("$mount_dir")
 	for attempt in $(seq 50); do
 		[ -f "$fuse_file" ] && return 0
@@ -440,10 +458,15 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 		for signal_name in INT TERM; do
 			want=$((128 + $(kill -l "$signal_name")))
 			# env: background jobs of a script ignore SIGINT, and kcopy keeps it ignored.
-			env --default-signal="$signal_name" "$KCOPY" --depth 1 "$slow" "$work/cancelled.img" \
-				>"$work/stdout" 2>"$work/stderr" &
+			env --default-signal="$signal_name" "$KCOPY" --progress --depth 1 --subjob-kb 64 \
+				"$slow" "$work/cancelled.img" >"$work/stdout" 2>"$work/stderr" &
 			pid=$!
-			sleep 0.5
+			background_pids+=("$pid")
+			# The first progress line comes from the wait loop, where signals are handled.
+			for attempt in $(seq 300); do
+				grep -q 'ETA' "$work/stderr" && break
+				sleep 0.1
+			done
 			kill -"$signal_name" "$pid"
 			wait "$pid"
 			status=$?

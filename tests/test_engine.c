@@ -671,3 +671,56 @@ Test(engine, client_create_refuses_bad_config)
 	cr_assert(kcopyd_client_create(0, &client) == -EINVAL);
 	cr_assert_str_eq(kcopyd_version(), PACKAGE_VERSION);
 }
+
+/* ---- start events ----------------------------------------------------- */
+
+struct start_record {
+	atomic_int started;
+	atomic_int finished;
+	atomic_int started_after_finish;
+};
+
+static void record_start(void *context)
+{
+	struct start_record *record = context;
+
+	if (atomic_load(&record->finished))
+		atomic_fetch_add(&record->started_after_finish, 1);
+	atomic_fetch_add(&record->started, 1);
+}
+
+static void record_finish(int read_err, unsigned int write_err, void *context)
+{
+	struct start_record *record = context;
+
+	atomic_fetch_add(&record->finished, 1);
+	count_done(read_err, write_err, NULL);
+}
+
+Test(engine, start_fn_runs_once_per_started_job_before_its_completion)
+{
+	struct kcopyd_dev *src = memdev(MiB, 18), *dst = memdev(32 * MiB, 0);
+	struct kcopyd_config config = { .num_pages = 64, .subjob_sectors = 128, .start_fn = record_start };
+	static struct start_record records[32];
+	unsigned int index;
+
+	done_count = done_errors = 0;
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	for (index = 0; index < 32; index++) {
+		/* Every fourth job has a count of 0: it never starts. */
+		struct io_region from = { src, 0, index % 4 ? 2048 : 0 }, to = { dst, index * 2048ull, from.count };
+
+		cr_assert(kcopyd_copy(kc, &from, 1, &to, 0, record_finish, &records[index]) == 0);
+	}
+	wait_done(32);
+	for (index = 0; index < 32; index++) {
+		int expected = index % 4 ? 1 : 0;
+
+		cr_assert(atomic_load(&records[index].started) == expected, "job %u: start_fn ran %d times, expected %d",
+			  index, atomic_load(&records[index].started), expected);
+		cr_assert(atomic_load(&records[index].started_after_finish) == 0, "job %u started after it finished",
+			  index);
+	}
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}

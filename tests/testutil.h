@@ -78,6 +78,12 @@ int tu_pattern_check(const char *path, uint64_t off, uint64_t bytes, uint64_t se
 		     uint64_t pattern_off, uint64_t *first_diff);
 
 /*
+ * tu_read() - read @len bytes of @path at byte @off into @buf.
+ * Return: 0, -ENODATA if the file ends before, or -errno.
+ */
+int tu_read(const char *path, uint64_t off, void *buf, size_t len);
+
+/*
  * tu_find_nonzero() - look for a non-zero byte in @bytes of @path at @off.
  * Return: 0 if every byte is zero, 1 if one is not (its offset from @off in
  * *@first_nonzero if not NULL), -errno on error.
@@ -155,7 +161,9 @@ int tu_nbd_prepare(struct tu_nbd *nbd);
 /*
  * tu_nbd_start() - run `nbdfuse [-r] MNT/disk --command nbdkit -s
  * --exit-with-parent [-r] ARGS...`, wait (up to 10 s) until MNT/disk is
- * there, and bind a 512-byte-sector direct-I/O loop device to it.
+ * there, and bind a 512-byte-sector direct-I/O loop device to it, with
+ * request merging off (queue/nomerges = 2) so that a bad block fails only
+ * the one I/O that touches it.
  * @nbdkit_args: the plugin, filters and parameters, NULL-terminated.
  * On failure everything is undone and the log is copied to stderr.
  */

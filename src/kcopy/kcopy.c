@@ -658,8 +658,12 @@ static int open_destination(struct destination *dest, uint64_t end_sector, bool 
 			return ret;
 	}
 
-	/* The engine's device is opaque; fsync through any descriptor of the file flushes it. */
-	dest->sync_fd = open(path, O_RDONLY | O_CLOEXEC);
+	/*
+	 * The engine's device is opaque; fsync through any descriptor of the
+	 * file flushes it.  O_NONBLOCK: a FIFO given by mistake must not hang
+	 * us here (kcopyd_dev_open() refuses it next).
+	 */
+	dest->sync_fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (dest->sync_fd < 0) {
 		ret = -errno;
 		complain("%s: cannot open: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
@@ -859,7 +863,8 @@ static const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, do
 /*
  * draw_progress() - show the job's progress on stderr: redrawn in place
  * on a terminal, one line at a time otherwise.
- * @line_len: the length of the line last drawn, to blank what is left of it.
+ * @line_len: the length of the line left open on the terminal (0 if none),
+ *            to blank what the new line does not cover.
  */
 static void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint64_t sectors_total,
 			  int *line_len)
@@ -870,11 +875,12 @@ static void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint
 	format_progress(sectors_done << KCOPYD_SECTOR_SHIFT, sectors_total << KCOPYD_SECTOR_SHIFT,
 			monotonic_seconds() - state->start_seconds, line, sizeof(line));
 	len = (int)strlen(line);
-	if (state->stderr_is_terminal)
+	if (state->stderr_is_terminal) {
 		fprintf(stderr, "\r%s%*s", line, *line_len > len ? *line_len - len : 0, "");
-	else
+		*line_len = len;
+	} else {
 		fprintf(stderr, "%s\n", line);
-	*line_len = len;
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -901,7 +907,7 @@ static void job_done(int read_err, unsigned int write_err, void *context)
  * second one ends the process at once, without waiting for the I/O in
  * flight or flushing the destinations.
  * @stop_signal: the signal that cancelled the job, 0 before.
- * @line_len:    the progress line drawn, 0 if none.
+ * @line_len:    the progress line left open on the terminal, 0 if none.
  */
 static void handle_stop_signal(struct kcopyd_job *job, int signal_fd, int *stop_signal, int *line_len)
 {
@@ -936,9 +942,9 @@ static void handle_stop_signal(struct kcopyd_job *job, int signal_fd, int *stop_
  * @signal_fd:   the signalfd of SIGINT and SIGTERM.
  * @done_fd:     the eventfd job_done() writes.
  * @stop_signal: receives the signal that cancelled the job, if any.
- * Return: 0.  (Should poll(2) fail, it falls back to a plain wait.)
+ * Should poll(2) fail, it falls back to a plain kcopyd_job_wait().
  */
-static int wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int signal_fd,
+static void wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int signal_fd,
 			int done_fd, int *stop_signal)
 {
 	int interval_ms = state->stderr_is_terminal ? PROGRESS_TERMINAL_INTERVAL_MS
@@ -987,7 +993,6 @@ static int wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int s
 		if (state->stderr_is_terminal)
 			fputc('\n', stderr);
 	}
-	return 0;
 }
 
 /* signal_is_ignored() - true if @signal_number is set to SIG_IGN. */

@@ -113,9 +113,16 @@ int kcopyd_dev_open(const char *path, int flags, struct kcopyd_dev **result)
 
 	if (!path || !result || (flags != O_RDONLY && flags != O_RDWR))
 		return -EINVAL;
-	fd = open(path, flags | O_CLOEXEC);
+	/* O_NONBLOCK so that a FIFO cannot hang the open; it is refused below. */
+	fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
 	return kcopyd_dev_from_fd(fd, result);
 }
 

@@ -10,8 +10,8 @@
  *    writes to the backend and reaps their completions.  It sleeps on one
  *    eventfd, which the backend signals on completions and submitters and
  *    cancellers signal on new work.
- *  - the completion thread calls the users' completion routines, one at a
- *    time, in the order the jobs finished.
+ *  - the completion thread calls the users' completion routines (and start
+ *    routines), one at a time, in the order the jobs finished (started).
  * Submitters only append to a queue and kick the eventfd, so kcopyd_copy()
  * never blocks on I/O and never calls a completion routine.
  *
@@ -101,6 +101,7 @@ struct kcopyd_job {
 	bool cancel_requested;
 	struct list_head queue_link;	/* kc->submitted, then kc->completed */
 	struct list_head cancel_link;	/* kc->cancels */
+	struct list_head start_link;	/* kc->started */
 
 	/* The I/O thread's alone, between taking the job and completing it. */
 	struct list_head ready_link;	/* kc->ready while it may start a sub-job */
@@ -110,6 +111,7 @@ struct kcopyd_job {
 	bool stopping;			/* no more sub-jobs: an error without IGNORE_ERROR, or a cancel */
 	uint64_t fail_start;		/* lowest failed sub-job; no chunk above it is written */
 	bool io_done;			/* handed to the completion thread */
+	bool started;			/* its first sub-job started */
 
 	/* Written by the I/O thread before COMPLETING; read after FINISHED. */
 	struct kcopyd_result result;
@@ -131,6 +133,7 @@ struct kcopyd_client {
 	unsigned int slot_pages;
 	unsigned int depth;
 	unsigned int nr_slots;
+	kcopyd_start_fn start_fn;
 	void *slot_memory;		/* nr_slots * slot_pages pages */
 	void *zero_buf;			/* slot_pages pages, read-only, never written */
 
@@ -143,6 +146,7 @@ struct kcopyd_client {
 	/* These lists and counters, all under ->lock. */
 	struct list_head submitted;	/* new jobs for the I/O thread */
 	struct list_head cancels;	/* cancel requests for the I/O thread */
+	struct list_head started;	/* jobs whose start_fn is to be called */
 	struct list_head completed;	/* jobs whose routine is to be called */
 	uint64_t jobs_active;		/* submitted, not yet FINISHED */
 	uint64_t jobs_total;
@@ -401,6 +405,15 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	struct subjob *sj = list_entry(node, struct subjob, link);
 	uint64_t left = job->total - job->next_start;
 
+	if (!job->started) {
+		job->started = true;
+		if (kc->start_fn) {
+			pthread_mutex_lock(&kc->lock);
+			list_add_tail(&job->start_link, &kc->started);
+			pthread_cond_signal(&kc->completed_cond);
+			pthread_mutex_unlock(&kc->lock);
+		}
+	}
 	sj->job = job;
 	sj->start = job->next_start;
 	sj->count = left < kc->subjob_sectors ? left : kc->subjob_sectors;
@@ -568,8 +581,21 @@ static void *completion_thread_main(void *arg)
 	pthread_mutex_lock(&kc->lock);
 	for (;;) {
 		struct kcopyd_job *job;
-		struct list_head *node = list_pop(&kc->completed);
+		struct list_head *node;
 
+		/*
+		 * Start events first: a job's start event is queued before its
+		 * completion, so draining them first keeps the two in order.
+		 */
+		node = list_pop(&kc->started);
+		if (node) {
+			job = list_entry(node, struct kcopyd_job, start_link);
+			pthread_mutex_unlock(&kc->lock);
+			kc->start_fn(job->context);
+			pthread_mutex_lock(&kc->lock);
+			continue;
+		}
+		node = list_pop(&kc->completed);
 		if (!node) {
 			if (kc->completion_exit)
 				break;
@@ -688,8 +714,10 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 	kc->depth = config->depth ? config->depth : DEFAULT_DEPTH;
 	list_init(&kc->submitted);
 	list_init(&kc->cancels);
+	list_init(&kc->started);
 	list_init(&kc->completed);
 	list_init(&kc->ready);
+	kc->start_fn = config->start_fn;
 
 	r = setup_buffers(kc);
 	if (r < 0)
@@ -763,7 +791,8 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	pthread_join(kc->completion_thread, NULL);
 
 	/* Every job finished: the queues must be empty and every slot home. */
-	assert(list_empty(&kc->submitted) && list_empty(&kc->cancels) && list_empty(&kc->completed));
+	assert(list_empty(&kc->submitted) && list_empty(&kc->cancels) && list_empty(&kc->started) &&
+	       list_empty(&kc->completed));
 	assert(list_empty(&kc->ready) && kc->pending_count == 0 && kc->ios_in_flight == 0);
 	kc->ops->destroy(kc->backend);
 	close(kc->event_fd);
@@ -826,6 +855,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	list_init(&job->ready_link);
 	list_init(&job->subjobs);
 	list_init(&job->cancel_link);
+	list_init(&job->start_link);
 
 	pthread_mutex_lock(&kc->lock);
 	job->state = JOB_QUEUED;
@@ -884,7 +914,7 @@ int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result
 	int r = -EINPROGRESS;
 
 	pthread_mutex_lock(&kc->lock);
-	if (job->state == JOB_FINISHED) {
+	if (job->state >= JOB_COMPLETING) {
 		*result = job->result;
 		r = 0;
 	}

@@ -1,0 +1,808 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The FUSE front end of kcopydfs, on the low-level API.  It only turns
+ * paths and file operations into calls on the service (jobs.c) and renders
+ * what the service says as text.  The low-level API lets a read of `wait`
+ * be answered later, from the engine's completion thread, so blocked
+ * waiters hold no worker thread.
+ *
+ * Inodes are computed, not stored: fixed numbers for the top level, and
+ * JOB_INO_BASE + id * 8 + kind for a job's directory and files.  Job ids are
+ * never reused, so an inode number never changes meaning.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kcopydfs/fs.h"
+
+enum node_kind {
+	NODE_NONE,
+	NODE_ROOT,
+	NODE_VERSION,
+	NODE_STATS,
+	NODE_CLONE,
+	NODE_JOBS,
+	/* a job's, in this order */
+	NODE_JOB_DIR,
+	NODE_CTL,
+	NODE_STATE,
+	NODE_STATUS,
+	NODE_WAIT,
+};
+
+#define JOB_INO_BASE 16u
+#define JOB_INO_STRIDE 8u
+#define SNAPSHOT_MAX 8192
+
+static const struct {
+	const char *name;
+	enum node_kind kind;
+} top_entries[] = {
+	{ "version", NODE_VERSION },
+	{ "stats", NODE_STATS },
+	{ "clone", NODE_CLONE },
+	{ "jobs", NODE_JOBS },
+}, job_entries[] = {
+	{ "ctl", NODE_CTL },
+	{ "state", NODE_STATE },
+	{ "status", NODE_STATUS },
+	{ "wait", NODE_WAIT },
+};
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Per open file (fi->fh). */
+struct open_file {
+	enum node_kind kind;
+	uint64_t job_id;
+	char snapshot[SNAPSHOT_MAX];	/* rendered by the read at offset 0 */
+	size_t snapshot_len;
+	bool has_snapshot;
+	uint64_t seen_generation;	/* of the job, when last read or opened */
+	struct fuse_pollhandle *ph;	/* a poll waiting for a change */
+	struct open_file *poll_prev, *poll_next;	/* fs->pollers while ph is set */
+};
+
+/* A read of `wait` parked until its job ends. */
+struct waiter {
+	uint64_t cookie;		/* names it to the interrupt routine */
+	fuse_req_t req;
+	uint64_t job_id;
+	size_t size;
+	off_t offset;
+	struct waiter *next;
+};
+
+/*
+ * The front end.  ->lock protects the waiter list, the poller list and
+ * every open_file's snapshot, generation and poll handle.  It is taken
+ * before the service's lock, never after; replies are sent without it.
+ */
+struct kfs_fs {
+	struct kfs_service *svc;
+	struct fuse_session *se;
+	uid_t owner_uid;
+	gid_t owner_gid;
+	struct timespec started;
+
+	pthread_mutex_t lock;
+	struct waiter *waiters;
+	uint64_t next_cookie;
+	struct open_file *pollers;
+};
+
+static enum node_kind decode_ino(fuse_ino_t ino, uint64_t *job_id)
+{
+	*job_id = 0;
+	if (ino >= FUSE_ROOT_ID && ino <= NODE_JOBS - NODE_ROOT + FUSE_ROOT_ID)
+		return (enum node_kind)(ino - FUSE_ROOT_ID + NODE_ROOT);
+	if (ino >= JOB_INO_BASE + JOB_INO_STRIDE) {
+		unsigned int kind = (unsigned int)((ino - JOB_INO_BASE) % JOB_INO_STRIDE);
+
+		*job_id = (ino - JOB_INO_BASE) / JOB_INO_STRIDE;
+		if (kind <= NODE_WAIT - NODE_JOB_DIR)
+			return (enum node_kind)(NODE_JOB_DIR + kind);
+	}
+	return NODE_NONE;
+}
+
+static fuse_ino_t encode_ino(enum node_kind kind, uint64_t job_id)
+{
+	if (kind < NODE_JOB_DIR)
+		return FUSE_ROOT_ID + (kind - NODE_ROOT);
+	return JOB_INO_BASE + job_id * JOB_INO_STRIDE + (kind - NODE_JOB_DIR);
+}
+
+static bool is_job_node(enum node_kind kind)
+{
+	return kind >= NODE_JOB_DIR;
+}
+
+static struct kfs_fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* ------------------------------------------------------------------ */
+/* Attributes                                                          */
+/* ------------------------------------------------------------------ */
+
+static int fill_attr(struct kfs_fs *fs, enum node_kind kind, uint64_t job_id, struct stat *st)
+{
+	struct kfs_job_view view;
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = encode_ino(kind, job_id);
+	st->st_uid = fs->owner_uid;
+	st->st_gid = fs->owner_gid;
+	st->st_atim = st->st_mtim = st->st_ctim = fs->started;
+	st->st_nlink = 1;
+	if (is_job_node(kind)) {
+		if (kfs_job_view(fs->svc, job_id, &view) < 0)
+			return -ENOENT;
+		st->st_uid = view.uid;
+		st->st_gid = view.gid;
+		st->st_mtim.tv_sec = (time_t)view.created;
+		st->st_mtim.tv_nsec = (long)((view.created - (double)(time_t)view.created) * 1e9);
+		st->st_atim = st->st_ctim = st->st_mtim;
+	}
+	switch (kind) {
+	case NODE_ROOT:
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 3;
+		break;
+	case NODE_JOBS:
+		st->st_mode = S_IFDIR | S_ISVTX | 0777;
+		st->st_nlink = 2;
+		break;
+	case NODE_JOB_DIR:
+		st->st_mode = S_IFDIR | 0700;
+		st->st_nlink = 2;
+		break;
+	case NODE_VERSION:
+	case NODE_STATS:
+		st->st_mode = S_IFREG | 0444;
+		break;
+	case NODE_CLONE:
+		st->st_mode = S_IFREG | 0666;
+		break;
+	case NODE_CTL:
+		st->st_mode = S_IFREG | 0600;
+		break;
+	case NODE_STATE:
+	case NODE_STATUS:
+	case NODE_WAIT:
+		st->st_mode = S_IFREG | 0400;
+		break;
+	default:
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static void reply_entry(fuse_req_t req, enum node_kind kind, uint64_t job_id)
+{
+	struct fuse_entry_param entry = { 0 };
+	int r = fill_attr(fs_of(req), kind, job_id, &entry.attr);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	entry.ino = entry.attr.st_ino;
+	entry.generation = 1;
+	/* Jobs come and go: let the kernel ask again each time.  The top level never changes. */
+	entry.attr_timeout = entry.entry_timeout = is_job_node(kind) ? 0.0 : 60.0;
+	if (kind == NODE_ROOT || kind == NODE_JOBS)
+		entry.attr_timeout = 0.0;
+	fuse_reply_entry(req, &entry);
+}
+
+static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct kfs_fs *fs = fs_of(req);
+	uint64_t job_id;
+	enum node_kind kind = decode_ino(parent, &job_id);
+	unsigned int index;
+
+	if (kind == NODE_ROOT) {
+		for (index = 0; index < ARRAY_SIZE(top_entries); index++)
+			if (strcmp(name, top_entries[index].name) == 0)
+				return reply_entry(req, top_entries[index].kind, 0);
+	} else if (kind == NODE_JOBS) {
+		if (kfs_job_find(fs->svc, name, &job_id) == 0)
+			return reply_entry(req, NODE_JOB_DIR, job_id);
+	} else if (kind == NODE_JOB_DIR) {
+		for (index = 0; index < ARRAY_SIZE(job_entries); index++)
+			if (strcmp(name, job_entries[index].name) == 0)
+				return reply_entry(req, job_entries[index].kind, job_id);
+	} else {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	fuse_reply_err(req, ENOENT);
+}
+
+static void kfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	uint64_t job_id;
+	enum node_kind kind = decode_ino(ino, &job_id);
+	struct stat st;
+	int r = fill_attr(fs_of(req), kind, job_id, &st);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, 0.0);
+}
+
+/* Only a truncation to 0 is accepted, so that `echo ... > ctl` (O_TRUNC) works. */
+static void kfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	uint64_t job_id;
+	enum node_kind kind = decode_ino(ino, &job_id);
+	struct stat st;
+	int r;
+
+	if ((to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+			FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) ||
+	    ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != 0)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = fill_attr(fs_of(req), kind, job_id, &st);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, 0.0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Directories                                                         */
+/* ------------------------------------------------------------------ */
+
+static bool add_dirent(fuse_req_t req, char *buf, size_t size, size_t *used, const char *name,
+		       enum node_kind kind, uint64_t job_id, off_t next_offset)
+{
+	struct stat st = { .st_ino = encode_ino(kind, job_id),
+			   .st_mode = (kind == NODE_ROOT || kind == NODE_JOBS || kind == NODE_JOB_DIR) ? S_IFDIR
+												    : S_IFREG };
+	size_t need = fuse_add_direntry(req, buf + *used, size - *used, name, &st, next_offset);
+
+	if (need > size - *used)
+		return false;
+	*used += need;
+	return true;
+}
+
+/*
+ * Offsets: 1 and 2 are "." and "..", then 3 + index for fixed entries, and
+ * 3 + job id for jobs, so a listing continues correctly across mkdir and
+ * rmdir.
+ */
+static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+	struct kfs_fs *fs = fs_of(req);
+	uint64_t job_id, next_id;
+	enum node_kind kind = decode_ino(ino, &job_id);
+	struct kfs_job_view view;
+	size_t used = 0;
+	char *buf;
+	unsigned int index;
+
+	if (kind != NODE_ROOT && kind != NODE_JOBS && kind != NODE_JOB_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (offset < 1 && !add_dirent(req, buf, size, &used, ".", kind, job_id, 1))
+		goto reply;
+	if (offset < 2 && !add_dirent(req, buf, size, &used, "..", NODE_ROOT, 0, 2))
+		goto reply;
+	if (kind == NODE_ROOT) {
+		for (index = offset > 2 ? (unsigned int)offset - 2 : 0; index < ARRAY_SIZE(top_entries); index++)
+			if (!add_dirent(req, buf, size, &used, top_entries[index].name, top_entries[index].kind, 0,
+					3 + index))
+				goto reply;
+	} else if (kind == NODE_JOB_DIR) {
+		for (index = offset > 2 ? (unsigned int)offset - 2 : 0; index < ARRAY_SIZE(job_entries); index++)
+			if (!add_dirent(req, buf, size, &used, job_entries[index].name, job_entries[index].kind,
+					job_id, 3 + index))
+				goto reply;
+	} else {
+		uint64_t after = offset > 2 ? (uint64_t)offset - 3 : 0;
+
+		while (kfs_job_next(fs->svc, after, &next_id) == 0) {
+			after = next_id;
+			if (kfs_job_view(fs->svc, next_id, &view) < 0)
+				continue;
+			if (!add_dirent(req, buf, size, &used, view.name, NODE_JOB_DIR, next_id,
+					(off_t)(3 + next_id)))
+				break;
+		}
+	}
+reply:
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void kfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	uint64_t job_id;
+	int r;
+
+	if (decode_ino(parent, &job_id) != NODE_JOBS) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = kfs_job_create(fs_of(req)->svc, name, ctx->uid, ctx->gid, &job_id);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, NODE_JOB_DIR, job_id);
+}
+
+static void kfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct kfs_fs *fs = fs_of(req);
+	uint64_t job_id;
+	int r;
+
+	if (decode_ino(parent, &job_id) != NODE_JOBS) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = kfs_job_find(fs->svc, name, &job_id);
+	if (r == 0)
+		r = kfs_job_remove(fs->svc, job_id);
+	fuse_reply_err(req, -r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Files                                                               */
+/* ------------------------------------------------------------------ */
+
+static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kfs_fs *fs = fs_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	uint64_t job_id;
+	enum node_kind kind = decode_ino(ino, &job_id);
+	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct kfs_job_view view;
+	struct open_file *of;
+	int r;
+
+	if (kind == NODE_ROOT || kind == NODE_JOBS || kind == NODE_JOB_DIR) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (writing && kind != NODE_CTL && kind != NODE_CLONE) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	of = calloc(1, sizeof(*of));
+	if (!of) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	of->kind = kind;
+	of->job_id = job_id;
+	if (kind == NODE_CLONE) {
+		r = kfs_job_create(fs->svc, NULL, ctx->uid, ctx->gid, &of->job_id);
+		if (r < 0)
+			goto err_free;
+	}
+	if (is_job_node(kind) || kind == NODE_CLONE) {
+		r = kfs_job_view(fs->svc, of->job_id, &view);
+		if (r < 0)
+			goto err_free;
+		of->seen_generation = view.generation;
+	}
+	fi->fh = (uintptr_t)of;
+	fi->direct_io = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT && kind == NODE_CLONE) {
+		/* The opener is gone (interrupted): nobody will ever close this. */
+		kfs_job_remove_if_idle(fs->svc, of->job_id);
+		free(of);
+	}
+	return;
+
+err_free:
+	free(of);
+	fuse_reply_err(req, -r);
+}
+
+/* Render what a read at offset 0 of @of shows now. */
+static int render(struct kfs_fs *fs, struct open_file *of, char *buf, size_t len)
+{
+	struct kfs_job_view view;
+	struct kfs_stats stats;
+	int r;
+
+	switch (of->kind) {
+	case NODE_VERSION:
+		return snprintf(buf, len, "kcopydfs %s\n", PACKAGE_VERSION);
+	case NODE_STATS:
+		kfs_service_stats(fs->svc, &stats);
+		return kfs_render_stats(&stats, buf, len);
+	case NODE_CLONE:
+		return snprintf(buf, len, "%llu\n", (unsigned long long)of->job_id);
+	case NODE_CTL:
+		return kfs_job_description(fs->svc, of->job_id, buf, len);
+	case NODE_STATE:
+	case NODE_STATUS:
+	case NODE_WAIT:
+		r = kfs_job_view(fs->svc, of->job_id, &view);
+		if (r < 0)
+			return r;
+		of->seen_generation = view.generation;
+		return of->kind == NODE_STATE ? kfs_render_state(&view, buf, len) : kfs_render_status(&view, buf, len);
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Under fs->lock: a read at @offset answered from the snapshot, re-rendered at offset 0. */
+static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset)
+{
+	int r;
+
+	if (offset == 0 || !of->has_snapshot) {
+		r = render(fs, of, of->snapshot, sizeof(of->snapshot));
+		if (r < 0)
+			return r;
+		of->snapshot_len = (size_t)r < sizeof(of->snapshot) ? (size_t)r : sizeof(of->snapshot) - 1;
+		of->has_snapshot = true;
+	}
+	return 0;
+}
+
+static void reply_slice(fuse_req_t req, const char *text, size_t text_len, size_t size, off_t offset)
+{
+	if ((size_t)offset >= text_len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, text + offset, text_len - (size_t)offset < size ? text_len - (size_t)offset : size);
+}
+
+static void interrupt_wait(fuse_req_t req, void *data)
+{
+	struct kfs_fs *fs = fs_of(req);
+	uint64_t cookie = (uintptr_t)data;
+	struct waiter **link, *found = NULL;
+
+	pthread_mutex_lock(&fs->lock);
+	for (link = &fs->waiters; *link; link = &(*link)->next) {
+		if ((*link)->cookie == cookie) {
+			found = *link;
+			*link = found->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (found) {
+		fuse_reply_err(found->req, EINTR);
+		free(found);
+	}
+}
+
+/* A read of `wait` before the job ended: park it, unless told not to block. */
+static void read_wait(fuse_req_t req, struct kfs_fs *fs, struct open_file *of, size_t size, off_t offset,
+		      int flags)
+{
+	struct kfs_job_view view;
+	struct waiter *waiter;
+	int r;
+
+	if (flags & O_NONBLOCK) {
+		fuse_reply_err(req, EAGAIN);
+		return;
+	}
+	waiter = calloc(1, sizeof(*waiter));
+	if (!waiter) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	waiter->cookie = ++fs->next_cookie;
+	pthread_mutex_unlock(&fs->lock);
+	waiter->req = req;
+	waiter->job_id = of->job_id;
+	waiter->size = size;
+	waiter->offset = offset;
+	/* Before the waiter is visible: once it is, another thread may reply and free the request. */
+	fuse_req_interrupt_func(req, interrupt_wait, (void *)(uintptr_t)waiter->cookie);
+
+	pthread_mutex_lock(&fs->lock);
+	r = kfs_job_view(fs->svc, of->job_id, &view);
+	if (r == 0 && !kfs_state_final(view.state) && !fuse_req_interrupted(req)) {
+		waiter->next = fs->waiters;
+		fs->waiters = waiter;
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
+	/* It ended (or went, or the reader gave up) while we were setting up. */
+	if (r == 0 && kfs_state_final(view.state))
+		r = read_snapshot(fs, of, 0);
+	pthread_mutex_unlock(&fs->lock);
+	free(waiter);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (fuse_req_interrupted(req) && !kfs_state_final(view.state))
+		fuse_reply_err(req, EINTR);
+	else
+		reply_slice(req, of->snapshot, of->snapshot_len, size, offset);
+}
+
+static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+	struct kfs_fs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct kfs_job_view view;
+	char text[SNAPSHOT_MAX];
+	size_t text_len;
+	int r;
+
+	if (of->kind == NODE_WAIT && offset == 0) {
+		r = kfs_job_view(fs->svc, of->job_id, &view);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		if (!kfs_state_final(view.state)) {
+			read_wait(req, fs, of, size, offset, fi->flags);
+			return;
+		}
+	}
+	pthread_mutex_lock(&fs->lock);
+	r = read_snapshot(fs, of, offset);
+	text_len = of->snapshot_len;
+	memcpy(text, of->snapshot, text_len);
+	pthread_mutex_unlock(&fs->lock);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_slice(req, text, text_len, size, offset);
+}
+
+static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t offset,
+		      struct fuse_file_info *fi)
+{
+	struct kfs_fs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct kfs_cred cred = { .uid = ctx->uid, .gid = ctx->gid };
+	int r;
+
+	if (of->kind != NODE_CTL && of->kind != NODE_CLONE) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	r = fuse_req_getgroups(req, KFS_MAX_GROUPS, cred.groups);
+	cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
+	/* Each write is one command, wherever it lands: offsets are ignored, as sysfs does. */
+	r = kfs_job_ctl(fs->svc, of->job_id, buf, size, &cred);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, size);
+}
+
+/* Under fs->lock. */
+static void poller_drop(struct kfs_fs *fs, struct open_file *of)
+{
+	if (!of->ph)
+		return;
+	fuse_pollhandle_destroy(of->ph);
+	of->ph = NULL;
+	if (of->poll_prev)
+		of->poll_prev->poll_next = of->poll_next;
+	else
+		fs->pollers = of->poll_next;
+	if (of->poll_next)
+		of->poll_next->poll_prev = of->poll_prev;
+	of->poll_prev = of->poll_next = NULL;
+}
+
+/*
+ * `wait` is readable once the job ended; `state` and `status` once the job
+ * changed since this descriptor last read them (or ended); the others always.
+ */
+static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fuse_pollhandle *ph)
+{
+	struct kfs_fs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct kfs_job_view view;
+	unsigned int revents = POLLIN | POLLRDNORM;
+
+	pthread_mutex_lock(&fs->lock);
+	if (of->kind == NODE_WAIT || of->kind == NODE_STATE || of->kind == NODE_STATUS) {
+		if (kfs_job_view(fs->svc, of->job_id, &view) < 0)
+			revents = POLLERR;
+		else if (!kfs_state_final(view.state) &&
+			 (of->kind == NODE_WAIT || view.generation == of->seen_generation))
+			revents = 0;
+	} else if (of->kind == NODE_CTL || of->kind == NODE_CLONE) {
+		revents |= POLLOUT | POLLWRNORM;
+	}
+	if (ph) {
+		poller_drop(fs, of);
+		if (revents == 0) {
+			of->ph = ph;
+			of->poll_next = fs->pollers;
+			if (fs->pollers)
+				fs->pollers->poll_prev = of;
+			fs->pollers = of;
+		} else {
+			fuse_pollhandle_destroy(ph);
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_poll(req, revents);
+}
+
+static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kfs_fs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+
+	pthread_mutex_lock(&fs->lock);
+	poller_drop(fs, of);
+	pthread_mutex_unlock(&fs->lock);
+	/* A clone descriptor closed without a description takes its job with it. */
+	if (of->kind == NODE_CLONE)
+		kfs_job_remove_if_idle(fs->svc, of->job_id);
+	free(of);
+	fuse_reply_err(req, 0);
+}
+
+static void kfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Every read and write is a request of its own: no caching, no readahead to speak of. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+const struct fuse_lowlevel_ops kfs_fs_ops = {
+	.init = kfs_init,
+	.lookup = kfs_lookup,
+	.getattr = kfs_getattr,
+	.setattr = kfs_setattr,
+	.readdir = kfs_readdir,
+	.mkdir = kfs_mkdir,
+	.rmdir = kfs_rmdir,
+	.open = kfs_open,
+	.read = kfs_read,
+	.write = kfs_write,
+	.poll = kfs_poll,
+	.release = kfs_release,
+};
+
+/* ------------------------------------------------------------------ */
+/* Changes from the service                                            */
+/* ------------------------------------------------------------------ */
+
+void kfs_fs_on_change(uint64_t job_id, void *context)
+{
+	struct kfs_fs *fs = context;
+	struct waiter *ready = NULL, **link, *waiter;
+	struct fuse_pollhandle **handles = NULL;
+	size_t handle_count = 0, handle_room = 0, index;
+	struct open_file *of, *next;
+	struct kfs_job_view view;
+	char text[SNAPSHOT_MAX];
+	int text_len = 0;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	r = kfs_job_view(fs->svc, job_id, &view);
+	if (r < 0 || kfs_state_final(view.state)) {
+		for (link = &fs->waiters; *link;) {
+			waiter = *link;
+			if (waiter->job_id == job_id) {
+				*link = waiter->next;
+				waiter->next = ready;
+				ready = waiter;
+			} else {
+				link = &waiter->next;
+			}
+		}
+	}
+	for (of = fs->pollers; of; of = next) {
+		next = of->poll_next;
+		if (of->job_id == job_id) {
+			if (handle_count == handle_room) {
+				size_t room = handle_room ? handle_room * 2 : 16;
+				struct fuse_pollhandle **grown = realloc(handles, room * sizeof(*handles));
+
+				if (!grown)
+					break;	/* the rest are woken by the next change */
+				handles = grown;
+				handle_room = room;
+			}
+			handles[handle_count++] = of->ph;
+			of->ph = NULL;
+			if (of->poll_prev)
+				of->poll_prev->poll_next = of->poll_next;
+			else
+				fs->pollers = of->poll_next;
+			if (of->poll_next)
+				of->poll_next->poll_prev = of->poll_prev;
+			of->poll_prev = of->poll_next = NULL;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+
+	if (ready && r == 0)
+		text_len = kfs_render_status(&view, text, sizeof(text));
+	if (text_len >= (int)sizeof(text))
+		text_len = (int)sizeof(text) - 1;
+	while ((waiter = ready)) {
+		ready = waiter->next;
+		if (r < 0)
+			fuse_reply_err(waiter->req, -r);
+		else
+			reply_slice(waiter->req, text, (size_t)text_len, waiter->size, waiter->offset);
+		free(waiter);
+	}
+	for (index = 0; index < handle_count; index++) {
+		fuse_lowlevel_notify_poll(handles[index]);
+		fuse_pollhandle_destroy(handles[index]);
+	}
+	free(handles);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life                                                                */
+/* ------------------------------------------------------------------ */
+
+int kfs_fs_create(struct kfs_fs **result)
+{
+	struct kfs_fs *fs = calloc(1, sizeof(*fs));
+
+	if (!fs)
+		return -ENOMEM;
+	fs->owner_uid = getuid();
+	fs->owner_gid = getgid();
+	clock_gettime(CLOCK_REALTIME, &fs->started);
+	pthread_mutex_init(&fs->lock, NULL);
+	*result = fs;
+	return 0;
+}
+
+void kfs_fs_attach(struct kfs_fs *fs, struct fuse_session *se, struct kfs_service *svc)
+{
+	fs->se = se;
+	fs->svc = svc;
+}
+
+void kfs_fs_destroy(struct kfs_fs *fs)
+{
+	struct waiter *waiter;
+
+	if (!fs)
+		return;
+	while ((waiter = fs->waiters)) {
+		fs->waiters = waiter->next;
+		fuse_reply_err(waiter->req, EINTR);
+		free(waiter);
+	}
+	while (fs->pollers)
+		poller_drop(fs, fs->pollers);
+	pthread_mutex_destroy(&fs->lock);
+	free(fs);
+}

@@ -1,0 +1,933 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The kcopydfs service: jobs from idle to a final state on one libkcopyd
+ * client.  See jobs.h; the locking rules are on struct kfs_service.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kcopydfs/jobs.h"
+#include "kcopydfs/jobspec.h"
+
+#define HASH_BUCKETS 4096u
+#define DEFAULT_MAX_JOBS 4096u
+
+struct kfs_job {
+	uint64_t id;
+	char name[KFS_NAME_MAX + 1];
+	uid_t uid;
+	gid_t gid;
+	struct kfs_job *next_by_name;	/* hash chain */
+	struct kfs_job *next_by_id;	/* hash chain */
+	struct kfs_job *list_prev, *list_next;	/* all jobs, ascending id */
+
+	enum kfs_state state;
+	bool starting;			/* a description is being opened and checked */
+	bool ever_written;		/* something was written to ctl */
+	uint64_t generation;
+	struct timespec created;	/* CLOCK_REALTIME */
+	struct timespec queued;		/* CLOCK_MONOTONIC */
+	struct timespec ended;		/* CLOCK_MONOTONIC */
+	char error[KFS_ERROR_MAX];
+	char rejected[KFS_ERROR_MAX];
+
+	/* Set when started. */
+	char *description;		/* canonical, with its newline */
+	struct kcopyd_job *handle;	/* until the job ends */
+	struct kcopyd_dev *devs[KCOPYD_MAX_REGIONS + 1];	/* [0]: source (NULL for zero), [1 + i]: dests */
+	char *paths[KCOPYD_MAX_REGIONS + 1];
+	unsigned int num_dests;
+	uint64_t sectors_total;
+	struct kcopyd_result result;	/* once final */
+	struct kfs_service *svc;
+};
+
+/*
+ * The service.  ->lock protects the job table and every field of every job
+ * and the counters below.  Lock order: the FUSE layer's lock, then ->lock,
+ * then the engine's own lock (taken inside kcopyd_* calls).  The engine
+ * calls on_start/on_done without its lock, and they take ->lock; ->lock is
+ * never held while calling on_change or destroying the client.
+ */
+struct kfs_service {
+	struct kcopyd_client *kc;
+	kfs_change_fn on_change;
+	void *context;
+	unsigned int max_jobs;
+	char *mountpoint;
+	dev_t mount_dev;
+	bool switch_identity;		/* running as root: open regions as the caller */
+	gid_t own_groups[KFS_MAX_GROUPS];
+	int own_group_count;
+
+	pthread_mutex_t lock;
+	struct kfs_job *by_name[HASH_BUCKETS];
+	struct kfs_job *by_id[HASH_BUCKETS];
+	struct kfs_job *first, *last;	/* ascending id */
+	uint64_t next_id;
+	bool shutting_down;
+	uint64_t jobs, jobs_active, jobs_created;
+	uint64_t jobs_done, jobs_failed, jobs_cancelled;
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+static unsigned int hash_name(const char *name)
+{
+	unsigned int hash = 2166136261u;
+
+	while (*name)
+		hash = (hash ^ (unsigned char)*name++) * 16777619u;
+	return hash % HASH_BUCKETS;
+}
+
+static unsigned int hash_id(uint64_t id)
+{
+	return (unsigned int)(id % HASH_BUCKETS);
+}
+
+static double seconds_between(const struct timespec *from, const struct timespec *to)
+{
+	return (double)(to->tv_sec - from->tv_sec) + (double)(to->tv_nsec - from->tv_nsec) / 1e9;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void set_text(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+static const char *errno_name(int error)
+{
+	const char *name = strerrorname_np(error < 0 ? -error : error);
+
+	return name ? name : "E?";
+}
+
+/* Under svc->lock. */
+static struct kfs_job *find_by_id(struct kfs_service *svc, uint64_t id)
+{
+	struct kfs_job *job;
+
+	for (job = svc->by_id[hash_id(id)]; job; job = job->next_by_id)
+		if (job->id == id)
+			return job;
+	return NULL;
+}
+
+/* Under svc->lock. */
+static struct kfs_job *find_by_name(struct kfs_service *svc, const char *name)
+{
+	struct kfs_job *job;
+
+	for (job = svc->by_name[hash_name(name)]; job; job = job->next_by_name)
+		if (strcmp(job->name, name) == 0)
+			return job;
+	return NULL;
+}
+
+int kfs_name_valid(const char *name)
+{
+	size_t len = strlen(name), index;
+
+	if (len == 0 || len > KFS_NAME_MAX || name[0] == '.')
+		return 0;
+	for (index = 0; index < len; index++) {
+		char c = name[index];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The service                                                         */
+/* ------------------------------------------------------------------ */
+
+static void on_start(void *context);
+
+int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change, void *context,
+		       struct kfs_service **result)
+{
+	struct kcopyd_config engine = config->engine;
+	struct kfs_service *svc;
+	int r;
+
+	svc = calloc(1, sizeof(*svc));
+	if (!svc)
+		return -ENOMEM;
+	svc->on_change = on_change;
+	svc->context = context;
+	svc->max_jobs = config->max_jobs ? config->max_jobs : DEFAULT_MAX_JOBS;
+	svc->mount_dev = config->mount_dev;
+	svc->next_id = 1;
+	svc->switch_identity = geteuid() == 0;
+	svc->own_group_count = getgroups(KFS_MAX_GROUPS, svc->own_groups);
+	if (svc->own_group_count < 0)
+		svc->own_group_count = 0;
+	if (config->mountpoint) {
+		svc->mountpoint = strdup(config->mountpoint);
+		if (!svc->mountpoint) {
+			r = -ENOMEM;
+			goto err_free_svc;
+		}
+	}
+	pthread_mutex_init(&svc->lock, NULL);
+	engine.start_fn = on_start;
+	r = kcopyd_client_create_config(&engine, &svc->kc);
+	if (r < 0)
+		goto err_destroy_lock;
+	*result = svc;
+	return 0;
+
+err_destroy_lock:
+	pthread_mutex_destroy(&svc->lock);
+	free(svc->mountpoint);
+err_free_svc:
+	free(svc);
+	return r;
+}
+
+static void job_close_regions(struct kfs_job *job)
+{
+	unsigned int index;
+
+	for (index = 0; index <= KCOPYD_MAX_REGIONS; index++) {
+		kcopyd_dev_close(job->devs[index]);
+		job->devs[index] = NULL;
+	}
+}
+
+static void job_free(struct kfs_job *job)
+{
+	unsigned int index;
+
+	job_close_regions(job);
+	for (index = 0; index <= KCOPYD_MAX_REGIONS; index++)
+		free(job->paths[index]);
+	free(job->description);
+	free(job);
+}
+
+/* Under svc->lock: make an idle, queued or running job end as cancelled. */
+static void job_cancel_locked(struct kfs_service *svc, struct kfs_job *job)
+{
+	if (job->state == KFS_IDLE && !job->starting) {
+		job->state = KFS_CANCELLED;
+		svc->jobs_cancelled++;
+		clock_gettime(CLOCK_MONOTONIC, &job->ended);
+		job->queued = job->ended;
+		job->generation++;
+	} else if (job->handle && (job->state == KFS_QUEUED || job->state == KFS_RUNNING)) {
+		/* -EALREADY just means it is ending anyway. */
+		(void)kcopyd_job_cancel(job->handle);
+	}
+}
+
+void kfs_service_shutdown(struct kfs_service *svc)
+{
+	struct kfs_job *job;
+	uint64_t *changed;
+	size_t count = 0, index;
+
+	pthread_mutex_lock(&svc->lock);
+	svc->shutting_down = true;
+	changed = calloc(svc->jobs + 1, sizeof(*changed));
+	for (job = svc->first; job; job = job->list_next) {
+		enum kfs_state before = job->state;
+
+		job_cancel_locked(svc, job);
+		if (changed && job->state != before)
+			changed[count++] = job->id;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	for (index = 0; index < count; index++)
+		svc->on_change(changed[index], svc->context);
+	free(changed);
+}
+
+void kfs_service_destroy(struct kfs_service *svc)
+{
+	struct kfs_job *job, *next;
+
+	if (!svc)
+		return;
+	kfs_service_shutdown(svc);
+	/* Waits for every job's completion routine, which needs svc->lock: not held here. */
+	kcopyd_client_destroy(svc->kc);
+	for (job = svc->first; job; job = next) {
+		next = job->list_next;
+		job_free(job);
+	}
+	pthread_mutex_destroy(&svc->lock);
+	free(svc->mountpoint);
+	free(svc);
+}
+
+void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats)
+{
+	pthread_mutex_lock(&svc->lock);
+	stats->jobs = svc->jobs;
+	stats->jobs_active = svc->jobs_active;
+	stats->jobs_created = svc->jobs_created;
+	stats->jobs_done = svc->jobs_done;
+	stats->jobs_failed = svc->jobs_failed;
+	stats->jobs_cancelled = svc->jobs_cancelled;
+	stats->max_jobs = svc->max_jobs;
+	pthread_mutex_unlock(&svc->lock);
+	kcopyd_client_stats(svc->kc, &stats->engine);
+}
+
+/* ------------------------------------------------------------------ */
+/* The job table                                                       */
+/* ------------------------------------------------------------------ */
+
+int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id)
+{
+	struct kfs_job *job;
+	unsigned int bucket;
+
+	if (name && !kfs_name_valid(name))
+		return -EINVAL;
+	job = calloc(1, sizeof(*job));
+	if (!job)
+		return -ENOMEM;
+	job->svc = svc;
+	job->uid = uid;
+	job->gid = gid;
+	job->state = KFS_IDLE;
+	clock_gettime(CLOCK_REALTIME, &job->created);
+	strcpy(job->error, "none");
+
+	pthread_mutex_lock(&svc->lock);
+	if (svc->shutting_down) {
+		pthread_mutex_unlock(&svc->lock);
+		free(job);
+		return -ESHUTDOWN;
+	}
+	if (name && find_by_name(svc, name)) {
+		pthread_mutex_unlock(&svc->lock);
+		free(job);
+		return -EEXIST;
+	}
+	job->id = svc->next_id++;
+	if (name) {
+		strcpy(job->name, name);
+	} else {
+		/* A clone job is named by its id; skip ids a mkdir already took as names. */
+		snprintf(job->name, sizeof(job->name), "%llu", (unsigned long long)job->id);
+		while (find_by_name(svc, job->name)) {
+			job->id = svc->next_id++;
+			snprintf(job->name, sizeof(job->name), "%llu", (unsigned long long)job->id);
+		}
+	}
+	bucket = hash_name(job->name);
+	job->next_by_name = svc->by_name[bucket];
+	svc->by_name[bucket] = job;
+	bucket = hash_id(job->id);
+	job->next_by_id = svc->by_id[bucket];
+	svc->by_id[bucket] = job;
+	job->list_prev = svc->last;
+	if (svc->last)
+		svc->last->list_next = job;
+	else
+		svc->first = job;
+	svc->last = job;
+	svc->jobs++;
+	svc->jobs_created++;
+	*id = job->id;
+	pthread_mutex_unlock(&svc->lock);
+	return 0;
+}
+
+int kfs_job_find(struct kfs_service *svc, const char *name, uint64_t *id)
+{
+	struct kfs_job *job;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_name(svc, name);
+	if (job)
+		*id = job->id;
+	pthread_mutex_unlock(&svc->lock);
+	return job ? 0 : -ENOENT;
+}
+
+int kfs_job_next(struct kfs_service *svc, uint64_t after, uint64_t *id)
+{
+	struct kfs_job *job;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&svc->lock);
+	/* Most listings start at 0 or continue near the end: walk from the nearer side. */
+	if (svc->last && svc->last->id > after) {
+		for (job = svc->last; job->list_prev && job->list_prev->id > after; job = job->list_prev)
+			;
+		*id = job->id;
+		r = 0;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	return r;
+}
+
+/* Under svc->lock. */
+static void unlink_job(struct kfs_service *svc, struct kfs_job *job)
+{
+	struct kfs_job **link;
+
+	for (link = &svc->by_name[hash_name(job->name)]; *link != job; link = &(*link)->next_by_name)
+		;
+	*link = job->next_by_name;
+	for (link = &svc->by_id[hash_id(job->id)]; *link != job; link = &(*link)->next_by_id)
+		;
+	*link = job->next_by_id;
+	if (job->list_prev)
+		job->list_prev->list_next = job->list_next;
+	else
+		svc->first = job->list_next;
+	if (job->list_next)
+		job->list_next->list_prev = job->list_prev;
+	else
+		svc->last = job->list_prev;
+	svc->jobs--;
+}
+
+static int remove_job(struct kfs_service *svc, uint64_t id, bool only_if_untouched)
+{
+	struct kfs_job *job;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		pthread_mutex_unlock(&svc->lock);
+		return -ENOENT;
+	}
+	if (job->starting || job->state == KFS_QUEUED || job->state == KFS_RUNNING ||
+	    (only_if_untouched && job->ever_written)) {
+		pthread_mutex_unlock(&svc->lock);
+		return -EBUSY;
+	}
+	unlink_job(svc, job);
+	pthread_mutex_unlock(&svc->lock);
+	job_free(job);
+	svc->on_change(id, svc->context);
+	return 0;
+}
+
+int kfs_job_remove(struct kfs_service *svc, uint64_t id)
+{
+	return remove_job(svc, id, false);
+}
+
+int kfs_job_remove_if_idle(struct kfs_service *svc, uint64_t id)
+{
+	return remove_job(svc, id, true);
+}
+
+int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view)
+{
+	struct timespec now;
+	struct kfs_job *job;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		pthread_mutex_unlock(&svc->lock);
+		return -ENOENT;
+	}
+	view->id = job->id;
+	memcpy(view->name, job->name, sizeof(view->name));
+	view->uid = job->uid;
+	view->gid = job->gid;
+	view->state = job->state;
+	view->generation = job->generation;
+	view->created = (double)job->created.tv_sec + (double)job->created.tv_nsec / 1e9;
+	view->read_err = job->result.read_err;
+	view->write_err = job->result.write_err;
+	view->sectors_total = job->sectors_total;
+	view->sectors_done = 0;
+	view->elapsed = 0;
+	if (job->handle)
+		kcopyd_job_progress(job->handle, &view->sectors_done, NULL);
+	else if (kfs_state_final(job->state))
+		view->sectors_done = job->result.sectors_done;
+	if (job->state == KFS_QUEUED || job->state == KFS_RUNNING)
+		view->elapsed = seconds_between(&job->queued, &now);
+	else if (kfs_state_final(job->state))
+		view->elapsed = seconds_between(&job->queued, &job->ended);
+	memcpy(view->error, job->error, sizeof(view->error));
+	memcpy(view->rejected, job->rejected, sizeof(view->rejected));
+	pthread_mutex_unlock(&svc->lock);
+	return 0;
+}
+
+int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t len)
+{
+	struct kfs_job *job;
+	int r;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job)
+		r = -ENOENT;
+	else
+		r = snprintf(buf, len, "%s", job->description ? job->description : "");
+	pthread_mutex_unlock(&svc->lock);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Starting a job                                                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Take on the identity of the writer for the open(2)s of its regions.
+ * setfsuid and friends through syscall(2): glibc's setgroups() would change
+ * every thread of the daemon, the raw system calls change only this one.
+ */
+static void become(struct kfs_service *svc, const struct kfs_cred *cred)
+{
+	if (!svc->switch_identity)
+		return;
+	syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups);
+	syscall(SYS_setfsgid, cred->gid);
+	syscall(SYS_setfsuid, cred->uid);
+}
+
+static void become_self(struct kfs_service *svc)
+{
+	if (!svc->switch_identity)
+		return;
+	syscall(SYS_setfsuid, geteuid());
+	syscall(SYS_setfsgid, getegid());
+	syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
+}
+
+static bool path_on_mount(const struct kfs_service *svc, const char *path)
+{
+	size_t len;
+
+	if (!svc->mountpoint)
+		return false;
+	len = strlen(svc->mountpoint);
+	while (len > 1 && svc->mountpoint[len - 1] == '/')
+		len--;
+	return strncmp(path, svc->mountpoint, len) == 0 && (path[len] == '/' || path[len] == '\0');
+}
+
+/*
+ * Open one region's file as @cred: the source read-only, a destination
+ * read-write (and exclusively if it is a block device, so a mounted one is
+ * refused with EBUSY).  O_NONBLOCK keeps a FIFO from hanging the open.
+ */
+static int open_region(struct kfs_service *svc, const char *key, const char *path, bool writable,
+		       const struct kfs_cred *cred, struct kcopyd_dev **dev, char *why, size_t why_len)
+{
+	int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+	struct stat st;
+	int fd, r;
+
+	if (path_on_mount(svc, path)) {
+		set_text(why, why_len, "%s=%s: is on the kcopydfs mount itself", key, path);
+		return -EDEADLK;
+	}
+	become(svc, cred);
+	r = stat(path, &st);
+	if (r == 0 && S_ISBLK(st.st_mode) && writable)
+		flags |= O_EXCL;
+	fd = r == 0 ? open(path, flags) : -1;
+	r = fd < 0 ? -errno : 0;
+	become_self(svc);
+	if (r < 0) {
+		set_text(why, why_len, "%s=%s: %s (%s)", key, path, strerror(-r), errno_name(r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		close(fd);
+		set_text(why, why_len, "%s=%s: %s (%s)", key, path, strerror(-r), errno_name(r));
+		return r;
+	}
+	if (st.st_dev == svc->mount_dev && svc->mountpoint) {
+		close(fd);
+		set_text(why, why_len, "%s=%s: is on the kcopydfs mount itself", key, path);
+		return -EDEADLK;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		set_text(why, why_len, "%s=%s: neither a block device nor a regular file", key, path);
+		return -EINVAL;
+	}
+	r = kcopyd_dev_from_fd(fd, dev);
+	if (r < 0)
+		set_text(why, why_len, "%s=%s: %s (%s)", key, path, strerror(-r), errno_name(r));
+	return r;
+}
+
+/* The count of a region written without one. */
+static uint64_t rest_of_device(const struct kcopyd_dev *dev, uint64_t sector)
+{
+	uint64_t sectors = kcopyd_dev_sectors(dev);
+
+	return sector < sectors ? sectors - sector : 0;
+}
+
+/*
+ * Open every region of @spec as @cred, settle the counts, check the job as
+ * the engine will, and render its canonical description.  On success the
+ * devices and paths belong to @job.
+ */
+static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobspec *spec,
+		       const struct kfs_cred *cred, struct io_region *from, struct io_region *dests, char *why,
+		       size_t why_len)
+{
+	char description[JOBSPEC_MAX_LINE * 2];
+	unsigned int index;
+	int r;
+
+	if (spec->op == JOBSPEC_COPY) {
+		r = open_region(svc, "from", spec->from.path, false, cred, &job->devs[0], why, why_len);
+		if (r < 0)
+			return r;
+		if (!spec->from.has_count) {
+			spec->from.count = rest_of_device(job->devs[0], spec->from.sector);
+			spec->from.has_count = true;
+		}
+		*from = (struct io_region){ job->devs[0], spec->from.sector, spec->from.count };
+	}
+	for (index = 0; index < spec->num_dests; index++) {
+		struct jobspec_region *dest = &spec->dests[index];
+
+		r = open_region(svc, "to", dest->path, true, cred, &job->devs[1 + index], why, why_len);
+		if (r < 0)
+			return r;
+		if (!dest->has_count) {
+			dest->count = spec->op == JOBSPEC_COPY ? spec->from.count
+							       : rest_of_device(job->devs[1 + index], dest->sector);
+			dest->has_count = true;
+		}
+		dests[index] = (struct io_region){ job->devs[1 + index], dest->sector, dest->count };
+	}
+	r = kcopyd_validate(spec->op == JOBSPEC_COPY ? from : NULL, spec->num_dests, dests, spec->flags, why,
+			    (unsigned int)why_len);
+	if (r < 0)
+		return r;
+	r = jobspec_render(spec, description, sizeof(description));
+	if (r < 0) {
+		set_text(why, why_len, "description too long to render");
+		return r;
+	}
+	job->description = strdup(description);
+	if (!job->description)
+		return -ENOMEM;
+	for (index = 0; index <= spec->num_dests; index++) {
+		const char *path = index == 0 ? (spec->op == JOBSPEC_COPY ? spec->from.path : NULL)
+					      : spec->dests[index - 1].path;
+
+		if (path && !(job->paths[index] = strdup(path)))
+			return -ENOMEM;
+	}
+	job->num_dests = spec->num_dests;
+	job->sectors_total = dests[0].count;
+	return 0;
+}
+
+static void on_start(void *context)
+{
+	struct kfs_job *job = context;
+	struct kfs_service *svc = job->svc;
+	uint64_t id;
+
+	pthread_mutex_lock(&svc->lock);
+	if (job->state == KFS_QUEUED) {
+		job->state = KFS_RUNNING;
+		job->generation++;
+	}
+	id = job->id;
+	pthread_mutex_unlock(&svc->lock);
+	svc->on_change(id, svc->context);
+}
+
+static void on_done(int read_err, unsigned int write_err, void *context)
+{
+	struct kfs_job *job = context;
+	struct kfs_service *svc = job->svc;
+	uint64_t id;
+
+	pthread_mutex_lock(&svc->lock);
+	/* The result is ready from the completion routine on. */
+	(void)kcopyd_job_result(job->handle, &job->result);
+	if (job->result.read_err || job->result.write_err || job->result.error) {
+		job->state = KFS_FAILED;
+		svc->jobs_failed++;
+	} else if (job->result.cancelled) {
+		job->state = KFS_CANCELLED;
+		svc->jobs_cancelled++;
+	} else {
+		job->state = KFS_DONE;
+		svc->jobs_done++;
+	}
+	kfs_render_failure(&job->result, job->paths[0], (const char *const *)&job->paths[1], job->error,
+			   sizeof(job->error));
+	clock_gettime(CLOCK_MONOTONIC, &job->ended);
+	kcopyd_job_release(job->handle);
+	job->handle = NULL;
+	job_close_regions(job);
+	svc->jobs_active--;
+	job->generation++;
+	id = job->id;
+	pthread_mutex_unlock(&svc->lock);
+	svc->on_change(id, svc->context);
+}
+
+/* Is @text the word @word, with or without one trailing newline? */
+static bool is_word(const char *text, size_t len, const char *word)
+{
+	size_t word_len = strlen(word);
+
+	if (len > 0 && text[len - 1] == '\n')
+		len--;
+	return len == word_len && memcmp(text, word, len) == 0;
+}
+
+static int job_cancel(struct kfs_service *svc, uint64_t id)
+{
+	struct kfs_job *job;
+	uint64_t generation;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		pthread_mutex_unlock(&svc->lock);
+		return -ENOENT;
+	}
+	job->ever_written = true;
+	generation = job->generation;
+	/* Cancelling a job that has ended changes nothing and is no error: it races with the end. */
+	job_cancel_locked(svc, job);
+	generation = job->generation != generation;
+	pthread_mutex_unlock(&svc->lock);
+	if (generation)
+		svc->on_change(id, svc->context);
+	return 0;
+}
+
+/* Refuse a write: keep the reason where status shows it. */
+static int reject(struct kfs_service *svc, uint64_t id, int error, const char *why)
+{
+	struct kfs_job *job;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (job) {
+		job->ever_written = true;
+		set_text(job->rejected, sizeof(job->rejected), "%s (%s)", why, errno_name(error));
+		if (job->state == KFS_IDLE)
+			memcpy(job->error, job->rejected, sizeof(job->error));
+		job->generation++;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (job)
+		svc->on_change(id, svc->context);
+	return error;
+}
+
+int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len, const struct kfs_cred *cred)
+{
+	struct io_region from = { 0 }, dests[KCOPYD_MAX_REGIONS];
+	struct jobspec spec;
+	struct kfs_job *job;
+	char why[KFS_ERROR_MAX];
+	bool is_copy;
+	int r;
+
+	if (is_word(text, len, "cancel"))
+		return job_cancel(svc, id);
+	r = jobspec_parse(text, len, &spec, why, sizeof(why));
+	if (r < 0)
+		return reject(svc, id, r, why);
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		r = -ENOENT;
+	} else if (svc->shutting_down) {
+		r = -ESHUTDOWN;
+		set_text(why, sizeof(why), "kcopydfs is shutting down");
+	} else if (job->state != KFS_IDLE || job->starting) {
+		r = -EBUSY;
+		set_text(why, sizeof(why), "job %s was already started", job->name);
+	} else if (svc->jobs_active >= svc->max_jobs) {
+		r = -EAGAIN;
+		set_text(why, sizeof(why), "%u jobs are queued or running, the limit (--max-jobs)", svc->max_jobs);
+	} else {
+		/* Reserve the job and a place: the opens below run without the lock. */
+		job->starting = true;
+		job->ever_written = true;
+		svc->jobs_active++;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0) {
+		jobspec_free(&spec);
+		return r == -ENOENT ? r : reject(svc, id, r, why);
+	}
+
+	/* The job cannot be removed while starting, so it is safe to use unlocked. */
+	is_copy = spec.op == JOBSPEC_COPY;
+	r = prepare_job(svc, job, &spec, cred, &from, dests, why, sizeof(why));
+
+	/* Submit under the lock, so on_start and on_done find the job queued with its handle. */
+	pthread_mutex_lock(&svc->lock);
+	if (r == 0 && svc->shutting_down) {
+		r = -ESHUTDOWN;
+		set_text(why, sizeof(why), "kcopydfs is shutting down");
+	}
+	if (r == 0) {
+		r = kcopyd_submit(svc->kc, is_copy ? &from : NULL, spec.num_dests, dests, spec.flags, on_done, job,
+				  &job->handle);
+		if (r < 0)
+			set_text(why, sizeof(why), "the engine refused the job: %s", strerror(-r));
+	}
+	jobspec_free(&spec);
+	job->starting = false;
+	if (r == 0) {
+		job->state = KFS_QUEUED;
+		clock_gettime(CLOCK_MONOTONIC, &job->queued);
+		job->rejected[0] = '\0';
+		strcpy(job->error, "none");
+		job->generation++;
+	} else {
+		svc->jobs_active--;
+		job_close_regions(job);
+		free(job->description);
+		job->description = NULL;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0)
+		return reject(svc, id, r, why);
+	svc->on_change(id, svc->context);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rendering                                                           */
+/* ------------------------------------------------------------------ */
+
+const char *kfs_state_name(enum kfs_state state)
+{
+	static const char *const names[] = {
+		[KFS_IDLE] = "idle",	 [KFS_QUEUED] = "queued", [KFS_RUNNING] = "running",
+		[KFS_DONE] = "done",	 [KFS_FAILED] = "failed", [KFS_CANCELLED] = "cancelled",
+	};
+
+	return state <= KFS_CANCELLED ? names[state] : "unknown";
+}
+
+int kfs_state_final(enum kfs_state state)
+{
+	return state == KFS_DONE || state == KFS_FAILED || state == KFS_CANCELLED;
+}
+
+int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len)
+{
+	return snprintf(buf, len, "%s\n", kfs_state_name(view->state));
+}
+
+int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
+{
+	double rate = view->elapsed > 0 ? (double)view->sectors_done * KCOPYD_SECTOR_SIZE / view->elapsed : 0;
+
+	return snprintf(buf, len,
+			"state: %s\n"
+			"progress: %llu/%llu\n"
+			"read_err: %d\n"
+			"write_err: 0x%x\n"
+			"error: %s\n"
+			"bytes_per_sec: %.0f\n"
+			"elapsed: %.3f\n"
+			"owner: %u:%u\n"
+			"rejected: %s\n",
+			kfs_state_name(view->state), (unsigned long long)view->sectors_done,
+			(unsigned long long)view->sectors_total, view->read_err, view->write_err, view->error, rate,
+			view->elapsed, (unsigned int)view->uid, (unsigned int)view->gid,
+			view->rejected[0] ? view->rejected : "none");
+}
+
+int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
+{
+	return snprintf(buf, len,
+			"jobs: %llu\n"
+			"jobs_active: %llu\n"
+			"jobs_total: %llu\n"
+			"jobs_done: %llu\n"
+			"jobs_failed: %llu\n"
+			"jobs_cancelled: %llu\n"
+			"jobs_max: %u\n"
+			"sectors_read: %llu\n"
+			"sectors_written: %llu\n"
+			"read_errors: %llu\n"
+			"write_errors: %llu\n"
+			"pages_total: %u\n"
+			"pages_in_use: %u\n"
+			"pages_peak: %u\n"
+			"subjob_sectors: %u\n"
+			"depth: %u\n",
+			(unsigned long long)stats->jobs, (unsigned long long)stats->jobs_active,
+			(unsigned long long)stats->engine.jobs_total, (unsigned long long)stats->jobs_done,
+			(unsigned long long)stats->jobs_failed, (unsigned long long)stats->jobs_cancelled,
+			stats->max_jobs, (unsigned long long)stats->engine.sectors_read,
+			(unsigned long long)stats->engine.sectors_written,
+			(unsigned long long)stats->engine.read_errors, (unsigned long long)stats->engine.write_errors,
+			stats->engine.pages_total, stats->engine.pages_in_use, stats->engine.pages_peak,
+			stats->engine.subjob_sectors, stats->engine.depth);
+}
+
+static int append_failure(char *buf, size_t len, size_t used, const char *what, const char *path, int dest_index,
+			  const struct kcopyd_failure *failure)
+{
+	char where[32] = "";
+
+	if (dest_index >= 0)
+		snprintf(where, sizeof(where), " (to #%d)", dest_index);
+	return snprintf(buf + used, used < len ? len - used : 0, "%s%s error on %s%s sectors %llu+%llu: %s (%s)",
+			used ? "; " : "", what, path ? path : "?", where, (unsigned long long)failure->sector,
+			(unsigned long long)failure->count, errno_name(failure->error), strerror(-failure->error));
+}
+
+int kfs_render_failure(const struct kcopyd_result *result, const char *source_path, const char *const *dest_paths,
+		       char *buf, size_t len)
+{
+	size_t used = 0;
+	int dest_index;
+
+	if (len)
+		buf[0] = '\0';
+	if (result->read.error)
+		used += (size_t)append_failure(buf, len, used, "read", source_path, -1, &result->read);
+	for (dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		if (result->write[dest_index].error)
+			used += (size_t)append_failure(buf, len, used, "write", dest_paths[dest_index], dest_index,
+						       &result->write[dest_index]);
+	if (used == 0)
+		return snprintf(buf, len, "%s", result->cancelled ? "none (cancelled)" : "none");
+	return (int)used;
+}

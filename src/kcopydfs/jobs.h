@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The kcopydfs service: the table of jobs, their life from idle to a final
+ * state, and the engine client that runs them.  It knows nothing of FUSE:
+ * the FUSE layer (fs.c) turns control-file operations into these calls and
+ * renders snapshots as text with the pure functions at the end.
+ *
+ * Jobs are named by a number that is never reused (their id) and by a
+ * name (the mkdir name, or the id in decimal for clone jobs).
+ */
+#ifndef KCOPYDFS_JOBS_H
+#define KCOPYDFS_JOBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kcopyd.h"
+
+#define KFS_NAME_MAX 64
+#define KFS_ERROR_MAX 1024
+#define KFS_MAX_GROUPS 256
+
+enum kfs_state {
+	KFS_IDLE,
+	KFS_QUEUED,
+	KFS_RUNNING,
+	KFS_DONE,
+	KFS_FAILED,
+	KFS_CANCELLED,
+};
+
+/* The identity a job description is written with; regions are opened as it. */
+struct kfs_cred {
+	uid_t uid;
+	gid_t gid;
+	unsigned int group_count;
+	gid_t groups[KFS_MAX_GROUPS];
+};
+
+/* Everything the front end shows of a job, copied out under the lock. */
+struct kfs_job_view {
+	uint64_t id;
+	char name[KFS_NAME_MAX + 1];
+	uid_t uid;
+	gid_t gid;
+	enum kfs_state state;
+	uint64_t generation;		/* bumped on every change a poller should see */
+	uint64_t sectors_done;
+	uint64_t sectors_total;
+	int read_err;
+	unsigned int write_err;
+	double elapsed;			/* seconds since it was queued (until it ended) */
+	double created;			/* CLOCK_REALTIME seconds */
+	char error[KFS_ERROR_MAX];	/* "none", or what failed, where, with the errno name */
+	char rejected[KFS_ERROR_MAX];	/* the last refused write to ctl, or "" */
+};
+
+struct kfs_config {
+	struct kcopyd_config engine;
+	unsigned int max_jobs;		/* jobs queued or running at once */
+	const char *mountpoint;		/* regions under it are refused */
+	dev_t mount_dev;		/* st_dev of the mount, to refuse regions on it */
+};
+
+struct kfs_stats {
+	uint64_t jobs;			/* jobs that exist (any state) */
+	uint64_t jobs_active;		/* queued or running */
+	uint64_t jobs_created;		/* ever */
+	uint64_t jobs_done, jobs_failed, jobs_cancelled;
+	unsigned int max_jobs;
+	struct kcopyd_stats engine;
+};
+
+struct kfs_service;
+
+/*
+ * Called whenever a job changed (state, progress at the end, error line) or
+ * was removed, after the service's lock was dropped, from whatever thread
+ * made the change (a FUSE worker or the engine's completion thread).
+ */
+typedef void (*kfs_change_fn)(uint64_t job_id, void *context);
+
+/* kfs_service_create() - start the engine.  Return: 0 or -errno. */
+int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change, void *context,
+		       struct kfs_service **result);
+
+/*
+ * kfs_service_shutdown() - refuse new jobs, cancel every idle, queued and
+ * running one.  Returns at once; jobs end as their in-flight I/O finishes.
+ */
+void kfs_service_shutdown(struct kfs_service *svc);
+
+/* kfs_service_destroy() - wait for every job to end, stop the engine, free. */
+void kfs_service_destroy(struct kfs_service *svc);
+
+/*
+ * kfs_job_create() - a new idle job owned by @uid:@gid.
+ * @name: the job's name, or NULL for the next free number (clone).
+ * Return: 0 and *@id; -EINVAL for a bad name; -EEXIST; -ESHUTDOWN; -ENOMEM.
+ */
+int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id);
+
+/* kfs_name_valid() - 1 if @name is 1-64 of [A-Za-z0-9._-] not starting with '.'. */
+int kfs_name_valid(const char *name);
+
+/* kfs_job_find() - the id of the job called @name.  Return: 0 or -ENOENT. */
+int kfs_job_find(struct kfs_service *svc, const char *name, uint64_t *id);
+
+/*
+ * kfs_job_next() - the smallest job id above @after, for listing in order.
+ * Return: 0 and *@id, or -ENOENT when there is none.
+ */
+int kfs_job_next(struct kfs_service *svc, uint64_t after, uint64_t *id);
+
+/* kfs_job_view() - copy a job's state.  Return: 0 or -ENOENT. */
+int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view);
+
+/*
+ * kfs_job_description() - the canonical description of a started job
+ * ("" while idle), into @buf.  Return: its length, or -ENOENT.
+ */
+int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t len);
+
+/*
+ * kfs_job_ctl() - a write to the job's ctl file: a job description (starts
+ * an idle job) or "cancel".  Regions are opened as @cred.
+ * Return: 0; or -errno, with the reason kept as the job's "rejected" line
+ * (and its error line while idle): -EINVAL, -E2BIG, -ENOENT, -EACCES,
+ * -ERANGE, -EBUSY (already started, or a device in use), -EAGAIN (job
+ * limit), -EDEADLK (a region on the kcopydfs mount), -ESHUTDOWN.
+ */
+int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len,
+		const struct kfs_cred *cred);
+
+/*
+ * kfs_job_remove() - remove an idle or finished job.
+ * Return: 0; -ENOENT; -EBUSY while queued or running.
+ */
+int kfs_job_remove(struct kfs_service *svc, uint64_t id);
+
+/*
+ * kfs_job_remove_if_idle() - remove the job if nothing was ever written to
+ * it (a clone fd closed without a description).  Return: 0, -ENOENT or -EBUSY.
+ */
+int kfs_job_remove_if_idle(struct kfs_service *svc, uint64_t id);
+
+void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats);
+
+/* ---- rendering: pure functions, each returns the length written (snprintf-like) ---- */
+
+const char *kfs_state_name(enum kfs_state state);
+/* 1 for done, failed and cancelled. */
+int kfs_state_final(enum kfs_state state);
+int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len);
+int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len);
+int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len);
+/* "read error on PATH sectors S+C: EIO (Input/output error)" and so on, "none" if no error. */
+int kfs_render_failure(const struct kcopyd_result *result, const char *source_path,
+		       const char *const *dest_paths, char *buf, size_t len);
+
+#endif /* KCOPYDFS_JOBS_H */

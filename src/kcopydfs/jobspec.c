@@ -1,0 +1,742 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Job descriptions: parse the one line written to a job's ctl file into a
+ * struct jobspec, and render a struct jobspec back in canonical form.  The
+ * grammar is in jobspec.h (and kcopydfs(5)).  Pure functions: no I/O, no
+ * FUSE, no engine, so the whole grammar is tested without a mount.
+ *
+ * Every failure leaves a one-line reason in @why that names the offending
+ * token.  Input is quoted into a reason only through show(), which cuts it
+ * to SHOWN_BYTES and spells non-printable bytes as \xNN, so a reason never
+ * holds a newline or a control character whatever was written to ctl.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobspec.h"
+
+#define SHOWN_BYTES 40					/* input bytes quoted into a reason */
+#define SHOWN_SIZE (SHOWN_BYTES * 4 + sizeof("..."))	/* each may become \xNN */
+#define SHOWN_QUOTED_SIZE (SHOWN_SIZE + 2)		/* show_quoted() adds two quotes */
+#define REGION_WHY_SIZE 512				/* a region's reason, before the key is added */
+
+/* The suffixes of a byte count: the value is shifted left by @shift. */
+struct size_suffix {
+	char letter;		/* upper case; lower case is accepted too */
+	unsigned int shift;	/* log2 of the multiplier */
+};
+
+static const struct size_suffix size_suffixes[] = {
+	{ 'K', 10 },
+	{ 'M', 20 },
+	{ 'G', 30 },
+	{ 'T', 40 },
+};
+
+/* The names flags= accepts, in the order jobspec_render() writes them. */
+struct flag_name {
+	const char *name;
+	unsigned int flag;
+};
+
+static const struct flag_name flag_names[] = {
+	{ "ignore_error", KCOPYD_IGNORE_ERROR },
+	{ "write_seq", KCOPYD_WRITE_SEQ },
+};
+
+#define ARRAY_SIZE(array) (sizeof(array) / sizeof((array)[0]))
+
+/* ---- reasons ---------------------------------------------------------- */
+
+/* Format a reason into @why (if there is room for one) and return @err. */
+__attribute__((format(printf, 4, 5)))
+static int refuse(int err, char *why, size_t why_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+/*
+ * Copy at most SHOWN_BYTES of @text into @shown (SHOWN_SIZE bytes), each
+ * byte outside printable ASCII written as \xNN, and "..." when cut short.
+ */
+static void show(char *shown, const char *text, size_t len)
+{
+	size_t shown_bytes = len > SHOWN_BYTES ? SHOWN_BYTES : len;
+	size_t in_pos, out_pos = 0;
+
+	for (in_pos = 0; in_pos < shown_bytes; in_pos++) {
+		unsigned char byte = (unsigned char)text[in_pos];
+
+		if (byte < 0x20 || byte >= 0x7f)
+			out_pos += (size_t)snprintf(shown + out_pos, SHOWN_SIZE - out_pos, "\\x%02x", byte);
+		else
+			shown[out_pos++] = (char)byte;
+	}
+	if (len > shown_bytes) {
+		memcpy(shown + out_pos, "...", 3);
+		out_pos += 3;
+	}
+	shown[out_pos] = '\0';
+}
+
+/*
+ * Like show(), in double quotes (SHOWN_QUOTED_SIZE bytes) unless @text
+ * already starts with one, so a region reads the same whether or not
+ * the user quoted its path: to="rel/path", to="/my disk:x".
+ */
+static void show_quoted(char *shown, const char *text, size_t len)
+{
+	if (len && text[0] == '"') {
+		show(shown, text, len);
+		return;
+	}
+	shown[0] = '"';
+	show(shown + 1, text, len);
+	strcat(shown, "\"");
+}
+
+/* ---- characters and words --------------------------------------------- */
+
+/* The token separators. */
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/*
+ * A byte no job description may hold: a control character.  Tab is the
+ * exception because it separates tokens (and, inside quotes, is part of
+ * the path).
+ */
+static bool is_forbidden_control(unsigned char byte)
+{
+	return (byte < 0x20 && byte != '\t') || byte == 0x7f;
+}
+
+/* @text[0, @len) is exactly @word. */
+static bool word_is(const char *text, size_t len, const char *word)
+{
+	return len == strlen(word) && memcmp(text, word, len) == 0;
+}
+
+/* The shift of size suffix @letter (either case), or -1 if it is not one. */
+static int suffix_shift(char letter)
+{
+	size_t suffix_index;
+
+	if (letter >= 'a' && letter <= 'z')
+		letter = (char)(letter - 'a' + 'A');
+	for (suffix_index = 0; suffix_index < ARRAY_SIZE(size_suffixes); suffix_index++)
+		if (size_suffixes[suffix_index].letter == letter)
+			return (int)size_suffixes[suffix_index].shift;
+	return -1;
+}
+
+/* @text has the shape of a number: DIGITS with an optional size suffix. */
+static bool looks_like_number(const char *text, size_t len)
+{
+	size_t digits = 0;
+
+	while (digits < len && is_digit(text[digits]))
+		digits++;
+	if (digits == 0)
+		return false;
+	return digits == len || (digits + 1 == len && suffix_shift(text[digits]) >= 0);
+}
+
+/* @text has the shape of a region suffix: NUMBER or NUMBER+NUMBER. */
+static bool looks_like_sector_spec(const char *text, size_t len)
+{
+	const char *plus = memchr(text, '+', len);
+
+	if (!plus)
+		return looks_like_number(text, len);
+	return looks_like_number(text, (size_t)(plus - text)) &&
+	       looks_like_number(plus + 1, len - (size_t)(plus - text) - 1);
+}
+
+/* ---- numbers and regions ---------------------------------------------- */
+
+int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
+{
+	uint64_t value = 0;
+	size_t pos;
+
+	if (!text || !looks_like_number(text, len))
+		return -EINVAL;
+	for (pos = 0; pos < len && is_digit(text[pos]); pos++) {
+		unsigned int digit = (unsigned int)(text[pos] - '0');
+
+		if (value > (UINT64_MAX - digit) / 10)
+			return -ERANGE;
+		value = value * 10 + digit;
+	}
+	if (pos < len) {
+		/*
+		 * Bytes.  Every suffix is at least 1K, two sectors, so the
+		 * byte count is always a whole number of sectors and the
+		 * conversion is a shift by (suffix shift - 9).
+		 */
+		unsigned int sector_shift = (unsigned int)suffix_shift(text[pos]) - KCOPYD_SECTOR_SHIFT;
+
+		if (value > (UINT64_MAX >> sector_shift))
+			return -ERANGE;
+		value <<= sector_shift;
+	}
+	*sectors = value;
+	return 0;
+}
+
+/*
+ * Read the quoted path that starts @text (text[0] is '"') into a new
+ * string at *@path.  *@consumed is the length up to and including the
+ * closing quote.  @shown names the region in a reason.
+ */
+static int unquote_path(const char *text, size_t len, char **path, size_t *path_len, size_t *consumed,
+			const char *shown, char *why, size_t why_len)
+{
+	char *unquoted = malloc(len);	/* the quotes alone make it shorter than @text */
+	size_t in_pos = 1, out_pos = 0;
+	int r;
+
+	if (!unquoted)
+		return refuse(-ENOMEM, why, why_len, "%s: out of memory", shown);
+	while (in_pos < len && text[in_pos] != '"') {
+		unsigned char byte = (unsigned char)text[in_pos];
+
+		if (byte == '\\') {
+			if (in_pos + 1 >= len)
+				break;	/* a lone backslash: the quote is not closed */
+			if (text[in_pos + 1] != '"' && text[in_pos + 1] != '\\') {
+				char escape[SHOWN_SIZE];
+
+				show(escape, text + in_pos, 2);
+				r = refuse(-EINVAL, why, why_len,
+					   "%s: unknown escape %s in a quoted path (only \\\" and \\\\)", shown,
+					   escape);
+				goto err_free_unquoted;
+			}
+			in_pos++;
+			byte = (unsigned char)text[in_pos];
+		} else if (is_forbidden_control(byte)) {
+			r = refuse(-EINVAL, why, why_len, "%s: control character \\x%02x in the path", shown,
+				   byte);
+			goto err_free_unquoted;
+		}
+		unquoted[out_pos++] = (char)byte;
+		in_pos++;
+	}
+	if (in_pos >= len) {
+		r = refuse(-EINVAL, why, why_len, "%s: unterminated quote", shown);
+		goto err_free_unquoted;
+	}
+	unquoted[out_pos] = '\0';
+	*path = unquoted;
+	*path_len = out_pos;
+	*consumed = in_pos + 1;
+	return 0;
+
+err_free_unquoted:
+	free(unquoted);
+	return r;
+}
+
+/*
+ * Check an unquoted path: it cannot hold what would have split the token
+ * (blanks), what only a quoted path may hold (quotes), or control bytes.
+ */
+static int check_unquoted_path(const char *path, size_t len, const char *shown, char *why, size_t why_len)
+{
+	size_t pos;
+
+	for (pos = 0; pos < len; pos++) {
+		unsigned char byte = (unsigned char)path[pos];
+
+		if (byte == '"')
+			return refuse(-EINVAL, why, why_len,
+				      "%s: a quote inside an unquoted path (quote the whole path)", shown);
+		if (is_blank((char)byte))
+			return refuse(-EINVAL, why, why_len, "%s: a blank in an unquoted path (quote the path)",
+				      shown);
+		if (is_forbidden_control(byte))
+			return refuse(-EINVAL, why, why_len, "%s: control character \\x%02x in the path", shown,
+				      byte);
+	}
+	return 0;
+}
+
+/* Parse SECTOR[+COUNT] (already known to have that shape) into @region. */
+static int parse_sector_spec(const char *spec, size_t len, struct jobspec_region *region, const char *shown,
+			     char *why, size_t why_len)
+{
+	const char *plus = memchr(spec, '+', len);
+	size_t sector_len = plus ? (size_t)(plus - spec) : len;
+	char number[SHOWN_SIZE];
+	int r;
+
+	r = jobspec_parse_number(spec, sector_len, &region->sector);
+	if (r) {
+		show(number, spec, sector_len);
+		return refuse(r, why, why_len, "%s: sector %s %s", shown, number,
+			      r == -ERANGE ? "does not fit in 64 bits" : "is not a number");
+	}
+	if (!plus)
+		return 0;
+	r = jobspec_parse_number(plus + 1, len - sector_len - 1, &region->count);
+	if (r) {
+		show(number, plus + 1, len - sector_len - 1);
+		return refuse(r, why, why_len, "%s: count %s %s", shown, number,
+			      r == -ERANGE ? "does not fit in 64 bits" : "is not a number");
+	}
+	if (region->count > UINT64_MAX - region->sector)
+		return refuse(-ERANGE, why, why_len, "%s: sector %llu + count %llu is past 2^64 sectors", shown,
+			      (unsigned long long)region->sector, (unsigned long long)region->count);
+	region->has_count = true;
+	return 0;
+}
+
+int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *region, char *why,
+			 size_t why_len)
+{
+	char shown[SHOWN_QUOTED_SIZE];
+	const char *sector_spec = NULL;
+	size_t sector_spec_len = 0;
+	char *path = NULL;
+	size_t path_len = 0;
+	int r;
+
+	memset(region, 0, sizeof(*region));
+	if (!text)
+		return refuse(-EINVAL, why, why_len, "no region");
+	show_quoted(shown, text, len);
+
+	if (len && text[0] == '"') {
+		size_t consumed = 0;
+
+		r = unquote_path(text, len, &path, &path_len, &consumed, shown, why, why_len);
+		if (r)
+			return r;
+		if (consumed < len) {
+			/* After the closing quote only ":SECTOR[+COUNT]" may follow. */
+			sector_spec = text + consumed + 1;
+			sector_spec_len = len - consumed - 1;
+			if (text[consumed] != ':' || !looks_like_sector_spec(sector_spec, sector_spec_len)) {
+				r = refuse(-EINVAL, why, why_len,
+					   "%s: after the quoted path only :SECTOR[+COUNT] may follow", shown);
+				goto err_free_path;
+			}
+		}
+	} else {
+		/*
+		 * The suffix is split off at the last ':' only when what
+		 * follows is SECTOR[+COUNT], so paths with colons in them
+		 * (/dev/disk/by-path/pci-0000:00:1f.2-ata-1) need no quotes.
+		 */
+		size_t colon_pos = len;
+
+		while (colon_pos > 0 && text[colon_pos - 1] != ':')
+			colon_pos--;
+		path_len = len;
+		if (colon_pos > 0 && looks_like_sector_spec(text + colon_pos, len - colon_pos)) {
+			path_len = colon_pos - 1;
+			sector_spec = text + colon_pos;
+			sector_spec_len = len - colon_pos;
+		}
+		r = check_unquoted_path(text, path_len, shown, why, why_len);
+		if (r)
+			return r;
+		path = malloc(path_len + 1);
+		if (!path)
+			return refuse(-ENOMEM, why, why_len, "%s: out of memory", shown);
+		memcpy(path, text, path_len);
+		path[path_len] = '\0';
+	}
+
+	if (path_len == 0) {
+		r = refuse(-EINVAL, why, why_len, "%s: empty path", shown);
+		goto err_free_path;
+	}
+	if (path[0] != '/') {
+		r = refuse(-EINVAL, why, why_len, "%s: relative path", shown);
+		goto err_free_path;
+	}
+	if (sector_spec) {
+		r = parse_sector_spec(sector_spec, sector_spec_len, region, shown, why, why_len);
+		if (r)
+			goto err_free_path;
+	}
+	region->path = path;
+	return 0;
+
+err_free_path:
+	free(path);
+	memset(region, 0, sizeof(*region));
+	return r;
+}
+
+/* ---- the line ---------------------------------------------------------- */
+
+/* What jobspec_parse() has seen so far, and where its reason goes. */
+struct line_parser {
+	struct jobspec *spec;
+	bool have_from;
+	bool have_flags;
+	char *why;
+	size_t why_len;
+};
+
+/* Refuse a line that holds any control character other than tab. */
+static int check_line_bytes(const char *text, size_t len, char *why, size_t why_len)
+{
+	size_t pos;
+
+	for (pos = 0; pos < len; pos++) {
+		unsigned char byte = (unsigned char)text[pos];
+
+		if (is_forbidden_control(byte))
+			return refuse(-EINVAL, why, why_len,
+				      "control character \\x%02x at byte %zu (a job description is one line of text)",
+				      byte, pos);
+	}
+	return 0;
+}
+
+/*
+ * Find the next token at or after *@pos: a run of bytes up to a blank
+ * outside double quotes.  Sets *@token_len to 0 at the end of the line.
+ * Inside quotes a backslash takes the next byte with it, so \" does not
+ * close them; what the escapes mean is the region parser's business.
+ */
+static int next_token(const char *text, size_t len, size_t *pos, const char **token, size_t *token_len,
+		      char *why, size_t why_len)
+{
+	size_t start = *pos, end;
+	bool in_quotes = false;
+
+	while (start < len && is_blank(text[start]))
+		start++;
+	for (end = start; end < len; end++) {
+		if (in_quotes && text[end] == '\\' && end + 1 < len)
+			end++;
+		else if (text[end] == '"')
+			in_quotes = !in_quotes;
+		else if (!in_quotes && is_blank(text[end]))
+			break;
+	}
+	if (in_quotes) {
+		char shown[SHOWN_SIZE];
+
+		show(shown, text + start, end - start);
+		return refuse(-EINVAL, why, why_len, "%s: unterminated quote", shown);
+	}
+	*token = text + start;
+	*token_len = end - start;
+	*pos = end;
+	return 0;
+}
+
+/* Parse one region into @region; the reason is "KEY=<region's reason>". */
+static int parse_keyed_region(struct line_parser *parser, const char *key, const char *value, size_t value_len,
+			      struct jobspec_region *region)
+{
+	char region_why[REGION_WHY_SIZE];
+	int r;
+
+	r = jobspec_parse_region(value, value_len, region, region_why, sizeof(region_why));
+	if (r)
+		return refuse(r, parser->why, parser->why_len, "%s=%s", key, region_why);
+	return 0;
+}
+
+/* flags=NAME[,NAME...]; an empty list means no flags. */
+static int parse_flags(struct line_parser *parser, const char *value, size_t value_len)
+{
+	size_t name_start = 0;
+
+	if (value_len == 0)
+		return 0;
+	for (;;) {
+		const char *comma = memchr(value + name_start, ',', value_len - name_start);
+		size_t name_end = comma ? (size_t)(comma - value) : value_len;
+		const char *name = value + name_start;
+		size_t name_len = name_end - name_start;
+		size_t flag_index;
+		char shown[SHOWN_SIZE];
+
+		for (flag_index = 0; flag_index < ARRAY_SIZE(flag_names); flag_index++)
+			if (word_is(name, name_len, flag_names[flag_index].name))
+				break;
+		if (flag_index == ARRAY_SIZE(flag_names)) {
+			if (name_len == 0) {
+				show(shown, value, value_len);
+				return refuse(-EINVAL, parser->why, parser->why_len, "flags=%s: empty flag name",
+					      shown);
+			}
+			show(shown, name, name_len);
+			return refuse(-EINVAL, parser->why, parser->why_len,
+				      "unknown flag '%s' (known: ignore_error, write_seq)", shown);
+		}
+		parser->spec->flags |= flag_names[flag_index].flag;
+		if (!comma)
+			return 0;
+		name_start = name_end + 1;
+	}
+}
+
+/* One KEY=VALUE token after the operation. */
+static int parse_field(struct line_parser *parser, const char *token, size_t token_len)
+{
+	struct jobspec *spec = parser->spec;
+	const char *equals = memchr(token, '=', token_len);
+	const char *key = token, *value;
+	size_t key_len, value_len;
+	char shown[SHOWN_SIZE];
+	int r;
+
+	if (!equals) {
+		show(shown, token, token_len);
+		return refuse(-EINVAL, parser->why, parser->why_len, "'%s': expected KEY=VALUE", shown);
+	}
+	key_len = (size_t)(equals - token);
+	value = equals + 1;
+	value_len = token_len - key_len - 1;
+
+	if (word_is(key, key_len, "from")) {
+		if (spec->op == JOBSPEC_ZERO)
+			return refuse(-EINVAL, parser->why, parser->why_len,
+				      "zero takes no from= (it writes zeros to each to=)");
+		if (parser->have_from)
+			return refuse(-EINVAL, parser->why, parser->why_len, "from= given twice");
+		r = parse_keyed_region(parser, "from", value, value_len, &spec->from);
+		if (r)
+			return r;
+		parser->have_from = true;
+		return 0;
+	}
+	if (word_is(key, key_len, "to")) {
+		if (spec->num_dests == KCOPYD_MAX_REGIONS)
+			return refuse(-EINVAL, parser->why, parser->why_len,
+				      "too many destinations: at most %d to=", KCOPYD_MAX_REGIONS);
+		r = parse_keyed_region(parser, "to", value, value_len, &spec->dests[spec->num_dests]);
+		if (r)
+			return r;
+		spec->num_dests++;
+		return 0;
+	}
+	if (word_is(key, key_len, "flags")) {
+		if (parser->have_flags)
+			return refuse(-EINVAL, parser->why, parser->why_len, "flags= given twice");
+		parser->have_flags = true;
+		return parse_flags(parser, value, value_len);
+	}
+	show(shown, key, key_len);
+	return refuse(-EINVAL, parser->why, parser->why_len, "unknown key '%s' (known: from, to, flags)", shown);
+}
+
+int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len)
+{
+	struct line_parser parser = { .spec = spec, .why = why, .why_len = why_len };
+	const char *token;
+	size_t pos = 0, token_len;
+	char shown[SHOWN_SIZE];
+	int r;
+
+	memset(spec, 0, sizeof(*spec));
+	if (why && why_len)
+		why[0] = '\0';
+	if (!text && len)
+		return refuse(-EINVAL, why, why_len, "no text");
+	if (len && text[len - 1] == '\n')
+		len--;
+	if (len > JOBSPEC_MAX_LINE)
+		return refuse(-E2BIG, why, why_len, "the line is %zu bytes, at most %d", len, JOBSPEC_MAX_LINE);
+	r = check_line_bytes(text, len, why, why_len);
+	if (r)
+		return r;
+
+	r = next_token(text, len, &pos, &token, &token_len, why, why_len);
+	if (r)
+		return r;
+	if (token_len == 0)
+		return refuse(-EINVAL, why, why_len, "empty job description (expected copy or zero)");
+	if (word_is(token, token_len, "copy")) {
+		spec->op = JOBSPEC_COPY;
+	} else if (word_is(token, token_len, "zero")) {
+		spec->op = JOBSPEC_ZERO;
+	} else {
+		show(shown, token, token_len);
+		return refuse(-EINVAL, why, why_len, "unknown operation '%s' (expected copy or zero)", shown);
+	}
+
+	for (;;) {
+		r = next_token(text, len, &pos, &token, &token_len, why, why_len);
+		if (r)
+			goto err_free_spec;
+		if (token_len == 0)
+			break;
+		r = parse_field(&parser, token, token_len);
+		if (r)
+			goto err_free_spec;
+	}
+	if (spec->op == JOBSPEC_COPY && !parser.have_from) {
+		r = refuse(-EINVAL, why, why_len, "copy needs a from=REGION");
+		goto err_free_spec;
+	}
+	if (spec->num_dests == 0) {
+		r = refuse(-EINVAL, why, why_len, "no destination: give at least one to=REGION");
+		goto err_free_spec;
+	}
+	return 0;
+
+err_free_spec:
+	jobspec_free(spec);
+	return r;
+}
+
+void jobspec_free(struct jobspec *spec)
+{
+	unsigned int dest_index;
+
+	if (!spec)
+		return;
+	free(spec->from.path);
+	for (dest_index = 0; dest_index < spec->num_dests && dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		free(spec->dests[dest_index].path);
+	memset(spec, 0, sizeof(*spec));
+}
+
+/* ---- rendering --------------------------------------------------------- */
+
+/*
+ * An output buffer that counts past its end, as snprintf() does, so the
+ * renderer runs once and learns both the text and the length it needs.
+ */
+struct text_out {
+	char *buf;
+	size_t size;
+	size_t used;	/* may exceed size */
+};
+
+static void out_bytes(struct text_out *out, const char *bytes, size_t len)
+{
+	if (out->used < out->size) {
+		size_t room = out->size - out->used;
+
+		memcpy(out->buf + out->used, bytes, len < room ? len : room);
+	}
+	out->used += len;
+}
+
+static void out_string(struct text_out *out, const char *string)
+{
+	out_bytes(out, string, strlen(string));
+}
+
+static void out_number(struct text_out *out, uint64_t number)
+{
+	char digits[24];
+
+	snprintf(digits, sizeof(digits), "%llu", (unsigned long long)number);
+	out_string(out, digits);
+}
+
+/*
+ * A path needs quotes when written bare it would not parse back: blanks
+ * would split it, quotes and backslashes would be taken as quoting, and
+ * non-printable bytes are clearer in quotes (those the parser refuses
+ * anyway, control characters, cannot come out of jobspec_parse()).
+ */
+static bool path_needs_quotes(const char *path)
+{
+	const unsigned char *byte;
+
+	if (!*path)
+		return true;
+	for (byte = (const unsigned char *)path; *byte; byte++)
+		if (*byte <= ' ' || *byte >= 0x7f || *byte == '"' || *byte == '\\')
+			return true;
+	return false;
+}
+
+static void out_path(struct text_out *out, const char *path)
+{
+	const char *pos;
+
+	if (!path)
+		path = "";
+	if (!path_needs_quotes(path)) {
+		out_string(out, path);
+		return;
+	}
+	out_bytes(out, "\"", 1);
+	for (pos = path; *pos; pos++) {
+		if (*pos == '"' || *pos == '\\')
+			out_bytes(out, "\\", 1);
+		out_bytes(out, pos, 1);
+	}
+	out_bytes(out, "\"", 1);
+}
+
+/* " KEY=PATH:SECTOR[+COUNT]": the suffix is always there, so a colon in the path needs no quotes. */
+static void out_region(struct text_out *out, const char *key, const struct jobspec_region *region)
+{
+	out_bytes(out, " ", 1);
+	out_string(out, key);
+	out_bytes(out, "=", 1);
+	out_path(out, region->path);
+	out_bytes(out, ":", 1);
+	out_number(out, region->sector);
+	if (region->has_count) {
+		out_bytes(out, "+", 1);
+		out_number(out, region->count);
+	}
+}
+
+int jobspec_render(const struct jobspec *spec, char *buf, size_t len)
+{
+	struct text_out out = { .buf = buf, .size = buf ? len : 0, .used = 0 };
+	unsigned int dest_index;
+	size_t flag_index;
+	const char *separator = " flags=";
+
+	out_string(&out, spec->op == JOBSPEC_COPY ? "copy" : "zero");
+	if (spec->op == JOBSPEC_COPY)
+		out_region(&out, "from", &spec->from);
+	for (dest_index = 0; dest_index < spec->num_dests && dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		out_region(&out, "to", &spec->dests[dest_index]);
+	for (flag_index = 0; flag_index < ARRAY_SIZE(flag_names); flag_index++) {
+		if (!(spec->flags & flag_names[flag_index].flag))
+			continue;
+		out_string(&out, separator);
+		out_string(&out, flag_names[flag_index].name);
+		separator = ",";
+	}
+	out_bytes(&out, "\n", 1);
+
+	/* The length must fit the int we return as well as the buffer. */
+	if (out.used >= out.size || out.used > INT_MAX) {
+		if (out.size)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	buf[out.used] = '\0';
+	return (int)out.used;
+}

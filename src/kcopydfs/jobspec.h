@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Job descriptions: the one-line text written to a job's ctl file, parsed
+ * into a struct jobspec and rendered back in canonical form.  Pure
+ * functions: no I/O, no FUSE, no engine; tested on their own.
+ *
+ *   copy from=REGION to=REGION [to=REGION ...] [flags=ignore_error,write_seq]
+ *   zero to=REGION [to=REGION ...] [flags=...]
+ *   REGION := PATH[:SECTOR[+COUNT]]
+ *
+ * SECTOR and COUNT are 512-byte sectors, or bytes with a K, M, G or T
+ * suffix.  A REGION without :SECTOR starts at sector 0; from= without a
+ * COUNT runs to the end of the source, to= without one takes the source's
+ * (has_count is false in both).  Tokens are separated by spaces or tabs.
+ * A path with blanks is written in double quotes, which enclose the path
+ * only, with \" and \\ as the escapes inside: to="/mnt/my disk.img":8+16.
+ * A path cannot hold control characters other than tab (tab only inside
+ * quotes).  Bytes outside ASCII are taken as they are.
+ *
+ * See kcopydfs(5) for the whole grammar.
+ */
+#ifndef KCOPYDFS_JOBSPEC_H
+#define KCOPYDFS_JOBSPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kcopyd.h"
+
+#define JOBSPEC_MAX_LINE 4096		/* bytes, without the trailing newline */
+
+enum jobspec_op {
+	JOBSPEC_COPY,
+	JOBSPEC_ZERO,
+};
+
+struct jobspec_region {
+	char *path;		/* absolute, malloc'd */
+	uint64_t sector;	/* 0 when not given */
+	uint64_t count;		/* valid when has_count */
+	bool has_count;
+};
+
+struct jobspec {
+	enum jobspec_op op;
+	struct jobspec_region from;	/* copy only */
+	unsigned int num_dests;
+	struct jobspec_region dests[KCOPYD_MAX_REGIONS];
+	unsigned int flags;		/* KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ */
+};
+
+/*
+ * jobspec_parse() - parse one job description.
+ * @text, @len: the bytes written (not NUL-terminated; one trailing "\n" is allowed).
+ * @spec:       filled on success; release with jobspec_free().
+ * @why:        a one-line reason on failure.
+ *
+ * @why_len:    size of @why; @why may be NULL when @why_len is 0.
+ *
+ * The line may hold no control character other than tab and the one
+ * trailing newline (an embedded NUL or a second line is refused).  The
+ * reason is one line naming the offending token, e.g.
+ * 'to="rel/path": relative path'; input quoted into it is cut to 40 bytes
+ * with non-printable bytes shown as \xNN.  It is NUL-terminated even when
+ * cut short by @why_len.
+ *
+ * Return: 0; -E2BIG for a line over JOBSPEC_MAX_LINE bytes; -ERANGE when a
+ * number does not fit in 64 bits or SECTOR+COUNT passes 2^64 sectors;
+ * -ENOMEM; -EINVAL for anything else that is not a valid description (the
+ * reason says what).  On failure @spec holds nothing to free.
+ */
+int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len);
+
+/* jobspec_free() - free what jobspec_parse() allocated; the struct may be reused. */
+void jobspec_free(struct jobspec *spec);
+
+/*
+ * jobspec_render() - the canonical description of @spec: every region spelled
+ * out as PATH:SECTOR+COUNT (counts must all be set), paths quoted when
+ * they need it, flags by name, one line ending in "\n".  A region without
+ * has_count is written without +COUNT; flags= is left out when there are
+ * none; flag bits without a name are not written.  Because :SECTOR is
+ * always written, a colon in a path needs no quotes; a path is quoted when
+ * it holds blanks, quotes, backslashes or bytes outside printable ASCII.
+ * What jobspec_parse() made, rendered and parsed again, is the same spec.
+ * Return: the length written (without the NUL), or -ENOSPC if @len is too
+ * small (then @buf holds an empty string if @len > 0).
+ */
+int jobspec_render(const struct jobspec *spec, char *buf, size_t len);
+
+/*
+ * jobspec_parse_number() - SECTOR or COUNT: decimal 512-byte sectors, or
+ * bytes with a K, M, G or T suffix (powers of 1024, either case) that must
+ * be a multiple of 512.  (With whole numbers it always is: the smallest
+ * suffix, 1K, is two sectors.)  Nothing else is allowed: no sign, no
+ * blanks, no other suffix; 4K is 8 sectors, 1m is 2048.
+ * Return: 0 and *@sectors; -EINVAL if it is not such a number; -ERANGE on overflow.
+ */
+int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors);
+
+/*
+ * jobspec_parse_region() - split REGION into path, sector and count.  The
+ * suffix is split off at the last ':' only when what follows is
+ * SECTOR[+COUNT]; otherwise the whole text is the path.  A path may be
+ * written in double quotes (with \" and \\ inside), followed by the suffix.
+ * So /dev/disk/by-path/pci-0000:00:1f.2-ata-1 is a path, and so is
+ * /dev/x:abc; but a name that itself ends in :NUMBER (a SCSI by-path name
+ * ending in -scsi-0:0:0:0) needs its sector written out (...:0:0:0:0:0) or
+ * its path quoted.  The reason starts with the region in double quotes.
+ * Return: 0; -EINVAL with a reason (relative path, empty path, bad number,
+ * unterminated quote); -ERANGE when a number or SECTOR+COUNT passes
+ * 2^64; -ENOMEM.  On failure @region holds nothing to free.
+ */
+int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *region, char *why,
+			 size_t why_len);
+
+#endif /* KCOPYDFS_JOBSPEC_H */

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The engine's tests once more under valgrind (memcheck): errors or leaks
+# of the library fail the test.  Not run in sanitizer builds (Makefile.am),
+# where valgrind cannot run the instrumented binaries.
+set -u
+builddir=${BUILDDIR:-.}
+if ! command -v valgrind >/dev/null; then
+	echo "SKIP: valgrind is not installed"
+	exit 77
+fi
+passed=0 failed=0
+run() {
+	local name=$1
+	shift
+	if valgrind --trace-children=yes --error-exitcode=99 --leak-check=full \
+		--errors-for-leak-kinds=definite,indirect -q "$@" >"valgrind-$name.out" 2>&1; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		echo "FAIL: $name under valgrind:"
+		tail -n 40 "valgrind-$name.out"
+	fi
+	rm -f "valgrind-$name.out"
+}
+run race-engine "$builddir/tests/race-engine"
+[ -x "$builddir/tests/test-engine" ] && run test-engine "$builddir/tests/test-engine" -j1
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
