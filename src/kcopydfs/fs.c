@@ -89,7 +89,6 @@ struct waiter {
  */
 struct kfs_fs {
 	struct kfs_service *svc;
-	struct fuse_session *se;
 	uid_t owner_uid;
 	gid_t owner_gid;
 	struct timespec started;
@@ -603,12 +602,11 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 		fuse_reply_write(req, size);
 }
 
-/* Under fs->lock. */
-static void poller_drop(struct kfs_fs *fs, struct open_file *of)
+/* Under fs->lock: take @of off the poller list; returns its poll handle. */
+static struct fuse_pollhandle *poller_unlink(struct kfs_fs *fs, struct open_file *of)
 {
-	if (!of->ph)
-		return;
-	fuse_pollhandle_destroy(of->ph);
+	struct fuse_pollhandle *ph = of->ph;
+
 	of->ph = NULL;
 	if (of->poll_prev)
 		of->poll_prev->poll_next = of->poll_next;
@@ -617,6 +615,14 @@ static void poller_drop(struct kfs_fs *fs, struct open_file *of)
 	if (of->poll_next)
 		of->poll_next->poll_prev = of->poll_prev;
 	of->poll_prev = of->poll_next = NULL;
+	return ph;
+}
+
+/* Under fs->lock. */
+static void poller_drop(struct kfs_fs *fs, struct open_file *of)
+{
+	if (of->ph)
+		fuse_pollhandle_destroy(poller_unlink(fs, of));
 }
 
 /*
@@ -734,15 +740,7 @@ void kfs_fs_on_change(uint64_t job_id, void *context)
 				handles = grown;
 				handle_room = room;
 			}
-			handles[handle_count++] = of->ph;
-			of->ph = NULL;
-			if (of->poll_prev)
-				of->poll_prev->poll_next = of->poll_next;
-			else
-				fs->pollers = of->poll_next;
-			if (of->poll_next)
-				of->poll_next->poll_prev = of->poll_prev;
-			of->poll_prev = of->poll_next = NULL;
+			handles[handle_count++] = poller_unlink(fs, of);
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -784,9 +782,8 @@ int kfs_fs_create(struct kfs_fs **result)
 	return 0;
 }
 
-void kfs_fs_attach(struct kfs_fs *fs, struct fuse_session *se, struct kfs_service *svc)
+void kfs_fs_attach(struct kfs_fs *fs, struct kfs_service *svc)
 {
-	fs->se = se;
 	fs->svc = svc;
 }
 

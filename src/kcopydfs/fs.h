@@ -16,8 +16,8 @@ int kfs_fs_create(struct kfs_fs **result);
 /* The low-level operations, with a struct kfs_fs as userdata. */
 extern const struct fuse_lowlevel_ops kfs_fs_ops;
 
-/* kfs_fs_attach() - the session replies go to, and the service requests go to. */
-void kfs_fs_attach(struct kfs_fs *fs, struct fuse_session *se, struct kfs_service *svc);
+/* kfs_fs_attach() - the service that requests go to (created after daemonizing). */
+void kfs_fs_attach(struct kfs_fs *fs, struct kfs_service *svc);
 
 /* kfs_fs_on_change() - the service's kfs_change_fn: answer waiters, wake pollers. */
 void kfs_fs_on_change(uint64_t job_id, void *context);

@@ -46,6 +46,8 @@ struct kfs_job {
 	char *description;		/* canonical, with its newline */
 	struct kcopyd_job *handle;	/* until the job ends */
 	struct kcopyd_dev *devs[KCOPYD_MAX_REGIONS + 1];	/* [0]: source (NULL for zero), [1 + i]: dests */
+	dev_t claimed[KCOPYD_MAX_REGIONS];	/* destination block devices it holds a claim on */
+	unsigned int claimed_count;
 	char *paths[KCOPYD_MAX_REGIONS + 1];
 	unsigned int num_dests;
 	uint64_t sectors_total;
@@ -56,10 +58,24 @@ struct kfs_job {
 /*
  * The service.  ->lock protects the job table and every field of every job
  * and the counters below.  Lock order: the FUSE layer's lock, then ->lock,
- * then the engine's own lock (taken inside kcopyd_* calls).  The engine
- * calls on_start/on_done without its lock, and they take ->lock; ->lock is
- * never held while calling on_change or destroying the client.
+ * then ->claims_lock, then the engine's own lock (taken inside kcopyd_*
+ * calls).  The engine calls on_start/on_done without its lock, and they
+ * take ->lock; ->lock is never held while calling on_change or destroying
+ * the client.
  */
+/*
+ * A destination block device held with O_EXCL, so that nobody mounts it
+ * or claims it while we write to it, and so that one already mounted is
+ * refused.  Our own jobs share the claim: several jobs may write to
+ * different parts of one device at once, as with the kernel's kcopyd.
+ */
+struct claim {
+	dev_t rdev;
+	int fd;
+	unsigned int refs;
+	struct claim *next;
+};
+
 struct kfs_service {
 	struct kcopyd_client *kc;
 	kfs_change_fn on_change;
@@ -70,6 +86,9 @@ struct kfs_service {
 	bool switch_identity;		/* running as root: open regions as the caller */
 	gid_t own_groups[KFS_MAX_GROUPS];
 	int own_group_count;
+
+	pthread_mutex_t claims_lock;	/* the claims list; taken after ->lock, never before */
+	struct claim *claims;
 
 	pthread_mutex_t lock;
 	struct kfs_job *by_name[HASH_BUCKETS];
@@ -192,6 +211,7 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 		}
 	}
 	pthread_mutex_init(&svc->lock, NULL);
+	pthread_mutex_init(&svc->claims_lock, NULL);
 	engine.start_fn = on_start;
 	r = kcopyd_client_create_config(&engine, &svc->kc);
 	if (r < 0)
@@ -200,11 +220,63 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	return 0;
 
 err_destroy_lock:
+	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc->mountpoint);
 err_free_svc:
 	free(svc);
 	return r;
+}
+
+/* Take a claim on the block device open as @fd (the caller may open it); shared among our jobs. */
+static int claim_get(struct kfs_service *svc, dev_t rdev, int fd)
+{
+	char proc_path[64];
+	struct claim *claim;
+	int r = 0;
+
+	pthread_mutex_lock(&svc->claims_lock);
+	for (claim = svc->claims; claim && claim->rdev != rdev; claim = claim->next)
+		;
+	if (claim) {
+		claim->refs++;
+		goto out;
+	}
+	claim = calloc(1, sizeof(*claim));
+	if (!claim) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* Reopen what the writer opened, so the claim needs no second permission check. */
+	snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
+	claim->fd = open(proc_path, O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+	if (claim->fd < 0) {
+		r = -errno;
+		free(claim);
+		goto out;
+	}
+	claim->rdev = rdev;
+	claim->refs = 1;
+	claim->next = svc->claims;
+	svc->claims = claim;
+out:
+	pthread_mutex_unlock(&svc->claims_lock);
+	return r;
+}
+
+static void claim_put(struct kfs_service *svc, dev_t rdev)
+{
+	struct claim **link, *claim;
+
+	pthread_mutex_lock(&svc->claims_lock);
+	for (link = &svc->claims; (claim = *link) && claim->rdev != rdev; link = &claim->next)
+		;
+	if (claim && --claim->refs == 0) {
+		*link = claim->next;
+		close(claim->fd);
+		free(claim);
+	}
+	pthread_mutex_unlock(&svc->claims_lock);
 }
 
 static void job_close_regions(struct kfs_job *job)
@@ -215,6 +287,9 @@ static void job_close_regions(struct kfs_job *job)
 		kcopyd_dev_close(job->devs[index]);
 		job->devs[index] = NULL;
 	}
+	for (index = 0; index < job->claimed_count; index++)
+		claim_put(job->svc, job->claimed[index]);
+	job->claimed_count = 0;
 }
 
 static void job_free(struct kfs_job *job)
@@ -278,6 +353,7 @@ void kfs_service_destroy(struct kfs_service *svc)
 		next = job->list_next;
 		job_free(job);
 	}
+	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc->mountpoint);
 	free(svc);
@@ -534,13 +610,23 @@ static bool path_on_mount(const struct kfs_service *svc, const char *path)
 	return strncmp(path, svc->mountpoint, len) == 0 && (path[len] == '/' || path[len] == '\0');
 }
 
+static bool job_holds_claim(const struct kfs_job *job, dev_t rdev)
+{
+	unsigned int index;
+
+	for (index = 0; index < job->claimed_count; index++)
+		if (job->claimed[index] == rdev)
+			return true;
+	return false;
+}
+
 /*
  * Open one region's file as @cred: the source read-only, a destination
- * read-write (and exclusively if it is a block device, so a mounted one is
+ * read-write, and claimed if it is a block device (so a mounted one is
  * refused with EBUSY).  O_NONBLOCK keeps a FIFO from hanging the open.
  */
-static int open_region(struct kfs_service *svc, const char *key, const char *path, bool writable,
-		       const struct kfs_cred *cred, struct kcopyd_dev **dev, char *why, size_t why_len)
+static int open_region(struct kfs_service *svc, struct kfs_job *job, const char *key, const char *path,
+		       bool writable, const struct kfs_cred *cred, struct kcopyd_dev **dev, char *why, size_t why_len)
 {
 	int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
 	struct stat st;
@@ -551,20 +637,17 @@ static int open_region(struct kfs_service *svc, const char *key, const char *pat
 		return -EDEADLK;
 	}
 	become(svc, cred);
-	r = stat(path, &st);
-	if (r == 0 && S_ISBLK(st.st_mode) && writable)
-		flags |= O_EXCL;
-	fd = r == 0 ? open(path, flags) : -1;
+	fd = open(path, flags);
 	r = fd < 0 ? -errno : 0;
 	become_self(svc);
 	if (r < 0) {
-		set_text(why, why_len, "%s=%s: %s (%s)", key, path, strerror(-r), errno_name(r));
+		set_text(why, why_len, "%s=%s: %s", key, path, strerror(-r));
 		return r;
 	}
 	if (fstat(fd, &st) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
 		r = -errno;
 		close(fd);
-		set_text(why, why_len, "%s=%s: %s (%s)", key, path, strerror(-r), errno_name(r));
+		set_text(why, why_len, "%s=%s: %s", key, path, strerror(-r));
 		return r;
 	}
 	if (st.st_dev == svc->mount_dev && svc->mountpoint) {
@@ -577,9 +660,19 @@ static int open_region(struct kfs_service *svc, const char *key, const char *pat
 		set_text(why, why_len, "%s=%s: neither a block device nor a regular file", key, path);
 		return -EINVAL;
 	}
+	if (writable && S_ISBLK(st.st_mode) && !job_holds_claim(job, st.st_rdev)) {
+		r = claim_get(svc, st.st_rdev, fd);
+		if (r < 0) {
+			close(fd);
+			set_text(why, why_len, "%s=%s: %s%s", key, path, strerror(-r),
+				 r == -EBUSY ? " (mounted, or held exclusively)" : "");
+			return r;
+		}
+		job->claimed[job->claimed_count++] = st.st_rdev;
+	}
 	r = kcopyd_dev_from_fd(fd, dev);
 	if (r < 0)
-		set_text(why, why_len, "%s=%s: %s (%s)", key, path, strerror(-r), errno_name(r));
+		set_text(why, why_len, "%s=%s: %s", key, path, strerror(-r));
 	return r;
 }
 
@@ -605,7 +698,7 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 	int r;
 
 	if (spec->op == JOBSPEC_COPY) {
-		r = open_region(svc, "from", spec->from.path, false, cred, &job->devs[0], why, why_len);
+		r = open_region(svc, job, "from", spec->from.path, false, cred, &job->devs[0], why, why_len);
 		if (r < 0)
 			return r;
 		if (!spec->from.has_count) {
@@ -617,7 +710,7 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 	for (index = 0; index < spec->num_dests; index++) {
 		struct jobspec_region *dest = &spec->dests[index];
 
-		r = open_region(svc, "to", dest->path, true, cred, &job->devs[1 + index], why, why_len);
+		r = open_region(svc, job, "to", dest->path, true, cred, &job->devs[1 + index], why, why_len);
 		if (r < 0)
 			return r;
 		if (!dest->has_count) {

@@ -562,8 +562,11 @@ int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why,
 	memset(spec, 0, sizeof(*spec));
 	if (why && why_len)
 		why[0] = '\0';
-	if (!text && len)
-		return refuse(-EINVAL, why, why_len, "no text");
+	if (!text) {
+		if (len)
+			return refuse(-EINVAL, why, why_len, "no text");
+		text = "";	/* no pointer arithmetic on NULL below */
+	}
 	if (len && text[len - 1] == '\n')
 		len--;
 	if (len > JOBSPEC_MAX_LINE)

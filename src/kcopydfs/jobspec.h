@@ -55,7 +55,6 @@ struct jobspec {
  * @text, @len: the bytes written (not NUL-terminated; one trailing "\n" is allowed).
  * @spec:       filled on success; release with jobspec_free().
  * @why:        a one-line reason on failure.
- *
  * @why_len:    size of @why; @why may be NULL when @why_len is 0.
  *
  * The line may hold no control character other than tab and the one

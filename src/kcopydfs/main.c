@@ -21,7 +21,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +63,8 @@ struct daemon {
 	struct kfs_service *svc;
 	char *mountpoint;
 	sigset_t signals;
-	atomic_bool loop_over;
+	pthread_mutex_t lock;		/* orders the signal thread's shutdown against main()'s teardown */
+	bool loop_over;
 };
 
 static void usage(const char *program)
@@ -128,12 +128,21 @@ static void *signal_thread(void *arg)
 
 	while (sigwait(&daemon->signals, &sig) != 0)
 		;
-	if (atomic_load(&daemon->loop_over))
-		return NULL;	/* woken by main() after the loop ended on its own */
+	pthread_mutex_lock(&daemon->lock);
+	if (daemon->loop_over) {
+		/* The loop ended on its own (an external unmount): main() tears down. */
+		pthread_mutex_unlock(&daemon->lock);
+		return NULL;
+	}
 	fprintf(stderr, "kcopydfs: signal %d: cancelling jobs and unmounting %s\n", sig, daemon->mountpoint);
 	kfs_service_shutdown(daemon->svc);
 	fuse_session_exit(daemon->se);
-	/* One request wakes a worker, which answers it and sees the session has exited. */
+	pthread_mutex_unlock(&daemon->lock);
+	/*
+	 * One request wakes a worker, which answers it and sees the session has
+	 * exited.  If some other request did that first, nobody answers this
+	 * one: it ends when main() closes the session, or with the process.
+	 */
 	(void)stat(daemon->mountpoint, &st);
 	return NULL;
 }
@@ -213,10 +222,12 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "kcopydfs: cannot start the copy engine: %s\n", strerror(-r));
 		goto out_unmount;
 	}
-	kfs_fs_attach(fs, daemon.se, daemon.svc);
+	kfs_fs_attach(fs, daemon.svc);
+	pthread_mutex_init(&daemon.lock, NULL);
 	r = -pthread_create(&signal_tid, NULL, signal_thread, &daemon);
 	if (r < 0)
 		goto out_destroy_service;
+	pthread_detach(signal_tid);
 
 	if (cmdline.singlethread)
 		r = fuse_session_loop(daemon.se);
@@ -224,9 +235,9 @@ int main(int argc, char *argv[])
 		r = fuse_session_loop_mt(daemon.se, &loop_config);
 	status = r == 0 ? 0 : 1;
 
-	atomic_store(&daemon.loop_over, true);
-	pthread_kill(signal_tid, SIGTERM);
-	pthread_join(signal_tid, NULL);
+	pthread_mutex_lock(&daemon.lock);
+	daemon.loop_over = true;
+	pthread_mutex_unlock(&daemon.lock);
 out_destroy_service:
 	/* Cancels what is left and waits for in-flight I/O; waiters get their answers. */
 	kfs_service_destroy(daemon.svc);
