@@ -40,7 +40,7 @@ truncate -s 256M "$work/tmpfs/small.img"
 src=$(losetup --find --show --direct-io=on "$work/tmpfs/src.img"); loops+=("$src")
 dst=$(losetup --find --show --direct-io=on "$work/tmpfs/dst.img"); loops+=("$dst")
 small=$(losetup --find --show --direct-io=on "$work/tmpfs/small.img"); loops+=("$small")
-dd if=/dev/zero of="$dst" bs=4M oflag=direct status=none	# allocate the tmpfs pages once
+dd if=/dev/zero of="$dst" bs=1M count="$size_mib" oflag=direct status=none	# allocate the tmpfs pages once
 "$kcopydfs" "$mnt"
 
 now() { date +%s.%N; }

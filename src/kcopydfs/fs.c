@@ -414,9 +414,10 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)of;
 	fi->direct_io = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT && kind == NODE_CLONE) {
-		/* The opener is gone (interrupted): nobody will ever close this. */
-		kfs_job_remove_if_idle(fs->svc, of->job_id);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* The opener is gone (interrupted): nobody will ever release this. */
+		if (kind == NODE_CLONE)
+			kfs_job_remove_if_idle(fs->svc, of->job_id);
 		free(of);
 	}
 	return;
@@ -554,10 +555,17 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct kfs_job_view view;
 	char text[SNAPSHOT_MAX];
+	bool continuing = false;
 	size_t text_len;
 	int r;
 
-	if (of->kind == NODE_WAIT && offset == 0) {
+	/* A read of wait blocks until the end, unless it continues the final snapshot. */
+	if (of->kind == NODE_WAIT) {
+		pthread_mutex_lock(&fs->lock);
+		continuing = offset > 0 && of->has_snapshot;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	if (of->kind == NODE_WAIT && !continuing) {
 		r = kfs_job_view(fs->svc, of->job_id, &view);
 		if (r < 0) {
 			fuse_reply_err(req, -r);

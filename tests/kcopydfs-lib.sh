@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# kcopydfs-lib.sh: what the kcopydfs shell tests share.  Sourced, not run:
+#   . "${TESTS_SRCDIR:-$(dirname "$0")}/kcopydfs-lib.sh"
+#
+# It gives: PASS/FAIL reporting and the closing "N passed, M failed" line;
+# skipping (exit 77) when the machine lacks root or a tool; a tmpfs of the
+# test's own at $work (mode 0755, so nobody can reach files made for it);
+# kcopydfs daemons started in the foreground in the background, each on a
+# mktemp -d mountpoint; loop devices; nbdfuse exports; and one EXIT trap
+# that undoes all of it in reverse order.
+#
+# Environment: KCOPYDFS (the kcopydfs binary; make check exports it), else
+# $BUILDDIR/kcopydfs, else /tmp/h5build/kcopydfs.
+
+KCOPYDFS=${KCOPYDFS:-${BUILDDIR:-/tmp/h5build}/kcopydfs}
+
+passed=0
+failed=0
+work=
+work_mounted=0
+daemon_pids=()
+daemon_mounts=()
+loop_devices=()
+nbd_mounts=()
+nbd_pids=()
+background_pids=()
+
+skip_all() {
+	echo "SKIP: $*"
+	exit 77
+}
+
+pass() {
+	passed=$((passed + 1))
+	echo "PASS: $1"
+}
+
+# fail NAME EXPECTED GOT
+fail() {
+	failed=$((failed + 1))
+	echo "FAIL: $1"
+	echo "      expected: $2"
+	echo "      got:      $3"
+}
+
+# finish: the closing line and the exit status.
+finish() {
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ] && exit 0
+	exit 1
+}
+
+# require_basics TOOL...: root, FUSE, the kcopydfs binary and the tools named.
+require_basics() {
+	local tool
+
+	[ "$(id -u)" = 0 ] || skip_all "needs root (tmpfs, loop devices, FUSE with allow_other)"
+	[ -c /dev/fuse ] || skip_all "no /dev/fuse"
+	[ -x "$KCOPYDFS" ] || skip_all "no kcopydfs at '$KCOPYDFS' (set KCOPYDFS)"
+	for tool in mount umount mktemp fusermount3 "$@"; do
+		command -v "$tool" >/dev/null || skip_all "needs $tool"
+	done
+}
+
+# umount_retry DIR: unmount, giving a process that is just ending time to let go.
+umount_retry() {
+	local attempt
+
+	for attempt in 1 2 3 4 5 6 7 8 9 10; do
+		umount "$1" 2>/dev/null && return 0
+		sleep 0.3
+	done
+	umount -l "$1"
+}
+
+# is_mounted DIR: is DIR a mount point now (by /proc/mounts, which never asks the filesystem)?
+is_mounted() {
+	awk -v dir="$1" '$2 == dir { found = 1 } END { exit !found }' /proc/mounts
+}
+
+# stop_daemon PID MOUNTPOINT: SIGTERM, then SIGKILL after 3 s; unmount what is left.
+stop_daemon() {
+	local pid=$1 mount_point=$2 tries
+
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null
+		for tries in $(seq 30); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid" 2>/dev/null
+	is_mounted "$mount_point" && fusermount3 -u -z "$mount_point" 2>/dev/null
+	return 0
+}
+
+cleanup() {
+	local index pid loop mount_point
+
+	for pid in "${background_pids[@]}"; do
+		kill -- "$pid" 2>/dev/null
+	done
+	for ((index = ${#daemon_pids[@]} - 1; index >= 0; index--)); do
+		stop_daemon "${daemon_pids[index]}" "${daemon_mounts[index]}"
+	done
+	for pid in "${background_pids[@]}"; do
+		wait "$pid" 2>/dev/null
+	done
+	for mount_point in "${daemon_mounts[@]}"; do
+		is_mounted "$mount_point" && fusermount3 -u -z "$mount_point" 2>/dev/null
+		rmdir "$mount_point" 2>/dev/null
+	done
+	for loop in "${loop_devices[@]}"; do
+		losetup -d "$loop" 2>/dev/null
+	done
+	for mount_point in "${nbd_mounts[@]}"; do
+		is_mounted "$mount_point" && fusermount3 -u -z "$mount_point" 2>/dev/null
+	done
+	for pid in "${nbd_pids[@]}"; do
+		kill -- "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	if [ -n "$work" ]; then
+		for mount_point in $(awk -v dir="$work/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r); do
+			umount_retry "$mount_point"
+		done
+		[ "$work_mounted" = 1 ] && umount_retry "$work"
+		rmdir "$work" 2>/dev/null
+	fi
+}
+
+# setup_work SIZE: a tmpfs of SIZE (e.g. 256M) on a new directory $work.
+setup_work() {
+	work=$(mktemp -d "${TMPDIR:-/tmp}/test-kcopydfs.XXXXXX") || skip_all "mktemp -d failed"
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	mount -t tmpfs -o "size=$1,mode=0755" tmpfs "$work" || skip_all "cannot mount a tmpfs on $work"
+	work_mounted=1
+}
+
+# start_daemon [OPTIONS...]: kcopydfs -f OPTIONS on a new mountpoint, in the
+# background.  Sets daemon_pid and daemon_mount; 1 if it did not come up.
+start_daemon() {
+	daemon_mount=$(mktemp -d "${TMPDIR:-/tmp}/test-kcopydfs-mnt.XXXXXX") || return 1
+	start_daemon_on "$daemon_mount" "$@"
+}
+
+# start_daemon_on MOUNTPOINT [OPTIONS...]: the same on a given mountpoint.
+start_daemon_on() {
+	local mount_point=$1 tries
+	shift
+
+	"$KCOPYDFS" -f "$@" "$mount_point" 2>>"$work/kcopydfs.log" &
+	daemon_pid=$!
+	daemon_mount=$mount_point
+	daemon_pids+=("$daemon_pid")
+	daemon_mounts+=("$mount_point")
+	for tries in $(seq 100); do
+		is_mounted "$mount_point" && [ -r "$mount_point/version" ] && return 0
+		kill -0 "$daemon_pid" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# new_loop FILE [LOSETUP OPTIONS...]: attach FILE with direct I/O; sets loop_device.
+# (Not a $(...) function: the list of devices to detach is this shell's.)
+new_loop() {
+	local file=$1
+	shift
+	loop_device=$(losetup -f --show --direct-io=on "$@" "$file") || return 1
+	loop_devices+=("$loop_device")
+}
+
+# slow_source SIZE: a file whose reads each take 50 ms (nbdkit's delay
+# filter through nbdfuse); sets slow_file.  1 without nbdkit and nbdfuse.
+slow_source() {
+	local mount_dir tries
+
+	command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null || return 1
+	mount_dir=$(mktemp -d "$work/slow.XXXXXX") || return 1
+	slow_file=$mount_dir/disk
+	nbdfuse "$slow_file" --command nbdkit -s --filter=delay memory "$1" rdelay=50ms >/dev/null 2>&1 &
+	nbd_pids+=("$!")
+	nbd_mounts+=("$mount_dir")
+	for tries in $(seq 100); do
+		[ -f "$slow_file" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# errno_text NAME: what strerror() says for the errno NAME (as echo and cat print it).
+errno_text() {
+	case $1 in
+	EINVAL) echo "Invalid argument" ;;
+	ERANGE) echo "Numerical result out of range" ;;
+	ENOENT) echo "No such file or directory" ;;
+	EACCES) echo "Permission denied" ;;
+	EPERM) echo "Operation not permitted" ;;
+	EBUSY) echo "Device or resource busy" ;;
+	E2BIG) echo "Argument list too long" ;;
+	EAGAIN) echo "Resource temporarily unavailable" ;;
+	EDEADLK) echo "Resource deadlock avoided" ;;
+	EEXIST) echo "File exists" ;;
+	*) echo "($1)" ;;
+	esac
+}
+
+# re_quote TEXT: TEXT as an extended regular expression that matches only itself.
+re_quote() {
+	printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'
+}
+
+# status_field DIR KEY: the value of "KEY: value" in DIR/status (one read).
+status_field() {
+	sed -n "s/^$2: //p" "$1/status"
+}
