@@ -296,6 +296,8 @@ Test(jobspec, byte_suffixes_are_powers_of_1024_in_either_case)
 	number_is("1T", TiB_SECTORS);
 	number_is("2t", 2 * TiB_SECTORS);
 	number_is("0K", 0);
+	number_is("4096B", 8);	/* bytes, as kcopy(1) takes them */
+	number_is("512b", 1);
 	/* The largest T that fits: sectors = value << 31. */
 	number_is("8589934591T", 8589934591ull << 31);
 	region_is("/dev/sda:4K+1M", "/dev/sda", 8, true, MiB_SECTORS);
@@ -312,7 +314,7 @@ Test(jobspec, malformed_numbers)
 	number_fails("0x10", -EINVAL);
 	number_fails("4KB", -EINVAL);
 	number_fails("4KiB", -EINVAL);
-	number_fails("1000B", -EINVAL);	/* no bytes suffix: 1000 bytes is not a whole number of sectors anyway */
+	number_fails("1000B", -EINVAL);	/* bytes, but not a whole number of sectors */
 	number_fails("1000b", -EINVAL);
 	number_fails("K", -EINVAL);
 	number_fails("1.5K", -EINVAL);

@@ -22,6 +22,7 @@
 
 #define HASH_BUCKETS 4096u
 #define DEFAULT_MAX_JOBS 4096u
+#define MAX_JOB_OBJECTS 65536u		/* jobs that exist in any state: a bound on the daemon's memory */
 
 struct kfs_job {
 	uint64_t id;
@@ -35,6 +36,7 @@ struct kfs_job {
 	enum kfs_state state;
 	bool starting;			/* a description is being opened and checked */
 	bool ever_written;		/* something was written to ctl */
+	bool cancel_when_started;	/* "cancel" came while it was starting */
 	uint64_t generation;
 	struct timespec created;	/* CLOCK_REALTIME */
 	struct timespec queued;		/* CLOCK_MONOTONIC */
@@ -308,6 +310,7 @@ static void job_cancel_locked(struct kfs_service *svc, struct kfs_job *job)
 {
 	if (job->state == KFS_IDLE && !job->starting) {
 		job->state = KFS_CANCELLED;
+		strcpy(job->error, "none (cancelled)");
 		svc->jobs_cancelled++;
 		clock_gettime(CLOCK_MONOTONIC, &job->ended);
 		job->queued = job->ended;
@@ -404,6 +407,11 @@ int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t g
 		pthread_mutex_unlock(&svc->lock);
 		free(job);
 		return -EEXIST;
+	}
+	if (svc->jobs >= MAX_JOB_OBJECTS) {
+		pthread_mutex_unlock(&svc->lock);
+		free(job);
+		return -ENOSPC;
 	}
 	job->id = svc->next_id++;
 	if (name) {
@@ -792,13 +800,19 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	svc->on_change(id, svc->context);
 }
 
-/* Is @text the word @word, with or without one trailing newline? */
+/* Is @text the word @word, with blanks around it and one trailing newline allowed? */
 static bool is_word(const char *text, size_t len, const char *word)
 {
 	size_t word_len = strlen(word);
 
 	if (len > 0 && text[len - 1] == '\n')
 		len--;
+	while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+		len--;
+	while (len > 0 && (text[0] == ' ' || text[0] == '\t')) {
+		text++;
+		len--;
+	}
 	return len == word_len && memcmp(text, word, len) == 0;
 }
 
@@ -816,7 +830,10 @@ static int job_cancel(struct kfs_service *svc, uint64_t id)
 	job->ever_written = true;
 	generation = job->generation;
 	/* Cancelling a job that has ended changes nothing and is no error: it races with the end. */
-	job_cancel_locked(svc, job);
+	if (job->starting)
+		job->cancel_when_started = true;
+	else
+		job_cancel_locked(svc, job);
 	generation = job->generation != generation;
 	pthread_mutex_unlock(&svc->lock);
 	if (generation)
@@ -855,6 +872,23 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 
 	if (is_word(text, len, "cancel"))
 		return job_cancel(svc, id);
+
+	/* A started job refuses any further description, well formed or not. */
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	r = job ? 0 : -ENOENT;
+	if (job && (job->state != KFS_IDLE || job->starting)) {
+		r = -EBUSY;
+		if (kfs_state_final(job->state))
+			set_text(why, sizeof(why), "job %s has already ended (%s)", job->name,
+				 kfs_state_name(job->state));
+		else
+			set_text(why, sizeof(why), "job %s was already started", job->name);
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0)
+		return r == -ENOENT ? r : reject(svc, id, r, why);
+
 	r = jobspec_parse(text, len, &spec, why, sizeof(why));
 	if (r < 0)
 		return reject(svc, id, r, why);
@@ -908,11 +942,21 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		job->rejected[0] = '\0';
 		strcpy(job->error, "none");
 		job->generation++;
+		if (job->cancel_when_started)
+			(void)kcopyd_job_cancel(job->handle);
 	} else {
+		unsigned int index;
+
 		svc->jobs_active--;
 		job_close_regions(job);
 		free(job->description);
 		job->description = NULL;
+		for (index = 0; index <= KCOPYD_MAX_REGIONS; index++) {
+			free(job->paths[index]);
+			job->paths[index] = NULL;
+		}
+		if (job->cancel_when_started)
+			job_cancel_locked(svc, job);
 	}
 	pthread_mutex_unlock(&svc->lock);
 	if (r < 0)
@@ -1001,7 +1045,9 @@ static int append_failure(char *buf, size_t len, size_t used, const char *what, 
 
 	if (dest_index >= 0)
 		snprintf(where, sizeof(where), " (to #%d)", dest_index);
-	return snprintf(buf + used, used < len ? len - used : 0, "%s%s error on %s%s sectors %llu+%llu: %s (%s)",
+	if (used >= len)
+		return 0;	/* the line is full: the first failures are the ones that show */
+	return snprintf(buf + used, len - used, "%s%s error on %s%s sectors %llu+%llu: %s (%s)",
 			used ? "; " : "", what, path ? path : "?", where, (unsigned long long)failure->sector,
 			(unsigned long long)failure->count, errno_name(failure->error), strerror(-failure->error));
 }

@@ -33,6 +33,7 @@ struct size_suffix {
 };
 
 static const struct size_suffix size_suffixes[] = {
+	{ 'B', 0 },
 	{ 'K', 10 },
 	{ 'M', 20 },
 	{ 'G', 30 },
@@ -190,16 +191,21 @@ int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
 		value = value * 10 + digit;
 	}
 	if (pos < len) {
-		/*
-		 * Bytes.  Every suffix is at least 1K, two sectors, so the
-		 * byte count is always a whole number of sectors and the
-		 * conversion is a shift by (suffix shift - 9).
-		 */
-		unsigned int sector_shift = (unsigned int)suffix_shift(text[pos]) - KCOPYD_SECTOR_SHIFT;
+		int shift = suffix_shift(text[pos]);
 
-		if (value > (UINT64_MAX >> sector_shift))
-			return -ERANGE;
-		value <<= sector_shift;
+		if (shift < KCOPYD_SECTOR_SHIFT) {
+			/* Plain bytes (B): they must make whole sectors. */
+			if (value % KCOPYD_SECTOR_SIZE)
+				return -EINVAL;
+			value >>= KCOPYD_SECTOR_SHIFT;
+		} else {
+			/* K and up are whole sectors: a shift by (suffix shift - 9). */
+			unsigned int sector_shift = (unsigned int)shift - KCOPYD_SECTOR_SHIFT;
+
+			if (value > (UINT64_MAX >> sector_shift))
+				return -ERANGE;
+			value <<= sector_shift;
+		}
 	}
 	*sectors = value;
 	return 0;

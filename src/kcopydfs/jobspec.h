@@ -90,10 +90,10 @@ int jobspec_render(const struct jobspec *spec, char *buf, size_t len);
 
 /*
  * jobspec_parse_number() - SECTOR or COUNT: decimal 512-byte sectors, or
- * bytes with a K, M, G or T suffix (powers of 1024, either case) that must
- * be a multiple of 512.  (With whole numbers it always is: the smallest
- * suffix, 1K, is two sectors.)  Nothing else is allowed: no sign, no
- * blanks, no other suffix; 4K is 8 sectors, 1m is 2048.
+ * bytes with a B, K, M, G or T suffix (powers of 1024, either case) that
+ * must be a multiple of 512 (only B can fail that: 1K is two sectors).
+ * Nothing else is allowed: no sign, no blanks, no other suffix; 4K is 8
+ * sectors, 1m is 2048, 4096B is 8.
  * Return: 0 and *@sectors; -EINVAL if it is not such a number; -ERANGE on overflow.
  */
 int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors);

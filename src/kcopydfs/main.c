@@ -43,7 +43,7 @@ struct options {
 	int show_help;
 };
 
-#define OPTION(template, field) { template, offsetof(struct options, field), 0 }
+#define OPTION(template, field) { template, offsetof(struct options, field), 1 }
 static const struct fuse_opt option_spec[] = {
 	OPTION("--pages=%u", pages),
 	OPTION("--pages %u", pages),
