@@ -42,6 +42,7 @@ enum node_kind {
 #define JOB_INO_BASE 16u
 #define JOB_INO_STRIDE 8u
 #define SNAPSHOT_MAX 8192
+#define CONTROL_BLKSIZE 65536
 
 static const struct {
 	const char *name;
@@ -145,6 +146,13 @@ static int fill_attr(struct kfs_fs *fs, enum node_kind kind, uint64_t job_id, st
 	st->st_gid = fs->owner_gid;
 	st->st_atim = st->st_mtim = st->st_ctim = fs->started;
 	st->st_nlink = 1;
+	/*
+	 * stdio sizes its buffer by st_blksize: a large one keeps a whole
+	 * description (up to 4096 bytes and a newline) in one write(2), as
+	 * `echo` and Python's print() make it.  With 4096, a 4097-byte line
+	 * would arrive as two commands.
+	 */
+	st->st_blksize = CONTROL_BLKSIZE;
 	if (is_job_node(kind)) {
 		if (kfs_job_view(fs->svc, job_id, &view) < 0)
 			return -ENOENT;

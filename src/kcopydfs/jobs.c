@@ -861,6 +861,28 @@ static int reject(struct kfs_service *svc, uint64_t id, int error, const char *w
 	return error;
 }
 
+/* Under svc->lock: may a description start @job now?  0, or -errno and why not. */
+static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, char *why, size_t why_len)
+{
+	if (kfs_state_final(job->state)) {
+		set_text(why, why_len, "job %s has already ended (%s)", job->name, kfs_state_name(job->state));
+		return -EBUSY;
+	}
+	if (job->state != KFS_IDLE || job->starting) {
+		set_text(why, why_len, "job %s was already started", job->name);
+		return -EBUSY;
+	}
+	if (svc->shutting_down) {
+		set_text(why, why_len, "kcopydfs is shutting down");
+		return -ESHUTDOWN;
+	}
+	if (svc->jobs_active >= svc->max_jobs) {
+		set_text(why, why_len, "%u jobs are queued or running, the limit (--max-jobs)", svc->max_jobs);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
 int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len, const struct kfs_cred *cred)
 {
 	struct io_region from = { 0 }, dests[KCOPYD_MAX_REGIONS];
@@ -876,37 +898,18 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	/* A started job refuses any further description, well formed or not. */
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
-	r = job ? 0 : -ENOENT;
-	if (job && (job->state != KFS_IDLE || job->starting)) {
-		r = -EBUSY;
-		if (kfs_state_final(job->state))
-			set_text(why, sizeof(why), "job %s has already ended (%s)", job->name,
-				 kfs_state_name(job->state));
-		else
-			set_text(why, sizeof(why), "job %s was already started", job->name);
-	}
+	r = job ? job_startable_locked(svc, job, why, sizeof(why)) : -ENOENT;
 	pthread_mutex_unlock(&svc->lock);
+	if (r == 0)
+		r = jobspec_parse(text, len, &spec, why, sizeof(why));
 	if (r < 0)
 		return r == -ENOENT ? r : reject(svc, id, r, why);
 
-	r = jobspec_parse(text, len, &spec, why, sizeof(why));
-	if (r < 0)
-		return reject(svc, id, r, why);
-
+	/* Again under the lock, which is kept while the job is reserved. */
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
-	if (!job) {
-		r = -ENOENT;
-	} else if (svc->shutting_down) {
-		r = -ESHUTDOWN;
-		set_text(why, sizeof(why), "kcopydfs is shutting down");
-	} else if (job->state != KFS_IDLE || job->starting) {
-		r = -EBUSY;
-		set_text(why, sizeof(why), "job %s was already started", job->name);
-	} else if (svc->jobs_active >= svc->max_jobs) {
-		r = -EAGAIN;
-		set_text(why, sizeof(why), "%u jobs are queued or running, the limit (--max-jobs)", svc->max_jobs);
-	} else {
+	r = job ? job_startable_locked(svc, job, why, sizeof(why)) : -ENOENT;
+	if (r == 0) {
 		/* Reserve the job and a place: the opens below run without the lock. */
 		job->starting = true;
 		job->ever_written = true;
