@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "kcopydfs/fs.h"
+#include "kcopydfs/jobspec.h"
 
 enum node_kind {
 	NODE_NONE,
@@ -41,7 +42,7 @@ enum node_kind {
 
 #define JOB_INO_BASE 16u
 #define JOB_INO_STRIDE 8u
-#define SNAPSHOT_MAX 8192
+#define SNAPSHOT_MAX (JOBSPEC_MAX_CANONICAL + 1)	/* the longest file: a canonical description */
 #define CONTROL_BLKSIZE 65536
 
 static const struct {

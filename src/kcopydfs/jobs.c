@@ -701,7 +701,7 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 		       const struct kfs_cred *cred, struct io_region *from, struct io_region *dests, char *why,
 		       size_t why_len)
 {
-	char description[JOBSPEC_MAX_LINE * 2];
+	char description[JOBSPEC_MAX_CANONICAL];
 	unsigned int index;
 	int r;
 

@@ -29,6 +29,12 @@
 #include "kcopyd.h"
 
 #define JOBSPEC_MAX_LINE 4096		/* bytes, without the trailing newline */
+/*
+ * The longest canonical description of a line of JOBSPEC_MAX_LINE bytes:
+ * quoting at most doubles the paths, and each of the 33 regions gains at
+ * most ":SECTOR+COUNT" (42 bytes) and its key.
+ */
+#define JOBSPEC_MAX_CANONICAL (2 * JOBSPEC_MAX_LINE + (KCOPYD_MAX_REGIONS + 1) * 64 + 64)
 
 enum jobspec_op {
 	JOBSPEC_COPY,
