@@ -65,9 +65,8 @@ require_basics() {
 
 # umount_retry DIR: unmount, giving a process that is just ending time to let go.
 umount_retry() {
-	local attempt
 
-	for attempt in 1 2 3 4 5 6 7 8 9 10; do
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		umount "$1" 2>/dev/null && return 0
 		sleep 0.3
 	done
@@ -81,11 +80,11 @@ is_mounted() {
 
 # stop_daemon PID MOUNTPOINT: SIGTERM, then SIGKILL after 3 s; unmount what is left.
 stop_daemon() {
-	local pid=$1 mount_point=$2 tries
+	local pid=$1 mount_point=$2
 
 	if kill -0 "$pid" 2>/dev/null; then
 		kill -TERM "$pid" 2>/dev/null
-		for tries in $(seq 30); do
+		for _ in $(seq 30); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
@@ -150,7 +149,7 @@ start_daemon() {
 
 # start_daemon_on MOUNTPOINT [OPTIONS...]: the same on a given mountpoint.
 start_daemon_on() {
-	local mount_point=$1 tries
+	local mount_point=$1
 	shift
 
 	"$KCOPYDFS" -f "$@" "$mount_point" 2>>"$work/kcopydfs.log" &
@@ -158,7 +157,7 @@ start_daemon_on() {
 	daemon_mount=$mount_point
 	daemon_pids+=("$daemon_pid")
 	daemon_mounts+=("$mount_point")
-	for tries in $(seq 100); do
+	for _ in $(seq 100); do
 		is_mounted "$mount_point" && [ -r "$mount_point/version" ] && return 0
 		kill -0 "$daemon_pid" 2>/dev/null || return 1
 		sleep 0.05
@@ -178,7 +177,7 @@ new_loop() {
 # slow_source SIZE: a file whose reads each take 50 ms (nbdkit's delay
 # filter through nbdfuse); sets slow_file.  1 without nbdkit and nbdfuse.
 slow_source() {
-	local mount_dir tries
+	local mount_dir
 
 	command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null || return 1
 	mount_dir=$(mktemp -d "$work/slow.XXXXXX") || return 1
@@ -186,7 +185,7 @@ slow_source() {
 	nbdfuse "$slow_file" --command nbdkit -s --filter=delay memory "$1" rdelay=50ms >/dev/null 2>&1 &
 	nbd_pids+=("$!")
 	nbd_mounts+=("$mount_dir")
-	for tries in $(seq 100); do
+	for _ in $(seq 100); do
 		[ -f "$slow_file" ] && return 0
 		sleep 0.05
 	done

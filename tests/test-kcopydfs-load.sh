@@ -9,10 +9,10 @@
 # equal (small regions of loop devices and files, disjoint destinations);
 # and no listing round may take over a second.
 #
-# Destinations: each worker shell writes its own loop device (a job opens a
-# destination block device exclusively, so two jobs on one device at once
-# would refuse each other with EBUSY) and its own file; the 50 late jobs
-# write disjoint regions of one file.
+# Destinations: two loop devices and a file that every shell writes at once,
+# each job its own region (jobs share their claim on a block device they
+# write, so they do not refuse each other with EBUSY); afterwards nothing
+# holds the loop devices any more (mkfs.ext4 can open them exclusively).
 #
 # Run by `make check` (which exports KCOPYDFS), or by hand:
 #   sudo KCOPYDFS=./kcopydfs tests/test-kcopydfs-load.sh
@@ -23,7 +23,7 @@ set -u
 
 . "${TESTS_SRCDIR:-$(dirname "$0")}/kcopydfs-lib.sh"
 
-require_basics losetup cmp dd timeout sed truncate
+require_basics losetup cmp dd timeout sed truncate mkfs.ext4
 setup_work 128M
 
 WORKERS=4
@@ -44,13 +44,12 @@ dd if=/dev/urandom of="$work/s1.img" bs=1M count=4 status=none
 dd if=/dev/urandom of="$work/s2.img" bs=1M count=4 status=none
 new_loop "$work/s1.img" || skip_all "cannot set up loop devices with losetup --direct-io=on"
 sources=("$loop_device" "$work/s2.img")
-worker_loops=()
-for worker in $(seq 0 $((WORKERS - 1))); do
-	truncate -s 4M "$work/dl$worker.img" "$work/df$worker.img"
-	new_loop "$work/dl$worker.img" || skip_all "cannot set up loop devices"
-	worker_loops+=("$loop_device")
-done
-truncate -s 4M "$work/late.img"
+# Every job has its own region, numbered 0..249 across all of them: region N
+# is sectors N*REGION on dests[N % 3].
+truncate -s 16M "$work/d0.img" "$work/d1.img" "$work/d2.img"
+new_loop "$work/d0.img" && dest_loop0=$loop_device && new_loop "$work/d1.img" && dest_loop1=$loop_device ||
+	skip_all "cannot set up loop devices"
+dests=("$dest_loop0" "$dest_loop1" "$work/d2.img")
 
 # --- the lister: ls -lR and cat stats, timing each round ------------------------------
 
@@ -84,30 +83,45 @@ done
 
 # --- four shells, 50 clone jobs each -----------------------------------------------------
 
-# worker N: 50 times clone, write, close, cat wait; one line per job:
-# "ID STATE SOURCE SOURCE-SECTOR DEST DEST-SECTOR".
+# worker N: 50 times clone, write, close, read wait; one line per job:
+# "ID STATE SOURCE SOURCE-SECTOR DEST DEST-SECTOR".  Shell builtins only, so
+# that the load on the machine is kcopydfs's, not fork and exec's.
 worker() {
-	local worker=$1 index id source source_sector dest dest_sector state
+	local worker=$1 index region id source source_sector dest dest_sector line
 
-	for index in $(seq 0 $((JOBS_PER_WORKER - 1))); do
+	for ((index = 0; index < JOBS_PER_WORKER; index++)); do
+		region=$((worker * JOBS_PER_WORKER + index))
 		source=${sources[index % 2]}
-		source_sector=$((((worker * JOBS_PER_WORKER + index) * 7 % (SOURCE_SECTORS / REGION)) * REGION))
-		if [ $((index % 2)) = 0 ]; then
-			dest=${worker_loops[worker]}
-		else
-			dest=$work/df$worker.img
-		fi
-		dest_sector=$((index * REGION))
-		id=
+		source_sector=$((region * 7 % (SOURCE_SECTORS / REGION) * REGION))
+		dest=${dests[region % 3]}
+		dest_sector=$((region * REGION))
+		id="" line=""
 		if exec 3<>"$mnt/clone"; then
 			read -r id <&3
 			echo "copy from=$source:$source_sector+$REGION to=$dest:$dest_sector" >&3 ||
-				echo "write refused for job '$id': $(grep -E '^(error|rejected):' "$jobs/$id/status" | tr '\n' ' ')" >&2
+				echo "job $id: the write was refused: $(<"$jobs/$id/status")" >&2
 			exec 3>&-
 		fi
-		state=$(timeout 30 cat "$jobs/$id/wait" 2>&1 | sed -n 's/^state: //p')
-		echo "$id ${state:-none} $source $source_sector $dest $dest_sector"
+		# The first line of wait, "state: ...", once the job has ended.
+		read -r line <"$jobs/$id/wait"
+		echo "$id ${line#state: } $source $source_sector $dest $dest_sector"
 	done
+}
+
+# wait_all SECONDS PID...: wait for the PIDs; any still running after
+# SECONDS is killed.  Returns the number of PIDs that did not exit 0.
+wait_all() {
+	local seconds=$1 pid bad=0 deadline
+	shift
+	deadline=$((SECONDS + seconds))
+	for pid in "$@"; do
+		while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+			sleep 0.1
+		done
+		kill -0 "$pid" 2>/dev/null && kill "$pid"
+		wait "$pid" || bad=$((bad + 1))
+	done
+	return "$bad"
 }
 
 started=${EPOCHREALTIME/./}
@@ -128,7 +142,8 @@ done
 
 refused=
 for index in $(seq 0 $((LATE_JOBS - 1))); do
-	echo "copy from=${sources[index % 2]}:$((index * REGION))+$REGION to=$work/late.img:$((index * REGION))" \
+	region=$((WORKERS * JOBS_PER_WORKER + index))
+	echo "copy from=${sources[index % 2]}:$((index * REGION))+$REGION to=${dests[region % 3]}:$((region * REGION))" \
 		>"$jobs/late$index/ctl" 2>>"$work/late.err" || refused="$refused late$index"
 done
 check="the 50 idle jobs start while the workers run"
@@ -137,23 +152,26 @@ check="the 50 idle jobs start while the workers run"
 # --- everything finishes ---------------------------------------------------------------------
 
 check="the four worker shells finish (200 jobs)"
-workers_failed=
-for pid in "${worker_pids[@]}"; do
-	wait "$pid" || workers_failed="$workers_failed $pid"
-done
-[ -z "$workers_failed" ] && pass "$check" || fail "$check" "exit 0 from every worker" "failed:$workers_failed"
+wait_all 40 "${worker_pids[@]}"
+workers_failed=$?
+[ "$workers_failed" = 0 ] && pass "$check" ||
+	fail "$check" "every worker exits 0 within 40 s" "$workers_failed did not; $(cat "$work"/worker*.err | head -3 | tr '\n' '|')"
 
 check="the 50 blocked readers get their answers"
-readers_failed=
-for index in $(seq 0 $((LATE_JOBS - 1))); do
-	wait "${late_pids[index]}" || readers_failed="$readers_failed late$index"
-done
-[ -z "$readers_failed" ] && pass "$check" || fail "$check" "cat wait exits 0 for every late job" "failed:$readers_failed"
+wait_all 10 "${late_pids[@]}"
+readers_failed=$?
+[ "$readers_failed" = 0 ] && pass "$check" || fail "$check" "cat wait exits 0 for every late job" "$readers_failed did not"
 took_ms=$(((${EPOCHREALTIME/./} - started) / 1000))
 echo "      (250 jobs took ${took_ms} ms)"
 
+# Two more rounds with all 250 jobs there, then stop the lister.
+read -r rounds_then _ <"$work/lister.out"
+deadline=$((SECONDS + 10))
+while read -r rounds _ <"$work/lister.out" && [ "$rounds" -lt $((rounds_then + 2)) ] && [ "$SECONDS" -lt "$deadline" ]; do
+	sleep 0.1
+done
 rm -f "$work/lister.run"
-wait "$lister_pid"
+wait_all 10 "$lister_pid"
 
 check="every worker's job ended done, as cat wait said"
 bad=$(cat "$work"/worker*.out | awk '$2 != "done"' | head -5 | tr '\n' '|')
@@ -164,7 +182,7 @@ count=$(cat "$work"/worker*.out | wc -l)
 check="every late reader's cat wait said done"
 bad=
 for index in $(seq 0 $((LATE_JOBS - 1))); do
-	[ "$(sed -n 's/^state: //p' "$work/late$index.out")" = done ] || bad="$bad late$index($(head -1 "$work/late$index.out"))"
+	[ "$(sed -n 's/^state: //p' "$work/late$index.out")" = "done" ] || bad="$bad late$index($(head -1 "$work/late$index.out"))"
 done
 [ -z "$bad" ] && pass "$check" || fail "$check" "state: done from each" "$bad"
 
@@ -174,7 +192,7 @@ bad=
 for dir in "$jobs"/*/; do
 	total=$((total + 1))
 	state=$(cat "$dir/state")
-	[ "$state" = done ] || bad="$bad $(basename "$dir"):$state"
+	[ "$state" = "done" ] || bad="$bad $(basename "$dir"):$state"
 done
 expected_jobs=$((WORKERS * JOBS_PER_WORKER + LATE_JOBS))
 [ -z "$bad" ] && [ "$total" = "$expected_jobs" ] && pass "$check" ||
@@ -192,10 +210,18 @@ while read -r id state source source_sector dest dest_sector; do
 		bad="$bad job$id"
 done < <(cat "$work"/worker*.out)
 for index in $(seq 0 $((LATE_JOBS - 1))); do
-	offset=$((index * REGION * 512))
-	cmp -s -n $((REGION * 512)) -i "$offset:$offset" "${sources[index % 2]}" "$work/late.img" || bad="$bad late$index"
+	region=$((WORKERS * JOBS_PER_WORKER + index))
+	cmp -s -n $((REGION * 512)) -i "$((index * REGION * 512)):$((region * REGION * 512))" "${sources[index % 2]}" \
+		"${dests[region % 3]}" || bad="$bad late$index"
 done
 [ -z "$bad" ] && pass "$check" || fail "$check" "all $expected_jobs regions equal to their sources" "differ:$bad"
+
+check="once all jobs ended, nothing holds the destination loop devices (mkfs.ext4 opens them exclusively)"
+bad=
+for dest in "$dest_loop0" "$dest_loop1"; do
+	mkfs.ext4 -q -F "$dest" >"$work/mkfs.out" 2>&1 || bad="$bad $dest: $(tr '\n' ' ' <"$work/mkfs.out")"
+done
+[ -z "$bad" ] && pass "$check" || fail "$check" "mkfs.ext4 succeeds on both" "$bad"
 
 check="the lister ran throughout, without errors, under a second a round"
 read -r rounds slowest errors <"$work/lister.out"

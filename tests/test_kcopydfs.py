@@ -78,6 +78,7 @@ class Environment:
         self.loops = []
         self.slow_path = None
         self.slow_sectors = 0
+        self.log = None
 
     def run(self, *command):
         return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -158,6 +159,8 @@ class Environment:
             except subprocess.TimeoutExpired:
                 self.nbd.kill()
                 self.nbd.wait()
+        if self.log:
+            self.log.close()
         if self.mounted_work:
             for _ in range(10):
                 if self.run("umount", self.work).returncode == 0:
@@ -501,6 +504,69 @@ def check_snapshot_slices():
         os.close(fd)
 
 
+def check_wait_at_offset():
+    # A reader that seeks first (dd skip=N) waits too: a read of wait at an
+    # offset other than 0, before any read at 0, blocks (or gives EAGAIN)
+    # until the job ends, and then reads the final status from there.
+    os.mkdir(job("offset-wait"))
+    fd = os.open(job("offset-wait", "wait"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        expect_errno("O_NONBLOCK pread of wait at offset 5 on an idle job", errno.EAGAIN, os.pread, fd, 4096, 5)
+    finally:
+        os.close(fd)
+    write_ctl("offset-wait", "copy from=%s:0+12M to=%s\n" % (env.slow_path, env.path("slow-dest.img")))
+    fd = os.open(job("offset-wait", "wait"), os.O_RDONLY)
+    try:
+        piece = os.pread(fd, 4096, 5).decode()
+        expect(piece.startswith(": done\n"), "a blocking pread of wait at offset 5 waits for the end",
+               "': done\\n...' (state: done from byte 5)", piece[:20])
+    finally:
+        os.close(fd)
+        write_ctl("offset-wait", "cancel")
+
+
+def check_long_canonical():
+    # Known bug (reported): a valid description of at most 4096 bytes can
+    # render to more than 8 KiB (backslashes in paths are doubled, byte
+    # suffixes become sector numbers, counts are added); kcopydfs refuses it
+    # with ENOSPC ("description too long to render"), and ctl's 8 KiB
+    # snapshot would cut it.  33 regions of one sparse file reached through
+    # a symlink /tmp/\\\...; the job is cancelled at once if it starts.
+    huge = env.path("huge.img")
+    with open(huge, "wb") as data:
+        data.truncate(40 << 40)
+    tebi = 1 << 31  # sectors in 1 TiB
+    for backslashes in range(255, 0, -1):
+        link = "/tmp/" + "\\" * backslashes
+        line = "copy from=%s:33T+1T" % link + "".join(" to=%s:%dT" % (link, index) for index in range(1, 33))
+        if len(line) <= 4096:
+            break
+    quoted = '"' + link.replace("\\", "\\\\") + '"'
+    canonical = ("copy from=%s:%d+%d" % (quoted, 33 * tebi, tebi) +
+                 "".join(" to=%s:%d+%d" % (quoted, index * tebi, tebi) for index in range(1, 33)) + "\n")
+    try:
+        os.symlink(huge, link)
+    except FileExistsError:
+        raise Failure("a symlink %s...\n      expected: free to make\n      got:      it exists" % link[:12])
+    try:
+        os.mkdir(job("long-canonical"))
+        try:
+            written = write_ctl("long-canonical", line + "\n")
+        except OSError as error:
+            status = status_dict(read_all(job("long-canonical", "status")))
+            raise Failure("a %d-byte description whose canonical form is %d bytes\n      expected: accepted\n"
+                          "      got:      %s; error: %s" % (len(line), len(canonical), error, status["error"]))
+        write_ctl("long-canonical", "cancel")
+        expect(written == len(line) + 1, "os.write length", len(line) + 1, written)
+        got = read_all(job("long-canonical", "ctl"))
+        expect(got == canonical, "ctl reads back all %d bytes of the canonical description" % len(canonical),
+               "%d bytes ending %r" % (len(canonical), canonical[-30:]), "%d bytes ending %r" % (len(got), got[-30:]))
+        wait_final("long-canonical", 10000)
+    finally:
+        os.unlink(link)
+        os.unlink(huge)
+
+
 CHECKS = [
     ("submit with mkdir and a write to ctl", check_mkdir_ctl),
     ("submit through clone (read the number, write, close)", check_clone),
@@ -512,6 +578,8 @@ CHECKS = [
     ("poll(state) and poll(status) give POLLIN on changes", check_state_poll),
     ("cancel a slow job: cancelled, progress kept", check_cancel_keeps_progress),
     ("reads at odd offsets and sizes are slices of one snapshot", check_snapshot_slices),
+    ("wait read first at an offset other than 0 also waits", check_wait_at_offset),
+    ("a valid description whose canonical form passes 8 KiB (known bug)", check_long_canonical),
 ]
 
 
