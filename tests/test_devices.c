@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -941,3 +942,51 @@ Test(devices, stats_add_up)
 }
 
 TU_MAIN_REQUIRES(tu_loop_rig_missing() == NULL, tu_loop_rig_missing())
+
+/*
+ * A filesystem without direct I/O (ramfs refuses O_DIRECT): the file is
+ * used buffered, regions need only whole sectors, and copies are correct.
+ */
+Test(devices, buffered_fallback_on_a_filesystem_without_direct_io)
+{
+	const uint64_t count = MiB >> KCOPYD_SECTOR_SHIFT;
+	char dir[] = "/tmp/kcopyd-ramfs.XXXXXX", path[64];
+	unsigned char *expected = malloc(MiB), *got = malloc(MiB);
+	struct kcopyd_dev *dev = NULL;
+	struct kcopyd_result res;
+	struct io_region from = { .bdev = fx.src, .sector = 8, .count = count }, to;
+	int fd, r;
+
+	cr_assert(expected && got);
+	cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+	r = mount("ramfs", dir, "ramfs", 0, NULL);
+	cr_assert_eq(r, 0, "mount ramfs on %s: %s", dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/file", dir);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0 && ftruncate(fd, (off_t)(2 * MiB)) == 0, "create %s: %s", path, strerror(errno));
+	close(fd);
+
+	r = kcopyd_dev_open(path, O_RDWR, &dev);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(file on ramfs): %d (%s)", r, strerror(-r));
+	cr_expect_eq(kcopyd_dev_is_direct(dev), 0, "file on ramfs: is_direct %d, expected 0 (buffered)",
+		     kcopyd_dev_is_direct(dev));
+	cr_expect_eq(kcopyd_dev_block_size(dev), 512, "file on ramfs: block size %u, expected 512",
+		     kcopyd_dev_block_size(dev));
+	/* Sector 1: an offset O_DIRECT on a 4 KiB device could not take, fine buffered. */
+	to = (struct io_region){ .bdev = dev, .sector = 1, .count = count };
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "copy to a buffered file: %d", r);
+	expect_clean_result("buffered destination", &res, count);
+	kcopyd_dev_close(dev);
+
+	r = tu_read(fx.src_loop, from.sector << KCOPYD_SECTOR_SHIFT, expected, MiB);
+	cr_assert_eq(r, 0, "read the source: %d", r);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0 && pread(fd, got, MiB, 512) == (ssize_t)MiB, "read back %s: %s", path, strerror(errno));
+	close(fd);
+	cr_expect(memcmp(expected, got, MiB) == 0, "the buffered copy differs from the source");
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+	free(expected);
+	free(got);
+}
