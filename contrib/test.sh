@@ -36,7 +36,8 @@ if ! make -j"$(nproc)" "$target"; then
 	# Show why: the logs of every test that did not pass.
 	for log in tests/*.log; do
 		[ -f "$log" ] || continue
-		grep -qE '^(FAIL|ERROR|XPASS)' "${log%.log}.trs" 2>/dev/null && { echo "=== $log"; tail -n 60 "$log"; }
+		grep -qE '^:test-result: (FAIL|ERROR|XPASS)' "${log%.log}.trs" 2>/dev/null &&
+			{ echo "=== $log"; tail -n 60 "$log"; }
 	done
 	exit 1
 fi

@@ -31,7 +31,11 @@ JOBS_PER_WORKER=50
 LATE_JOBS=50
 REGION=128				# sectors a job copies (64 KiB)
 SOURCE_SECTORS=8192			# 4 MiB sources
-ROUND_LIMIT_US=1000000			# a listing round may take this long
+# A listing round that takes longer than this means the daemon stalled (a
+# wait holding a worker, a lock held across I/O).  Not a speed target: those
+# live in contrib/bench.  Generous, because make check runs other suites at
+# once on a small machine; the slowest round is printed either way.
+ROUND_LIMIT_US=5000000
 
 start_daemon || {
 	fail "kcopydfs mounts" "a kcopydfs mount at $daemon_mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"
@@ -223,7 +227,7 @@ for dest in "$dest_loop0" "$dest_loop1"; do
 done
 [ -z "$bad" ] && pass "$check" || fail "$check" "mkfs.ext4 succeeds on both" "$bad"
 
-check="the lister ran throughout, without errors, under a second a round"
+check="the lister ran throughout, without errors, never stalled (${ROUND_LIMIT_US} us a round at most)"
 read -r rounds slowest errors <"$work/lister.out"
 if [ "$rounds" -lt 2 ] || [ "$errors" != 0 ] || [ "$slowest" -gt "$ROUND_LIMIT_US" ]; then
 	fail "$check" "2+ rounds, 0 errors, slowest <= ${ROUND_LIMIT_US} us" \
