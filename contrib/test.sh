@@ -32,6 +32,27 @@ mkdir -p "$build"
 cd "$build"
 [ -f Makefile ] || ../configure "${configure_args[@]}"
 make -j"$(nproc)"
+
+# Sanitizer reports go to files, so that one from a daemon (whose stderr is
+# /dev/null) or from a Criterion child (whose exit code is not the test's)
+# still fails the run.
+reports=$PWD/sanitizer-reports
+rm -rf "$reports"
+mkdir -p "$reports"
+export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=1"
+export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
+export TSAN_OPTIONS="log_path=$reports/tsan"
+sanitizer_reports() {
+	local found=1 report
+	for report in "$reports"/*; do
+		[ -f "$report" ] || continue
+		echo "=== sanitizer report $report"
+		head -n 80 "$report"
+		found=0
+	done
+	return $found
+}
+
 if ! make -j"$(nproc)" "$target"; then
 	# Show why: the logs of every test that did not pass.
 	for log in tests/*.log; do
@@ -39,5 +60,10 @@ if ! make -j"$(nproc)" "$target"; then
 		grep -qE '^:test-result: (FAIL|ERROR|XPASS)' "${log%.log}.trs" 2>/dev/null &&
 			{ echo "=== $log"; tail -n 60 "$log"; }
 	done
+	sanitizer_reports || true
+	exit 1
+fi
+if sanitizer_reports; then
+	echo "test.sh: the tests passed, but a sanitizer reported the problems above" >&2
 	exit 1
 fi

@@ -72,6 +72,7 @@ struct open_file {
 	uint64_t seen_generation;	/* of the job, when last read or opened */
 	struct fuse_pollhandle *ph;	/* a poll waiting for a change */
 	struct open_file *poll_prev, *poll_next;	/* fs->pollers while ph is set */
+	struct open_file *open_prev, *open_next;	/* fs->open_files, until released */
 };
 
 /* A read of `wait` parked until its job ends. */
@@ -99,6 +100,7 @@ struct kfs_fs {
 	struct waiter *waiters;
 	uint64_t next_cookie;
 	struct open_file *pollers;
+	struct open_file *open_files;	/* freed at the end if never released */
 };
 
 static enum node_kind decode_ino(fuse_ino_t ino, uint64_t *job_id)
@@ -384,6 +386,27 @@ static void kfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* Files                                                               */
 /* ------------------------------------------------------------------ */
 
+/* Under fs->lock. */
+static void open_file_link(struct kfs_fs *fs, struct open_file *of)
+{
+	of->open_prev = NULL;
+	of->open_next = fs->open_files;
+	if (fs->open_files)
+		fs->open_files->open_prev = of;
+	fs->open_files = of;
+}
+
+/* Under fs->lock. */
+static void open_file_unlink(struct kfs_fs *fs, struct open_file *of)
+{
+	if (of->open_prev)
+		of->open_prev->open_next = of->open_next;
+	else
+		fs->open_files = of->open_next;
+	if (of->open_next)
+		of->open_next->open_prev = of->open_prev;
+}
+
 static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kfs_fs *fs = fs_of(req);
@@ -423,10 +446,16 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)of;
 	fi->direct_io = 1;
+	pthread_mutex_lock(&fs->lock);
+	open_file_link(fs, of);
+	pthread_mutex_unlock(&fs->lock);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener is gone (interrupted): nobody will ever release this. */
 		if (kind == NODE_CLONE)
 			kfs_job_remove_if_idle(fs->svc, of->job_id);
+		pthread_mutex_lock(&fs->lock);
+		open_file_unlink(fs, of);
+		pthread_mutex_unlock(&fs->lock);
 		free(of);
 	}
 	return;
@@ -686,6 +715,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 	pthread_mutex_lock(&fs->lock);
 	poller_drop(fs, of);
+	open_file_unlink(fs, of);
 	pthread_mutex_unlock(&fs->lock);
 	/* A clone descriptor closed without a description takes its job with it. */
 	if (of->kind == NODE_CLONE)
@@ -817,6 +847,13 @@ void kfs_fs_destroy(struct kfs_fs *fs)
 	}
 	while (fs->pollers)
 		poller_drop(fs, fs->pollers);
+	/* Files still open when the session ended: their release never comes. */
+	while (fs->open_files) {
+		struct open_file *of = fs->open_files;
+
+		open_file_unlink(fs, of);
+		free(of);
+	}
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }
