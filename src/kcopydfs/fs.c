@@ -545,6 +545,8 @@ static void read_wait(fuse_req_t req, struct kfs_fs *fs, struct open_file *of, s
 {
 	struct kfs_job_view view;
 	struct waiter *waiter;
+	char text[SNAPSHOT_MAX];
+	size_t text_len = 0;
 	int r;
 
 	if (flags & O_NONBLOCK) {
@@ -575,8 +577,11 @@ static void read_wait(fuse_req_t req, struct kfs_fs *fs, struct open_file *of, s
 		return;
 	}
 	/* It ended (or went, or the reader gave up) while we were setting up. */
-	if (r == 0 && kfs_state_final(view.state))
+	if (r == 0 && kfs_state_final(view.state)) {
 		r = read_snapshot(fs, of, 0);
+		text_len = of->snapshot_len;
+		memcpy(text, of->snapshot, text_len);
+	}
 	pthread_mutex_unlock(&fs->lock);
 	free(waiter);
 	if (r < 0)
@@ -584,7 +589,7 @@ static void read_wait(fuse_req_t req, struct kfs_fs *fs, struct open_file *of, s
 	else if (fuse_req_interrupted(req) && !kfs_state_final(view.state))
 		fuse_reply_err(req, EINTR);
 	else
-		reply_slice(req, of->snapshot, of->snapshot_len, size, offset);
+		reply_slice(req, text, text_len, size, offset);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi)
