@@ -7,7 +7,8 @@
 # on plain files, checked with cmp; offsets and byte suffixes; the canonical
 # description read back from ctl; every errno a write, a mkdir or a rmdir
 # can get, each made the way a user would make it, with the job's error
-# line checked and nothing else changed; permissions as nobody.
+# line checked and nothing else changed; permissions as nobody; a second
+# daemon with --max-jobs 1 and a slow job; a third with -s (one thread).
 #
 # Run by `make check` (which exports KCOPYDFS), or by hand:
 #   sudo KCOPYDFS=./kcopydfs tests/test-kcopydfs.sh
@@ -217,6 +218,7 @@ id=
 exec 3<>"$mnt/clone"
 read -r id <&3
 { echo "copy from=$work/src.img:0+1M to=$work/f2.img:1M" >&3; } 2>"$work/write.err"
+# shellcheck disable=SC2320 # the status of that echo is the one wanted
 write_status=$?
 exec 3>&-
 if ! [[ $id =~ ^[0-9]+$ ]]; then
@@ -425,6 +427,47 @@ expect_reject "EDEADLK: a source on the kcopydfs mount" bad EDEADLK \
 	"from=$(re_quote "$mnt/version"): is on the kcopydfs mount itself" "copy from=$mnt/version to=$work/f1.img"
 expect_reject "EDEADLK: a destination on the kcopydfs mount" bad EDEADLK \
 	"to=$(re_quote "$jobs/bad/ctl"): is on the kcopydfs mount itself" "copy from=$work/src.img:0+8 to=$jobs/bad/ctl"
+
+ln -s "$mnt" "$work/into-mount"
+expect_reject "EDEADLK: a region reached through a symlink into the mount" bad EDEADLK \
+	"from=$(re_quote "$work/into-mount/version"): is on the kcopydfs mount itself" \
+	"copy from=$work/into-mount/version to=$work/f1.img"
+
+# Known bug (reported to the lead): with -s (one thread) the daemon's own
+# open of such a path waits for an answer only that thread could give: the
+# daemon hangs for good, the writer with it, and SIGTERM cannot end it.
+check="kcopydfs -s: a region through a symlink into the mount is refused (EDEADLK), not a hang"
+if start_daemon -s; then
+	single_mnt=$daemon_mount
+	single_pid=$daemon_pid
+	ln -s "$single_mnt" "$work/into-single"
+	mkdir "$single_mnt/jobs/loop"
+	# The writer cannot be killed while the daemon hangs (not even by
+	# SIGKILL): watch it from here, and end the daemon if it is stuck.
+	bash -c 'echo "$1" >"$2"' _ "copy from=$work/into-single/version to=$work/f1.img" \
+		"$single_mnt/jobs/loop/ctl" 2>"$work/write.err" &
+	writer=$!
+	for _ in $(seq 50); do
+		kill -0 "$writer" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$writer" 2>/dev/null; then
+		fail "$check" "echo refused with $(errno_text EDEADLK) at once" "echo still blocked after 5 s; the daemon hangs"
+		kill -KILL "$single_pid"
+		wait "$single_pid" "$writer" 2>/dev/null
+		fusermount3 -u -z "$single_mnt"
+	else
+		wait "$writer"
+		write_status=$?
+		if grep -q "$(errno_text EDEADLK)" "$work/write.err"; then
+			pass "$check"
+		else
+			fail "$check" "echo: write error: $(errno_text EDEADLK)" "status $write_status: $(cat "$work/write.err")"
+		fi
+	fi
+else
+	fail "$check" "kcopydfs -s to mount" "$(tail -2 "$work/kcopydfs.log" | tr '\n' '|')"
+fi
 
 mkfs.ext4 -q -F "$LFS" >/dev/null 2>&1 && mkdir "$work/fs-mount" && mount "$LFS" "$work/fs-mount"
 if is_mounted "$work/fs-mount"; then

@@ -526,12 +526,11 @@ def check_wait_at_offset():
 
 
 def check_long_canonical():
-    # Known bug (reported): a valid description of at most 4096 bytes can
-    # render to more than 8 KiB (backslashes in paths are doubled, byte
-    # suffixes become sector numbers, counts are added); kcopydfs refuses it
-    # with ENOSPC ("description too long to render"), and ctl's 8 KiB
-    # snapshot would cut it.  33 regions of one sparse file reached through
-    # a symlink /tmp/\\\...; the job is cancelled at once if it starts.
+    # A valid description of at most 4096 bytes can render to more than
+    # 8 KiB (backslashes in paths are doubled, byte suffixes become sector
+    # numbers, counts are added): it must be accepted and ctl must give it
+    # back whole.  33 regions of one sparse file reached through a symlink
+    # /tmp/\\\...; the job is cancelled at once.
     huge = env.path("huge.img")
     with open(huge, "wb") as data:
         data.truncate(40 << 40)
@@ -579,7 +578,7 @@ CHECKS = [
     ("cancel a slow job: cancelled, progress kept", check_cancel_keeps_progress),
     ("reads at odd offsets and sizes are slices of one snapshot", check_snapshot_slices),
     ("wait read first at an offset other than 0 also waits", check_wait_at_offset),
-    ("a valid description whose canonical form passes 8 KiB (known bug)", check_long_canonical),
+    ("a valid description whose canonical form passes 8 KiB", check_long_canonical),
 ]
 
 

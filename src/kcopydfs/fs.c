@@ -101,6 +101,24 @@ struct kfs_fs {
 	uint64_t next_cookie;
 	struct open_file *pollers;
 	struct open_file *open_files;	/* freed at the end if never released */
+
+	/*
+	 * With one FUSE thread (-s), a write to ctl is handled on a thread of
+	 * its own, so that opening a region that leads back into the mount
+	 * (a symlink) is answered by the loop instead of waiting on itself.
+	 */
+	bool offload_ctl;
+	unsigned int ctl_threads;	/* running; under ->lock */
+	pthread_cond_t ctl_threads_done;
+};
+
+struct ctl_write {
+	struct kfs_fs *fs;
+	fuse_req_t req;
+	uint64_t job_id;
+	struct kfs_cred cred;
+	size_t size;
+	char text[];
 };
 
 static enum node_kind decode_ino(fuse_ino_t ino, uint64_t *job_id)
@@ -630,6 +648,61 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 		reply_slice(req, text, text_len, size, offset);
 }
 
+static void *ctl_write_thread(void *arg)
+{
+	struct ctl_write *write = arg;
+	struct kfs_fs *fs = write->fs;
+	int r = kfs_job_ctl(fs->svc, write->job_id, write->text, write->size, &write->cred);
+
+	if (r < 0)
+		fuse_reply_err(write->req, -r);
+	else
+		fuse_reply_write(write->req, write->size);
+	free(write);
+	pthread_mutex_lock(&fs->lock);
+	if (--fs->ctl_threads == 0)
+		pthread_cond_broadcast(&fs->ctl_threads_done);
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+/* Hand a ctl write to a thread of its own.  Return: 0 if it will reply, or -errno (then reply here). */
+static int ctl_write_offload(struct kfs_fs *fs, fuse_req_t req, uint64_t job_id, const struct kfs_cred *cred,
+			     const char *buf, size_t size)
+{
+	struct ctl_write *write = malloc(sizeof(*write) + size);
+	pthread_attr_t attr;
+	pthread_t thread;
+	int r;
+
+	if (!write)
+		return -ENOMEM;
+	*write = (struct ctl_write){ .fs = fs, .req = req, .job_id = job_id, .cred = *cred, .size = size };
+	memcpy(write->text, buf, size);
+	pthread_mutex_lock(&fs->lock);
+	fs->ctl_threads++;
+	pthread_mutex_unlock(&fs->lock);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	r = -pthread_create(&thread, &attr, ctl_write_thread, write);
+	pthread_attr_destroy(&attr);
+	if (r < 0) {
+		free(write);
+		pthread_mutex_lock(&fs->lock);
+		fs->ctl_threads--;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return r;
+}
+
+void kfs_fs_drain(struct kfs_fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->ctl_threads > 0)
+		pthread_cond_wait(&fs->ctl_threads_done, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t offset,
 		      struct fuse_file_info *fi)
 {
@@ -645,6 +718,8 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	}
 	r = fuse_req_getgroups(req, KFS_MAX_GROUPS, cred.groups);
 	cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
+	if (fs->offload_ctl && ctl_write_offload(fs, req, of->job_id, &cred, buf, size) == 0)
+		return;
 	/* Each write is one command, wherever it lands: offsets are ignored, as sysfs does. */
 	r = kfs_job_ctl(fs->svc, of->job_id, buf, size, &cred);
 	if (r < 0)
@@ -820,12 +895,14 @@ void kfs_fs_on_change(uint64_t job_id, void *context)
 /* Life                                                                */
 /* ------------------------------------------------------------------ */
 
-int kfs_fs_create(struct kfs_fs **result)
+int kfs_fs_create(bool single_threaded, struct kfs_fs **result)
 {
 	struct kfs_fs *fs = calloc(1, sizeof(*fs));
 
 	if (!fs)
 		return -ENOMEM;
+	fs->offload_ctl = single_threaded;
+	pthread_cond_init(&fs->ctl_threads_done, NULL);
 	fs->owner_uid = getuid();
 	fs->owner_gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs->started);
@@ -859,6 +936,7 @@ void kfs_fs_destroy(struct kfs_fs *fs)
 		open_file_unlink(fs, of);
 		free(of);
 	}
+	pthread_cond_destroy(&fs->ctl_threads_done);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

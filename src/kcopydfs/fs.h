@@ -6,12 +6,21 @@
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
+#include <stdbool.h>
+
 #include "kcopydfs/jobs.h"
 
 struct kfs_fs;
 
-/* kfs_fs_create() - the front end's state; attach the service with kfs_fs_attach(). */
-int kfs_fs_create(struct kfs_fs **result);
+/*
+ * kfs_fs_create() - the front end's state; attach the service with
+ * kfs_fs_attach().  @single_threaded: the loop runs one thread (-s), so
+ * writes to ctl get threads of their own.  Return: 0 or -ENOMEM.
+ */
+int kfs_fs_create(bool single_threaded, struct kfs_fs **result);
+
+/* kfs_fs_drain() - wait for writes to ctl still being handled; call before destroying the service. */
+void kfs_fs_drain(struct kfs_fs *fs);
 
 /* The low-level operations, with a struct kfs_fs as userdata. */
 extern const struct fuse_lowlevel_ops kfs_fs_ops;

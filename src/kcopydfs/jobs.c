@@ -51,7 +51,6 @@ struct kfs_job {
 	dev_t claimed[KCOPYD_MAX_REGIONS];	/* destination block devices it holds a claim on */
 	unsigned int claimed_count;
 	char *paths[KCOPYD_MAX_REGIONS + 1];
-	unsigned int num_dests;
 	uint64_t sectors_total;
 	struct kcopyd_result result;	/* once final */
 	struct kfs_service *svc;
@@ -694,12 +693,14 @@ static uint64_t rest_of_device(const struct kcopyd_dev *dev, uint64_t sector)
 
 /*
  * Open every region of @spec as @cred, settle the counts, check the job as
- * the engine will, and render its canonical description.  On success the
- * devices and paths belong to @job.
+ * the engine will, and render its canonical description into *@canonical
+ * (malloc'd).  Runs without svc->lock: it only touches what no other thread
+ * reads while the job is starting (its devices, claims and paths); what
+ * others read is set by the caller under the lock.
  */
 static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobspec *spec,
-		       const struct kfs_cred *cred, struct io_region *from, struct io_region *dests, char *why,
-		       size_t why_len)
+		       const struct kfs_cred *cred, struct io_region *from, struct io_region *dests,
+		       char **canonical, char *why, size_t why_len)
 {
 	char description[JOBSPEC_MAX_CANONICAL];
 	unsigned int index;
@@ -737,9 +738,6 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 		set_text(why, why_len, "description too long to render");
 		return r;
 	}
-	job->description = strdup(description);
-	if (!job->description)
-		return -ENOMEM;
 	for (index = 0; index <= spec->num_dests; index++) {
 		const char *path = index == 0 ? (spec->op == JOBSPEC_COPY ? spec->from.path : NULL)
 					      : spec->dests[index - 1].path;
@@ -747,9 +745,8 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 		if (path && !(job->paths[index] = strdup(path)))
 			return -ENOMEM;
 	}
-	job->num_dests = spec->num_dests;
-	job->sectors_total = dests[0].count;
-	return 0;
+	*canonical = strdup(description);
+	return *canonical ? 0 : -ENOMEM;
 }
 
 static void on_start(void *context)
@@ -886,9 +883,9 @@ static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, ch
 int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len, const struct kfs_cred *cred)
 {
 	struct io_region from = { 0 }, dests[KCOPYD_MAX_REGIONS];
+	char why[KFS_ERROR_MAX], *canonical = NULL;
 	struct jobspec spec;
 	struct kfs_job *job;
-	char why[KFS_ERROR_MAX];
 	bool is_copy;
 	int r;
 
@@ -923,7 +920,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 
 	/* The job cannot be removed while starting, so it is safe to use unlocked. */
 	is_copy = spec.op == JOBSPEC_COPY;
-	r = prepare_job(svc, job, &spec, cred, &from, dests, why, sizeof(why));
+	r = prepare_job(svc, job, &spec, cred, &from, dests, &canonical, why, sizeof(why));
 
 	/* Submit under the lock, so on_start and on_done find the job queued with its handle. */
 	pthread_mutex_lock(&svc->lock);
@@ -941,6 +938,8 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	job->starting = false;
 	if (r == 0) {
 		job->state = KFS_QUEUED;
+		job->description = canonical;
+		job->sectors_total = dests[0].count;
 		clock_gettime(CLOCK_MONOTONIC, &job->queued);
 		job->rejected[0] = '\0';
 		strcpy(job->error, "none");
@@ -952,8 +951,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 
 		svc->jobs_active--;
 		job_close_regions(job);
-		free(job->description);
-		job->description = NULL;
+		free(canonical);
 		for (index = 0; index <= KCOPYD_MAX_REGIONS; index++) {
 			free(job->paths[index]);
 			job->paths[index] = NULL;

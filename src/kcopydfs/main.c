@@ -191,7 +191,7 @@ int main(int argc, char *argv[])
 	fuse_opt_add_arg(&args, "-ofsname=kcopydfs");
 	fuse_opt_add_arg(&args, "-osubtype=kcopydfs");
 
-	r = kfs_fs_create(&fs);
+	r = kfs_fs_create(cmdline.singlethread, &fs);
 	if (r < 0)
 		goto out_free_args;
 	daemon.se = fuse_session_new(&args, &kfs_fs_ops, sizeof(kfs_fs_ops), fs);
@@ -238,6 +238,7 @@ int main(int argc, char *argv[])
 	pthread_mutex_lock(&daemon.lock);
 	daemon.loop_over = true;
 	pthread_mutex_unlock(&daemon.lock);
+	kfs_fs_drain(fs);
 out_destroy_service:
 	/* Cancels what is left and waits for in-flight I/O; waiters get their answers. */
 	kfs_service_destroy(daemon.svc);
