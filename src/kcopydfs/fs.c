@@ -483,8 +483,13 @@ err_free:
 	fuse_reply_err(req, -r);
 }
 
-/* Render what a read at offset 0 of @of shows now. */
-static int render(struct kfs_fs *fs, struct open_file *of, char *buf, size_t len)
+/*
+ * Render what a read at offset 0 of @of shows now.  For a job's state,
+ * status and wait, *@generation is the job's generation it shows (else
+ * untouched).  Takes no fs->lock: reads of different files do not wait on
+ * each other.
+ */
+static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size_t len, uint64_t *generation)
 {
 	struct kfs_job_view view;
 	struct kfs_stats stats;
@@ -506,25 +511,46 @@ static int render(struct kfs_fs *fs, struct open_file *of, char *buf, size_t len
 		r = kfs_job_view(fs->svc, of->job_id, &view);
 		if (r < 0)
 			return r;
-		of->seen_generation = view.generation;
+		*generation = view.generation;
 		return of->kind == NODE_STATE ? kfs_render_state(&view, buf, len) : kfs_render_status(&view, buf, len);
 	default:
 		return -EINVAL;
 	}
 }
 
-/* Under fs->lock: a read at @offset answered from the snapshot, re-rendered at offset 0. */
-static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset)
+/*
+ * The text a read at @offset sees, into @text (SNAPSHOT_MAX bytes): a fresh
+ * rendering at offset 0 (or when there is no snapshot yet), kept as the
+ * snapshot that later offsets continue.  Renders without fs->lock.
+ */
+static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset, char *text, size_t *text_len)
 {
+	uint64_t generation = 0;
+	bool fresh;
 	int r;
 
-	if (offset == 0 || !of->has_snapshot) {
-		r = render(fs, of, of->snapshot, sizeof(of->snapshot));
-		if (r < 0)
-			return r;
-		of->snapshot_len = (size_t)r < sizeof(of->snapshot) ? (size_t)r : sizeof(of->snapshot) - 1;
-		of->has_snapshot = true;
+	pthread_mutex_lock(&fs->lock);
+	fresh = offset == 0 || !of->has_snapshot;
+	if (!fresh) {
+		*text_len = of->snapshot_len;
+		memcpy(text, of->snapshot, *text_len);
 	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!fresh)
+		return 0;
+
+	r = render(fs, of, text, SNAPSHOT_MAX, &generation);
+	if (r < 0)
+		return r;
+	*text_len = (size_t)r < SNAPSHOT_MAX ? (size_t)r : SNAPSHOT_MAX - 1;
+	pthread_mutex_lock(&fs->lock);
+	memcpy(of->snapshot, text, *text_len);
+	of->snapshot_len = *text_len;
+	of->has_snapshot = true;
+	/* Generations only grow: a slower concurrent read must not step back. */
+	if (generation > of->seen_generation)
+		of->seen_generation = generation;
+	pthread_mutex_unlock(&fs->lock);
 	return 0;
 }
 
@@ -595,13 +621,10 @@ static void read_wait(fuse_req_t req, struct kfs_fs *fs, struct open_file *of, s
 		return;
 	}
 	/* It ended (or went, or the reader gave up) while we were setting up. */
-	if (r == 0 && kfs_state_final(view.state)) {
-		r = read_snapshot(fs, of, 0);
-		text_len = of->snapshot_len;
-		memcpy(text, of->snapshot, text_len);
-	}
 	pthread_mutex_unlock(&fs->lock);
 	free(waiter);
+	if (r == 0 && kfs_state_final(view.state))
+		r = read_snapshot(fs, of, 0, text, &text_len);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (fuse_req_interrupted(req) && !kfs_state_final(view.state))
@@ -617,7 +640,7 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 	struct kfs_job_view view;
 	char text[SNAPSHOT_MAX];
 	bool continuing = false;
-	size_t text_len;
+	size_t text_len = 0;
 	int r;
 
 	/* A read of wait blocks until the end, unless it continues the final snapshot. */
@@ -637,11 +660,7 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 			return;
 		}
 	}
-	pthread_mutex_lock(&fs->lock);
-	r = read_snapshot(fs, of, offset);
-	text_len = of->snapshot_len;
-	memcpy(text, of->snapshot, text_len);
-	pthread_mutex_unlock(&fs->lock);
+	r = read_snapshot(fs, of, offset, text, &text_len);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else

@@ -460,10 +460,19 @@ int kfs_job_next(struct kfs_service *svc, uint64_t after, uint64_t *id)
 	int r = -ENOENT;
 
 	pthread_mutex_lock(&svc->lock);
-	/* Most listings start at 0 or continue near the end: walk from the nearer side. */
-	if (svc->last && svc->last->id > after) {
+	/*
+	 * A listing continues after the job it returned last: while that job
+	 * exists, its successor is one step away.  Otherwise (the start, or a
+	 * job removed meanwhile) walk back from the newest.
+	 */
+	job = after ? find_by_id(svc, after) : NULL;
+	if (job) {
+		job = job->list_next;
+	} else if (svc->last && svc->last->id > after) {
 		for (job = svc->last; job->list_prev && job->list_prev->id > after; job = job->list_prev)
 			;
+	}
+	if (job) {
 		*id = job->id;
 		r = 0;
 	}
@@ -817,6 +826,7 @@ static int job_cancel(struct kfs_service *svc, uint64_t id)
 {
 	struct kfs_job *job;
 	uint64_t generation;
+	bool changed;
 
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
@@ -831,9 +841,9 @@ static int job_cancel(struct kfs_service *svc, uint64_t id)
 		job->cancel_when_started = true;
 	else
 		job_cancel_locked(svc, job);
-	generation = job->generation != generation;
+	changed = job->generation != generation;
 	pthread_mutex_unlock(&svc->lock);
-	if (generation)
+	if (changed)
 		svc->on_change(id, svc->context);
 	return 0;
 }
