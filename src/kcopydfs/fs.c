@@ -44,6 +44,20 @@ enum node_kind {
 #define JOB_INO_STRIDE 8u
 #define SNAPSHOT_MAX (JOBSPEC_MAX_CANONICAL + 1)	/* the longest file: a canonical description */
 #define CONTROL_BLKSIZE 65536
+/*
+ * How long the kernel may keep what we told it.  No attribute ever changes
+ * in the life of a node (a job's owner, modes and times are fixed when it
+ * is made, sizes are 0), so attributes are kept long: with
+ * default_permissions every path walk would otherwise ask for the
+ * attributes of each directory and file it passes (a getattr each).  The
+ * top-level names never change either.  A job's entries are kept for no
+ * time: every walk through jobs/NAME looks the job up, so a job removed by
+ * any means is found gone without our having to invalidate anything, and a
+ * name made again gets its new inode.
+ */
+#define ATTR_TIMEOUT 3600.0
+#define TOP_ENTRY_TIMEOUT 3600.0
+#define JOB_ENTRY_TIMEOUT 0.0
 
 static const struct {
 	const char *name;
@@ -228,10 +242,8 @@ static void reply_entry(fuse_req_t req, enum node_kind kind, uint64_t job_id)
 	}
 	entry.ino = entry.attr.st_ino;
 	entry.generation = 1;
-	/* Jobs come and go: let the kernel ask again each time.  The top level never changes. */
-	entry.attr_timeout = entry.entry_timeout = is_job_node(kind) ? 0.0 : 60.0;
-	if (kind == NODE_ROOT || kind == NODE_JOBS)
-		entry.attr_timeout = 0.0;
+	entry.attr_timeout = ATTR_TIMEOUT;
+	entry.entry_timeout = is_job_node(kind) ? JOB_ENTRY_TIMEOUT : TOP_ENTRY_TIMEOUT;
 	fuse_reply_entry(req, &entry);
 }
 
@@ -270,7 +282,7 @@ static void kfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, 0.0);
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 /* Only a truncation to 0 is accepted, so that `echo ... > ctl` (O_TRUNC) works. */
@@ -291,7 +303,7 @@ static void kfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, 0.0);
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 /* ------------------------------------------------------------------ */

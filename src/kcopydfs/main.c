@@ -229,6 +229,10 @@ int main(int argc, char *argv[])
 		goto out_destroy_service;
 	pthread_detach(signal_tid);
 
+	/* -o clone_fd and -o max_idle_threads=N, when given, win over our defaults. */
+	loop_config.clone_fd = cmdline.clone_fd;
+	if (cmdline.max_idle_threads != UINT_MAX)
+		loop_config.max_idle_threads = cmdline.max_idle_threads;
 	if (cmdline.singlethread)
 		r = fuse_session_loop(daemon.se);
 	else
