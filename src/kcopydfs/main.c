@@ -13,11 +13,13 @@
  * by one thread with sigwait(); it stops the service (cancel every job),
  * then ends the FUSE loop.  The libfuse of Debian 12 does not wake its loop
  * on a signal, so that thread ends it itself: fuse_session_exit() and one
- * request (a stat of the mountpoint) that a worker answers and then leaves.
+ * request (a stat of the mountpoint, forced past the attributes the kernel
+ * keeps) that a worker answers and then leaves.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -103,10 +105,11 @@ static dev_t mount_dev_of(const char *mountpoint)
  */
 static void clean_dead_mount(const char *mountpoint)
 {
-	struct stat st;
+	struct statx stx;
 	pid_t pid;
 
-	if (stat(mountpoint, &st) == 0 || errno != ENOTCONN)
+	/* Forced: the kernel may still hold the root's attributes, and answer a plain stat from them. */
+	if (statx(AT_FDCWD, mountpoint, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) == 0 || errno != ENOTCONN)
 		return;
 	fprintf(stderr, "kcopydfs: %s: a dead mount is left from an earlier daemon; unmounting it\n", mountpoint);
 	if (umount2(mountpoint, MNT_DETACH) == 0)
@@ -123,7 +126,7 @@ static void clean_dead_mount(const char *mountpoint)
 static void *signal_thread(void *arg)
 {
 	struct daemon *daemon = arg;
-	struct stat st;
+	struct statx stx;
 	int sig;
 
 	while (sigwait(&daemon->signals, &sig) != 0)
@@ -142,8 +145,10 @@ static void *signal_thread(void *arg)
 	 * One request wakes a worker, which answers it and sees the session has
 	 * exited.  If some other request did that first, nobody answers this
 	 * one: it ends when main() closes the session, or with the process.
+	 * A plain stat would be answered by the kernel from the attributes we
+	 * let it keep, and wake nobody.
 	 */
-	(void)stat(daemon->mountpoint, &st);
+	(void)statx(AT_FDCWD, daemon->mountpoint, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx);
 	return NULL;
 }
 
