@@ -24,9 +24,30 @@
 #define DEFAULT_MAX_JOBS 4096u
 #define MAX_JOB_OBJECTS 65536u		/* jobs that exist in any state: a bound on the daemon's memory */
 
+/*
+ * What a job holds from the start of a description until it ends: its
+ * open regions, their claims and paths, and the engine's handle.  One
+ * allocation sized to the job's regions; freed when the job ends, so a
+ * finished job keeps none of it.
+ */
+struct kfs_run {
+	struct kfs_service *svc;
+	struct kfs_job *job;		/* whose run it is (the engine's context) */
+	struct kcopyd_job *handle;	/* set by kcopyd_submit() under svc->lock, until the job ends */
+	unsigned int region_count;	/* 1 + the number of destinations */
+	unsigned int claimed_count;
+	struct kcopyd_dev **devs;	/* [0]: source (NULL for zero), [1 + i]: dests */
+	char **paths;			/* the same order; taken from the parsed description */
+	dev_t *claimed;			/* destination block devices it holds a claim on */
+};
+
+/*
+ * A job.  Its memory is what it uses: the name and the texts are sized to
+ * fit, an error line is kept only for a job that failed, a refused write
+ * only while there is one, and the regions only while it runs (->run).
+ */
 struct kfs_job {
 	uint64_t id;
-	char name[KFS_NAME_MAX + 1];
 	uid_t uid;
 	gid_t gid;
 	struct kfs_job *next_by_name;	/* hash chain */
@@ -41,19 +62,20 @@ struct kfs_job {
 	struct timespec created;	/* CLOCK_REALTIME */
 	struct timespec queued;		/* CLOCK_MONOTONIC */
 	struct timespec ended;		/* CLOCK_MONOTONIC */
-	char error[KFS_ERROR_MAX];
-	char rejected[KFS_ERROR_MAX];
+	char *error;			/* once final: what failed, NULL for "none" (see job_error_text) */
+	char *rejected;			/* the last refused write to ctl, NULL for none */
 
 	/* Set when started. */
 	char *description;		/* canonical, with its newline */
-	struct kcopyd_job *handle;	/* until the job ends */
-	struct kcopyd_dev *devs[KCOPYD_MAX_REGIONS + 1];	/* [0]: source (NULL for zero), [1 + i]: dests */
-	dev_t claimed[KCOPYD_MAX_REGIONS];	/* destination block devices it holds a claim on */
-	unsigned int claimed_count;
-	char *paths[KCOPYD_MAX_REGIONS + 1];
+	struct kfs_run *run;		/* while starting, queued or running */
 	uint64_t sectors_total;
-	struct kcopyd_result result;	/* once final */
-	struct kfs_service *svc;
+
+	/* Once final: what the engine said. */
+	uint64_t sectors_done;
+	int read_err;
+	unsigned int write_err;
+
+	char name[];			/* NUL-terminated, sized to fit */
 };
 
 /*
@@ -280,28 +302,66 @@ static void claim_put(struct kfs_service *svc, dev_t rdev)
 	pthread_mutex_unlock(&svc->claims_lock);
 }
 
-static void job_close_regions(struct kfs_job *job)
+/* A run for a description of @num_dests destinations, every slot empty.  NULL without memory. */
+static struct kfs_run *run_alloc(struct kfs_service *svc, struct kfs_job *job, unsigned int num_dests)
+{
+	unsigned int region_count = num_dests + 1;
+	struct kfs_run *run;
+
+	run = calloc(1, sizeof(*run) + region_count * (sizeof(*run->devs) + sizeof(*run->paths)) +
+				num_dests * sizeof(*run->claimed));
+	if (!run)
+		return NULL;
+	run->svc = svc;
+	run->job = job;
+	run->region_count = region_count;
+	run->devs = (struct kcopyd_dev **)(run + 1);
+	run->paths = (char **)(run->devs + region_count);
+	run->claimed = (dev_t *)(run->paths + region_count);
+	return run;
+}
+
+/* Close what @run opened, drop its claims and free it.  Takes claims_lock; never under svc->lock. */
+static void run_free(struct kfs_run *run)
 {
 	unsigned int index;
 
-	for (index = 0; index <= KCOPYD_MAX_REGIONS; index++) {
-		kcopyd_dev_close(job->devs[index]);
-		job->devs[index] = NULL;
+	if (!run)
+		return;
+	kcopyd_job_release(run->handle);
+	for (index = 0; index < run->region_count; index++) {
+		kcopyd_dev_close(run->devs[index]);
+		free(run->paths[index]);
 	}
-	for (index = 0; index < job->claimed_count; index++)
-		claim_put(job->svc, job->claimed[index]);
-	job->claimed_count = 0;
+	for (index = 0; index < run->claimed_count; index++)
+		claim_put(run->svc, run->claimed[index]);
+	free(run);
 }
 
 static void job_free(struct kfs_job *job)
 {
-	unsigned int index;
-
-	job_close_regions(job);
-	for (index = 0; index <= KCOPYD_MAX_REGIONS; index++)
-		free(job->paths[index]);
+	run_free(job->run);
+	free(job->error);
+	free(job->rejected);
 	free(job->description);
 	free(job);
+}
+
+/* Under svc->lock: the job's error line (see kcopydfs(5), STATUS). */
+static const char *job_error_text(const struct kfs_job *job)
+{
+	switch (job->state) {
+	case KFS_IDLE:
+		/* While idle, the error line shows why the last write was refused. */
+		return job->rejected ? job->rejected : "none";
+	case KFS_QUEUED:
+	case KFS_RUNNING:
+		return "none";
+	default:
+		if (job->error)
+			return job->error;
+		return job->state == KFS_CANCELLED ? "none (cancelled)" : "none";
+	}
 }
 
 /* Under svc->lock: make an idle, queued or running job end as cancelled. */
@@ -309,14 +369,13 @@ static void job_cancel_locked(struct kfs_service *svc, struct kfs_job *job)
 {
 	if (job->state == KFS_IDLE && !job->starting) {
 		job->state = KFS_CANCELLED;
-		strcpy(job->error, "none (cancelled)");
 		svc->jobs_cancelled++;
 		clock_gettime(CLOCK_MONOTONIC, &job->ended);
 		job->queued = job->ended;
 		job->generation++;
-	} else if (job->handle && (job->state == KFS_QUEUED || job->state == KFS_RUNNING)) {
+	} else if (job->run && job->run->handle && (job->state == KFS_QUEUED || job->state == KFS_RUNNING)) {
 		/* -EALREADY just means it is ending anyway. */
-		(void)kcopyd_job_cancel(job->handle);
+		(void)kcopyd_job_cancel(job->run->handle);
 	}
 }
 
@@ -381,20 +440,20 @@ void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats)
 
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id)
 {
+	/* Room for the name, or for a clone job's number in decimal. */
+	size_t name_room = name ? strlen(name) + 1 : sizeof("18446744073709551615");
 	struct kfs_job *job;
 	unsigned int bucket;
 
 	if (name && !kfs_name_valid(name))
 		return -EINVAL;
-	job = calloc(1, sizeof(*job));
+	job = calloc(1, sizeof(*job) + name_room);
 	if (!job)
 		return -ENOMEM;
-	job->svc = svc;
 	job->uid = uid;
 	job->gid = gid;
 	job->state = KFS_IDLE;
 	clock_gettime(CLOCK_REALTIME, &job->created);
-	strcpy(job->error, "none");
 
 	pthread_mutex_lock(&svc->lock);
 	if (svc->shutting_down) {
@@ -417,10 +476,10 @@ int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t g
 		strcpy(job->name, name);
 	} else {
 		/* A clone job is named by its id; skip ids a mkdir already took as names. */
-		snprintf(job->name, sizeof(job->name), "%llu", (unsigned long long)job->id);
+		snprintf(job->name, name_room, "%llu", (unsigned long long)job->id);
 		while (find_by_name(svc, job->name)) {
 			job->id = svc->next_id++;
-			snprintf(job->name, sizeof(job->name), "%llu", (unsigned long long)job->id);
+			snprintf(job->name, name_room, "%llu", (unsigned long long)job->id);
 		}
 	}
 	bucket = hash_name(job->name);
@@ -547,27 +606,27 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 		return -ENOENT;
 	}
 	view->id = job->id;
-	memcpy(view->name, job->name, sizeof(view->name));
+	snprintf(view->name, sizeof(view->name), "%s", job->name);
 	view->uid = job->uid;
 	view->gid = job->gid;
 	view->state = job->state;
 	view->generation = job->generation;
 	view->created = (double)job->created.tv_sec + (double)job->created.tv_nsec / 1e9;
-	view->read_err = job->result.read_err;
-	view->write_err = job->result.write_err;
+	view->read_err = job->read_err;
+	view->write_err = job->write_err;
 	view->sectors_total = job->sectors_total;
 	view->sectors_done = 0;
 	view->elapsed = 0;
-	if (job->handle)
-		kcopyd_job_progress(job->handle, &view->sectors_done, NULL);
+	if (job->run && job->run->handle)
+		kcopyd_job_progress(job->run->handle, &view->sectors_done, NULL);
 	else if (kfs_state_final(job->state))
-		view->sectors_done = job->result.sectors_done;
+		view->sectors_done = job->sectors_done;
 	if (job->state == KFS_QUEUED || job->state == KFS_RUNNING)
 		view->elapsed = seconds_between(&job->queued, &now);
 	else if (kfs_state_final(job->state))
 		view->elapsed = seconds_between(&job->queued, &job->ended);
-	memcpy(view->error, job->error, sizeof(view->error));
-	memcpy(view->rejected, job->rejected, sizeof(view->rejected));
+	snprintf(view->error, sizeof(view->error), "%s", job_error_text(job));
+	snprintf(view->rejected, sizeof(view->rejected), "%s", job->rejected ? job->rejected : "");
 	pthread_mutex_unlock(&svc->lock);
 	return 0;
 }
@@ -626,12 +685,12 @@ static bool path_on_mount(const struct kfs_service *svc, const char *path)
 	return strncmp(path, svc->mountpoint, len) == 0 && (path[len] == '/' || path[len] == '\0');
 }
 
-static bool job_holds_claim(const struct kfs_job *job, dev_t rdev)
+static bool run_holds_claim(const struct kfs_run *run, dev_t rdev)
 {
 	unsigned int index;
 
-	for (index = 0; index < job->claimed_count; index++)
-		if (job->claimed[index] == rdev)
+	for (index = 0; index < run->claimed_count; index++)
+		if (run->claimed[index] == rdev)
 			return true;
 	return false;
 }
@@ -641,7 +700,7 @@ static bool job_holds_claim(const struct kfs_job *job, dev_t rdev)
  * read-write, and claimed if it is a block device (so a mounted one is
  * refused with EBUSY).  O_NONBLOCK keeps a FIFO from hanging the open.
  */
-static int open_region(struct kfs_service *svc, struct kfs_job *job, const char *key, const char *path,
+static int open_region(struct kfs_service *svc, struct kfs_run *run, const char *key, const char *path,
 		       bool writable, const struct kfs_cred *cred, struct kcopyd_dev **dev, char *why, size_t why_len)
 {
 	int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
@@ -676,7 +735,7 @@ static int open_region(struct kfs_service *svc, struct kfs_job *job, const char 
 		set_text(why, why_len, "%s=%s: neither a block device nor a regular file", key, path);
 		return -EINVAL;
 	}
-	if (writable && S_ISBLK(st.st_mode) && !job_holds_claim(job, st.st_rdev)) {
+	if (writable && S_ISBLK(st.st_mode) && !run_holds_claim(run, st.st_rdev)) {
 		r = claim_get(svc, st.st_rdev, fd);
 		if (r < 0) {
 			close(fd);
@@ -684,7 +743,7 @@ static int open_region(struct kfs_service *svc, struct kfs_job *job, const char 
 				 r == -EBUSY ? " (mounted, or held exclusively)" : "");
 			return r;
 		}
-		job->claimed[job->claimed_count++] = st.st_rdev;
+		run->claimed[run->claimed_count++] = st.st_rdev;
 	}
 	r = kcopyd_dev_from_fd(fd, dev);
 	if (r < 0)
@@ -701,13 +760,12 @@ static uint64_t rest_of_device(const struct kcopyd_dev *dev, uint64_t sector)
 }
 
 /*
- * Open every region of @spec as @cred, settle the counts, check the job as
- * the engine will, and render its canonical description into *@canonical
- * (malloc'd).  Runs without svc->lock: it only touches what no other thread
- * reads while the job is starting (its devices, claims and paths); what
- * others read is set by the caller under the lock.
+ * Open every region of @spec as @cred into @run, settle the counts, check
+ * the job as the engine will, and render its canonical description into
+ * *@canonical (malloc'd).  Runs without svc->lock: the run is not yet the
+ * job's, so no other thread sees it.  The paths move from @spec to @run.
  */
-static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobspec *spec,
+static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *spec,
 		       const struct kfs_cred *cred, struct io_region *from, struct io_region *dests,
 		       char **canonical, char *why, size_t why_len)
 {
@@ -716,27 +774,27 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 	int r;
 
 	if (spec->op == JOBSPEC_COPY) {
-		r = open_region(svc, job, "from", spec->from.path, false, cred, &job->devs[0], why, why_len);
+		r = open_region(svc, run, "from", spec->from.path, false, cred, &run->devs[0], why, why_len);
 		if (r < 0)
 			return r;
 		if (!spec->from.has_count) {
-			spec->from.count = rest_of_device(job->devs[0], spec->from.sector);
+			spec->from.count = rest_of_device(run->devs[0], spec->from.sector);
 			spec->from.has_count = true;
 		}
-		*from = (struct io_region){ job->devs[0], spec->from.sector, spec->from.count };
+		*from = (struct io_region){ run->devs[0], spec->from.sector, spec->from.count };
 	}
 	for (index = 0; index < spec->num_dests; index++) {
 		struct jobspec_region *dest = &spec->dests[index];
 
-		r = open_region(svc, job, "to", dest->path, true, cred, &job->devs[1 + index], why, why_len);
+		r = open_region(svc, run, "to", dest->path, true, cred, &run->devs[1 + index], why, why_len);
 		if (r < 0)
 			return r;
 		if (!dest->has_count) {
 			dest->count = spec->op == JOBSPEC_COPY ? spec->from.count
-							       : rest_of_device(job->devs[1 + index], dest->sector);
+							       : rest_of_device(run->devs[1 + index], dest->sector);
 			dest->has_count = true;
 		}
-		dests[index] = (struct io_region){ job->devs[1 + index], dest->sector, dest->count };
+		dests[index] = (struct io_region){ run->devs[1 + index], dest->sector, dest->count };
 	}
 	r = kcopyd_validate(spec->op == JOBSPEC_COPY ? from : NULL, spec->num_dests, dests, spec->flags, why,
 			    (unsigned int)why_len);
@@ -747,21 +805,26 @@ static int prepare_job(struct kfs_service *svc, struct kfs_job *job, struct jobs
 		set_text(why, why_len, "description too long to render");
 		return r;
 	}
-	for (index = 0; index <= spec->num_dests; index++) {
-		const char *path = index == 0 ? (spec->op == JOBSPEC_COPY ? spec->from.path : NULL)
-					      : spec->dests[index - 1].path;
-
-		if (path && !(job->paths[index] = strdup(path)))
-			return -ENOMEM;
-	}
 	*canonical = strdup(description);
-	return *canonical ? 0 : -ENOMEM;
+	if (!*canonical)
+		return -ENOMEM;
+	/* Kept for the error line at the end; jobspec_free() leaves what is taken. */
+	if (spec->op == JOBSPEC_COPY) {
+		run->paths[0] = spec->from.path;
+		spec->from.path = NULL;
+	}
+	for (index = 0; index < spec->num_dests; index++) {
+		run->paths[1 + index] = spec->dests[index].path;
+		spec->dests[index].path = NULL;
+	}
+	return 0;
 }
 
 static void on_start(void *context)
 {
-	struct kfs_job *job = context;
-	struct kfs_service *svc = job->svc;
+	struct kfs_run *run = context;
+	struct kfs_service *svc = run->svc;
+	struct kfs_job *job = run->job;		/* cannot be removed before on_done */
 	uint64_t id;
 
 	pthread_mutex_lock(&svc->lock);
@@ -776,33 +839,42 @@ static void on_start(void *context)
 
 static void on_done(int read_err, unsigned int write_err, void *context)
 {
-	struct kfs_job *job = context;
-	struct kfs_service *svc = job->svc;
+	struct kfs_run *run = context;
+	struct kfs_service *svc = run->svc;
+	struct kfs_job *job = run->job;
+	struct kcopyd_result result;
+	char failure[KFS_ERROR_MAX];
 	uint64_t id;
 
+	/* Under the lock: the submitter sets run->handle while holding it. */
 	pthread_mutex_lock(&svc->lock);
 	/* The result is ready from the completion routine on. */
-	(void)kcopyd_job_result(job->handle, &job->result);
-	if (job->result.read_err || job->result.write_err || job->result.error) {
+	(void)kcopyd_job_result(run->handle, &result);
+	if (result.read_err || result.write_err || result.error) {
 		job->state = KFS_FAILED;
 		svc->jobs_failed++;
-	} else if (job->result.cancelled) {
+	} else if (result.cancelled) {
 		job->state = KFS_CANCELLED;
 		svc->jobs_cancelled++;
 	} else {
 		job->state = KFS_DONE;
 		svc->jobs_done++;
 	}
-	kfs_render_failure(&job->result, job->paths[0], (const char *const *)&job->paths[1], job->error,
-			   sizeof(job->error));
+	/* The error line is kept only when something failed (else it is "none" by the state). */
+	kfs_render_failure(&result, run->paths[0], (const char *const *)&run->paths[1], failure, sizeof(failure));
+	if (strncmp(failure, "none", 4) != 0)
+		job->error = strdup(failure);
+	job->read_err = result.read_err;
+	job->write_err = result.write_err;
+	job->sectors_done = result.sectors_done;
 	clock_gettime(CLOCK_MONOTONIC, &job->ended);
-	kcopyd_job_release(job->handle);
-	job->handle = NULL;
-	job_close_regions(job);
+	job->run = NULL;
 	svc->jobs_active--;
 	job->generation++;
 	id = job->id;
 	pthread_mutex_unlock(&svc->lock);
+	/* Its devices are closed and its claims dropped before anyone is told it ended. */
+	run_free(run);
 	svc->on_change(id, svc->context);
 }
 
@@ -853,16 +925,22 @@ static int reject(struct kfs_service *svc, uint64_t id, int error, const char *w
 {
 	struct kfs_job *job;
 
+	char *rejected = NULL;
+
+	/* Without memory for the text the write is still refused, with "rejected: none". */
+	if (asprintf(&rejected, "%s (%s)", why, errno_name(error)) < 0)
+		rejected = NULL;
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
 	if (job) {
 		job->ever_written = true;
-		set_text(job->rejected, sizeof(job->rejected), "%s (%s)", why, errno_name(error));
-		if (job->state == KFS_IDLE)
-			memcpy(job->error, job->rejected, sizeof(job->error));
+		free(job->rejected);
+		job->rejected = rejected;
+		rejected = NULL;
 		job->generation++;
 	}
 	pthread_mutex_unlock(&svc->lock);
+	free(rejected);
 	if (job)
 		svc->on_change(id, svc->context);
 	return error;
@@ -894,6 +972,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 {
 	struct io_region from = { 0 }, dests[KCOPYD_MAX_REGIONS];
 	char why[KFS_ERROR_MAX], *canonical = NULL;
+	struct kfs_run *run = NULL;
 	struct jobspec spec;
 	struct kfs_job *job;
 	bool is_copy;
@@ -930,48 +1009,52 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 
 	/* The job cannot be removed while starting, so it is safe to use unlocked. */
 	is_copy = spec.op == JOBSPEC_COPY;
-	r = prepare_job(svc, job, &spec, cred, &from, dests, &canonical, why, sizeof(why));
+	run = run_alloc(svc, job, spec.num_dests);
+	if (run)
+		r = prepare_job(svc, run, &spec, cred, &from, dests, &canonical, why, sizeof(why));
+	else
+		r = -ENOMEM;
+	if (r == -ENOMEM)
+		set_text(why, sizeof(why), "out of memory");
 
-	/* Submit under the lock, so on_start and on_done find the job queued with its handle. */
+	/* Submit under the lock, so on_start and on_done find the job queued with its run. */
 	pthread_mutex_lock(&svc->lock);
 	if (r == 0 && svc->shutting_down) {
 		r = -ESHUTDOWN;
 		set_text(why, sizeof(why), "kcopydfs is shutting down");
 	}
 	if (r == 0) {
-		r = kcopyd_submit(svc->kc, is_copy ? &from : NULL, spec.num_dests, dests, spec.flags, on_done, job,
-				  &job->handle);
-		if (r < 0)
+		job->run = run;
+		r = kcopyd_submit(svc->kc, is_copy ? &from : NULL, spec.num_dests, dests, spec.flags, on_done, run,
+				  &run->handle);
+		if (r < 0) {
+			job->run = NULL;
 			set_text(why, sizeof(why), "the engine refused the job: %s", strerror(-r));
+		}
 	}
-	jobspec_free(&spec);
 	job->starting = false;
 	if (r == 0) {
 		job->state = KFS_QUEUED;
 		job->description = canonical;
 		job->sectors_total = dests[0].count;
 		clock_gettime(CLOCK_MONOTONIC, &job->queued);
-		job->rejected[0] = '\0';
-		strcpy(job->error, "none");
+		free(job->rejected);
+		job->rejected = NULL;
 		job->generation++;
 		if (job->cancel_when_started)
-			(void)kcopyd_job_cancel(job->handle);
+			(void)kcopyd_job_cancel(run->handle);
 	} else {
-		unsigned int index;
-
 		svc->jobs_active--;
-		job_close_regions(job);
-		free(canonical);
-		for (index = 0; index <= KCOPYD_MAX_REGIONS; index++) {
-			free(job->paths[index]);
-			job->paths[index] = NULL;
-		}
 		if (job->cancel_when_started)
 			job_cancel_locked(svc, job);
 	}
 	pthread_mutex_unlock(&svc->lock);
-	if (r < 0)
+	jobspec_free(&spec);
+	if (r < 0) {
+		run_free(run);
+		free(canonical);
 		return reject(svc, id, r, why);
+	}
 	svc->on_change(id, svc->context);
 	return 0;
 }
