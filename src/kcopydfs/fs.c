@@ -80,7 +80,7 @@ static const struct {
 struct open_file {
 	enum node_kind kind;
 	uint64_t job_id;
-	char snapshot[SNAPSHOT_MAX];	/* rendered by the read at offset 0 */
+	char *snapshot;			/* rendered by the read at offset 0; malloc'd to fit */
 	size_t snapshot_len;
 	bool has_snapshot;
 	uint64_t seen_generation;	/* of the job, when last read or opened */
@@ -538,6 +538,7 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset, char *text, size_t *text_len)
 {
 	uint64_t generation = 0;
+	char *copy, *old;
 	bool fresh;
 	int r;
 
@@ -555,14 +556,21 @@ static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset, 
 	if (r < 0)
 		return r;
 	*text_len = (size_t)r < SNAPSHOT_MAX ? (size_t)r : SNAPSHOT_MAX - 1;
+	/* Sized to the text: an open file costs what it shows, not the longest file there is. */
+	copy = malloc(*text_len ? *text_len : 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, text, *text_len);
 	pthread_mutex_lock(&fs->lock);
-	memcpy(of->snapshot, text, *text_len);
+	old = of->snapshot;
+	of->snapshot = copy;
 	of->snapshot_len = *text_len;
 	of->has_snapshot = true;
 	/* Generations only grow: a slower concurrent read must not step back. */
 	if (generation > of->seen_generation)
 		of->seen_generation = generation;
 	pthread_mutex_unlock(&fs->lock);
+	free(old);
 	return 0;
 }
 
@@ -831,6 +839,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	/* A clone descriptor closed without a description takes its job with it. */
 	if (of->kind == NODE_CLONE)
 		kfs_job_remove_if_idle(fs->svc, of->job_id);
+	free(of->snapshot);
 	free(of);
 	fuse_reply_err(req, 0);
 }
@@ -873,6 +882,15 @@ void kfs_fs_on_change(uint64_t job_id, void *context)
 	int r;
 
 	pthread_mutex_lock(&fs->lock);
+	/* Most changes concern nobody: look for a waiter or poller before asking the service. */
+	for (waiter = fs->waiters; waiter && waiter->job_id != job_id; waiter = waiter->next)
+		;
+	for (of = fs->pollers; !waiter && of && of->job_id != job_id; of = of->poll_next)
+		;
+	if (!waiter && !of) {
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
 	r = kfs_job_view(fs->svc, job_id, &view);
 	if (r < 0 || kfs_state_final(view.state)) {
 		for (link = &fs->waiters; *link;) {
@@ -965,6 +983,7 @@ void kfs_fs_destroy(struct kfs_fs *fs)
 		struct open_file *of = fs->open_files;
 
 		open_file_unlink(fs, of);
+		free(of->snapshot);
 		free(of);
 	}
 	pthread_cond_destroy(&fs->ctl_threads_done);
