@@ -157,8 +157,8 @@ check="version says kcopydfs and a version"
 got=$(cat "$mnt/version")
 [[ $got =~ ^kcopydfs\ [0-9] ]] && pass "$check" || fail "$check" "kcopydfs VERSION" "$got"
 
-check="the top level holds clone, jobs, stats, version"
-expect_equal "$check" "ls:" "clone jobs stats version" "$(ls "$mnt" | tr '\n' ' ' | sed 's/ $//')" && pass "$check"
+check="the top level holds clone, clone-autoremove, jobs, stats, version"
+expect_equal "$check" "ls:" "clone clone-autoremove jobs stats version" "$(ls "$mnt" | tr '\n' ' ' | sed 's/ $//')" && pass "$check"
 
 check="jobs/ is drwxrwxrwt (anyone makes jobs, only the owner removes them)"
 expect_equal "$check" "mode" drwxrwxrwt "$(stat -c %A "$jobs")" && pass "$check"
@@ -281,6 +281,51 @@ else
 fi
 exec 3>&-
 rmdir "$jobs/$taken"
+
+# --- clone-autoremove ---------------------------------------------------------------
+
+# gone_soon PATH: is PATH gone within a second?  (A release reaches the daemon after close(2) returns.)
+gone_soon() {
+	for _ in $(seq 20); do
+		[ -e "$1" ] || return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+check="clone-autoremove: wait gives the status; closing the descriptor then removes the finished job"
+exec 3<>"$mnt/clone-autoremove"
+read -r id <&3
+{ echo "copy from=$work/src.img:0+8 to=$work/f2.img:0" >&3; } 2>"$work/write.err"
+# shellcheck disable=SC2320 # the status of that echo is the one wanted
+write_status=$?
+if [ "$write_status" = 0 ] && [[ $id =~ ^[0-9]+$ ]]; then
+	wait_job "$jobs/$id"
+	exec 3>&-
+	if expect_equal "$check" "state of jobs/$id:" "done" "$wait_state"; then
+		gone_soon "$jobs/$id" && pass "$check" || fail "$check" "jobs/$id gone after close" "still there"
+	fi
+else
+	exec 3>&-
+	fail "$check" "a job number and the description accepted" "id '$id': $(cat "$work/write.err")"
+fi
+
+check="clone-autoremove: a job whose write was refused goes too (unlike clone)"
+exec 3<>"$mnt/clone-autoremove"
+read -r id <&3
+{ echo "copy from=relative.img to=$work/f2.img" >&3; } 2>/dev/null
+present=no
+[ -d "$jobs/$id" ] && present=yes
+exec 3>&-
+expect_equal "$check" "jobs/$id there while the fd was open:" yes "$present" &&
+	if gone_soon "$jobs/$id"; then pass "$check"; else fail "$check" "jobs/$id gone after close" "still there"; fi
+
+check="clone-autoremove reads like clone; mkdir and rmdir on the mount still work beside it"
+exec 3<"$mnt/clone-autoremove"
+read -r id <&3
+exec 3<&-
+mkdir "$jobs/beside" && rmdir "$jobs/beside" && [[ $id =~ ^[0-9]+$ ]] && gone_soon "$jobs/$id" && pass "$check" ||
+	fail "$check" "a number, and mkdir + rmdir of jobs/beside" "id '$id'; $(ls "$jobs" | tr '\n' ' ')"
 
 # --- copies on loop devices and files --------------------------------------------
 
@@ -796,6 +841,24 @@ if start_daemon --max-jobs 1 "${slow_options[@]}"; then
 		if run_job second "copy from=$work/src.img:0+8 to=$work/f2.img:0"; then
 			pass "$check"
 		fi
+
+		check="clone-autoremove closed while its job runs: a blocked wait gets the end, then the job goes"
+		exec 3<>"$busy_mnt/clone-autoremove"
+		read -r id <&3
+		{ echo "$slow_desc" >&3; } 2>"$work/write.err"
+		timeout 20 cat "$jobs/$id/wait" >"$work/auto-wait.out" 2>&1 &
+		auto_waiter=$!
+		sleep 0.3
+		exec 3>&-
+		sleep 0.3
+		present=no
+		[ -d "$jobs/$id" ] && present=yes
+		write_ctl "$jobs/$id/ctl" cancel
+		wait "$auto_waiter"
+		expect_equal "$check" "jobs/$id there after close, while running:" yes "$present" &&
+			expect_equal "$check" "the blocked wait's state:" cancelled \
+				"$(sed -n 's/^state: //p' "$work/auto-wait.out")" &&
+			if gone_soon "$jobs/$id"; then pass "$check"; else fail "$check" "jobs/$id gone at its end" "still there"; fi
 		;;
 	*)
 		fail "EAGAIN: a second job over --max-jobs 1" "the slow job ($slow_how) queued or running" \

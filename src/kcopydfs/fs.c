@@ -31,6 +31,7 @@ enum node_kind {
 	NODE_VERSION,
 	NODE_STATS,
 	NODE_CLONE,
+	NODE_CLONE_AUTOREMOVE,		/* a clone whose job goes when the descriptor is closed */
 	NODE_JOBS,
 	/* a job's, in this order */
 	NODE_JOB_DIR,
@@ -66,6 +67,7 @@ static const struct {
 	{ "version", NODE_VERSION },
 	{ "stats", NODE_STATS },
 	{ "clone", NODE_CLONE },
+	{ "clone-autoremove", NODE_CLONE_AUTOREMOVE },
 	{ "jobs", NODE_JOBS },
 }, job_entries[] = {
 	{ "ctl", NODE_CTL },
@@ -162,6 +164,12 @@ static bool is_job_node(enum node_kind kind)
 	return kind >= NODE_JOB_DIR;
 }
 
+/* Opening it makes a job; its descriptor reads the job's number and writes to its ctl. */
+static bool is_clone(enum node_kind kind)
+{
+	return kind == NODE_CLONE || kind == NODE_CLONE_AUTOREMOVE;
+}
+
 static struct kfs_fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -215,6 +223,7 @@ static int fill_attr(struct kfs_fs *fs, enum node_kind kind, uint64_t job_id, st
 		st->st_mode = S_IFREG | 0444;
 		break;
 	case NODE_CLONE:
+	case NODE_CLONE_AUTOREMOVE:
 		st->st_mode = S_IFREG | 0666;
 		break;
 	case NODE_CTL:
@@ -452,7 +461,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	if (writing && kind != NODE_CTL && kind != NODE_CLONE) {
+	if (writing && kind != NODE_CTL && !is_clone(kind)) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
@@ -463,12 +472,12 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	of->kind = kind;
 	of->job_id = job_id;
-	if (kind == NODE_CLONE) {
+	if (is_clone(kind)) {
 		r = kfs_job_create(fs->svc, NULL, ctx->uid, ctx->gid, &of->job_id);
 		if (r < 0)
 			goto err_free;
 	}
-	if (is_job_node(kind) || kind == NODE_CLONE) {
+	if (is_job_node(kind) || is_clone(kind)) {
 		r = kfs_job_view(fs->svc, of->job_id, &view);
 		if (r < 0)
 			goto err_free;
@@ -481,7 +490,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_unlock(&fs->lock);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener is gone (interrupted): nobody will ever release this. */
-		if (kind == NODE_CLONE)
+		if (is_clone(kind))
 			kfs_job_remove_if_idle(fs->svc, of->job_id);
 		pthread_mutex_lock(&fs->lock);
 		open_file_unlink(fs, of);
@@ -514,6 +523,7 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 		kfs_service_stats(fs->svc, &stats);
 		return kfs_render_stats(&stats, buf, len);
 	case NODE_CLONE:
+	case NODE_CLONE_AUTOREMOVE:
 		return snprintf(buf, len, "%llu\n", (unsigned long long)of->job_id);
 	case NODE_CTL:
 		return kfs_job_description(fs->svc, of->job_id, buf, len);
@@ -751,7 +761,7 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	struct kfs_cred cred = { .uid = ctx->uid, .gid = ctx->gid };
 	int r;
 
-	if (of->kind != NODE_CTL && of->kind != NODE_CLONE) {
+	if (of->kind != NODE_CTL && !is_clone(of->kind)) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
@@ -808,7 +818,7 @@ static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 		else if (!kfs_state_final(view.state) &&
 			 (of->kind == NODE_WAIT || view.generation == of->seen_generation))
 			revents = 0;
-	} else if (of->kind == NODE_CTL || of->kind == NODE_CLONE) {
+	} else if (of->kind == NODE_CTL || is_clone(of->kind)) {
 		revents |= POLLOUT | POLLWRNORM;
 	}
 	if (ph) {
@@ -836,9 +846,15 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	poller_drop(fs, of);
 	open_file_unlink(fs, of);
 	pthread_mutex_unlock(&fs->lock);
-	/* A clone descriptor closed without a description takes its job with it. */
+	/*
+	 * A clone descriptor closed without a description takes its job with
+	 * it; a clone-autoremove descriptor takes it in any case, now or when
+	 * it ends.
+	 */
 	if (of->kind == NODE_CLONE)
 		kfs_job_remove_if_idle(fs->svc, of->job_id);
+	else if (of->kind == NODE_CLONE_AUTOREMOVE)
+		kfs_job_autoremove(fs->svc, of->job_id);
 	free(of->snapshot);
 	free(of);
 	fuse_reply_err(req, 0);

@@ -66,6 +66,7 @@ struct kfs_job {
 	bool starting;			/* a description is being opened and checked */
 	bool ever_written;		/* something was written to ctl */
 	bool cancel_when_started;	/* "cancel" came while it was starting */
+	bool remove_when_ended;		/* its clone-autoremove descriptor was closed before the end */
 	uint64_t generation;
 	int64_t created_ns;		/* CLOCK_REALTIME */
 	int64_t queued_ns;		/* CLOCK_MONOTONIC */
@@ -575,9 +576,17 @@ static void unlink_job(struct kfs_service *svc, struct kfs_job *job)
 	svc->jobs--;
 }
 
-static int remove_job(struct kfs_service *svc, uint64_t id, bool only_if_untouched)
+enum remove_how {
+	REMOVE_UNLESS_ACTIVE,		/* rmdir */
+	REMOVE_IF_UNTOUCHED,		/* a clone descriptor closed */
+	REMOVE_NOW_OR_AT_THE_END,	/* a clone-autoremove descriptor closed */
+	REMOVE_IF_MARKED,		/* the end of a job whose autoremove descriptor is closed */
+};
+
+static int remove_job(struct kfs_service *svc, uint64_t id, enum remove_how how)
 {
 	struct kfs_job *job;
+	bool active;
 
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
@@ -585,8 +594,11 @@ static int remove_job(struct kfs_service *svc, uint64_t id, bool only_if_untouch
 		pthread_mutex_unlock(&svc->lock);
 		return -ENOENT;
 	}
-	if (job->starting || job->state == KFS_QUEUED || job->state == KFS_RUNNING ||
-	    (only_if_untouched && job->ever_written)) {
+	active = job->starting || job->state == KFS_QUEUED || job->state == KFS_RUNNING;
+	if (how == REMOVE_NOW_OR_AT_THE_END && active)
+		job->remove_when_ended = true;	/* on_done (or a failed start) removes it */
+	if (active || (how == REMOVE_IF_UNTOUCHED && job->ever_written) ||
+	    (how == REMOVE_IF_MARKED && !job->remove_when_ended)) {
 		pthread_mutex_unlock(&svc->lock);
 		return -EBUSY;
 	}
@@ -599,12 +611,19 @@ static int remove_job(struct kfs_service *svc, uint64_t id, bool only_if_untouch
 
 int kfs_job_remove(struct kfs_service *svc, uint64_t id)
 {
-	return remove_job(svc, id, false);
+	return remove_job(svc, id, REMOVE_UNLESS_ACTIVE);
+}
+
+int kfs_job_autoremove(struct kfs_service *svc, uint64_t id)
+{
+	int r = remove_job(svc, id, REMOVE_NOW_OR_AT_THE_END);
+
+	return r == -EBUSY ? 0 : r;
 }
 
 int kfs_job_remove_if_idle(struct kfs_service *svc, uint64_t id)
 {
-	return remove_job(svc, id, true);
+	return remove_job(svc, id, REMOVE_IF_UNTOUCHED);
 }
 
 int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view)
@@ -857,6 +876,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	struct kfs_job *job = run->job;
 	struct kcopyd_result result;
 	char failure[KFS_ERROR_MAX];
+	bool remove;
 	uint64_t id;
 
 	/* Under the lock: the submitter sets run->handle while holding it. */
@@ -885,10 +905,14 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	svc->jobs_active--;
 	job->generation++;
 	id = job->id;
+	remove = job->remove_when_ended;
 	pthread_mutex_unlock(&svc->lock);
 	/* Its devices are closed and its claims dropped before anyone is told it ended. */
 	run_free(run);
+	/* Waiters get the final status first; then a job whose autoremove descriptor is closed goes. */
 	svc->on_change(id, svc->context);
+	if (remove)
+		(void)remove_job(svc, id, REMOVE_IF_MARKED);
 }
 
 /* Is @text the word @word, with blanks around it and one trailing newline allowed? */
@@ -1066,7 +1090,10 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	if (r < 0) {
 		run_free(run);
 		free(canonical);
-		return reject(svc, id, r, why);
+		r = reject(svc, id, r, why);
+		/* Its autoremove descriptor was closed while it was starting: nobody will see why. */
+		(void)remove_job(svc, id, REMOVE_IF_MARKED);
+		return r;
 	}
 	svc->on_change(id, svc->context);
 	return 0;

@@ -146,6 +146,13 @@ int kfs_job_remove(struct kfs_service *svc, uint64_t id);
  */
 int kfs_job_remove_if_idle(struct kfs_service *svc, uint64_t id);
 
+/*
+ * kfs_job_autoremove() - a clone-autoremove descriptor was closed: remove
+ * the job now if it is idle or has ended, else when it ends (after its
+ * waiters had the final status).  Return: 0 or -ENOENT.
+ */
+int kfs_job_autoremove(struct kfs_service *svc, uint64_t id);
+
 void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats);
 
 /* ---- rendering: pure functions, each returns the length written (snprintf-like) ---- */
