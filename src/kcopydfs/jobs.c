@@ -117,6 +117,8 @@ struct kfs_service {
 	char *mountpoint;
 	dev_t mount_dev;
 	bool switch_identity;		/* running as root: open regions as the caller */
+	uid_t own_uid;			/* the daemon's effective identity, which regions are opened as between jobs */
+	gid_t own_gid;
 	gid_t own_groups[KFS_MAX_GROUPS];
 	int own_group_count;
 
@@ -238,6 +240,8 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->mount_dev = config->mount_dev;
 	svc->next_id = 1;
 	svc->switch_identity = geteuid() == 0;
+	svc->own_uid = geteuid();
+	svc->own_gid = getegid();
 	svc->own_group_count = getgroups(KFS_MAX_GROUPS, svc->own_groups);
 	if (svc->own_group_count < 0)
 		svc->own_group_count = 0;
@@ -682,26 +686,36 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
 /* Starting a job                                                      */
 /* ------------------------------------------------------------------ */
 
+/* Is @cred the daemon's own identity, so that taking it on would change nothing? */
+static bool is_own_identity(const struct kfs_service *svc, const struct kfs_cred *cred)
+{
+	return cred->uid == svc->own_uid && cred->gid == svc->own_gid &&
+	       cred->group_count == (unsigned int)svc->own_group_count &&
+	       memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) == 0;
+}
+
 /*
  * Take on the identity of the writer for the open(2)s of its regions.
  * setfsuid and friends through syscall(2): glibc's setgroups() would change
  * every thread of the daemon, the raw system calls change only this one.
+ * Return: whether it switched (become_self() then switches back).
  */
-static void become(struct kfs_service *svc, const struct kfs_cred *cred)
+static bool become(struct kfs_service *svc, const struct kfs_cred *cred)
 {
-	if (!svc->switch_identity)
-		return;
+	if (!svc->switch_identity || is_own_identity(svc, cred))
+		return false;
 	syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups);
 	syscall(SYS_setfsgid, cred->gid);
 	syscall(SYS_setfsuid, cred->uid);
+	return true;
 }
 
-static void become_self(struct kfs_service *svc)
+static void become_self(struct kfs_service *svc, bool switched)
 {
-	if (!svc->switch_identity)
+	if (!switched)
 		return;
-	syscall(SYS_setfsuid, geteuid());
-	syscall(SYS_setfsgid, getegid());
+	syscall(SYS_setfsuid, svc->own_uid);
+	syscall(SYS_setfsgid, svc->own_gid);
 	syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
 }
 
@@ -728,28 +742,40 @@ static bool run_holds_claim(const struct kfs_run *run, dev_t rdev)
 }
 
 /*
- * Open one region's file as @cred: the source read-only, a destination
- * read-write, and claimed if it is a block device (so a mounted one is
- * refused with EBUSY).  O_NONBLOCK keeps a FIFO from hanging the open.
+ * Open one region's file, as the caller has become the writer: the source
+ * read-only, a destination read-write.  O_NONBLOCK keeps a FIFO from
+ * hanging the open.  Return: the fd, or -errno (-EDEADLK for a path on the
+ * mount, which is not opened).
  */
-static int open_region(struct kfs_service *svc, struct kfs_run *run, const char *key, const char *path,
-		       bool writable, const struct kfs_cred *cred, struct kcopyd_dev **dev, char *why, size_t why_len)
+static int open_region_file(const struct kfs_service *svc, const char *path, bool writable)
 {
-	int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-	struct stat st;
-	int fd, r;
+	int fd;
 
-	if (path_on_mount(svc, path)) {
-		set_text(why, why_len, "%s=%s: is on the kcopydfs mount itself", key, path);
+	if (path_on_mount(svc, path))
 		return -EDEADLK;
+	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * Make a device of what open_region_file() gave (@fd, or -errno), as the
+ * daemon itself: check what it is, and claim a destination block device
+ * (so a mounted one is refused with EBUSY).  On failure @fd is closed and
+ * @why says which region and what.
+ */
+static int settle_region(struct kfs_service *svc, struct kfs_run *run, const char *key, const char *path,
+			 bool writable, int fd, struct kcopyd_dev **dev, char *why, size_t why_len)
+{
+	struct stat st;
+	int r;
+
+	if (fd == -EDEADLK) {
+		set_text(why, why_len, "%s=%s: is on the kcopydfs mount itself", key, path);
+		return fd;
 	}
-	become(svc, cred);
-	fd = open(path, flags);
-	r = fd < 0 ? -errno : 0;
-	become_self(svc);
-	if (r < 0) {
-		set_text(why, why_len, "%s=%s: %s", key, path, strerror(-r));
-		return r;
+	if (fd < 0) {
+		set_text(why, why_len, "%s=%s: %s", key, path, strerror(-fd));
+		return fd;
 	}
 	if (fstat(fd, &st) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
 		r = -errno;
@@ -802,13 +828,27 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 		       char **canonical, char *why, size_t why_len)
 {
 	char description[JOBSPEC_MAX_CANONICAL];
+	int fds[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests; an fd or -errno */
 	unsigned int index;
+	bool switched;
 	int r;
 
+	/*
+	 * Every region is opened as the writer in one switch of identity; what
+	 * follows works on the descriptors and needs none (a claim is taken as
+	 * the daemon).  Failures are reported in the order of the regions.
+	 */
+	switched = become(svc, cred);
+	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, spec->from.path, false) : -EBADF;
+	for (index = 0; index < spec->num_dests; index++)
+		fds[1 + index] = open_region_file(svc, spec->dests[index].path, true);
+	become_self(svc, switched);
+
 	if (spec->op == JOBSPEC_COPY) {
-		r = open_region(svc, run, "from", spec->from.path, false, cred, &run->devs[0], why, why_len);
+		r = settle_region(svc, run, "from", spec->from.path, false, fds[0], &run->devs[0], why, why_len);
+		fds[0] = -EBADF;	/* settled: closed, or the device's */
 		if (r < 0)
-			return r;
+			goto err_close_fds;
 		if (!spec->from.has_count) {
 			spec->from.count = rest_of_device(run->devs[0], spec->from.sector);
 			spec->from.has_count = true;
@@ -818,9 +858,11 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 	for (index = 0; index < spec->num_dests; index++) {
 		struct jobspec_region *dest = &spec->dests[index];
 
-		r = open_region(svc, run, "to", dest->path, true, cred, &run->devs[1 + index], why, why_len);
+		r = settle_region(svc, run, "to", dest->path, true, fds[1 + index], &run->devs[1 + index], why,
+				  why_len);
+		fds[1 + index] = -EBADF;
 		if (r < 0)
-			return r;
+			goto err_close_fds;
 		if (!dest->has_count) {
 			dest->count = spec->op == JOBSPEC_COPY ? spec->from.count
 							       : rest_of_device(run->devs[1 + index], dest->sector);
@@ -850,6 +892,13 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 		spec->dests[index].path = NULL;
 	}
 	return 0;
+
+err_close_fds:
+	/* The regions after the one that failed were opened but not settled. */
+	for (index = 0; index <= spec->num_dests; index++)
+		if (fds[index] >= 0)
+			close(fds[index]);
+	return r;
 }
 
 static void on_start(void *context)
