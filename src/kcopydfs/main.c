@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -123,6 +124,21 @@ static void clean_dead_mount(const char *mountpoint)
 		waitpid(pid, NULL, 0);
 }
 
+/*
+ * Each queued or running job holds a descriptor per region (and --max-jobs
+ * is 4096 by default), which the usual soft limit of 1024 would refuse with
+ * EMFILE.  Nothing here uses select(2), so the soft limit can be the hard one.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit limit;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+		limit.rlim_cur = limit.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &limit);
+	}
+}
+
 static void *signal_thread(void *arg)
 {
 	struct daemon *daemon = arg;
@@ -216,6 +232,7 @@ int main(int argc, char *argv[])
 	pthread_sigmask(SIG_BLOCK, &daemon.signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	raise_fd_limit();
 	config.engine.num_pages = options.pages;
 	config.engine.subjob_sectors = options.subjob_kb * 2;
 	config.engine.depth = options.depth;
