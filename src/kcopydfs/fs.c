@@ -765,8 +765,12 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	r = fuse_req_getgroups(req, KFS_MAX_GROUPS, cred.groups);
-	cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
+	if (kfs_groups_matter(fs->svc, ctx->uid)) {
+		r = fuse_req_getgroups(req, KFS_MAX_GROUPS, cred.groups);
+		cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
+	} else {
+		cred.groups_irrelevant = true;
+	}
 	if (fs->offload_ctl && ctl_write_offload(fs, req, of->job_id, &cred, buf, size) == 0)
 		return;
 	/* Each write is one command, wherever it lands: offsets are ignored, as sysfs does. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/capability.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,6 +118,7 @@ struct kfs_service {
 	char *mountpoint;
 	dev_t mount_dev;
 	bool switch_identity;		/* running as root: open regions as the caller */
+	bool root_overrides_modes;	/* with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH */
 	uid_t own_uid;			/* the daemon's effective identity, which regions are opened as between jobs */
 	gid_t own_gid;
 	gid_t own_groups[KFS_MAX_GROUPS];
@@ -223,6 +225,22 @@ int kfs_name_valid(const char *name)
 
 static void on_start(void *context);
 
+/* Is @cap in the daemon's effective set? */
+static bool has_capability(unsigned int cap)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &header, data) < 0)
+		return false;
+	return data[CAP_TO_INDEX(cap)].effective & CAP_TO_MASK(cap);
+}
+
+int kfs_groups_matter(struct kfs_service *svc, uid_t uid)
+{
+	return !(uid == 0 && svc->root_overrides_modes);
+}
+
 int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change, void *context,
 		       struct kfs_service **result)
 {
@@ -240,6 +258,8 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->mount_dev = config->mount_dev;
 	svc->next_id = 1;
 	svc->switch_identity = geteuid() == 0;
+	svc->root_overrides_modes = svc->switch_identity && has_capability(CAP_DAC_OVERRIDE) &&
+				    has_capability(CAP_DAC_READ_SEARCH);
 	svc->own_uid = geteuid();
 	svc->own_gid = getegid();
 	svc->own_group_count = getgroups(KFS_MAX_GROUPS, svc->own_groups);
@@ -686,37 +706,52 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
 /* Starting a job                                                      */
 /* ------------------------------------------------------------------ */
 
-/* Is @cred the daemon's own identity, so that taking it on would change nothing? */
-static bool is_own_identity(const struct kfs_service *svc, const struct kfs_cred *cred)
-{
-	return cred->uid == svc->own_uid && cred->gid == svc->own_gid &&
-	       cred->group_count == (unsigned int)svc->own_group_count &&
-	       memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) == 0;
-}
+/* What become() changed, for become_self() to change back. */
+enum {
+	BECAME_GROUPS = 1,
+	BECAME_GID = 2,
+	BECAME_UID = 4,
+};
 
 /*
- * Take on the identity of the writer for the open(2)s of its regions.
- * setfsuid and friends through syscall(2): glibc's setgroups() would change
- * every thread of the daemon, the raw system calls change only this one.
- * Return: whether it switched (become_self() then switches back).
+ * Take on the identity of the writer for the open(2)s of its regions,
+ * changing only what differs from the daemon's own (nothing, for a writer
+ * that is the daemon's user, group and groups).  setfsuid and friends
+ * through syscall(2): glibc's setgroups() would change every thread of the
+ * daemon, the raw system calls change only this one.
+ * Return: what it changed, for become_self().
  */
-static bool become(struct kfs_service *svc, const struct kfs_cred *cred)
+static unsigned int become(struct kfs_service *svc, const struct kfs_cred *cred)
 {
-	if (!svc->switch_identity || is_own_identity(svc, cred))
-		return false;
-	syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups);
-	syscall(SYS_setfsgid, cred->gid);
-	syscall(SYS_setfsuid, cred->uid);
-	return true;
+	unsigned int changed = 0;
+
+	if (!svc->switch_identity)
+		return 0;
+	if (!cred->groups_irrelevant &&
+	    (cred->group_count != (unsigned int)svc->own_group_count ||
+	     memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) != 0)) {
+		syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups);
+		changed |= BECAME_GROUPS;
+	}
+	if (cred->gid != svc->own_gid) {
+		syscall(SYS_setfsgid, cred->gid);
+		changed |= BECAME_GID;
+	}
+	if (cred->uid != svc->own_uid) {
+		syscall(SYS_setfsuid, cred->uid);
+		changed |= BECAME_UID;
+	}
+	return changed;
 }
 
-static void become_self(struct kfs_service *svc, bool switched)
+static void become_self(struct kfs_service *svc, unsigned int changed)
 {
-	if (!switched)
-		return;
-	syscall(SYS_setfsuid, svc->own_uid);
-	syscall(SYS_setfsgid, svc->own_gid);
-	syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
+	if (changed & BECAME_UID)
+		syscall(SYS_setfsuid, svc->own_uid);
+	if (changed & BECAME_GID)
+		syscall(SYS_setfsgid, svc->own_gid);
+	if (changed & BECAME_GROUPS)
+		syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
 }
 
 static bool path_on_mount(const struct kfs_service *svc, const char *path)
@@ -830,7 +865,7 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 	char description[JOBSPEC_MAX_CANONICAL];
 	int fds[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests; an fd or -errno */
 	unsigned int index;
-	bool switched;
+	unsigned int switched;
 	int r;
 
 	/*

@@ -34,6 +34,7 @@ enum kfs_state {
 struct kfs_cred {
 	uid_t uid;
 	gid_t gid;
+	bool groups_irrelevant;		/* see kfs_groups_matter(); then the groups are not read */
 	unsigned int group_count;
 	gid_t groups[KFS_MAX_GROUPS];
 };
@@ -152,6 +153,15 @@ int kfs_job_remove_if_idle(struct kfs_service *svc, uint64_t id);
  * waiters had the final status).  Return: 0 or -ENOENT.
  */
 int kfs_job_autoremove(struct kfs_service *svc, uint64_t id);
+
+/*
+ * kfs_groups_matter() - whether the supplementary groups of a writer with
+ * @uid can change what opening its regions allows: not for uid 0 when the
+ * daemon runs as root with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (the
+ * open then bypasses every mode check), so the front end need not read
+ * them (a read of /proc/PID/task/TID/status per write).  Return: 0 or 1.
+ */
+int kfs_groups_matter(struct kfs_service *svc, uid_t uid);
 
 void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats);
 
