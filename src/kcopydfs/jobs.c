@@ -26,12 +26,15 @@
 /*
  * Jobs that may exist in any state (or --max-jobs, if that is more): what
  * keeps the daemon within its memory bound, --pages x 4 KiB + 16 MiB, with
- * --max-jobs (4096) of them queued.  Measured (doc/PERFORMANCE.md): a
- * queued job costs about 2.6 KiB (1.9 KiB of it the engine's job), a
- * finished one about 240 bytes, the daemon itself 2 MiB; 4096 queued and
- * 12,288 finished peak at 15 MiB.  65,536 would reach 27 MiB.
+ * --max-jobs (4096) of them queued.  Measured with --pages 256 (see the
+ * kcopydfs section of doc/DESIGN.md): the daemon itself takes 2 MiB, a
+ * queued job about 2.6 KiB (1.9 KiB of it the engine's job), a finished
+ * one about 240 bytes; 4096 queued and 12,288 finished peak at 15.5-16.3
+ * MiB, too close to the bound, 4096 and 61,440 at 27 MiB.  With 12,288 in
+ * all (8192 finished) the peak is 2 MiB under the bound, left for what is
+ * not counted here (threads, libfuse, malloc).
  */
-#define MAX_JOB_OBJECTS 16384u
+#define MAX_JOB_OBJECTS 12288u
 
 /*
  * What a job holds from the start of a description until it ends: its
