@@ -80,6 +80,17 @@ struct subjob {
 	struct kcopyd_io ios[KCOPYD_MAX_REGIONS + 1];	/* [0]: the read; [1 + i]: the write to dests[i] */
 };
 
+/* A destination of a job, and the lowest failing range of it. */
+struct job_dest {
+	struct io_region region;
+	struct kcopyd_failure failure;	/* written by the I/O thread before COMPLETING */
+};
+
+/*
+ * A job.  It is allocated with exactly num_dests entries in dests[], so a
+ * queued job costs a few hundred bytes, not the room for 32 destinations:
+ * a service may hold thousands of them.
+ */
 struct kcopyd_job {
 	struct kcopyd_client *kc;
 
@@ -87,7 +98,6 @@ struct kcopyd_job {
 	bool is_zero;
 	struct io_region source;
 	unsigned int num_dests;
-	struct io_region dests[KCOPYD_MAX_REGIONS];
 	unsigned int flags;
 	kcopyd_notify_fn fn;
 	void *context;
@@ -114,8 +124,18 @@ struct kcopyd_job {
 	bool io_done;			/* handed to the completion thread */
 	bool started;			/* its first sub-job started */
 
-	/* Written by the I/O thread before COMPLETING; read after FINISHED. */
-	struct kcopyd_result result;
+	/*
+	 * Written by the I/O thread before COMPLETING, read after it: the
+	 * parts of struct kcopyd_result that are not per destination.
+	 */
+	int read_err;
+	unsigned int write_err;
+	int error;			/* first in time */
+	int cancelled;
+	uint64_t sectors_done_final;
+	struct kcopyd_failure read_failure;
+
+	struct job_dest dests[];	/* num_dests of them; set at submission */
 };
 
 /*
@@ -256,17 +276,17 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	struct kcopyd_client *kc = job->kc;
 
 	sj->failed = true;
-	if (job->result.error == 0)
-		job->result.error = error;
+	if (job->error == 0)
+		job->error = error;
 	if (dest_index < 0) {
 		sj->read_failed = true;
-		job->result.read_err = 1;
-		note_failure(&job->result.read, error, job->source.sector + sj->start, sj->count);
+		job->read_err = 1;
+		note_failure(&job->read_failure, error, job->source.sector + sj->start, sj->count);
 		atomic_fetch_add_explicit(&kc->read_errors, 1, memory_order_relaxed);
 	} else {
-		job->result.write_err |= 1u << dest_index;
-		note_failure(&job->result.write[dest_index], error, job->dests[dest_index].sector + sj->start,
-			     sj->count);
+		job->write_err |= 1u << dest_index;
+		note_failure(&job->dests[dest_index].failure, error,
+			     job->dests[dest_index].region.sector + sj->start, sj->count);
 		atomic_fetch_add_explicit(&kc->write_errors, 1, memory_order_relaxed);
 	}
 	if (!(job->flags & KCOPYD_IGNORE_ERROR)) {
@@ -283,8 +303,7 @@ static void complete_job(struct kcopyd_job *job)
 
 	assert(job->subjobs_in_flight == 0 && list_empty(&job->ready_link));
 	job->io_done = true;
-	job->result.sectors_done = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
-	job->result.sectors_total = job->total;
+	job->sectors_done_final = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
 	kc->jobs_owned--;
 
 	pthread_mutex_lock(&kc->lock);
@@ -338,9 +357,9 @@ static void subjob_write(struct subjob *sj)
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct kcopyd_io *io = &sj->ios[1 + dest_index];
 
-		io->dev = job->dests[dest_index].bdev;
+		io->dev = job->dests[dest_index].region.bdev;
 		io->op = KCOPYD_IO_WRITE;
-		io->offset = (job->dests[dest_index].sector + sj->start) << KCOPYD_SECTOR_SHIFT;
+		io->offset = (job->dests[dest_index].region.sector + sj->start) << KCOPYD_SECTOR_SHIFT;
 		io->length = sj->count << KCOPYD_SECTOR_SHIFT;
 		io->buf = sj->buf;
 		io->owner = sj;
@@ -539,7 +558,7 @@ static bool take_new_work(struct kcopyd_client *kc)
 		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, cancel_link);
 
 		if (!job->io_done) {
-			job->result.cancelled = 1;
+			job->cancelled = 1;
 			job->stopping = true;
 			ready_update(job);
 			maybe_complete_job(job);
@@ -607,7 +626,7 @@ static void *completion_thread_main(void *arg)
 		pthread_mutex_unlock(&kc->lock);
 
 		if (job->fn)
-			job->fn(job->result.read_err, job->result.write_err, job->context);
+			job->fn(job->read_err, job->write_err, job->context);
 
 		pthread_mutex_lock(&kc->lock);
 		job->state = JOB_FINISHED;
@@ -860,6 +879,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 		  struct kcopyd_job **result)
 {
 	struct kcopyd_job *job;
+	unsigned int dest_index;
 	int r;
 
 	if (!kc)
@@ -867,7 +887,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	r = kcopyd_validate(from, num_dests, dests, flags, NULL, 0);
 	if (r < 0)
 		return r;
-	job = calloc(1, sizeof(*job));
+	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
 	if (!job)
 		return -ENOMEM;
 	job->kc = kc;
@@ -875,7 +895,8 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	if (from)
 		job->source = *from;
 	job->num_dests = num_dests;
-	memcpy(job->dests, dests, num_dests * sizeof(*dests));
+	for (dest_index = 0; dest_index < num_dests; dest_index++)
+		job->dests[dest_index].region = dests[dest_index];
 	job->flags = flags;
 	job->fn = fn;
 	job->context = context;
@@ -945,7 +966,18 @@ int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result
 
 	pthread_mutex_lock(&kc->lock);
 	if (job->state >= JOB_COMPLETING) {
-		*result = job->result;
+		unsigned int dest_index;
+
+		memset(result, 0, sizeof(*result));
+		result->read_err = job->read_err;
+		result->write_err = job->write_err;
+		result->error = job->error;
+		result->cancelled = job->cancelled;
+		result->sectors_done = job->sectors_done_final;
+		result->sectors_total = job->total;
+		result->read = job->read_failure;
+		for (dest_index = 0; dest_index < job->num_dests; dest_index++)
+			result->write[dest_index] = job->dests[dest_index].failure;
 		r = 0;
 	}
 	pthread_mutex_unlock(&kc->lock);
