@@ -97,7 +97,8 @@ void kfs_service_destroy(struct kfs_service *svc);
 /*
  * kfs_job_create() - a new idle job owned by @uid:@gid.
  * @name: the job's name, or NULL for the next free number (clone).
- * Return: 0 and *@id; -EINVAL for a bad name; -EEXIST; -ESHUTDOWN; -ENOMEM.
+ * Return: 0 and *@id; -ENAMETOOLONG for a name over KFS_NAME_MAX bytes;
+ * -EINVAL for another bad name; -EEXIST; -ESHUTDOWN; -ENOMEM.
  */
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id);
 
