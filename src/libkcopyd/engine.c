@@ -105,6 +105,7 @@ struct kcopyd_job {
 
 	/* Read from any thread. */
 	_Atomic uint64_t sectors_done;
+	_Atomic uint64_t checkpoint;	/* every sub-job below it written everywhere, no gap */
 
 	/* Under kc->lock. */
 	enum job_state state;
@@ -121,6 +122,7 @@ struct kcopyd_job {
 	uint64_t next_start;		/* the next sub-job's first sector */
 	bool stopping;			/* no more sub-jobs: an error without IGNORE_ERROR, or a cancel */
 	uint64_t fail_start;		/* lowest failed sub-job; no chunk above it is written */
+	uint64_t checkpoint_stop;	/* lowest sub-job that finished unwritten or failed */
 	bool io_done;			/* handed to the completion thread */
 	bool started;			/* its first sub-job started */
 
@@ -329,9 +331,23 @@ static void subjob_finish(struct subjob *sj, bool written)
 	struct kcopyd_job *job = sj->job;
 	struct kcopyd_client *kc = job->kc;
 
+	uint64_t first_unfinished;
+
 	if (written && (!sj->failed || (job->flags & KCOPYD_IGNORE_ERROR)))
 		atomic_fetch_add_explicit(&job->sectors_done, sj->count, memory_order_relaxed);
 	list_del_init(&sj->link);
+	/*
+	 * The checkpoint: every sub-job below the first one still in flight
+	 * (they are in ascending order) has finished; it stops for good at one
+	 * that was not written, or not everywhere.
+	 */
+	if ((!written || sj->failed) && sj->start < job->checkpoint_stop)
+		job->checkpoint_stop = sj->start;
+	first_unfinished = list_empty(&job->subjobs) ? job->next_start
+						     : list_entry(job->subjobs.next, struct subjob, link)->start;
+	atomic_store_explicit(&job->checkpoint,
+			      first_unfinished < job->checkpoint_stop ? first_unfinished : job->checkpoint_stop,
+			      memory_order_relaxed);
 	if (!job->is_zero)
 		slot_give(kc, sj);
 	list_add_tail(&sj->link, &kc->free_subjobs);
@@ -902,6 +918,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	job->context = context;
 	job->total = dests[0].count;
 	job->fail_start = UINT64_MAX;
+	job->checkpoint_stop = UINT64_MAX;
 	job->refs = result ? 2 : 1;
 	list_init(&job->ready_link);
 	list_init(&job->subjobs);
@@ -940,6 +957,11 @@ void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done, u
 		*sectors_done = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
 	if (sectors_total)
 		*sectors_total = job->total;
+}
+
+void kcopyd_job_checkpoint(const struct kcopyd_job *job, uint64_t *sectors)
+{
+	*sectors = atomic_load_explicit(&job->checkpoint, memory_order_relaxed);
 }
 
 int kcopyd_job_cancel(struct kcopyd_job *job)
