@@ -896,7 +896,7 @@ static void start_slow_dest(unsigned int delay_ms)
  * three, a job between fast devices submitted meanwhile completes correctly
  * too, and the buffers never pass the budget (4 slots).
  */
-Test(faults, slow_destination_among_fast_ones, .timeout = 120)
+Test(faults, slow_destination_among_fast_ones)
 {
 	const char *what = "dest 1 of 3 20 ms slower per request";
 	const struct kcopyd_config config = { .num_pages = 64, .subjob_sectors = SUBJOB };
@@ -952,7 +952,7 @@ Test(faults, slow_destination_among_fast_ones, .timeout = 120)
 	start = tu_now();
 	run_job("fast only", &from, 1, &dests[0], 0, &res);
 	fast_seconds = tu_now() - start;
-	cr_log_info("%s: %.3f s with the slow destination, %.4f s to a fast one alone (%.0fx)", what, slow_seconds,
+	fprintf(stderr, "%s: %.3f s with the slow destination, %.4f s to a fast one alone (%.0fx)\n", what, slow_seconds,
 		    fast_seconds, fast_seconds > 0 ? slow_seconds / fast_seconds : 0.0);
 }
 
@@ -962,7 +962,7 @@ Test(faults, slow_destination_among_fast_ones, .timeout = 120)
  * destination holds the source or its old contents, nothing else; and the
  * same client then runs a new job correctly.
  */
-Test(faults, destination_vanishes_mid_job, .timeout = 120)
+Test(faults, destination_vanishes_mid_job)
 {
 	const char *what = "dest 1 of 2 killed mid-job";
 	struct io_region from, dests[2];
@@ -981,19 +981,23 @@ Test(faults, destination_vanishes_mid_job, .timeout = 120)
 	dests[1] = (struct io_region){ .bdev = fx.bad_dst, .sector = 0, .count = REGION_COUNT };
 	r = kcopyd_submit(fx.kc, &from, 2, dests, 0, NULL, NULL, &job);
 	cr_assert_eq(r, 0, "%s: kcopyd_submit: %d (%s)", what, r, strerror(-r));
-	for (deadline = tu_now() + 20; tu_now() < deadline && done < 4 * SUBJOB; tu_sleep_ms(5))
+	for (deadline = tu_now() + 10; tu_now() < deadline && done < 4 * SUBJOB; tu_sleep_ms(5))
 		kcopyd_job_progress(job, &done, &total);
 	cr_assert(done >= 4 * SUBJOB && done < total, "%s: progress %" PRIu64 "/%" PRIu64 " before the kill", what,
 		  done, total);
 	r = tu_nbd_kill_server(&fx.nbd_dst);
 	cr_assert_eq(r, 0, "%s: killing nbdkit: %d (%s)", what, r, strerror(-r));
 
-	/* It must end by itself, not hang on the dead disk. */
-	for (deadline = tu_now() + 60; tu_now() < deadline; tu_sleep_ms(20))
+	/*
+	 * It must end by itself, not hang on the dead disk.  (The suite's 60 s
+	 * timeout bounds the whole test: a per-test .timeout leaks in
+	 * Criterion 2.4, which LeakSanitizer reports.)
+	 */
+	for (deadline = tu_now() + 30; tu_now() < deadline; tu_sleep_ms(20))
 		if (kcopyd_job_result(job, &res) == 0)
 			break;
 	r = kcopyd_job_result(job, &res);
-	cr_assert_eq(r, 0, "%s: the job has not ended 60 s after the kill (progress %" PRIu64 "/%" PRIu64 ")", what,
+	cr_assert_eq(r, 0, "%s: the job has not ended 30 s after the kill (progress %" PRIu64 "/%" PRIu64 ")", what,
 		     done, total);
 	kcopyd_job_wait(job);
 	kcopyd_job_release(job);
@@ -1004,7 +1008,7 @@ Test(faults, destination_vanishes_mid_job, .timeout = 120)
 		  res.read_err, res.write[0].error);
 	cr_assert(res.sectors_done < REGION_COUNT, "%s: sectors_done %" PRIu64 " of %llu", what, res.sectors_done,
 		  REGION_COUNT);
-	cr_log_info("%s: ended with %s at sector %" PRIu64 " after %" PRIu64 " sectors", what,
+	fprintf(stderr, "%s: ended with %s at sector %" PRIu64 " after %" PRIu64 " sectors\n", what,
 		    strerror(-res.write[1].error), res.write[1].sector, res.sectors_done);
 	block_map(fx.dst_loop[T_LOOP_A], dests[0].sector, REGION_SECTOR, map);
 	for (block = 0; block < NR_BLOCKS; block++)
