@@ -93,6 +93,16 @@ unsigned int kcopyd_dev_block_size(const struct kcopyd_dev *dev);
 /* kcopyd_dev_is_direct() - 1 if @dev does O_DIRECT I/O, 0 if buffered. */
 int kcopyd_dev_is_direct(const struct kcopyd_dev *dev);
 
+/*
+ * kcopyd_dev_sync() - make what was written to @dev durable: fdatasync(2),
+ * which for a block device also flushes its volatile write cache.  May be
+ * called while jobs write to @dev (it covers the writes completed before
+ * the call).
+ * Return: 0 on success; the -errno of fdatasync(2) (-EIO: an earlier
+ * write-back failed).
+ */
+int kcopyd_dev_sync(struct kcopyd_dev *dev);
+
 /* ---------------------------------------------------------------------
  * The kernel-compatible API
  * --------------------------------------------------------------------- */
@@ -230,6 +240,19 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from,
  */
 void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done,
 			 uint64_t *sectors_total);
+
+/*
+ * kcopyd_job_checkpoint() - how far the job is done without a gap: every
+ * sector of the job below *@sectors, counted from the start of its regions,
+ * has been written to every destination, successfully.  Writes complete
+ * out of order, so it may lag kcopyd_job_progress()'s count, and it stops
+ * for good below a sub-job that failed anywhere (also with
+ * KCOPYD_IGNORE_ERROR).  The data is written, not flushed: read the
+ * checkpoint, then kcopyd_dev_sync() every destination, and the sectors
+ * below it survive a crash.  A job that is resumed from a checkpoint C is
+ * the same regions moved on by C sectors.  Safe at any time from any thread.
+ */
+void kcopyd_job_checkpoint(const struct kcopyd_job *job, uint64_t *sectors);
 
 /*
  * kcopyd_job_cancel() - stop a job: no new sub-job starts, those in flight

@@ -205,6 +205,7 @@ errno_text() {
 	EAGAIN) echo "Resource temporarily unavailable" ;;
 	EDEADLK) echo "Resource deadlock avoided" ;;
 	EEXIST) echo "File exists" ;;
+	ENAMETOOLONG) echo "File name too long" ;;
 	*) echo "($1)" ;;
 	esac
 }

@@ -941,6 +941,72 @@ Test(devices, stats_add_up)
 		  "pages_peak %u, budget %u", stats.pages_peak, stats.pages_total);
 }
 
+/* The number after @key in @path (a "key value" or "key: value kB" file), or -1. */
+static long long read_counter(const char *path, const char *key)
+{
+	char line[256];
+	long long value = -1;
+	size_t key_len = strlen(key);
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, key_len) == 0 && (line[key_len] == ' ' || line[key_len] == ':')) {
+			value = strtoll(line + key_len + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return value;
+}
+
+/*
+ * The buffer slots are asked to be transparent huge pages (O_DIRECT pins
+ * every buffer page per I/O; a 2 MiB page makes a sub-job one piece).
+ * Where THP is on, a copy through a 16 MiB budget must leave the process
+ * with more anonymous huge pages than before.  The kernel may fall back to
+ * small pages when it has no free 2 MiB block: that is a skip, not a pass.
+ */
+Test(devices, buffers_are_huge_pages_where_thp_allows)
+{
+	const uint64_t count = (8 * MiB) >> KCOPYD_SECTOR_SHIFT;
+	const struct kcopyd_config config = { .num_pages = 4096, .depth = 8 };
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = count };
+	struct io_region to = region(T_LOOP_A, 0, count);
+	long long huge_before, huge_during, fallback_before, fallback_after;
+	char thp[128] = "";
+	struct kcopyd_client *kc;
+	struct kcopyd_result res;
+	FILE *f;
+	int r;
+
+	f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "re");
+	if (f) {
+		if (!fgets(thp, sizeof(thp), f))
+			thp[0] = '\0';
+		fclose(f);
+	}
+	if (!f || strstr(thp, "[never]"))
+		cr_skip_test("transparent huge pages are off on this machine (%s)", f ? "never" : "no sysfs file");
+	huge_before = read_counter("/proc/self/smaps_rollup", "AnonHugePages");
+	fallback_before = read_counter("/proc/vmstat", "thp_fault_fallback");
+	r = kcopyd_client_create_config(&config, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_config: %d (%s)", r, strerror(-r));
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "copy: %d", r);
+	huge_during = read_counter("/proc/self/smaps_rollup", "AnonHugePages");
+	fallback_after = read_counter("/proc/vmstat", "thp_fault_fallback");
+	kcopyd_client_destroy(kc);
+	expect_clean_result("huge pages", &res, count);
+	expect_source_copy("huge pages", 0, &to);
+	if (huge_during <= huge_before && fallback_after > fallback_before)
+		cr_skip_test("the kernel fell back to small pages (thp_fault_fallback %lld -> %lld)",
+			     fallback_before, fallback_after);
+	cr_assert(huge_during >= huge_before + 2048,
+		  "AnonHugePages %lld kB before the client, %lld kB after a copy through it (THP: %s): "
+		  "the buffers are not huge pages", huge_before, huge_during, thp);
+}
+
 TU_MAIN_REQUIRES(tu_loop_rig_missing() == NULL, tu_loop_rig_missing())
 
 /*

@@ -286,6 +286,64 @@ Test(engine, read_error_without_ignore_stops_and_writes_nothing_above_it)
 	kcopyd_dev_close(d1);
 }
 
+/* Submit, wait, and return the job's checkpoint at the end (and its result). */
+static uint64_t run_job_checkpoint(const struct io_region *from, unsigned int num_dests,
+				   const struct io_region *dests, unsigned int flags, struct kcopyd_result *result)
+{
+	struct kcopyd_job *job;
+	uint64_t checkpoint = UINT64_MAX;
+	int r = kcopyd_submit(kc, from, num_dests, dests, flags, NULL, NULL, &job);
+
+	cr_assert(r == 0, "kcopyd_submit: %d", r);
+	kcopyd_job_wait(job);
+	cr_assert(kcopyd_job_result(job, result) == 0);
+	kcopyd_job_checkpoint(job, &checkpoint);
+	kcopyd_job_release(job);
+	return checkpoint;
+}
+
+/*
+ * The checkpoint is the prefix written everywhere without a gap: all of a
+ * clean job (completions in reverse order), up to the first failed sub-job
+ * with ignore_error (while progress counts them all), and up to a failed
+ * read without it.
+ */
+Test(engine, checkpoint_is_the_prefix_written_everywhere)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 21), *d0 = memdev(2 * MiB, 0), *d1 = memdev(2 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) };
+	struct io_region dests[2] = { { d0, 0, from.count }, { d1, 0, from.count } };
+	struct kcopyd_result result;
+	uint64_t checkpoint;
+
+	new_client(4096, 256, 8);
+	fake.reverse = true;
+	checkpoint = run_job_checkpoint(&from, 2, dests, 0, &result);
+	cr_assert(checkpoint == from.count, "clean copy: checkpoint %llu, expected all %llu sectors",
+		  (unsigned long long)checkpoint, (unsigned long long)from.count);
+
+	fake_io_fail(&fake, d1, KCOPYD_IO_WRITE, 800, 8, -EIO);	/* sub-job 3 (768..1023) on dest 1 */
+	checkpoint = run_job_checkpoint(&from, 2, dests, KCOPYD_IGNORE_ERROR, &result);
+	cr_assert(result.write_err == 2 && result.sectors_done == from.count,
+		  "ignore_error: write_err %#x, done %llu", result.write_err, (unsigned long long)result.sectors_done);
+	cr_assert(checkpoint == 768, "ignore_error, dest 1 failing at sub-job 3: checkpoint %llu, expected 768",
+		  (unsigned long long)checkpoint);
+
+	pthread_mutex_lock(&fake.lock);
+	fake.rule_count = 0;
+	pthread_mutex_unlock(&fake.lock);
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 1300, 1, -EIO);	/* sub-job 5 (1280..1535) */
+	checkpoint = run_job_checkpoint(&from, 2, dests, 0, &result);
+	cr_assert(result.read_err == 1 && result.sectors_done == 1280, "read error: read_err %d done %llu",
+		  result.read_err, (unsigned long long)result.sectors_done);
+	cr_assert(checkpoint == 1280, "read error at sub-job 5: checkpoint %llu, expected 1280",
+		  (unsigned long long)checkpoint);
+	cr_assert(kcopyd_dev_sync(d0) == 0, "kcopyd_dev_sync on a memfd");
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
 Test(engine, read_error_with_ignore_writes_zeros_and_goes_on)
 {
 	struct kcopyd_dev *src = memdev(2 * MiB, 5), *dst = memdev(2 * MiB, 6);
@@ -593,6 +651,8 @@ Test(engine, cancel_stops_a_running_job_and_keeps_its_progress)
 	kcopyd_job_progress(job, &done, &total);
 	cr_assert(done == 0 && total == from.count, "progress %llu/%llu", (unsigned long long)done,
 		  (unsigned long long)total);
+	kcopyd_job_checkpoint(job, &done);
+	cr_assert(done == 0, "checkpoint %llu with every I/O held", (unsigned long long)done);
 	cr_assert(kcopyd_job_cancel(job) == 0);
 	cr_assert(kcopyd_job_cancel(job) == -EALREADY, "a second cancel");
 	fake_io_release(&fake);
@@ -604,6 +664,9 @@ Test(engine, cancel_stops_a_running_job_and_keeps_its_progress)
 	cr_assert(result.sectors_done == 1024, "done %llu, expected the 1024 sectors in flight",
 		  (unsigned long long)result.sectors_done);
 	cr_assert(same_bytes(src, 0, dst, 0, 1024) && all_zero(dst, 1024, from.count - 1024));
+	kcopyd_job_checkpoint(job, &done);
+	cr_assert(done == 1024, "checkpoint %llu after the cancel, expected the 1024 sectors written",
+		  (unsigned long long)done);
 	cr_assert(kcopyd_job_cancel(job) == -EALREADY, "cancel after the end");
 	kcopyd_job_release(job);
 	kcopyd_dev_close(src);

@@ -8,6 +8,10 @@
  * from a dying disk.  Needs root, /dev/fuse, nbdkit and nbdfuse; skips (77)
  * without them.
  *
+ * Errors that come and go use the error filter's rates (each request
+ * fails at random); a slow disk is nbdkit-delay-filter; a disk that
+ * vanishes is nbdkit killed under a running job.
+ *
  * Jobs copy a 4 MiB source region in 64 KiB sub-jobs (64 of them).  The
  * destinations start out as the pattern FILL_SEED, so that every 4 KiB
  * block of a destination region can be told apart afterwards: copied from
@@ -736,6 +740,290 @@ Test(faults, zero_job_with_a_failing_dest)
 			     &diff);
 	cr_assert_eq(r, 0, "%s: the healthy dest was written before its region (byte %" PRIu64 ")",
 		     what, diff);
+}
+
+/* ---- errors that come and go --------------------------------------------- */
+
+#define CHUNKS (REGION_COUNT / SUBJOB)
+#define BLOCKS_PER_CHUNK (SUBJOB / BLOCK_SECTORS)
+
+/* A RAM disk with the source's contents whose reads fail at @rate once errors are on. */
+static void start_flaky_source(const char *rate)
+{
+	int r = tu_nbd_start_flaky(&fx.nbd_src, DEV_BYTES, rate, NULL);
+
+	cr_assert_eq(r, 0, "tu_nbd_start_flaky: %d (%s)", r, strerror(-r));
+	r = tu_pattern_write(fx.nbd_src.loop, 0, DEV_BYTES, SRC_SEED, 0);
+	cr_assert_eq(r, 0, "filling %s: %d (%s)", fx.nbd_src.loop, r, strerror(-r));
+	r = kcopyd_dev_open(fx.nbd_src.loop, O_RDONLY, &fx.bad_src);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d (%s)", fx.nbd_src.loop, r, strerror(-r));
+	cr_assert_eq(tu_nbd_errors(&fx.nbd_src, true), 0, "creating the trigger file");
+}
+
+/* The letter every block of sub-job @chunk has in @map, or '?' if they differ. */
+static char chunk_letter(const char *map, unsigned int chunk)
+{
+	unsigned int block;
+
+	for (block = 1; block < BLOCKS_PER_CHUNK; block++)
+		if (map[chunk * BLOCKS_PER_CHUNK + block] != map[chunk * BLOCKS_PER_CHUNK])
+			return '?';
+	return map[chunk * BLOCKS_PER_CHUNK];
+}
+
+/*
+ * Reads fail at random (20% of requests): with KCOPYD_IGNORE_ERROR every
+ * sub-job is either copied or, if its read failed, zeros; the lowest zeroed
+ * one is the reported failure, and the failed reads are what stats count.
+ */
+Test(faults, flaky_reads_with_ignore_error_zero_exactly_the_failed_chunks)
+{
+	const char *what = "reads failing at 20%, ignore error";
+	struct io_region from, to;
+	struct kcopyd_result res;
+	struct kcopyd_stats stats;
+	char map[NR_BLOCKS + 1], text[256];
+	unsigned int chunk, zeroed = 0, copied = 0, first_zeroed = CHUNKS;
+
+	start_flaky_source("20%");
+	make_client(0);
+	from = (struct io_region){ .bdev = fx.bad_src, .sector = REGION_SECTOR, .count = REGION_COUNT };
+	to = (struct io_region){ .bdev = fx.dst[T_LOOP_A], .sector = 4096, .count = REGION_COUNT };
+	run_job(what, &from, 1, &to, KCOPYD_IGNORE_ERROR, &res);
+	block_map(fx.dst_loop[T_LOOP_A], to.sector, REGION_SECTOR, map);
+	for (chunk = 0; chunk < CHUNKS; chunk++) {
+		char letter = chunk_letter(map, chunk);
+
+		cr_assert(letter == 'S' || letter == 'Z', "%s: sub-job %u is neither the source nor zeros; map: %s",
+			  what, chunk, rle(map, text, sizeof(text)));
+		if (letter == 'Z' && first_zeroed == CHUNKS)
+			first_zeroed = chunk;
+		zeroed += letter == 'Z';
+		copied += letter == 'S';
+	}
+	/* 64 draws at 20%: all clean or all failing has a chance below one in a million. */
+	cr_assert(zeroed > 0 && copied > 0, "%s: %u sub-jobs zeroed, %u copied; map: %s", what, zeroed, copied,
+		  rle(map, text, sizeof(text)));
+	cr_assert_eq(res.read_err, 1, "%s: read_err %d with %u failed sub-jobs", what, res.read_err, zeroed);
+	cr_assert_eq(res.read.error, -EIO, "%s: read.error %d", what, res.read.error);
+	cr_assert_eq(res.read.sector, REGION_SECTOR + (uint64_t)first_zeroed * SUBJOB,
+		     "%s: reported failure at sector %" PRIu64 ", the lowest zeroed sub-job is %u (sector %llu)",
+		     what, res.read.sector, first_zeroed, REGION_SECTOR + (unsigned long long)first_zeroed * SUBJOB);
+	cr_assert_eq(res.sectors_done, REGION_COUNT, "%s: sectors_done %" PRIu64, what, res.sectors_done);
+	kcopyd_client_stats(fx.kc, &stats);
+	cr_assert_eq(stats.read_errors, zeroed, "%s: stats.read_errors %" PRIu64 ", %u sub-jobs zeroed", what,
+		     stats.read_errors, zeroed);
+}
+
+/* Without KCOPYD_IGNORE_ERROR the first failure stops the job: below it everything, above it nothing. */
+Test(faults, flaky_reads_stop_the_job_with_nothing_written_above_the_failure)
+{
+	const char *what = "reads failing at 20%, no ignore error";
+	struct io_region from, to;
+	struct kcopyd_result res;
+	char map[NR_BLOCKS + 1], text[256];
+	unsigned int chunk, failed_chunk;
+
+	start_flaky_source("20%");
+	make_client(0);
+	from = (struct io_region){ .bdev = fx.bad_src, .sector = REGION_SECTOR, .count = REGION_COUNT };
+	to = (struct io_region){ .bdev = fx.dst[T_LOOP_C], .sector = 0, .count = REGION_COUNT };
+	run_job(what, &from, 1, &to, 0, &res);
+	cr_assert_eq(res.read_err, 1, "%s: read_err %d (64 draws at 20%% all passed?)", what, res.read_err);
+	cr_assert_eq(res.read.error, -EIO, "%s: read.error %d", what, res.read.error);
+	cr_assert(res.read.sector >= REGION_SECTOR && (res.read.sector - REGION_SECTOR) % SUBJOB == 0,
+		  "%s: failure at sector %" PRIu64 " is not a sub-job start", what, res.read.sector);
+	failed_chunk = (unsigned int)((res.read.sector - REGION_SECTOR) / SUBJOB);
+	block_map(fx.dst_loop[T_LOOP_C], to.sector, REGION_SECTOR, map);
+	for (chunk = 0; chunk < CHUNKS; chunk++)
+		cr_assert_eq(chunk_letter(map, chunk), chunk < failed_chunk ? 'S' : 'F',
+			     "%s: sub-job %u is '%c', the failure is sub-job %u; map: %s", what, chunk,
+			     chunk_letter(map, chunk), failed_chunk, rle(map, text, sizeof(text)));
+	cr_assert_eq(res.sectors_done, (uint64_t)failed_chunk * SUBJOB, "%s: sectors_done %" PRIu64
+		     ", %u sub-jobs below the failure", what, res.sectors_done, failed_chunk);
+}
+
+/* Writes to one destination of three fail at random: only its bit, the other two intact. */
+Test(faults, flaky_writes_on_one_dest_of_three)
+{
+	const char *what = "writes to dest 1 of 3 failing at 30%, ignore error";
+	struct io_region from, dests[3];
+	struct kcopyd_result res;
+	uint64_t diff = 0;
+	unsigned int i;
+	int r;
+
+	r = tu_nbd_start_flaky(&fx.nbd_dst, DEV_BYTES, NULL, "30%");
+	cr_assert_eq(r, 0, "tu_nbd_start_flaky: %d (%s)", r, strerror(-r));
+	r = kcopyd_dev_open(fx.nbd_dst.loop, O_RDWR, &fx.bad_dst);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d (%s)", fx.nbd_dst.loop, r, strerror(-r));
+	cr_assert_eq(tu_nbd_errors(&fx.nbd_dst, true), 0, "creating the trigger file");
+	make_client(0);
+	from = (struct io_region){ .bdev = fx.src, .sector = REGION_SECTOR, .count = REGION_COUNT };
+	three_dests(dests);
+	run_job(what, &from, 3, dests, KCOPYD_IGNORE_ERROR, &res);
+	cr_assert_eq(res.write_err, 1u << BAD_DEST, "%s: write_err 0x%x, expected exactly bit %u", what,
+		     res.write_err, BAD_DEST);
+	cr_assert_eq(res.write[BAD_DEST].error, -EIO, "%s: write[%u].error %d", what, BAD_DEST,
+		     res.write[BAD_DEST].error);
+	cr_assert(res.read_err == 0 && res.write[0].error == 0 && res.write[2].error == 0,
+		  "%s: read_err %d, write[0] %d, write[2] %d", what, res.read_err, res.write[0].error,
+		  res.write[2].error);
+	cr_assert_eq(res.sectors_done, REGION_COUNT, "%s: sectors_done %" PRIu64, what, res.sectors_done);
+	for (i = 0; i < 3; i += 2) {
+		r = tu_compare(fx.src_file, REGION_SECTOR << KCOPYD_SECTOR_SHIFT, fx.dst_loop[i == 0 ? T_LOOP_A : T_LOOP_C],
+			       dests[i].sector << KCOPYD_SECTOR_SHIFT, REGION_COUNT << KCOPYD_SECTOR_SHIFT, &diff);
+		cr_assert_eq(r, 0, "%s: healthy dest %u differs from the source at byte %" PRIu64 " (%d)", what, i,
+			     diff, r);
+	}
+}
+
+/* ---- a slow destination, and one that vanishes ------------------------------ */
+
+/* A zeroed RAM disk destination that takes @delay_ms longer for every request. */
+static void start_slow_dest(unsigned int delay_ms)
+{
+	int r = tu_nbd_start_slow(&fx.nbd_dst, DEV_BYTES, delay_ms);
+
+	cr_assert_eq(r, 0, "tu_nbd_start_slow: %d (%s)", r, strerror(-r));
+	r = kcopyd_dev_open(fx.nbd_dst.loop, O_RDWR, &fx.bad_dst);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d (%s)", fx.nbd_dst.loop, r, strerror(-r));
+}
+
+/*
+ * One destination of three takes 20 ms more per request, the others are
+ * tmpfs loop devices (the test prints the measured ratio: hundreds).  The job is correct on all
+ * three, a job between fast devices submitted meanwhile completes correctly
+ * too, and the buffers never pass the budget (4 slots).
+ */
+Test(faults, slow_destination_among_fast_ones)
+{
+	const char *what = "dest 1 of 3 20 ms slower per request";
+	const struct kcopyd_config config = { .num_pages = 64, .subjob_sectors = SUBJOB };
+	struct io_region from, dests[3], fast_from, fast_to;
+	struct kcopyd_result res, fast_res;
+	struct kcopyd_stats stats;
+	struct kcopyd_job *slow_job;
+	double start, slow_seconds, fast_seconds;
+	uint64_t diff = 0;
+	unsigned int i;
+	int r;
+
+	start_slow_dest(20);
+	r = kcopyd_client_create_config(&config, &fx.kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_config: %d (%s)", r, strerror(-r));
+	from = (struct io_region){ .bdev = fx.src, .sector = REGION_SECTOR, .count = REGION_COUNT };
+	three_dests(dests);
+
+	start = tu_now();
+	r = kcopyd_submit(fx.kc, &from, 3, dests, 0, NULL, NULL, &slow_job);
+	cr_assert_eq(r, 0, "%s: kcopyd_submit: %d (%s)", what, r, strerror(-r));
+	/* Meanwhile, a copy between fast devices only (another part of dest 0's device). */
+	fast_from = (struct io_region){ .bdev = fx.src, .sector = 0, .count = 2048 };
+	fast_to = (struct io_region){ .bdev = fx.dst[T_LOOP_A], .sector = 20000, .count = 2048 };
+	r = tu_copy_sync(fx.kc, &fast_from, 1, &fast_to, 0, &fast_res);
+	cr_assert_eq(r, 0, "%s: the concurrent fast copy: %d", what, r);
+	kcopyd_job_wait(slow_job);
+	slow_seconds = tu_now() - start;
+	r = kcopyd_job_result(slow_job, &res);
+	kcopyd_job_release(slow_job);
+	cr_assert_eq(r, 0, "%s: kcopyd_job_result: %d", what, r);
+	cr_assert(res.read_err == 0 && res.write_err == 0 && res.error == 0 && res.sectors_done == REGION_COUNT,
+		  "%s: read_err %d write_err 0x%x error %d sectors_done %" PRIu64, what, res.read_err, res.write_err,
+		  res.error, res.sectors_done);
+	cr_assert(fast_res.read_err == 0 && fast_res.write_err == 0, "%s: the fast copy failed: %d 0x%x", what,
+		  fast_res.read_err, fast_res.write_err);
+	r = tu_compare(fx.src_file, 0, fx.dst_loop[T_LOOP_A], 20000ull << KCOPYD_SECTOR_SHIFT,
+		       2048ull << KCOPYD_SECTOR_SHIFT, &diff);
+	cr_assert_eq(r, 0, "%s: the fast copy differs at byte %" PRIu64 " (%d)", what, diff, r);
+	for (i = 0; i < 3; i++) {
+		const char *path = i == 0 ? fx.dst_loop[T_LOOP_A] : i == 1 ? fx.nbd_dst.loop : fx.dst_loop[T_LOOP_C];
+
+		r = tu_compare(fx.src_file, REGION_SECTOR << KCOPYD_SECTOR_SHIFT, path,
+			       dests[i].sector << KCOPYD_SECTOR_SHIFT, REGION_COUNT << KCOPYD_SECTOR_SHIFT, &diff);
+		cr_assert_eq(r, 0, "%s: dest %u (%s) differs from the source at byte %" PRIu64 " (%d)", what, i, path,
+			     diff, r);
+	}
+	kcopyd_client_stats(fx.kc, &stats);
+	cr_assert(stats.pages_peak <= stats.pages_total, "%s: pages_peak %u over the budget %u", what,
+		  stats.pages_peak, stats.pages_total);
+
+	/* The same copy to the fast destinations alone, for the ratio. */
+	start = tu_now();
+	run_job("fast only", &from, 1, &dests[0], 0, &res);
+	fast_seconds = tu_now() - start;
+	fprintf(stderr, "%s: %.3f s with the slow destination, %.4f s to a fast one alone (%.0fx)\n", what, slow_seconds,
+		    fast_seconds, fast_seconds > 0 ? slow_seconds / fast_seconds : 0.0);
+}
+
+/*
+ * The destination's server dies in the middle of a job (nbdkit killed): the
+ * job ends, its bit set with the errno of the failed writes; the healthy
+ * destination holds the source or its old contents, nothing else; and the
+ * same client then runs a new job correctly.
+ */
+Test(faults, destination_vanishes_mid_job)
+{
+	const char *what = "dest 1 of 2 killed mid-job";
+	struct io_region from, dests[2];
+	struct kcopyd_result res;
+	struct kcopyd_job *job;
+	char map[NR_BLOCKS + 1], text[256];
+	uint64_t done = 0, total = 0, diff = 0;
+	unsigned int block;
+	double deadline;
+	int r;
+
+	start_slow_dest(30);	/* 64 writes of 30 ms or more: the copy takes a second or so */
+	make_client(0);
+	from = (struct io_region){ .bdev = fx.src, .sector = REGION_SECTOR, .count = REGION_COUNT };
+	dests[0] = (struct io_region){ .bdev = fx.dst[T_LOOP_A], .sector = 4096, .count = REGION_COUNT };
+	dests[1] = (struct io_region){ .bdev = fx.bad_dst, .sector = 0, .count = REGION_COUNT };
+	r = kcopyd_submit(fx.kc, &from, 2, dests, 0, NULL, NULL, &job);
+	cr_assert_eq(r, 0, "%s: kcopyd_submit: %d (%s)", what, r, strerror(-r));
+	for (deadline = tu_now() + 10; tu_now() < deadline && done < 4 * SUBJOB; tu_sleep_ms(5))
+		kcopyd_job_progress(job, &done, &total);
+	cr_assert(done >= 4 * SUBJOB && done < total, "%s: progress %" PRIu64 "/%" PRIu64 " before the kill", what,
+		  done, total);
+	r = tu_nbd_kill_server(&fx.nbd_dst);
+	cr_assert_eq(r, 0, "%s: killing nbdkit: %d (%s)", what, r, strerror(-r));
+
+	/*
+	 * It must end by itself, not hang on the dead disk.  (The suite's 60 s
+	 * timeout bounds the whole test: a per-test .timeout leaks in
+	 * Criterion 2.4, which LeakSanitizer reports.)
+	 */
+	for (deadline = tu_now() + 30; tu_now() < deadline; tu_sleep_ms(20))
+		if (kcopyd_job_result(job, &res) == 0)
+			break;
+	r = kcopyd_job_result(job, &res);
+	cr_assert_eq(r, 0, "%s: the job has not ended 30 s after the kill (progress %" PRIu64 "/%" PRIu64 ")", what,
+		     done, total);
+	kcopyd_job_wait(job);
+	kcopyd_job_release(job);
+	cr_assert_eq(res.write_err, 2u, "%s: write_err 0x%x, expected 0x2", what, res.write_err);
+	cr_assert(res.write[1].error < 0 && res.error < 0, "%s: write[1].error %d, error %d", what,
+		  res.write[1].error, res.error);
+	cr_assert(res.read_err == 0 && res.write[0].error == 0, "%s: read_err %d write[0].error %d", what,
+		  res.read_err, res.write[0].error);
+	cr_assert(res.sectors_done < REGION_COUNT, "%s: sectors_done %" PRIu64 " of %llu", what, res.sectors_done,
+		  REGION_COUNT);
+	fprintf(stderr, "%s: ended with %s at sector %" PRIu64 " after %" PRIu64 " sectors\n", what,
+		    strerror(-res.write[1].error), res.write[1].sector, res.sectors_done);
+	block_map(fx.dst_loop[T_LOOP_A], dests[0].sector, REGION_SECTOR, map);
+	for (block = 0; block < NR_BLOCKS; block++)
+		cr_assert(map[block] == 'S' || map[block] == 'F', "%s: healthy dest block %u is '%c'; map: %s", what,
+			  block, map[block], rle(map, text, sizeof(text)));
+
+	/* The client carries on. */
+	dests[0].sector = 16384;
+	run_job("after the kill", &from, 1, &dests[0], 0, &res);
+	cr_assert(res.read_err == 0 && res.write_err == 0 && res.sectors_done == REGION_COUNT,
+		  "after the kill: read_err %d write_err 0x%x sectors_done %" PRIu64, res.read_err, res.write_err,
+		  res.sectors_done);
+	r = tu_compare(fx.src_file, REGION_SECTOR << KCOPYD_SECTOR_SHIFT, fx.dst_loop[T_LOOP_A],
+		       16384ull << KCOPYD_SECTOR_SHIFT, REGION_COUNT << KCOPYD_SECTOR_SHIFT, &diff);
+	cr_assert_eq(r, 0, "after the kill: the copy differs at byte %" PRIu64 " (%d)", diff, r);
 }
 
 TU_MAIN_REQUIRES(tu_nbd_rig_missing() == NULL, tu_nbd_rig_missing())

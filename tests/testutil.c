@@ -41,7 +41,7 @@ extern char **environ;
  * Small tools
  * --------------------------------------------------------------------- */
 
-static void tu_sleep_ms(unsigned int ms)
+void tu_sleep_ms(unsigned int ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
 
@@ -49,7 +49,7 @@ static void tu_sleep_ms(unsigned int ms)
 		;
 }
 
-static double tu_now(void)
+double tu_now(void)
 {
 	struct timespec ts;
 
@@ -805,6 +805,89 @@ int tu_nbd_start_read_errors(struct tu_nbd *nbd, uint64_t bytes)
 
 		return tu_nbd_start(nbd, false, args);
 	}
+}
+
+int tu_nbd_start_flaky(struct tu_nbd *nbd, uint64_t bytes, const char *read_rate, const char *write_rate)
+{
+	char size[32], rrate[64], wrate[64], rfile[320], wfile[320];
+	const char *args[16];
+	unsigned int argc = 0;
+	int r = tu_nbd_prepare(nbd);
+
+	if (r < 0)
+		return r;
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)bytes);
+	args[argc++] = "--filter=error";
+	args[argc++] = "memory";
+	args[argc++] = size;
+	args[argc++] = "error=EIO";
+	if (read_rate) {
+		snprintf(rrate, sizeof(rrate), "error-pread-rate=%s", read_rate);
+		snprintf(rfile, sizeof(rfile), "error-pread-file=%s", nbd->trigger);
+		args[argc++] = rrate;
+		args[argc++] = rfile;
+	}
+	if (write_rate) {
+		snprintf(wrate, sizeof(wrate), "error-pwrite-rate=%s", write_rate);
+		snprintf(wfile, sizeof(wfile), "error-pwrite-file=%s", nbd->trigger);
+		args[argc++] = wrate;
+		args[argc++] = wfile;
+	}
+	args[argc] = NULL;
+	return tu_nbd_start(nbd, false, args);
+}
+
+int tu_nbd_start_slow(struct tu_nbd *nbd, uint64_t bytes, unsigned int delay_ms)
+{
+	char size[32], read_delay[64], write_delay[64];
+	int r = tu_nbd_prepare(nbd);
+
+	if (r < 0)
+		return r;
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)bytes);
+	snprintf(read_delay, sizeof(read_delay), "delay-read=%ums", delay_ms);
+	snprintf(write_delay, sizeof(write_delay), "delay-write=%ums", delay_ms);
+	{
+		const char *const args[] = { "--filter=delay", "memory", size, read_delay, write_delay, NULL };
+
+		return tu_nbd_start(nbd, false, args);
+	}
+}
+
+int tu_nbd_kill_server(struct tu_nbd *nbd)
+{
+	char path[300], stat_line[512];
+	struct dirent *entry;
+	pid_t child = 0;
+	DIR *proc;
+
+	if (nbd->pid <= 0)
+		return -ESRCH;
+	/* nbdfuse runs nbdkit as its child (--command): find the process whose parent it is. */
+	proc = opendir("/proc");
+	if (!proc)
+		return -errno;
+	while (!child && (entry = readdir(proc))) {
+		const char *after_name;
+		long parent = 0;
+		FILE *f;
+
+		if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", entry->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		/* "PID (COMM) STATE PPID ...": COMM may hold blanks, so start after the last ')'. */
+		if (fgets(stat_line, sizeof(stat_line), f) && (after_name = strrchr(stat_line, ')')) &&
+		    sscanf(after_name + 1, " %*c %ld", &parent) == 1 && parent == (long)nbd->pid)
+			child = (pid_t)strtol(entry->d_name, NULL, 10);
+		fclose(f);
+	}
+	closedir(proc);
+	if (child <= 0)
+		return -ESRCH;
+	return kill(child, SIGKILL) == 0 ? 0 : -errno;
 }
 
 /* Write a GNU ddrescue mapfile: @bad ranges are '-', the rest '+'. */

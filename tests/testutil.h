@@ -24,6 +24,12 @@
 
 #include "kcopyd.h"
 
+/* tu_now() - CLOCK_MONOTONIC in seconds. */
+double tu_now(void);
+
+/* tu_sleep_ms() - sleep @ms milliseconds (through signals). */
+void tu_sleep_ms(unsigned int ms);
+
 /* ---------------------------------------------------------------------
  * Deterministic content
  * --------------------------------------------------------------------- */
@@ -189,6 +195,27 @@ int tu_nbd_start_read_errors(struct tu_nbd *nbd, uint64_t bytes);
  */
 int tu_nbd_start_bad_ranges(struct tu_nbd *nbd, const char *image, const struct tu_range *bad,
 			    unsigned int n);
+
+/*
+ * tu_nbd_start_flaky() - a zeroed RAM disk of @bytes whose reads fail with
+ * EIO at @read_rate and writes at @write_rate (nbdkit's "20%" form, NULL
+ * for none), each request drawn at random, while nbd->trigger exists:
+ * errors that come and go.
+ */
+int tu_nbd_start_flaky(struct tu_nbd *nbd, uint64_t bytes, const char *read_rate, const char *write_rate);
+
+/*
+ * tu_nbd_start_slow() - a zeroed RAM disk of @bytes whose every read and
+ * write takes @delay_ms longer (nbdkit-delay-filter): a slow disk.
+ */
+int tu_nbd_start_slow(struct tu_nbd *nbd, uint64_t bytes, unsigned int delay_ms);
+
+/*
+ * tu_nbd_kill_server() - kill nbdkit (SIGKILL), as a disk that vanishes:
+ * nbdfuse stays, and every request after it fails.  Return: 0, or -ESRCH
+ * if no nbdkit child of nbdfuse was found.
+ */
+int tu_nbd_kill_server(struct tu_nbd *nbd);
 
 /* tu_nbd_errors() - switch error-filter errors on (create nbd->trigger)
  * or off (remove it). */

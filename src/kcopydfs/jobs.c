@@ -487,6 +487,9 @@ int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t g
 	struct kfs_job *job;
 	unsigned int bucket;
 
+	/* Too long is its own errno, as for any filesystem with a short NAME_MAX. */
+	if (name && strlen(name) > KFS_NAME_MAX)
+		return -ENAMETOOLONG;
 	if (name && !kfs_name_valid(name))
 		return -EINVAL;
 	job = calloc(1, sizeof(*job) + name_room);

@@ -98,8 +98,9 @@ void kfs_service_destroy(struct kfs_service *svc);
 /*
  * kfs_job_create() - a new idle job owned by @uid:@gid.
  * @name: the job's name, or NULL for the next free number (clone).
- * Return: 0 and *@id; -EINVAL for a bad name; -EEXIST; -ESHUTDOWN; -ENOMEM;
- * -ENOSPC when the most jobs that may exist do (12288, or --max-jobs if more).
+ * Return: 0 and *@id; -ENAMETOOLONG for a name over KFS_NAME_MAX bytes;
+ * -EINVAL for another bad name; -EEXIST; -ESHUTDOWN; -ENOMEM; -ENOSPC when
+ * the most jobs that may exist do (12288, or --max-jobs if more).
  */
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id);
 

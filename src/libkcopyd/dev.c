@@ -148,3 +148,8 @@ int kcopyd_dev_is_direct(const struct kcopyd_dev *dev)
 {
 	return dev->direct;
 }
+
+int kcopyd_dev_sync(struct kcopyd_dev *dev)
+{
+	return fdatasync(dev->fd) == 0 ? 0 : -errno;
+}

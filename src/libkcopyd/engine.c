@@ -45,6 +45,7 @@
 #define MAX_BACKEND_DEPTH 1024u		/* iocbs in flight; more wait in the pending queue */
 #define IO_BATCH 64u			/* I/Os handed to the backend, or reaped, per call */
 #define SECTORS_PER_PAGE (KCOPYD_PAGE_SIZE >> KCOPYD_SECTOR_SHIFT)
+#define HUGE_PAGE_SIZE (2u << 20)	/* x86-64 and arm64 (4 KiB pages) PMD size */
 
 /*
  * Where a job is.  Moves forward only, under kc->lock:
@@ -79,6 +80,17 @@ struct subjob {
 	struct kcopyd_io ios[KCOPYD_MAX_REGIONS + 1];	/* [0]: the read; [1 + i]: the write to dests[i] */
 };
 
+/* A destination of a job, and the lowest failing range of it. */
+struct job_dest {
+	struct io_region region;
+	struct kcopyd_failure failure;	/* written by the I/O thread before COMPLETING */
+};
+
+/*
+ * A job.  It is allocated with exactly num_dests entries in dests[], so a
+ * queued job costs a few hundred bytes, not the room for 32 destinations:
+ * a service may hold thousands of them.
+ */
 struct kcopyd_job {
 	struct kcopyd_client *kc;
 
@@ -86,7 +98,6 @@ struct kcopyd_job {
 	bool is_zero;
 	struct io_region source;
 	unsigned int num_dests;
-	struct io_region dests[KCOPYD_MAX_REGIONS];
 	unsigned int flags;
 	kcopyd_notify_fn fn;
 	void *context;
@@ -94,6 +105,7 @@ struct kcopyd_job {
 
 	/* Read from any thread. */
 	_Atomic uint64_t sectors_done;
+	_Atomic uint64_t checkpoint;	/* every sub-job below it written everywhere, no gap */
 
 	/* Under kc->lock. */
 	enum job_state state;
@@ -110,11 +122,22 @@ struct kcopyd_job {
 	uint64_t next_start;		/* the next sub-job's first sector */
 	bool stopping;			/* no more sub-jobs: an error without IGNORE_ERROR, or a cancel */
 	uint64_t fail_start;		/* lowest failed sub-job; no chunk above it is written */
+	uint64_t checkpoint_stop;	/* lowest sub-job that finished unwritten or failed */
 	bool io_done;			/* handed to the completion thread */
 	bool started;			/* its first sub-job started */
 
-	/* Written by the I/O thread before COMPLETING; read after FINISHED. */
-	struct kcopyd_result result;
+	/*
+	 * Written by the I/O thread before COMPLETING, read after it: the
+	 * parts of struct kcopyd_result that are not per destination.
+	 */
+	int read_err;
+	unsigned int write_err;
+	int error;			/* first in time */
+	int cancelled;
+	uint64_t sectors_done_final;
+	struct kcopyd_failure read_failure;
+
+	struct job_dest dests[];	/* num_dests of them; set at submission */
 };
 
 /*
@@ -255,17 +278,17 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	struct kcopyd_client *kc = job->kc;
 
 	sj->failed = true;
-	if (job->result.error == 0)
-		job->result.error = error;
+	if (job->error == 0)
+		job->error = error;
 	if (dest_index < 0) {
 		sj->read_failed = true;
-		job->result.read_err = 1;
-		note_failure(&job->result.read, error, job->source.sector + sj->start, sj->count);
+		job->read_err = 1;
+		note_failure(&job->read_failure, error, job->source.sector + sj->start, sj->count);
 		atomic_fetch_add_explicit(&kc->read_errors, 1, memory_order_relaxed);
 	} else {
-		job->result.write_err |= 1u << dest_index;
-		note_failure(&job->result.write[dest_index], error, job->dests[dest_index].sector + sj->start,
-			     sj->count);
+		job->write_err |= 1u << dest_index;
+		note_failure(&job->dests[dest_index].failure, error,
+			     job->dests[dest_index].region.sector + sj->start, sj->count);
 		atomic_fetch_add_explicit(&kc->write_errors, 1, memory_order_relaxed);
 	}
 	if (!(job->flags & KCOPYD_IGNORE_ERROR)) {
@@ -282,8 +305,7 @@ static void complete_job(struct kcopyd_job *job)
 
 	assert(job->subjobs_in_flight == 0 && list_empty(&job->ready_link));
 	job->io_done = true;
-	job->result.sectors_done = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
-	job->result.sectors_total = job->total;
+	job->sectors_done_final = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
 	kc->jobs_owned--;
 
 	pthread_mutex_lock(&kc->lock);
@@ -309,9 +331,23 @@ static void subjob_finish(struct subjob *sj, bool written)
 	struct kcopyd_job *job = sj->job;
 	struct kcopyd_client *kc = job->kc;
 
+	uint64_t first_unfinished;
+
 	if (written && (!sj->failed || (job->flags & KCOPYD_IGNORE_ERROR)))
 		atomic_fetch_add_explicit(&job->sectors_done, sj->count, memory_order_relaxed);
 	list_del_init(&sj->link);
+	/*
+	 * The checkpoint: every sub-job below the first one still in flight
+	 * (they are in ascending order) has finished; it stops for good at one
+	 * that was not written, or not everywhere.
+	 */
+	if ((!written || sj->failed) && sj->start < job->checkpoint_stop)
+		job->checkpoint_stop = sj->start;
+	first_unfinished = list_empty(&job->subjobs) ? job->next_start
+						     : list_entry(job->subjobs.next, struct subjob, link)->start;
+	atomic_store_explicit(&job->checkpoint,
+			      first_unfinished < job->checkpoint_stop ? first_unfinished : job->checkpoint_stop,
+			      memory_order_relaxed);
 	if (!job->is_zero)
 		slot_give(kc, sj);
 	list_add_tail(&sj->link, &kc->free_subjobs);
@@ -337,9 +373,9 @@ static void subjob_write(struct subjob *sj)
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct kcopyd_io *io = &sj->ios[1 + dest_index];
 
-		io->dev = job->dests[dest_index].bdev;
+		io->dev = job->dests[dest_index].region.bdev;
 		io->op = KCOPYD_IO_WRITE;
-		io->offset = (job->dests[dest_index].sector + sj->start) << KCOPYD_SECTOR_SHIFT;
+		io->offset = (job->dests[dest_index].region.sector + sj->start) << KCOPYD_SECTOR_SHIFT;
 		io->length = sj->count << KCOPYD_SECTOR_SHIFT;
 		io->buf = sj->buf;
 		io->owner = sj;
@@ -538,7 +574,7 @@ static bool take_new_work(struct kcopyd_client *kc)
 		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, cancel_link);
 
 		if (!job->io_done) {
-			job->result.cancelled = 1;
+			job->cancelled = 1;
 			job->stopping = true;
 			ready_update(job);
 			maybe_complete_job(job);
@@ -606,7 +642,7 @@ static void *completion_thread_main(void *arg)
 		pthread_mutex_unlock(&kc->lock);
 
 		if (job->fn)
-			job->fn(job->result.read_err, job->result.write_err, job->context);
+			job->fn(job->read_err, job->write_err, job->context);
 
 		pthread_mutex_lock(&kc->lock);
 		job->state = JOB_FINISHED;
@@ -622,14 +658,43 @@ static void *completion_thread_main(void *arg)
 /* Clients                                                             */
 /* ------------------------------------------------------------------ */
 
+/*
+ * map_slot_memory() - @bytes of anonymous memory for the buffer slots,
+ * starting on a huge page boundary and asked to be backed by transparent
+ * huge pages.  O_DIRECT pins every buffer page for each I/O and the loop
+ * and block layers walk them one by one: with 2 MiB pages a 512 KiB
+ * sub-job is one contiguous piece instead of 128 (see doc/PERFORMANCE.md).
+ * The mapping is exactly @bytes long, so it never holds more than the
+ * budget; without THP it is ordinary pages.  Return: the memory or MAP_FAILED.
+ */
+static void *map_slot_memory(size_t bytes)
+{
+	size_t padded = bytes + HUGE_PAGE_SIZE;
+	uintptr_t start, aligned;
+	char *memory;
+
+	memory = mmap(NULL, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (memory == MAP_FAILED)
+		return MAP_FAILED;
+	start = (uintptr_t)memory;
+	aligned = (start + HUGE_PAGE_SIZE - 1) & ~(uintptr_t)(HUGE_PAGE_SIZE - 1);
+	/* Give back the padding on either side of the aligned part. */
+	if (aligned > start)
+		munmap(memory, aligned - start);
+	if (start + padded > aligned + bytes)
+		munmap((char *)aligned + bytes, start + padded - (aligned + bytes));
+	/* Advice only: without THP (or with it switched off) pages stay small. */
+	(void)madvise((void *)aligned, bytes, MADV_HUGEPAGE);
+	return (void *)aligned;
+}
+
 static int setup_buffers(struct kcopyd_client *kc)
 {
 	size_t slot_bytes = (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE;
 	unsigned int index;
 
-	/* Anonymous mappings: pages come on first use, and are never more than the budget. */
-	kc->slot_memory = mmap(NULL, slot_bytes * kc->nr_slots, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* Anonymous memory: pages come on first use, and are never more than the budget. */
+	kc->slot_memory = map_slot_memory(slot_bytes * kc->nr_slots);
 	if (kc->slot_memory == MAP_FAILED)
 		goto err;
 	/* Never written, so every page of it is the kernel's shared zero page. */
@@ -830,6 +895,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 		  struct kcopyd_job **result)
 {
 	struct kcopyd_job *job;
+	unsigned int dest_index;
 	int r;
 
 	if (!kc)
@@ -837,7 +903,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	r = kcopyd_validate(from, num_dests, dests, flags, NULL, 0);
 	if (r < 0)
 		return r;
-	job = calloc(1, sizeof(*job));
+	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
 	if (!job)
 		return -ENOMEM;
 	job->kc = kc;
@@ -845,12 +911,14 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	if (from)
 		job->source = *from;
 	job->num_dests = num_dests;
-	memcpy(job->dests, dests, num_dests * sizeof(*dests));
+	for (dest_index = 0; dest_index < num_dests; dest_index++)
+		job->dests[dest_index].region = dests[dest_index];
 	job->flags = flags;
 	job->fn = fn;
 	job->context = context;
 	job->total = dests[0].count;
 	job->fail_start = UINT64_MAX;
+	job->checkpoint_stop = UINT64_MAX;
 	job->refs = result ? 2 : 1;
 	list_init(&job->ready_link);
 	list_init(&job->subjobs);
@@ -891,6 +959,11 @@ void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done, u
 		*sectors_total = job->total;
 }
 
+void kcopyd_job_checkpoint(const struct kcopyd_job *job, uint64_t *sectors)
+{
+	*sectors = atomic_load_explicit(&job->checkpoint, memory_order_relaxed);
+}
+
 int kcopyd_job_cancel(struct kcopyd_job *job)
 {
 	struct kcopyd_client *kc = job->kc;
@@ -915,7 +988,18 @@ int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result
 
 	pthread_mutex_lock(&kc->lock);
 	if (job->state >= JOB_COMPLETING) {
-		*result = job->result;
+		unsigned int dest_index;
+
+		memset(result, 0, sizeof(*result));
+		result->read_err = job->read_err;
+		result->write_err = job->write_err;
+		result->error = job->error;
+		result->cancelled = job->cancelled;
+		result->sectors_done = job->sectors_done_final;
+		result->sectors_total = job->total;
+		result->read = job->read_failure;
+		for (dest_index = 0; dest_index < job->num_dests; dest_index++)
+			result->write[dest_index] = job->dests[dest_index].failure;
 		r = 0;
 	}
 	pthread_mutex_unlock(&kc->lock);

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A libFuzzer target for the job-description parser (src/kcopydfs/jobspec.c),
+ * the text every writer of a ctl file reaches.
+ *
+ * Build and run: contrib/fuzz.sh [SECONDS] (clang, -fsanitize=fuzzer,address,undefined);
+ * the seed corpus is tests/fuzz/corpus/jobspec/.  The same target is built
+ * with a plain main() (tests/fuzz/replay.c) so that `make check` replays
+ * the corpus through it.
+ *
+ * Besides the sanitizers' checks, it asserts what jobspec.h promises:
+ *  - the return value is 0 or one of the documented -errno values;
+ *  - a refusal comes with a reason that is one non-empty line of printable text;
+ *  - an accepted description has 1 to 32 destinations, absolute paths and
+ *    known flags, renders to one line, and that line parses to the same
+ *    description and renders to the same line again (canonical form).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kcopydfs/jobspec.h"
+#include "fuzz.h"
+
+static void check_region(const struct jobspec_region *region)
+{
+	FUZZ_CHECK(region->path && region->path[0] == '/', "a path is not absolute");
+	FUZZ_CHECK(!region->has_count || region->sector + region->count >= region->sector,
+		   "SECTOR+COUNT overflows");
+}
+
+static bool same_region(const struct jobspec_region *a, const struct jobspec_region *b)
+{
+	return strcmp(a->path, b->path) == 0 && a->sector == b->sector && a->has_count == b->has_count &&
+	       (!a->has_count || a->count == b->count);
+}
+
+static bool same_spec(const struct jobspec *a, const struct jobspec *b)
+{
+	unsigned int dest_index;
+
+	if (a->op != b->op || a->num_dests != b->num_dests || a->flags != b->flags)
+		return false;
+	if (a->op == JOBSPEC_COPY && !same_region(&a->from, &b->from))
+		return false;
+	for (dest_index = 0; dest_index < a->num_dests; dest_index++)
+		if (!same_region(&a->dests[dest_index], &b->dests[dest_index]))
+			return false;
+	return true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static char rendered[JOBSPEC_MAX_CANONICAL], rendered_again[JOBSPEC_MAX_CANONICAL];
+	struct jobspec spec, again;
+	char why[512];
+	unsigned int dest_index;
+	int r, len, len_again;
+
+	memset(why, 0x55, sizeof(why));
+	r = jobspec_parse((const char *)data, size, &spec, why, sizeof(why));
+	if (r < 0) {
+		FUZZ_CHECK(r == -EINVAL || r == -E2BIG || r == -ERANGE || r == -ENOMEM,
+			   "jobspec_parse returned an undocumented error");
+		fuzz_check_reason(why, sizeof(why));
+		return 0;
+	}
+	FUZZ_CHECK(r == 0, "jobspec_parse returned a positive value");
+	FUZZ_CHECK(size <= JOBSPEC_MAX_LINE + 1, "a line over JOBSPEC_MAX_LINE bytes was accepted");
+	FUZZ_CHECK(spec.op == JOBSPEC_COPY || spec.op == JOBSPEC_ZERO, "unknown operation");
+	FUZZ_CHECK(spec.num_dests >= 1 && spec.num_dests <= KCOPYD_MAX_REGIONS, "destination count out of range");
+	FUZZ_CHECK((spec.flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)) == 0, "unknown flag bits");
+	if (spec.op == JOBSPEC_COPY)
+		check_region(&spec.from);
+	for (dest_index = 0; dest_index < spec.num_dests; dest_index++)
+		check_region(&spec.dests[dest_index]);
+
+	len = jobspec_render(&spec, rendered, sizeof(rendered));
+	FUZZ_CHECK(len > 0 && (size_t)len < sizeof(rendered), "an accepted description does not render");
+	FUZZ_CHECK(rendered[len - 1] == '\n' && memchr(rendered, '\n', (size_t)len) == rendered + len - 1,
+		   "the canonical form is not one line");
+	r = jobspec_parse(rendered, (size_t)len, &again, why, sizeof(why));
+	FUZZ_CHECK(r == 0, "the canonical form does not parse");
+	FUZZ_CHECK(same_spec(&spec, &again), "the canonical form parses to another description");
+	len_again = jobspec_render(&again, rendered_again, sizeof(rendered_again));
+	FUZZ_CHECK(len_again == len && memcmp(rendered, rendered_again, (size_t)len) == 0,
+		   "the canonical form is not stable");
+	jobspec_free(&again);
+	jobspec_free(&spec);
+	return 0;
+}
