@@ -20,6 +20,7 @@
 
 #include "kcopydfs/jobs.h"
 #include "kcopydfs/jobspec.h"
+#include "kcopydfs/state.h"
 
 #define HASH_BUCKETS 4096u
 #define DEFAULT_MAX_JOBS 4096u
@@ -35,6 +36,7 @@
  * not counted here (threads, libfuse, malloc).
  */
 #define MAX_JOB_OBJECTS 12288u
+#define DEFAULT_CHECKPOINT_MS 1000u
 
 /*
  * What a job holds from the start of a description until it ends: its
@@ -48,6 +50,12 @@ struct kfs_run {
 	struct kcopyd_job *handle;	/* set by kcopyd_submit() under svc->lock, until the job ends */
 	unsigned int region_count;	/* 1 + the number of destinations */
 	unsigned int claimed_count;
+	/*
+	 * Held by the checkpointer while it flushes the destinations (without
+	 * svc->lock), and taken by on_done before it frees the run, which
+	 * thus waits for a flush in progress.
+	 */
+	pthread_mutex_t sync_lock;
 	struct kcopyd_dev **devs;	/* [0]: source (NULL for zero), [1 + i]: dests */
 	char **paths;			/* the same order; taken from the parsed description */
 	dev_t *claimed;			/* destination block devices it holds a claim on */
@@ -71,6 +79,8 @@ struct kfs_job {
 	bool ever_written;		/* something was written to ctl */
 	bool cancel_when_started;	/* "cancel" came while it was starting */
 	bool remove_when_ended;		/* its clone-autoremove descriptor was closed before the end */
+	bool cancelled_by_user;		/* "cancel" was written (a shutdown's cancel is not one) */
+	bool stopped_by_shutdown;	/* queued or running at a shutdown: recorded as interrupted */
 	uint64_t generation;
 	int64_t created_ns;		/* CLOCK_REALTIME */
 	int64_t queued_ns;		/* CLOCK_MONOTONIC */
@@ -82,6 +92,13 @@ struct kfs_job {
 	char *description;		/* canonical, with its newline */
 	struct kfs_run *run;		/* while starting, queued or running */
 	uint64_t sectors_total;
+	/*
+	 * With --state-dir: the sectors an earlier run made durable, where a
+	 * resumed run starts (its regions moved on by it), and the prefix now
+	 * durable on every destination (flushed, then recorded).
+	 */
+	uint64_t resume_base;
+	uint64_t durable;
 
 	/* Once final: what the engine said. */
 	uint64_t sectors_done;
@@ -129,6 +146,20 @@ struct kfs_service {
 
 	pthread_mutex_t claims_lock;	/* the claims list; taken after ->lock, never before */
 	struct claim *claims;
+
+	/*
+	 * --state-dir.  ->state_lock orders the writes of records, so that the
+	 * last one written of a job shows its latest state: a record is taken
+	 * from the job under ->lock while ->state_lock is held, and saved before
+	 * it is released.  Taken before ->lock, never while holding it.
+	 */
+	struct kfs_state_dir *state_dir;	/* NULL without --state-dir */
+	pthread_mutex_t state_lock;
+	unsigned int checkpoint_ms;
+	pthread_t checkpointer;
+	bool checkpointer_started;
+	bool checkpointer_exit;		/* under ->lock */
+	pthread_cond_t checkpointer_wake;	/* with ->lock */
 
 	pthread_mutex_t lock;
 	struct kfs_job *by_name[HASH_BUCKETS];
@@ -227,6 +258,7 @@ int kfs_name_valid(const char *name)
 /* ------------------------------------------------------------------ */
 
 static void on_start(void *context);
+static int state_start(struct kfs_service *svc, const struct kfs_config *config);
 
 /* Is @cap in the daemon's effective set? */
 static bool has_capability(unsigned int cap)
@@ -277,14 +309,26 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	}
 	pthread_mutex_init(&svc->lock, NULL);
 	pthread_mutex_init(&svc->claims_lock, NULL);
+	pthread_mutex_init(&svc->state_lock, NULL);
+	pthread_cond_init(&svc->checkpointer_wake, NULL);
 	engine.start_fn = on_start;
 	r = kcopyd_client_create_config(&engine, &svc->kc);
 	if (r < 0)
 		goto err_destroy_lock;
+	if (config->state_dir) {
+		r = state_start(svc, config);
+		if (r < 0) {
+			/* Nothing runs yet: destroy frees what was restored. */
+			kfs_service_destroy(svc);
+			return r;
+		}
+	}
 	*result = svc;
 	return 0;
 
 err_destroy_lock:
+	pthread_cond_destroy(&svc->checkpointer_wake);
+	pthread_mutex_destroy(&svc->state_lock);
 	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc->mountpoint);
@@ -357,6 +401,7 @@ static struct kfs_run *run_alloc(struct kfs_service *svc, struct kfs_job *job, u
 	run->svc = svc;
 	run->job = job;
 	run->region_count = region_count;
+	pthread_mutex_init(&run->sync_lock, NULL);
 	run->devs = (struct kcopyd_dev **)(run + 1);
 	run->paths = (char **)(run->devs + region_count);
 	run->claimed = (dev_t *)(run->paths + region_count);
@@ -377,6 +422,7 @@ static void run_free(struct kfs_run *run)
 	}
 	for (index = 0; index < run->claimed_count; index++)
 		claim_put(run->svc, run->claimed[index]);
+	pthread_mutex_destroy(&run->sync_lock);
 	free(run);
 }
 
@@ -406,10 +452,10 @@ static const char *job_error_text(const struct kfs_job *job)
 	}
 }
 
-/* Under svc->lock: make an idle, queued or running job end as cancelled. */
+/* Under svc->lock: make an idle, interrupted, queued or running job end as cancelled. */
 static void job_cancel_locked(struct kfs_service *svc, struct kfs_job *job)
 {
-	if (job->state == KFS_IDLE && !job->starting) {
+	if ((job->state == KFS_IDLE || job->state == KFS_INTERRUPTED) && !job->starting) {
 		job->state = KFS_CANCELLED;
 		svc->jobs_cancelled++;
 		job->ended_ns = clock_ns(CLOCK_MONOTONIC);
@@ -433,6 +479,12 @@ void kfs_service_shutdown(struct kfs_service *svc)
 	for (job = svc->first; job; job = job->list_next) {
 		enum kfs_state before = job->state;
 
+		/* An interrupted job has no I/O to stop, and stays resumable. */
+		if (job->state == KFS_INTERRUPTED)
+			continue;
+		/* With --state-dir a copy stopped by the shutdown is recorded as interrupted, not cancelled. */
+		if (job->state == KFS_QUEUED || job->state == KFS_RUNNING || job->starting)
+			job->stopped_by_shutdown = true;
 		job_cancel_locked(svc, job);
 		if (changed && job->state != before)
 			changed[count++] = job->id;
@@ -450,8 +502,18 @@ void kfs_service_destroy(struct kfs_service *svc)
 	if (!svc)
 		return;
 	kfs_service_shutdown(svc);
+	if (svc->checkpointer_started) {
+		pthread_mutex_lock(&svc->lock);
+		svc->checkpointer_exit = true;
+		pthread_cond_signal(&svc->checkpointer_wake);
+		pthread_mutex_unlock(&svc->lock);
+		pthread_join(svc->checkpointer, NULL);
+	}
 	/* Waits for every job's completion routine, which needs svc->lock: not held here. */
 	kcopyd_client_destroy(svc->kc);
+	kfs_state_dir_close(svc->state_dir);
+	pthread_mutex_destroy(&svc->state_lock);
+	pthread_cond_destroy(&svc->checkpointer_wake);
 	for (job = svc->first; job; job = next) {
 		next = job->list_next;
 		job_free(job);
@@ -480,12 +542,32 @@ void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats)
 /* The job table                                                       */
 /* ------------------------------------------------------------------ */
 
+/* Under svc->lock: enter @job (id and name set, both free) in the table, as the newest. */
+static void job_link_locked(struct kfs_service *svc, struct kfs_job *job)
+{
+	unsigned int bucket;
+
+	bucket = hash_name(job->name);
+	job->next_by_name = svc->by_name[bucket];
+	svc->by_name[bucket] = job;
+	bucket = hash_id(job->id);
+	job->next_by_id = svc->by_id[bucket];
+	svc->by_id[bucket] = job;
+	job->list_prev = svc->last;
+	if (svc->last)
+		svc->last->list_next = job;
+	else
+		svc->first = job;
+	svc->last = job;
+	svc->jobs++;
+	svc->jobs_created++;
+}
+
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id)
 {
 	/* Room for the name, or for a clone job's number in decimal. */
 	size_t name_room = name ? strlen(name) + 1 : sizeof("18446744073709551615");
 	struct kfs_job *job;
-	unsigned int bucket;
 
 	/* Too long is its own errno, as for any filesystem with a short NAME_MAX. */
 	if (name && strlen(name) > KFS_NAME_MAX)
@@ -527,20 +609,7 @@ int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t g
 			snprintf(job->name, name_room, "%llu", (unsigned long long)job->id);
 		}
 	}
-	bucket = hash_name(job->name);
-	job->next_by_name = svc->by_name[bucket];
-	svc->by_name[bucket] = job;
-	bucket = hash_id(job->id);
-	job->next_by_id = svc->by_id[bucket];
-	svc->by_id[bucket] = job;
-	job->list_prev = svc->last;
-	if (svc->last)
-		svc->last->list_next = job;
-	else
-		svc->first = job;
-	svc->last = job;
-	svc->jobs++;
-	svc->jobs_created++;
+	job_link_locked(svc, job);
 	*id = job->id;
 	pthread_mutex_unlock(&svc->lock);
 	return 0;
@@ -618,10 +687,15 @@ static int remove_job(struct kfs_service *svc, uint64_t id, enum remove_how how)
 	struct kfs_job *job;
 	bool active;
 
+	/* Its record goes with it, under state_lock, so that no save in progress brings it back. */
+	if (svc->state_dir)
+		pthread_mutex_lock(&svc->state_lock);
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
 	if (!job) {
 		pthread_mutex_unlock(&svc->lock);
+		if (svc->state_dir)
+			pthread_mutex_unlock(&svc->state_lock);
 		return -ENOENT;
 	}
 	active = job->starting || job->state == KFS_QUEUED || job->state == KFS_RUNNING;
@@ -630,10 +704,19 @@ static int remove_job(struct kfs_service *svc, uint64_t id, enum remove_how how)
 	if (active || (how == REMOVE_IF_UNTOUCHED && job->ever_written) ||
 	    (how == REMOVE_IF_MARKED && !job->remove_when_ended)) {
 		pthread_mutex_unlock(&svc->lock);
+		if (svc->state_dir)
+			pthread_mutex_unlock(&svc->state_lock);
 		return -EBUSY;
 	}
 	unlink_job(svc, job);
 	pthread_mutex_unlock(&svc->lock);
+	if (svc->state_dir) {
+		int r = kfs_state_dir_delete(svc->state_dir, id);
+
+		if (r < 0)
+			fprintf(stderr, "kcopydfs: cannot remove the record of job %s: %s\n", job->name, strerror(-r));
+		pthread_mutex_unlock(&svc->state_lock);
+	}
 	job_free(job);
 	svc->on_change(id, svc->context);
 	return 0;
@@ -679,10 +762,14 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 	view->sectors_total = job->sectors_total;
 	view->sectors_done = 0;
 	view->elapsed = 0;
-	if (job->run && job->run->handle)
+	if (job->run && job->run->handle) {
 		kcopyd_job_progress(job->run->handle, &view->sectors_done, NULL);
-	else if (kfs_state_final(job->state))
+		view->sectors_done += job->resume_base;
+	} else if (kfs_state_final(job->state)) {
 		view->sectors_done = job->sectors_done;
+	} else if (job->state == KFS_INTERRUPTED) {
+		view->sectors_done = job->durable;
+	}
 	if (job->state == KFS_QUEUED || job->state == KFS_RUNNING)
 		view->elapsed = (double)(now - job->queued_ns) / 1e9;
 	else if (kfs_state_final(job->state))
@@ -706,6 +793,244 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
 		r = snprintf(buf, len, "%s", job->description ? job->description : "");
 	pthread_mutex_unlock(&svc->lock);
 	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Records (--state-dir)                                               */
+/* ------------------------------------------------------------------ */
+
+/* Under svc->lock: the record of @job as it is now.  False for a job with nothing to record (idle). */
+static bool job_record_locked(const struct kfs_job *job, struct kfs_record *record)
+{
+	size_t len;
+
+	if (!job->description)
+		return false;
+	memset(record, 0, offsetof(struct kfs_record, description));
+	record->id = job->id;
+	snprintf(record->name, sizeof(record->name), "%s", job->name);
+	record->uid = job->uid;
+	record->gid = job->gid;
+	snprintf(record->state, sizeof(record->state), "%s",
+		 job->stopped_by_shutdown && job->state == KFS_CANCELLED ? "interrupted" : kfs_state_name(job->state));
+	record->sectors_total = job->sectors_total;
+	record->checkpoint = job->durable;
+	snprintf(record->error, sizeof(record->error), "%s", job_error_text(job));
+	len = strlen(job->description);
+	if (len > 0 && job->description[len - 1] == '\n')
+		len--;
+	snprintf(record->description, sizeof(record->description), "%.*s", (int)len, job->description);
+	return true;
+}
+
+/*
+ * Write the record of job @id as it is now: after it started, at each
+ * checkpoint, when it ended.  Without --state-dir, or for an idle job, it
+ * does nothing.  A failed save is logged and leaves the previous record,
+ * which is still true (only older).
+ */
+static void job_persist(struct kfs_service *svc, uint64_t id)
+{
+	struct kfs_record *record;
+	struct kfs_job *job;
+	bool have = false;
+	int r;
+
+	if (!svc->state_dir)
+		return;
+	record = malloc(sizeof(*record));
+	if (!record) {
+		fprintf(stderr, "kcopydfs: no memory to save the record of job %llu\n", (unsigned long long)id);
+		return;
+	}
+	pthread_mutex_lock(&svc->state_lock);
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (job)
+		have = job_record_locked(job, record);
+	pthread_mutex_unlock(&svc->lock);
+	if (have) {
+		r = kfs_state_dir_save(svc->state_dir, record);
+		if (r < 0)
+			fprintf(stderr, "kcopydfs: cannot save the record of job %s: %s\n", record->name, strerror(-r));
+	}
+	pthread_mutex_unlock(&svc->state_lock);
+	free(record);
+}
+
+/* Under svc->lock: the running job with the smallest id above @after, or NULL. */
+static struct kfs_job *next_running_locked(struct kfs_service *svc, uint64_t after)
+{
+	struct kfs_job *job = after ? find_by_id(svc, after) : NULL;
+
+	job = job ? job->list_next : svc->first;
+	while (job && (job->id <= after || !job->run || !job->run->handle || job->state != KFS_RUNNING))
+		job = job->list_next;
+	return job;
+}
+
+/*
+ * The checkpointer thread: every checkpoint_ms, for each running job whose
+ * engine checkpoint moved, flush its destinations and then record the
+ * checkpoint, so that a recorded checkpoint is always durable.
+ */
+static void *checkpointer_main(void *arg)
+{
+	struct kfs_service *svc = arg;
+	struct timespec deadline;
+
+	pthread_mutex_lock(&svc->lock);
+	while (!svc->checkpointer_exit) {
+		struct kfs_job *job;
+		uint64_t after = 0;
+
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
+		deadline.tv_sec += svc->checkpoint_ms / 1000;
+		deadline.tv_nsec += (long)(svc->checkpoint_ms % 1000) * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+		while (!svc->checkpointer_exit &&
+		       pthread_cond_timedwait(&svc->checkpointer_wake, &svc->lock, &deadline) == 0)
+			;
+		while (!svc->checkpointer_exit && (job = next_running_locked(svc, after))) {
+			struct kfs_run *run = job->run;
+			uint64_t id = job->id, engine_checkpoint, point;
+			unsigned int index;
+			bool flushed = true;
+
+			after = id;
+			/* Taken while the run is the job's: on_done frees it only after taking this too. */
+			pthread_mutex_lock(&run->sync_lock);
+			kcopyd_job_checkpoint(run->handle, &engine_checkpoint);
+			point = job->resume_base + engine_checkpoint;
+			if (point <= job->durable) {
+				pthread_mutex_unlock(&run->sync_lock);
+				continue;
+			}
+			pthread_mutex_unlock(&svc->lock);
+			for (index = 1; index < run->region_count; index++)
+				if (kcopyd_dev_sync(run->devs[index]) < 0)
+					flushed = false;
+			pthread_mutex_unlock(&run->sync_lock);
+			pthread_mutex_lock(&svc->lock);
+			/* If it ended meanwhile, on_done records its own (later) checkpoint. */
+			job = find_by_id(svc, id);
+			if (!flushed || !job || job->state != KFS_RUNNING || job->durable >= point)
+				continue;
+			job->durable = point;
+			pthread_mutex_unlock(&svc->lock);
+			job_persist(svc, id);
+			pthread_mutex_lock(&svc->lock);
+		}
+	}
+	pthread_mutex_unlock(&svc->lock);
+	return NULL;
+}
+
+/* Under svc->lock: a job for a record being restored, entered in the table, or NULL. */
+static struct kfs_job *restore_job_locked(struct kfs_service *svc, uint64_t id, const char *name)
+{
+	struct kfs_job *job;
+
+	if (svc->jobs >= svc->max_objects || find_by_id(svc, id) || find_by_name(svc, name))
+		return NULL;
+	job = calloc(1, sizeof(*job) + strlen(name) + 1);
+	if (!job)
+		return NULL;
+	job->id = id;
+	strcpy(job->name, name);
+	job->created_ns = clock_ns(CLOCK_REALTIME);
+	job->queued_ns = job->ended_ns = clock_ns(CLOCK_MONOTONIC);
+	job->ever_written = true;
+	job_link_locked(svc, job);
+	if (id >= svc->next_id)
+		svc->next_id = id + 1;
+	return job;
+}
+
+/*
+ * kfs_state_dir_load()'s callback: a job queued or running when its record
+ * was written comes back interrupted at its durable checkpoint; a finished
+ * one as it ended; a damaged record as a failed job (named by its id) that
+ * says why.
+ */
+static void restore_record(uint64_t id, const struct kfs_record *record, const char *why, void *context)
+{
+	struct kfs_service *svc = context;
+	char name[32], error[KFS_ERROR_MAX];
+	struct kfs_job *job;
+	bool restored = false;
+
+	pthread_mutex_lock(&svc->lock);
+	if (!record) {
+		snprintf(name, sizeof(name), "%llu", (unsigned long long)id);
+		job = restore_job_locked(svc, id, name);
+		if (job) {
+			job->state = KFS_FAILED;
+			snprintf(error, sizeof(error), "its record %llu.job in the state directory is damaged: %s",
+				 (unsigned long long)id, why);
+			job->error = strdup(error);
+			svc->jobs_failed++;
+			restored = true;
+		}
+	} else {
+		job = restore_job_locked(svc, id, record->name);
+		if (job) {
+			job->uid = record->uid;
+			job->gid = record->gid;
+			job->sectors_total = record->sectors_total;
+			job->durable = job->resume_base = record->checkpoint;
+			if (asprintf(&job->description, "%s\n", record->description) < 0)
+				job->description = NULL;
+			if (strcmp(record->state, "done") == 0) {
+				job->state = KFS_DONE;
+				job->sectors_done = record->checkpoint;
+				svc->jobs_done++;
+			} else if (strcmp(record->state, "failed") == 0) {
+				job->state = KFS_FAILED;
+				job->sectors_done = record->checkpoint;
+				job->error = strdup(record->error);
+				svc->jobs_failed++;
+			} else if (strcmp(record->state, "cancelled") == 0) {
+				job->state = KFS_CANCELLED;
+				job->sectors_done = record->checkpoint;
+				svc->jobs_cancelled++;
+			} else {
+				job->state = KFS_INTERRUPTED;
+			}
+			restored = true;
+		}
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (!restored)
+		fprintf(stderr, "kcopydfs: record %llu.job not restored (its id or name is taken, or too many jobs)\n",
+			(unsigned long long)id);
+}
+
+/* Open the state directory, restore its jobs, start the checkpointer.  Return: 0 or -errno. */
+static int state_start(struct kfs_service *svc, const struct kfs_config *config)
+{
+	int r;
+
+	svc->checkpoint_ms = config->checkpoint_ms ? config->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
+	r = kfs_state_dir_open(config->state_dir, &svc->state_dir);
+	if (r < 0) {
+		fprintf(stderr, "kcopydfs: --state-dir %s: %s%s\n", config->state_dir, strerror(-r),
+			r == -EBUSY ? " (another kcopydfs uses it)" : "");
+		return r;
+	}
+	r = kfs_state_dir_load(svc->state_dir, restore_record, svc);
+	if (r < 0) {
+		fprintf(stderr, "kcopydfs: --state-dir %s: cannot read it: %s\n", config->state_dir, strerror(-r));
+		return r;
+	}
+	r = -pthread_create(&svc->checkpointer, NULL, checkpointer_main, svc);
+	if (r < 0)
+		return r;
+	svc->checkpointer_started = true;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -966,13 +1291,41 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	struct kfs_job *job = run->job;
 	struct kcopyd_result result;
 	char failure[KFS_ERROR_MAX];
+	uint64_t id, engine_checkpoint = 0;
+	int sync_error = 0;
+	unsigned int sync_dest = 0, index;
 	bool remove;
-	uint64_t id;
+
+	/*
+	 * With --state-dir, flush the destinations before the end is known to
+	 * anyone, so that a record that says how far it got is true.  (The
+	 * handle is set before the lock the submitter holds is dropped, and
+	 * on_done cannot run before that: see kfs_job_ctl.)
+	 */
+	if (svc->state_dir) {
+		pthread_mutex_lock(&svc->lock);
+		kcopyd_job_checkpoint(run->handle, &engine_checkpoint);
+		pthread_mutex_unlock(&svc->lock);
+		for (index = 1; index < run->region_count; index++) {
+			int r = kcopyd_dev_sync(run->devs[index]);
+
+			if (r < 0 && sync_error == 0) {
+				sync_error = r;
+				sync_dest = index - 1;
+			}
+		}
+	}
 
 	/* Under the lock: the submitter sets run->handle while holding it. */
 	pthread_mutex_lock(&svc->lock);
 	/* The result is ready from the completion routine on. */
 	(void)kcopyd_job_result(run->handle, &result);
+	if (sync_error) {
+		/* What was written may not be on the disk: that is a failed write. */
+		result.write_err |= 1u << sync_dest;
+		if (result.error == 0)
+			result.error = sync_error;
+	}
 	if (result.read_err || result.write_err || result.error) {
 		job->state = KFS_FAILED;
 		svc->jobs_failed++;
@@ -985,11 +1338,20 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	}
 	/* The error line is kept only when something failed (else it is "none" by the state). */
 	kfs_render_failure(&result, run->paths[0], (const char *const *)&run->paths[1], failure, sizeof(failure));
+	if (sync_error) {
+		size_t used = strncmp(failure, "none", 4) == 0 ? 0 : strlen(failure);
+
+		snprintf(failure + used, sizeof(failure) - used, "%sflushing %s (to #%u) failed: %s (%s)",
+			 used ? "; " : "", run->paths[1 + sync_dest], sync_dest, errno_name(sync_error),
+			 strerror(-sync_error));
+	}
 	if (strncmp(failure, "none", 4) != 0)
 		job->error = strdup(failure);
 	job->read_err = result.read_err;
 	job->write_err = result.write_err;
-	job->sectors_done = result.sectors_done;
+	job->sectors_done = job->resume_base + result.sectors_done;
+	if (svc->state_dir && !sync_error)
+		job->durable = job->resume_base + engine_checkpoint;
 	job->ended_ns = clock_ns(CLOCK_MONOTONIC);
 	job->run = NULL;
 	svc->jobs_active--;
@@ -997,8 +1359,12 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	id = job->id;
 	remove = job->remove_when_ended;
 	pthread_mutex_unlock(&svc->lock);
+	/* A flush of the checkpointer's may still be using the devices: wait for it. */
+	pthread_mutex_lock(&run->sync_lock);
+	pthread_mutex_unlock(&run->sync_lock);
 	/* Its devices are closed and its claims dropped before anyone is told it ended. */
 	run_free(run);
+	job_persist(svc, id);
 	/* Waiters get the final status first; then a job whose autoremove descriptor is closed goes. */
 	svc->on_change(id, svc->context);
 	if (remove)
@@ -1035,6 +1401,8 @@ static int job_cancel(struct kfs_service *svc, uint64_t id)
 	}
 	job->ever_written = true;
 	generation = job->generation;
+	if (!kfs_state_final(job->state))
+		job->cancelled_by_user = true;
 	/* Cancelling a job that has ended changes nothing and is no error: it races with the end. */
 	if (job->starting)
 		job->cancel_when_started = true;
@@ -1042,8 +1410,11 @@ static int job_cancel(struct kfs_service *svc, uint64_t id)
 		job_cancel_locked(svc, job);
 	changed = job->generation != generation;
 	pthread_mutex_unlock(&svc->lock);
-	if (changed)
+	if (changed) {
+		/* An interrupted job cancelled: its record says so (a running one's does when it ends). */
+		job_persist(svc, id);
 		svc->on_change(id, svc->context);
+	}
 	return 0;
 }
 
@@ -1073,14 +1444,28 @@ static int reject(struct kfs_service *svc, uint64_t id, int error, const char *w
 	return error;
 }
 
-/* Under svc->lock: may a description start @job now?  0, or -errno and why not. */
-static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, char *why, size_t why_len)
+/*
+ * Under svc->lock: may a description start @job now (or, @resuming, may
+ * "resume" finish it)?  0, or -errno and why not.
+ */
+static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, bool resuming, char *why,
+				size_t why_len)
 {
+	if (resuming && job->state != KFS_INTERRUPTED && !job->starting) {
+		set_text(why, why_len, "job %s is %s: only an interrupted job can be resumed", job->name,
+			 kfs_state_name(job->state));
+		return -EINVAL;
+	}
+	if (!resuming && job->state == KFS_INTERRUPTED) {
+		set_text(why, why_len, "job %s is interrupted: write \"resume\" to finish it, or \"cancel\"",
+			 job->name);
+		return -EBUSY;
+	}
 	if (kfs_state_final(job->state)) {
 		set_text(why, why_len, "job %s has already ended (%s)", job->name, kfs_state_name(job->state));
 		return -EBUSY;
 	}
-	if (job->state != KFS_IDLE || job->starting) {
+	if ((job->state != KFS_IDLE && job->state != KFS_INTERRUPTED) || job->starting) {
 		set_text(why, why_len, "job %s was already started", job->name);
 		return -EBUSY;
 	}
@@ -1095,44 +1480,73 @@ static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, ch
 	return 0;
 }
 
+/* Move every region of @spec on by @sectors, for a resume: a canonical description has every count. */
+static void spec_skip(struct jobspec *spec, uint64_t sectors)
+{
+	unsigned int index;
+
+	if (spec->op == JOBSPEC_COPY) {
+		spec->from.sector += sectors;
+		spec->from.count -= sectors;
+	}
+	for (index = 0; index < spec->num_dests; index++) {
+		spec->dests[index].sector += sectors;
+		spec->dests[index].count -= sectors;
+	}
+}
+
 int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len, const struct kfs_cred *cred)
 {
 	struct io_region from = { 0 }, dests[KCOPYD_MAX_REGIONS];
-	char why[KFS_ERROR_MAX], *canonical = NULL;
+	char why[KFS_ERROR_MAX], *canonical = NULL, *recorded = NULL;
 	struct kfs_run *run = NULL;
 	struct jobspec spec;
 	struct kfs_job *job;
-	bool is_copy;
+	bool is_copy, resuming;
+	uint64_t resume_from = 0;
 	int r;
 
 	if (is_word(text, len, "cancel"))
 		return job_cancel(svc, id);
+	/* "resume" runs the job's own description again, from its durable checkpoint. */
+	resuming = is_word(text, len, "resume");
 
 	/* A started job refuses any further description, well formed or not. */
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
-	r = job ? job_startable_locked(svc, job, why, sizeof(why)) : -ENOENT;
+	r = job ? job_startable_locked(svc, job, resuming, why, sizeof(why)) : -ENOENT;
+	if (r == 0 && resuming && !(recorded = strdup(job->description))) {
+		r = -ENOMEM;
+		set_text(why, sizeof(why), "out of memory");
+	}
 	pthread_mutex_unlock(&svc->lock);
-	if (r == 0)
+	if (r == 0 && resuming)
+		r = jobspec_parse(recorded, strlen(recorded), &spec, why, sizeof(why));
+	else if (r == 0)
 		r = jobspec_parse(text, len, &spec, why, sizeof(why));
+	free(recorded);
 	if (r < 0)
 		return r == -ENOENT ? r : reject(svc, id, r, why);
 
 	/* Again under the lock, which is kept while the job is reserved. */
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
-	r = job ? job_startable_locked(svc, job, why, sizeof(why)) : -ENOENT;
+	r = job ? job_startable_locked(svc, job, resuming, why, sizeof(why)) : -ENOENT;
 	if (r == 0) {
 		/* Reserve the job and a place: the opens below run without the lock. */
 		job->starting = true;
 		job->ever_written = true;
 		svc->jobs_active++;
+		if (resuming)
+			resume_from = job->durable;
 	}
 	pthread_mutex_unlock(&svc->lock);
 	if (r < 0) {
 		jobspec_free(&spec);
 		return r == -ENOENT ? r : reject(svc, id, r, why);
 	}
+	if (resuming)
+		spec_skip(&spec, resume_from);
 
 	/* The job cannot be removed while starting, so it is safe to use unlocked. */
 	is_copy = spec.op == JOBSPEC_COPY;
@@ -1162,8 +1576,14 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	job->starting = false;
 	if (r == 0) {
 		job->state = KFS_QUEUED;
-		job->description = canonical;
-		job->sectors_total = dests[0].count;
+		if (resuming) {
+			/* It keeps its own description and size; this run covers the rest. */
+			free(canonical);
+			job->resume_base = resume_from;
+		} else {
+			job->description = canonical;
+			job->sectors_total = dests[0].count;
+		}
 		job->queued_ns = clock_ns(CLOCK_MONOTONIC);
 		free(job->rejected);
 		job->rejected = NULL;
@@ -1185,6 +1605,8 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		(void)remove_job(svc, id, REMOVE_IF_MARKED);
 		return r;
 	}
+	/* With --state-dir the write returns once the job's record is durable. */
+	job_persist(svc, id);
 	svc->on_change(id, svc->context);
 	return 0;
 }
@@ -1198,9 +1620,10 @@ const char *kfs_state_name(enum kfs_state state)
 	static const char *const names[] = {
 		[KFS_IDLE] = "idle",	 [KFS_QUEUED] = "queued", [KFS_RUNNING] = "running",
 		[KFS_DONE] = "done",	 [KFS_FAILED] = "failed", [KFS_CANCELLED] = "cancelled",
+		[KFS_INTERRUPTED] = "interrupted",
 	};
 
-	return state <= KFS_CANCELLED ? names[state] : "unknown";
+	return state <= KFS_INTERRUPTED ? names[state] : "unknown";
 }
 
 int kfs_state_final(enum kfs_state state)

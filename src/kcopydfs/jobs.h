@@ -28,6 +28,12 @@ enum kfs_state {
 	KFS_DONE,
 	KFS_FAILED,
 	KFS_CANCELLED,
+	/*
+	 * With --state-dir: a job that was queued or running when the daemon
+	 * stopped (killed, crashed, or shut down), restored from its record.
+	 * Not final: "resume" written to ctl finishes it from its checkpoint.
+	 */
+	KFS_INTERRUPTED,
 };
 
 /* The identity a job description is written with; regions are opened as it. */
@@ -62,6 +68,8 @@ struct kfs_config {
 	unsigned int max_jobs;		/* jobs queued or running at once */
 	const char *mountpoint;		/* regions under it are refused */
 	dev_t mount_dev;		/* st_dev of the mount, to refuse regions on it */
+	const char *state_dir;		/* --state-dir: where job records live; NULL: nothing is written */
+	unsigned int checkpoint_ms;	/* how often running jobs are checkpointed; 0: 1000 */
 };
 
 struct kfs_stats {
@@ -82,7 +90,12 @@ struct kfs_service;
  */
 typedef void (*kfs_change_fn)(uint64_t job_id, void *context);
 
-/* kfs_service_create() - start the engine.  Return: 0 or -errno. */
+/*
+ * kfs_service_create() - start the engine; with config->state_dir, restore
+ * the jobs recorded there (queued or running ones as interrupted, a damaged
+ * record as a failed job saying why) and start the checkpointer.
+ * Return: 0 or -errno (-EBUSY: another daemon holds the state directory).
+ */
 int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change, void *context,
 		       struct kfs_service **result);
 
@@ -127,7 +140,8 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
 
 /*
  * kfs_job_ctl() - a write to the job's ctl file: a job description (starts
- * an idle job) or "cancel".  Regions are opened as @cred.
+ * an idle job), "cancel", or "resume" (finishes an interrupted job from its
+ * checkpoint).  Regions are opened as @cred.
  * Return: 0; or -errno, with the reason kept as the job's "rejected" line
  * (and its error line while idle): -EINVAL, -E2BIG, -ENOENT, -EACCES,
  * -ERANGE, -EBUSY (already started, or a device in use), -EAGAIN (job

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "kcopydfs/fs.h"
+#include "kcopydfs/state.h"
 
 #define DEFAULT_PAGES 16384u	/* 64 MiB of I/O buffers */
 
@@ -43,6 +44,8 @@ struct options {
 	unsigned int max_jobs;
 	unsigned int subjob_kb;
 	unsigned int depth;
+	char *state_dir;
+	unsigned int checkpoint_ms;
 	int show_help;
 };
 
@@ -56,6 +59,10 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("--subjob-kb %u", subjob_kb),
 	OPTION("--depth=%u", depth),
 	OPTION("--depth %u", depth),
+	OPTION("--state-dir=%s", state_dir),
+	OPTION("--state-dir %s", state_dir),
+	OPTION("--checkpoint-ms=%u", checkpoint_ms),
+	OPTION("--checkpoint-ms %u", checkpoint_ms),
 	OPTION("-h", show_help),
 	OPTION("--help", show_help),
 	FUSE_OPT_END,
@@ -77,7 +84,9 @@ static void usage(const char *program)
 	       "    --pages=N              engine I/O buffer budget in 4 KiB pages (default %u)\n"
 	       "    --max-jobs=N           jobs queued or running at once (default 4096)\n"
 	       "    --subjob-kb=N          sub-job size in KiB (default 512)\n"
-	       "    --depth=N              sub-jobs in flight per job (default 8)\n\n",
+	       "    --depth=N              sub-jobs in flight per job (default 8)\n"
+	       "    --state-dir=DIR        keep job records in DIR, to resume them after a crash\n"
+	       "    --checkpoint-ms=N      with --state-dir, record progress every N ms (default 1000)\n\n",
 	       program, DEFAULT_PAGES);
 }
 
@@ -206,6 +215,30 @@ int main(int argc, char *argv[])
 		status = 2;
 		goto out_free_args;
 	}
+	if (options.state_dir) {
+		/* Absolute, since a daemon runs in /; checked now, so a bad one fails before the mount. */
+		struct kfs_state_dir *probe;
+		char *absolute;
+
+		if (mkdir(options.state_dir, 0700) < 0 && errno != EEXIST) {
+			fprintf(stderr, "kcopydfs: --state-dir %s: %s\n", options.state_dir, strerror(errno));
+			goto out_free_args;
+		}
+		absolute = realpath(options.state_dir, NULL);
+		if (!absolute) {
+			fprintf(stderr, "kcopydfs: --state-dir %s: %s\n", options.state_dir, strerror(errno));
+			goto out_free_args;
+		}
+		free(options.state_dir);
+		options.state_dir = absolute;
+		r = kfs_state_dir_open(options.state_dir, &probe);
+		if (r < 0) {
+			fprintf(stderr, "kcopydfs: --state-dir %s: %s%s\n", options.state_dir, strerror(-r),
+				r == -EBUSY ? " (another kcopydfs uses it)" : "");
+			goto out_free_args;
+		}
+		kfs_state_dir_close(probe);
+	}
 	daemon.mountpoint = cmdline.mountpoint;
 	/* The kernel checks the modes of the job files; without this FUSE would let anyone in. */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
@@ -239,6 +272,8 @@ int main(int argc, char *argv[])
 	config.max_jobs = options.max_jobs;
 	config.mountpoint = cmdline.mountpoint;
 	config.mount_dev = mount_dev_of(cmdline.mountpoint);
+	config.state_dir = options.state_dir;
+	config.checkpoint_ms = options.checkpoint_ms;
 	r = kfs_service_create(&config, kfs_fs_on_change, fs, &daemon.svc);
 	if (r < 0) {
 		fprintf(stderr, "kcopydfs: cannot start the copy engine: %s\n", strerror(-r));
@@ -275,6 +310,7 @@ out_destroy_session:
 out_free_fs:
 	kfs_fs_destroy(fs);
 out_free_args:
+	free(options.state_dir);
 	free(cmdline.mountpoint);
 	fuse_opt_free_args(&args);
 	return status;
