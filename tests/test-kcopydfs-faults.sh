@@ -274,7 +274,9 @@ if nbd_start slow --filter=delay memory "$SIZE" delay-write=20ms; then
 	rmdir "$job_dir"
 	peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$daemon_pid/status")
 	bound_kib=$((PAGES * 4 + 16 * 1024))
-	if [ -n "$peak_kib" ] && [ "$peak_kib" -lt "$bound_kib" ]; then
+	if [ "${KCOPYD_SANITIZED:-0}" = 1 ]; then
+		echo "      (peak RSS ${peak_kib} KiB not checked: a sanitized daemon's shadow memory counts in it)"
+	elif [ -n "$peak_kib" ] && [ "$peak_kib" -lt "$bound_kib" ]; then
 		pass "a slow destination: daemon peak RSS ${peak_kib} KiB < --pages x 4 KiB + 16 MiB"
 	else
 		fail "a slow destination: daemon peak RSS" "below $bound_kib KiB" "${peak_kib:-?} KiB"

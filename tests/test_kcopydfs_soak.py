@@ -48,7 +48,7 @@ WARM_JOBS = JOBS
 RSS_SLACK_KIB = 2048
 # Under ASan freed memory sits in a quarantine, so RSS says nothing there;
 # LeakSanitizer checks the daemon for leaks at its exit instead.
-SANITIZED = os.environ.get("KCOPYD_SOAK_SANITIZED") == "1"
+SANITIZED = os.environ.get("KCOPYD_SANITIZED") == "1"
 SUBMITTERS = 6
 POLLERS = 100
 WAITERS = 100
