@@ -78,6 +78,7 @@ struct kfs_stats {
 	uint64_t jobs_created;		/* ever */
 	uint64_t jobs_done, jobs_failed, jobs_cancelled;
 	unsigned int max_jobs;
+	uint64_t heap_in_use;		/* bytes the daemon has malloc'd now (mallinfo2), 0 if unknown */
 	struct kcopyd_stats engine;
 };
 
