@@ -158,7 +158,10 @@ start_daemon_on() {
 	daemon_pids+=("$daemon_pid")
 	daemon_mounts+=("$mount_point")
 	for _ in $(seq 100); do
-		is_mounted "$mount_point" && [ -r "$mount_point/version" ] && return 0
+		# A read, not a test of access: a dead mount left by a killed daemon
+		# answers access(2) from the kernel's cached attributes until the new
+		# daemon has replaced it, but a read needs a live daemon.
+		is_mounted "$mount_point" && cat "$mount_point/version" >/dev/null 2>&1 && return 0
 		kill -0 "$daemon_pid" 2>/dev/null || return 1
 		sleep 0.05
 	done

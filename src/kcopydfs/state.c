@@ -450,7 +450,8 @@ int kfs_state_dir_load(struct kfs_state_dir *state, kfs_record_fn fn, void *cont
 		free(ids);
 		return -ENOMEM;
 	}
-	qsort(ids, count, sizeof(*ids), compare_ids);
+	if (count > 0)	/* qsort(NULL, 0, ...) is undefined behaviour */
+		qsort(ids, count, sizeof(*ids), compare_ids);
 	for (index = 0; index < count; index++)
 		load_one(state, ids[index], text, fn, context);
 	free(text);
