@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The engine's tests once more under valgrind (memcheck): errors or leaks
-# of the library fail the test.  Not run in sanitizer builds (Makefile.am),
+# The engine's tests, and the pure parts of kcopydfs (the job grammar, its
+# fuzz corpora, the state records), once more under valgrind (memcheck):
+# errors or leaks fail the test.  Not run in sanitizer builds (Makefile.am),
 # where valgrind cannot run the instrumented binaries.
 set -u
 builddir=${BUILDDIR:-.}
@@ -28,5 +29,8 @@ run() {
 run race-engine "$builddir/tests/race-engine"
 [ -x "$builddir/tests/test-engine" ] && run test-engine "$builddir/tests/test-engine" -j1
 [ -x "$builddir/tests/test-jobspec" ] && run test-jobspec "$builddir/tests/test-jobspec" -j1
+[ -x "$builddir/tests/test-state" ] && run test-state "$builddir/tests/test-state" -j1
+run replay-jobspec "$builddir/tests/fuzz/replay-jobspec"
+run replay-region "$builddir/tests/fuzz/replay-region"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
