@@ -543,9 +543,11 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 /*
  * The text a read at @offset sees, into @text (SNAPSHOT_MAX bytes): a fresh
  * rendering at offset 0 (or when there is no snapshot yet), kept as the
- * snapshot that later offsets continue.  Renders without fs->lock.
+ * snapshot that later offsets continue.  Renders without fs->lock, from
+ * @view when the caller already took one of the job (a status or wait).
  */
-static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset, char *text, size_t *text_len)
+static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset, const struct kfs_job_view *view,
+			 char *text, size_t *text_len)
 {
 	uint64_t generation = 0;
 	char *copy, *old;
@@ -562,7 +564,12 @@ static int read_snapshot(struct kfs_fs *fs, struct open_file *of, off_t offset, 
 	if (!fresh)
 		return 0;
 
-	r = render(fs, of, text, SNAPSHOT_MAX, &generation);
+	if (view) {
+		r = kfs_render_status(view, text, SNAPSHOT_MAX);
+		generation = view->generation;
+	} else {
+		r = render(fs, of, text, SNAPSHOT_MAX, &generation);
+	}
 	if (r < 0)
 		return r;
 	*text_len = (size_t)r < SNAPSHOT_MAX ? (size_t)r : SNAPSHOT_MAX - 1;
@@ -654,7 +661,7 @@ static void read_wait(fuse_req_t req, struct kfs_fs *fs, struct open_file *of, s
 	pthread_mutex_unlock(&fs->lock);
 	free(waiter);
 	if (r == 0 && kfs_state_final(view.state))
-		r = read_snapshot(fs, of, 0, text, &text_len);
+		r = read_snapshot(fs, of, 0, &view, text, &text_len);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (fuse_req_interrupted(req) && !kfs_state_final(view.state))
@@ -669,7 +676,7 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct kfs_job_view view;
 	char text[SNAPSHOT_MAX];
-	bool continuing = false;
+	bool continuing = false, have_view = false;
 	size_t text_len = 0;
 	int r;
 
@@ -689,8 +696,9 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 			read_wait(req, fs, of, size, offset, fi->flags);
 			return;
 		}
+		have_view = true;	/* the final status: rendered from this view, not a second one */
 	}
-	r = read_snapshot(fs, of, offset, text, &text_len);
+	r = read_snapshot(fs, of, offset, have_view ? &view : NULL, text, &text_len);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
