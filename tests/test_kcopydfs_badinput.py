@@ -297,8 +297,10 @@ def check_reads_at_odd_offsets():
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
+            # A read at offset 0 renders the file anew (stats changes all the time);
+            # reads at other offsets continue that snapshot.
             whole = os.pread(fd, 1 << 20, 0)
-            for offset in (0, 1, 3, 7, 100, 4095, 4097, 1 << 20, 1 << 62):
+            for offset in (1, 3, 7, 100, 4095, 4097, 1 << 20, 1 << 62):
                 for size in (1, 3, 7, 64, 4095, 4097, 65536):
                     got = os.pread(fd, size, offset)
                     expect(got == whole[offset:offset + size],
