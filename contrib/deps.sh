@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
 	build-essential autoconf automake libtool pkg-config
 	libaio-dev libcriterion-dev libfuse3-dev fuse3
-	util-linux bc nbdkit libnbd-bin fio dcfldd valgrind python3 clang libclang-rt-dev strace
+	util-linux bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
 )
 
 missing=()
