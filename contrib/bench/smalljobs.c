@@ -6,13 +6,16 @@
  * Build: part of the tree (`make` builds contrib/bench/smalljobs).
  * Run:   smalljobs lib SRC DST [JOBS] [SECTORS] [THREADS]
  *        smalljobs mount MOUNTPOINT SRC DST [JOBS] [SECTORS] [THREADS]
+ *        smalljobs mount-rmdir MOUNTPOINT SRC DST [JOBS] [SECTORS] [THREADS]
  *
  * Each job copies SECTORS (default 8: 4 KiB) from SRC to DST at its own
  * offset.  "lib" submits with kcopyd_copy() from THREADS threads (default 4)
- * and counts completions; "mount" has THREADS threads each doing, per job,
- * what a client of the mount does: open clone, read the id, write the
- * description, open jobs/ID/wait, read it, close both, rmdir the job.
- * Prints jobs/s.
+ * and counts completions.  "mount" has THREADS threads each doing, per job,
+ * what issue 4's client does (clone, write, wait): open clone-autoremove,
+ * read the id, write the description, open jobs/ID/wait, read it, close
+ * both (the job goes with the clone descriptor, so nothing is left behind).
+ * "mount-rmdir" is the client of plain clone that tidies up itself: the
+ * same with clone, and an rmdir of the job after the closes.  Prints jobs/s.
  */
 #include "config.h"
 
@@ -31,6 +34,7 @@
 
 struct bench {
 	const char *mountpoint, *src, *dst;
+	bool rmdir;			/* mount-rmdir: plain clone, then rmdir of each job */
 	unsigned long jobs, sectors, threads;
 	struct kcopyd_client *kc;
 	struct kcopyd_dev *src_dev, *dst_dev;
@@ -90,7 +94,7 @@ static void *mount_client(void *arg)
 		int clone_fd, wait_fd, len;
 		ssize_t got;
 
-		snprintf(path, sizeof(path), "%s/clone", bench->mountpoint);
+		snprintf(path, sizeof(path), "%s/%s", bench->mountpoint, bench->rmdir ? "clone" : "clone-autoremove");
 		clone_fd = open(path, O_RDWR);
 		got = clone_fd < 0 ? -1 : read(clone_fd, id, sizeof(id) - 1);
 		if (got <= 0) {
@@ -111,9 +115,9 @@ static void *mount_client(void *arg)
 			atomic_fetch_add(&bench->failures, 1);
 		close(wait_fd);
 		close(clone_fd);
-		/* A tidy client removes its finished job. */
+		/* A tidy client of plain clone removes its finished job. */
 		snprintf(path, sizeof(path), "%s/jobs/%s", bench->mountpoint, id);
-		if (rmdir(path) < 0)
+		if (bench->rmdir && rmdir(path) < 0)
 			atomic_fetch_add(&bench->failures, 1);
 	}
 	return NULL;
@@ -122,7 +126,8 @@ static void *mount_client(void *arg)
 int main(int argc, char *argv[])
 {
 	struct bench bench = { .jobs = 20000, .sectors = 8, .threads = 4 };
-	bool mount_mode = argc > 1 && strcmp(argv[1], "mount") == 0;
+	bool rmdir_mode = argc > 1 && strcmp(argv[1], "mount-rmdir") == 0;
+	bool mount_mode = argc > 1 && (strcmp(argv[1], "mount") == 0 || rmdir_mode);
 	int first = mount_mode ? 3 : 2;
 	pthread_t threads[64];
 	unsigned long index;
@@ -130,11 +135,12 @@ int main(int argc, char *argv[])
 
 	if (argc < first + 2 || (!mount_mode && strcmp(argv[1], "lib") != 0)) {
 		fprintf(stderr, "usage: %s lib SRC DST [JOBS] [SECTORS] [THREADS]\n"
-				"       %s mount MOUNTPOINT SRC DST [JOBS] [SECTORS] [THREADS]\n",
+				"       %s mount|mount-rmdir MOUNTPOINT SRC DST [JOBS] [SECTORS] [THREADS]\n",
 			argv[0], argv[0]);
 		return 2;
 	}
 	bench.mountpoint = mount_mode ? argv[2] : NULL;
+	bench.rmdir = rmdir_mode;
 	bench.src = argv[first];
 	bench.dst = argv[first + 1];
 	if (argc > first + 2)
