@@ -317,6 +317,47 @@ def check_clone_close_removes():
                   "still there after 1 s" % name)
 
 
+def check_autoremove_descriptor_is_the_job():
+    """clone-autoremove: one descriptor for the whole job; a read at 0 after the write waits."""
+    fd = os.open(mnt("clone-autoremove"), os.O_RDWR | os.O_NONBLOCK)
+    try:
+        line = os.read(fd, 64).decode()
+        expect(line.endswith("\n") and line[:-1].isdigit(), "clone-autoremove reads a job number", "N\n", line)
+        name = line[:-1]
+        expect(os.pread(fd, 64, 0).decode() == line, "a read at 0 before any write", line, os.pread(fd, 64, 0))
+        os.write(fd, ("copy from=%s to=%s\n" % (env.slow_path, env.path("slow-dest.img"))).encode())
+        expect_errno("an O_NONBLOCK read at 0 while the job runs", errno.EAGAIN, os.pread, fd, 64, 0)
+        events = poll_in(fd, 100)
+        expect(not events & select.POLLIN, "poll while the job runs", "not POLLIN", events)
+        write_ctl(name, "cancel")
+        events = poll_in(fd, 5000)
+        expect(events & select.POLLIN, "poll once the job ended", "POLLIN", events)
+        text = os.pread(fd, 8192, 0).decode()
+        status = status_dict(text)
+        expect(status["state"] == "cancelled", "a read at 0 after the end gives the final status", "cancelled",
+               status["state"])
+        expect(os.pread(fd, 8192, 5).decode() == text[5:], "a read at 5 continues that status", text[5:40],
+               os.pread(fd, 8192, 5)[:35])
+    finally:
+        os.close(fd)
+    # Blocking: the read at 0 returns at the end, with the status; then the close takes the job.
+    fd = os.open(mnt("clone-autoremove"), os.O_RDWR)
+    try:
+        name = os.read(fd, 64).decode().strip()
+        os.write(fd, ("copy from=%s to=%s\n" % (env.path("src.img"), env.path("d1.img"))).encode())
+        status = status_dict(os.pread(fd, 8192, 0).decode())
+        expect(status["state"] == "done", "a blocking read at 0 after the write", "state: done", status)
+    finally:
+        os.close(fd)
+    for _ in range(40):
+        if not os.path.exists(job(name)):
+            break
+        time.sleep(0.025)
+    expect(not os.path.exists(job(name)), "the job after closing its clone-autoremove descriptor", "gone",
+           "still there after 1 s")
+    expect(file_bytes("d1.img", 0, SIZE) == file_bytes("src.img", 0, SIZE), "its copy", "equal", "different")
+
+
 def check_status_fields():
     os.mkdir(job("fields"))
     idle = status_dict(read_all(job("fields", "status")))
@@ -570,6 +611,7 @@ CHECKS = [
     ("submit with mkdir and a write to ctl", check_mkdir_ctl),
     ("submit through clone (read the number, write, close)", check_clone),
     ("a clone fd closed without a write takes its job away", check_clone_close_removes),
+    ("a clone-autoremove descriptor is the whole job: read at 0 waits", check_autoremove_descriptor_is_the_job),
     ("status parses as key: value lines, idle and done", check_status_fields),
     ("a refused os.write raises the errno and leaves the reason", check_rejected_write),
     ("poll(wait) gives POLLIN once the job ends", check_wait_poll),

@@ -12,10 +12,12 @@
  * offset.  "lib" submits with kcopyd_copy() from THREADS threads (default 4)
  * and counts completions.  "mount" has THREADS threads each doing, per job,
  * what issue 4's client does (clone, write, wait): open clone-autoremove,
- * read the id, write the description, open jobs/ID/wait, read it, close
- * both (the job goes with the clone descriptor, so nothing is left behind).
- * "mount-rmdir" is the client of plain clone that tidies up itself: the
- * same with clone, and an rmdir of the job after the closes.  Prints jobs/s.
+ * read the id, write the description, read the descriptor again at offset
+ * 0 (which waits for the end and gives the final status), close it (the
+ * job goes with it, so nothing is left behind).  "mount-rmdir" is the
+ * client of plain clone that tidies up itself: open clone, read the id,
+ * write, open jobs/ID/wait, read it, close both, rmdir the job.  Prints
+ * jobs/s.
  */
 #include "config.h"
 
@@ -108,12 +110,17 @@ static void *mount_client(void *arg)
 			perror("write description");
 			exit(1);
 		}
-		snprintf(path, sizeof(path), "%s/jobs/%s/wait", bench->mountpoint, id);
-		wait_fd = open(path, O_RDONLY);
-		got = wait_fd < 0 ? -1 : read(wait_fd, text, sizeof(text) - 1);
+		if (bench->rmdir) {
+			snprintf(path, sizeof(path), "%s/jobs/%s/wait", bench->mountpoint, id);
+			wait_fd = open(path, O_RDONLY);
+			got = wait_fd < 0 ? -1 : read(wait_fd, text, sizeof(text) - 1);
+			close(wait_fd);
+		} else {
+			/* A clone-autoremove descriptor read at 0 after the write is the job's wait. */
+			got = pread(clone_fd, text, sizeof(text) - 1, 0);
+		}
 		if (got <= 0 || strncmp(text, "state: done\n", 12) != 0)
 			atomic_fetch_add(&bench->failures, 1);
-		close(wait_fd);
 		close(clone_fd);
 		/* A tidy client of plain clone removes its finished job. */
 		snprintf(path, sizeof(path), "%s/jobs/%s", bench->mountpoint, id);

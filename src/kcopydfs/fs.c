@@ -86,6 +86,11 @@ struct open_file {
 	size_t snapshot_len;
 	bool has_snapshot;
 	uint64_t seen_generation;	/* of the job, when last read or opened */
+	/*
+	 * A clone-autoremove descriptor whose job was started: a read at
+	 * offset 0 is a read of the job's wait (set by the first such read).
+	 */
+	bool reads_wait;
 	struct fuse_pollhandle *ph;	/* a poll waiting for a change */
 	struct open_file *poll_prev, *poll_next;	/* fs->pollers while ph is set */
 	struct open_file *open_prev, *open_next;	/* fs->open_files, until released */
@@ -524,6 +529,13 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 		return kfs_render_stats(&stats, buf, len);
 	case NODE_CLONE:
 	case NODE_CLONE_AUTOREMOVE:
+		if (of->kind == NODE_CLONE_AUTOREMOVE && of->reads_wait) {
+			r = kfs_job_view(fs->svc, of->job_id, &view);
+			if (r < 0)
+				return r;
+			*generation = view.generation;
+			return kfs_render_status(&view, buf, len);
+		}
 		return snprintf(buf, len, "%llu\n", (unsigned long long)of->job_id);
 	case NODE_CTL:
 		return kfs_job_description(fs->svc, of->job_id, buf, len);
@@ -676,17 +688,39 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct kfs_job_view view;
 	char text[SNAPSHOT_MAX];
-	bool continuing = false, have_view = false;
+	bool continuing = false, have_view = false, waits = of->kind == NODE_WAIT;
 	size_t text_len = 0;
 	int r;
 
+	/*
+	 * A clone-autoremove descriptor is the job's wait once a description
+	 * was accepted through it: a read at offset 0 blocks until the end and
+	 * gives the final status, so a client needs one descriptor per job.
+	 */
+	if (of->kind == NODE_CLONE_AUTOREMOVE) {
+		if (offset == 0) {
+			r = kfs_job_view(fs->svc, of->job_id, &view);
+			if (r < 0) {
+				fuse_reply_err(req, -r);
+				return;
+			}
+			if (view.state != KFS_IDLE) {
+				pthread_mutex_lock(&fs->lock);
+				of->reads_wait = true;
+				pthread_mutex_unlock(&fs->lock);
+			}
+		}
+		pthread_mutex_lock(&fs->lock);
+		waits = of->reads_wait;
+		pthread_mutex_unlock(&fs->lock);
+	}
 	/* A read of wait blocks until the end, unless it continues the final snapshot. */
-	if (of->kind == NODE_WAIT) {
+	if (waits) {
 		pthread_mutex_lock(&fs->lock);
 		continuing = offset > 0 && of->has_snapshot;
 		pthread_mutex_unlock(&fs->lock);
 	}
-	if (of->kind == NODE_WAIT && !continuing) {
+	if (waits && !continuing) {
 		r = kfs_job_view(fs->svc, of->job_id, &view);
 		if (r < 0) {
 			fuse_reply_err(req, -r);
@@ -830,12 +864,20 @@ static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 		else if (!kfs_state_final(view.state) &&
 			 (of->kind == NODE_WAIT || view.generation == of->seen_generation))
 			revents = 0;
+	} else if (of->kind == NODE_CLONE_AUTOREMOVE) {
+		/* Writable always; readable, once its job started, like its wait. */
+		revents |= POLLOUT | POLLWRNORM;
+		if (kfs_job_view(fs->svc, of->job_id, &view) < 0)
+			revents = POLLERR;
+		else if (view.state != KFS_IDLE && !kfs_state_final(view.state))
+			revents &= ~(unsigned int)(POLLIN | POLLRDNORM);
 	} else if (of->kind == NODE_CTL || is_clone(of->kind)) {
 		revents |= POLLOUT | POLLWRNORM;
 	}
 	if (ph) {
 		poller_drop(fs, of);
-		if (revents == 0) {
+		/* Kept until the job changes when it is not readable yet. */
+		if (!(revents & (POLLIN | POLLERR))) {
 			of->ph = ph;
 			of->poll_next = fs->pollers;
 			if (fs->pollers)
