@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +91,7 @@ struct open_file {
 	 * A clone-autoremove descriptor whose job was started: a read at
 	 * offset 0 is a read of the job's wait (set by the first such read).
 	 */
-	bool reads_wait;
+	_Atomic bool reads_wait;	/* set under fs->lock; render() reads it without */
 	struct fuse_pollhandle *ph;	/* a poll waiting for a change */
 	struct open_file *poll_prev, *poll_next;	/* fs->pollers while ph is set */
 	struct open_file *open_prev, *open_next;	/* fs->open_files, until released */
@@ -529,7 +530,7 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 		return kfs_render_stats(&stats, buf, len);
 	case NODE_CLONE:
 	case NODE_CLONE_AUTOREMOVE:
-		if (of->kind == NODE_CLONE_AUTOREMOVE && of->reads_wait) {
+		if (of->kind == NODE_CLONE_AUTOREMOVE && atomic_load_explicit(&of->reads_wait, memory_order_relaxed)) {
 			r = kfs_job_view(fs->svc, of->job_id, &view);
 			if (r < 0)
 				return r;
