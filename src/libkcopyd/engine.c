@@ -330,7 +330,6 @@ static void subjob_finish(struct subjob *sj, bool written)
 {
 	struct kcopyd_job *job = sj->job;
 	struct kcopyd_client *kc = job->kc;
-
 	uint64_t first_unfinished;
 
 	if (written && (!sj->failed || (job->flags & KCOPYD_IGNORE_ERROR)))
