@@ -1000,7 +1000,12 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 			job->durable = job->resume_base = record->checkpoint;
 			if (asprintf(&job->description, "%s\n", record->description) < 0)
 				job->description = NULL;
-			if (strcmp(record->state, "done") == 0) {
+			if (!job->description) {
+				/* Without its description it could never be resumed: it ends here, saying why. */
+				job->state = KFS_FAILED;
+				job->error = strdup("no memory to restore its record");
+				svc->jobs_failed++;
+			} else if (strcmp(record->state, "done") == 0) {
 				job->state = KFS_DONE;
 				job->sectors_done = record->checkpoint;
 				svc->jobs_done++;
