@@ -177,22 +177,40 @@ new_loop() {
 	loop_devices+=("$loop_device")
 }
 
-# slow_source SIZE: a file whose reads each take 50 ms (nbdkit's delay
-# filter through nbdfuse); sets slow_file.  1 without nbdkit and nbdfuse.
+# nbd_export DIR [-r] NBDKIT-ARGS...: `nbdfuse [-r] DIR/disk --command nbdkit
+# -s --exit-with-parent [-r] NBDKIT-ARGS...` in the background, its stderr in
+# $work/nbdfuse.log, undone by the EXIT trap; waits (10 s at most) until
+# DIR/disk is there.  Sets nbd_fuse_pid; 1 if the export did not come up.
+nbd_export() {
+	local dir=$1 readonly=()
+	shift
+	if [ "${1:-}" = -r ]; then
+		readonly=(-r)
+		shift
+	fi
+	mkdir -p "$dir"
+	nbdfuse "${readonly[@]}" "$dir/disk" --command nbdkit -s --exit-with-parent "${readonly[@]}" "$@" \
+		>>"$work/nbdfuse.log" 2>&1 &
+	nbd_fuse_pid=$!
+	nbd_pids+=("$nbd_fuse_pid")
+	nbd_mounts+=("$dir")
+	for _ in $(seq 200); do
+		[ -f "$dir/disk" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# slow_source SIZE [DELAY]: a RAM disk file whose reads each take DELAY
+# (default 50ms; nbdkit's delay filter through nbdfuse); sets slow_file.
+# 1 without nbdkit and nbdfuse.
 slow_source() {
 	local mount_dir
 
 	command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null || return 1
 	mount_dir=$(mktemp -d "$work/slow.XXXXXX") || return 1
 	slow_file=$mount_dir/disk
-	nbdfuse "$slow_file" --command nbdkit -s --filter=delay memory "$1" rdelay=50ms >/dev/null 2>&1 &
-	nbd_pids+=("$!")
-	nbd_mounts+=("$mount_dir")
-	for _ in $(seq 100); do
-		[ -f "$slow_file" ] && return 0
-		sleep 0.05
-	done
-	return 1
+	nbd_export "$mount_dir" --filter=delay memory "$1" "rdelay=${2:-50ms}"
 }
 
 # errno_text NAME: what strerror() says for the errno NAME (as echo and cat print it).

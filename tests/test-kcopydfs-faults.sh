@@ -70,17 +70,7 @@ nbd_start() {
 		shift
 	fi
 	dir=$work/$name
-	mkdir -p "$dir"
-	nbdfuse "${readonly[@]}" "$dir/disk" --command nbdkit -s --exit-with-parent "${readonly[@]}" "$@" \
-		>>"$work/nbdfuse.log" 2>&1 &
-	nbd_fuse_pid=$!
-	nbd_pids+=("$nbd_fuse_pid")
-	nbd_mounts+=("$dir")
-	for _ in $(seq 200); do
-		[ -f "$dir/disk" ] && break
-		sleep 0.05
-	done
-	[ -f "$dir/disk" ] || return 1
+	nbd_export "$dir" "${readonly[@]}" "$@" || return 1
 	new_loop "$dir/disk" "${readonly[@]}" || return 1
 	nbd_loop=$loop_device
 	echo 2 >"/sys/block/${nbd_loop#/dev/}/queue/nomerges"

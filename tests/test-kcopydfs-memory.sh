@@ -31,22 +31,7 @@ truncate -s 1M "$work/src.img"
 truncate -s 24M "$work/dst.img"		# 4 KiB a job: the finished ones share 1024 regions, the queued have their own
 # Reads that take 250 ms each keep the queued jobs queued (two 512 KiB
 # slots in a 1 MiB budget: two reads at a time).
-slow_source_delay() {
-	local mount_dir
-
-	command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null || return 1
-	mount_dir=$(mktemp -d "$work/slow.XXXXXX") || return 1
-	slow_file=$mount_dir/disk
-	nbdfuse "$slow_file" --command nbdkit -s --filter=delay memory 16M rdelay=250ms >/dev/null 2>&1 &
-	nbd_pids+=("$!")
-	nbd_mounts+=("$mount_dir")
-	for _ in $(seq 100); do
-		[ -f "$slow_file" ] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-slow_source_delay || skip_all "needs nbdkit and nbdfuse (a source slow enough to keep jobs queued)"
+slow_source 16M 250ms || skip_all "needs nbdkit and nbdfuse (a source slow enough to keep jobs queued)"
 
 start_daemon --pages "$PAGES" || {
 	fail "kcopydfs mounts" "a kcopydfs mount at $daemon_mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"

@@ -48,21 +48,13 @@ check() {
 	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "$2" "$3"; fi
 }
 
-# slow_source NAME: the source through nbdfuse with every read 20 ms slower,
+# slow_statsource NAME: the source through nbdfuse with every read 20 ms slower,
 # nbdkit counting what is read into $work/NAME.stats when it exits; sets src
 # (a read-only loop device on it) and slow_pid.
-slow_source() {
-	mkdir "$work/$1"
-	nbdfuse -r "$work/$1/disk" --command nbdkit -s --exit-with-parent -r --filter=stats --filter=delay \
-		file "file=$work/src.img" rdelay=20ms "statsfile=$work/$1.stats" >>"$work/nbdfuse.log" 2>&1 &
-	slow_pid=$!
-	nbd_pids+=("$slow_pid")
-	nbd_mounts+=("$work/$1")
-	for _ in $(seq 200); do
-		[ -f "$work/$1/disk" ] && break
-		sleep 0.05
-	done
-	[ -f "$work/$1/disk" ] || skip_all "nbdfuse did not come up: $(tail -n 3 "$work/nbdfuse.log")"
+slow_statsource() {
+	nbd_export "$work/$1" -r --filter=stats --filter=delay file "file=$work/src.img" rdelay=20ms \
+		"statsfile=$work/$1.stats" || skip_all "nbdfuse did not come up: $(tail -n 3 "$work/nbdfuse.log")"
+	slow_pid=$nbd_fuse_pid
 	new_loop "$work/$1/disk" -r || skip_all "losetup failed"
 	src=$loop_device
 }
@@ -75,7 +67,7 @@ read_mib() {
 }
 
 head -c "$SIZE" /dev/urandom >"$work/src.img"
-slow_source slow
+slow_statsource slow
 for name in dst d1 d2 d3 d4; do
 	truncate -s "$SIZE" "$work/$name.img"
 	new_loop "$work/$name.img" || skip_all "losetup failed"
@@ -187,7 +179,7 @@ else
 	fail "MiB read from the source for $copies copies of $SIZE_MIB MiB and $kills kills" \
 		"$((SIZE_MIB * copies)) to $((SIZE_MIB * copies * 3 / 2))" "${read_total:-?}"
 fi
-slow_source slow2
+slow_statsource slow2
 
 # --- damaged records ----------------------------------------------------------------
 
@@ -243,16 +235,8 @@ fi
 # the final copy would differ from the source.
 # volatile_dest N: (re)start the volatile destination on /dev/loopN.
 volatile_dest() {
-	mkdir -p "$work/volatile"
-	nbdfuse "$work/volatile/disk" --command nbdkit -s --exit-with-parent --filter=cache \
-		file "file=$work/volatile.img" cache=writeback >>"$work/nbdfuse.log" 2>&1 &
-	volatile_pid=$!
-	nbd_pids+=("$volatile_pid")
-	nbd_mounts+=("$work/volatile")
-	for _ in $(seq 200); do
-		[ -f "$work/volatile/disk" ] && break
-		sleep 0.05
-	done
+	nbd_export "$work/volatile" --filter=cache file "file=$work/volatile.img" cache=writeback || return 1
+	volatile_pid=$nbd_fuse_pid
 	losetup --direct-io=on "/dev/loop$1" "$work/volatile/disk" && loop_devices+=("/dev/loop$1")
 }
 power=$work/power

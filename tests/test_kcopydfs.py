@@ -118,7 +118,11 @@ class Environment:
             self.loops.append(self.slow_path)
             options = ["--depth", "1", "--subjob-kb", "4"]
         self.slow_sectors = (128 << 20) // 512
-        self.mount_point = tempfile.mkdtemp(prefix="test_kcopydfs-mnt.")
+        self.start_daemon(options, "test_kcopydfs-mnt.")
+
+    def start_daemon(self, options, prefix):
+        """kcopydfs -f OPTIONS on a new mountpoint, logging to kcopydfs.log in the work directory."""
+        self.mount_point = tempfile.mkdtemp(prefix=prefix)
         self.log = open(self.path("kcopydfs.log"), "w")
         self.daemon = subprocess.Popen([KCOPYDFS, "-f"] + options + [self.mount_point], stderr=self.log)
         for _ in range(100):

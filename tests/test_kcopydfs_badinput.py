@@ -24,32 +24,18 @@ import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 import traceback
 
-KCOPYDFS = os.environ.get("KCOPYDFS") or os.path.join(os.environ.get("BUILDDIR", "build"), "kcopydfs")
+import test_kcopydfs
+from test_kcopydfs import KCOPYDFS, Failure, expect, skip
+
 SIZE = 1 << 20
 CHECK_SECONDS = 30
 TOP_FILES = ("version", "stats", "clone")
 JOB_FILES = ("ctl", "state", "status", "wait")
 READ_ONLY = ("version", "stats", "state", "status", "wait")
-
-
-def skip(reason):
-    print("SKIP: " + reason)
-    sys.exit(77)
-
-
-class Failure(Exception):
-    pass
-
-
-def expect(condition, case, expected, got):
-    if not condition:
-        raise Failure("%s\n      expected: %s\n      got:      %r" % (case, expected, got))
 
 
 def errno_name(number):
@@ -68,16 +54,8 @@ def expect_errno(case, wanted, function, *args):
         case, " or ".join(errno_name(w) for w in wanted), result))
 
 
-class Environment:
-    def __init__(self):
-        self.work = None
-        self.mounted_work = False
-        self.mount_point = None
-        self.daemon = None
-        self.log = None
-
-    def run(self, *command):
-        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+class Environment(test_kcopydfs.Environment):
+    """test_kcopydfs's tmpfs and daemon (and its close()), with this test's files."""
 
     def setup(self):
         self.work = tempfile.mkdtemp(prefix="test_kcopydfs_badinput.")
@@ -89,47 +67,7 @@ class Environment:
         for name in ("done.img", "after.img", "odd.img"):
             with open(self.path(name), "wb") as dest:
                 dest.truncate(SIZE)
-        self.mount_point = tempfile.mkdtemp(prefix="test_kcopydfs_badinput-mnt.")
-        self.log = open(self.path("kcopydfs.log"), "w")
-        self.daemon = subprocess.Popen([KCOPYDFS, "-f", self.mount_point], stderr=self.log)
-        for _ in range(100):
-            if self.is_mounted() and os.path.exists(os.path.join(self.mount_point, "version")):
-                return
-            if self.daemon.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise Failure("kcopydfs did not mount %s (exit %s)" % (self.mount_point, self.daemon.poll()))
-
-    def path(self, name):
-        return os.path.join(self.work, name)
-
-    def is_mounted(self):
-        with open("/proc/mounts") as mounts:
-            return any(line.split()[1] == self.mount_point for line in mounts)
-
-    def close(self):
-        if self.daemon and self.daemon.poll() is None:
-            self.daemon.terminate()
-            try:
-                self.daemon.wait(5)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
-        if self.mount_point:
-            if self.is_mounted():
-                self.run("fusermount3", "-u", "-z", self.mount_point)
-            os.rmdir(self.mount_point)
-        if self.log:
-            self.log.close()
-        if self.mounted_work:
-            for _ in range(10):
-                if self.run("umount", self.work).returncode == 0:
-                    break
-                time.sleep(0.3)
-            else:
-                self.run("umount", "-l", self.work)
-        if self.work:
-            os.rmdir(self.work)
+        self.start_daemon([], "test_kcopydfs_badinput-mnt.")
 
 
 env = Environment()

@@ -235,18 +235,26 @@ class Load:
         else:
             self.note("prober: no report from the probing process")
 
+    def open_some_job(self, rng, file_name):
+        """(name, fd) of FILE_NAME of a job picked at random, or None: no job yet, or it went meanwhile."""
+        names = self.job_names()
+        if not names:
+            self.stop.wait(0.05)
+            return None
+        name = rng.choice(names)
+        try:
+            return name, os.open(os.path.join(self.mount, "jobs", name, file_name), os.O_RDONLY)
+        except OSError:
+            return None
+
     def poller(self, seed):
         """Open a job's state file, poll it for a change, read it again; over and over."""
         rng = random.Random(seed)
         while not self.stop.is_set():
-            names = self.job_names()
-            if not names:
-                self.stop.wait(0.05)
+            opened = self.open_some_job(rng, "state")
+            if not opened:
                 continue
-            try:
-                fd = os.open(os.path.join(self.mount, "jobs", rng.choice(names), "state"), os.O_RDONLY)
-            except OSError:
-                continue        # removed meanwhile
+            fd = opened[1]
             try:
                 os.read(fd, 64)
                 poller = select.poll()
@@ -265,15 +273,10 @@ class Load:
         """Block in a read of some job's wait file; it must answer with a final state."""
         rng = random.Random(seed)
         while not self.stop.is_set():
-            names = self.job_names()
-            if not names:
-                self.stop.wait(0.05)
+            opened = self.open_some_job(rng, "wait")
+            if not opened:
                 continue
-            name = rng.choice(names)
-            try:
-                fd = os.open(os.path.join(self.mount, "jobs", name, "wait"), os.O_RDONLY)
-            except OSError:
-                continue
+            name, fd = opened
             try:
                 text = os.read(fd, 65536).decode()
                 state = status_dict(text).get("state")
