@@ -1380,9 +1380,11 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	id = job->id;
 	remove = job->remove_when_ended;
 	pthread_mutex_unlock(&svc->lock);
-	/* A flush of the checkpointer's may still be using the devices: wait for it. */
-	pthread_mutex_lock(&run->sync_lock);
-	pthread_mutex_unlock(&run->sync_lock);
+	/* A flush of the checkpointer's (--state-dir only) may still be using the devices: wait for it. */
+	if (svc->state_dir) {
+		pthread_mutex_lock(&run->sync_lock);
+		pthread_mutex_unlock(&run->sync_lock);
+	}
 	/* Its devices are closed and its claims dropped before anyone is told it ended. */
 	run_free(run);
 	job_persist(svc, id);
