@@ -1065,37 +1065,6 @@ enum {
 	BECAME_UID = 4,
 };
 
-/*
- * Take on the identity of the writer for the open(2)s of its regions,
- * changing only what differs from the daemon's own (nothing, for a writer
- * that is the daemon's user, group and groups).  setfsuid and friends
- * through syscall(2): glibc's setgroups() would change every thread of the
- * daemon, the raw system calls change only this one.
- * Return: what it changed, for become_self().
- */
-static unsigned int become(struct kfs_service *svc, const struct kfs_cred *cred)
-{
-	unsigned int changed = 0;
-
-	if (!svc->switch_identity)
-		return 0;
-	if (!cred->groups_irrelevant &&
-	    (cred->group_count != (unsigned int)svc->own_group_count ||
-	     memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) != 0)) {
-		syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups);
-		changed |= BECAME_GROUPS;
-	}
-	if (cred->gid != svc->own_gid) {
-		syscall(SYS_setfsgid, cred->gid);
-		changed |= BECAME_GID;
-	}
-	if (cred->uid != svc->own_uid) {
-		syscall(SYS_setfsuid, cred->uid);
-		changed |= BECAME_UID;
-	}
-	return changed;
-}
-
 static void become_self(struct kfs_service *svc, unsigned int changed)
 {
 	if (changed & BECAME_UID)
@@ -1104,6 +1073,59 @@ static void become_self(struct kfs_service *svc, unsigned int changed)
 		syscall(SYS_setfsgid, svc->own_gid);
 	if (changed & BECAME_GROUPS)
 		syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
+}
+
+/*
+ * Take on the identity of the writer for the open(2)s of its regions,
+ * changing only what differs from the daemon's own (nothing, for a writer
+ * that is the daemon's user, group and groups).  setfsuid and friends
+ * through syscall(2): glibc's setgroups() would change every thread of the
+ * daemon, the raw system calls change only this one.
+ *
+ * Each change is checked, and a failed one undoes the others: a daemon
+ * without CAP_SETUID or CAP_SETGID (a container started with --cap-drop),
+ * or in a user namespace whose /proc/PID/setgroups is "deny", would
+ * otherwise open the regions as itself, for anybody.  setfsuid(2) and
+ * setfsgid(2) report no error; asking again with -1, which never
+ * succeeds, returns the id now in force.
+ * Return: 0 with *@changed set for become_self(), or -errno (nothing is changed then).
+ */
+static int become(struct kfs_service *svc, const struct kfs_cred *cred, unsigned int *changed)
+{
+	int r;
+
+	*changed = 0;
+	if (!svc->switch_identity)
+		return 0;
+	if (!cred->groups_irrelevant &&
+	    (cred->group_count != (unsigned int)svc->own_group_count ||
+	     memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) != 0)) {
+		if (syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups) < 0)
+			return -errno;
+		*changed |= BECAME_GROUPS;
+	}
+	if (cred->gid != svc->own_gid) {
+		syscall(SYS_setfsgid, cred->gid);
+		*changed |= BECAME_GID;
+		if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != cred->gid) {
+			r = -EPERM;
+			goto err_become_self;
+		}
+	}
+	if (cred->uid != svc->own_uid) {
+		syscall(SYS_setfsuid, cred->uid);
+		*changed |= BECAME_UID;
+		if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != cred->uid) {
+			r = -EPERM;
+			goto err_become_self;
+		}
+	}
+	return 0;
+
+err_become_self:
+	become_self(svc, *changed);
+	*changed = 0;
+	return r;
 }
 
 static bool path_on_mount(const struct kfs_service *svc, const char *path)
@@ -1225,7 +1247,12 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 	 * follows works on the descriptors and needs none (a claim is taken as
 	 * the daemon).  Failures are reported in the order of the regions.
 	 */
-	switched = become(svc, cred);
+	r = become(svc, cred, &switched);
+	if (r < 0) {
+		set_text(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)cred->uid,
+			 (unsigned int)cred->gid, strerror(-r));
+		return r;
+	}
 	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, spec->from.path, false) : -EBADF;
 	for (index = 0; index < spec->num_dests; index++)
 		fds[1 + index] = open_region_file(svc, spec->dests[index].path, true);
