@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,9 @@ struct kfs_service {
 	gid_t own_gid;
 	gid_t own_groups[KFS_MAX_GROUPS];
 	int own_group_count;
+	struct stat own_mount_ns;	/* the daemon's mount namespace and root, to tell a writer's view from ours */
+	struct stat own_root;
+	bool own_view_known;		/* both stats above succeeded */
 
 	pthread_mutex_t claims_lock;	/* the claims list; taken after ->lock, never before */
 	struct claim *claims;
@@ -303,6 +307,7 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->own_group_count = getgroups(KFS_MAX_GROUPS, svc->own_groups);
 	if (svc->own_group_count < 0)
 		svc->own_group_count = 0;
+	svc->own_view_known = stat("/proc/self/ns/mnt", &svc->own_mount_ns) == 0 && stat("/", &svc->own_root) == 0;
 	if (config->mountpoint) {
 		svc->mountpoint = strdup(config->mountpoint);
 		if (!svc->mountpoint) {
@@ -1150,19 +1155,65 @@ static bool run_holds_claim(const struct kfs_run *run, dev_t rdev)
 	return false;
 }
 
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/*
+ * The root that @pid's paths are resolved from, opened as the daemon.  A
+ * writer in another mount namespace or under another root (a container
+ * given the mount with a bind mount) names its regions as it sees them, so
+ * they are opened from its root, /proc/PID/root, with RESOLVE_IN_ROOT: no
+ * path and no symbolic link leads out of it to the daemon's files.  A
+ * writer that sees what the daemon sees gets a plain open(2); so does one
+ * the daemon cannot see (pid 0: it is not in the daemon's pid namespace,
+ * or it has gone), whose paths are then the daemon's own.
+ * Return: an O_PATH descriptor of the writer's root, or -1 for the daemon's view.
+ */
+static int writer_root(const struct kfs_service *svc, pid_t pid)
+{
+	char path[64];
+	struct stat mount_ns, root;
+	int fd;
+
+	if (pid <= 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+	/* Only a view known to be ours is left out: when in doubt, the writer's root. */
+	if (svc->own_view_known && stat(path, &mount_ns) == 0 && fstat(fd, &root) == 0 &&
+	    same_file(&mount_ns, &svc->own_mount_ns) && same_file(&root, &svc->own_root)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /*
  * Open one region's file, as the caller has become the writer: the source
- * read-only, a destination read-write.  O_NONBLOCK keeps a FIFO from
- * hanging the open.  Return: the fd, or -errno (-EDEADLK for a path on the
- * mount, which is not opened).
+ * read-only, a destination read-write; from @root_fd (see writer_root()),
+ * or as the daemon sees the path when it is -1.  O_NONBLOCK keeps a FIFO
+ * from hanging the open.  Return: the fd, or -errno (-EDEADLK for a path
+ * on the mount, which is not opened).
  */
-static int open_region_file(const struct kfs_service *svc, const char *path, bool writable)
+static int open_region_file(const struct kfs_service *svc, int root_fd, const char *path, bool writable)
 {
+	struct open_how how = {
+		.flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
 	int fd;
 
 	if (path_on_mount(svc, path))
 		return -EDEADLK;
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (root_fd >= 0)
+		fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+	else
+		fd = open(path, (int)how.flags);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -1240,23 +1291,28 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 	int fds[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests; an fd or -errno */
 	unsigned int index;
 	unsigned int switched;
-	int r;
+	int root_fd, r;
 
 	/*
 	 * Every region is opened as the writer in one switch of identity; what
 	 * follows works on the descriptors and needs none (a claim is taken as
 	 * the daemon).  Failures are reported in the order of the regions.
 	 */
+	root_fd = writer_root(svc, cred->pid);
 	r = become(svc, cred, &switched);
 	if (r < 0) {
+		if (root_fd >= 0)
+			close(root_fd);
 		set_text(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)cred->uid,
 			 (unsigned int)cred->gid, strerror(-r));
 		return r;
 	}
-	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, spec->from.path, false) : -EBADF;
+	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, root_fd, spec->from.path, false) : -EBADF;
 	for (index = 0; index < spec->num_dests; index++)
-		fds[1 + index] = open_region_file(svc, spec->dests[index].path, true);
+		fds[1 + index] = open_region_file(svc, root_fd, spec->dests[index].path, true);
 	become_self(svc, switched);
+	if (root_fd >= 0)
+		close(root_fd);
 
 	if (spec->op == JOBSPEC_COPY) {
 		r = settle_region(svc, run, "from", spec->from.path, false, fds[0], &run->devs[0], why, why_len);
