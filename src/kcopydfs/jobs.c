@@ -1167,30 +1167,36 @@ static bool same_file(const struct stat *a, const struct stat *b)
  * they are opened from its root, /proc/PID/root, with RESOLVE_IN_ROOT: no
  * path and no symbolic link leads out of it to the daemon's files.  A
  * writer that sees what the daemon sees gets a plain open(2); so does one
- * the daemon cannot see (pid 0: it is not in the daemon's pid namespace,
- * or it has gone), whose paths are then the daemon's own.
- * Return: an O_PATH descriptor of the writer's root, or -1 for the daemon's view.
+ * the daemon cannot see (pid 0: it is not in the daemon's pid namespace),
+ * whose paths are then the daemon's own, and so does every writer of a
+ * daemon with no /proc.  A root daemon that cannot open the root of a
+ * writer it can see (it has gone, killed in its write) refuses the job
+ * rather than read the paths as its own.
+ * Return: 0 with *@root_fd an O_PATH descriptor of the writer's root, or
+ * -1 for the daemon's view; or -errno.
  */
-static int writer_root(const struct kfs_service *svc, pid_t pid)
+static int writer_root(const struct kfs_service *svc, pid_t pid, int *root_fd)
 {
 	char path[64];
 	struct stat mount_ns, root;
 	int fd;
 
+	*root_fd = -1;
 	if (pid <= 0)
-		return -1;
+		return 0;
 	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
 	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
+	if (fd < 0)	/* without /proc at all, nothing can be known of any writer: as before, the daemon's view */
+		return svc->switch_identity && svc->own_view_known ? -errno : 0;
 	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
 	/* Only a view known to be ours is left out: when in doubt, the writer's root. */
 	if (svc->own_view_known && stat(path, &mount_ns) == 0 && fstat(fd, &root) == 0 &&
 	    same_file(&mount_ns, &svc->own_mount_ns) && same_file(&root, &svc->own_root)) {
 		close(fd);
-		return -1;
+		return 0;
 	}
-	return fd;
+	*root_fd = fd;
+	return 0;
 }
 
 /*
@@ -1298,7 +1304,12 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 	 * follows works on the descriptors and needs none (a claim is taken as
 	 * the daemon).  Failures are reported in the order of the regions.
 	 */
-	root_fd = writer_root(svc, cred->pid);
+	r = writer_root(svc, cred->pid, &root_fd);
+	if (r < 0) {
+		set_text(why, why_len, "cannot find the writer's root (process %d): %s", (int)cred->pid,
+			 strerror(-r));
+		return r;
+	}
 	r = become(svc, cred, &switched);
 	if (r < 0) {
 		if (root_fd >= 0)
