@@ -801,7 +801,7 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	struct kfs_fs *fs = fs_of(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct kfs_cred cred = { .uid = ctx->uid, .gid = ctx->gid };
+	struct kfs_cred cred = { .uid = ctx->uid, .gid = ctx->gid, .pid = ctx->pid };
 	int r;
 
 	if (of->kind != NODE_CTL && !is_clone(of->kind)) {

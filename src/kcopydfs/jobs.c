@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,9 @@ struct kfs_service {
 	gid_t own_gid;
 	gid_t own_groups[KFS_MAX_GROUPS];
 	int own_group_count;
+	struct stat own_mount_ns;	/* the daemon's mount namespace and root, to tell a writer's view from ours */
+	struct stat own_root;
+	bool own_view_known;		/* both stats above succeeded */
 
 	pthread_mutex_t claims_lock;	/* the claims list; taken after ->lock, never before */
 	struct claim *claims;
@@ -303,6 +307,7 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->own_group_count = getgroups(KFS_MAX_GROUPS, svc->own_groups);
 	if (svc->own_group_count < 0)
 		svc->own_group_count = 0;
+	svc->own_view_known = stat("/proc/self/ns/mnt", &svc->own_mount_ns) == 0 && stat("/", &svc->own_root) == 0;
 	if (config->mountpoint) {
 		svc->mountpoint = strdup(config->mountpoint);
 		if (!svc->mountpoint) {
@@ -1065,37 +1070,6 @@ enum {
 	BECAME_UID = 4,
 };
 
-/*
- * Take on the identity of the writer for the open(2)s of its regions,
- * changing only what differs from the daemon's own (nothing, for a writer
- * that is the daemon's user, group and groups).  setfsuid and friends
- * through syscall(2): glibc's setgroups() would change every thread of the
- * daemon, the raw system calls change only this one.
- * Return: what it changed, for become_self().
- */
-static unsigned int become(struct kfs_service *svc, const struct kfs_cred *cred)
-{
-	unsigned int changed = 0;
-
-	if (!svc->switch_identity)
-		return 0;
-	if (!cred->groups_irrelevant &&
-	    (cred->group_count != (unsigned int)svc->own_group_count ||
-	     memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) != 0)) {
-		syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups);
-		changed |= BECAME_GROUPS;
-	}
-	if (cred->gid != svc->own_gid) {
-		syscall(SYS_setfsgid, cred->gid);
-		changed |= BECAME_GID;
-	}
-	if (cred->uid != svc->own_uid) {
-		syscall(SYS_setfsuid, cred->uid);
-		changed |= BECAME_UID;
-	}
-	return changed;
-}
-
 static void become_self(struct kfs_service *svc, unsigned int changed)
 {
 	if (changed & BECAME_UID)
@@ -1104,6 +1078,59 @@ static void become_self(struct kfs_service *svc, unsigned int changed)
 		syscall(SYS_setfsgid, svc->own_gid);
 	if (changed & BECAME_GROUPS)
 		syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
+}
+
+/*
+ * Take on the identity of the writer for the open(2)s of its regions,
+ * changing only what differs from the daemon's own (nothing, for a writer
+ * that is the daemon's user, group and groups).  setfsuid and friends
+ * through syscall(2): glibc's setgroups() would change every thread of the
+ * daemon, the raw system calls change only this one.
+ *
+ * Each change is checked, and a failed one undoes the others: a daemon
+ * without CAP_SETUID or CAP_SETGID (a container started with --cap-drop),
+ * or in a user namespace whose /proc/PID/setgroups is "deny", would
+ * otherwise open the regions as itself, for anybody.  setfsuid(2) and
+ * setfsgid(2) report no error; asking again with -1, which never
+ * succeeds, returns the id now in force.
+ * Return: 0 with *@changed set for become_self(), or -errno (nothing is changed then).
+ */
+static int become(struct kfs_service *svc, const struct kfs_cred *cred, unsigned int *changed)
+{
+	int r;
+
+	*changed = 0;
+	if (!svc->switch_identity)
+		return 0;
+	if (!cred->groups_irrelevant &&
+	    (cred->group_count != (unsigned int)svc->own_group_count ||
+	     memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) != 0)) {
+		if (syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups) < 0)
+			return -errno;
+		*changed |= BECAME_GROUPS;
+	}
+	if (cred->gid != svc->own_gid) {
+		syscall(SYS_setfsgid, cred->gid);
+		*changed |= BECAME_GID;
+		if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != cred->gid) {
+			r = -EPERM;
+			goto err_become_self;
+		}
+	}
+	if (cred->uid != svc->own_uid) {
+		syscall(SYS_setfsuid, cred->uid);
+		*changed |= BECAME_UID;
+		if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != cred->uid) {
+			r = -EPERM;
+			goto err_become_self;
+		}
+	}
+	return 0;
+
+err_become_self:
+	become_self(svc, *changed);
+	*changed = 0;
+	return r;
 }
 
 static bool path_on_mount(const struct kfs_service *svc, const char *path)
@@ -1128,19 +1155,71 @@ static bool run_holds_claim(const struct kfs_run *run, dev_t rdev)
 	return false;
 }
 
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/*
+ * The root that @pid's paths are resolved from, opened as the daemon.  A
+ * writer in another mount namespace or under another root (a container
+ * given the mount with a bind mount) names its regions as it sees them, so
+ * they are opened from its root, /proc/PID/root, with RESOLVE_IN_ROOT: no
+ * path and no symbolic link leads out of it to the daemon's files.  A
+ * writer that sees what the daemon sees gets a plain open(2); so does one
+ * the daemon cannot see (pid 0: it is not in the daemon's pid namespace),
+ * whose paths are then the daemon's own, and so does every writer of a
+ * daemon with no /proc.  A root daemon that cannot open the root of a
+ * writer it can see (it has gone, killed in its write) refuses the job
+ * rather than read the paths as its own.
+ * Return: 0 with *@root_fd an O_PATH descriptor of the writer's root, or
+ * -1 for the daemon's view; or -errno.
+ */
+static int writer_root(const struct kfs_service *svc, pid_t pid, int *root_fd)
+{
+	char path[64];
+	struct stat mount_ns, root;
+	int fd;
+
+	*root_fd = -1;
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)	/* without /proc at all, nothing can be known of any writer: as before, the daemon's view */
+		return svc->switch_identity && svc->own_view_known ? -errno : 0;
+	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+	/* Only a view known to be ours is left out: when in doubt, the writer's root. */
+	if (svc->own_view_known && stat(path, &mount_ns) == 0 && fstat(fd, &root) == 0 &&
+	    same_file(&mount_ns, &svc->own_mount_ns) && same_file(&root, &svc->own_root)) {
+		close(fd);
+		return 0;
+	}
+	*root_fd = fd;
+	return 0;
+}
+
 /*
  * Open one region's file, as the caller has become the writer: the source
- * read-only, a destination read-write.  O_NONBLOCK keeps a FIFO from
- * hanging the open.  Return: the fd, or -errno (-EDEADLK for a path on the
- * mount, which is not opened).
+ * read-only, a destination read-write; from @root_fd (see writer_root()),
+ * or as the daemon sees the path when it is -1.  O_NONBLOCK keeps a FIFO
+ * from hanging the open.  Return: the fd, or -errno (-EDEADLK for a path
+ * on the mount, which is not opened).
  */
-static int open_region_file(const struct kfs_service *svc, const char *path, bool writable)
+static int open_region_file(const struct kfs_service *svc, int root_fd, const char *path, bool writable)
 {
+	struct open_how how = {
+		.flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
 	int fd;
 
 	if (path_on_mount(svc, path))
 		return -EDEADLK;
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (root_fd >= 0)
+		fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+	else
+		fd = open(path, (int)how.flags);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -1218,18 +1297,33 @@ static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobs
 	int fds[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests; an fd or -errno */
 	unsigned int index;
 	unsigned int switched;
-	int r;
+	int root_fd, r;
 
 	/*
 	 * Every region is opened as the writer in one switch of identity; what
 	 * follows works on the descriptors and needs none (a claim is taken as
 	 * the daemon).  Failures are reported in the order of the regions.
 	 */
-	switched = become(svc, cred);
-	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, spec->from.path, false) : -EBADF;
+	r = writer_root(svc, cred->pid, &root_fd);
+	if (r < 0) {
+		set_text(why, why_len, "cannot find the writer's root (process %d): %s", (int)cred->pid,
+			 strerror(-r));
+		return r;
+	}
+	r = become(svc, cred, &switched);
+	if (r < 0) {
+		if (root_fd >= 0)
+			close(root_fd);
+		set_text(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)cred->uid,
+			 (unsigned int)cred->gid, strerror(-r));
+		return r;
+	}
+	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, root_fd, spec->from.path, false) : -EBADF;
 	for (index = 0; index < spec->num_dests; index++)
-		fds[1 + index] = open_region_file(svc, spec->dests[index].path, true);
+		fds[1 + index] = open_region_file(svc, root_fd, spec->dests[index].path, true);
 	become_self(svc, switched);
+	if (root_fd >= 0)
+		close(root_fd);
 
 	if (spec->op == JOBSPEC_COPY) {
 		r = settle_region(svc, run, "from", spec->from.path, false, fds[0], &run->devs[0], why, why_len);

@@ -40,6 +40,7 @@ enum kfs_state {
 struct kfs_cred {
 	uid_t uid;
 	gid_t gid;
+	pid_t pid;			/* the writer, in the daemon's pid namespace; 0 if unknown (see writer_root()) */
 	bool groups_irrelevant;		/* see kfs_groups_matter(); then the groups are not read */
 	unsigned int group_count;
 	gid_t groups[KFS_MAX_GROUPS];
