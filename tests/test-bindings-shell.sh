@@ -149,6 +149,11 @@ for call in "kc_submit $mnt" "kc_status" "kc_wait" "kc_cancel" "kc_remove"; do
 		fail "$label with too few arguments" "exit 2, usage: ${call%% *} ..." "exit $status, $(cat "$work/err")"
 	fi
 done
+job=$(kc_submit "$mnt" "copy from=$work/src.img to=$work/d0.img")
+kc_wait "$job" soon >"$work/out" 2>"$work/err"
+check "kc_wait JOB soon: exit status" 2 "$?"
+check "kc_wait JOB soon: the message" "kc_wait: 'soon' is not a number of seconds" "$(cat "$work/err")"
+kc_wait "$job" >/dev/null && kc_remove "$job"
 kc_submit "$work" "copy from=$work/src.img to=$work/d0.img" >"$work/out" 2>"$work/err"
 check "kc_submit to a directory that is no mount: exit status" 1 "$?"
 check "kc_submit to a directory that is no mount: the message" \

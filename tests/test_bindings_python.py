@@ -267,6 +267,12 @@ def check_refused():
         expect("one line" in str(error), "a two-line description", "ValueError: one line", str(error))
     else:
         raise Failure("a two-line description\n      expected: ValueError\n      got:      accepted")
+    try:
+        kcopyd.submit(env.mount_point, b"zero to=/dev/null")
+    except TypeError as error:
+        expect("str" in str(error), "a bytes description", "TypeError naming str", str(error))
+    else:
+        raise Failure("a bytes description\n      expected: TypeError\n      got:      accepted")
 
 
 def check_wait_timeout():
@@ -289,6 +295,12 @@ def check_wait_timeout():
             pass
         else:
             raise Failure("wait(timeout=0) on a running job\n      expected: TimeoutError\n      got:      a status")
+        try:
+            job.wait(timeout=-1)
+        except ValueError:
+            pass
+        else:
+            raise Failure("wait(timeout=-1)\n      expected: ValueError\n      got:      no exception")
     finally:
         finish(job)
 

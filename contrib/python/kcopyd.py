@@ -135,8 +135,9 @@ class Job:
 
         ``timeout`` is in seconds; None waits for as long as it takes.
         Raises TimeoutError (errno ETIMEDOUT) if the job is still going
-        after ``timeout`` seconds (the job itself is not touched), and
-        FileNotFoundError if the job is removed meanwhile.
+        after ``timeout`` seconds (the job itself is not touched),
+        FileNotFoundError if the job is removed meanwhile, and ValueError
+        for a negative timeout.
 
         How: the job's wait file is opened with O_NONBLOCK and polled;
         kcopydfs reports it readable (POLLIN) once the job has ended, and a
@@ -145,6 +146,8 @@ class Job:
         or interrupted job has not ended: waiting for it waits until it is
         started and ends, or is cancelled.
         """
+        if timeout is not None and not timeout >= 0:
+            raise ValueError("timeout must be None or a number of seconds >= 0, not %r" % (timeout,))
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = os.open(self._file("wait"), os.O_RDONLY | os.O_NONBLOCK)
         try:
@@ -228,11 +231,14 @@ def submit(mount, description, name=None):
 
     Raises RefusedError (an OSError) if the daemon refuses the description;
     the refused job is removed.  Raises ValueError for a description with
-    more than one line, which the daemon would refuse anyway.  Other
+    more than one line, which the daemon would refuse anyway, and TypeError
+    for one that is not a str.  Other
     OSErrors come from the mount itself (FileNotFoundError for a path that
     is no kcopydfs mount, EEXIST for a name that is taken, ESHUTDOWN while
     the daemon stops).
     """
+    if not isinstance(description, str):
+        raise TypeError("a job description is a str, not %s" % type(description).__name__)
     if "\n" in description.rstrip("\n"):
         raise ValueError("a job description is one line: %r" % description)
     if name is not None:

@@ -83,13 +83,19 @@ EOF
 # status.  A read of the job's wait file blocks until then (it holds no
 # thread of the daemon).  Returns 0 if the job ended done, 1 if it ended
 # failed or cancelled (or is gone), 124 if it is still going after SECONDS
-# (the job is not touched).
+# (the job is not touched), 2 if SECONDS is no number (timeout(1)'s
+# syntax: 10, 0.5, 2m).
 kc_wait() (
 	if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 		echo "usage: kc_wait JOB [SECONDS]" >&2
 		exit 2
 	fi
 	if [ $# -eq 2 ]; then
+		# timeout(1) judges SECONDS; asked first, so that its own complaint stays quiet.
+		if ! timeout "$2" true 2>/dev/null; then
+			echo "kc_wait: '$2' is not a number of seconds" >&2
+			exit 2
+		fi
 		text=$(timeout "$2" cat "$1/wait")
 		status=$?
 		if [ "$status" = 124 ]; then

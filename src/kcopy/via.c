@@ -501,6 +501,8 @@ int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 		goto out_free_paths;
 	}
 	len = read(job.clone_fd, status, 32);
+	if (len > 0)
+		status[len] = '\0';
 	if (len <= 0 || sscanf(status, "%llu", &job.id) != 1) {
 		ret = len < 0 ? -errno : -EPROTO;
 		complain("%s: no job number: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
