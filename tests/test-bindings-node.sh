@@ -83,6 +83,9 @@ check "a refused description: the reason" \
 check "the refused job is removed" "" "$(ls "$mnt/jobs")"
 
 for signal_name in TERM INT; do
+	# Emptied first: the wait for "progress" below must not see the last run's
+	# output and signal a child that is still this shell, traps and all.
+	: >"$work/err"
 	# env: background jobs of a script ignore SIGINT; node would keep it ignored.
 	env --default-signal="$signal_name" timeout 30 node "$EXAMPLE" "$mnt" "copy from=$slow_file to=$work/big.img" \
 		>"$work/out" 2>"$work/err" &

@@ -167,6 +167,9 @@ no_jobs_left "I/O errors"
 # --- SIGINT cancels the job through ctl --------------------------------------------------
 
 if slow_source 64M; then
+	# Emptied first: the wait for ETA below must not see an earlier run's bar
+	# and signal a child that is still this shell, traps and all.
+	: >"$work/stderr"
 	# env: background jobs of a script ignore SIGINT, and kcopy keeps it ignored.
 	(cd "$work" && exec env --default-signal=INT timeout 60 "$KCOPY" --via "$mnt" --progress "$slow_file" big.img) \
 		>"$work/stdout" 2>"$work/stderr" &
