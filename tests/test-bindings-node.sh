@@ -87,7 +87,9 @@ for signal_name in TERM INT; do
 	# output and signal a child that is still this shell, traps and all.
 	: >"$work/err"
 	# env: background jobs of a script ignore SIGINT; node would keep it ignored.
-	env --default-signal="$signal_name" timeout 30 node "$EXAMPLE" "$mnt" "copy from=$slow_file to=$work/big.img" \
+	# timeout --foreground: else it sends the signal to node twice (to it,
+	# then to its process group).
+	env --default-signal="$signal_name" timeout --foreground 30 node "$EXAMPLE" "$mnt" "copy from=$slow_file to=$work/big.img" \
 		>"$work/out" 2>"$work/err" &
 	pid=$!
 	background_pids+=("$pid")

@@ -171,7 +171,9 @@ if slow_source 64M; then
 	# and signal a child that is still this shell, traps and all.
 	: >"$work/stderr"
 	# env: background jobs of a script ignore SIGINT, and kcopy keeps it ignored.
-	(cd "$work" && exec env --default-signal=INT timeout 60 "$KCOPY" --via "$mnt" --progress "$slow_file" big.img) \
+	# timeout --foreground: without it, timeout passes the SIGINT on to kcopy
+	# and then to its whole process group, kcopy included: a second SIGINT.
+	(cd "$work" && exec env --default-signal=INT timeout --foreground 60 "$KCOPY" --via "$mnt" --progress "$slow_file" big.img) \
 		>"$work/stdout" 2>"$work/stderr" &
 	pid=$!
 	background_pids+=("$pid")
