@@ -18,10 +18,9 @@
  *   create/extend/open the destinations -> validate -> run the job
  *   (progress, signals) -> fsync the destinations -> report
  *
+ * and one goto ladder at the end of main() closes whatever was opened.
  * With --via, the mount is checked first, the engine's devices are closed
  * before the job, and the daemon validates and runs it (via_run_job()).
- *
- * and one goto ladder at the end of main() closes whatever was opened.
  */
 #include "config.h"
 
@@ -315,7 +314,8 @@ static void print_usage(FILE *out)
 "      --write-seq      write each destination in ascending order\n"
 "      --zero           write zeros instead of copying (no SRC)\n"
 "      --via MOUNT      run the job in the kcopydfs daemon mounted at MOUNT\n"
-"                       instead of in this process (not with the three above)\n"
+"                       instead of in this process (not with --pages,\n"
+"                       --subjob-kb or --depth: those are the daemon's)\n"
 "      --progress       show a progress bar even when stderr is no terminal\n"
 "  -q, --quiet          no progress bar and no summary\n"
 "  -h, --help           show this help and exit\n"
