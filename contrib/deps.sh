@@ -7,6 +7,7 @@ packages=(
 	build-essential autoconf automake libtool pkg-config
 	libaio-dev libcriterion-dev libfuse3-dev fuse3
 	util-linux bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
+	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)
 )
 
 missing=()

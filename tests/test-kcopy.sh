@@ -457,6 +457,11 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 		slow=$fuse_file
 		for signal_name in INT TERM; do
 			want=$((128 + $(kill -l "$signal_name")))
+			# Emptied here, not by the job's redirection: the wait for ETA below
+			# must not see the last run's bar and signal the job before it has
+			# exec'd, while it is still a copy of this shell with its traps
+			# (whose EXIT trap would tear down $work under the test).
+			: >"$work/stderr"
 			# env: background jobs of a script ignore SIGINT, and kcopy keeps it ignored.
 			env --default-signal="$signal_name" "$KCOPY" --progress --depth 1 --subjob-kb 64 \
 				"$slow" "$work/cancelled.img" >"$work/stdout" 2>"$work/stderr" &

@@ -2,7 +2,8 @@
 /*
  * kcopy: copy a range of a block device or file to one or many
  * destinations, or zero ranges, with the libkcopyd engine directly (no
- * daemon).  Think of dd(1) with up to KCOPYD_MAX_REGIONS outputs.
+ * daemon), or with --via MOUNT through a kcopydfs mount (via.c).  Think of
+ * dd(1) with up to KCOPYD_MAX_REGIONS outputs.
  *
  *   kcopy [OPTIONS] SRC[:SECTOR[+COUNT]] DST[:SECTOR] [DST[:SECTOR]...]
  *   kcopy [OPTIONS] --zero DST[:SECTOR[+COUNT]]...
@@ -18,6 +19,8 @@
  *   (progress, signals) -> fsync the destinations -> report
  *
  * and one goto ladder at the end of main() closes whatever was opened.
+ * With --via, the mount is checked first, the engine's devices are closed
+ * before the job, and the daemon validates and runs it (via_run_job()).
  */
 #include "config.h"
 
@@ -42,68 +45,18 @@
 #include <unistd.h>
 
 #include "kcopyd.h"
-
-/* Exit statuses (see EXIT STATUS in kcopy(1)). */
-#define EXIT_OK		0	/* everything copied and flushed */
-#define EXIT_IO_ERROR	1	/* a read, write or fsync failed, or a file could not be opened */
-#define EXIT_USAGE	2	/* bad command line, or the engine refused the regions */
+#include "kcopy.h"
+#include "via.h"
 
 #define DEFAULT_PAGES			16384u	/* 64 MiB of I/O buffers */
-#define PROGRESS_TERMINAL_INTERVAL_MS	200	/* redraw the bar 5 times a second */
-#define PROGRESS_LOG_INTERVAL_MS	1000	/* one line a second when stderr is no terminal */
 #define PROGRESS_BAR_WIDTH		20
-
-/* One region argument as split from the command line. */
-struct region_arg {
-	char *path;		/* malloc'd: the argument without its :SECTOR+COUNT */
-	uint64_t sector;	/* first sector, 0 when not given */
-	uint64_t count;		/* sectors, valid when has_count */
-	bool has_count;
-};
-
-/* A destination and what we hold open for it. */
-struct destination {
-	struct region_arg where;
-	int sync_fd;			/* a separate O_RDONLY descriptor to fsync at the end; -1 if not open */
-	struct kcopyd_dev *dev;		/* NULL if not open */
-	int fsync_error;		/* -errno of the final fsync, 0 if it succeeded */
-};
-
-/* Everything one run of kcopy works on. */
-struct kcopy {
-	/* from the command line */
-	struct kcopyd_config config;
-	unsigned int job_flags;		/* KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ */
-	bool zero;			/* --zero: no source */
-	bool quiet;			/* --quiet: no bar, no summary */
-	bool progress_forced;		/* --progress: a bar even when stderr is no terminal */
-	struct region_arg source;	/* unused with --zero */
-	unsigned int num_dests;
-	struct destination dests[KCOPYD_MAX_REGIONS];
-
-	/* set up by the stages */
-	struct kcopyd_dev *source_dev;	/* NULL with --zero or if not open */
-	uint64_t count;			/* sectors per region, the same for all */
-	struct io_region from;		/* the source region, for the engine */
-	struct io_region regions[KCOPYD_MAX_REGIONS];	/* the destination regions */
-	bool show_progress;
-	bool stderr_is_terminal;
-	double start_seconds;		/* CLOCK_MONOTONIC at submission */
-};
-
-/* The outcome of running the job. */
-struct run_outcome {
-	struct kcopyd_result result;
-	int stop_signal;		/* the signal that cancelled the job, 0 if none */
-};
 
 /* ---------------------------------------------------------------------
  * Small helpers
  * --------------------------------------------------------------------- */
 
-/* complain() - print "kcopy: " and a formatted line on stderr. */
-static void complain(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static void complain(const char *format, ...)
+/* complain() - see kcopy.h. */
+void complain(const char *format, ...)
 {
 	va_list args;
 
@@ -114,14 +67,8 @@ static void complain(const char *format, ...)
 	fputc('\n', stderr);
 }
 
-/*
- * errno_text() - describe an errno as "EIO (Input/output error)".
- * @error:  a positive or negative errno.
- * @buf:    where to write the text.
- * @len:    the size of @buf.
- * Return: @buf.
- */
-static const char *errno_text(int error, char *buf, size_t len)
+/* errno_text() - see kcopy.h. */
+const char *errno_text(int error, char *buf, size_t len)
 {
 	const char *name;
 
@@ -135,11 +82,8 @@ static const char *errno_text(int error, char *buf, size_t len)
 	return buf;
 }
 
-/* Room for errno_text(). */
-#define ERRNO_TEXT_LEN 128
-
-/* monotonic_seconds() - CLOCK_MONOTONIC in seconds. */
-static double monotonic_seconds(void)
+/* monotonic_seconds() - see kcopy.h. */
+double monotonic_seconds(void)
 {
 	struct timespec now;
 
@@ -152,7 +96,8 @@ static double monotonic_seconds(void)
  * @error: the stage's negative errno.
  *
  * -EINVAL, -ERANGE and -EBADF are what the command line and
- * kcopyd_validate() refuse (usage errors); anything else came from the
+ * kcopyd_validate() refuse (usage errors), and -E2BIG a job description
+ * too long for a kcopydfs daemon (--via); anything else came from the
  * system (a file that cannot be opened, no memory, ...).
  */
 static int exit_status_for(int error)
@@ -161,6 +106,7 @@ static int exit_status_for(int error)
 	case -EINVAL:
 	case -ERANGE:
 	case -EBADF:
+	case -E2BIG:
 		return EXIT_USAGE;
 	default:
 		return EXIT_IO_ERROR;
@@ -327,6 +273,7 @@ enum {
 	OPTION_WRITE_SEQ,
 	OPTION_PROGRESS,
 	OPTION_ZERO,
+	OPTION_VIA,
 };
 
 static const struct option long_options[] = {
@@ -338,6 +285,7 @@ static const struct option long_options[] = {
 	{ "quiet",		no_argument,		NULL, 'q' },
 	{ "progress",		no_argument,		NULL, OPTION_PROGRESS },
 	{ "zero",		no_argument,		NULL, OPTION_ZERO },
+	{ "via",		required_argument,	NULL, OPTION_VIA },
 	{ "help",		no_argument,		NULL, 'h' },
 	{ "version",		no_argument,		NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -365,6 +313,9 @@ static void print_usage(FILE *out)
 "      --ignore-errors  go on after I/O errors (unreadable data is written as zeros)\n"
 "      --write-seq      write each destination in ascending order\n"
 "      --zero           write zeros instead of copying (no SRC)\n"
+"      --via MOUNT      run the job in the kcopydfs daemon mounted at MOUNT\n"
+"                       instead of in this process (not with --pages,\n"
+"                       --subjob-kb or --depth: those are the daemon's)\n"
 "      --progress       show a progress bar even when stderr is no terminal\n"
 "  -q, --quiet          no progress bar and no summary\n"
 "  -h, --help           show this help and exit\n"
@@ -428,6 +379,7 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 			ret = parse_unsigned_option("pages", optarg, 1, UINT_MAX, &state->config.num_pages);
 			if (ret)
 				goto err_usage;
+			state->engine_options = true;
 			break;
 		case OPTION_SUBJOB_KB:
 			ret = parse_unsigned_option("subjob-kb", optarg, KCOPYD_PAGE_SIZE / 1024,
@@ -441,11 +393,21 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 				goto err_usage;
 			}
 			state->config.subjob_sectors = subjob_kb * (1024 / KCOPYD_SECTOR_SIZE);
+			state->engine_options = true;
 			break;
 		case OPTION_DEPTH:
 			ret = parse_unsigned_option("depth", optarg, 1, UINT_MAX, &state->config.depth);
 			if (ret)
 				goto err_usage;
+			state->engine_options = true;
+			break;
+		case OPTION_VIA:
+			if (!optarg[0]) {
+				complain("--via: an empty mountpoint");
+				ret = -EINVAL;
+				goto err_usage;
+			}
+			state->via = optarg;
 			break;
 		case OPTION_IGNORE_ERRORS:
 			state->job_flags |= KCOPYD_IGNORE_ERROR;
@@ -482,6 +444,13 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 			ret = -EINVAL;
 			goto err_usage;
 		}
+	}
+
+	if (state->via && state->engine_options) {
+		/* They size the engine, and with --via the engine is the daemon's (kcopydfs(8) options). */
+		complain("--pages, --subjob-kb and --depth cannot go with --via: the daemon's engine is set up by kcopydfs");
+		ret = -EINVAL;
+		goto err_usage;
 	}
 
 	min_args = state->zero ? 1 : 2;
@@ -860,14 +829,8 @@ static const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, do
 	return buf;
 }
 
-/*
- * draw_progress() - show the job's progress on stderr: redrawn in place
- * on a terminal, one line at a time otherwise.
- * @line_len: the length of the line left open on the terminal (0 if none),
- *            to blank what the new line does not cover.
- */
-static void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint64_t sectors_total,
-			  int *line_len)
+/* draw_progress() - see kcopy.h. */
+void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint64_t sectors_total, int *line_len)
 {
 	char line[160];
 	int len;
@@ -902,14 +865,9 @@ static void job_done(int read_err, unsigned int write_err, void *context)
 		abort();
 }
 
-/*
- * handle_stop_signal() - the first SIGINT or SIGTERM cancels the job; a
- * second one ends the process at once, without waiting for the I/O in
- * flight or flushing the destinations.
- * @stop_signal: the signal that cancelled the job, 0 before.
- * @line_len:    the progress line left open on the terminal, 0 if none.
- */
-static void handle_stop_signal(struct kcopyd_job *job, int signal_fd, int *stop_signal, int *line_len)
+/* handle_stop_signal() - see kcopy.h. */
+void handle_stop_signal(int signal_fd, int *stop_signal, int *line_len,
+			int (*cancel)(void *context), void *context)
 {
 	struct signalfd_siginfo info;
 	sigset_t unblock;
@@ -922,7 +880,7 @@ static void handle_stop_signal(struct kcopyd_job *job, int signal_fd, int *stop_
 	}
 	if (!*stop_signal) {
 		*stop_signal = (int)info.ssi_signo;
-		if (kcopyd_job_cancel(job) == 0)
+		if (cancel(context) == 0)
 			complain("SIG%s: cancelling, waiting for the I/O in flight (send it again to abort)",
 				 sigabbrev_np(*stop_signal) ? sigabbrev_np(*stop_signal) : "?");
 		return;
@@ -934,6 +892,12 @@ static void handle_stop_signal(struct kcopyd_job *job, int signal_fd, int *stop_
 	pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 	raise((int)info.ssi_signo);
 	_exit(128 + (int)info.ssi_signo);	/* not reached */
+}
+
+/* cancel_engine_job() - handle_stop_signal()'s cancel for a libkcopyd job. */
+static int cancel_engine_job(void *context)
+{
+	return kcopyd_job_cancel(context);
 }
 
 /*
@@ -976,7 +940,7 @@ static void wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int 
 		if (ready > 0 && (waits[1].revents & POLLIN))
 			break;
 		if (ready > 0 && (waits[0].revents & POLLIN))
-			handle_stop_signal(job, signal_fd, stop_signal, &line_len);
+			handle_stop_signal(signal_fd, stop_signal, &line_len, cancel_engine_job, job);
 		if (state->show_progress && monotonic_seconds() >= next_draw) {
 			kcopyd_job_progress(job, &sectors_done, &sectors_total);
 			draw_progress(state, sectors_done, sectors_total, &line_len);
@@ -1003,6 +967,45 @@ static bool signal_is_ignored(int signal_number)
 	return sigaction(signal_number, NULL, &action) == 0 && action.sa_handler == SIG_IGN;
 }
 
+/* stop_signals_open() - see kcopy.h. */
+int stop_signals_open(sigset_t *old_mask)
+{
+	char errbuf[ERRNO_TEXT_LEN];
+	sigset_t stop_signals;
+	int signal_fd, ret;
+
+	/* A signal ignored by whoever started us (nohup, "cmd &" in a script) stays ignored. */
+	sigemptyset(&stop_signals);
+	if (!signal_is_ignored(SIGINT))
+		sigaddset(&stop_signals, SIGINT);
+	if (!signal_is_ignored(SIGTERM))
+		sigaddset(&stop_signals, SIGTERM);
+	ret = -pthread_sigmask(SIG_BLOCK, &stop_signals, old_mask);
+	if (ret) {
+		complain("pthread_sigmask: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+	signal_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (signal_fd < 0) {
+		ret = -errno;
+		complain("signalfd: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+		return ret;
+	}
+	return signal_fd;
+}
+
+/* stop_signals_close() - see kcopy.h. */
+void stop_signals_close(int signal_fd, const sigset_t *old_mask)
+{
+	struct signalfd_siginfo late_signal;
+
+	while (read(signal_fd, &late_signal, sizeof(late_signal)) == sizeof(late_signal))
+		;
+	close(signal_fd);
+	pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+}
+
 /*
  * run_job() - create the client, submit the job, wait for it and collect
  * its result.  SIGINT and SIGTERM, unless ignored, are blocked in every
@@ -1017,27 +1020,12 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 	char errbuf[ERRNO_TEXT_LEN];
 	struct kcopyd_client *client;
 	struct kcopyd_job *job;
-	struct signalfd_siginfo late_signal;
-	sigset_t stop_signals, old_mask;
+	sigset_t old_mask;
 	int signal_fd, done_fd, ret;
 
-	/* A signal ignored by whoever started us (nohup, "cmd &" in a script) stays ignored. */
-	sigemptyset(&stop_signals);
-	if (!signal_is_ignored(SIGINT))
-		sigaddset(&stop_signals, SIGINT);
-	if (!signal_is_ignored(SIGTERM))
-		sigaddset(&stop_signals, SIGTERM);
-	ret = -pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
-	if (ret) {
-		complain("pthread_sigmask: %s", errno_text(ret, errbuf, sizeof(errbuf)));
-		return ret;
-	}
-	signal_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (signal_fd < 0) {
-		ret = -errno;
-		complain("signalfd: %s", errno_text(ret, errbuf, sizeof(errbuf)));
-		goto err_restore_mask;
-	}
+	signal_fd = stop_signals_open(&old_mask);
+	if (signal_fd < 0)
+		return signal_fd;
 	done_fd = eventfd(0, EFD_CLOEXEC);
 	if (done_fd < 0) {
 		ret = -errno;
@@ -1069,12 +1057,7 @@ err_destroy_client:
 err_close_done_fd:
 	close(done_fd);
 err_close_signal_fd:
-	/* A signal that came after the job finished must not kill us when unblocked. */
-	while (read(signal_fd, &late_signal, sizeof(late_signal)) == sizeof(late_signal))
-		;
-	close(signal_fd);
-err_restore_mask:
-	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	stop_signals_close(signal_fd, &old_mask);
 	return ret;
 }
 
@@ -1116,9 +1099,9 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++)
 		if (state->dests[dest_index].fsync_error)
 			write_err |= 1u << dest_index;
-	failed = result->read_err || write_err || result->cancelled;
+	failed = result->read_err || write_err || result->cancelled || outcome->failed_otherwise;
 
-	if (result->read_err)
+	if (result->read_err && result->read.error)
 		complain("read error on %s sectors %" PRIu64 "+%" PRIu64 ": %s", state->source.path,
 			 result->read.sector, result->read.count,
 			 errno_text(result->read.error, errbuf, sizeof(errbuf)));
@@ -1126,7 +1109,7 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 		const struct destination *dest = &state->dests[dest_index];
 		const struct kcopyd_failure *failure = &result->write[dest_index];
 
-		if (result->write_err & (1u << dest_index))
+		if ((result->write_err & (1u << dest_index)) && failure->error)
 			complain("write error on %s (destination %u) sectors %" PRIu64 "+%" PRIu64 ": %s",
 				 dest->where.path, dest_index, failure->sector, failure->count,
 				 errno_text(failure->error, errbuf, sizeof(errbuf)));
@@ -1159,6 +1142,17 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 	return failed ? EXIT_IO_ERROR : EXIT_OK;
 }
 
+/* close_devices() - close the engine's devices of the source and destinations (not the sync_fds). */
+static void close_devices(struct kcopy *state)
+{
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		kcopyd_dev_close(state->dests[dest_index].dev);
+		state->dests[dest_index].dev = NULL;
+	}
+	kcopyd_dev_close(state->source_dev);
+	state->source_dev = NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct kcopy state;
@@ -1179,17 +1173,34 @@ int main(int argc, char **argv)
 	state.stderr_is_terminal = isatty(STDERR_FILENO);
 	state.show_progress = !state.quiet && (state.progress_forced || state.stderr_is_terminal);
 
+	if (state.via) {
+		/* Before any destination is created: is there a daemon to take the job? */
+		ret = via_check_mount(state.via);
+		if (ret)
+			goto err_close_devices;
+	}
 	ret = state.zero ? settle_zero_count(&state) : open_source(&state);
 	if (ret)
 		goto err_close_devices;
 	ret = open_destinations(&state);
 	if (ret)
 		goto err_close_devices;
-	ret = validate_regions(&state);
-	if (ret)
-		goto err_close_devices;
 
-	ret = run_job(&state, &outcome);
+	if (state.via) {
+		/*
+		 * The daemon opens the regions itself and checks them as the
+		 * engine would: ours only sized them and created or extended
+		 * the files.  The sync_fds stay for the final fsync, which the
+		 * daemon does not do (it flushes only with --state-dir).
+		 */
+		close_devices(&state);
+		ret = via_run_job(&state, &outcome);
+	} else {
+		ret = validate_regions(&state);
+		if (ret)
+			goto err_close_devices;
+		ret = run_job(&state, &outcome);
+	}
 	if (ret)
 		goto err_close_devices;
 	sync_destinations(&state);
@@ -1199,12 +1210,10 @@ int main(int argc, char **argv)
 err_close_devices:
 	status = exit_status_for(ret);
 out_close_devices:
-	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++) {
-		kcopyd_dev_close(state.dests[dest_index].dev);
+	close_devices(&state);
+	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++)
 		if (state.dests[dest_index].sync_fd >= 0)
 			close(state.dests[dest_index].sync_fd);
-	}
-	kcopyd_dev_close(state.source_dev);
 out_free_paths:
 	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++)
 		free(state.dests[dest_index].where.path);
