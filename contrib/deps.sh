@@ -7,6 +7,8 @@ packages=(
 	build-essential autoconf automake libtool pkg-config
 	libaio-dev libcriterion-dev libfuse3-dev fuse3
 	util-linux bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
+	# packaging (issue 6): the .debs (contrib/debian/build.sh), systemd-analyze for the units
+	debhelper dpkg-dev lintian systemd
 )
 
 missing=()
