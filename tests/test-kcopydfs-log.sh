@@ -4,7 +4,9 @@
 # test-kcopydfs-log.sh: where kcopydfs's messages go, and what it tells a
 # service manager.
 #  - With -f: the start line (mountpoint, pages, version) and the shutdown
-#    lines on standard error, and nothing to syslog.
+#    lines on standard error, and nothing to syslog; when $JOURNAL_STREAM
+#    says that standard error is systemd's journal, each line starts with its
+#    priority ("<6>"), which the journal keeps as the line's priority.
 #  - Daemonized (no -f): the same lines in syslog, as "kcopydfs[PID]" with the
 #    facility LOG_DAEMON (<30> is daemon.info, <29> daemon.notice), and a
 #    failure after going into the background (the engine's buffers refused
@@ -96,6 +98,22 @@ if start_daemon_on "$MNT" --pages 256; then
 else
 	fail "-f: a mount" "kcopydfs up on $MNT" "$(tail -n 3 "$work/kcopydfs.log")"
 fi
+
+# With systemd's $JOURNAL_STREAM naming its stderr, each line carries its
+# syslog priority as "<N>" (the journal's SyslogLevelPrefix) and no name.
+: >"$work/journal.log"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$work/journal.log") "$KCOPYDFS" -f --pages 256 "$MNT" 2>>"$work/journal.log" &
+pid=$!
+daemon_pids+=("$pid")
+daemon_mounts+=("$MNT")
+expect_line "-f under the journal: the start line is <6> (info)" "$work/journal.log" \
+	"^<6>serving $(re_quote "$MNT") \\(version [0-9.]+\\): 256 pages"
+kill -TERM "$pid"
+wait "$pid"
+expect_line "-f under the journal: the shutdown line is <5> (notice)" "$work/journal.log" "^<5>signal 15 "
+JOURNAL_STREAM=1:1 "$KCOPYDFS" -f --pages 256 --no-such-option "$MNT" 2>"$work/not-journal.log"
+expect_line "-f, \$JOURNAL_STREAM naming another stream: plain lines" "$work/not-journal.log" \
+	"^kcopydfs: unrecognized option '--no-such-option'\$"
 
 # --- daemonized: syslog ---------------------------------------------------------------
 

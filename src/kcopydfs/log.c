@@ -8,11 +8,27 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kcopydfs/log.h"
 
-/* Set once by main() before the service starts its threads, read by all of them. */
+/* Set by main() before the service starts its threads, read by all of them. */
 static atomic_bool log_syslog;
+static atomic_bool log_journal;	/* stderr is systemd's journal: "<N>" prefixes, no name */
+
+void kfs_log_init(void)
+{
+	const char *stream = getenv("JOURNAL_STREAM");
+	unsigned long long device, inode;
+	struct stat st;
+
+	/* systemd sets JOURNAL_STREAM to the dev:ino of the stream it connected (sd-daemon(3)). */
+	if (stream && sscanf(stream, "%llu:%llu", &device, &inode) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+	    (unsigned long long)st.st_dev == device && (unsigned long long)st.st_ino == inode)
+		atomic_store(&log_journal, true);
+}
 
 void kfs_log_to_syslog(void)
 {
@@ -37,7 +53,10 @@ void kfs_log(int priority, const char *format, ...)
 	} else {
 		/* One call: stdio locks the stream for it, so lines from several threads do not mix. */
 		vsnprintf(line, sizeof(line), format, args);
-		fprintf(stderr, "kcopydfs: %s\n", line);
+		if (atomic_load(&log_journal))
+			fprintf(stderr, "<%d>%s\n", LOG_PRI(priority), line);
+		else
+			fprintf(stderr, "kcopydfs: %s\n", line);
 	}
 	va_end(args);
 }

@@ -292,6 +292,7 @@ int main(int argc, char *argv[])
 	pthread_t signal_tid;
 	int status = 1, r;
 
+	kfs_log_init();
 	if (fuse_opt_parse(&args, &options, option_spec, parse_option) < 0) {
 		/* libfuse has said which option lacks its number, or has a bad one. */
 		usage_error("bad option value", NULL);
