@@ -135,13 +135,20 @@ check "daemonized: nothing on stderr" "" "$(cat "$work/daemon.stderr")"
 is_mounted "$MNT" && umount -l "$MNT"
 
 # A failure after going into the background: 1000000 pages (3.8 GiB) of
-# buffers under a 1 GiB address-space limit.
-prlimit --as=$((1 << 30)) "$KCOPYDFS" --pages 1000000 "$MNT" 2>"$work/daemon.stderr"
-check "daemonized failure: the command has already exited 0" 0 "$?"
-expect_line "daemonized failure: in syslog as daemon.err" "$work/syslog" \
-	"^<27>.* kcopydfs\\[[0-9]+\\]: $(re_quote "$MNT"): cannot start the copy engine: Cannot allocate memory\$"
-for _ in $(seq 100); do is_mounted "$MNT" || break; sleep 0.05; done
-check "daemonized failure: the mount is gone" "not mounted" "$(is_mounted "$MNT" && echo mounted || echo "not mounted")"
+# buffers under a 1 GiB address-space limit.  A sanitizer's runtime reserves
+# terabytes of address space for its shadow, so there the limit would stop
+# the daemon before main(): not checked in a sanitized build.
+if [ "${KCOPYD_SANITIZED:-0}" = 1 ]; then
+	echo "      (the failure under an address-space limit is not checked in a sanitized build)"
+else
+	prlimit --as=$((1 << 30)) "$KCOPYDFS" --pages 1000000 "$MNT" 2>"$work/daemon.stderr"
+	check "daemonized failure: the command has already exited 0" 0 "$?"
+	expect_line "daemonized failure: in syslog as daemon.err" "$work/syslog" \
+		"^<27>.* kcopydfs\\[[0-9]+\\]: $(re_quote "$MNT"): cannot start the copy engine: Cannot allocate memory\$"
+	for _ in $(seq 100); do is_mounted "$MNT" || break; sleep 0.05; done
+	check "daemonized failure: the mount is gone" "not mounted" \
+		"$(is_mounted "$MNT" && echo mounted || echo "not mounted")"
+fi
 
 # --- $NOTIFY_SOCKET ---------------------------------------------------------------
 
