@@ -24,6 +24,7 @@
 
 #include "kcopydfs/jobs.h"
 #include "kcopydfs/jobspec.h"
+#include "kcopydfs/log.h"
 #include "kcopydfs/state.h"
 
 #define HASH_BUCKETS 4096u
@@ -735,7 +736,7 @@ static int remove_job(struct kfs_service *svc, uint64_t id, enum remove_how how)
 		int r = kfs_state_dir_delete(svc->state_dir, id);
 
 		if (r < 0)
-			fprintf(stderr, "kcopydfs: cannot remove the record of job %s: %s\n", job->name, strerror(-r));
+			kfs_log(LOG_ERR, "cannot remove the record of job %s: %s", job->name, strerror(-r));
 		pthread_mutex_unlock(&svc->state_lock);
 	}
 	job_free(job);
@@ -861,7 +862,7 @@ static void job_persist(struct kfs_service *svc, uint64_t id)
 		return;
 	record = malloc(sizeof(*record));
 	if (!record) {
-		fprintf(stderr, "kcopydfs: no memory to save the record of job %llu\n", (unsigned long long)id);
+		kfs_log(LOG_ERR, "no memory to save the record of job %llu", (unsigned long long)id);
 		return;
 	}
 	pthread_mutex_lock(&svc->state_lock);
@@ -873,7 +874,7 @@ static void job_persist(struct kfs_service *svc, uint64_t id)
 	if (have) {
 		r = kfs_state_dir_save(svc->state_dir, record);
 		if (r < 0)
-			fprintf(stderr, "kcopydfs: cannot save the record of job %s: %s\n", record->name, strerror(-r));
+			kfs_log(LOG_ERR, "cannot save the record of job %s: %s", record->name, strerror(-r));
 	}
 	pthread_mutex_unlock(&svc->state_lock);
 	free(record);
@@ -1031,7 +1032,7 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 	}
 	pthread_mutex_unlock(&svc->lock);
 	if (!restored)
-		fprintf(stderr, "kcopydfs: record %llu.job not restored (its id or name is taken, or too many jobs)\n",
+		kfs_log(LOG_WARNING, "record %llu.job not restored (its id or name is taken, or too many jobs)",
 			(unsigned long long)id);
 }
 
@@ -1043,13 +1044,13 @@ static int state_start(struct kfs_service *svc, const struct kfs_config *config)
 	svc->checkpoint_ms = config->checkpoint_ms ? config->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
 	r = kfs_state_dir_open(config->state_dir, &svc->state_dir);
 	if (r < 0) {
-		fprintf(stderr, "kcopydfs: --state-dir %s: %s%s\n", config->state_dir, strerror(-r),
+		kfs_log(LOG_ERR, "--state-dir %s: %s%s", config->state_dir, strerror(-r),
 			r == -EBUSY ? " (another kcopydfs uses it)" : "");
 		return r;
 	}
 	r = kfs_state_dir_load(svc->state_dir, restore_record, svc);
 	if (r < 0) {
-		fprintf(stderr, "kcopydfs: --state-dir %s: cannot read it: %s\n", config->state_dir, strerror(-r));
+		kfs_log(LOG_ERR, "--state-dir %s: cannot read it: %s", config->state_dir, strerror(-r));
 		return r;
 	}
 	r = -pthread_create(&svc->checkpointer, NULL, checkpointer_main, svc);

@@ -3,6 +3,7 @@
  * kcopydfs: the kcopyd copy engine as a FUSE filesystem.
  *
  *   kcopydfs [--pages N] [--max-jobs N] [--subjob-kb N] [--depth N] [FUSE options] MOUNTPOINT
+ *   kcopydfs --help | --version
  *
  * Build: part of the tree (`autoreconf -fi && ./configure && make`).
  * Run:   mkdir -p /mnt/kcopyd && ./kcopydfs /mnt/kcopyd
@@ -15,6 +16,11 @@
  * on a signal, so that thread ends it itself: fuse_session_exit() and one
  * request (a stat of the mountpoint, forced past the attributes the kernel
  * keeps) that a worker answers and then leaves.
+ *
+ * Messages go through kfs_log() (log.h): to standard error until the daemon
+ * goes into the background, to syslog after.  Under a service manager that
+ * sets $NOTIFY_SOCKET, the daemon says READY=1 once the mount and the engine
+ * are up and STOPPING=1 when a shutdown starts (see notify_service_manager()).
  */
 #include "config.h"
 
@@ -29,12 +35,15 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "kcopydfs/fs.h"
+#include "kcopydfs/log.h"
 #include "kcopydfs/state.h"
 
 #define DEFAULT_PAGES 16384u	/* 64 MiB of I/O buffers */
@@ -47,6 +56,10 @@ struct options {
 	char *state_dir;
 	unsigned int checkpoint_ms;
 	int show_help;
+	int show_version;
+	unsigned int operands;		/* arguments that are not options: one, the mountpoint */
+	const char *bad_usage;		/* what is wrong with bad_argument, the first bad one */
+	const char *bad_argument;
 };
 
 #define OPTION(template, field) { template, offsetof(struct options, field), 1 }
@@ -65,6 +78,8 @@ static const struct fuse_opt option_spec[] = {
 	OPTION("--checkpoint-ms %u", checkpoint_ms),
 	OPTION("-h", show_help),
 	OPTION("--help", show_help),
+	OPTION("-V", show_version),
+	OPTION("--version", show_version),
 	FUSE_OPT_END,
 };
 
@@ -75,19 +90,104 @@ struct daemon {
 	sigset_t signals;
 	pthread_mutex_t lock;		/* orders the signal thread's shutdown against main()'s teardown */
 	bool loop_over;
+	bool stopping;			/* the signal thread has begun a shutdown */
 };
 
-static void usage(const char *program)
+/* The --help text, on standard output; libfuse's own option help follows it. */
+static void usage(void)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
+	printf("Usage: kcopydfs [OPTION]... MOUNTPOINT\n"
+	       "Serve the kcopyd copy engine as a FUSE filesystem of control files at MOUNTPOINT.\n"
+	       "Without -f it goes into the background once mounted and logs to syslog.\n\n"
 	       "kcopydfs options:\n"
 	       "    --pages=N              engine I/O buffer budget in 4 KiB pages (default %u)\n"
 	       "    --max-jobs=N           jobs queued or running at once (default 4096)\n"
 	       "    --subjob-kb=N          sub-job size in KiB (default 512)\n"
 	       "    --depth=N              sub-jobs in flight per job (default 8)\n"
 	       "    --state-dir=DIR        keep job records in DIR, to resume them after a crash\n"
-	       "    --checkpoint-ms=N      with --state-dir, record progress every N ms (default 1000)\n\n",
-	       program, DEFAULT_PAGES);
+	       "    --checkpoint-ms=N      with --state-dir, record progress every N ms (default 1000)\n\n"
+	       "Exit status: 0 unmounted or help shown, 1 failure, 2 usage error.  See kcopydfs(8).\n\n"
+	       "FUSE options:\n",
+	       DEFAULT_PAGES);
+}
+
+static void version(void)
+{
+	printf("kcopydfs (kcopyd) %s\n"
+	       "License LGPLv2.1+: GNU LGPL version 2.1 or later <https://gnu.org/licenses/lgpl-2.1.html>.\n"
+	       "This is free software: you are free to change and redistribute it.\n"
+	       "There is NO WARRANTY, to the extent permitted by law.\n",
+	       PACKAGE_VERSION);
+}
+
+/* Report a usage error the GNU way: what is wrong, then where to look. */
+static void usage_error(const char *what, const char *argument)
+{
+	if (argument)
+		kfs_log(LOG_ERR, "%s '%s'", what, argument);
+	else
+		kfs_log(LOG_ERR, "%s", what);
+	fputs("Try 'kcopydfs --help' for more information.\n", stderr);
+}
+
+/*
+ * fuse_opt_parse()'s callback for what option_spec does not match: the
+ * mountpoint and libfuse's options, kept (return 1) for fuse_parse_cmdline()
+ * and fuse_session_new().  libfuse's only long options are --debug and the
+ * --help and --version that option_spec takes, so any other "--name" is
+ * unknown; a second operand is one too many.  The first such argument is
+ * recorded for main() to report, after --help and --version, which win.
+ */
+static int parse_option(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *options = data;
+
+	if (options->bad_usage)
+		return 1;
+	if (key == FUSE_OPT_KEY_NONOPT && ++options->operands > 1) {
+		options->bad_usage = "extra operand";
+		options->bad_argument = arg;
+	} else if (key == FUSE_OPT_KEY_OPT && strncmp(arg, "--", 2) == 0 && strcmp(arg, "--debug") != 0 &&
+		   strcmp(arg, "--") != 0) {
+		options->bad_usage = "unrecognized option";
+		options->bad_argument = arg;
+	}
+	return 1;
+}
+
+/*
+ * Tell the service manager how we are, as sd_notify(3) does, without
+ * linking libsystemd: one datagram to the AF_UNIX socket named by
+ * $NOTIFY_SOCKET (a path, or "@name" in the abstract namespace).  Nothing
+ * when it is not set, as when not run by systemd with Type=notify.
+ * Return: 0 or -errno (the caller logs it; the daemon serves either way).
+ */
+static int notify_service_manager(const char *state)
+{
+	const char *socket_name = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un address = { .sun_family = AF_UNIX };
+	size_t name_length;
+	socklen_t address_length;
+	ssize_t sent;
+	int fd, r = 0;
+
+	if (!socket_name || !*socket_name)
+		return 0;
+	name_length = strlen(socket_name);
+	if ((socket_name[0] != '/' && socket_name[0] != '@') || name_length >= sizeof(address.sun_path))
+		return -EINVAL;
+	memcpy(address.sun_path, socket_name, name_length);
+	if (address.sun_path[0] == '@')
+		address.sun_path[0] = '\0';	/* abstract: no terminating NUL counted */
+	address_length = offsetof(struct sockaddr_un, sun_path) + name_length + (socket_name[0] == '/');
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	sent = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&address, address_length);
+	if (sent < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }
 
 /* The dev_t of the filesystem mounted at @mountpoint, from /proc/self/mountinfo (a stat would ask ourselves). */
@@ -121,7 +221,7 @@ static void clean_dead_mount(const char *mountpoint)
 	/* Forced: the kernel may still hold the root's attributes, and answer a plain stat from them. */
 	if (statx(AT_FDCWD, mountpoint, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) == 0 || errno != ENOTCONN)
 		return;
-	fprintf(stderr, "kcopydfs: %s: a dead mount is left from an earlier daemon; unmounting it\n", mountpoint);
+	kfs_log(LOG_WARNING, "%s: a dead mount is left from an earlier daemon; unmounting it", mountpoint);
 	if (umount2(mountpoint, MNT_DETACH) == 0)
 		return;
 	pid = fork();
@@ -157,12 +257,15 @@ static void *signal_thread(void *arg)
 	while (sigwait(&daemon->signals, &sig) != 0)
 		;
 	pthread_mutex_lock(&daemon->lock);
+	daemon->stopping = true;
 	if (daemon->loop_over) {
 		/* The loop ended on its own (an external unmount): main() tears down. */
 		pthread_mutex_unlock(&daemon->lock);
 		return NULL;
 	}
-	fprintf(stderr, "kcopydfs: signal %d: cancelling jobs and unmounting %s\n", sig, daemon->mountpoint);
+	kfs_log(LOG_NOTICE, "signal %d (%s): cancelling jobs and unmounting %s", sig, strsignal(sig),
+		daemon->mountpoint);
+	(void)notify_service_manager("STOPPING=1");
 	kfs_service_shutdown(daemon->svc);
 	fuse_session_exit(daemon->se);
 	pthread_mutex_unlock(&daemon->lock);
@@ -189,29 +292,39 @@ int main(int argc, char *argv[])
 	pthread_t signal_tid;
 	int status = 1, r;
 
-	if (fuse_opt_parse(&args, &options, option_spec, NULL) < 0)
+	kfs_log_init();
+	if (fuse_opt_parse(&args, &options, option_spec, parse_option) < 0) {
+		/* libfuse has said which option lacks its number, or has a bad one. */
+		usage_error("bad option value", NULL);
 		return 2;
-	if (fuse_parse_cmdline(&args, &cmdline) < 0)
-		goto out_free_args;
-	if (options.show_help || cmdline.show_help) {
-		usage(argv[0]);
+	}
+	/* --help and --version win over any other argument, good or bad, as in GNU programs. */
+	if (options.show_help) {
+		usage();
 		fuse_cmdline_help();
 		fuse_lowlevel_help();
 		status = 0;
 		goto out_free_args;
 	}
-	if (cmdline.show_version) {
-		printf("kcopydfs %s\n", PACKAGE_VERSION);
+	if (options.show_version) {
+		version();
 		status = 0;
 		goto out_free_args;
 	}
+	if (options.bad_usage) {
+		usage_error(options.bad_usage, options.bad_argument);
+		status = 2;
+		goto out_free_args;
+	}
+	if (fuse_parse_cmdline(&args, &cmdline) < 0)
+		goto out_free_args;	/* libfuse has said why: a mountpoint that cannot be resolved */
 	if (!cmdline.mountpoint) {
-		fprintf(stderr, "kcopydfs: no mountpoint (see --help)\n");
+		usage_error("missing mountpoint", NULL);
 		status = 2;
 		goto out_free_args;
 	}
 	if (options.pages == 0 || (options.subjob_kb && options.subjob_kb % 4)) {
-		fprintf(stderr, "kcopydfs: --pages must be at least 1 and --subjob-kb a multiple of 4\n");
+		usage_error("--pages must be at least 1 and --subjob-kb a multiple of 4", NULL);
 		status = 2;
 		goto out_free_args;
 	}
@@ -221,19 +334,19 @@ int main(int argc, char *argv[])
 		char *absolute;
 
 		if (mkdir(options.state_dir, 0700) < 0 && errno != EEXIST) {
-			fprintf(stderr, "kcopydfs: --state-dir %s: %s\n", options.state_dir, strerror(errno));
+			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, strerror(errno));
 			goto out_free_args;
 		}
 		absolute = realpath(options.state_dir, NULL);
 		if (!absolute) {
-			fprintf(stderr, "kcopydfs: --state-dir %s: %s\n", options.state_dir, strerror(errno));
+			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, strerror(errno));
 			goto out_free_args;
 		}
 		free(options.state_dir);
 		options.state_dir = absolute;
 		r = kfs_state_dir_open(options.state_dir, &probe);
 		if (r < 0) {
-			fprintf(stderr, "kcopydfs: --state-dir %s: %s%s\n", options.state_dir, strerror(-r),
+			kfs_log(LOG_ERR, "--state-dir %s: %s%s", options.state_dir, strerror(-r),
 				r == -EBUSY ? " (another kcopydfs uses it)" : "");
 			goto out_free_args;
 		}
@@ -246,16 +359,25 @@ int main(int argc, char *argv[])
 	fuse_opt_add_arg(&args, "-osubtype=kcopydfs");
 
 	r = kfs_fs_create(cmdline.singlethread, &fs);
-	if (r < 0)
+	if (r < 0) {
+		kfs_log(LOG_ERR, "cannot start: %s", strerror(-r));
 		goto out_free_args;
+	}
 	daemon.se = fuse_session_new(&args, &kfs_fs_ops, sizeof(kfs_fs_ops), fs);
-	if (!daemon.se)
+	if (!daemon.se) {
+		/* libfuse has named the option it does not know ("fuse: unknown option(s)"). */
+		fputs("Try 'kcopydfs --help' for more information.\n", stderr);
+		status = 2;
 		goto out_free_fs;
+	}
 	clean_dead_mount(cmdline.mountpoint);
 	if (fuse_session_mount(daemon.se, cmdline.mountpoint) != 0)
-		goto out_destroy_session;
+		goto out_destroy_session;	/* libfuse has said why */
 	if (fuse_daemonize(cmdline.foreground) != 0)
 		goto out_unmount;
+	/* From here on standard error is /dev/null unless -f (or -d) was given. */
+	if (!cmdline.foreground)
+		kfs_log_to_syslog();
 
 	/* Block the shutdown signals before any thread starts: every thread inherits the mask. */
 	sigemptyset(&daemon.signals);
@@ -276,15 +398,23 @@ int main(int argc, char *argv[])
 	config.checkpoint_ms = options.checkpoint_ms;
 	r = kfs_service_create(&config, kfs_fs_on_change, fs, &daemon.svc);
 	if (r < 0) {
-		fprintf(stderr, "kcopydfs: cannot start the copy engine: %s\n", strerror(-r));
+		kfs_log(LOG_ERR, "%s: cannot start the copy engine: %s", cmdline.mountpoint, strerror(-r));
 		goto out_unmount;
 	}
 	kfs_fs_attach(fs, daemon.svc);
 	pthread_mutex_init(&daemon.lock, NULL);
 	r = -pthread_create(&signal_tid, NULL, signal_thread, &daemon);
-	if (r < 0)
+	if (r < 0) {
+		kfs_log(LOG_ERR, "%s: cannot start the signal thread: %s", cmdline.mountpoint, strerror(-r));
 		goto out_destroy_service;
+	}
 	pthread_detach(signal_tid);
+	kfs_log(LOG_INFO, "serving %s (version %s): %u pages (%u MiB) of I/O buffers, %s%s", cmdline.mountpoint,
+		PACKAGE_VERSION, options.pages, options.pages / 256,
+		options.state_dir ? "job records in " : "no state directory", options.state_dir ? options.state_dir : "");
+	r = notify_service_manager("READY=1");
+	if (r < 0)
+		kfs_log(LOG_WARNING, "cannot tell the service manager we are ready ($NOTIFY_SOCKET): %s", strerror(-r));
 
 	/* -o clone_fd and -o max_idle_threads=N, when given, win over our defaults. */
 	loop_config.clone_fd = cmdline.clone_fd;
@@ -295,9 +425,15 @@ int main(int argc, char *argv[])
 	else
 		r = fuse_session_loop_mt(daemon.se, &loop_config);
 	status = r == 0 ? 0 : 1;
+	if (r != 0)
+		kfs_log(LOG_ERR, "%s: the FUSE loop failed: %s", cmdline.mountpoint, r < 0 ? strerror(-r) : "signal");
 
 	pthread_mutex_lock(&daemon.lock);
 	daemon.loop_over = true;
+	if (!daemon.stopping) {
+		kfs_log(LOG_NOTICE, "%s was unmounted: cancelling jobs", cmdline.mountpoint);
+		(void)notify_service_manager("STOPPING=1");
+	}
 	pthread_mutex_unlock(&daemon.lock);
 	kfs_fs_drain(fs);
 out_destroy_service:
@@ -305,6 +441,8 @@ out_destroy_service:
 	kfs_service_destroy(daemon.svc);
 out_unmount:
 	fuse_session_unmount(daemon.se);
+	if (status == 0)
+		kfs_log(LOG_INFO, "%s: unmounted, exiting", cmdline.mountpoint);
 out_destroy_session:
 	fuse_session_destroy(daemon.se);
 out_free_fs:
@@ -313,5 +451,6 @@ out_free_args:
 	free(options.state_dir);
 	free(cmdline.mountpoint);
 	fuse_opt_free_args(&args);
+	kfs_log_close();
 	return status;
 }
