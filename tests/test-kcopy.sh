@@ -205,7 +205,7 @@ run_kcopy --help
 expect_status "--help exits 0" 0 && expect_stdout "--help prints the usage" '^Usage: kcopy' && pass "--help"
 
 run_kcopy --version
-expect_status "--version exits 0" 0 && expect_stdout "--version prints it" '^kcopy [0-9]+\.[0-9]+\.[0-9]+$' &&
+expect_status "--version exits 0" 0 && expect_stdout "--version prints it" '^kcopy \(kcopyd\) [0-9]+\.[0-9]+\.[0-9]+$' &&
 	pass "--version"
 
 run_kcopy --no-such-option "$src" "$work/never.img"

@@ -125,12 +125,9 @@ expect "a missing mountpoint directory" 1 '' 'no-such-directory'
 
 if [ -x "$KCOPY" ]; then
 	run "$KCOPY" --version
-	if [ "$status" = 0 ] && grep -Eq "^kcopy \\(kcopyd\\) $VERSION_RE\$" "$out/stdout" &&
-		grep -q '^License ' "$out/stdout"; then
-		echo "NOTE: kcopy --version follows the GNU form"
-	else
-		echo "NOTE: kcopy --version is not in the GNU form yet: $(shown "$out/stdout")"
-	fi
+	expect "kcopy: --version in the GNU form, exit 0" 0 "^kcopy \\(kcopyd\\) $VERSION_RE\$" ''
+	grep -q '^License ' "$out/stdout" && pass "kcopy: --version names the license" ||
+		fail "kcopy: --version names the license" "a License line" "$(shown "$out/stdout")"
 	run "$KCOPY" --no-such-option
 	expect "kcopy: a bad option exits 2 with the Try line" 2 '' "^Try 'kcopy --help' for more information\\.\$"
 	run "$KCOPY" --help

@@ -429,7 +429,11 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 			*exit_now = true;
 			return 0;
 		case 'V':
-			printf("kcopy %s\n", PACKAGE_VERSION);
+			printf("kcopy (kcopyd) %s\n"
+			       "License LGPLv2.1+: GNU LGPL version 2.1 or later <https://gnu.org/licenses/lgpl-2.1.html>.\n"
+			       "This is free software: you are free to change and redistribute it.\n"
+			       "There is NO WARRANTY, to the extent permitted by law.\n",
+			       PACKAGE_VERSION);
 			*exit_now = true;
 			return 0;
 		case ':':
