@@ -3,8 +3,8 @@
 # kcopydfs-lib.sh: what the kcopydfs shell tests share.  Sourced, not run:
 #   . "${TESTS_SRCDIR:-$(dirname "$0")}/kcopydfs-lib.sh"
 #
-# It gives: PASS/FAIL reporting and the closing "N passed, M failed" line;
-# skipping (exit 77) when the machine lacks root or a tool; a tmpfs of the
+# It gives: PASS/FAIL reporting and the closing "N passed, M failed" line
+# (report-lib.sh); skipping (exit 77) when the machine lacks root or a tool; a tmpfs of the
 # test's own at $work (mode 0755, so nobody can reach files made for it);
 # kcopydfs daemons started in the foreground in the background, each on a
 # mktemp -d mountpoint; loop devices; nbdfuse exports; and one EXIT trap
@@ -15,8 +15,9 @@
 
 KCOPYDFS=${KCOPYDFS:-${BUILDDIR:-/tmp/h5build}/kcopydfs}
 
-passed=0
-failed=0
+# shellcheck source=report-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/report-lib.sh"
+
 work=
 work_mounted=0
 daemon_pids=()
@@ -25,31 +26,6 @@ loop_devices=()
 nbd_mounts=()
 nbd_pids=()
 background_pids=()
-
-skip_all() {
-	echo "SKIP: $*"
-	exit 77
-}
-
-pass() {
-	passed=$((passed + 1))
-	echo "PASS: $1"
-}
-
-# fail NAME EXPECTED GOT
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1"
-	echo "      expected: $2"
-	echo "      got:      $3"
-}
-
-# finish: the closing line and the exit status.
-finish() {
-	echo "$passed passed, $failed failed"
-	[ "$failed" = 0 ] && exit 0
-	exit 1
-}
 
 # require_basics TOOL...: root, FUSE, the kcopydfs binary and the tools named.
 require_basics() {

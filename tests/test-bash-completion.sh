@@ -16,19 +16,7 @@
 set -u
 
 COMPLETION=${TESTS_SRCDIR:-$(dirname "$0")}/../contrib/bash-completion/kcopy
-passed=0
-failed=0
-
-pass() {
-	passed=$((passed + 1))
-	echo "PASS: $1"
-}
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1"
-	echo "      expected: $2"
-	echo "      got:      $3"
-}
+. "${TESTS_SRCDIR:-$(dirname "$0")}/report-lib.sh"
 
 # shellcheck source=../contrib/bash-completion/kcopy
 . "$COMPLETION" || { echo "FAIL: cannot source $COMPLETION"; exit 1; }
@@ -106,5 +94,4 @@ else
 	echo "      (no block device in /dev here: the prefix case is not checked)"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

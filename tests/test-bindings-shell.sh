@@ -41,11 +41,6 @@ done
 truncate -s 64M "$work/big.img"
 slow_source 64M || skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
 
-# check NAME EXPECTED GOT
-check() {
-	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "$2" "$3"; fi
-}
-
 # check_match NAME REGEX TEXT
 check_match() {
 	if [[ "$3" =~ $2 ]]; then pass "$1"; else fail "$1" "matching /$2/" "$3"; fi

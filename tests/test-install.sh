@@ -21,26 +21,7 @@ BUILDDIR=${BUILDDIR:-$PWD}
 MAKE=${MAKE:-make}
 CC=${CC:-cc}
 SRCDIR=${TESTS_SRCDIR:-$(dirname "$0")}
-passed=0
-failed=0
-
-skip_all() {
-	echo "SKIP: $*"
-	exit 77
-}
-pass() {
-	passed=$((passed + 1))
-	echo "PASS: $1"
-}
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1"
-	echo "      expected: $2"
-	echo "      got:      $3"
-}
-check() {
-	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "$2" "$3"; fi
-}
+. "${TESTS_SRCDIR:-$(dirname "$0")}/report-lib.sh"
 
 [ -n "${KCOPYD_DIRS:-}" ] || skip_all "KCOPYD_DIRS is not set (make check sets it)"
 command -v pkg-config >/dev/null || skip_all "needs pkg-config"
@@ -57,8 +38,7 @@ mkdir -p "$dest" "$work"
 
 if ! $MAKE -C "$BUILDDIR" install DESTDIR="$dest" >"$tmp/install.log" 2>&1; then
 	fail "make install DESTDIR=..." "exit 0" "$(tail -n 20 "$tmp/install.log")"
-	echo "$passed passed, $failed failed"
-	exit 1
+	finish
 fi
 pass "make install DESTDIR=..."
 
@@ -135,5 +115,4 @@ else
 	fail "make uninstall DESTDIR=..." "exit 0" "$(tail -n 20 "$tmp/uninstall.log")"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -21,25 +21,11 @@ set -u
 KCOPYDFS=${KCOPYDFS:-${BUILDDIR:-.}/kcopydfs}
 KCOPY=${KCOPY:-${BUILDDIR:-.}/kcopy}
 VERSION_RE='[0-9]+\.[0-9]+\.[0-9]+'
-passed=0
-failed=0
+. "${TESTS_SRCDIR:-$(dirname "$0")}/report-lib.sh"
 
-[ -x "$KCOPYDFS" ] || { echo "SKIP: no kcopydfs at '$KCOPYDFS' (set KCOPYDFS)"; exit 77; }
+[ -x "$KCOPYDFS" ] || skip_all "no kcopydfs at '$KCOPYDFS' (set KCOPYDFS)"
 out=$(mktemp -d "${TMPDIR:-/tmp}/test-kcopydfs-cli.XXXXXX") || exit 1
 trap 'rm -rf "$out"' EXIT
-
-pass() {
-	passed=$((passed + 1))
-	echo "PASS: $1"
-}
-
-# fail NAME EXPECTED GOT
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1"
-	echo "      expected: $2"
-	echo "      got:      $3"
-}
 
 # run PROGRAM ARGS...: keep stdout and stderr, set status.
 run() {
@@ -134,5 +120,4 @@ if [ -x "$KCOPY" ]; then
 	expect "kcopy: --help on stdout, exit 0" 0 '^Usage: kcopy ' ''
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -19,23 +19,7 @@ set -u
 
 BUILDDIR=${BUILDDIR:-$PWD}
 MAKE=${MAKE:-make}
-passed=0
-failed=0
-
-skip_all() {
-	echo "SKIP: $*"
-	exit 77
-}
-pass() {
-	passed=$((passed + 1))
-	echo "PASS: $1"
-}
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1"
-	echo "      expected: $2"
-	echo "      got:      $3"
-}
+. "${TESTS_SRCDIR:-$(dirname "$0")}/report-lib.sh"
 
 command -v systemd-analyze >/dev/null || skip_all "needs systemd-analyze (systemd)"
 command -v systemd-escape >/dev/null || skip_all "needs systemd-escape (systemd)"
@@ -51,8 +35,7 @@ units=$tmp/units
 mkdir -p "$dest" "$units"
 if ! $MAKE -C "$BUILDDIR" install DESTDIR="$dest" >"$tmp/install.log" 2>&1; then
 	fail "make install DESTDIR=..." "exit 0" "$(tail -n 20 "$tmp/install.log")"
-	echo "$passed passed, $failed failed"
-	exit 1
+	finish
 fi
 
 for unit in kcopydfs.service kcopydfs@.service; do
@@ -91,5 +74,4 @@ else
 	pass "verify refuses a unit whose ExecStart does not exist"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -20,62 +20,30 @@
 
 import errno
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 TESTS_SRCDIR = os.environ.get("TESTS_SRCDIR") or os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(TESTS_SRCDIR, "..", "contrib", "python"))
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree (read-only under distcheck)
 import kcopyd  # noqa: E402  (after the path is set)
 
-KCOPYDFS = os.environ.get("KCOPYDFS") or os.path.join(os.environ.get("BUILDDIR", "."), "kcopydfs")
+import test_kcopydfs  # noqa: E402
+from test_kcopydfs import Failure, expect, skip  # noqa: E402
+
 SIZE = 4 << 20                  # bytes in the source file
 SECTORS = SIZE // 512
 SLOW_SIZE = 64 << 20
 CHECK_SECONDS = 20              # a check that takes longer is stopped and fails
 
 
-def skip(reason):
-    print("SKIP: " + reason)
-    sys.exit(77)
-
-
-class Failure(Exception):
-    pass
-
-
-def expect(condition, case, expected, got):
-    """Fail the check with the case, what was expected and what was seen."""
-    if not condition:
-        raise Failure("%s\n      expected: %s\n      got:      %r" % (case, expected, got))
-
-
-def run(*command):
-    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-class Environment:
-    """A tmpfs, a kcopydfs mount and a slow source, all undone by close()."""
-
-    def __init__(self):
-        self.work = None
-        self.mounted_work = False
-        self.mount_point = None
-        self.daemon = None
-        self.log = None
-        self.nbd = None
-        self.nbd_dir = None
-        self.loops = []
-        self.slow_path = None
+class Environment(test_kcopydfs.Environment):
+    """test_kcopydfs's tmpfs, slow source and daemon (and its close()), with this test's files."""
 
     def setup(self):
         self.work = tempfile.mkdtemp(prefix="test_bindings_python.")
-        if run("mount", "-t", "tmpfs", "-o", "size=160M,mode=0755", "tmpfs", self.work).returncode != 0:
+        if self.run("mount", "-t", "tmpfs", "-o", "size=160M,mode=0755", "tmpfs", self.work).returncode != 0:
             skip("cannot mount a tmpfs on " + self.work)
         self.mounted_work = True
         with open(self.path("src.img"), "wb") as source:
@@ -83,81 +51,7 @@ class Environment:
         for name in ("d0.img", "d1.img", "d2.img", "big.img"):
             with open(self.path(name), "wb") as dest:
                 dest.truncate(SLOW_SIZE if name == "big.img" else SIZE * 2)
-        options = []
-        if shutil.which("nbdkit") and shutil.which("nbdfuse"):
-            self.nbd_dir = self.path("slow")
-            os.mkdir(self.nbd_dir)
-            self.slow_path = os.path.join(self.nbd_dir, "disk")
-            self.nbd = subprocess.Popen(["nbdfuse", self.slow_path, "--command", "nbdkit", "-s",
-                                         "--filter=delay", "memory", str(SLOW_SIZE), "rdelay=50ms"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(200):
-                if os.path.isfile(self.slow_path):
-                    break
-                time.sleep(0.05)
-            else:
-                raise Failure("nbdfuse did not export %s" % self.slow_path)
-        else:
-            with open(self.path("slow-src.img"), "wb") as source:
-                source.truncate(SLOW_SIZE)
-            result = run("losetup", "-f", "--show", "--direct-io=on", self.path("slow-src.img"))
-            if result.returncode != 0:
-                skip("needs nbdkit and nbdfuse, or losetup: " + result.stdout.strip())
-            self.slow_path = result.stdout.strip()
-            self.loops.append(self.slow_path)
-            options = ["--depth", "1", "--subjob-kb", "4"]
-        self.mount_point = tempfile.mkdtemp(prefix="test_bindings_python-mnt.")
-        self.log = open(self.path("kcopydfs.log"), "w")
-        self.daemon = subprocess.Popen([KCOPYDFS, "-f"] + options + [self.mount_point], stderr=self.log)
-        for _ in range(100):
-            if self.is_mounted(self.mount_point) and os.path.exists(os.path.join(self.mount_point, "version")):
-                return
-            if self.daemon.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise Failure("kcopydfs did not mount %s (exit %s)" % (self.mount_point, self.daemon.poll()))
-
-    def path(self, name):
-        return os.path.join(self.work, name)
-
-    @staticmethod
-    def is_mounted(point):
-        with open("/proc/mounts") as mounts:
-            return any(line.split()[1] == point for line in mounts)
-
-    def close(self):
-        if self.daemon and self.daemon.poll() is None:
-            self.daemon.terminate()
-            try:
-                self.daemon.wait(5)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
-        if self.mount_point:
-            if self.is_mounted(self.mount_point):
-                run("fusermount3", "-u", "-z", self.mount_point)
-            os.rmdir(self.mount_point)
-        for loop in self.loops:
-            run("losetup", "-d", loop)
-        if self.nbd:
-            if self.is_mounted(self.nbd_dir):
-                run("fusermount3", "-u", "-z", self.nbd_dir)
-            try:
-                self.nbd.wait(5)
-            except subprocess.TimeoutExpired:
-                self.nbd.kill()
-                self.nbd.wait()
-        if self.log:
-            self.log.close()
-        if self.mounted_work:
-            for _ in range(10):
-                if run("umount", self.work).returncode == 0:
-                    break
-                time.sleep(0.3)
-            else:
-                run("umount", "-l", self.work)
-        if self.work:
-            os.rmdir(self.work)
+        self.start_daemon(self.slow_source(SLOW_SIZE), "test_bindings_python-mnt.")
 
 
 env = Environment()
@@ -384,49 +278,5 @@ CHECKS = [
 ]
 
 
-def on_alarm(signum, frame):
-    raise Failure("the check took over %d s (a blocked read or poll?)" % CHECK_SECONDS)
-
-
-def main():
-    if os.geteuid() != 0:
-        skip("needs root (a tmpfs and a FUSE mount of its own)")
-    if not os.path.exists("/dev/fuse"):
-        skip("no /dev/fuse")
-    if not os.access(KCOPYDFS, os.X_OK):
-        skip("no kcopydfs at '%s' (set KCOPYDFS)" % KCOPYDFS)
-    for tool in ("mount", "umount", "fusermount3"):
-        if not shutil.which(tool):
-            skip("needs " + tool)
-    passed = failed = 0
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    signal.signal(signal.SIGALRM, on_alarm)
-    try:
-        try:
-            env.setup()
-        except Failure as failure:
-            print("FAIL: setup: %s" % failure)
-            failed += 1
-            CHECKS.clear()
-        for name, function in CHECKS:
-            signal.alarm(CHECK_SECONDS)
-            try:
-                function()
-                print("PASS: " + name)
-                passed += 1
-            except Failure as failure:
-                print("FAIL: %s: %s" % (name, failure))
-                failed += 1
-            except Exception:
-                print("FAIL: %s: an exception\n%s" % (name, traceback.format_exc()))
-                failed += 1
-            finally:
-                signal.alarm(0)
-    finally:
-        env.close()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test_kcopydfs.run_checks(env, CHECKS, CHECK_SECONDS))

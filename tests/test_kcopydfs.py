@@ -93,32 +93,35 @@ class Environment:
         for name in ("d1.img", "d2.img", "d3.img", "slow-dest.img"):
             with open(self.path(name), "wb") as dest:
                 dest.truncate(128 << 20 if name == "slow-dest.img" else SIZE)
-        options = []
+        options = self.slow_source(128 << 20)
+        self.start_daemon(options, "test_kcopydfs-mnt.")
+
+    def slow_source(self, size):
+        """A source of `size` bytes whose reads are slow, at self.slow_path:
+        nbdkit's delay filter (50 ms a read) through nbdfuse, or without
+        those a loop device that the daemon copies 4 KiB at a time, one at a
+        time.  Returns the daemon options that go with it."""
+        self.slow_sectors = size // 512
         if shutil.which("nbdkit") and shutil.which("nbdfuse"):
             self.nbd_dir = os.path.join(self.work, "slow")
             os.mkdir(self.nbd_dir)
             self.slow_path = os.path.join(self.nbd_dir, "disk")
             self.nbd = subprocess.Popen(["nbdfuse", self.slow_path, "--command", "nbdkit", "-s",
-                                         "--filter=delay", "memory", "128M", "rdelay=50ms"],
+                                         "--filter=delay", "memory", str(size), "rdelay=50ms"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(100):
+            for _ in range(200):
                 if os.path.isfile(self.slow_path):
-                    break
+                    return []
                 time.sleep(0.05)
-            else:
-                raise Failure("nbdfuse did not export %s" % self.slow_path)
-        else:
-            # A long copy instead: 128 MiB from a loop device, 4 KiB at a time, one at a time.
-            with open(self.path("slow-src.img"), "wb") as source:
-                source.truncate(128 << 20)
-            result = self.run("losetup", "-f", "--show", "--direct-io=on", self.path("slow-src.img"))
-            if result.returncode != 0:
-                skip("needs nbdkit and nbdfuse, or losetup: " + result.stdout.strip())
-            self.slow_path = result.stdout.strip()
-            self.loops.append(self.slow_path)
-            options = ["--depth", "1", "--subjob-kb", "4"]
-        self.slow_sectors = (128 << 20) // 512
-        self.start_daemon(options, "test_kcopydfs-mnt.")
+            raise Failure("nbdfuse did not export %s" % self.slow_path)
+        with open(self.path("slow-src.img"), "wb") as source:
+            source.truncate(size)
+        result = self.run("losetup", "-f", "--show", "--direct-io=on", self.path("slow-src.img"))
+        if result.returncode != 0:
+            skip("needs nbdkit and nbdfuse, or losetup: " + result.stdout.strip())
+        self.slow_path = result.stdout.strip()
+        self.loops.append(self.slow_path)
+        return ["--depth", "1", "--subjob-kb", "4"]
 
     def start_daemon(self, options, prefix):
         """kcopydfs -f OPTIONS on a new mountpoint, logging to kcopydfs.log in the work directory."""
@@ -628,11 +631,11 @@ CHECKS = [
 ]
 
 
-def on_alarm(signum, frame):
-    raise Failure("the check took over %d s (a blocked read or poll?)" % CHECK_SECONDS)
-
-
-def main():
+def run_checks(environment, checks, check_seconds):
+    """Skip (77) unless the machine can run a daemon; set the environment
+    up, run each (name, function) check with an alarm of check_seconds,
+    print PASS or FAIL for each and "N passed, M failed", close the
+    environment.  Returns the exit status."""
     if os.geteuid() != 0:
         skip("needs root (a tmpfs and a FUSE mount of its own)")
     if not os.path.exists("/dev/fuse"):
@@ -642,18 +645,22 @@ def main():
     for tool in ("mount", "umount", "fusermount3"):
         if not shutil.which(tool):
             skip("needs " + tool)
+
+    def on_alarm(signum, frame):
+        raise Failure("the check took over %d s (a blocked read or poll?)" % check_seconds)
+
     passed = failed = 0
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     signal.signal(signal.SIGALRM, on_alarm)
     try:
         try:
-            env.setup()
+            environment.setup()
         except Failure as failure:
             print("FAIL: setup: %s" % failure)
             failed += 1
-            CHECKS.clear()
-        for name, function in CHECKS:
-            signal.alarm(CHECK_SECONDS)
+            checks = []
+        for name, function in checks:
+            signal.alarm(check_seconds)
             try:
                 function()
                 print("PASS: " + name)
@@ -667,10 +674,10 @@ def main():
             finally:
                 signal.alarm(0)
     finally:
-        env.close()
+        environment.close()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_checks(env, CHECKS, CHECK_SECONDS))

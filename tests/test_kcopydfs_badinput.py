@@ -22,14 +22,11 @@ import errno
 import os
 import random
 import re
-import shutil
-import signal
 import sys
 import tempfile
-import traceback
 
 import test_kcopydfs
-from test_kcopydfs import KCOPYDFS, Failure, expect, skip
+from test_kcopydfs import Failure, expect, skip
 
 SIZE = 1 << 20
 CHECK_SECONDS = 30
@@ -68,6 +65,7 @@ class Environment(test_kcopydfs.Environment):
             with open(self.path(name), "wb") as dest:
                 dest.truncate(SIZE)
         self.start_daemon([], "test_kcopydfs_badinput-mnt.")
+        make_bystanders()
 
 
 env = Environment()
@@ -300,51 +298,5 @@ CHECKS = [
 ]
 
 
-def on_alarm(signum, frame):
-    raise Failure("the check did not finish within %d s" % CHECK_SECONDS)
-
-
-def main():
-    if os.geteuid() != 0:
-        skip("needs root (a tmpfs and a FUSE mount of its own)")
-    if not os.path.exists("/dev/fuse"):
-        skip("no /dev/fuse")
-    if not os.access(KCOPYDFS, os.X_OK):
-        skip("no kcopydfs at '%s' (set KCOPYDFS)" % KCOPYDFS)
-    for tool in ("mount", "umount", "fusermount3"):
-        if not shutil.which(tool):
-            skip("needs " + tool)
-    passed = failed = 0
-    checks = CHECKS
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    signal.signal(signal.SIGALRM, on_alarm)
-    try:
-        try:
-            env.setup()
-            make_bystanders()
-        except Failure as failure:
-            print("FAIL: setup: %s" % failure)
-            failed += 1
-            checks = []
-        for name, function in checks:
-            signal.alarm(CHECK_SECONDS)
-            try:
-                function()
-                print("PASS: " + name)
-                passed += 1
-            except Failure as failure:
-                print("FAIL: %s: %s" % (name, failure))
-                failed += 1
-            except Exception:
-                print("FAIL: %s: an exception\n%s" % (name, traceback.format_exc()))
-                failed += 1
-            finally:
-                signal.alarm(0)
-    finally:
-        env.close()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test_kcopydfs.run_checks(env, CHECKS, CHECK_SECONDS))
