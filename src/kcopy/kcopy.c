@@ -1016,8 +1016,9 @@ void stop_signals_close(int signal_fd, const sigset_t *old_mask)
  * thread meanwhile (the engine's threads inherit the mask) and read from a
  * signalfd.
  * @outcome: receives the job's result and the signal that stopped it.
- * Return: 0 once the job ran (whatever its result); the -errno of a setup
- * step (reported).
+ * Return: 0 once the job ran (whatever its result), with the client left
+ * in state->client for main() to destroy; the -errno of a setup step
+ * (reported).
  */
 static int run_job(struct kcopy *state, struct run_outcome *outcome)
 {
@@ -1034,13 +1035,13 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 	if (done_fd < 0) {
 		ret = -errno;
 		complain("eventfd: %s", errno_text(ret, errbuf, sizeof(errbuf)));
-		goto err_close_signal_fd;
+		goto out_close_signal_fd;
 	}
 
 	ret = kcopyd_client_create_config(&state->config, &client);
 	if (ret) {
 		complain("cannot start the engine: %s", errno_text(ret, errbuf, sizeof(errbuf)));
-		goto err_close_done_fd;
+		goto out_close_done_fd;
 	}
 
 	state->start_seconds = monotonic_seconds();
@@ -1053,14 +1054,16 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 
 	wait_for_job(state, job, signal_fd, done_fd, &outcome->stop_signal);
 	kcopyd_job_result(job, &outcome->result);
-	ret = 0;
-
 	kcopyd_job_release(job);
+	state->client = client;
+	ret = 0;
+	goto out_close_done_fd;
+
 err_destroy_client:
 	kcopyd_client_destroy(client);
-err_close_done_fd:
+out_close_done_fd:
 	close(done_fd);
-err_close_signal_fd:
+out_close_signal_fd:
 	stop_signals_close(signal_fd, &old_mask);
 	return ret;
 }
@@ -1214,6 +1217,8 @@ int main(int argc, char **argv)
 err_close_devices:
 	status = exit_status_for(ret);
 out_close_devices:
+	if (state.client)
+		kcopyd_client_destroy(state.client);
 	close_devices(&state);
 	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++)
 		if (state.dests[dest_index].sync_fd >= 0)
