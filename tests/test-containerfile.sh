@@ -89,6 +89,9 @@ else
 	while read -r library; do
 		case ${library##*/} in
 		libc.so.* | ld-linux* | libm.so.* | libpthread.so.* | libdl.so.* | librt.so.*) continue ;; # in the base image
+		libasan.so.* | libubsan.so.* | libtsan.so.* | libgcc_s.so.* | libstdc++.so.*)
+			# A sanitized build's runtimes and what they bring: the image's build has none of them.
+			[ "${KCOPYD_SANITIZED:-0}" = 1 ] && continue ;;
 		esac
 		owner=$(dpkg -S "$(readlink -f "$library")" 2>/dev/null || dpkg -S "$library" 2>/dev/null)
 		owner=${owner%%:*}
