@@ -15,7 +15,9 @@
 #  4. runs it: the daemon in a container, a copy written from podman exec,
 #     podman stop (exit status 0); then the daemon in a container whose
 #     mount reaches the host through a parent bound rshared, a copy written
-#     on the host, podman stop, the mount gone from the host too.
+#     on the host, podman stop, the mount gone from the host too;
+#  5. pattern B: the image in rootless podman as an ordinary user
+#     ($ROOTLESS_USER, default nobody), a copy from podman exec, podman stop.
 # Everything podman makes lives in a storage of its own (podman --root and
 # --runroot in a temporary directory), so a debian:bookworm the host's
 # podman already has is neither used nor touched; that storage, the
@@ -26,7 +28,7 @@
 # Prints PASS/FAIL lines, the time of each step, about how much the host
 # downloaded, and "N passed, M failed" last; exits 1 on any failure, 77
 # when podman cannot run a container here (with the reason).
-# Not part of make check: it downloads about 300 MB and takes minutes.
+# Not part of make check: it downloads about 160 MiB and takes about two minutes.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +54,8 @@ version=$(sed -n 's/^AC_INIT(\[kcopyd\], \[\([^]]*\)\].*/\1/p' "$top/configure.a
 base=docker.io/library/debian
 image=localhost/kcopydfs-build-and-test
 suite=bookworm
+# Pattern B's ordinary user (doc/containers.md); its files are made in a directory of the script's.
+rootless_user=${ROOTLESS_USER:-nobody}
 started=$SECONDS
 
 # rx_bytes: what every interface but lo has received, for the download estimate.
@@ -117,17 +121,19 @@ tmp=$(mktemp -d /var/tmp/kcopydfs-ctr.XXXXXX)
 chmod 0755 "$tmp"
 log=$tmp/logs
 mkdir "$log"
-podman_args=(--root "$tmp/storage" --runroot "$tmp/run" --tmpdir "$tmp/libpod")
+# engine_args: what this host needs of any podman, root's or a user's.
+engine_args=()
 # No systemd as PID 1 (a bare VM, a CI container): cgroups by hand, events in a file.
-[ -d /run/systemd/system ] || podman_args+=(--cgroup-manager cgroupfs --events-backend file)
+[ -d /run/systemd/system ] || engine_args+=(--cgroup-manager cgroupfs --events-backend file)
 pm() {
-	TMPDIR=$tmp/buildtmp podman "${podman_args[@]}" "$@"
+	TMPDIR=$tmp/buildtmp podman --root "$tmp/storage" --runroot "$tmp/run" --tmpdir "$tmp/libpod" \
+		"${engine_args[@]}" "$@"
 }
 mkdir "$tmp/buildtmp"
 # crun (podman's default) refuses a host with cgroup v1 controllers beside
 # cgroup v2's ("cgroups in hybrid mode not supported"); runc takes v1 and hybrid.
 if [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ]; then
-	podman_args+=(--runtime runc)
+	engine_args+=(--runtime runc)
 	echo "cgroup v1 or hybrid here: podman --runtime runc"
 fi
 # Root's podman and buildah raise the containers' RLIMIT_NOFILE and
@@ -153,6 +159,7 @@ cleanup() {
 	for name in "${containers[@]}"; do
 		pm rm -f -t 2 "$name" >/dev/null 2>&1
 	done
+	[ -n "${rootless:-}" ] && kill_pause
 	# Not podman system reset: it also removes the host's networks (/etc/containers/networks).
 	pm rmi -a -f >/dev/null 2>&1
 	for mount_point in "${shared_mounts[@]}"; do
@@ -365,5 +372,99 @@ if is_mounted "$mnt"; then
 else
 	pass "after podman stop, the mount is gone from the host too"
 fi
+
+# --- 4c. pattern B: rootless podman, as an ordinary user ------------------------------------
+
+step "pattern B: rootless podman as $rootless_user"
+# The user's own podman (single-uid mapping when /etc/subuid has no range for
+# it: vfs storage that ignores chown errors), run in a mount namespace of
+# this script's where /dev/fuse is a 0666 node when the host's is not
+# (Debian's fuse3 makes it 0666; a host without udev may have it 0600):
+# rootless podman's --device can only pass on what the user may open.
+rootless=$tmp/rootless
+mkdir -p "$rootless/xdg" "$rootless/images" "$rootless/out"	# out: the user's logs
+chmod 0700 "$rootless/xdg"
+head -c 8M /dev/urandom >"$rootless/images/a.img"
+truncate -s 8M "$rootless/images/b.img"
+if ! pm save -o "$rootless/image.tar" "$image" >"$log/save.log" 2>&1; then
+	fail "podman save, for the user's podman" "an archive" "it failed"
+	show "$log/save.log" 10
+	end
+fi
+chown -R "$rootless_user:" "$rootless"
+rootless_podman=(podman --root "$rootless/storage" --runroot "$rootless/run" --storage-driver vfs
+	--storage-opt vfs.ignore_chown_errors=true "${engine_args[@]}")
+# as_user FUSE COMMAND...: COMMAND as the user, its HOME and XDG_RUNTIME_DIR in $rootless, /dev/fuse
+# as FUSE says (host: the host's; 0666: a 0666 node bound over it in a private mount namespace).
+as_user() {
+	local bind=
+	[ "$1" = 0666 ] && bind="mknod '$rootless/fuse' c 10 229 && chmod 0666 '$rootless/fuse' &&
+		mount --bind '$rootless/fuse' /dev/fuse &&"
+	shift
+	# shellcheck disable=SC2016 # expanded by that sh
+	(cd / && unshare -m --propagation private sh -c "$bind"' home=$1; shift; exec setpriv --reuid "$0" \
+		--regid "$(id -g "$0")" --clear-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$home" \
+		XDG_RUNTIME_DIR="$home/xdg" "$@"' "$rootless_user" "$rootless" "$@")
+}
+# kill_pause: the user's podman leaves a pause process that holds its user and mount
+# namespaces, which its next run would join (not seeing the next /dev/fuse); it ignores SIGTERM.
+kill_pause() {
+	local pid
+	pid=$(cat "$rootless/xdg/libpod/tmp/pause.pid" 2>/dev/null) && [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+	rm -f "$rootless/xdg/libpod/tmp/pause.pid"
+	return 0
+}
+if ! as_user host "${rootless_podman[@]}" load -q -i "$rootless/image.tar" >"$log/rootless-load.log" 2>&1; then
+	fail "podman load, as $rootless_user" "the image in the user's storage" "it failed"
+	show "$log/rootless-load.log" 10
+	end
+fi
+kill_pause
+rootless_args=(--network none --device /dev/fuse --cap-add SYS_ADMIN -v "$rootless/images:/images" "$image")
+fuse_mode=host
+if [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+	got=$(as_user host "${rootless_podman[@]}" run --rm "${rootless_args[@]}" 2>&1)
+	status=$?
+	kill_pause
+	if [ "$status" = 1 ] && [[ $got == *"failed to open /dev/fuse: Permission denied"* ]]; then
+		pass "rootless, the host's /dev/fuse $(stat -c %a /dev/fuse): kcopydfs fails to open it (EACCES), exit status 1"
+	else
+		fail "rootless, the host's /dev/fuse $(stat -c %a /dev/fuse)" "exit status 1, failed to open /dev/fuse" "$status: $got"
+	fi
+	fuse_mode=0666
+fi
+# The daemon's mount is in the container's namespaces only: start it, copy and stop it in one go.
+name=kcopydfs-test-rootless-$$
+# shellcheck disable=SC2016 # expanded by that bash
+as_user "$fuse_mode" bash -c '
+	out=$1 name=$2 count=$3
+	shift 3
+	podman=("${@:1:count}")
+	run_args=("${@:count+1}")
+	"${podman[@]}" run -d --name "$name" "${run_args[@]}" >"$out/rootless-run.log" 2>&1 || exit 1
+	for _ in $(seq 100); do
+		"${podman[@]}" exec "$name" cat /mnt/kcopyd/version >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	"${podman[@]}" exec "$name" sh -c "mkdir /mnt/kcopyd/jobs/j &&
+		echo \"copy from=/images/a.img to=/images/b.img\" > /mnt/kcopyd/jobs/j/ctl &&
+		timeout 30 cat /mnt/kcopyd/jobs/j/wait" >"$out/rootless-wait.log" 2>&1
+	"${podman[@]}" stop -t 10 "$name" >/dev/null 2>&1
+	"${podman[@]}" inspect -f "{{.State.ExitCode}}" "$name" >"$out/rootless-status.log" 2>&1
+	"${podman[@]}" logs "$name" >"$out/$name.log" 2>&1
+	"${podman[@]}" rm -f "$name" >/dev/null 2>&1
+	"${podman[@]}" rmi -a -f >/dev/null 2>&1
+	' _ "$rootless/out" "$name" "${#rootless_podman[@]}" "${rootless_podman[@]}" "${rootless_args[@]}"
+kill_pause
+cp "$rootless/out"/* "$log"/ 2>/dev/null
+check_or_show "rootless: a copy written with podman exec: the job's state" "done" \
+	"$(sed -n 's/^state: //p' "$log/rootless-wait.log" 2>/dev/null)" "$(cat "$log/rootless-run.log" "$log/rootless-wait.log" 2>/dev/null)"
+if cmp -s "$rootless/images/a.img" "$rootless/images/b.img"; then
+	pass "rootless: the copy's bytes are the source's (cmp on the host)"
+else
+	fail "rootless: the copy's bytes" "b.img = a.img" "they differ"
+fi
+check_or_show "rootless: podman stop: the container's exit status (kcopydfs after SIGTERM)" 0 \
+	"$(cat "$log/rootless-status.log" 2>/dev/null)" "$(cat "$log/$name.log" 2>/dev/null)"
 
 end
