@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # test-containerfile.sh: what can be checked of contrib/container/Containerfile
-# without a container engine (none runs where make check runs, so the image
-# is not built here; see doc/containers.md).  That every file it copies from
+# without a container engine (make check neither needs nor installs one, so
+# the image is not built here: contrib/container/build-and-test.sh builds and
+# runs it with podman; see doc/containers.md).  That every file it copies from
 # the tree exists; that its build stage installs only packages of
 # contrib/deps.sh, builds as README.md says (autoreconf -fi, configure,
 # make) and that its runtime stage copies every program Makefile.am
