@@ -233,18 +233,25 @@ fi
 # was written and not flushed, as a power loss does.  A checkpoint recorded
 # before its data was flushed would then leave a gap that resume skips, and
 # the final copy would differ from the source.
-# volatile_dest N: (re)start the volatile destination on /dev/loopN.
+# volatile_dest: (re)start the volatile destination, as $volatile.  The
+# first time on a loop device that losetup --find picks and attaches in one
+# step (other tests take loop devices at the same time); after that on the
+# same device again, which the job names.
+volatile=
 volatile_dest() {
 	nbd_export "$work/volatile" --filter=cache file "file=$work/volatile.img" cache=writeback || return 1
 	volatile_pid=$nbd_fuse_pid
-	losetup --direct-io=on "/dev/loop$1" "$work/volatile/disk" && loop_devices+=("/dev/loop$1")
+	if [ -z "$volatile" ]; then
+		volatile=$(losetup -f --show --direct-io=on "$work/volatile/disk") || return 1
+	else
+		losetup --direct-io=on "$volatile" "$work/volatile/disk" || return 1
+	fi
+	loop_devices+=("$volatile")
 }
 power=$work/power
 truncate -s "$SIZE" "$work/volatile.img"
-volatile_number=$(losetup -f | sed 's|/dev/loop||')
 losses=0
-if volatile_dest "$volatile_number" && start "$power"; then
-	volatile=/dev/loop$volatile_number
+if volatile_dest && start "$power"; then
 	mkdir "$mnt/jobs/p"
 	echo "copy from=$src to=$volatile" >"$mnt/jobs/p/ctl"
 	lost=""
@@ -257,7 +264,7 @@ if volatile_dest "$volatile_number" && start "$power"; then
 		losetup -d "$volatile"
 		fusermount3 -u -z "$work/volatile"
 		wait "$volatile_pid" 2>/dev/null
-		if ! volatile_dest "$volatile_number" || ! start "$power"; then
+		if ! volatile_dest || ! start "$power"; then
 			lost+=" (restart $loss failed)"
 			break
 		fi
