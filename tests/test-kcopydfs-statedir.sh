@@ -236,7 +236,7 @@ fi
 # volatile_dest: (re)start the volatile destination, as $volatile.  The
 # first time on a loop device that losetup --find picks and attaches in one
 # step (other tests take loop devices at the same time); after that on the
-# same device again, which the job names.
+# same device again, which the job names (retried while the last one lets go).
 volatile=
 volatile_dest() {
 	nbd_export "$work/volatile" --filter=cache file "file=$work/volatile.img" cache=writeback || return 1
@@ -244,7 +244,14 @@ volatile_dest() {
 	if [ -z "$volatile" ]; then
 		volatile=$(losetup -f --show --direct-io=on "$work/volatile/disk") || return 1
 	else
-		losetup --direct-io=on "$volatile" "$work/volatile/disk" || return 1
+		# The killed daemon's descriptors may still hold the device for a
+		# moment after losetup -d (EBUSY): try again for up to 5 s.
+		local attached=0
+		for _ in $(seq 50); do
+			losetup --direct-io=on "$volatile" "$work/volatile/disk" 2>/dev/null && { attached=1; break; }
+			sleep 0.1
+		done
+		[ "$attached" = 1 ] || { echo "cannot attach $volatile again: $(losetup "$volatile" 2>&1)"; return 1; }
 	fi
 	loop_devices+=("$volatile")
 }
