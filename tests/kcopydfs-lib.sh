@@ -216,3 +216,23 @@ re_quote() {
 status_field() {
 	sed -n "s/^$2: //p" "$1/status"
 }
+
+# binding_fixture SIZE DEST_SIZE: what the tests of the bindings share: a
+# daemon on $mnt, $work/src.img of SIZE random bytes, $work/d0.img to d2.img
+# of DEST_SIZE bytes, a 64 MiB $work/big.img, and a 64 MiB slow source at
+# $slow_file.  Fails the test, or skips it, when one of them cannot be had.
+binding_fixture() {
+	local name
+
+	if ! start_daemon; then
+		fail "kcopydfs mounts" "a kcopydfs mount at $daemon_mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"
+		finish
+	fi
+	mnt=$daemon_mount
+	head -c "$1" /dev/urandom >"$work/src.img"
+	for name in d0 d1 d2; do
+		truncate -s "$2" "$work/$name.img"
+	done
+	truncate -s 64M "$work/big.img"
+	slow_source 64M || skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
+}

@@ -26,17 +26,7 @@ setup_work 96M
 SIZE=$((4 << 20))
 SECTORS=$((SIZE / 512))
 
-if ! start_daemon; then
-	fail "kcopydfs mounts" "a kcopydfs mount at $daemon_mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"
-	finish
-fi
-mnt=$daemon_mount
-head -c "$SIZE" /dev/urandom >"$work/src.img"
-for name in d0 d1 d2; do
-	truncate -s "$SIZE" "$work/$name.img"
-done
-truncate -s 64M "$work/big.img"
-slow_source 64M || skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
+binding_fixture "$SIZE" "$SIZE"
 
 # run_example ARGS...: the example with a 30 s limit; sets status, out, err.
 run_example() {
