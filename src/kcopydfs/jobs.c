@@ -1178,24 +1178,26 @@ static bool same_file(const struct stat *a, const struct stat *b)
  */
 static int writer_root(const struct kfs_service *svc, pid_t pid, int *root_fd)
 {
-	char path[64];
+	char path[64], mount_ns_path[64];
 	struct stat mount_ns, root;
 	int fd;
 
 	*root_fd = -1;
 	if (pid <= 0)
 		return 0;
+	/*
+	 * Every job's write comes this way: a writer that sees what the
+	 * daemon sees (the common case) costs two stats, and only a view known
+	 * to be ours is left out: when in doubt, the writer's root.
+	 */
+	snprintf(mount_ns_path, sizeof(mount_ns_path), "/proc/%d/ns/mnt", (int)pid);
 	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	if (svc->own_view_known && stat(mount_ns_path, &mount_ns) == 0 && stat(path, &root) == 0 &&
+	    same_file(&mount_ns, &svc->own_mount_ns) && same_file(&root, &svc->own_root))
+		return 0;
 	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)	/* without /proc at all, nothing can be known of any writer: as before, the daemon's view */
 		return svc->switch_identity && svc->own_view_known ? -errno : 0;
-	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
-	/* Only a view known to be ours is left out: when in doubt, the writer's root. */
-	if (svc->own_view_known && stat(path, &mount_ns) == 0 && fstat(fd, &root) == 0 &&
-	    same_file(&mount_ns, &svc->own_mount_ns) && same_file(&root, &svc->own_root)) {
-		close(fd);
-		return 0;
-	}
 	*root_fd = fd;
 	return 0;
 }
