@@ -35,6 +35,10 @@ extern "C" {
 #define KCOPYD_WRITE_SEQ    (1u << 1)	/* issue writes to each destination in ascending sector order */
 #define KCOPYD_MAX_REGIONS  32		/* one write_err bit per destination */
 
+/* The engine's defaults (struct kcopyd_config, 0 fields); why: doc/DESIGN.md. */
+#define KCOPYD_DEFAULT_SUBJOB_SECTORS 2048u	/* 1 MiB, the kernel's largest sub-job */
+#define KCOPYD_DEFAULT_DEPTH          8u	/* sub-jobs in flight per job, as the kernel's SPLIT_COUNT */
+
 struct kcopyd_client;	/* opaque */
 struct kcopyd_dev;	/* opaque: an open block device or regular file */
 struct kcopyd_job;	/* opaque: a job handle from kcopyd_submit() */
@@ -123,7 +127,7 @@ typedef void (*kcopyd_notify_fn)(int read_err, unsigned int write_err, void *con
 
 /*
  * kcopyd_client_create() - create a client with the default sub-job size
- * (512 KiB) and depth (8 sub-jobs in flight per job).
+ * (1 MiB) and depth (8 sub-jobs in flight per job).
  * @num_pages: the budget of 4 KiB pages for I/O buffers; a hard cap.  A
  *             budget below one sub-job makes sub-jobs smaller.
  * @result:    receives the client.
@@ -189,7 +193,7 @@ typedef void (*kcopyd_start_fn)(void *context);
 
 struct kcopyd_config {
 	unsigned int num_pages;		/* I/O buffer budget in 4 KiB pages (required) */
-	unsigned int subjob_sectors;	/* sub-job size; 0: 1024 (512 KiB); rounded down to whole pages */
+	unsigned int subjob_sectors;	/* sub-job size; 0: 2048 (1 MiB); rounded down to whole pages */
 	unsigned int depth;		/* sub-jobs in flight per job; 0: 8 */
 	kcopyd_start_fn start_fn;	/* optional: told when each job starts */
 };

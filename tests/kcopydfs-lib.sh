@@ -178,15 +178,17 @@ nbd_export() {
 }
 
 # slow_source SIZE [DELAY]: a RAM disk file whose reads each take DELAY
-# (default 50ms; nbdkit's delay filter through nbdfuse); sets slow_file.
-# 1 without nbdkit and nbdfuse.
+# (default 100ms; nbdkit's delay filter through nbdfuse); sets slow_file.
+# 1 without nbdkit and nbdfuse.  The default keeps a 64 MiB copy running
+# for about 2 s with the engine's default 1 MiB sub-jobs, 8 in flight: long
+# enough for a test to signal or cancel it while it runs.
 slow_source() {
 	local mount_dir
 
 	command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null || return 1
 	mount_dir=$(mktemp -d "$work/slow.XXXXXX") || return 1
 	slow_file=$mount_dir/disk
-	nbd_export "$mount_dir" --filter=delay memory "$1" "rdelay=${2:-50ms}"
+	nbd_export "$mount_dir" --filter=delay memory "$1" "rdelay=${2:-100ms}"
 }
 
 # errno_text NAME: what strerror() says for the errno NAME (as echo and cat print it).

@@ -29,8 +29,8 @@ BOUND_KB=$((PAGES * 4 + 16 * 1024))
 
 truncate -s 1M "$work/src.img"
 truncate -s 24M "$work/dst.img"		# 4 KiB a job: the finished ones share 1024 regions, the queued have their own
-# Reads that take 250 ms each keep the queued jobs queued (two 512 KiB
-# slots in a 1 MiB budget: two reads at a time).
+# Reads that take 250 ms each keep the queued jobs queued (one 1 MiB slot
+# in a 1 MiB budget: one read at a time).
 slow_source 16M 250ms || skip_all "needs nbdkit and nbdfuse (a source slow enough to keep jobs queued)"
 
 start_daemon --pages "$PAGES" || {

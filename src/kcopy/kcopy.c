@@ -308,8 +308,8 @@ static void print_usage(FILE *out)
 "\n"
 "Options:\n"
 "      --pages N        I/O buffer budget in 4 KiB pages (default %u = 64 MiB)\n"
-"      --subjob-kb N    sub-job size in KiB, a multiple of 4 (default 512)\n"
-"      --depth N        sub-jobs in flight (default 8)\n"
+"      --subjob-kb N    sub-job size in KiB, a multiple of 4 (default %u)\n"
+"      --depth N        sub-jobs in flight (default %u)\n"
 "      --ignore-errors  go on after I/O errors (unreadable data is written as zeros)\n"
 "      --write-seq      write each destination in ascending order\n"
 "      --zero           write zeros instead of copying (no SRC)\n"
@@ -323,7 +323,7 @@ static void print_usage(FILE *out)
 "\n"
 "Exit status: 0 success, 1 I/O error or cancelled, 2 usage or refused regions.\n"
 "Cancelled by SIGINT or SIGTERM: 130 or 143.  See kcopy(1).\n",
-		KCOPYD_MAX_REGIONS, DEFAULT_PAGES);
+		KCOPYD_MAX_REGIONS, DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH);
 }
 
 /*

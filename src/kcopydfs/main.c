@@ -102,13 +102,13 @@ static void usage(void)
 	       "kcopydfs options:\n"
 	       "    --pages=N              engine I/O buffer budget in 4 KiB pages (default %u)\n"
 	       "    --max-jobs=N           jobs queued or running at once (default 4096)\n"
-	       "    --subjob-kb=N          sub-job size in KiB (default 512)\n"
-	       "    --depth=N              sub-jobs in flight per job (default 8)\n"
+	       "    --subjob-kb=N          sub-job size in KiB (default %u)\n"
+	       "    --depth=N              sub-jobs in flight per job (default %u)\n"
 	       "    --state-dir=DIR        keep job records in DIR, to resume them after a crash\n"
 	       "    --checkpoint-ms=N      with --state-dir, record progress every N ms (default 1000)\n\n"
 	       "Exit status: 0 unmounted or help shown, 1 failure, 2 usage error.  See kcopydfs(8).\n\n"
 	       "FUSE options:\n",
-	       DEFAULT_PAGES);
+	       DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH);
 }
 
 static void version(void)

@@ -39,8 +39,6 @@
 #include "libkcopyd/internal.h"
 #include "libkcopyd/list.h"
 
-#define DEFAULT_SUBJOB_SECTORS 1024u	/* 512 KiB, as the kernel's SUB_JOB_SIZE */
-#define DEFAULT_DEPTH 8u		/* sub-jobs in flight per job, as the kernel's SPLIT_COUNT */
 #define MAX_SLOTS 4096u			/* more buffers than this add nothing but memory */
 #define MAX_BACKEND_DEPTH 1024u		/* iocbs in flight; more wait in the pending queue */
 #define IO_BATCH 64u			/* I/Os handed to the backend, or reaped, per call */
@@ -661,8 +659,8 @@ static void *completion_thread_main(void *arg)
  * map_slot_memory() - @bytes of anonymous memory for the buffer slots,
  * starting on a huge page boundary and asked to be backed by transparent
  * huge pages.  O_DIRECT pins every buffer page for each I/O and the loop
- * and block layers walk them one by one: with 2 MiB pages a 512 KiB
- * sub-job is one contiguous piece instead of 128 (see doc/PERFORMANCE.md).
+ * and block layers walk them one by one: with 2 MiB pages a 1 MiB
+ * sub-job is one contiguous piece instead of 256 (see doc/PERFORMANCE.md).
  * The mapping is exactly @bytes long, so it never holds more than the
  * budget; without THP it is ordinary pages.  Return: the memory or MAP_FAILED.
  */
@@ -767,7 +765,7 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 		return -ENOMEM;
 	kc->ops = ops;
 	kc->num_pages = config->num_pages;
-	subjob_pages = (config->subjob_sectors ? config->subjob_sectors : DEFAULT_SUBJOB_SECTORS) /
+	subjob_pages = (config->subjob_sectors ? config->subjob_sectors : KCOPYD_DEFAULT_SUBJOB_SECTORS) /
 		       SECTORS_PER_PAGE;
 	/* A budget below one sub-job makes the sub-jobs smaller, not the budget larger. */
 	kc->slot_pages = subjob_pages < kc->num_pages ? subjob_pages : kc->num_pages;
@@ -775,7 +773,7 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 	kc->nr_slots = kc->num_pages / kc->slot_pages;
 	if (kc->nr_slots > MAX_SLOTS)
 		kc->nr_slots = MAX_SLOTS;
-	kc->depth = config->depth ? config->depth : DEFAULT_DEPTH;
+	kc->depth = config->depth ? config->depth : KCOPYD_DEFAULT_DEPTH;
 	list_init(&kc->submitted);
 	list_init(&kc->cancels);
 	list_init(&kc->started);
