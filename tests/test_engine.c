@@ -171,6 +171,18 @@ Test(engine, splits_into_subjobs_and_reads_each_chunk_once)
 	kcopyd_dev_close(d2);
 }
 
+Test(engine, zero_config_fields_mean_the_documented_defaults)
+{
+	struct kcopyd_stats stats;
+
+	new_client(16384, 0, 0);
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.subjob_sectors == KCOPYD_DEFAULT_SUBJOB_SECTORS && stats.subjob_sectors == 2048,
+		  "sub-job of %u sectors, expected the documented 2048 (1 MiB)", stats.subjob_sectors);
+	cr_assert(stats.depth == KCOPYD_DEFAULT_DEPTH && stats.depth == 8, "depth %u, expected the documented 8",
+		  stats.depth);
+}
+
 Test(engine, budget_below_one_subjob_makes_subjobs_smaller)
 {
 	struct kcopyd_dev *src = memdev(2 * MiB, 2), *dst = memdev(2 * MiB, 0);
