@@ -153,6 +153,18 @@ new_loop() {
 	loop_devices+=("$loop_device")
 }
 
+# detach_loop DEV: losetup -d DEV now, and leave it off the exit's list:
+# once detached, the number may be another test's device.
+detach_loop() {
+	local kept=() loop
+
+	losetup -d "$1"
+	for loop in "${loop_devices[@]}"; do
+		[ "$loop" = "$1" ] || kept+=("$loop")
+	done
+	loop_devices=("${kept[@]}")
+}
+
 # nbd_export DIR [-r] NBDKIT-ARGS...: `nbdfuse [-r] DIR/disk --command nbdkit
 # -s --exit-with-parent [-r] NBDKIT-ARGS...` in the background, its stderr in
 # $work/nbdfuse.log, undone by the EXIT trap; waits (10 s at most) until

@@ -169,7 +169,7 @@ fi
 rmdir "$mnt/jobs/big"
 stop_daemon "$daemon_pid" "$mnt"
 # nbdkit writes its counts when it exits: let the slow source go.
-losetup -d "$src"
+detach_loop "$src"
 fusermount3 -u "$work/slow"
 wait "$slow_pid"
 read_total=$(read_mib slow)
@@ -233,34 +233,26 @@ fi
 # was written and not flushed, as a power loss does.  A checkpoint recorded
 # before its data was flushed would then leave a gap that resume skips, and
 # the final copy would differ from the source.
-# volatile_dest: (re)start the volatile destination, as $volatile.  The
-# first time on a loop device that losetup --find picks and attaches in one
-# step (other tests take loop devices at the same time); after that on the
-# same device again, which the job names (retried while the last one lets go).
+# volatile_dest: (re)start the volatile destination on a loop device that
+# losetup --find picks and attaches in one step, and point $volatile_link
+# at it.  Other tests take loop devices at the same time, so after a power
+# loss the device is not always the same one; the job names the link,
+# which follows it, as a udev by-id link follows a disk.
 volatile=
+volatile_link=$work/volatile.dev
 volatile_dest() {
 	nbd_export "$work/volatile" --filter=cache file "file=$work/volatile.img" cache=writeback || return 1
 	volatile_pid=$nbd_fuse_pid
-	if [ -z "$volatile" ]; then
-		volatile=$(losetup -f --show --direct-io=on "$work/volatile/disk") || return 1
-	else
-		# The killed daemon's descriptors may still hold the device for a
-		# moment after losetup -d (EBUSY): try again for up to 5 s.
-		local attached=0
-		for _ in $(seq 50); do
-			losetup --direct-io=on "$volatile" "$work/volatile/disk" 2>/dev/null && { attached=1; break; }
-			sleep 0.1
-		done
-		[ "$attached" = 1 ] || { echo "cannot attach $volatile again: $(losetup "$volatile" 2>&1)"; return 1; }
-	fi
-	loop_devices+=("$volatile")
+	new_loop "$work/volatile/disk" || return 1
+	volatile=$loop_device
+	ln -sfn "$volatile" "$volatile_link"
 }
 power=$work/power
 truncate -s "$SIZE" "$work/volatile.img"
 losses=0
 if volatile_dest && start "$power"; then
 	mkdir "$mnt/jobs/p"
-	echo "copy from=$src to=$volatile" >"$mnt/jobs/p/ctl"
+	echo "copy from=$src to=$volatile_link" >"$mnt/jobs/p/ctl"
 	lost=""
 	for loss in 1 2 3 4 5; do
 		sleep "0.$((RANDOM % 30 + 20))"
@@ -268,7 +260,7 @@ if volatile_dest && start "$power"; then
 		kill -KILL "$daemon_pid" "$(ps -o pid= --ppid "$volatile_pid" | head -n 1)" 2>/dev/null
 		wait "$daemon_pid" 2>/dev/null
 		losses=$((losses + 1))
-		losetup -d "$volatile"
+		detach_loop "$volatile"
 		fusermount3 -u -z "$work/volatile"
 		wait "$volatile_pid" 2>/dev/null
 		if ! volatile_dest || ! start "$power"; then
