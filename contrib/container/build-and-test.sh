@@ -33,8 +33,9 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-# shellcheck source=../../tests/report-lib.sh
-. "$top/tests/report-lib.sh"
+# Reporting (report-lib.sh) and is_mounted; sourcing it defines, runs nothing.
+# shellcheck source=../../tests/kcopydfs-lib.sh
+. "$top/tests/kcopydfs-lib.sh"
 
 save=
 logs=
@@ -153,7 +154,7 @@ fi
 containers=()
 shared_mounts=()
 
-cleanup() {
+cleanup_podman() {
 	local name mount_point
 	step ""
 	for name in "${containers[@]}"; do
@@ -163,7 +164,7 @@ cleanup() {
 	# Not podman system reset: it also removes the host's networks (/etc/containers/networks).
 	pm rmi -a -f >/dev/null 2>&1
 	for mount_point in "${shared_mounts[@]}"; do
-		awk -v dir="$mount_point" '$2 == dir' /proc/mounts | grep -q . && umount -l "$mount_point"
+		is_mounted "$mount_point" && umount -l "$mount_point"
 	done
 	# Whatever podman left mounted under its storage (overlay layers, shm), deepest first.
 	awk -v dir="$tmp/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount_point; do
@@ -174,23 +175,23 @@ cleanup() {
 	fi
 	rm -rf "$tmp"
 	for dir in "${podman_dirs[@]}"; do
-		awk -v dir="$dir" '$2 == dir' /proc/mounts | grep -q . && umount "$dir"
+		is_mounted "$dir" && umount "$dir"
 		rm -rf "$dir"
 	done
 	echo "time: total: $((SECONDS - started)) s"
 	echo "downloaded: about $((($(rx_bytes) - rx_start) / 1048576)) MiB (what this host received meanwhile)"
 }
-trap cleanup EXIT
+trap cleanup_podman EXIT
 trap 'exit 130' INT TERM
 # end / skip REASON: clean up first, so that the closing line is the last.
 end() {
 	trap - EXIT
-	cleanup
+	cleanup_podman
 	finish
 }
 skip() {
 	trap - EXIT
-	cleanup
+	cleanup_podman
 	skip_all "$@"
 }
 
@@ -280,9 +281,13 @@ wait_for() {
 	echo "      (gave up waiting for $what)"
 	return 1
 }
-# is_mounted DIR: is DIR a mount point of the host now?
-is_mounted() {
-	awk -v dir="$1" '$2 == dir { found = 1 } END { exit !found }' /proc/mounts
+# check_copy NAME SRC DST: DST holds SRC's bytes (cmp on the host).
+check_copy() {
+	if cmp -s "$2" "$3"; then
+		pass "$1: the copy's bytes are the source's (cmp on the host)"
+	else
+		fail "$1: the copy's bytes" "${3##*/} = ${2##*/}" "they differ"
+	fi
 }
 # stop_and_check NAME CHECK: podman stop (SIGTERM, the image's STOPSIGNAL); exit status 0.
 stop_and_check() {
@@ -326,11 +331,7 @@ state=$(pm exec "$name" sh -c 'mkdir /mnt/kcopyd/jobs/j &&
 	echo "copy from=/data/a.img to=/data/b.img" > /mnt/kcopyd/jobs/j/ctl &&
 	timeout 30 cat /mnt/kcopyd/jobs/j/wait' 2>&1)
 check_or_show "a copy written with podman exec: the job's state" "done" "$(sed -n 's/^state: //p' <<<"$state")" "$state"
-if cmp -s "$data/a.img" "$data/b.img"; then
-	pass "the copy's bytes are the source's (cmp on the host)"
-else
-	fail "the copy's bytes" "b.img = a.img" "they differ"
-fi
+check_copy "podman exec" "$data/a.img" "$data/b.img"
 stop_and_check "$name" "podman stop: the container's exit status (kcopydfs after SIGTERM)"
 
 # --- 4b. the daemon in a container, its mount shared with the host (A′) -----------------------
@@ -361,11 +362,7 @@ state=$({ mkdir "$mnt/jobs/j" &&
 	timeout 30 cat "$mnt/jobs/j/wait"; } 2>&1)
 check_or_show "a copy written on the host through the shared mount: the job's state" "done" \
 	"$(sed -n 's/^state: //p' <<<"$state")" "$state"
-if cmp -s "$srv/images/a.img" "$srv/images/b.img"; then
-	pass "the copy's bytes are the source's (cmp on the host)"
-else
-	fail "the copy's bytes" "b.img = a.img" "they differ"
-fi
+check_copy "shared mount" "$srv/images/a.img" "$srv/images/b.img"
 stop_and_check "$name" "podman stop: the container's exit status (kcopydfs after SIGTERM)"
 if is_mounted "$mnt"; then
 	fail "after podman stop, the host's mount" "gone (the unmount propagated)" "still mounted"
@@ -459,11 +456,7 @@ kill_pause
 cp "$rootless/out"/* "$log"/ 2>/dev/null
 check_or_show "rootless: a copy written with podman exec: the job's state" "done" \
 	"$(sed -n 's/^state: //p' "$log/rootless-wait.log" 2>/dev/null)" "$(cat "$log/rootless-run.log" "$log/rootless-wait.log" 2>/dev/null)"
-if cmp -s "$rootless/images/a.img" "$rootless/images/b.img"; then
-	pass "rootless: the copy's bytes are the source's (cmp on the host)"
-else
-	fail "rootless: the copy's bytes" "b.img = a.img" "they differ"
-fi
+check_copy "rootless" "$rootless/images/a.img" "$rootless/images/b.img"
 check_or_show "rootless: podman stop: the container's exit status (kcopydfs after SIGTERM)" 0 \
 	"$(cat "$log/rootless-status.log" 2>/dev/null)" "$(cat "$log/$name.log" 2>/dev/null)"
 
