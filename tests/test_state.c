@@ -43,7 +43,9 @@ TestSuite(state, .init = setup, .fini = teardown, .timeout = 30);
 
 static struct kfs_record sample(uint64_t id, const char *name)
 {
-	struct kfs_record record = { .id = id, .uid = 1000, .gid = 100, .sectors_total = 2048, .checkpoint = 1024 };
+	struct kfs_record record = { .id = id, .uid = 1000, .gid = 100, .sectors_total = 2048, .checkpoint = 1024,
+				     .identity_known = true, .caps = 0, .group_count = 2, .groups = { 100, 27 },
+				     .view = { .mnt_ns = 4026532001u, .root_dev = 2049, .root_ino = 2 } };
 
 	snprintf(record.name, sizeof(record.name), "%s", name);
 	strcpy(record.state, "running");
@@ -58,7 +60,11 @@ static void expect_same(const struct kfs_record *a, const struct kfs_record *b, 
 	cr_assert(a->id == b->id && strcmp(a->name, b->name) == 0 && a->uid == b->uid && a->gid == b->gid &&
 			  strcmp(a->state, b->state) == 0 && a->sectors_total == b->sectors_total &&
 			  a->checkpoint == b->checkpoint && strcmp(a->error, b->error) == 0 &&
-			  strcmp(a->description, b->description) == 0,
+			  strcmp(a->description, b->description) == 0 && a->identity_known == b->identity_known &&
+			  a->caps == b->caps && a->view.daemon == b->view.daemon && a->view.mnt_ns == b->view.mnt_ns &&
+			  a->view.root_dev == b->view.root_dev && a->view.root_ino == b->view.root_ino &&
+			  a->group_count == b->group_count &&
+			  memcmp(a->groups, b->groups, a->group_count * sizeof(gid_t)) == 0,
 		  "%s: record %" PRIu64 " '%s' came back as %" PRIu64 " '%s' (state %s/%s, checkpoint %" PRIu64
 		  "/%" PRIu64 ")",
 		  what, a->id, a->name, b->id, b->name, a->state, b->state, a->checkpoint, b->checkpoint);
@@ -84,9 +90,44 @@ Test(state, render_then_parse_gives_the_same_record)
 	int len = kfs_record_render(&record, text, KFS_RECORD_MAX);
 
 	cr_assert(len > 0, "render: %d", len);
-	cr_assert(strncmp(text, "kcopydfs-state 1\nid: 42\nname: backup\n", 36) == 0, "the text starts: %.60s", text);
+	cr_assert(strncmp(text, "kcopydfs-state 2\nid: 42\nname: backup\nowner: 1000:100\ngroups: 100 27\n"
+			  "caps: 0000000000000000\nview: mnt:4026532001 root:2049:2\n", 124) == 0,
+		  "the text starts: %.140s", text);
 	cr_assert_eq(kfs_record_parse(text, (size_t)len, &back, why, sizeof(why)), 0, "parse: %s", why);
 	expect_same(&record, &back, "round trip");
+
+	/* The daemon's view, no groups, a root owner's capabilities. */
+	record.view = (struct kfs_view){ .daemon = true };
+	record.group_count = 0;
+	record.caps = 0x1ffffffffffull;
+	len = kfs_record_render(&record, text, KFS_RECORD_MAX);
+	cr_assert(len > 0, "render: %d", len);
+	cr_assert(strstr(text, "\ngroups: -\ncaps: 000001ffffffffff\nview: daemon\n") != NULL, "the text: %s", text);
+	cr_assert_eq(kfs_record_parse(text, (size_t)len, &back, why, sizeof(why)), 0, "parse: %s", why);
+	expect_same(&record, &back, "round trip in the daemon's view");
+
+	/* A job restored from a version 1 record: its owner's identity is unknown, and stays so. */
+	record.identity_known = false;
+	record.view = (struct kfs_view){ 0 };
+	record.caps = 0;
+	len = kfs_record_render(&record, text, KFS_RECORD_MAX);
+	cr_assert(strstr(text, "\nview: unknown\n") != NULL, "the text: %s", text);
+	cr_assert_eq(kfs_record_parse(text, (size_t)len, &back, why, sizeof(why)), 0, "parse: %s", why);
+	expect_same(&record, &back, "round trip of an unknown identity");
+}
+
+Test(state, a_version_1_record_parses_without_the_owners_identity)
+{
+	struct kfs_record back;
+	char why[256] = "";
+	size_t len = signed_text("kcopydfs-state 1\nid: 3\nname: a\nowner: 1000:100\nstate: running\ntotal: 8\n"
+				 "checkpoint: 4\nerror: none\ndescription: zero to=/a\n",
+				 text, KFS_RECORD_MAX);
+
+	cr_assert_eq(kfs_record_parse(text, len, &back, why, sizeof(why)), 0, "parse: %s", why);
+	cr_assert(!back.identity_known && back.uid == 1000 && back.checkpoint == 4,
+		  "identity_known %d uid %u checkpoint %" PRIu64, back.identity_known, (unsigned int)back.uid,
+		  back.checkpoint);
 }
 
 Test(state, render_refuses_what_would_not_read_back)
@@ -141,7 +182,15 @@ Test(state, well_signed_but_wrong_content_is_refused_with_its_reason)
 		const char *body;
 		const char *reason;
 	} cases[] = {
-		{ "kcopydfs-state 2\nid: 1\n", "bad first line" },
+		{ "kcopydfs-state 3\nid: 1\n", "bad first line" },
+		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\nstate: done\ntotal: 8\ncheckpoint: 8\nerror: none\n"
+		  "description: zero to=/a\n", "expected 'groups" },
+		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\ngroups: 1 x\ncaps: 0000000000000000\nview: daemon\n"
+		  "state: done\ntotal: 8\ncheckpoint: 8\nerror: none\ndescription: zero to=/a\n", "groups:" },
+		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\ngroups: -\ncaps: -000000000000001\nview: daemon\n"
+		  "state: done\ntotal: 8\ncheckpoint: 8\nerror: none\ndescription: zero to=/a\n", "caps:" },
+		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\ngroups: -\ncaps: 0000000000000000\nview: mnt:1\n"
+		  "state: done\ntotal: 8\ncheckpoint: 8\nerror: none\ndescription: zero to=/a\n", "view:" },
 		{ "kcopydfs-state 1\nid: 0\nname: a\nowner: 0:0\nstate: done\ntotal: 8\ncheckpoint: 8\nerror: none\n"
 		  "description: zero to=/a\n", "id:" },
 		{ "kcopydfs-state 1\nid: 3\nname: a b\nowner: 0:0\nstate: done\ntotal: 8\ncheckpoint: 8\n"

@@ -16,9 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <linux/capability.h>
-#include <linux/openat2.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,6 +91,7 @@ struct kfs_job {
 	char *rejected;			/* the last refused write to ctl, NULL for none */
 
 	/* Set when started. */
+	struct kfs_owner *owner;	/* who its regions are opened as (sized to its groups) */
 	char *description;		/* canonical, with its newline */
 	struct kfs_run *run;		/* while starting, queued or running */
 	uint64_t sectors_total;
@@ -142,15 +140,7 @@ struct kfs_service {
 	unsigned int max_objects;	/* jobs that may exist in any state */
 	char *mountpoint;
 	dev_t mount_dev;
-	bool switch_identity;		/* running as root: open regions as the caller */
-	bool root_overrides_modes;	/* with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH */
-	uid_t own_uid;			/* the daemon's effective identity, which regions are opened as between jobs */
-	gid_t own_gid;
-	gid_t own_groups[KFS_MAX_GROUPS];
-	int own_group_count;
-	struct stat own_mount_ns;	/* the daemon's mount namespace and root, to tell a writer's view from ours */
-	struct stat own_root;
-	bool own_view_known;		/* both stats above succeeded */
+	struct kfs_opener *opener;	/* opens regions as their owners (regions.h); read-only after create */
 
 	pthread_mutex_t claims_lock;	/* the claims list; taken after ->lock, never before */
 	struct claim *claims;
@@ -268,20 +258,10 @@ int kfs_name_valid(const char *name)
 static void on_start(void *context);
 static int state_start(struct kfs_service *svc, const struct kfs_config *config);
 
-/* Is @cap in the daemon's effective set? */
-static bool has_capability(unsigned int cap)
-{
-	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-
-	if (syscall(SYS_capget, &header, data) < 0)
-		return false;
-	return data[CAP_TO_INDEX(cap)].effective & CAP_TO_MASK(cap);
-}
-
 int kfs_groups_matter(struct kfs_service *svc, uid_t uid)
 {
-	return !(uid == 0 && svc->root_overrides_modes);
+	/* A root writer's groups come with its capabilities, from its status (kfs_owner_of_writer()). */
+	return !(uid == 0 && kfs_opener_overrides_modes(svc->opener));
 }
 
 int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change, void *context,
@@ -300,20 +280,14 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->max_objects = svc->max_jobs > MAX_JOB_OBJECTS ? svc->max_jobs : MAX_JOB_OBJECTS;
 	svc->mount_dev = config->mount_dev;
 	svc->next_id = 1;
-	svc->switch_identity = geteuid() == 0;
-	svc->root_overrides_modes = svc->switch_identity && has_capability(CAP_DAC_OVERRIDE) &&
-				    has_capability(CAP_DAC_READ_SEARCH);
-	svc->own_uid = geteuid();
-	svc->own_gid = getegid();
-	svc->own_group_count = getgroups(KFS_MAX_GROUPS, svc->own_groups);
-	if (svc->own_group_count < 0)
-		svc->own_group_count = 0;
-	svc->own_view_known = stat("/proc/self/ns/mnt", &svc->own_mount_ns) == 0 && stat("/", &svc->own_root) == 0;
+	r = kfs_opener_create(&svc->opener);
+	if (r < 0)
+		goto err_free_svc;
 	if (config->mountpoint) {
 		svc->mountpoint = strdup(config->mountpoint);
 		if (!svc->mountpoint) {
 			r = -ENOMEM;
-			goto err_free_svc;
+			goto err_destroy_opener;
 		}
 	}
 	pthread_mutex_init(&svc->lock, NULL);
@@ -341,6 +315,8 @@ err_destroy_lock:
 	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc->mountpoint);
+err_destroy_opener:
+	kfs_opener_destroy(svc->opener);
 err_free_svc:
 	free(svc);
 	return r;
@@ -438,6 +414,7 @@ static void run_free(struct kfs_run *run)
 static void job_free(struct kfs_job *job)
 {
 	run_free(job->run);
+	free(job->owner);
 	free(job->error);
 	free(job->rejected);
 	free(job->description);
@@ -530,6 +507,7 @@ void kfs_service_destroy(struct kfs_service *svc)
 	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc->mountpoint);
+	kfs_opener_destroy(svc->opener);
 	free(svc);
 }
 
@@ -833,6 +811,13 @@ static bool job_record_locked(const struct kfs_job *job, struct kfs_record *reco
 	snprintf(record->name, sizeof(record->name), "%s", job->name);
 	record->uid = job->uid;
 	record->gid = job->gid;
+	if (job->owner) {
+		record->identity_known = true;
+		record->caps = job->owner->caps;
+		record->view = job->owner->view;
+		record->group_count = job->owner->group_count;
+		memcpy(record->groups, job->owner->groups, job->owner->group_count * sizeof(gid_t));
+	}
 	snprintf(record->state, sizeof(record->state), "%s",
 		 job->stopped_by_shutdown && job->state == KFS_CANCELLED ? "interrupted" : kfs_state_name(job->state));
 	record->sectors_total = job->sectors_total;
@@ -1002,6 +987,19 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 		if (job) {
 			job->uid = record->uid;
 			job->gid = record->gid;
+			if (record->identity_known) {
+				/* Kept sized to its groups, as a started job keeps it. */
+				job->owner = malloc(offsetof(struct kfs_owner, groups) +
+						    record->group_count * sizeof(gid_t));
+				if (job->owner) {
+					job->owner->uid = record->uid;
+					job->owner->gid = record->gid;
+					job->owner->caps = record->caps;
+					job->owner->view = record->view;
+					job->owner->group_count = record->group_count;
+					memcpy(job->owner->groups, record->groups, record->group_count * sizeof(gid_t));
+				}
+			}
 			job->sectors_total = record->sectors_total;
 			job->durable = job->resume_base = record->checkpoint;
 			if (asprintf(&job->description, "%s\n", record->description) < 0)
@@ -1064,74 +1062,20 @@ static int state_start(struct kfs_service *svc, const struct kfs_config *config)
 /* Starting a job                                                      */
 /* ------------------------------------------------------------------ */
 
-/* What become() changed, for become_self() to change back. */
-enum {
-	BECAME_GROUPS = 1,
-	BECAME_GID = 2,
-	BECAME_UID = 4,
-};
-
-static void become_self(struct kfs_service *svc, unsigned int changed)
+/* The bytes of @owner that matter: its groups end it. */
+static size_t owner_size(const struct kfs_owner *owner)
 {
-	if (changed & BECAME_UID)
-		syscall(SYS_setfsuid, svc->own_uid);
-	if (changed & BECAME_GID)
-		syscall(SYS_setfsgid, svc->own_gid);
-	if (changed & BECAME_GROUPS)
-		syscall(SYS_setgroups, (size_t)svc->own_group_count, svc->own_groups);
+	return offsetof(struct kfs_owner, groups) + owner->group_count * sizeof(gid_t);
 }
 
-/*
- * Take on the identity of the writer for the open(2)s of its regions,
- * changing only what differs from the daemon's own (nothing, for a writer
- * that is the daemon's user, group and groups).  setfsuid and friends
- * through syscall(2): glibc's setgroups() would change every thread of the
- * daemon, the raw system calls change only this one.
- *
- * Each change is checked, and a failed one undoes the others: a daemon
- * without CAP_SETUID or CAP_SETGID (a container started with --cap-drop),
- * or in a user namespace whose /proc/PID/setgroups is "deny", would
- * otherwise open the regions as itself, for anybody.  setfsuid(2) and
- * setfsgid(2) report no error; asking again with -1, which never
- * succeeds, returns the id now in force.
- * Return: 0 with *@changed set for become_self(), or -errno (nothing is changed then).
- */
-static int become(struct kfs_service *svc, const struct kfs_cred *cred, unsigned int *changed)
+/* A copy of @owner sized to its groups, for the job to keep; NULL without memory. */
+static struct kfs_owner *owner_dup(const struct kfs_owner *owner)
 {
-	int r;
+	struct kfs_owner *copy = malloc(owner_size(owner));
 
-	*changed = 0;
-	if (!svc->switch_identity)
-		return 0;
-	if (!cred->groups_irrelevant &&
-	    (cred->group_count != (unsigned int)svc->own_group_count ||
-	     memcmp(cred->groups, svc->own_groups, cred->group_count * sizeof(gid_t)) != 0)) {
-		if (syscall(SYS_setgroups, (size_t)cred->group_count, cred->groups) < 0)
-			return -errno;
-		*changed |= BECAME_GROUPS;
-	}
-	if (cred->gid != svc->own_gid) {
-		syscall(SYS_setfsgid, cred->gid);
-		*changed |= BECAME_GID;
-		if ((gid_t)syscall(SYS_setfsgid, (gid_t)-1) != cred->gid) {
-			r = -EPERM;
-			goto err_become_self;
-		}
-	}
-	if (cred->uid != svc->own_uid) {
-		syscall(SYS_setfsuid, cred->uid);
-		*changed |= BECAME_UID;
-		if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != cred->uid) {
-			r = -EPERM;
-			goto err_become_self;
-		}
-	}
-	return 0;
-
-err_become_self:
-	become_self(svc, *changed);
-	*changed = 0;
-	return r;
+	if (copy)
+		memcpy(copy, owner, owner_size(owner));
+	return copy;
 }
 
 static bool path_on_mount(const struct kfs_service *svc, const char *path)
@@ -1156,81 +1100,12 @@ static bool run_holds_claim(const struct kfs_run *run, dev_t rdev)
 	return false;
 }
 
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
-}
-
 /*
- * The root that @pid's paths are resolved from, opened as the daemon.  A
- * writer in another mount namespace or under another root (a container
- * given the mount with a bind mount) names its regions as it sees them, so
- * they are opened from its root, /proc/PID/root, with RESOLVE_IN_ROOT: no
- * path and no symbolic link leads out of it to the daemon's files.  A
- * writer that sees what the daemon sees gets a plain open(2); so does one
- * the daemon cannot see (pid 0: it is not in the daemon's pid namespace),
- * whose paths are then the daemon's own, and so does every writer of a
- * daemon with no /proc.  A root daemon that cannot open the root of a
- * writer it can see (it has gone, killed in its write) refuses the job
- * rather than read the paths as its own.
- * Return: 0 with *@root_fd an O_PATH descriptor of the writer's root, or
- * -1 for the daemon's view; or -errno.
- */
-static int writer_root(const struct kfs_service *svc, pid_t pid, int *root_fd)
-{
-	char path[64], mount_ns_path[64];
-	struct stat mount_ns, root;
-	int fd;
-
-	*root_fd = -1;
-	if (pid <= 0)
-		return 0;
-	/*
-	 * Every job's write comes this way: a writer that sees what the
-	 * daemon sees (the common case) costs two stats, and only a view known
-	 * to be ours is left out: when in doubt, the writer's root.
-	 */
-	snprintf(mount_ns_path, sizeof(mount_ns_path), "/proc/%d/ns/mnt", (int)pid);
-	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
-	if (svc->own_view_known && stat(mount_ns_path, &mount_ns) == 0 && stat(path, &root) == 0 &&
-	    same_file(&mount_ns, &svc->own_mount_ns) && same_file(&root, &svc->own_root))
-		return 0;
-	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)	/* without /proc at all, nothing can be known of any writer: as before, the daemon's view */
-		return svc->switch_identity && svc->own_view_known ? -errno : 0;
-	*root_fd = fd;
-	return 0;
-}
-
-/*
- * Open one region's file, as the caller has become the writer: the source
- * read-only, a destination read-write; from @root_fd (see writer_root()),
- * or as the daemon sees the path when it is -1.  O_NONBLOCK keeps a FIFO
- * from hanging the open.  Return: the fd, or -errno (-EDEADLK for a path
- * on the mount, which is not opened).
- */
-static int open_region_file(const struct kfs_service *svc, int root_fd, const char *path, bool writable)
-{
-	struct open_how how = {
-		.flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-	};
-	int fd;
-
-	if (path_on_mount(svc, path))
-		return -EDEADLK;
-	if (root_fd >= 0)
-		fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
-	else
-		fd = open(path, (int)how.flags);
-	return fd < 0 ? -errno : fd;
-}
-
-/*
- * Make a device of what open_region_file() gave (@fd, or -errno), as the
- * daemon itself: check what it is, and claim a destination block device
- * (so a mounted one is refused with EBUSY).  On failure @fd is closed and
- * @why says which region and what.
+ * Make a device of what kfs_open_as() gave (@fd, or -errno), as the daemon
+ * itself: check what it is (a block device, or a regular file that is
+ * storage, not a file of /proc or /sys), and claim a destination block
+ * device (so a mounted one is refused with EBUSY).  On failure @fd is
+ * closed and @why says which region and what.
  */
 static int settle_region(struct kfs_service *svc, struct kfs_run *run, const char *key, const char *path,
 			 bool writable, int fd, struct kcopyd_dev **dev, char *why, size_t why_len)
@@ -1262,6 +1137,14 @@ static int settle_region(struct kfs_service *svc, struct kfs_run *run, const cha
 		set_text(why, why_len, "%s=%s: neither a block device nor a regular file", key, path);
 		return -EINVAL;
 	}
+	if (S_ISREG(st.st_mode) && (r = kfs_region_is_storage(fd)) <= 0) {
+		close(fd);
+		if (r == 0)
+			r = -EINVAL;
+		set_text(why, why_len, "%s=%s: %s", key, path,
+			 r == -EINVAL ? "is on a pseudo filesystem (proc, sysfs, ...), not storage" : strerror(-r));
+		return r;
+	}
 	if (writable && S_ISBLK(st.st_mode) && !run_holds_claim(run, st.st_rdev)) {
 		r = claim_get(svc, st.st_rdev, fd);
 		if (r < 0) {
@@ -1287,46 +1170,48 @@ static uint64_t rest_of_device(const struct kcopyd_dev *dev, uint64_t sector)
 }
 
 /*
- * Open every region of @spec as @cred into @run, settle the counts, check
- * the job as the engine will, and render its canonical description into
- * *@canonical (malloc'd).  Runs without svc->lock: the run is not yet the
- * job's, so no other thread sees it.  The paths move from @spec to @run.
+ * Open every region of @spec as @owner (from @root_fd, -1 for the daemon's
+ * view) into @run, settle the counts, check the job as the engine will,
+ * and render its canonical description into *@canonical (malloc'd).  Runs
+ * without svc->lock: the run is not yet the job's, so no other thread sees
+ * it.  The paths move from @spec to @run.
  */
 static int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *spec,
-		       const struct kfs_cred *cred, struct io_region *from, struct io_region *dests,
+		       const struct kfs_owner *owner, int root_fd, struct io_region *from, struct io_region *dests,
 		       char **canonical, char *why, size_t why_len)
 {
 	char description[JOBSPEC_MAX_CANONICAL];
+	const char *paths[KCOPYD_MAX_REGIONS + 1];
+	bool writable[KCOPYD_MAX_REGIONS + 1];
 	int fds[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests; an fd or -errno */
-	unsigned int index;
-	unsigned int switched;
-	int root_fd, r;
+	int opened[KCOPYD_MAX_REGIONS + 1];	/* what kfs_open_as() gave, in the order of paths[] */
+	int slot[KCOPYD_MAX_REGIONS + 1];	/* the region's place in paths[], or -1 if not opened */
+	unsigned int index, count = 0;
+	int r;
 
 	/*
-	 * Every region is opened as the writer in one switch of identity; what
-	 * follows works on the descriptors and needs none (a claim is taken as
-	 * the daemon).  Failures are reported in the order of the regions.
+	 * Every region is opened as the owner at once (one helper process for
+	 * the job); what follows works on the descriptors (a claim is taken
+	 * as the daemon).  A path on the mount itself is not opened at all.
+	 * Failures are reported in the order of the regions.
 	 */
-	r = writer_root(svc, cred->pid, &root_fd);
-	if (r < 0) {
-		set_text(why, why_len, "cannot find the writer's root (process %d): %s", (int)cred->pid,
-			 strerror(-r));
-		return r;
+	for (index = 0; index <= spec->num_dests; index++) {
+		const char *path = index == 0 ? spec->from.path : spec->dests[index - 1].path;
+
+		fds[index] = index == 0 && spec->op != JOBSPEC_COPY ? -EBADF : -EDEADLK;
+		slot[index] = -1;
+		if (fds[index] == -EDEADLK && !path_on_mount(svc, path)) {
+			slot[index] = (int)count;
+			paths[count] = path;
+			writable[count++] = index > 0;
+		}
 	}
-	r = become(svc, cred, &switched);
-	if (r < 0) {
-		if (root_fd >= 0)
-			close(root_fd);
-		set_text(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)cred->uid,
-			 (unsigned int)cred->gid, strerror(-r));
+	r = kfs_open_as(svc->opener, owner, root_fd, count, paths, writable, opened, why, why_len);
+	if (r < 0)
 		return r;
-	}
-	fds[0] = spec->op == JOBSPEC_COPY ? open_region_file(svc, root_fd, spec->from.path, false) : -EBADF;
-	for (index = 0; index < spec->num_dests; index++)
-		fds[1 + index] = open_region_file(svc, root_fd, spec->dests[index].path, true);
-	become_self(svc, switched);
-	if (root_fd >= 0)
-		close(root_fd);
+	for (index = 0; index <= spec->num_dests; index++)
+		if (slot[index] >= 0)
+			fds[index] = opened[slot[index]];
 
 	if (spec->op == JOBSPEC_COPY) {
 		r = settle_region(svc, run, "from", spec->from.path, false, fds[0], &run->devs[0], why, why_len);
@@ -1619,12 +1504,26 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 {
 	struct io_region from = { 0 }, dests[KCOPYD_MAX_REGIONS];
 	char why[KFS_ERROR_MAX], *canonical = NULL, *recorded = NULL;
+	struct kfs_owner owner, *kept_owner = NULL;
 	struct kfs_run *run = NULL;
 	struct jobspec spec;
 	struct kfs_job *job;
 	bool is_copy, resuming;
 	uint64_t resume_from = 0;
-	int r;
+	int root_fd = -1, r;
+
+	/*
+	 * Only the owner writes to a job's ctl: a descriptor passed to another
+	 * process, or root writing to a job somebody made under a name it
+	 * expected, must not lend one's rights to the other.  The job is left
+	 * as it was.  (Its owner never changes, so one look is enough.)
+	 */
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	r = !job ? -ENOENT : job->uid != cred->uid ? -EPERM : 0;
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0)
+		return r;
 
 	if (is_word(text, len, "cancel"))
 		return job_cancel(svc, id);
@@ -1635,9 +1534,17 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
 	r = job ? job_startable_locked(svc, job, resuming, why, sizeof(why)) : -ENOENT;
-	if (r == 0 && resuming && !(recorded = strdup(job->description))) {
-		r = -ENOMEM;
-		set_text(why, sizeof(why), "out of memory");
+	if (r == 0 && resuming && !job->owner) {
+		r = -ESTALE;
+		set_text(why, sizeof(why), "job %s was recorded without its owner's groups and view (by an older "
+			 "kcopydfs): write the description again", job->name);
+	} else if (r == 0 && resuming) {
+		/* A resume opens the regions as the owner recorded at the start, never as its writer. */
+		memcpy(&owner, job->owner, owner_size(job->owner));
+		if (!(recorded = strdup(job->description))) {
+			r = -ENOMEM;
+			set_text(why, sizeof(why), "out of memory");
+		}
 	}
 	pthread_mutex_unlock(&svc->lock);
 	if (r == 0 && resuming)
@@ -1670,11 +1577,18 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 
 	/* The job cannot be removed while starting, so it is safe to use unlocked. */
 	is_copy = spec.op == JOBSPEC_COPY;
-	run = run_alloc(svc, job, spec.num_dests);
-	if (run)
-		r = prepare_job(svc, run, &spec, cred, &from, dests, &canonical, why, sizeof(why));
+	if (resuming)
+		r = kfs_owner_root(svc->opener, &owner, cred, &root_fd, why, sizeof(why));
 	else
+		r = kfs_owner_of_writer(svc->opener, cred, &owner, &root_fd, why, sizeof(why));
+	if (r == 0 && !resuming && !(kept_owner = owner_dup(&owner)))
 		r = -ENOMEM;
+	if (r == 0 && !(run = run_alloc(svc, job, spec.num_dests)))
+		r = -ENOMEM;
+	if (r == 0)
+		r = prepare_job(svc, run, &spec, &owner, root_fd, &from, dests, &canonical, why, sizeof(why));
+	if (root_fd >= 0)
+		close(root_fd);
 	if (r == -ENOMEM)
 		set_text(why, sizeof(why), "out of memory");
 
@@ -1702,6 +1616,8 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 			job->resume_base = resume_from;
 		} else {
 			job->description = canonical;
+			job->owner = kept_owner;
+			kept_owner = NULL;
 			job->sectors_total = dests[0].count;
 		}
 		job->queued_ns = clock_ns(CLOCK_MONOTONIC);
@@ -1717,6 +1633,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	}
 	pthread_mutex_unlock(&svc->lock);
 	jobspec_free(&spec);
+	free(kept_owner);
 	if (r < 0) {
 		run_free(run);
 		free(canonical);

@@ -16,10 +16,10 @@
 #include <sys/types.h>
 
 #include "kcopyd.h"
+#include "kcopydfs/regions.h"
 
 #define KFS_NAME_MAX 64
 #define KFS_ERROR_MAX 1024
-#define KFS_MAX_GROUPS 256
 
 enum kfs_state {
 	KFS_IDLE,
@@ -34,16 +34,6 @@ enum kfs_state {
 	 * Not final: "resume" written to ctl finishes it from its checkpoint.
 	 */
 	KFS_INTERRUPTED,
-};
-
-/* The identity a job description is written with; regions are opened as it. */
-struct kfs_cred {
-	uid_t uid;
-	gid_t gid;
-	pid_t pid;			/* the writer, in the daemon's pid namespace; 0 if unknown (see writer_root()) */
-	bool groups_irrelevant;		/* see kfs_groups_matter(); then the groups are not read */
-	unsigned int group_count;
-	gid_t groups[KFS_MAX_GROUPS];
 };
 
 /* Everything the front end shows of a job, copied out under the lock. */
@@ -143,9 +133,13 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
 /*
  * kfs_job_ctl() - a write to the job's ctl file: a job description (starts
  * an idle job), "cancel", or "resume" (finishes an interrupted job from its
- * checkpoint).  Regions are opened as @cred.
+ * checkpoint).  Only the job's owner may write (-EPERM for anyone else,
+ * root included, and the job is not touched).  A description's regions are
+ * opened as @cred, with exactly its rights (regions.h); a resume opens
+ * them as the owner recorded when the job started, in that owner's view
+ * (-ESTALE when @cred cannot show that view).
  * Return: 0; or -errno, with the reason kept as the job's "rejected" line
- * (and its error line while idle): -EINVAL, -E2BIG, -ENOENT, -EACCES,
+ * (and its error line while idle): -EPERM, -ESTALE, -EINVAL, -E2BIG, -ENOENT, -EACCES,
  * -ERANGE, -EBUSY (already started, or a device in use), -EAGAIN (job
  * limit), -EDEADLK (a region on the kcopydfs mount), -ESHUTDOWN.
  */

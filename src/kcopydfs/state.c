@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +21,8 @@
 
 #include "kcopydfs/state.h"
 
-#define HEADER "kcopydfs-state 1\n"
+#define HEADER "kcopydfs-state 2\n"
+#define HEADER_V1 "kcopydfs-state 1\n"	/* without groups, caps and view */
 #define SUM_KEY "sum: "
 #define SUM_DIGITS 16
 #define RECORD_SUFFIX ".job"
@@ -60,25 +62,65 @@ static bool one_line(const char *text)
 	return strchr(text, '\n') == NULL;
 }
 
+/* The groups line's value: the ids separated by spaces, "-" for none.  Return: its length, or -ENOSPC. */
+static int render_groups(const struct kfs_record *record, char *buf, size_t len)
+{
+	size_t used = 0;
+	unsigned int index;
+	int r;
+
+	if (record->group_count == 0)
+		return snprintf(buf, len, "-");
+	for (index = 0; index < record->group_count; index++) {
+		r = snprintf(buf + used, len - used, "%s%u", index ? " " : "", (unsigned int)record->groups[index]);
+		if (r < 0 || (size_t)r >= len - used)
+			return -ENOSPC;
+		used += (size_t)r;
+	}
+	return (int)used;
+}
+
+/* The view line's value ("unknown" for a job restored from a version 1 record). */
+static void render_view(const struct kfs_record *record, char *buf, size_t len)
+{
+	const struct kfs_view *view = &record->view;
+
+	if (!record->identity_known)
+		snprintf(buf, len, "unknown");
+	else if (view->daemon)
+		snprintf(buf, len, "daemon");
+	else
+		snprintf(buf, len, "mnt:%" PRIu64 " root:%" PRIu64 ":%" PRIu64, view->mnt_ns, view->root_dev,
+			 view->root_ino);
+}
+
 int kfs_record_render(const struct kfs_record *record, char *buf, size_t len)
 {
+	char groups[KFS_MAX_GROUPS * 11 + 2], view[96];
 	int body, total;
 
 	if (!kfs_name_valid(record->name) || !one_line(record->state) || !one_line(record->error) ||
-	    !one_line(record->description) || record->state[0] == '\0')
+	    !one_line(record->description) || record->state[0] == '\0' || record->group_count > KFS_MAX_GROUPS)
 		return -EINVAL;
+	if (render_groups(record, groups, sizeof(groups)) < 0)
+		return -EINVAL;
+	render_view(record, view, sizeof(view));
 	body = snprintf(buf, len,
 			HEADER
 			"id: %" PRIu64 "\n"
 			"name: %s\n"
 			"owner: %u:%u\n"
+			"groups: %s\n"
+			"caps: %016" PRIx64 "\n"
+			"view: %s\n"
 			"state: %s\n"
 			"total: %" PRIu64 "\n"
 			"checkpoint: %" PRIu64 "\n"
 			"error: %s\n"
 			"description: %s\n",
-			record->id, record->name, (unsigned int)record->uid, (unsigned int)record->gid, record->state,
-			record->sectors_total, record->checkpoint, record->error, record->description);
+			record->id, record->name, (unsigned int)record->uid, (unsigned int)record->gid, groups,
+			record->caps, view, record->state, record->sectors_total, record->checkpoint, record->error,
+			record->description);
 	if (body < 0 || (size_t)body >= len)
 		goto too_small;
 	total = body + snprintf(buf + body, len - (size_t)body, SUM_KEY "%016" PRIx64 "\n",
@@ -122,17 +164,69 @@ static bool copy_value(char *out, size_t size, const char *text, size_t len)
 	return true;
 }
 
+/* The groups line's value into @record.  Return: true if it is "-" or up to KFS_MAX_GROUPS ids. */
+static bool parse_groups(const char *value, size_t len, struct kfs_record *record)
+{
+	const char *end = value + len;
+
+	record->group_count = 0;
+	if (len == 1 && value[0] == '-')
+		return true;
+	while (value < end) {
+		const char *space = memchr(value, ' ', (size_t)(end - value));
+		size_t id_len = space ? (size_t)(space - value) : (size_t)(end - value);
+		uint64_t id;
+
+		if (!parse_u64(value, id_len, &id) || id > UINT32_MAX - 1 || record->group_count == KFS_MAX_GROUPS)
+			return false;
+		record->groups[record->group_count++] = (gid_t)id;
+		value += id_len + (space ? 1 : 0);
+		if (space && value == end)
+			return false;	/* a trailing space */
+	}
+	return record->group_count > 0;
+}
+
+/* "daemon", "mnt:INO root:DEV:INO", or "unknown" (then the owner's identity is not known). */
+static bool parse_view(const char *value, size_t len, struct kfs_record *record)
+{
+	struct kfs_view *view = &record->view;
+	char text[96], tail;
+	unsigned long long mnt_ns, root_dev, root_ino;
+
+	memset(view, 0, sizeof(*view));
+	if (len == 7 && memcmp(value, "unknown", 7) == 0) {
+		record->identity_known = false;
+		return true;
+	}
+	if (len == 6 && memcmp(value, "daemon", 6) == 0) {
+		view->daemon = true;
+		return true;
+	}
+	if (!copy_value(text, sizeof(text), value, len) ||
+	    sscanf(text, "mnt:%llu root:%llu:%llu%c", &mnt_ns, &root_dev, &root_ino, &tail) != 3 ||
+	    text[4] < '0' || text[4] > '9')
+		return false;
+	view->mnt_ns = mnt_ns;
+	view->root_dev = root_dev;
+	view->root_ino = root_ino;
+	return true;
+}
+
 int kfs_record_parse(const char *text, size_t len, struct kfs_record *record, char *why, size_t why_len)
 {
-	static const char *const keys[] = { "id", "name", "owner", "state", "total", "checkpoint", "error",
-					    "description" };
+	static const char *const keys[] = { "id", "name", "owner", "groups", "caps", "view", "state", "total",
+					    "checkpoint", "error", "description" };
 	const char *pos, *end = text + len, *sum_line;
 	uint64_t stored_sum, owner_uid, owner_gid;
-	unsigned int key_index;
+	unsigned int key_index, line = 2;
+	bool version_1;
 
 	memset(record, 0, sizeof(*record));
-	if (len < sizeof(HEADER) - 1 || memcmp(text, HEADER, sizeof(HEADER) - 1) != 0)
-		return refuse(why, why_len, "not a kcopydfs-state 1 record (bad first line)");
+	version_1 = len >= sizeof(HEADER_V1) - 1 && memcmp(text, HEADER_V1, sizeof(HEADER_V1) - 1) == 0;
+	if (!version_1 && (len < sizeof(HEADER) - 1 || memcmp(text, HEADER, sizeof(HEADER) - 1) != 0))
+		return refuse(why, why_len, "not a kcopydfs-state 1 or 2 record (bad first line)");
+	record->identity_known = !version_1;
 	if (memchr(text, '\0', len))
 		return refuse(why, why_len, "holds a NUL byte");
 	/* The checksum line is the last line, and covers everything before it. */
@@ -156,14 +250,18 @@ int kfs_record_parse(const char *text, size_t len, struct kfs_record *record, ch
 
 	pos = text + sizeof(HEADER) - 1;
 	for (key_index = 0; key_index < sizeof(keys) / sizeof(keys[0]); key_index++) {
-		const char *line_end = memchr(pos, '\n', (size_t)(sum_line - pos));
+		const char *line_end;
 		size_t key_len = strlen(keys[key_index]);
 		const char *value;
 		size_t value_len;
 
+		if (version_1 && key_index >= 3 && key_index <= 5)
+			continue;	/* groups, caps and view came with version 2 */
+		line_end = memchr(pos, '\n', (size_t)(sum_line - pos));
+
 		if (!line_end || (size_t)(line_end - pos) < key_len + 2 || memcmp(pos, keys[key_index], key_len) != 0 ||
 		    pos[key_len] != ':' || pos[key_len + 1] != ' ')
-			return refuse(why, why_len, "line %u: expected '%s: ...'", key_index + 2, keys[key_index]);
+			return refuse(why, why_len, "line %u: expected '%s: ...'", line, keys[key_index]);
 		value = pos + key_len + 2;
 		value_len = (size_t)(line_end - value);
 		switch (key_index) {
@@ -188,28 +286,49 @@ int kfs_record_parse(const char *text, size_t len, struct kfs_record *record, ch
 			break;
 		}
 		case 3:
+			if (!parse_groups(value, value_len, record))
+				return refuse(why, why_len, "groups: not '-' or up to %u group ids", KFS_MAX_GROUPS);
+			break;
+		case 4: {
+			size_t digit;
+
+			record->caps = 0;
+			for (digit = 0; digit < value_len && isxdigit((unsigned char)value[digit]); digit++)
+				record->caps = record->caps << 4 |
+					       (uint64_t)(isdigit((unsigned char)value[digit]) ? value[digit] - '0'
+											   : (value[digit] | 0x20) - 'a' + 10);
+			if (value_len != 16 || digit != 16)
+				return refuse(why, why_len, "caps: not 16 hex digits");
+			break;
+		}
+		case 5:
+			if (!parse_view(value, value_len, record))
+				return refuse(why, why_len, "view: not 'daemon', 'unknown' or 'mnt:INO root:DEV:INO'");
+			break;
+		case 6:
 			if (value_len == 0 || !copy_value(record->state, sizeof(record->state), value, value_len))
 				return refuse(why, why_len, "state: not a state name");
 			break;
-		case 4:
+		case 7:
 			if (!parse_u64(value, value_len, &record->sectors_total))
 				return refuse(why, why_len, "total: not a number of sectors");
 			break;
-		case 5:
+		case 8:
 			if (!parse_u64(value, value_len, &record->checkpoint) ||
 			    record->checkpoint > record->sectors_total)
 				return refuse(why, why_len, "checkpoint: not a number of sectors up to the total");
 			break;
-		case 6:
+		case 9:
 			if (!copy_value(record->error, sizeof(record->error), value, value_len))
 				return refuse(why, why_len, "error: too long");
 			break;
-		case 7:
+		case 10:
 			if (!copy_value(record->description, sizeof(record->description), value, value_len))
 				return refuse(why, why_len, "description: too long");
 			break;
 		}
 		pos = line_end + 1;
+		line++;
 	}
 	if (pos != sum_line)
 		return refuse(why, why_len, "an unknown line before the checksum");

@@ -11,13 +11,23 @@
  * with a checksum of everything before it, so a file damaged some other way
  * (truncated, edited, bit rot) is recognised and refused with a reason.
  *
+ * groups, caps and view are who the job's regions are opened as (see
+ * regions.h): a resume opens them as that owner, in that view ("daemon",
+ * or "mnt:INO root:DEV:INO" for another mount namespace and root).  A
+ * version 1 record (written before they were recorded) parses without
+ * them, and its job cannot be resumed; its job's later records say
+ * "view: unknown".
+ *
  * Rendering and parsing are pure functions; the directory functions do only
  * file I/O.  Nothing here knows of FUSE or of the engine.
  *
- *   kcopydfs-state 1
+ *   kcopydfs-state 2
  *   id: 42
  *   name: backup
  *   owner: 0:0
+ *   groups: 0 6
+ *   caps: 000001ffffffffff
+ *   view: daemon
  *   state: running
  *   total: 2048
  *   checkpoint: 1024
@@ -28,6 +38,7 @@
 #ifndef KCOPYDFS_STATE_H
 #define KCOPYDFS_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -37,13 +48,18 @@
 
 #define KFS_STATE_NAME_MAX 16		/* "interrupted" and the others */
 /* The longest record: the fixed lines, an error line and a canonical description. */
-#define KFS_RECORD_MAX (512 + KFS_ERROR_MAX + JOBSPEC_MAX_CANONICAL)
+#define KFS_RECORD_MAX (512 + KFS_MAX_GROUPS * 11 + KFS_ERROR_MAX + JOBSPEC_MAX_CANONICAL)
 
 struct kfs_record {
 	uint64_t id;
 	char name[KFS_NAME_MAX + 1];
 	uid_t uid;
 	gid_t gid;
+	bool identity_known;		/* the three below were recorded (version 2, view not "unknown") */
+	uint64_t caps;
+	struct kfs_view view;
+	unsigned int group_count;
+	gid_t groups[KFS_MAX_GROUPS];
 	char state[KFS_STATE_NAME_MAX];	/* the job's state name when it was written */
 	uint64_t sectors_total;
 	uint64_t checkpoint;		/* sectors from the start, durable on every destination */

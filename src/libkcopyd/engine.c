@@ -682,6 +682,13 @@ static void *map_slot_memory(size_t bytes)
 		munmap((char *)aligned + bytes, start + padded - (aligned + bytes));
 	/* Advice only: without THP (or with it switched off) pages stay small. */
 	(void)madvise((void *)aligned, bytes, MADV_HUGEPAGE);
+	/*
+	 * A program that forks (kcopydfs forks a helper to open each job's
+	 * regions as its owner) would otherwise copy these page tables, and
+	 * the pages pinned by direct I/O in flight, at every fork: a child
+	 * has no use for the buffers.
+	 */
+	(void)madvise((void *)aligned, bytes, MADV_DONTFORK);
 	return (void *)aligned;
 }
 

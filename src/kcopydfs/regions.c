@@ -1,0 +1,549 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Opening a job's regions with exactly its owner's rights: see regions.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kcopyd.h"
+#include "kcopydfs/regions.h"
+
+/*
+ * How long a helper may take to open a job's regions.  An open that hangs
+ * (a path on a stalled network filesystem, or on a FUSE filesystem of the
+ * writer's own that never answers; a helper the writer stopped with
+ * SIGSTOP, which as the same user it may) would otherwise hold a FUSE
+ * worker thread for ever: after this the helper is killed and the write
+ * refused with ETIMEDOUT.
+ */
+#define HELPER_TIMEOUT_MS 10000
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
+struct kfs_opener {
+	uid_t uid;			/* the daemon's effective ids */
+	gid_t gid;
+	unsigned int group_count;
+	gid_t groups[KFS_MAX_GROUPS];
+	uint64_t caps;			/* its effective capabilities */
+	bool can_switch;		/* euid 0: may become any owner */
+	bool overrides_modes;		/* with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH */
+	bool view_known;		/* the stats below succeeded (there is a /proc) */
+	struct stat mount_ns, root, user_ns;
+};
+
+__attribute__((format(printf, 3, 4)))
+static int say(char *why, size_t why_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, why_len, fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+static uint64_t bit(unsigned int cap)
+{
+	return (uint64_t)1 << cap;
+}
+
+/* The calling thread's effective capabilities, or 0. */
+static uint64_t own_capabilities(void)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &header, data) < 0)
+		return 0;
+	return (uint64_t)data[0].effective | (uint64_t)data[1].effective << 32;
+}
+
+int kfs_opener_create(struct kfs_opener **result)
+{
+	struct kfs_opener *opener = calloc(1, sizeof(*opener));
+	int count;
+
+	if (!opener)
+		return -ENOMEM;
+	opener->uid = geteuid();
+	opener->gid = getegid();
+	count = getgroups(KFS_MAX_GROUPS, opener->groups);
+	opener->group_count = count > 0 ? (unsigned int)count : 0;
+	opener->caps = own_capabilities();
+	opener->can_switch = opener->uid == 0;
+	opener->overrides_modes = opener->can_switch && (opener->caps & bit(CAP_DAC_OVERRIDE)) &&
+				  (opener->caps & bit(CAP_DAC_READ_SEARCH));
+	opener->view_known = stat("/proc/self/ns/mnt", &opener->mount_ns) == 0 && stat("/", &opener->root) == 0 &&
+			     stat("/proc/self/ns/user", &opener->user_ns) == 0;
+	*result = opener;
+	return 0;
+}
+
+void kfs_opener_destroy(struct kfs_opener *opener)
+{
+	free(opener);
+}
+
+int kfs_opener_overrides_modes(const struct kfs_opener *opener)
+{
+	return opener->overrides_modes;
+}
+
+/* The value of the line "KEY:\t..." of a /proc status text, or NULL. */
+static const char *status_value(const char *status, const char *key)
+{
+	size_t key_len = strlen(key);
+	const char *line;
+
+	for (line = status; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+		if (strncmp(line, key, key_len) == 0 && line[key_len] == ':')
+			return line + key_len + 1;
+	return NULL;
+}
+
+/*
+ * What /proc/PID/status says of a root writer: its filesystem uid (the
+ * fourth of the Uid line), effective capabilities and groups.
+ * Return: 0, or -errno (-ESRCH: it has gone).
+ */
+static int read_writer_status(pid_t pid, uid_t *fsuid, uint64_t *caps, unsigned int *group_count, gid_t *groups)
+{
+	char path[64], text[4096 + 1];
+	const char *value;
+	unsigned long long number;
+	unsigned long ids[4];
+	unsigned int count = 0;
+	ssize_t len;
+	int fd, consumed;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	len = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (len <= 0)
+		return len < 0 ? -errno : -ESRCH;
+	text[len] = '\0';
+	value = status_value(text, "Uid");
+	if (!value || sscanf(value, "%lu %lu %lu %lu", &ids[0], &ids[1], &ids[2], &ids[3]) != 4)
+		return -EPROTO;
+	*fsuid = (uid_t)ids[3];
+	value = status_value(text, "CapEff");
+	if (!value || sscanf(value, "%llx", &number) != 1)
+		return -EPROTO;
+	*caps = number;
+	value = status_value(text, "Groups");
+	if (!value)
+		return -EPROTO;
+	while (count < KFS_MAX_GROUPS && sscanf(value, "%llu%n", &number, &consumed) == 1) {
+		groups[count++] = (gid_t)number;
+		value += consumed;
+	}
+	*group_count = count;
+	return 0;
+}
+
+/*
+ * The view of the process @pid: the daemon's, or its mount namespace and
+ * root, with an O_PATH descriptor of that root in *@root_fd.
+ */
+static int writer_view(const struct kfs_opener *opener, pid_t pid, struct kfs_view *view, int *root_fd)
+{
+	char mount_ns_path[64], root_path[64];
+	struct stat mount_ns, root;
+
+	*root_fd = -1;
+	memset(view, 0, sizeof(*view));
+	view->daemon = true;
+	if (!opener->view_known)	/* no /proc: nothing can be known of any writer; its paths are the daemon's */
+		return 0;
+	snprintf(mount_ns_path, sizeof(mount_ns_path), "/proc/%d/ns/mnt", (int)pid);
+	snprintf(root_path, sizeof(root_path), "/proc/%d/root", (int)pid);
+	if (stat(mount_ns_path, &mount_ns) < 0 || stat(root_path, &root) < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	if (same_file(&mount_ns, &opener->mount_ns) && same_file(&root, &opener->root))
+		return 0;
+	*root_fd = open(root_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (*root_fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	view->daemon = false;
+	view->mnt_ns = mount_ns.st_ino;
+	view->root_dev = root.st_dev;
+	view->root_ino = root.st_ino;
+	return 0;
+}
+
+/* Is the user namespace of @pid the daemon's?  Capabilities mean something only there. */
+static bool in_daemon_user_ns(const struct kfs_opener *opener, pid_t pid)
+{
+	char path[64];
+	struct stat user_ns;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	return opener->view_known && stat(path, &user_ns) == 0 && same_file(&user_ns, &opener->user_ns);
+}
+
+int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
+			int *root_fd, char *why, size_t why_len)
+{
+	int r;
+
+	*root_fd = -1;
+	memset(owner, 0, offsetof(struct kfs_owner, groups));
+	owner->uid = cred->uid;
+	owner->gid = cred->gid;
+	if (cred->pid <= 0) {
+		/* Its view (and, for root, its capabilities) cannot be known: nothing is opened for it. */
+		say(why, why_len, "the writer is not in kcopydfs's pid namespace: its view of the paths cannot be known");
+		return -EPERM;
+	}
+	if (!cred->groups_irrelevant) {
+		owner->group_count = cred->group_count;
+		memcpy(owner->groups, cred->groups, cred->group_count * sizeof(gid_t));
+	}
+	if (cred->uid == 0) {
+		uid_t fsuid;
+		uint64_t caps;
+		unsigned int group_count;
+
+		r = read_writer_status(cred->pid, &fsuid, &caps, &group_count, owner->groups);
+		if (r < 0) {
+			say(why, why_len, "cannot read the status of the writer (process %d): %s", (int)cred->pid,
+			    strerror(-r));
+			return r;
+		}
+		/* The same thread, still root: else its pid is another's now, or it changed identity. */
+		if (fsuid != 0) {
+			say(why, why_len, "the writer (process %d) is no longer uid 0", (int)cred->pid);
+			return -EPERM;
+		}
+		owner->group_count = group_count;
+		if (in_daemon_user_ns(opener, cred->pid))
+			owner->caps = caps & opener->caps;
+	}
+	r = writer_view(opener, cred->pid, &owner->view, root_fd);
+	if (r < 0)
+		say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)cred->pid,
+		    strerror(-r));
+	return r;
+}
+
+int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owner, const struct kfs_cred *writer,
+		   int *root_fd, char *why, size_t why_len)
+{
+	struct kfs_view view;
+	int r;
+
+	*root_fd = -1;
+	if (owner->view.daemon)
+		return 0;
+	if (writer->pid <= 0) {
+		say(why, why_len, "the writer is not in kcopydfs's pid namespace: its view of the paths cannot be known");
+		return -ESTALE;
+	}
+	r = writer_view(opener, writer->pid, &view, root_fd);
+	if (r < 0) {
+		say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)writer->pid,
+		    strerror(-r));
+		return r;
+	}
+	if (view.daemon || view.mnt_ns != owner->view.mnt_ns || view.root_dev != owner->view.root_dev ||
+	    view.root_ino != owner->view.root_ino) {
+		if (*root_fd >= 0)
+			close(*root_fd);
+		*root_fd = -1;
+		say(why, why_len,
+		    "the job's paths were written in mount namespace %llu (root %llu:%llu), which this writer "
+		    "does not see: resume it from there, or write the description again",
+		    (unsigned long long)owner->view.mnt_ns, (unsigned long long)owner->view.root_dev,
+		    (unsigned long long)owner->view.root_ino);
+		return -ESTALE;
+	}
+	return 0;
+}
+
+/* One open, never through a magic link, and only within @root_fd's tree when it is given. */
+static int open_one(int root_fd, const char *path, bool writable)
+{
+	struct open_how how = {
+		.flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		.resolve = RESOLVE_NO_MAGICLINKS | (root_fd >= 0 ? RESOLVE_IN_ROOT : 0),
+	};
+	int fd = (int)syscall(SYS_openat2, root_fd >= 0 ? root_fd : AT_FDCWD, path, &how, sizeof(how));
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Does the daemon itself have exactly @owner's rights, so that it can open for it? */
+static bool owner_is_daemon(const struct kfs_opener *opener, const struct kfs_owner *owner)
+{
+	if (!opener->can_switch)
+		return owner->uid == opener->uid;
+	if (owner->uid != opener->uid || owner->caps != opener->caps)
+		return false;
+	/* With the mode overrides, groups and gid change nothing an open checks. */
+	return opener->overrides_modes ||
+	       (owner->gid == opener->gid && owner->group_count == opener->group_count &&
+		memcmp(owner->groups, opener->groups, owner->group_count * sizeof(gid_t)) == 0);
+}
+
+/* Set the calling process's capabilities (all three sets) to @caps.  Return: 0 or -errno. */
+static int set_capabilities(uint64_t caps)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { 0 };
+
+	data[0].effective = data[0].permitted = (uint32_t)caps;
+	data[1].effective = data[1].permitted = (uint32_t)(caps >> 32);
+	if (syscall(SYS_capset, &header, data) < 0)
+		return -errno;
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &header, data) < 0)
+		return -errno;
+	if (((uint64_t)data[0].effective | (uint64_t)data[1].effective << 32) != caps ||
+	    ((uint64_t)data[0].permitted | (uint64_t)data[1].permitted << 32) != caps)
+		return -EPERM;
+	return 0;
+}
+
+/*
+ * Become @owner for good: groups, gid and uid (all four of each), then
+ * exactly its capabilities.  Only in a helper: there is no way back.
+ */
+static int become_owner(const struct kfs_owner *owner)
+{
+	uid_t ruid, euid, suid;
+	gid_t rgid, egid, sgid;
+
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return -errno;
+	/* Raw system calls: the helper is one thread, and glibc's would signal threads it no longer has. */
+	if (syscall(SYS_setgroups, (size_t)owner->group_count, owner->groups) < 0)
+		return -errno;
+	if (syscall(SYS_setresgid, owner->gid, owner->gid, owner->gid) < 0)
+		return -errno;
+	if (syscall(SYS_setresuid, owner->uid, owner->uid, owner->uid) < 0)
+		return -errno;
+	if (syscall(SYS_getresuid, &ruid, &euid, &suid) < 0 || syscall(SYS_getresgid, &rgid, &egid, &sgid) < 0)
+		return -errno;
+	if (ruid != owner->uid || euid != owner->uid || suid != owner->uid || rgid != owner->gid ||
+	    egid != owner->gid || sgid != owner->gid)
+		return -EPERM;
+	/* Also where a secure bit kept them across the change of uid. */
+	return set_capabilities(owner->caps);
+}
+
+/* The answer a helper sends: each open's result, and the descriptors of those that succeeded. */
+struct helper_answer {
+	int32_t become_error;		/* 0, or why the helper could not become the owner (nothing was opened) */
+	int32_t results[KCOPYD_MAX_REGIONS + 1];	/* >= 0: opened (the index among the descriptors); -errno */
+};
+
+/* Close every descriptor but @keep_a and @keep_b (either may be -1). */
+static void close_all_but(int keep_a, int keep_b)
+{
+	unsigned int low = (unsigned int)(keep_a < keep_b ? keep_a : keep_b);
+	unsigned int high = (unsigned int)(keep_a < keep_b ? keep_b : keep_a);
+
+	if (keep_a < 0 || keep_b < 0) {
+		low = high = (unsigned int)(keep_a < 0 ? keep_b : keep_a);
+	}
+	if (low > 0)
+		syscall(SYS_close_range, 0u, low - 1, 0u);
+	if (high > low + 1)
+		syscall(SYS_close_range, low + 1, high - 1, 0u);
+	syscall(SYS_close_range, high + 1, ~0u, 0u);
+}
+
+/* The helper process: become the owner, open, send the answer, exit.  Only system calls. */
+__attribute__((noreturn))
+static void helper_main(int sock, const struct kfs_owner *owner, int root_fd, unsigned int count,
+			const char *const *paths, const bool *writable)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * (KCOPYD_MAX_REGIONS + 1))];
+		struct cmsghdr align;
+	} control;
+	struct helper_answer answer;
+	int fds[KCOPYD_MAX_REGIONS + 1];
+	struct iovec iov = { &answer, sizeof(answer) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	unsigned int index, opened = 0;
+
+	/* Should the daemon die, so does its helper. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	/* Nothing of the daemon's stays open here: not its claims, not other jobs' files, not /dev/fuse. */
+	close_all_but(sock, root_fd);
+	memset(&answer, 0, sizeof(answer));
+	answer.become_error = become_owner(owner);
+	for (index = 0; index < count; index++) {
+		int fd = answer.become_error < 0 ? answer.become_error : open_one(root_fd, paths[index], writable[index]);
+
+		answer.results[index] = fd < 0 ? fd : (int32_t)opened;
+		if (fd >= 0)
+			fds[opened++] = fd;
+	}
+	if (opened) {
+		struct cmsghdr *cmsg;
+
+		memset(&control, 0, sizeof(control));
+		msg.msg_control = control.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * opened);
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * opened);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * opened);
+	}
+	_exit(sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(answer) ? 0 : 1);
+}
+
+/* Wait for the helper's answer (HELPER_TIMEOUT_MS at most) and take its descriptors. */
+static int receive_answer(int sock, unsigned int count, int *fds)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * (KCOPYD_MAX_REGIONS + 1))];
+		struct cmsghdr align;
+	} control;
+	struct helper_answer answer;
+	struct iovec iov = { &answer, sizeof(answer) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			      .msg_controllen = sizeof(control.buf) };
+	struct pollfd pfd = { .fd = sock, .events = POLLIN };
+	int received[KCOPYD_MAX_REGIONS + 1], received_count = 0;
+	struct cmsghdr *cmsg;
+	unsigned int index;
+	ssize_t len;
+	int r;
+
+	do
+		r = poll(&pfd, 1, HELPER_TIMEOUT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return -ETIMEDOUT;
+	if (r < 0)
+		return -errno;
+	do
+		len = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (len < 0 && errno == EINTR);
+	if (len < 0)
+		return -errno;
+	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+		if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+			received_count = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(received, CMSG_DATA(cmsg), sizeof(int) * (size_t)received_count);
+		}
+	}
+	r = 0;
+	if (len != (ssize_t)sizeof(answer) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		r = -EPROTO;	/* the helper died before it answered, or answered something else */
+	for (index = 0; r == 0 && index < count; index++)
+		if (answer.results[index] >= received_count)
+			r = -EPROTO;
+	if (r == 0 && answer.become_error < 0)
+		r = answer.become_error;
+	for (index = 0; index < count; index++)
+		fds[index] = r < 0 ? r : answer.results[index] < 0 ? answer.results[index] : received[answer.results[index]];
+	if (r < 0)
+		for (index = 0; index < (unsigned int)received_count; index++)
+			close(received[index]);
+	return r;
+}
+
+int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
+		const char *const *paths, const bool *writable, int *fds, char *why, size_t why_len)
+{
+	unsigned int index;
+	int sv[2], status, r;
+	pid_t pid;
+
+	if (count > KCOPYD_MAX_REGIONS + 1)
+		return -E2BIG;
+	if (owner_is_daemon(opener, owner)) {
+		for (index = 0; index < count; index++)
+			fds[index] = open_one(root_fd, paths[index], writable[index]);
+		return 0;
+	}
+	if (!opener->can_switch) {
+		say(why, why_len, "kcopydfs runs as uid %u and cannot open files as uid %u", (unsigned int)opener->uid,
+		    (unsigned int)owner->uid);
+		return -EPERM;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		r = -errno;
+		say(why, why_len, "cannot open the regions as uid %u: socketpair: %s", (unsigned int)owner->uid,
+		    strerror(-r));
+		return r;
+	}
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		say(why, why_len, "cannot open the regions as uid %u: fork: %s", (unsigned int)owner->uid,
+		    strerror(-r));
+		return r;
+	}
+	if (pid == 0)
+		helper_main(sv[1], owner, root_fd, count, paths, writable);
+	close(sv[1]);
+	r = receive_answer(sv[0], count, fds);
+	close(sv[0]);
+	if (r == -ETIMEDOUT)
+		kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (r < 0)
+		say(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)owner->uid,
+		    (unsigned int)owner->gid,
+		    r == -ETIMEDOUT ? "the opens took too long (over 10 s)" :
+		    r == -EPROTO ? "the process that opens them ended without an answer" : strerror(-r));
+	return r;
+}
+
+int kfs_region_is_storage(int fd)
+{
+	static const unsigned long pseudo[] = {
+		PROC_SUPER_MAGIC, SYSFS_MAGIC,	   DEBUGFS_MAGIC,	TRACEFS_MAGIC,	     SECURITYFS_MAGIC,
+		SELINUX_MAGIC,	  SMACK_MAGIC,	   CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, BPF_FS_MAGIC,
+		EFIVARFS_MAGIC,	  PSTOREFS_MAGIC,  NSFS_MAGIC,		BINFMTFS_MAGIC,	     DEVPTS_SUPER_MAGIC,
+		RDTGROUP_SUPER_MAGIC, 0x62656570 /* configfs */, 0x65735543 /* fusectl */,
+	};
+	struct statfs st;
+	unsigned int index;
+
+	if (fstatfs(fd, &st) < 0)
+		return -errno;
+	for (index = 0; index < sizeof(pseudo) / sizeof(pseudo[0]); index++)
+		if ((unsigned long)st.f_type == pseudo[index])
+			return 0;
+	return 1;
+}

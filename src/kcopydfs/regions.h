@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Opening a job's regions with exactly its owner's rights.
+ *
+ * One root daemon serves every user of the mount, so it must never open a
+ * file for a user that the user could not open itself.  A region is opened
+ * by a short-lived helper process, forked for the purpose, that fully
+ * becomes the job's owner before it opens anything: its uid, gid and
+ * supplementary groups (real, effective, saved and filesystem ids), no
+ * capabilities (a root owner keeps the effective capabilities it had
+ * itself, and only in the daemon's user namespace), not dumpable, its own
+ * process (so /proc/self is not the daemon).  Paths are resolved in the
+ * owner's view: from its root (/proc/PID/root with RESOLVE_IN_ROOT) when
+ * its mount namespace or root differs from the daemon's; and no magic
+ * link (/proc/PID/fd/N, /proc/PID/root, /dev/fd/N ...) is ever followed,
+ * whoever the owner is.  The helper hands the descriptors back over a
+ * socket (SCM_RIGHTS) and exits; what follows (claims, the engine) works
+ * on descriptors only.
+ *
+ * An owner that is the daemon itself (root with every capability the
+ * daemon has, in the daemon's view) needs no helper: its regions are
+ * opened in the daemon, with the same resolve flags.
+ *
+ * Nothing here knows of FUSE or of the engine.
+ */
+#ifndef KCOPYDFS_REGIONS_H
+#define KCOPYDFS_REGIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define KFS_MAX_GROUPS 256
+
+/* The identity a job description is written with (from the FUSE request). */
+struct kfs_cred {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;			/* the writer's thread, in the daemon's pid namespace; 0 if unknown */
+	bool groups_irrelevant;		/* see kfs_groups_matter(); then the groups are not read */
+	unsigned int group_count;
+	gid_t groups[KFS_MAX_GROUPS];
+};
+
+/* Where a job's paths are resolved: the daemon's own view, or another mount namespace and root. */
+struct kfs_view {
+	bool daemon;			/* as the daemon sees them */
+	uint64_t mnt_ns;		/* else: the inode of the owner's mount namespace */
+	uint64_t root_dev;		/* and of its root directory */
+	uint64_t root_ino;
+};
+
+/* Who a job's regions are opened as, for its life (a resume opens them as the same owner). */
+struct kfs_owner {
+	uid_t uid;
+	gid_t gid;
+	uint64_t caps;			/* effective capabilities kept (a root owner's own, within the daemon's) */
+	struct kfs_view view;
+	unsigned int group_count;
+	gid_t groups[KFS_MAX_GROUPS];
+};
+
+struct kfs_opener;
+
+/*
+ * kfs_opener_create() - learn the daemon's own identity, capabilities and
+ * view, which owners are compared with.  Return: 0 or -ENOMEM.
+ */
+int kfs_opener_create(struct kfs_opener **result);
+
+void kfs_opener_destroy(struct kfs_opener *opener);
+
+/*
+ * kfs_opener_overrides_modes() - 1 if the daemon runs as root with CAP_DAC_OVERRIDE
+ * and CAP_DAC_READ_SEARCH (a root writer's groups are then read from its
+ * /proc status only when needed, not by the front end).
+ */
+int kfs_opener_overrides_modes(const struct kfs_opener *opener);
+
+/*
+ * kfs_owner_of_writer() - the owner a job written by @cred gets: its ids,
+ * groups, capabilities (a root writer's, read from /proc/PID/status, kept
+ * only in the daemon's user namespace and within the daemon's own) and
+ * view.  *@root_fd is an O_PATH descriptor of the writer's root when its
+ * view is not the daemon's (the caller closes it), else -1.
+ * Return: 0; or -errno with the reason in @why: -EPERM for a writer the
+ * daemon cannot see (not in its pid namespace) or that changed identity
+ * under us, -ESRCH for one that is gone.
+ */
+int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
+			int *root_fd, char *why, size_t why_len);
+
+/*
+ * kfs_owner_root() - for a resume written by @writer: the root to resolve
+ * @owner's paths from.  The daemon's view needs none (-1); another view
+ * must be the one @writer sees now (same mount namespace and root), else
+ * the paths cannot be resolved as the owner saw them.
+ * Return: 0 and *@root_fd (or -1); -ESTALE with the reason in @why when
+ * the owner's view cannot be had; another -errno.
+ */
+int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owner, const struct kfs_cred *writer,
+		   int *root_fd, char *why, size_t why_len);
+
+/*
+ * kfs_open_as() - open @count paths as @owner, from @root_fd (-1: the
+ * daemon's view): the ones @writable says read-write, the others
+ * read-only, O_NONBLOCK (a FIFO cannot hang the open), O_CLOEXEC, never
+ * through a magic link.  fds[i] is the descriptor or the open's -errno.
+ * Return: 0 (each fds[i] says how its open went); or -errno with the
+ * reason in @why when the owner could not be become at all (fork, a
+ * refused change of identity, a helper that did not answer in time).
+ */
+int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
+		const char *const *paths, const bool *writable, int *fds, char *why, size_t why_len);
+
+/*
+ * kfs_region_is_storage() - whether the file open as @fd is storage that a
+ * copy may read or write: not a file of a pseudo filesystem (proc, sysfs,
+ * debugfs, tracefs, securityfs, configfs, cgroup, bpf, efivarfs, pstore,
+ * nsfs, ...), whose contents depend on who reads them and when.
+ * Return: 1, 0, or -errno from fstatfs(2).
+ */
+int kfs_region_is_storage(int fd);
+
+#endif /* KCOPYDFS_REGIONS_H */
