@@ -211,10 +211,64 @@ static bool in_daemon_user_ns(const struct kfs_opener *opener, pid_t pid)
 	return opener->view_known && stat(path, &user_ns) == 0 && same_file(&user_ns, &opener->user_ns);
 }
 
+/*
+ * Hold the process @pid for what is read of it in /proc: while it lives its
+ * pid cannot be another's.  Return: a pidfd, or -errno (-ESRCH: gone).
+ */
+static int writer_hold(pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * Is the process held as @pidfd still alive, so that everything read of
+ * /proc/PID since writer_hold() was of that process?  Return: 0 or -ESRCH.
+ */
+static int writer_release(int pidfd)
+{
+	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+	int r = poll(&pfd, 1, 0);
+
+	close(pidfd);
+	return r == 0 ? 0 : -ESRCH;
+}
+
+/* The status of @cred's writer, checked to be its (the same fsuid): a root writer's caps and groups into @owner. */
+static int writer_status(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
+			 char *why, size_t why_len)
+{
+	gid_t groups[KFS_MAX_GROUPS];
+	unsigned int group_count = 0;
+	uint64_t caps = 0;
+	uid_t fsuid = (uid_t)-1;
+	int r;
+
+	r = read_writer_status(cred->pid, &fsuid, &caps, &group_count, groups);
+	if (r < 0) {
+		say(why, why_len, "cannot read the status of the writer (process %d): %s", (int)cred->pid,
+		    strerror(-r));
+		return r;
+	}
+	/* The writer still, as it wrote: else the pid is another's now, or it changed identity. */
+	if (fsuid != cred->uid) {
+		say(why, why_len, "the writer (process %d) is no longer uid %u", (int)cred->pid, (unsigned int)cred->uid);
+		return -EPERM;
+	}
+	if (cred->uid == 0) {
+		owner->group_count = group_count;
+		memcpy(owner->groups, groups, group_count * sizeof(gid_t));
+		if (in_daemon_user_ns(opener, cred->pid))
+			owner->caps = caps & opener->caps;
+	}
+	return 0;
+}
+
 int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
 			int *root_fd, char *why, size_t why_len)
 {
-	int r;
+	int pidfd, r;
 
 	*root_fd = -1;
 	memset(owner, 0, offsetof(struct kfs_owner, groups));
@@ -229,38 +283,37 @@ int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *
 		owner->group_count = cred->group_count;
 		memcpy(owner->groups, cred->groups, cred->group_count * sizeof(gid_t));
 	}
-	if (cred->uid == 0) {
-		uid_t fsuid;
-		uint64_t caps;
-		unsigned int group_count;
-
-		r = read_writer_status(cred->pid, &fsuid, &caps, &group_count, owner->groups);
-		if (r < 0) {
-			say(why, why_len, "cannot read the status of the writer (process %d): %s", (int)cred->pid,
-			    strerror(-r));
-			return r;
-		}
-		/* The same thread, still root: else its pid is another's now, or it changed identity. */
-		if (fsuid != 0) {
-			say(why, why_len, "the writer (process %d) is no longer uid 0", (int)cred->pid);
-			return -EPERM;
-		}
-		owner->group_count = group_count;
-		if (in_daemon_user_ns(opener, cred->pid))
-			owner->caps = caps & opener->caps;
+	if (!opener->view_known)
+		return 0;	/* no /proc: nothing more can be known of any writer (see writer_view()) */
+	pidfd = writer_hold(cred->pid);
+	if (pidfd < 0) {
+		say(why, why_len, "the writer (process %d) has gone: %s", (int)cred->pid, strerror(-pidfd));
+		return pidfd;
 	}
-	r = writer_view(opener, cred->pid, &owner->view, root_fd);
-	if (r < 0)
-		say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)cred->pid,
-		    strerror(-r));
+	r = writer_status(opener, cred, owner, why, why_len);
+	if (r == 0) {
+		r = writer_view(opener, cred->pid, &owner->view, root_fd);
+		if (r < 0)
+			say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)cred->pid,
+			    strerror(-r));
+	}
+	if (writer_release(pidfd) < 0 && r == 0) {
+		r = -ESRCH;
+		say(why, why_len, "the writer (process %d) has gone", (int)cred->pid);
+	}
+	if (r < 0 && *root_fd >= 0) {
+		close(*root_fd);
+		*root_fd = -1;
+	}
 	return r;
 }
 
 int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owner, const struct kfs_cred *writer,
 		   int *root_fd, char *why, size_t why_len)
 {
+	struct kfs_owner scratch;	/* what writer_status() learns of the resume's writer, unused */
 	struct kfs_view view;
-	int r;
+	int pidfd, r;
 
 	*root_fd = -1;
 	if (owner->view.daemon)
@@ -269,10 +322,26 @@ int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owne
 		say(why, why_len, "the writer is not in kcopydfs's pid namespace: its view of the paths cannot be known");
 		return -ESTALE;
 	}
-	r = writer_view(opener, writer->pid, &view, root_fd);
+	pidfd = writer_hold(writer->pid);
+	if (pidfd < 0) {
+		say(why, why_len, "the writer (process %d) has gone: %s", (int)writer->pid, strerror(-pidfd));
+		return pidfd;
+	}
+	r = writer_status(opener, writer, &scratch, why, why_len);
+	if (r == 0) {
+		r = writer_view(opener, writer->pid, &view, root_fd);
+		if (r < 0)
+			say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)writer->pid,
+			    strerror(-r));
+	}
+	if (writer_release(pidfd) < 0 && r == 0) {
+		r = -ESRCH;
+		say(why, why_len, "the writer (process %d) has gone", (int)writer->pid);
+	}
 	if (r < 0) {
-		say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)writer->pid,
-		    strerror(-r));
+		if (*root_fd >= 0)
+			close(*root_fd);
+		*root_fd = -1;
 		return r;
 	}
 	if (view.daemon || view.mnt_ns != owner->view.mnt_ns || view.root_dev != owner->view.root_dev ||
