@@ -49,7 +49,7 @@ struct kfs_opener {
 	uint64_t caps;			/* its effective capabilities */
 	bool can_switch;		/* euid 0: may become any owner */
 	bool overrides_modes;		/* with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH */
-	bool view_known;		/* the stats below succeeded (there is a /proc) */
+	bool user_ns_known;		/* the kernel has user namespaces: user_ns is the daemon's */
 	struct stat mount_ns, root, user_ns;
 };
 
@@ -100,8 +100,10 @@ int kfs_opener_create(struct kfs_opener **result)
 	opener->can_switch = opener->uid == 0;
 	opener->overrides_modes = opener->can_switch && (opener->caps & bit(CAP_DAC_OVERRIDE)) &&
 				  (opener->caps & bit(CAP_DAC_READ_SEARCH));
-	opener->view_known = stat("/proc/self/ns/mnt", &opener->mount_ns) == 0 && stat("/", &opener->root) == 0 &&
-			     stat("/proc/self/ns/user", &opener->user_ns) == 0;
+	/* Writers are known by their /proc: without it, every write is refused (learn_writer()). */
+	if (stat("/proc/self/ns/mnt", &opener->mount_ns) < 0 || stat("/", &opener->root) < 0)
+		memset(&opener->mount_ns, 0, sizeof(opener->mount_ns));
+	opener->user_ns_known = stat("/proc/self/ns/user", &opener->user_ns) == 0;
 	*result = opener;
 	return 0;
 }
@@ -129,13 +131,30 @@ static const char *status_value(const char *status, const char *key)
 }
 
 /*
- * What /proc/PID/status says of a root writer: its filesystem uid (the
- * fourth of the Uid line), effective capabilities and groups.
+ * The writer's directory in /proc, opened once: everything read of the
+ * writer goes through it (openat, fstatat), so all of it is of that one
+ * task.  Should the writer die and its pid be reused meanwhile, the reads
+ * fail instead of reading the next process's.
+ * Return: an O_PATH descriptor, or -errno (-ESRCH: it has gone).
+ */
+static int writer_dir(pid_t pid)
+{
+	char path[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return fd >= 0 ? fd : errno == ENOENT ? -ESRCH : -errno;
+}
+
+/*
+ * What the writer's status says: its filesystem uid (the fourth of the
+ * Uid line), effective capabilities and groups.
  * Return: 0, or -errno (-ESRCH: it has gone).
  */
-static int read_writer_status(pid_t pid, uid_t *fsuid, uint64_t *caps, unsigned int *group_count, gid_t *groups)
+static int read_writer_status(int proc_fd, uid_t *fsuid, uint64_t *caps, unsigned int *group_count, gid_t *groups)
 {
-	char path[64], text[4096 + 1];
+	char text[4096 + 1];
 	const char *value;
 	unsigned long long number;
 	unsigned long ids[4];
@@ -143,8 +162,7 @@ static int read_writer_status(pid_t pid, uid_t *fsuid, uint64_t *caps, unsigned 
 	ssize_t len;
 	int fd, consumed;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = openat(proc_fd, "status", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ESRCH : -errno;
 	len = read(fd, text, sizeof(text) - 1);
@@ -172,26 +190,21 @@ static int read_writer_status(pid_t pid, uid_t *fsuid, uint64_t *caps, unsigned 
 }
 
 /*
- * The view of the process @pid: the daemon's, or its mount namespace and
- * root, with an O_PATH descriptor of that root in *@root_fd.
+ * The writer's view: the daemon's, or its mount namespace and root, with
+ * an O_PATH descriptor of that root in *@root_fd.
  */
-static int writer_view(const struct kfs_opener *opener, pid_t pid, struct kfs_view *view, int *root_fd)
+static int writer_view(const struct kfs_opener *opener, int proc_fd, struct kfs_view *view, int *root_fd)
 {
-	char mount_ns_path[64], root_path[64];
 	struct stat mount_ns, root;
 
 	*root_fd = -1;
 	memset(view, 0, sizeof(*view));
 	view->daemon = true;
-	if (!opener->view_known)	/* no /proc: nothing can be known of any writer; its paths are the daemon's */
-		return 0;
-	snprintf(mount_ns_path, sizeof(mount_ns_path), "/proc/%d/ns/mnt", (int)pid);
-	snprintf(root_path, sizeof(root_path), "/proc/%d/root", (int)pid);
-	if (stat(mount_ns_path, &mount_ns) < 0 || stat(root_path, &root) < 0)
+	if (fstatat(proc_fd, "ns/mnt", &mount_ns, 0) < 0 || fstatat(proc_fd, "root", &root, 0) < 0)
 		return errno == ENOENT ? -ESRCH : -errno;
 	if (same_file(&mount_ns, &opener->mount_ns) && same_file(&root, &opener->root))
 		return 0;
-	*root_fd = open(root_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	*root_fd = openat(proc_fd, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (*root_fd < 0)
 		return errno == ENOENT ? -ESRCH : -errno;
 	view->daemon = false;
@@ -201,43 +214,23 @@ static int writer_view(const struct kfs_opener *opener, pid_t pid, struct kfs_vi
 	return 0;
 }
 
-/* Is the user namespace of @pid the daemon's?  Capabilities mean something only there. */
-static bool in_daemon_user_ns(const struct kfs_opener *opener, pid_t pid)
+/* Is the writer's user namespace the daemon's?  Capabilities mean something only there. */
+static bool in_daemon_user_ns(const struct kfs_opener *opener, int proc_fd)
 {
-	char path[64];
 	struct stat user_ns;
 
-	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
-	return opener->view_known && stat(path, &user_ns) == 0 && same_file(&user_ns, &opener->user_ns);
+	if (!opener->user_ns_known)	/* a kernel without user namespaces: there is only one */
+		return true;
+	return fstatat(proc_fd, "ns/user", &user_ns, 0) == 0 && same_file(&user_ns, &opener->user_ns);
 }
 
 /*
- * Hold the process @pid for what is read of it in /proc: while it lives its
- * pid cannot be another's.  Return: a pidfd, or -errno (-ESRCH: gone).
+ * What the writer of @cred is, read through @proc_fd: its status (the
+ * fsuid must still be the request's; a root writer's capabilities and
+ * groups go into @owner) and its view (into @view, and *@root_fd).
  */
-static int writer_hold(pid_t pid)
-{
-	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-
-	return fd < 0 ? -errno : fd;
-}
-
-/*
- * Is the process held as @pidfd still alive, so that everything read of
- * /proc/PID since writer_hold() was of that process?  Return: 0 or -ESRCH.
- */
-static int writer_release(int pidfd)
-{
-	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-	int r = poll(&pfd, 1, 0);
-
-	close(pidfd);
-	return r == 0 ? 0 : -ESRCH;
-}
-
-/* The status of @cred's writer, checked to be its (the same fsuid): a root writer's caps and groups into @owner. */
-static int writer_status(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
-			 char *why, size_t why_len)
+static int read_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, int proc_fd,
+		       struct kfs_owner *owner, struct kfs_view *view, int *root_fd, char *why, size_t why_len)
 {
 	gid_t groups[KFS_MAX_GROUPS];
 	unsigned int group_count = 0;
@@ -245,13 +238,13 @@ static int writer_status(const struct kfs_opener *opener, const struct kfs_cred 
 	uid_t fsuid = (uid_t)-1;
 	int r;
 
-	r = read_writer_status(cred->pid, &fsuid, &caps, &group_count, groups);
+	r = read_writer_status(proc_fd, &fsuid, &caps, &group_count, groups);
 	if (r < 0) {
 		say(why, why_len, "cannot read the status of the writer (process %d): %s", (int)cred->pid,
 		    strerror(-r));
 		return r;
 	}
-	/* The writer still, as it wrote: else the pid is another's now, or it changed identity. */
+	/* The writer still, as it wrote: else it changed identity since. */
 	if (fsuid != cred->uid) {
 		say(why, why_len, "the writer (process %d) is no longer uid %u", (int)cred->pid, (unsigned int)cred->uid);
 		return -EPERM;
@@ -259,91 +252,66 @@ static int writer_status(const struct kfs_opener *opener, const struct kfs_cred 
 	if (cred->uid == 0) {
 		owner->group_count = group_count;
 		memcpy(owner->groups, groups, group_count * sizeof(gid_t));
-		if (in_daemon_user_ns(opener, cred->pid))
+		if (in_daemon_user_ns(opener, proc_fd))
 			owner->caps = caps & opener->caps;
 	}
-	return 0;
+	r = writer_view(opener, proc_fd, view, root_fd);
+	if (r < 0)
+		say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)cred->pid,
+		    strerror(-r));
+	return r;
 }
 
-int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
-			int *root_fd, char *why, size_t why_len)
+/* Read what the writer of @cred is (see read_writer()), from its /proc directory. */
+static int learn_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
+			struct kfs_view *view, int *root_fd, char *why, size_t why_len)
 {
-	int pidfd, r;
+	int proc_fd, r;
 
 	*root_fd = -1;
-	memset(owner, 0, offsetof(struct kfs_owner, groups));
-	owner->uid = cred->uid;
-	owner->gid = cred->gid;
 	if (cred->pid <= 0) {
 		/* Its view (and, for root, its capabilities) cannot be known: nothing is opened for it. */
 		say(why, why_len, "the writer is not in kcopydfs's pid namespace: its view of the paths cannot be known");
 		return -EPERM;
 	}
+	proc_fd = writer_dir(cred->pid);
+	if (proc_fd < 0) {
+		say(why, why_len, "the writer (process %d) has gone: %s", (int)cred->pid, strerror(-proc_fd));
+		return proc_fd;
+	}
+	r = read_writer(opener, cred, proc_fd, owner, view, root_fd, why, why_len);
+	close(proc_fd);
+	return r;
+}
+
+int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
+			int *root_fd, char *why, size_t why_len)
+{
+	*root_fd = -1;
+	memset(owner, 0, offsetof(struct kfs_owner, groups));
+	owner->uid = cred->uid;
+	owner->gid = cred->gid;
+	owner->view.daemon = true;
 	if (!cred->groups_irrelevant) {
 		owner->group_count = cred->group_count;
 		memcpy(owner->groups, cred->groups, cred->group_count * sizeof(gid_t));
 	}
-	if (!opener->view_known)
-		return 0;	/* no /proc: nothing more can be known of any writer (see writer_view()) */
-	pidfd = writer_hold(cred->pid);
-	if (pidfd < 0) {
-		say(why, why_len, "the writer (process %d) has gone: %s", (int)cred->pid, strerror(-pidfd));
-		return pidfd;
-	}
-	r = writer_status(opener, cred, owner, why, why_len);
-	if (r == 0) {
-		r = writer_view(opener, cred->pid, &owner->view, root_fd);
-		if (r < 0)
-			say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)cred->pid,
-			    strerror(-r));
-	}
-	if (writer_release(pidfd) < 0 && r == 0) {
-		r = -ESRCH;
-		say(why, why_len, "the writer (process %d) has gone", (int)cred->pid);
-	}
-	if (r < 0 && *root_fd >= 0) {
-		close(*root_fd);
-		*root_fd = -1;
-	}
-	return r;
+	return learn_writer(opener, cred, owner, &owner->view, root_fd, why, why_len);
 }
 
 int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owner, const struct kfs_cred *writer,
 		   int *root_fd, char *why, size_t why_len)
 {
-	struct kfs_owner scratch;	/* what writer_status() learns of the resume's writer, unused */
+	struct kfs_owner scratch = { 0 };	/* what is learnt of the resume's writer, unused: the owner is recorded */
 	struct kfs_view view;
-	int pidfd, r;
+	int r;
 
 	*root_fd = -1;
 	if (owner->view.daemon)
 		return 0;
-	if (writer->pid <= 0) {
-		say(why, why_len, "the writer is not in kcopydfs's pid namespace: its view of the paths cannot be known");
-		return -ESTALE;
-	}
-	pidfd = writer_hold(writer->pid);
-	if (pidfd < 0) {
-		say(why, why_len, "the writer (process %d) has gone: %s", (int)writer->pid, strerror(-pidfd));
-		return pidfd;
-	}
-	r = writer_status(opener, writer, &scratch, why, why_len);
-	if (r == 0) {
-		r = writer_view(opener, writer->pid, &view, root_fd);
-		if (r < 0)
-			say(why, why_len, "cannot find the root of the writer (process %d): %s", (int)writer->pid,
-			    strerror(-r));
-	}
-	if (writer_release(pidfd) < 0 && r == 0) {
-		r = -ESRCH;
-		say(why, why_len, "the writer (process %d) has gone", (int)writer->pid);
-	}
-	if (r < 0) {
-		if (*root_fd >= 0)
-			close(*root_fd);
-		*root_fd = -1;
-		return r;
-	}
+	r = learn_writer(opener, writer, &scratch, &view, root_fd, why, why_len);
+	if (r < 0)
+		return r == -EPERM && writer->pid <= 0 ? -ESTALE : r;
 	if (view.daemon || view.mnt_ns != owner->view.mnt_ns || view.root_dev != owner->view.root_dev ||
 	    view.root_ino != owner->view.root_ino) {
 		if (*root_fd >= 0)
