@@ -99,10 +99,13 @@ if ! slow_source 64M 300ms; then
 	skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
 fi
 slow_root=$slow_file			# root-only (nbdfuse without allow_other)
-# The same slow bytes through a loop device nobody may read, for nobody's own slow jobs.
+# The same slow bytes through a loop device nobody may read, for nobody's own slow jobs: a
+# node of nobody's own in $work (a chmod of /dev/loopN would outlive the test on the device).
 new_loop "$slow_root" || skip_all "cannot attach a loop device to $slow_root"
-slow_loop=$loop_device
-chmod 0644 "$slow_loop"
+slow_loop=$work/nb/slow-loop
+read -r major minor < <(stat -c '%t %T' "$loop_device")
+mknod -m 0400 "$slow_loop" b $((16#$major)) $((16#$minor)) || skip_all "cannot make a device node in $work"
+chown $NOBODY:$NOBODY "$slow_loop"
 
 if ! start_daemon -o allow_other; then
 	fail "kcopydfs mounts with -o allow_other" "a kcopydfs mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"

@@ -270,9 +270,14 @@ static int learn_writer(const struct kfs_opener *opener, const struct kfs_cred *
 
 	*root_fd = -1;
 	if (cred->pid <= 0) {
-		/* Its view (and, for root, its capabilities) cannot be known: nothing is opened for it. */
-		say(why, why_len, "the writer is not in kcopydfs's pid namespace: its view of the paths cannot be known");
-		return -EPERM;
+		/*
+		 * Not in the daemon's pid namespace (the daemon in a container,
+		 * the writer on the host): nothing more can be known of it.  Its
+		 * paths are the daemon's, and it gets no capability, root or not.
+		 */
+		memset(view, 0, sizeof(*view));
+		view->daemon = true;
+		return 0;
 	}
 	proc_fd = writer_dir(cred->pid);
 	if (proc_fd < 0) {
@@ -311,7 +316,7 @@ int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owne
 		return 0;
 	r = learn_writer(opener, writer, &scratch, &view, root_fd, why, why_len);
 	if (r < 0)
-		return r == -EPERM && writer->pid <= 0 ? -ESTALE : r;
+		return r;
 	if (view.daemon || view.mnt_ns != owner->view.mnt_ns || view.root_dev != owner->view.root_dev ||
 	    view.root_ino != owner->view.root_ino) {
 		if (*root_fd >= 0)

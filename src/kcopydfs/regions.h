@@ -83,9 +83,10 @@ int kfs_opener_overrides_modes(const struct kfs_opener *opener);
  * only in the daemon's user namespace and within the daemon's own) and
  * view.  *@root_fd is an O_PATH descriptor of the writer's root when its
  * view is not the daemon's (the caller closes it), else -1.
- * Return: 0; or -errno with the reason in @why: -EPERM for a writer the
- * daemon cannot see (not in its pid namespace) or that changed identity
- * under us, -ESRCH for one that is gone.
+ * A writer the daemon cannot see (pid 0: not in its pid namespace) gets
+ * the daemon's view and no capabilities.
+ * Return: 0; or -errno with the reason in @why: -EPERM for a writer that
+ * changed identity under us, -ESRCH for one that is gone.
  */
 int kfs_owner_of_writer(const struct kfs_opener *opener, const struct kfs_cred *cred, struct kfs_owner *owner,
 			int *root_fd, char *why, size_t why_len);
