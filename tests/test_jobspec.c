@@ -766,6 +766,11 @@ Test(jobspec, over_4096_bytes_only_a_canonical_description)
 	parse_fails(long_line, -E2BIG, "at most 4096");
 	free(long_line);
 
+	/* Nor is one that renders to itself but leaves a count out: the daemon always writes them. */
+	long_line = line_with_32_destinations(4200, "/srv/images", 7);
+	parse_fails(long_line + strspn(long_line, " "), -E2BIG, "at most 4096");
+	free(long_line);
+
 	/* Past JOBSPEC_MAX_CANONICAL_LINE nothing is taken. */
 	long_line = line_of_length(JOBSPEC_MAX_CANONICAL_LINE + 1);
 	parse_fails(long_line, -E2BIG, "at most 4096");

@@ -557,12 +557,23 @@ static int parse_field(struct line_parser *parser, const char *token, size_t tok
 	return refuse(-EINVAL, parser->why, parser->why_len, "unknown key '%s' (known: from, to, flags)", shown);
 }
 
-/* The line, without its newline, is what jobspec_render() makes of @spec. */
+/*
+ * The line, without its newline, is a canonical description as the daemon
+ * renders it once the regions are open: every count given, and exactly
+ * what jobspec_render() makes of @spec.
+ */
 static bool is_canonical(const struct jobspec *spec, const char *text, size_t len)
 {
-	char *rendered = malloc(len + 2);	/* the line, its newline and a NUL */
+	char *rendered;
+	unsigned int dest_index;
 	bool same;
 
+	if (spec->op == JOBSPEC_COPY && !spec->from.has_count)
+		return false;
+	for (dest_index = 0; dest_index < spec->num_dests; dest_index++)
+		if (!spec->dests[dest_index].has_count)
+			return false;
+	rendered = malloc(len + 2);	/* the line, its newline and a NUL */
 	if (!rendered)
 		return false;
 	same = jobspec_render(spec, rendered, len + 2) == (int)len + 1 && memcmp(rendered, text, len) == 0;

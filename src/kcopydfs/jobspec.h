@@ -81,7 +81,8 @@ struct jobspec {
  *
  * A line may be at most JOBSPEC_MAX_LINE bytes (without the newline); a
  * longer one, up to JOBSPEC_MAX_CANONICAL_LINE, only if it is exactly the
- * canonical form of what it describes (jobspec_render() of it), so that
+ * canonical form of what it describes (jobspec_render() of it, with every
+ * region's count given, as the daemon renders a started job), so that
  * every description the daemon renders, with every count filled in, parses
  * back to itself (a count has at most 20 digits, and a description of
  * JOBSPEC_MAX_LINE bytes renders to less than JOBSPEC_MAX_CANONICAL).

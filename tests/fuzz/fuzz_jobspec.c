@@ -130,6 +130,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		len = jobspec_render(&spec, rendered, sizeof(rendered));
 		FUZZ_CHECK(len == (int)line_len + 1 && memcmp(rendered, data, line_len) == 0,
 			   "a line over JOBSPEC_MAX_LINE bytes that is not canonical was accepted");
+		FUZZ_CHECK(spec.op == JOBSPEC_ZERO || spec.from.has_count,
+			   "a line over JOBSPEC_MAX_LINE bytes without a count was accepted");
+		for (dest_index = 0; dest_index < spec.num_dests; dest_index++)
+			FUZZ_CHECK(spec.dests[dest_index].has_count,
+				   "a line over JOBSPEC_MAX_LINE bytes without a count was accepted");
 	}
 	check_round_trip(&spec, "an accepted description does not render, or its canonical form does not parse");
 	fill_counts(&spec);
