@@ -754,8 +754,8 @@ Test(jobspec, over_4096_bytes_only_a_canonical_description)
 	r = parse_bytes(rendered, (size_t)length - 1);
 	cr_assert_eq(r, 0, "a %d-byte canonical description without its newline: %d (%s)", length - 1, r, why);
 
-	/* The same job written otherwise (a blank more, a count in K) is too long. */
-	long_line = malloc((size_t)length + 2);
+	/* The same job written otherwise (a blank before it, an empty flags= after it) is too long. */
+	long_line = malloc((size_t)length + sizeof(" flags="));	/* the room of the longer of the two */
 	cr_assert(long_line != NULL);
 	long_line[0] = ' ';
 	memcpy(long_line + 1, rendered, (size_t)length + 1);
