@@ -569,11 +569,11 @@ else
 		expect_equal "$check" "state:" idle "$(cat "$jobs/bad/state")" && pass "$check"
 fi
 
-# stdio (and with it bash's echo and printf) writes a line in pieces of
-# st_blksize.  Were that 4096, an over-long line whose first 4096 bytes
-# parse would start a job on the wrong region (here sector 1 for 12345),
-# and a line of exactly 4096 bytes would start its job and then fail echo
-# on its lone "\n".  ctl's st_blksize must be above 4097.
+# stdio (and with it bash's echo and printf) writes a line in pieces of its
+# buffer's size; ctl joins them into the line (a line protocol), so an
+# over-long line whose first 4096 bytes parse must not start a job on the
+# wrong region (here sector 1 for 12345).  Here echo writes the line at
+# once; tests/test-kcopydfs-ctl-lines.sh cuts lines with 4096-byte buffers.
 check="E2BIG: echo of a 4100-byte line: refused whole, not cut into a job on another sector"
 # "... to=f1.img:12345" padded to 4100 bytes: its first 4096 end in "to=f1.img:1".
 line="copy from=$work/src.img:0+8 to=$work/f1.img:12345"

@@ -605,6 +605,178 @@ Test(jobspec, line_length_limit)
 	free(line);
 }
 
+/*
+ * What the daemon renders: every count filled in, as it does once the
+ * regions are open (a from= without COUNT runs to the end of the source, a
+ * to= takes the source's count).  UINT64_MAX - SECTOR is the longest count
+ * a region can have: 20 digits.
+ */
+static void fill_counts_as_the_daemon(struct jobspec *filled)
+{
+	unsigned int dest_index;
+
+	if (filled->op == JOBSPEC_COPY && !filled->from.has_count) {
+		filled->from.count = UINT64_MAX - filled->from.sector;
+		filled->from.has_count = true;
+	}
+	for (dest_index = 0; dest_index < filled->num_dests; dest_index++) {
+		if (!filled->dests[dest_index].has_count) {
+			filled->dests[dest_index].count = UINT64_MAX - filled->dests[dest_index].sector;
+			filled->dests[dest_index].has_count = true;
+		}
+	}
+}
+
+/*
+ * Parse @line (which must be accepted), fill its counts as the daemon
+ * does, render it, and check that the canonical text parses back to the
+ * same spec and renders to the same text again; returns its length.
+ */
+static size_t assert_daemon_rendering_parses(const char *what, const char *line)
+{
+	static char rendered[JOBSPEC_MAX_CANONICAL], rendered_again[JOBSPEC_MAX_CANONICAL];
+	struct jobspec again;
+	char again_why[WHY_SIZE];
+	int length, length_again, r;
+
+	r = parse_bytes(line, strlen(line));
+	cr_assert_eq(r, 0, "%s (%zu bytes): parse returned %d (%s)", what, strlen(line), r, why);
+	fill_counts_as_the_daemon(&spec);
+	length = jobspec_render(&spec, rendered, sizeof(rendered));
+	cr_assert(length > 0, "%s (%zu bytes): render returned %d into %d bytes", what, strlen(line), length,
+		  JOBSPEC_MAX_CANONICAL);
+	r = jobspec_parse(rendered, (size_t)length, &again, again_why, sizeof(again_why));
+	cr_assert_eq(r, 0, "%s: its %d-byte canonical form does not parse: %d (%s)", what, length, r, again_why);
+	assert_same_spec(what, &spec, &again);
+	length_again = jobspec_render(&again, rendered_again, sizeof(rendered_again));
+	jobspec_free(&again);
+	cr_assert(length_again == length && memcmp(rendered, rendered_again, (size_t)length) == 0,
+		  "%s: the canonical form (%d bytes) renders again as %d different bytes", what, length,
+		  length_again);
+	return (size_t)length;
+}
+
+/* "copy from=PATH" and 32 " to=PATH:SECTOR", no counts, padded by path length up to @len bytes. */
+static char *line_with_32_destinations(size_t len, const char *dir, uint64_t first_sector)
+{
+	char *line = malloc(len + 1);
+	size_t fixed, path_room;
+	unsigned int dest_index;
+	size_t used;
+
+	cr_assert(line != NULL);
+	/* The bytes besides the padding: "copy from=" DIR "/s" and " to=" DIR "/dNN:SECTOR" each. */
+	fixed = strlen("copy from=") + strlen(dir) + 2;
+	for (dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		fixed += (size_t)snprintf(NULL, 0, " to=%s/d%02u:%llu", dir, dest_index,
+					  (unsigned long long)(first_sector + dest_index));
+	cr_assert(fixed < len, "the fixed part is %zu bytes, more than %zu", fixed, len);
+	path_room = (len - fixed) / (KCOPYD_MAX_REGIONS + 1);	/* padding ("/." pairs) per path */
+	path_room -= path_room % 2;
+	used = (size_t)snprintf(line, len + 1, "copy from=%s", dir);
+	for (size_t pad = 0; pad < path_room; pad += 2)
+		used += (size_t)snprintf(line + used, len + 1 - used, "/.");
+	used += (size_t)snprintf(line + used, len + 1 - used, "/s");
+	for (dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++) {
+		used += (size_t)snprintf(line + used, len + 1 - used, " to=%s", dir);
+		for (size_t pad = 0; pad < path_room; pad += 2)
+			used += (size_t)snprintf(line + used, len + 1 - used, "/.");
+		used += (size_t)snprintf(line + used, len + 1 - used, "/d%02u:%llu", dest_index,
+					 (unsigned long long)(first_sector + dest_index));
+	}
+	/* The rest in blanks before the first token. */
+	memmove(line + (len - used), line, used + 1);
+	memset(line, ' ', len - used);
+	return line;
+}
+
+Test(jobspec, the_canonical_form_of_the_largest_descriptions_parses)
+{
+	char *line, *backslashes;
+	size_t rendered_len, path_len;
+	unsigned int region_index;
+
+	/* The case of issue 12: 32 destinations in ~3866 bytes render to more than 4096. */
+	line = line_with_32_destinations(3866, "/srv/images", 1000000);
+	rendered_len = assert_daemon_rendering_parses("32 destinations in 3866 bytes", line);
+	cr_assert(rendered_len > JOBSPEC_MAX_LINE + 1, "32 destinations in 3866 bytes render to %zu bytes only",
+		  rendered_len);
+	free(line);
+
+	/* The same at the limit, with the largest sectors that leave room for a count. */
+	line = line_with_32_destinations(JOBSPEC_MAX_LINE, "/srv/images", UINT64_MAX - 100);
+	assert_daemon_rendering_parses("32 destinations in 4096 bytes, 20-digit sectors", line);
+	free(line);
+
+	/*
+	 * The longest rendering there is: 33 regions of bare backslashes,
+	 * each doubled and quoted, every count 20 digits.
+	 */
+	path_len = (JOBSPEC_MAX_LINE - strlen("copy") - (KCOPYD_MAX_REGIONS + 1) * strlen(" from=")) /
+		   (KCOPYD_MAX_REGIONS + 1);
+	backslashes = malloc(path_len + 1);
+	cr_assert(backslashes != NULL);
+	backslashes[0] = '/';
+	memset(backslashes + 1, '\\', path_len - 1);
+	backslashes[path_len] = '\0';
+	line = malloc(JOBSPEC_MAX_LINE + 1);
+	cr_assert(line != NULL);
+	strcpy(line, "copy from=");
+	strcat(line, backslashes);
+	for (region_index = 0; region_index < KCOPYD_MAX_REGIONS; region_index++) {
+		strcat(line, " to=");
+		strcat(line, backslashes);
+	}
+	cr_assert(strlen(line) <= JOBSPEC_MAX_LINE, "the backslash line is %zu bytes", strlen(line));
+	rendered_len = assert_daemon_rendering_parses("33 paths of backslashes", line);
+	cr_assert(rendered_len > 2 * JOBSPEC_MAX_LINE, "33 paths of backslashes render to %zu bytes only",
+		  rendered_len);
+	free(line);
+	free(backslashes);
+}
+
+Test(jobspec, over_4096_bytes_only_a_canonical_description)
+{
+	static char rendered[JOBSPEC_MAX_CANONICAL];
+	char *line = line_with_32_destinations(4000, "/srv/images", 7);
+	char *long_line;
+	int length, r;
+
+	parse_ok(line);
+	fill_counts_as_the_daemon(&spec);
+	length = jobspec_render(&spec, rendered, sizeof(rendered));
+	cr_assert(length > JOBSPEC_MAX_LINE + 1, "the canonical form is %d bytes", length);
+	free(line);
+
+	/* Accepted, with or without its newline. */
+	r = parse_bytes(rendered, (size_t)length);
+	cr_assert_eq(r, 0, "a %d-byte canonical description: %d (%s)", length, r, why);
+	r = parse_bytes(rendered, (size_t)length - 1);
+	cr_assert_eq(r, 0, "a %d-byte canonical description without its newline: %d (%s)", length - 1, r, why);
+
+	/* The same job written otherwise (a blank before it, an empty flags= after it) is too long. */
+	long_line = malloc((size_t)length + sizeof(" flags="));	/* the room of the longer of the two */
+	cr_assert(long_line != NULL);
+	long_line[0] = ' ';
+	memcpy(long_line + 1, rendered, (size_t)length + 1);
+	parse_fails_bytes(long_line, (size_t)length + 1, -E2BIG, "at most 4096");
+	memcpy(long_line, rendered, (size_t)length + 1);
+	long_line[length - 1] = '\0';
+	strcat(long_line, " flags=");
+	parse_fails(long_line, -E2BIG, "at most 4096");
+	free(long_line);
+
+	/* Nor is one that renders to itself but leaves a count out: the daemon always writes them. */
+	long_line = line_with_32_destinations(4200, "/srv/images", 7);
+	parse_fails(long_line + strspn(long_line, " "), -E2BIG, "at most 4096");
+	free(long_line);
+
+	/* Past JOBSPEC_MAX_CANONICAL_LINE nothing is taken. */
+	long_line = line_of_length(JOBSPEC_MAX_CANONICAL_LINE + 1);
+	parse_fails(long_line, -E2BIG, "at most 4096");
+	free(long_line);
+}
+
 Test(jobspec, reason_buffer_may_be_small_or_absent)
 {
 	char tiny[6];

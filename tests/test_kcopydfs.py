@@ -269,7 +269,7 @@ def start_slow(name):
 
 
 def cancel_and_wait(name):
-    write_ctl(name, "cancel")
+    write_ctl(name, "cancel\n")
     return wait_final(name, 5000)
 
 
@@ -336,7 +336,7 @@ def check_autoremove_descriptor_is_the_job():
         expect_errno("an O_NONBLOCK read at 0 while the job runs", errno.EAGAIN, os.pread, fd, 64, 0)
         events = poll_in(fd, 100)
         expect(not events & select.POLLIN, "poll while the job runs", "not POLLIN", events)
-        write_ctl(name, "cancel")
+        write_ctl(name, "cancel\n")
         events = poll_in(fd, 5000)
         expect(events & select.POLLIN, "poll once the job ended", "POLLIN", events)
         text = os.pread(fd, 8192, 0).decode()
@@ -390,14 +390,14 @@ def check_status_fields():
 def check_rejected_write():
     os.mkdir(job("refused"))
     expect_errno("os.write of 'copy from=relative' to ctl", errno.EINVAL, write_ctl, "refused",
-                 "copy from=relative.img to=%s" % env.path("d1.img"))
+                 "copy from=relative.img to=%s\n" % env.path("d1.img"))
     status = status_dict(read_all(job("refused", "status")))
     expect(status["error"] == 'from="relative.img": relative path (EINVAL)', "error line", "the reason (EINVAL)",
            status["error"])
     expect(status["rejected"] == status["error"], "rejected line", status["error"], status["rejected"])
     expect(status["state"] == "idle", "state after a refused write", "idle", status["state"])
     expect_errno("os.write of a 5000-byte line", errno.E2BIG, write_ctl, "refused",
-                 "copy from=/" + "x" * 4990 + " to=/y")
+                 "copy from=/" + "x" * 4990 + " to=/y\n")
     write_ctl("refused", "copy from=%s:0+8 to=%s:0\n" % (env.path("src.img"), env.path("d1.img")))
     expect(wait_final("refused")["state"] == "done", "the job starts after refused writes", "done", "not done")
     expect_errno("os.write of a description to a started job", errno.EBUSY, write_ctl, "refused",
@@ -453,7 +453,7 @@ def check_state_poll():
         expect(poll_in(status_fd, 0) == 0, "poll(status) with no change since the read", "no event",
                poll_in(status_fd, 0))
         # A refused write changes the error line: a change.
-        expect_errno("a refused write", errno.EINVAL, write_ctl, "watched", "copy")
+        expect_errno("a refused write", errno.EINVAL, write_ctl, "watched", "copy\n")
         expect(poll_in(status_fd, 1000) & select.POLLIN, "poll(status) after a refused write", "POLLIN", 0)
         expect(poll_in(state_fd, 1000) & select.POLLIN, "poll(state) after a refused write", "POLLIN", 0)
         os.pread(state_fd, 64, 0)
@@ -570,7 +570,7 @@ def check_wait_at_offset():
                "': done\\n...' (state: done from byte 5)", piece[:20])
     finally:
         os.close(fd)
-        write_ctl("offset-wait", "cancel")
+        write_ctl("offset-wait", "cancel\n")
 
 
 def check_long_canonical():
@@ -603,7 +603,7 @@ def check_long_canonical():
             status = status_dict(read_all(job("long-canonical", "status")))
             raise Failure("a %d-byte description whose canonical form is %d bytes\n      expected: accepted\n"
                           "      got:      %s; error: %s" % (len(line), len(canonical), error, status["error"]))
-        write_ctl("long-canonical", "cancel")
+        write_ctl("long-canonical", "cancel\n")
         expect(written == len(line) + 1, "os.write length", len(line) + 1, written)
         got = read_all(job("long-canonical", "ctl"))
         expect(got == canonical, "ctl reads back all %d bytes of the canonical description" % len(canonical),

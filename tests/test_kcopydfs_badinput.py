@@ -95,6 +95,10 @@ def write_once(path, data, offset=None):
         os.close(fd)
 
 
+def status_dict_of_wait(name):
+    return dict(line.split(": ", 1) for line in read_whole(job(name, "wait")).decode().splitlines())
+
+
 def status_of(name):
     return dict(line.split(": ", 1) for line in read_whole(job(name, "status")).decode().splitlines())
 
@@ -177,22 +181,21 @@ def check_big_and_tiny_writes():
     os.mkdir(job("big"))
     expect_errno("a 1 MiB write to ctl", (errno.E2BIG, errno.EINVAL), write_once, job("big", "ctl"), b"x" * (1 << 20))
     expect(status_of("big")["state"] == "idle", "after a 1 MiB write the job", "idle", status_of("big")["state"])
-    # One byte per write: each write is one command, so the very first byte is refused.
+    # One byte per write: ctl takes lines, so the bytes build the line and
+    # nothing runs before its newline, which starts the job.
     description = ("copy from=%s to=%s\n" % (env.path("src.img"), env.path("odd.img"))).encode()
     fd = os.open(job("big", "ctl"), os.O_WRONLY)
     try:
-        refused = 0
-        for byte in description:
-            try:
-                os.write(fd, bytes([byte]))
-            except OSError as error:
-                expect(error.errno == errno.EINVAL, "a one-byte write %r" % bytes([byte]), "EINVAL",
-                       errno_name(error.errno))
-                refused += 1
-        expect(refused == len(description), "one-byte writes refused", len(description), refused)
+        for index, byte in enumerate(description):
+            written = os.write(fd, bytes([byte]))
+            expect(written == 1, "a one-byte write %r" % bytes([byte]), 1, written)
+            if index == len(description) - 2:
+                expect(status_of("big")["state"] == "idle", "before the newline the job", "idle",
+                       status_of("big")["state"])
     finally:
         os.close(fd)
-    expect(status_of("big")["state"] == "idle", "after one-byte writes the job", "idle", status_of("big")["state"])
+    final = status_dict_of_wait("big")
+    expect(final["state"] == "done", "one-byte writes and a newline: the job", "done", final["state"])
     os.rmdir(job("big"))
     expect(bystanders() == before, "the bystanders after big and tiny writes", "unchanged", "changed")
 

@@ -31,8 +31,10 @@ function parseStatus(text) {
 }
 
 // submit(mount, description): the job's directory.  Opening clone makes a
-// new job tied to the descriptor (removed if we die before the write); one
-// writeSync is one write(2), which ctl takes as one whole command.  Throws
+// new job tied to the descriptor (removed if we die before the write).  ctl
+// takes lines: the description ends in a newline (a line without one is
+// never run), and one writeSync writes it whole, so a refusal is that
+// call's error.  Throws
 // the write's error, with .reason (the job's error line), if refused.
 function submit(mount, description) {
   const fd = fs.openSync(path.join(mount, 'clone'), 'r+');

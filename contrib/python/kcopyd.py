@@ -197,7 +197,11 @@ class Job:
 
 
 def _write_description(fd, description):
-    """One write(2): each write to ctl is one whole command."""
+    """The description as one line with its newline, in one write(2).
+
+    ctl takes lines (a line without its newline is never run); one write
+    makes the refusal, if any, this write's error rather than close's.
+    """
     line = description if description.endswith("\n") else description + "\n"
     data = line.encode()
     written = os.write(fd, data)

@@ -21,8 +21,9 @@
 # kc_submit MOUNT DESCRIPTION: start a job; print its directory.
 # The job is made by opening MOUNT/clone (a new job, numbered by the daemon,
 # tied to the descriptor: it goes away if the shell dies before the write)
-# and the description is written to that descriptor with one printf, which
-# is one write(2), as ctl wants.  Returns 0 once the job is queued.  If the
+# and the description is written to that descriptor with one printf, as one
+# line ending in its newline (ctl takes lines; printf may cut a long one into
+# several writes, which ctl joins again).  Returns 0 once the job is queued.  If the
 # daemon refuses the description, prints "kc_submit: refused: REASON" (the
 # job's error line, ending with the errno name) on stderr, removes the job
 # and returns 1.

@@ -7,7 +7,8 @@
  *
  * One job is one descriptor of MOUNT/clone-autoremove:
  *
- *   open -> read the job's number -> write the description (one write(2))
+ *   open -> read the job's number -> write the description (one line,
+ *   ending in its newline, in one write(2))
  *   -> poll until readable (the job has ended) -> pread at 0: the final
  *   status -> close (the daemon removes the job)
  *

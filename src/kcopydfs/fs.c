@@ -45,6 +45,8 @@ enum node_kind {
 #define JOB_INO_BASE 16u
 #define JOB_INO_STRIDE 8u
 #define SNAPSHOT_MAX (JOBSPEC_MAX_CANONICAL + 1)	/* the longest file: a canonical description */
+/* The longest line ctl holds, without its newline: the longest any command can be. */
+#define CTL_LINE_MAX JOBSPEC_MAX_CANONICAL_LINE
 #define CONTROL_BLKSIZE 65536
 /*
  * How long the kernel may keep what we told it.  No attribute ever changes
@@ -79,10 +81,20 @@ static const struct {
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Per open file (fi->fh). */
+/*
+ * Per open file (fi->fh).  ->ctl_lock serializes the writes and flushes of
+ * one ctl or clone descriptor and protects its line in progress (held,
+ * held_len, discard_error); commands run under it, without fs->lock.  It
+ * is taken before fs->lock and the service's lock, never under them, and
+ * replies are sent after it is dropped (a reply may let the release come).
+ */
 struct open_file {
 	enum node_kind kind;
 	uint64_t job_id;
+	pthread_mutex_t ctl_lock;
+	char *held;			/* written text with no newline yet; malloc'd, NULL when empty */
+	size_t held_len;
+	int discard_error;		/* a positive errno: discarding up to the next newline, refusing with it */
 	char *snapshot;			/* rendered by the read at offset 0; malloc'd to fit */
 	size_t snapshot_len;
 	bool has_snapshot;
@@ -134,10 +146,12 @@ struct kfs_fs {
 	pthread_cond_t ctl_threads_done;
 };
 
+/* A write to ctl, or a flush of it (@flush: then @cred and @text are unused), on a thread of its own. */
 struct ctl_write {
 	struct kfs_fs *fs;
 	fuse_req_t req;
-	uint64_t job_id;
+	struct open_file *of;
+	bool flush;
 	struct kfs_cred cred;
 	size_t size;
 	char text[];
@@ -196,10 +210,10 @@ static int fill_attr(struct kfs_fs *fs, enum node_kind kind, uint64_t job_id, st
 	st->st_atim = st->st_mtim = st->st_ctim = fs->started;
 	st->st_nlink = 1;
 	/*
-	 * stdio sizes its buffer by st_blksize: a large one keeps a whole
-	 * description (up to 4096 bytes and a newline) in one write(2), as
-	 * `echo` and Python's print() make it.  With 4096, a 4097-byte line
-	 * would arrive as two commands.
+	 * stdio sizes its buffer by st_blksize when it first writes to a
+	 * descriptor: a large one makes most lines one write(2).  Nothing
+	 * depends on it: ctl is a line protocol, and a buffer sized earlier for
+	 * a pipe (4096 bytes) cuts a line into writes that are joined again.
 	 */
 	st->st_blksize = CONTROL_BLKSIZE;
 	if (is_job_node(kind)) {
@@ -431,6 +445,26 @@ static void kfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* Files                                                               */
 /* ------------------------------------------------------------------ */
 
+static struct open_file *open_file_new(enum node_kind kind, uint64_t job_id)
+{
+	struct open_file *of = calloc(1, sizeof(*of));
+
+	if (!of)
+		return NULL;
+	of->kind = kind;
+	of->job_id = job_id;
+	pthread_mutex_init(&of->ctl_lock, NULL);
+	return of;
+}
+
+static void open_file_free(struct open_file *of)
+{
+	pthread_mutex_destroy(&of->ctl_lock);
+	free(of->held);
+	free(of->snapshot);
+	free(of);
+}
+
 /* Under fs->lock. */
 static void open_file_link(struct kfs_fs *fs, struct open_file *of)
 {
@@ -471,13 +505,11 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	of = calloc(1, sizeof(*of));
+	of = open_file_new(kind, job_id);
 	if (!of) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	of->kind = kind;
-	of->job_id = job_id;
 	if (is_clone(kind)) {
 		r = kfs_job_create(fs->svc, NULL, ctx->uid, ctx->gid, &of->job_id);
 		if (r < 0)
@@ -501,12 +533,12 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		pthread_mutex_lock(&fs->lock);
 		open_file_unlink(fs, of);
 		pthread_mutex_unlock(&fs->lock);
-		free(of);
+		open_file_free(of);
 	}
 	return;
 
 err_free:
-	free(of);
+	open_file_free(of);
 	fuse_reply_err(req, -r);
 }
 
@@ -740,16 +772,170 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, 
 		reply_slice(req, text, text_len, size, offset);
 }
 
+/* ------------------------------------------------------------------ */
+/* ctl: a line protocol                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A ctl or clone descriptor takes lines: a command is the text up to a
+ * newline, however it was cut into writes (stdio, bufio and the like cut a
+ * long line at their buffer's size).  The text after the last newline is
+ * held until its newline comes; a partial line is never run, and one still
+ * held when the descriptor is closed is refused.  See kcopydfs(5).
+ */
+
+/* Under of->ctl_lock: forget the line in progress. */
+static void ctl_drop_held(struct open_file *of)
+{
+	free(of->held);
+	of->held = NULL;
+	of->held_len = 0;
+}
+
+/* Under of->ctl_lock: add @len bytes to the line in progress.  Return: 0 or -ENOMEM. */
+static int ctl_hold(struct open_file *of, const char *text, size_t len)
+{
+	char *grown = realloc(of->held, of->held_len + len);
+
+	if (!grown)
+		return -ENOMEM;
+	memcpy(grown + of->held_len, text, len);
+	of->held = grown;
+	of->held_len += len;
+	return 0;
+}
+
+/* Refuse a line for its length (@len bytes, its newline included if it came), with the job's reason. */
+static int ctl_refuse_long_line(struct kfs_fs *fs, struct open_file *of, size_t len, bool complete)
+{
+	char why[256];
+
+	if (complete)
+		snprintf(why, sizeof(why), "the line is %zu bytes, at most %d", len - 1, JOBSPEC_MAX_LINE);
+	else
+		snprintf(why, sizeof(why),
+			 "the line is over %d bytes with no newline yet (at most %d, %d for a canonical "
+			 "description): refused, and discarded up to its newline",
+			 CTL_LINE_MAX, JOBSPEC_MAX_LINE, CTL_LINE_MAX);
+	return kfs_job_reject(fs->svc, of->job_id, -E2BIG, why);
+}
+
+/*
+ * Under of->ctl_lock: take @size bytes written to @of.  Each line they
+ * complete runs as a command, in order, as @cred; the first refusal stops
+ * the write, and the rest of it goes with it.  Text after the last newline
+ * is held.  A line that cannot be a command (over CTL_LINE_MAX bytes) is
+ * refused with E2BIG when it overflows, and then, like the rest of a line
+ * a refused write began, discarded up to its newline: each write until
+ * then is refused with the same error, so no tail of a line ever runs.
+ * Return: 0 when every byte was taken, or the -errno of the refusal.
+ */
+static int ctl_feed(struct kfs_fs *fs, struct open_file *of, const struct kfs_cred *cred, const char *buf,
+		    size_t size)
+{
+	size_t pos = 0;
+	int r = 0;
+
+	if (size == 0)
+		return 0;
+	if (of->discard_error) {
+		const char *newline = memchr(buf, '\n', size);
+
+		r = -of->discard_error;
+		if (newline)
+			goto err_refused;	/* the end of the discarded line: refused too, and what follows */
+		return r;
+	}
+	while (pos < size) {
+		const char *newline = memchr(buf + pos, '\n', size - pos);
+		size_t piece = newline ? (size_t)(newline - buf) + 1 - pos : size - pos;
+		size_t line_len = of->held_len + piece;
+
+		if (!newline) {
+			if (line_len > CTL_LINE_MAX) {
+				r = ctl_refuse_long_line(fs, of, line_len, false);
+				goto err_refused;
+			}
+			r = ctl_hold(of, buf + pos, piece);
+			if (r < 0)
+				goto err_refused;
+			return 0;
+		}
+		if (line_len - 1 > CTL_LINE_MAX) {
+			r = ctl_refuse_long_line(fs, of, line_len, true);
+		} else if (of->held_len) {
+			r = ctl_hold(of, buf + pos, piece);
+			if (r == 0)
+				r = kfs_job_ctl(fs->svc, of->job_id, of->held, of->held_len, cred);
+		} else {
+			r = kfs_job_ctl(fs->svc, of->job_id, buf + pos, piece, cred);
+		}
+		ctl_drop_held(of);
+		pos += piece;
+		if (r < 0)
+			goto err_refused;
+	}
+	return 0;
+
+err_refused:
+	/* The write is refused whole: if it ends inside a line, that line's rest is discarded too. */
+	ctl_drop_held(of);
+	of->discard_error = buf[size - 1] != '\n' ? -r : 0;
+	return r;
+}
+
+/*
+ * Under of->ctl_lock: a descriptor of @of is being closed.  A line still
+ * held is refused (never run: a writer killed between two writes would
+ * start a truncated job), and its rest, should a duplicate of the
+ * descriptor write it later, is discarded with EINVAL.
+ * Return: 0, or -EINVAL when a partial line was refused.
+ */
+static int ctl_close_line(struct kfs_fs *fs, struct open_file *of)
+{
+	char why[200];
+	size_t held_len = of->held_len;
+
+	if (held_len == 0)
+		return 0;
+	ctl_drop_held(of);
+	of->discard_error = EINVAL;
+	snprintf(why, sizeof(why),
+		 "closed after %zu bytes with no newline: a command must end with a newline, and a partial "
+		 "line is never run",
+		 held_len);
+	return kfs_job_reject(fs->svc, of->job_id, -EINVAL, why);
+}
+
+/* A write or a flush of @write->of, under its ctl_lock.  Return: 0 or -errno. */
+static int ctl_write_run(const struct ctl_write *write)
+{
+	struct open_file *of = write->of;
+	int r;
+
+	pthread_mutex_lock(&of->ctl_lock);
+	if (write->flush)
+		r = ctl_close_line(write->fs, of);
+	else
+		r = ctl_feed(write->fs, of, &write->cred, write->text, write->size);
+	pthread_mutex_unlock(&of->ctl_lock);
+	return r;
+}
+
+static void ctl_write_reply(const struct ctl_write *write, int r)
+{
+	if (r < 0 || write->flush)
+		fuse_reply_err(write->req, -r);
+	else
+		fuse_reply_write(write->req, write->size);
+}
+
 static void *ctl_write_thread(void *arg)
 {
 	struct ctl_write *write = arg;
 	struct kfs_fs *fs = write->fs;
-	int r = kfs_job_ctl(fs->svc, write->job_id, write->text, write->size, &write->cred);
 
-	if (r < 0)
-		fuse_reply_err(write->req, -r);
-	else
-		fuse_reply_write(write->req, write->size);
+	ctl_write_reply(write, ctl_write_run(write));
 	free(write);
 	pthread_mutex_lock(&fs->lock);
 	if (--fs->ctl_threads == 0)
@@ -758,19 +944,13 @@ static void *ctl_write_thread(void *arg)
 	return NULL;
 }
 
-/* Hand a ctl write to a thread of its own.  Return: 0 if it will reply, or -errno (then reply here). */
-static int ctl_write_offload(struct kfs_fs *fs, fuse_req_t req, uint64_t job_id, const struct kfs_cred *cred,
-			     const char *buf, size_t size)
+/* Hand @write (malloc'd) to a thread of its own, which frees it.  Return: 0 if it will reply, or -errno. */
+static int ctl_write_offload(struct kfs_fs *fs, struct ctl_write *write)
 {
-	struct ctl_write *write = malloc(sizeof(*write) + size);
 	pthread_attr_t attr;
 	pthread_t thread;
 	int r;
 
-	if (!write)
-		return -ENOMEM;
-	*write = (struct ctl_write){ .fs = fs, .req = req, .job_id = job_id, .cred = *cred, .size = size };
-	memcpy(write->text, buf, size);
 	pthread_mutex_lock(&fs->lock);
 	fs->ctl_threads++;
 	pthread_mutex_unlock(&fs->lock);
@@ -779,12 +959,24 @@ static int ctl_write_offload(struct kfs_fs *fs, fuse_req_t req, uint64_t job_id,
 	r = -pthread_create(&thread, &attr, ctl_write_thread, write);
 	pthread_attr_destroy(&attr);
 	if (r < 0) {
-		free(write);
 		pthread_mutex_lock(&fs->lock);
 		fs->ctl_threads--;
 		pthread_mutex_unlock(&fs->lock);
 	}
 	return r;
+}
+
+/*
+ * Run @write (a write or a flush of ctl): on a thread of its own with one
+ * FUSE thread, since a command may open a region that leads back into the
+ * mount, and a flush may wait for such a command's ctl_lock; else here.
+ */
+static void ctl_write_dispatch(struct kfs_fs *fs, struct ctl_write *write)
+{
+	if (fs->offload_ctl && ctl_write_offload(fs, write) == 0)
+		return;
+	ctl_write_reply(write, ctl_write_run(write));
+	free(write);
 }
 
 void kfs_fs_drain(struct kfs_fs *fs)
@@ -801,27 +993,53 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	struct kfs_fs *fs = fs_of(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct kfs_cred cred = { .uid = ctx->uid, .gid = ctx->gid, .pid = ctx->pid };
+	struct ctl_write *write;
 	int r;
 
 	if (of->kind != NODE_CTL && !is_clone(of->kind)) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	if (kfs_groups_matter(fs->svc, ctx->uid)) {
-		r = fuse_req_getgroups(req, KFS_MAX_GROUPS, cred.groups);
-		cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
-	} else {
-		cred.groups_irrelevant = true;
-	}
-	if (fs->offload_ctl && ctl_write_offload(fs, req, of->job_id, &cred, buf, size) == 0)
+	/* Offsets are ignored, as sysfs does: the descriptor's lines are one stream. */
+	write = malloc(sizeof(*write) + size);
+	if (!write) {
+		fuse_reply_err(req, ENOMEM);
 		return;
-	/* Each write is one command, wherever it lands: offsets are ignored, as sysfs does. */
-	r = kfs_job_ctl(fs->svc, of->job_id, buf, size, &cred);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else
-		fuse_reply_write(req, size);
+	}
+	*write = (struct ctl_write){ .fs = fs, .req = req, .of = of, .size = size,
+				     .cred = { .uid = ctx->uid, .gid = ctx->gid, .pid = ctx->pid } };
+	memcpy(write->text, buf, size);
+	if (kfs_groups_matter(fs->svc, ctx->uid)) {
+		r = fuse_req_getgroups(req, KFS_MAX_GROUPS, write->cred.groups);
+		write->cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
+	} else {
+		write->cred.groups_irrelevant = true;
+	}
+	ctl_write_dispatch(fs, write);
+}
+
+/*
+ * Every close(2) of every descriptor of an open file (duplicates, and
+ * those a child inherited, included) flushes it: for ctl and clone, a line
+ * in progress is refused then, so that close(2) reports it.
+ */
+static void kfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kfs_fs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct ctl_write *flush;
+
+	if (of->kind != NODE_CTL && !is_clone(of->kind)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	flush = malloc(sizeof(*flush));
+	if (!flush) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	*flush = (struct ctl_write){ .fs = fs, .req = req, .of = of, .flush = true };
+	ctl_write_dispatch(fs, flush);
 }
 
 /* Under fs->lock: take @of off the poller list; returns its poll handle. */
@@ -897,6 +1115,12 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct kfs_fs *fs = fs_of(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 
+	/* A release may come without a flush: a partial line is refused here then (nobody sees the error). */
+	if (of->kind == NODE_CTL || is_clone(of->kind)) {
+		pthread_mutex_lock(&of->ctl_lock);
+		(void)ctl_close_line(fs, of);
+		pthread_mutex_unlock(&of->ctl_lock);
+	}
 	pthread_mutex_lock(&fs->lock);
 	poller_drop(fs, of);
 	open_file_unlink(fs, of);
@@ -910,8 +1134,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		kfs_job_remove_if_idle(fs->svc, of->job_id);
 	else if (of->kind == NODE_CLONE_AUTOREMOVE)
 		kfs_job_autoremove(fs->svc, of->job_id);
-	free(of->snapshot);
-	free(of);
+	open_file_free(of);
 	fuse_reply_err(req, 0);
 }
 
@@ -932,6 +1155,7 @@ const struct fuse_lowlevel_ops kfs_fs_ops = {
 	.open = kfs_open,
 	.read = kfs_read,
 	.write = kfs_write,
+	.flush = kfs_flush,
 	.poll = kfs_poll,
 	.release = kfs_release,
 };
@@ -1054,8 +1278,7 @@ void kfs_fs_destroy(struct kfs_fs *fs)
 		struct open_file *of = fs->open_files;
 
 		open_file_unlink(fs, of);
-		free(of->snapshot);
-		free(of);
+		open_file_free(of);
 	}
 	pthread_cond_destroy(&fs->ctl_threads_done);
 	pthread_mutex_destroy(&fs->lock);

@@ -1648,6 +1648,11 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	return 0;
 }
 
+int kfs_job_reject(struct kfs_service *svc, uint64_t id, int error, const char *why)
+{
+	return reject(svc, id, error, why);
+}
+
 /* ------------------------------------------------------------------ */
 /* Rendering                                                           */
 /* ------------------------------------------------------------------ */

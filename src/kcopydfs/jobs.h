@@ -147,6 +147,16 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		const struct kfs_cred *cred);
 
 /*
+ * kfs_job_reject() - record a write to the job's ctl that the front end
+ * refused before it became a command (a line too long to be one, a line
+ * without its newline at close): @why becomes the job's "rejected" line,
+ * with the name of @error after it (and its error line while idle), as for
+ * a refused description, and pollers are told.
+ * Return: @error (a -errno), also when the job is gone.
+ */
+int kfs_job_reject(struct kfs_service *svc, uint64_t id, int error, const char *why);
+
+/*
  * kfs_job_remove() - remove an idle or finished job.
  * Return: 0; -ENOENT; -EBUSY while queued or running.
  */

@@ -557,7 +557,32 @@ static int parse_field(struct line_parser *parser, const char *token, size_t tok
 	return refuse(-EINVAL, parser->why, parser->why_len, "unknown key '%s' (known: from, to, flags)", shown);
 }
 
-int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len)
+/*
+ * The line, without its newline, is a canonical description as the daemon
+ * renders it once the regions are open: every count given, and exactly
+ * what jobspec_render() makes of @spec.
+ */
+static bool is_canonical(const struct jobspec *spec, const char *text, size_t len)
+{
+	char *rendered;
+	unsigned int dest_index;
+	bool same;
+
+	if (spec->op == JOBSPEC_COPY && !spec->from.has_count)
+		return false;
+	for (dest_index = 0; dest_index < spec->num_dests; dest_index++)
+		if (!spec->dests[dest_index].has_count)
+			return false;
+	rendered = malloc(len + 2);	/* the line, its newline and a NUL */
+	if (!rendered)
+		return false;
+	same = jobspec_render(spec, rendered, len + 2) == (int)len + 1 && memcmp(rendered, text, len) == 0;
+	free(rendered);
+	return same;
+}
+
+/* jobspec_parse() of @len bytes (no newline), whatever their length. */
+static int parse_line(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len)
 {
 	struct line_parser parser = { .spec = spec, .why = why, .why_len = why_len };
 	const char *token;
@@ -565,18 +590,6 @@ int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why,
 	char shown[SHOWN_SIZE];
 	int r;
 
-	memset(spec, 0, sizeof(*spec));
-	if (why && why_len)
-		why[0] = '\0';
-	if (!text) {
-		if (len)
-			return refuse(-EINVAL, why, why_len, "no text");
-		text = "";	/* no pointer arithmetic on NULL below */
-	}
-	if (len && text[len - 1] == '\n')
-		len--;
-	if (len > JOBSPEC_MAX_LINE)
-		return refuse(-E2BIG, why, why_len, "the line is %zu bytes, at most %d", len, JOBSPEC_MAX_LINE);
 	r = check_line_bytes(text, len, why, why_len);
 	if (r)
 		return r;
@@ -617,6 +630,37 @@ int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why,
 
 err_free_spec:
 	jobspec_free(spec);
+	return r;
+}
+
+int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len)
+{
+	int r;
+
+	memset(spec, 0, sizeof(*spec));
+	if (why && why_len)
+		why[0] = '\0';
+	if (!text) {
+		if (len)
+			return refuse(-EINVAL, why, why_len, "no text");
+		text = "";	/* no pointer arithmetic on NULL below */
+	}
+	if (len && text[len - 1] == '\n')
+		len--;
+	if (len > JOBSPEC_MAX_CANONICAL_LINE)
+		return refuse(-E2BIG, why, why_len, "the line is %zu bytes, at most %d", len, JOBSPEC_MAX_LINE);
+	r = parse_line(text, len, spec, why, why_len);
+	/*
+	 * Over JOBSPEC_MAX_LINE only a canonical description is taken, so
+	 * that what the daemon renders (longer than what was written when
+	 * paths are quoted and counts filled in) can be written back, and
+	 * resumed.  Anything else that long is refused for its length, the
+	 * first thing wrong with it.
+	 */
+	if (len > JOBSPEC_MAX_LINE && r != -ENOMEM && (r < 0 || !is_canonical(spec, text, len))) {
+		jobspec_free(spec);
+		return refuse(-E2BIG, why, why_len, "the line is %zu bytes, at most %d", len, JOBSPEC_MAX_LINE);
+	}
 	return r;
 }
 

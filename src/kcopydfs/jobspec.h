@@ -30,11 +30,20 @@
 
 #define JOBSPEC_MAX_LINE 4096		/* bytes, without the trailing newline */
 /*
- * The longest canonical description of a line of JOBSPEC_MAX_LINE bytes:
- * quoting at most doubles the paths, and each of the 33 regions gains at
- * most ":SECTOR+COUNT" (42 bytes) and its key.
+ * The longest canonical description of a line of JOBSPEC_MAX_LINE bytes,
+ * with its newline and a NUL: quoting at most doubles the paths (a bare
+ * backslash is written \\ in quotes), and each of the 33 regions gains
+ * at most two quotes and ":SECTOR+COUNT" (44 bytes).
  */
 #define JOBSPEC_MAX_CANONICAL (2 * JOBSPEC_MAX_LINE + (KCOPYD_MAX_REGIONS + 1) * 64 + 64)
+/*
+ * The longest line jobspec_parse() takes, without its newline: a line over
+ * JOBSPEC_MAX_LINE bytes is taken only when it is a canonical description
+ * (what jobspec_render() makes, as ctl reads back), so that whatever the
+ * daemon renders parses again.  With a newline and a NUL it fits in
+ * JOBSPEC_MAX_CANONICAL bytes.
+ */
+#define JOBSPEC_MAX_CANONICAL_LINE (JOBSPEC_MAX_CANONICAL - 2)
 
 enum jobspec_op {
 	JOBSPEC_COPY,
@@ -70,7 +79,16 @@ struct jobspec {
  * with non-printable bytes shown as \xNN.  It is NUL-terminated even when
  * cut short by @why_len.
  *
- * Return: 0; -E2BIG for a line over JOBSPEC_MAX_LINE bytes; -ERANGE when a
+ * A line may be at most JOBSPEC_MAX_LINE bytes (without the newline); a
+ * longer one, up to JOBSPEC_MAX_CANONICAL_LINE, only if it is exactly the
+ * canonical form of what it describes (jobspec_render() of it, with every
+ * region's count given, as the daemon renders a started job), so that
+ * every description the daemon renders, with every count filled in, parses
+ * back to itself (a count has at most 20 digits, and a description of
+ * JOBSPEC_MAX_LINE bytes renders to less than JOBSPEC_MAX_CANONICAL).
+ *
+ * Return: 0; -E2BIG for a line over JOBSPEC_MAX_LINE bytes that is not a
+ * canonical description, or over JOBSPEC_MAX_CANONICAL_LINE; -ERANGE when a
  * number does not fit in 64 bits or SECTOR+COUNT passes 2^64 sectors;
  * -ENOMEM; -EINVAL for anything else that is not a valid description (the
  * reason says what).  On failure @spec holds nothing to free.
