@@ -218,7 +218,12 @@ write_ctl "$jobs/backup/ctl" "copy from=$secret to=$nb_big"
 refused "root's description in nobody's job is refused" "Operation not permitted"
 check "nobody's job is still idle" idle "$(as_nobody cat "$jobs/backup/state")"
 check "nobody's job shows no description" "" "$(as_nobody cat "$jobs/backup/ctl")"
-check "nobody's job shows no refusal of root's write" none "$(as_nobody sed -n 's/^rejected: //p' "$jobs/backup/status")"
+# A line without its newline is not held for anyone but the owner either.
+bash -c 'printf "%s" "copy from=$1" > "$2"' partial "$secret" "$jobs/backup/ctl" 2>"$work/write.err"
+write_status=$?
+write_said=$(tr '\n' ' ' <"$work/write.err")
+refused "root's partial line in nobody's job is refused at the write" "Operation not permitted"
+check "nobody's job shows no refusal of root's writes" none "$(as_nobody sed -n 's/^rejected: //p' "$jobs/backup/status")"
 
 # A ctl descriptor passed on: root's clone descriptor, written by nobody.
 exec 7<>"$daemon_mount/clone"

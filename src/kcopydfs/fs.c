@@ -834,10 +834,12 @@ static int ctl_feed(struct kfs_fs *fs, struct open_file *of, const struct kfs_cr
 		    size_t size)
 {
 	size_t pos = 0;
-	int r = 0;
+	int r;
 
-	if (size == 0)
-		return 0;
+	/* Nobody but the owner adds to its lines, nor learns anything of them from a refusal. */
+	r = kfs_job_may_write(fs->svc, of->job_id, cred->uid);
+	if (r < 0 || size == 0)
+		return r;
 	if (of->discard_error) {
 		const char *newline = memchr(buf, '\n', size);
 

@@ -1518,10 +1518,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	 * expected, must not lend one's rights to the other.  The job is left
 	 * as it was.  (Its owner never changes, so one look is enough.)
 	 */
-	pthread_mutex_lock(&svc->lock);
-	job = find_by_id(svc, id);
-	r = !job ? -ENOENT : job->uid != cred->uid ? -EPERM : 0;
-	pthread_mutex_unlock(&svc->lock);
+	r = kfs_job_may_write(svc, id, cred->uid);
 	if (r < 0)
 		return r;
 
@@ -1646,6 +1643,18 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	job_persist(svc, id);
 	svc->on_change(id, svc->context);
 	return 0;
+}
+
+int kfs_job_may_write(struct kfs_service *svc, uint64_t id, uid_t uid)
+{
+	struct kfs_job *job;
+	int r;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	r = !job ? -ENOENT : job->uid != uid ? -EPERM : 0;
+	pthread_mutex_unlock(&svc->lock);
+	return r;
 }
 
 int kfs_job_reject(struct kfs_service *svc, uint64_t id, int error, const char *why)

@@ -147,6 +147,13 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		const struct kfs_cred *cred);
 
 /*
+ * kfs_job_may_write() - may a writer with @uid write to the job's ctl?
+ * Only its owner may (root included: see kcopydfs(8) SECURITY).
+ * Return: 0, -EPERM, or -ENOENT.
+ */
+int kfs_job_may_write(struct kfs_service *svc, uint64_t id, uid_t uid);
+
+/*
  * kfs_job_reject() - record a write to the job's ctl that the front end
  * refused before it became a command (a line too long to be one, a line
  * without its newline at close): @why becomes the job's "rejected" line,
