@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fake_io.h"
 #include "kcopyd.h"
 #include "testutil.h"
 
@@ -1185,4 +1186,143 @@ Test(devices, validate_loops_over_one_file_with_offsets)
 	tu_loop_detach(loop_stacked);
 	tu_loop_detach(loop_4m);
 	tu_loop_detach(loop_1m);
+}
+
+/* ---- short writes: a full disk is ENOSPC, not EIO (issue 12, item 12) ---- */
+
+/* A client on the fake backend, which does each I/O with pread/pwrite at once. */
+static struct kcopyd_client *fake_client(struct fake_io *fake)
+{
+	struct kcopyd_config config = { .num_pages = CLIENT_PAGES };
+	struct kcopyd_client *kc;
+	int r;
+
+	fake_io_init(fake);
+	r = kcopyd_client_create_ops(&config, &fake_io_ops, fake, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_ops(fake): %d", r);
+	return kc;
+}
+
+/* How many writes the fake was given, and whether one started at @sector. */
+static unsigned int fake_writes(struct fake_io *fake, uint64_t sector, bool *seen)
+{
+	static struct fake_log_entry log[64];
+	unsigned int count = fake_io_log(fake, log, 64), index, writes = 0;
+
+	*seen = false;
+	for (index = 0; index < count; index++)
+		if (log[index].op == KCOPYD_IO_WRITE) {
+			writes++;
+			*seen = *seen || log[index].sector == sector;
+		}
+	return writes;
+}
+
+/* A write that stops short is continued for the rest; the rest's -ENOSPC is the job's error. */
+Test(devices, short_write_then_enospc_reports_enospc)
+{
+	struct fake_io *fake = calloc(1, sizeof(*fake));
+	struct kcopyd_client *kc = fake_client(fake);
+	struct io_region from = { .bdev = fx.src_plain, .sector = 0, .count = 2048 };
+	struct io_region to = region(T_FILE_A, 0, 2048);
+	struct kcopyd_result res;
+	uint64_t diff = 0;
+	bool retried;
+	int r;
+
+	/* The destination fills up at sector 1024: the 1 MiB write gets 512 KiB in, then ENOSPC. */
+	fake_io_stop_short(fake, fx.dst[T_FILE_A].dev, KCOPYD_IO_WRITE, 1024, -ENOSPC, false);
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect_eq(res.error, -ENOSPC, "a short write, then no space: error %d (%s), expected -ENOSPC",
+		     res.error, strerror(-res.error));
+	cr_expect_eq(res.write_err, 1u, "write_err 0x%x, expected 0x1", res.write_err);
+	cr_expect(res.write[0].error == -ENOSPC && res.write[0].sector == 0 && res.write[0].count == 2048,
+		  "write[0]: error %d sector %" PRIu64 " count %" PRIu64 ", expected -ENOSPC 0 2048",
+		  res.write[0].error, res.write[0].sector, res.write[0].count);
+	cr_expect_eq(fake_writes(fake, 1024, &retried), 2u, "writes given to the fake: %u, expected 2",
+		     fake_writes(fake, 1024, &retried));
+	cr_expect(retried, "no write continued at sector 1024 after the short one");
+	r = tu_pattern_check(fx.dst[T_FILE_A].file, 0, 1024 << KCOPYD_SECTOR_SHIFT, SRC_SEED, 0, &diff);
+	cr_expect_eq(r, 0, "the part that fitted is not the source's at byte %" PRIu64 " (%d)", diff, r);
+	kcopyd_client_destroy(kc);
+	free(fake);
+}
+
+/* A write that stops short once and then goes on is a success, written in full. */
+Test(devices, short_write_once_is_continued_to_the_end)
+{
+	struct fake_io *fake = calloc(1, sizeof(*fake));
+	struct kcopyd_client *kc = fake_client(fake);
+	struct io_region from = { .bdev = fx.src_plain, .sector = 4096, .count = 4096 };
+	struct io_region to = region(T_FILE_A, 8192, 4096);
+	struct kcopyd_result res;
+	bool retried;
+	int r;
+
+	fake_io_stop_short(fake, fx.dst[T_FILE_A].dev, KCOPYD_IO_WRITE, 8192 + 3000, 0, true);
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	expect_clean_result("a write short once", &res, 4096);
+	expect_source_copy("a write short once", 4096, &to);
+	fake_writes(fake, 8192 + 3000, &retried);
+	cr_expect(retried, "no write continued at sector %d after the short one", 8192 + 3000);
+	kcopyd_client_destroy(kc);
+	free(fake);
+}
+
+/* A short read is the end of the file: still -EIO (doc/DESIGN.md), and not retried. */
+Test(devices, short_read_is_eio)
+{
+	struct fake_io *fake = calloc(1, sizeof(*fake));
+	struct kcopyd_client *kc = fake_client(fake);
+	struct io_region from = { .bdev = fx.src_plain, .sector = 0, .count = 2048 };
+	struct io_region to = region(T_FILE_A, 0, 2048);
+	struct kcopyd_result res;
+	bool retried;
+	int r;
+
+	fake_io_stop_short(fake, fx.src_plain, KCOPYD_IO_READ, 1024, 0, false);
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect(res.read_err == 1 && res.read.error == -EIO && res.error == -EIO,
+		  "a short read: read_err %d read.error %d error %d, expected 1, -EIO, -EIO", res.read_err,
+		  res.read.error, res.error);
+	cr_expect_eq(fake_writes(fake, 0, &retried), 0u, "a short read led to %u writes, expected none",
+		     fake_writes(fake, 0, &retried));
+	kcopyd_client_destroy(kc);
+	free(fake);
+}
+
+/* The real thing: 4 MiB to a file on a tmpfs of 3584 KiB.  The write that fills it is short. */
+Test(devices, full_tmpfs_is_enospc)
+{
+	char dir[] = "/tmp/kcopyd-full.XXXXXX", path[64];
+	const uint64_t count = 4 * MiB >> KCOPYD_SECTOR_SHIFT;
+	struct kcopyd_dev *dev = NULL;
+	struct kcopyd_result res;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = count }, to;
+	int fd, r;
+
+	cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+	r = mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=3584k");
+	cr_assert_eq(r, 0, "mount a 3584 KiB tmpfs on %s: %s", dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/full.img", dir);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0 && ftruncate(fd, (off_t)(4 * MiB)) == 0, "create %s: %s", path, strerror(errno));
+	close(fd);
+	r = kcopyd_dev_open(path, O_RDWR, &dev);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d", path, r);
+	to = (struct io_region){ .bdev = dev, .sector = 0, .count = count };
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect_eq(res.write_err, 1u, "4 MiB to a 3584 KiB tmpfs: write_err 0x%x, expected 0x1", res.write_err);
+	cr_expect_eq(res.write[0].error, -ENOSPC,
+		     "4 MiB to a 3584 KiB tmpfs: write[0] error %d (%s) at sector %" PRIu64 ", expected -ENOSPC",
+		     res.write[0].error, strerror(-res.write[0].error), res.write[0].sector);
+	cr_expect_eq(res.error, -ENOSPC, "4 MiB to a 3584 KiB tmpfs: error %d (%s), expected -ENOSPC", res.error,
+		     strerror(-res.error));
+	kcopyd_dev_close(dev);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
 }
