@@ -15,10 +15,13 @@
  * its own errors on stderr and returns 0 or -errno:
  *
  *   parse the command line -> open the source -> settle the count ->
- *   create/extend/open the destinations -> validate -> run the job
- *   (progress, signals) -> fsync the destinations -> report
+ *   claim/open/check the destinations as they will be -> create/extend
+ *   them -> validate -> run the job (progress, signals) -> fsync the
+ *   destinations -> report
  *
- * and one goto ladder at the end of main() closes whatever was opened.
+ * and one goto ladder at the end of main() closes whatever was opened and,
+ * if kcopy refused before the job started, removes the files it created
+ * and cuts back the ones it extended: a refusal changes nothing on disk.
  * With --via, the mount is checked first, the engine's devices are closed
  * before the job, and the daemon validates and runs it (via_run_job()).
  */
