@@ -932,12 +932,15 @@ static int settle_zero_count(struct kcopy *state)
 /*
  * open_destinations() - check that no destination asks for another count;
  * claim, open and check every destination as it will be, before anything
- * is created or extended; then create and extend.
+ * is created or extended; then create and extend.  With --via, the
+ * regions are checked here only if a file is to be created or extended:
+ * otherwise the daemon's check, and its reason, are the ones that count.
  * Return: 0; -EINVAL for a mismatched COUNT; as plan_destination(),
  * check_planned_regions() and make_destination_files().
  */
 static int open_destinations(struct kcopy *state)
 {
+	bool grow_any = false;
 	int ret;
 
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
@@ -954,10 +957,17 @@ static int open_destinations(struct kcopy *state)
 		ret = plan_destination(state, dest_index);
 		if (ret)
 			return ret;
+		grow_any = grow_any || state->dests[dest_index].grow;
 	}
-	ret = check_planned_regions(state);
-	if (ret)
-		return ret;
+	/*
+	 * With --via the daemon checks the regions and gives its own reason;
+	 * ours are needed only before a file is created or extended.
+	 */
+	if (!state->via || grow_any) {
+		ret = check_planned_regions(state);
+		if (ret)
+			return ret;
+	}
 	return make_destination_files(state);
 }
 
