@@ -55,7 +55,9 @@ struct kcopyd_job;	/* opaque: a job handle from kcopyd_submit() */
  *
  * The device is opened with O_DIRECT when its filesystem supports it, and
  * buffered otherwise.  Its size is read once, at open: a block device's
- * size, or a regular file's size rounded down to whole sectors.
+ * size, or a regular file's size rounded down to whole sectors.  So is
+ * the storage under a block device, for the overlap check (a partition's
+ * disk, a loop device's backing file: see kcopyd_regions_overlap()).
  *
  * Return: 0 on success; -EINVAL for bad flags or a path that is neither a
  * block device nor a regular file; -ENOMEM; or the -errno of open(2),
@@ -70,6 +72,7 @@ int kcopyd_dev_open(const char *path, int flags, struct kcopyd_dev **result);
  * @result: receives the new device on success.
  *
  * O_DIRECT is switched on with fcntl(F_SETFL) when the file allows it.
+ * Size and storage are learnt as by kcopyd_dev_open().
  *
  * Return: 0 on success; -EBADF for a bad descriptor; -EINVAL for a file
  * that is neither a block device nor a regular file; -ENOMEM; or the -errno
@@ -212,16 +215,38 @@ int kcopyd_client_create_config(const struct kcopyd_config *config, struct kcopy
  * @why:       receives a one-line reason on failure (may be NULL).
  * @why_len:   the size of @why in bytes.
  *
+ * Overlap is judged on the storage underneath, as kcopyd_regions_overlap()
+ * does: a loop device and its backing file, two loop devices over one
+ * file, a partition and its disk are the same storage.  Regions of one
+ * storage that do not overlap are accepted.
+ *
  * Return: 0 if the job would be accepted; -EINVAL for a NULL region or
  * device, num_dests 0 or above KCOPYD_MAX_REGIONS, unknown flags, a
  * destination count that differs from the source's, a region not aligned
  * to its device's block size, a destination that overlaps the source or
- * another destination on the same device or file; -ERANGE for a region
- * that runs past the end of its device; -EBADF for a read-only destination.
+ * another destination on the same storage; -ERANGE for a region that runs
+ * past the end of its device; -EBADF for a read-only destination.
  */
 int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 		    const struct io_region *dests, unsigned int flags,
 		    char *why, unsigned int why_len);
+
+/*
+ * kcopyd_regions_overlap() - whether two regions share a byte of storage.
+ * @a, @b: regions on open devices (their sizes are not checked).
+ *
+ * The storage under a device is learnt once, when it is opened: a regular
+ * file is itself; a partition is its disk from the partition's start; a
+ * loop device is its backing file (or block device, resolved in turn)
+ * from its offset.  So /dev/loop0 over disk.img at offset 1 MiB, sector 0,
+ * is disk.img's sector 2048.  Devices the kernel does not describe
+ * (device-mapper, md, a file a FUSE filesystem maps elsewhere) are only
+ * themselves.
+ *
+ * Return: 1 if @a and @b overlap, 0 if not (also for a NULL region or
+ * device, or a count of 0).
+ */
+int kcopyd_regions_overlap(const struct io_region *a, const struct io_region *b);
 
 /*
  * kcopyd_submit() - queue a copy (@from non-NULL) or zero (@from NULL) job

@@ -36,6 +36,17 @@ void fake_io_fail(struct fake_io *fake, const struct kcopyd_dev *dev, enum kcopy
 	pthread_mutex_unlock(&fake->lock);
 }
 
+void fake_io_stop_short(struct fake_io *fake, const struct kcopyd_dev *dev, enum kcopyd_io_op op,
+			uint64_t sector, int error, bool once)
+{
+	pthread_mutex_lock(&fake->lock);
+	fake->rules[fake->rule_count++] = (struct fake_rule){
+		.dev = dev, .op = op, .sector = sector, .count = UINT64_MAX - sector, .error = error,
+		.short_transfer = true, .once = once,
+	};
+	pthread_mutex_unlock(&fake->lock);
+}
+
 static void announce(struct fake_backend *fb)
 {
 	uint64_t one = 1;
@@ -114,23 +125,32 @@ static long fake_do_io(struct fake_io *fake, struct kcopyd_io *io)
 {
 	uint64_t sector = io->offset >> KCOPYD_SECTOR_SHIFT;
 	uint64_t count = io->length >> KCOPYD_SECTOR_SHIFT;
+	size_t length = io->length;
 	unsigned int index;
 	ssize_t r;
 
 	for (index = 0; index < fake->rule_count; index++) {
-		const struct fake_rule *rule = &fake->rules[index];
+		struct fake_rule *rule = &fake->rules[index];
 
-		if (rule->dev == io->dev && rule->op == io->op && sector < rule->sector + rule->count &&
-		    rule->sector < sector + count)
+		if (rule->spent || rule->dev != io->dev || rule->op != io->op ||
+		    sector >= rule->sector + rule->count || rule->sector >= sector + count)
+			continue;
+		if (!rule->short_transfer)
+			return rule->error;
+		if (sector < rule->sector) {
+			length = (rule->sector - sector) << KCOPYD_SECTOR_SHIFT;
+			rule->spent = rule->once;
+			break;
+		}
+		if (rule->error)
 			return rule->error;
 	}
 	if (io->op == KCOPYD_IO_READ)
-		r = pread(io->dev->fd, io->buf, io->length, (off_t)io->offset);
+		r = pread(io->dev->fd, io->buf, length, (off_t)io->offset);
 	else
-		r = pwrite(io->dev->fd, io->buf, io->length, (off_t)io->offset);
-	if (r < 0)
-		return -errno;
-	return (size_t)r == io->length ? r : -EIO;
+		r = pwrite(io->dev->fd, io->buf, length, (off_t)io->offset);
+	/* Short or not, as a real backend would hand it back. */
+	return r < 0 ? -errno : r;
 }
 
 static int fake_submit(void *backend, struct kcopyd_io **ios, unsigned int count)

@@ -24,7 +24,9 @@ struct fake_rule {
 	uint64_t sector;
 	uint64_t count;
 	int error;		/* negative errno */
-	bool short_transfer;	/* complete with half the length instead of an error */
+	bool short_transfer;	/* fake_io_stop_short(): stop short at @sector, then @error */
+	bool once;		/* drop the rule after its first short transfer */
+	bool spent;		/* a once rule that has fired */
 };
 
 struct fake_log_entry {
@@ -54,6 +56,15 @@ extern const struct kcopyd_io_ops fake_io_ops;
 void fake_io_init(struct fake_io *fake);
 void fake_io_fail(struct fake_io *fake, const struct kcopyd_dev *dev, enum kcopyd_io_op op,
 		  uint64_t sector, uint64_t count, int error);
+/*
+ * fake_io_stop_short() - @dev ends at @sector for @op, as a filesystem that
+ * fills up does: an I/O that runs past @sector transfers only the part
+ * below it and completes short (with that many bytes); one that starts at
+ * or past it fails with @error, or goes through if @error is 0.  With
+ * @once, the rule is dropped after its first short transfer.
+ */
+void fake_io_stop_short(struct fake_io *fake, const struct kcopyd_dev *dev, enum kcopyd_io_op op,
+			uint64_t sector, int error, bool once);
 /* Let held I/Os complete and stop holding; returns how many were held. */
 unsigned int fake_io_release(struct fake_io *fake);
 /* How many I/Os are held now. */

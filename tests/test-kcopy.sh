@@ -486,5 +486,199 @@ else
 	echo "SKIP: read errors and cancelling (needs nbdkit and nbdfuse)"
 fi
 
+# --- issue 12, items 9-12: refusals that must change nothing -------------------
+
+# file_state FILE: size, modification time (ns) and change time, or "absent".
+file_state() {
+	stat -c '%s %y' "$1" 2>/dev/null || echo absent
+}
+
+# expect_unchanged NAME FILE BEFORE: FILE's file_state is still BEFORE.
+expect_unchanged() {
+	local now
+
+	now=$(file_state "$2")
+	[ "$now" = "$3" ] && return 0
+	fail "$1" "$2 left as it was ($3)" "$now"
+	return 1
+}
+
+# item 9: a block device with a mounted filesystem is refused (O_EXCL claim).
+if command -v mkfs.ext4 >/dev/null && command -v e2fsck >/dev/null; then
+	truncate -s 64M "$work/ext4.img"
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/ext4.img" >/dev/null 2>&1
+	ext4_dir="$work/ext4-mounted"
+	mkdir "$ext4_dir"
+	if new_loop "$work/ext4.img" && ext4_loop=$loop_device && mount -t ext4 "$ext4_loop" "$ext4_dir"; then
+		fuse_mounts+=("$ext4_dir")	# unmounted first by cleanup, before the loop devices go
+		echo "a file on the mounted filesystem" >"$ext4_dir/file"
+		sync
+		ext4_before=$(sha256sum <"$ext4_loop")
+		run_kcopy "$src:0+1M" "$ext4_loop"
+		expect_status "a mounted filesystem is refused: exit 2" 2 &&
+			expect_stderr "a mounted filesystem is refused: the reason" \
+				"^kcopy: $ext4_loop: in use \(mounted, or held exclusively by another program\)" &&
+			pass "a mounted filesystem is refused: exit 2 and the reason"
+		run_kcopy "$src:0+1M" "$work/ok-first.img" "$ext4_loop:4M"
+		expect_status "a mounted filesystem as the second destination is refused" 2 &&
+			expect_equal "a refusal of the second destination creates nothing" state absent \
+				"$(file_state "$work/ok-first.img")" &&
+			pass "a mounted filesystem as the second destination is refused, nothing created"
+		run_kcopy --zero "$ext4_loop:0+1M"
+		expect_status "--zero on a mounted filesystem is refused" 2 && pass "--zero on a mounted filesystem is refused"
+		sync
+		ext4_after=$(sha256sum <"$ext4_loop")
+		expect_equal "the mounted filesystem's bytes are unchanged" sha256 "$ext4_before" "$ext4_after" &&
+			pass "the mounted filesystem's bytes are unchanged"
+
+		# item 11: a range past the largest file of ext4 (16 TiB with 4 KiB blocks) creates nothing.
+		run_kcopy "$src:0+8" "$ext4_dir/huge.img:17T"
+		expect_status "past ext4's largest file: exit 2" 2 &&
+			expect_stderr "past ext4's largest file: the reason" "largest file its filesystem allows" &&
+			expect_equal "past ext4's largest file: no file left" state absent "$(file_state "$ext4_dir/huge.img")" &&
+			pass "past ext4's largest file: refused, nothing created"
+
+		umount_retry "$ext4_dir"
+		if out=$(e2fsck -fn "$work/ext4.img" 2>&1); then
+			pass "the filesystem is clean after the refusals (e2fsck -fn)"
+		else
+			fail "the filesystem is clean after the refusals" "e2fsck -fn exit 0" "$(echo "$out" | tail -3 | tr '\n' '|')"
+		fi
+		# Not mounted any more: the same device is accepted, and claimed once when given twice.
+		run_kcopy "$src:0+1M" "$ext4_loop" "$ext4_loop:4M"
+		expect_status "an unmounted device given twice is one claim" 0 &&
+			same_bytes "an unmounted device given twice: the second copy" "$src" 0 "$ext4_loop" $((4 * 1048576)) 1048576 &&
+			pass "an unmounted device given twice is one claim"
+	else
+		fail "a mounted filesystem is refused" "an ext4 mounted on a loop device" "losetup or mount failed"
+	fi
+else
+	echo "SKIP: a mounted filesystem is refused (needs mkfs.ext4 and e2fsck)"
+fi
+
+# item 10: a loop device and its backing file are one storage.
+head -c 64M /dev/urandom >"$work/alias.img"
+cp "$work/alias.img" "$work/alias.orig"
+if new_loop "$work/alias.img"; then
+	alias_loop=$loop_device
+	run_kcopy "$work/alias.img:0+16M" "$alias_loop:1M"
+	expect_status "FILE:0+16M to a loop over FILE at 1M: exit 2" 2 &&
+		expect_stderr "FILE:0+16M to a loop over FILE at 1M: the reason" "^kcopy: $alias_loop: .*overlaps the source" &&
+		same_bytes "FILE:0+16M to a loop over FILE at 1M: nothing written" "$work/alias.orig" 0 "$work/alias.img" 0 $((64 * 1048576)) &&
+		pass "FILE:0+16M to a loop over FILE at 1M is refused"
+	run_kcopy "$alias_loop:0+16M" "$work/alias.img:8M"
+	expect_status "a loop over FILE to FILE, overlapping: exit 2" 2 &&
+		expect_stderr "a loop over FILE to FILE: the reason" "overlaps the source" &&
+		pass "a loop over FILE:0+16M to FILE at 8M is refused"
+	run_kcopy "$src:0+1M" "$work/alias.img:8M" "$alias_loop:8M"
+	expect_status "two destinations, FILE and a loop over it, the same range: exit 2" 2 &&
+		expect_stderr "two destinations through a loop: the reason" "overlaps destination 0" &&
+		pass "FILE and a loop over it as two destinations of one range are refused"
+	run_kcopy "$work/alias.img:0+1M" "$alias_loop:32M"
+	expect_status "FILE:0+1M to a loop over FILE at 32M (apart)" 0 &&
+		same_bytes "FILE:0+1M to a loop over FILE at 32M" "$work/alias.orig" 0 "$work/alias.img" $((32 * 1048576)) 1048576 &&
+		pass "FILE:0+1M to a loop over FILE at 32M (apart) copies"
+else
+	fail "loop aliases" "a loop device over alias.img" "losetup failed"
+fi
+if new_loop "$work/alias.img" -o 8M && alias_at_8m=$loop_device &&
+   new_loop "$work/alias.img" -o 16M && alias_at_16m=$loop_device; then
+	cp "$work/alias.img" "$work/alias.orig"
+	run_kcopy "$alias_at_8m:0+16M" "$alias_at_16m:0"
+	expect_status "two loops over one file (-o 8M, -o 16M), overlapping: exit 2" 2 &&
+		expect_stderr "two loops over one file: the reason" "overlaps the source" &&
+		same_bytes "two loops over one file: nothing written" "$work/alias.orig" 0 "$work/alias.img" 0 $((64 * 1048576)) &&
+		pass "two loops over one file at 8M and 16M, overlapping, are refused"
+	run_kcopy "$alias_at_8m:0+4M" "$alias_at_16m:8M"
+	expect_status "two loops over one file, apart" 0 &&
+		same_bytes "two loops over one file, apart" "$work/alias.orig" $((8 * 1048576)) "$work/alias.img" $((24 * 1048576)) $((4 * 1048576)) &&
+		pass "two loops over one file at 8M and 16M, apart, copy"
+else
+	fail "two loops over one file" "loop devices at offsets 8M and 16M" "losetup -o failed"
+fi
+
+# A partition and its disk (an MBR written by hand: partition 1 at sector 2048, 20480 sectors).
+truncate -s 64M "$work/parted.img"
+printf '\x00\x00\x02\x00\x83\x00\x00\x00\x00\x08\x00\x00\x00\x50\x00\x00' |
+	dd of="$work/parted.img" bs=1 seek=446 conv=notrunc status=none
+printf '\x55\xaa' | dd of="$work/parted.img" bs=1 seek=510 conv=notrunc status=none
+if new_loop "$work/parted.img" -P && parted_loop=$loop_device; then
+	for attempt in 1 2 3 4 5 6 7 8 9 10; do
+		[ -b "${parted_loop}p1" ] && break
+		# A kernel without MBR support still takes a partition by hand (BLKPG).
+		[ "$attempt" = 3 ] && command -v addpart >/dev/null && addpart "$parted_loop" 1 2048 20480 2>/dev/null
+		sleep 0.2
+	done
+	if [ -b "${parted_loop}p1" ]; then
+		run_kcopy "$parted_loop:0+2M" "${parted_loop}p1:0"
+		expect_status "a disk's first 2M to its partition at 1M: exit 2" 2 &&
+			expect_stderr "a disk to its partition: the reason" "overlaps the source" &&
+			pass "a disk's sectors 0+2M to its partition (at 1M) are refused"
+		run_kcopy "$parted_loop:0+1M" "${parted_loop}p1:0"
+		expect_status "a disk's first 1M to its partition at 1M (adjacent)" 0 &&
+			pass "a disk's sectors 0+1M to its partition (at 1M) copy"
+	else
+		echo "SKIP: a partition and its disk (no ${parted_loop}p1: no partition support)"
+	fi
+else
+	fail "a partition and its disk" "a loop device with partitions" "losetup -P failed"
+fi
+
+# item 11: an overlapping range that would grow the file leaves it as it was.
+head -c 8M /dev/urandom >"$work/grow.img"
+touch -d '2020-01-02 03:04:05' "$work/grow.img"
+grow_before=$(file_state "$work/grow.img")
+run_kcopy "$work/grow.img:4M+4M" "$work/grow.img:6M"
+expect_status "an overlap that would extend the file: exit 2" 2 &&
+	expect_stderr "an overlap that would extend the file: the reason" "overlaps the source" &&
+	expect_unchanged "an overlap that would extend the file" "$work/grow.img" "$grow_before" &&
+	pass "an overlap that would extend the file: refused, size and mtime unchanged"
+
+run_kcopy "$src:0+1M" "$work/twice.img" "$work/./twice.img:512K"
+expect_status "one new file twice, overlapping: exit 2" 2 &&
+	expect_stderr "one new file twice: the reason" "overlaps destination 0" &&
+	expect_equal "one new file twice, overlapping: not created" state absent "$(file_state "$work/twice.img")" &&
+	pass "one new file named twice, overlapping: refused, not created"
+
+# run_kcopy_limited KIB ARGS...: run_kcopy under ulimit -f KIB.
+run_kcopy_limited() {
+	local kib=$1
+	shift
+	(ulimit -f "$kib" && exec "$KCOPY" "$@") >"$work/stdout" 2>"$work/stderr"
+	status=$?
+}
+
+run_kcopy_limited 1024 "$src:0+2M" "$work/limited.img"
+expect_status "past ulimit -f: exit 2" 2 &&
+	expect_stderr "past ulimit -f: the reason" "beyond the file size limit of 1048576 bytes \(ulimit -f\)" &&
+	expect_equal "past ulimit -f: no file left" state absent "$(file_state "$work/limited.img")" &&
+	pass "past ulimit -f (new file): refused, nothing created"
+
+head -c 512K /dev/urandom >"$work/limited-short.img"
+touch -d '2020-01-02 03:04:05' "$work/limited-short.img"
+limited_before=$(file_state "$work/limited-short.img")
+run_kcopy_limited 1024 "$src:0+1M" "$work/limited-short.img:512K"
+expect_status "past ulimit -f (a short file): exit 2" 2 &&
+	expect_unchanged "past ulimit -f (a short file)" "$work/limited-short.img" "$limited_before" &&
+	pass "past ulimit -f (a short file): refused, size and mtime unchanged"
+
+# item 12: a full disk is ENOSPC when the last write is short (4 MiB to a 3584 KiB tmpfs).
+small_mount="$work/small"
+mkdir -p "$small_mount"
+if mount -t tmpfs -o size=3584k tmpfs "$small_mount"; then
+	run_kcopy "$src:0+4M" "$small_mount/full.img"
+	expect_status "4 MiB to a 3584 KiB tmpfs exits 1" 1 &&
+		expect_stderr "4 MiB to a 3584 KiB tmpfs: ENOSPC" \
+			"write error on $small_mount/full.img \(destination 0\) sectors [0-9]+\+[0-9]+: ENOSPC \(No space left on device\)" &&
+		pass "4 MiB to a 3584 KiB tmpfs (a short last write) is ENOSPC"
+	if grep -q EIO "$work/stderr"; then
+		fail "a full tmpfs is not EIO" "no EIO on stderr" "$(tr '\n' '|' <"$work/stderr")"
+	fi
+	umount "$small_mount"
+else
+	fail "a full disk is ENOSPC" "a 3584 KiB tmpfs mounted" "mount failed"
+fi
+small_mount=
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

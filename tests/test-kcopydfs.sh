@@ -899,4 +899,37 @@ else
 	echo "SKIP: $check (needs nbdkit and nbdfuse for a slow job)"
 fi
 
+# Issue 12, item 10: a loop device and its backing file are one storage to the daemon too.
+mkdir "$jobs/alias"
+expect_reject "EINVAL: a file to a loop device over it, overlapping (one storage)" alias EINVAL \
+	"destination 0 overlaps the source \(the same storage, through a loop device or partition\)" \
+	"copy from=$work/l1.img:0+2048 to=$L1:1024"
+check="a file to a loop device over it, apart, copies"
+if run_job alias-apart "copy from=$work/l1.img:0+2048 to=$L1:4096"; then
+	same_bytes "$check" "$work/l1.img" 0 "$L1" $((4096 * 512)) $((2048 * 512)) && pass "$check"
+fi
+
+# Issue 12, item 12: a full disk, whose last write is short, is ENOSPC on the error line, not EIO.
+check="4 MiB to a file on a 3584 KiB tmpfs: error: says ENOSPC"
+full_dir="$work/full-tmpfs"
+mkdir "$full_dir"
+if mount -t tmpfs -o size=3584k tmpfs "$full_dir"; then
+	truncate -s 4M "$full_dir/full.img"
+	mkdir "$jobs/full"
+	write_ctl "$jobs/full/ctl" "copy from=$work/src.img:0+8192 to=$full_dir/full.img:0"
+	wait_job "$jobs/full"
+	full_error=$(status_field "$jobs/full" error)
+	expect_equal "$check" "state:" failed "$wait_state" &&
+		case $full_error in
+		*"write error on $full_dir/full.img (to #0) sectors "*": ENOSPC (No space left on device)"*) pass "$check" ;;
+		*) fail "$check" "error: write error on $full_dir/full.img (to #0) ...: ENOSPC (No space left on device)" \
+			"error: $full_error" ;;
+		esac
+	rmdir "$jobs/full" 2>/dev/null
+	umount "$full_dir"
+else
+	fail "$check" "a 3584 KiB tmpfs mounted" "mount failed"
+fi
+rmdir "$full_dir"
+
 finish

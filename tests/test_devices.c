@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fake_io.h"
 #include "kcopyd.h"
 #include "testutil.h"
 
@@ -1055,4 +1056,273 @@ Test(devices, buffered_fallback_on_a_filesystem_without_direct_io)
 	rmdir(dir);
 	free(expected);
 	free(got);
+}
+
+/* ---- aliases: loop devices and their backing files (issue 12, item 10) ---- */
+
+/* kcopyd_validate() refuses @what with -EINVAL and a reason that names the alias. */
+static void expect_alias_refused(const char *what, const struct io_region *from, unsigned int n,
+				 const struct io_region *dests)
+{
+	char why[256] = "";
+	int r;
+
+	expect_refused(what, from, n, dests, 0, -EINVAL);
+	r = kcopyd_validate(from, n, dests, 0, why, sizeof(why));
+	cr_expect(r == -EINVAL && strstr(why, "overlaps") && strstr(why, "same storage"),
+		  "%s: kcopyd_validate returned %d, why \"%s\" (expected -EINVAL, an overlap through an alias)",
+		  what, r, why);
+}
+
+/* A loop device and the file under it are one storage: the source's loop against its own file. */
+Test(devices, validate_loop_device_and_its_backing_file)
+{
+	struct kcopyd_dev *src_file_rw, *backing_a;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = 2048 };
+	struct io_region to;
+	struct kcopyd_result res;
+	int r;
+
+	r = kcopyd_dev_open(fx.src_file, O_RDWR, &src_file_rw);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s, O_RDWR): %d", fx.src_file, r);
+	to = (struct io_region){ .bdev = src_file_rw, .sector = 1024, .count = 2048 };
+	expect_alias_refused("the source's loop device to its backing file, overlapping", &from, 1, &to);
+	to.sector = 2047;
+	expect_alias_refused("loop to backing file, one sector shared", &from, 1, &to);
+	to.sector = 2048;
+	expect_refused("control: loop to backing file, adjacent", &from, 1, &to, 0, 0);
+
+	/* The other way round, as in the issue: FILE:0+16M to a loop over FILE at 1M. */
+	r = kcopyd_dev_open(fx.dst[T_LOOP_A].file, O_RDONLY, &backing_a);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d", fx.dst[T_LOOP_A].file, r);
+	from = (struct io_region){ .bdev = backing_a, .sector = 0, .count = 32768 };
+	to = region(T_LOOP_A, 2048, 32768);
+	expect_alias_refused("FILE:0+16M to a loop over FILE at 1M", &from, 1, &to);
+	to.sector = 32768;
+	expect_refused("control: FILE:0+16M to a loop over FILE at 16M", &from, 1, &to, 0, 0);
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "copy of a file to its own loop device, apart: %d", r);
+	expect_clean_result("copy of a file to its own loop device, apart", &res, 32768);
+
+	/* Two destinations: a loop device and its file. */
+	from = (struct io_region){ .bdev = fx.src, .sector = 0, .count = 64 };
+	{
+		struct io_region dests[2] = {
+			region(T_LOOP_B, 100, 64),
+			{ .bdev = NULL, .sector = 130, .count = 64 },
+		};
+		struct kcopyd_dev *file_b;
+
+		r = kcopyd_dev_open(fx.dst[T_LOOP_B].file, O_RDWR, &file_b);
+		cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d", fx.dst[T_LOOP_B].file, r);
+		dests[1].bdev = file_b;
+		expect_alias_refused("destinations: a loop device and its file, overlapping", &from, 2, dests);
+		dests[1].sector = 164;
+		expect_refused("control: destinations a loop device and its file, apart", &from, 2, dests, 0, 0);
+		kcopyd_dev_close(file_b);
+	}
+	kcopyd_dev_close(backing_a);
+	kcopyd_dev_close(src_file_rw);
+}
+
+/*
+ * Two loop devices over one file at different offsets (losetup -o), and a
+ * loop device over one of them: their sectors are compared where they land
+ * in the file.
+ */
+Test(devices, validate_loops_over_one_file_with_offsets)
+{
+	const char *file = fx.dst[T_FILE_A].file;
+	char loop_1m[32] = "", loop_4m[32] = "", loop_stacked[32] = "";
+	struct kcopyd_dev *at_1m = NULL, *at_4m = NULL, *stacked = NULL;
+	struct io_region from, to;
+	struct kcopyd_result res;
+	uint64_t diff = 0;
+	int r;
+
+	r = tu_loop_attach_at(file, 1 * MiB, loop_1m, sizeof(loop_1m));
+	cr_assert_eq(r, 0, "loop over %s at 1 MiB: %d (%s)", file, r, strerror(-r));
+	r = tu_loop_attach_at(file, 4 * MiB, loop_4m, sizeof(loop_4m));
+	cr_assert_eq(r, 0, "loop over %s at 4 MiB: %d (%s)", file, r, strerror(-r));
+	r = tu_loop_attach_at(loop_1m, 512 * 1024, loop_stacked, sizeof(loop_stacked));
+	cr_assert_eq(r, 0, "loop over %s at 512 KiB: %d (%s)", loop_1m, r, strerror(-r));
+	cr_assert_eq(kcopyd_dev_open(loop_1m, O_RDWR, &at_1m), 0, "open %s", loop_1m);
+	cr_assert_eq(kcopyd_dev_open(loop_4m, O_RDWR, &at_4m), 0, "open %s", loop_4m);
+	cr_assert_eq(kcopyd_dev_open(loop_stacked, O_RDWR, &stacked), 0, "open %s", loop_stacked);
+
+	/* at_1m sector s is file sector 2048 + s; at_4m's is 8192 + s. */
+	from = (struct io_region){ .bdev = at_1m, .sector = 6144, .count = 4096 };
+	to = (struct io_region){ .bdev = at_4m, .sector = 0, .count = 4096 };
+	expect_alias_refused("loop at 1M sectors 6144+4096 to loop at 4M sector 0 (file 8192 both)", &from, 1,
+			     &to);
+	from.sector = 6143;
+	expect_alias_refused("loop at 1M to loop at 4M, one sector shared", &from, 1, &to);
+	from.sector = 0;
+	expect_refused("control: loop at 1M 0+4096 to loop at 4M 0 (file 2048 and 8192)", &from, 1, &to, 0, 0);
+	r = tu_pattern_write(file, 1 * MiB, 2 * MiB, FILL_SEED, 0);
+	cr_assert_eq(r, 0, "pre-filling %s: %d", file, r);
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "copy between two loops over one file: %d", r);
+	expect_clean_result("copy between two loops over one file", &res, 4096);
+	r = tu_pattern_check(file, 4 * MiB, 2 * MiB, FILL_SEED, 0, &diff);
+	cr_expect_eq(r, 0, "copy between two loops over one file: file bytes 4M+2M wrong at %" PRIu64 " (%d)",
+		     diff, r);
+
+	/* stacked sector s is at_1m sector 1024 + s, file sector 3072 + s. */
+	from = (struct io_region){ .bdev = stacked, .sector = 0, .count = 2048 };
+	to = region(T_FILE_A, 4096, 2048);
+	expect_alias_refused("a loop over a loop over the file, to the file", &from, 1, &to);
+	to.sector = 5120;
+	expect_refused("control: a loop over a loop, to the file just after", &from, 1, &to, 0, 0);
+	to = (struct io_region){ .bdev = at_4m, .sector = 0, .count = 2048 };
+	expect_refused("control: a loop over a loop, to the loop at 4M (file 3072 and 8192)", &from, 1, &to,
+		       0, 0);
+	from.sector = 5120;
+	expect_alias_refused("a loop over a loop at 5120 (file 8192), to the loop at 4M", &from, 1, &to);
+
+	kcopyd_dev_close(stacked);
+	kcopyd_dev_close(at_4m);
+	kcopyd_dev_close(at_1m);
+	tu_loop_detach(loop_stacked);
+	tu_loop_detach(loop_4m);
+	tu_loop_detach(loop_1m);
+}
+
+/* ---- short writes: a full disk is ENOSPC, not EIO (issue 12, item 12) ---- */
+
+/* A client on the fake backend, which does each I/O with pread/pwrite at once. */
+static struct kcopyd_client *fake_client(struct fake_io *fake)
+{
+	struct kcopyd_config config = { .num_pages = CLIENT_PAGES };
+	struct kcopyd_client *kc;
+	int r;
+
+	fake_io_init(fake);
+	r = kcopyd_client_create_ops(&config, &fake_io_ops, fake, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_ops(fake): %d", r);
+	return kc;
+}
+
+/* How many writes the fake was given, and whether one started at @sector. */
+static unsigned int fake_writes(struct fake_io *fake, uint64_t sector, bool *seen)
+{
+	static struct fake_log_entry log[64];
+	unsigned int count = fake_io_log(fake, log, 64), index, writes = 0;
+
+	*seen = false;
+	for (index = 0; index < count; index++)
+		if (log[index].op == KCOPYD_IO_WRITE) {
+			writes++;
+			*seen = *seen || log[index].sector == sector;
+		}
+	return writes;
+}
+
+/* A write that stops short is continued for the rest; the rest's -ENOSPC is the job's error. */
+Test(devices, short_write_then_enospc_reports_enospc)
+{
+	struct fake_io *fake = calloc(1, sizeof(*fake));
+	struct kcopyd_client *kc = fake_client(fake);
+	struct io_region from = { .bdev = fx.src_plain, .sector = 0, .count = 2048 };
+	struct io_region to = region(T_FILE_A, 0, 2048);
+	struct kcopyd_result res;
+	uint64_t diff = 0;
+	bool retried;
+	int r;
+
+	/* The destination fills up at sector 1024: the 1 MiB write gets 512 KiB in, then ENOSPC. */
+	fake_io_stop_short(fake, fx.dst[T_FILE_A].dev, KCOPYD_IO_WRITE, 1024, -ENOSPC, false);
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect_eq(res.error, -ENOSPC, "a short write, then no space: error %d (%s), expected -ENOSPC",
+		     res.error, strerror(-res.error));
+	cr_expect_eq(res.write_err, 1u, "write_err 0x%x, expected 0x1", res.write_err);
+	cr_expect(res.write[0].error == -ENOSPC && res.write[0].sector == 0 && res.write[0].count == 2048,
+		  "write[0]: error %d sector %" PRIu64 " count %" PRIu64 ", expected -ENOSPC 0 2048",
+		  res.write[0].error, res.write[0].sector, res.write[0].count);
+	cr_expect_eq(fake_writes(fake, 1024, &retried), 2u, "writes given to the fake: %u, expected 2",
+		     fake_writes(fake, 1024, &retried));
+	cr_expect(retried, "no write continued at sector 1024 after the short one");
+	r = tu_pattern_check(fx.dst[T_FILE_A].file, 0, 1024 << KCOPYD_SECTOR_SHIFT, SRC_SEED, 0, &diff);
+	cr_expect_eq(r, 0, "the part that fitted is not the source's at byte %" PRIu64 " (%d)", diff, r);
+	kcopyd_client_destroy(kc);
+	free(fake);
+}
+
+/* A write that stops short once and then goes on is a success, written in full. */
+Test(devices, short_write_once_is_continued_to_the_end)
+{
+	struct fake_io *fake = calloc(1, sizeof(*fake));
+	struct kcopyd_client *kc = fake_client(fake);
+	struct io_region from = { .bdev = fx.src_plain, .sector = 4096, .count = 4096 };
+	struct io_region to = region(T_FILE_A, 8192, 4096);
+	struct kcopyd_result res;
+	bool retried;
+	int r;
+
+	fake_io_stop_short(fake, fx.dst[T_FILE_A].dev, KCOPYD_IO_WRITE, 8192 + 3000, 0, true);
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	expect_clean_result("a write short once", &res, 4096);
+	expect_source_copy("a write short once", 4096, &to);
+	fake_writes(fake, 8192 + 3000, &retried);
+	cr_expect(retried, "no write continued at sector %d after the short one", 8192 + 3000);
+	kcopyd_client_destroy(kc);
+	free(fake);
+}
+
+/* A short read is the end of the file: still -EIO (doc/DESIGN.md), and not retried. */
+Test(devices, short_read_is_eio)
+{
+	struct fake_io *fake = calloc(1, sizeof(*fake));
+	struct kcopyd_client *kc = fake_client(fake);
+	struct io_region from = { .bdev = fx.src_plain, .sector = 0, .count = 2048 };
+	struct io_region to = region(T_FILE_A, 0, 2048);
+	struct kcopyd_result res;
+	bool retried;
+	int r;
+
+	fake_io_stop_short(fake, fx.src_plain, KCOPYD_IO_READ, 1024, 0, false);
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect(res.read_err == 1 && res.read.error == -EIO && res.error == -EIO,
+		  "a short read: read_err %d read.error %d error %d, expected 1, -EIO, -EIO", res.read_err,
+		  res.read.error, res.error);
+	cr_expect_eq(fake_writes(fake, 0, &retried), 0u, "a short read led to %u writes, expected none",
+		     fake_writes(fake, 0, &retried));
+	kcopyd_client_destroy(kc);
+	free(fake);
+}
+
+/* The real thing: 4 MiB to a file on a tmpfs of 3584 KiB.  The write that fills it is short. */
+Test(devices, full_tmpfs_is_enospc)
+{
+	char dir[] = "/tmp/kcopyd-full.XXXXXX", path[64];
+	const uint64_t count = 4 * MiB >> KCOPYD_SECTOR_SHIFT;
+	struct kcopyd_dev *dev = NULL;
+	struct kcopyd_result res;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = count }, to;
+	int fd, r;
+
+	cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+	r = mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=3584k");
+	cr_assert_eq(r, 0, "mount a 3584 KiB tmpfs on %s: %s", dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/full.img", dir);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	cr_assert(fd >= 0 && ftruncate(fd, (off_t)(4 * MiB)) == 0, "create %s: %s", path, strerror(errno));
+	close(fd);
+	r = kcopyd_dev_open(path, O_RDWR, &dev);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d", path, r);
+	to = (struct io_region){ .bdev = dev, .sector = 0, .count = count };
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect_eq(res.write_err, 1u, "4 MiB to a 3584 KiB tmpfs: write_err 0x%x, expected 0x1", res.write_err);
+	cr_expect_eq(res.write[0].error, -ENOSPC,
+		     "4 MiB to a 3584 KiB tmpfs: write[0] error %d (%s) at sector %" PRIu64 ", expected -ENOSPC",
+		     res.write[0].error, strerror(-res.write[0].error), res.write[0].sector);
+	cr_expect_eq(res.error, -ENOSPC, "4 MiB to a 3584 KiB tmpfs: error %d (%s), expected -ENOSPC", res.error,
+		     strerror(-res.error));
+	kcopyd_dev_close(dev);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
 }

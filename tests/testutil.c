@@ -525,7 +525,7 @@ void tu_tmpfs_unmount(const char *dir)
  * --------------------------------------------------------------------- */
 
 static int tu_loop_bind(const char *file, unsigned int sector_size, bool direct_io, bool read_only,
-			char *dev, size_t dev_len)
+			uint64_t offset, char *dev, size_t dev_len)
 {
 	char attr[96], value[32];
 	int file_fd, ctl_fd, loop_fd = -1, attempt, r = -EBUSY;
@@ -570,6 +570,7 @@ static int tu_loop_bind(const char *file, unsigned int sector_size, bool direct_
 		memset(&config, 0, sizeof(config));
 		config.fd = (unsigned int)file_fd;
 		config.block_size = sector_size;
+		config.info.lo_offset = offset;
 		config.info.lo_flags = (direct_io ? LO_FLAGS_DIRECT_IO : 0) |
 				       (read_only ? LO_FLAGS_READ_ONLY : 0);
 		strncpy((char *)config.info.lo_file_name, file, LO_NAME_SIZE - 1);
@@ -613,7 +614,12 @@ out_close_file:
 int tu_loop_attach(const char *file, unsigned int sector_size, bool direct_io, char *dev,
 		   size_t dev_len)
 {
-	return tu_loop_bind(file, sector_size, direct_io, false, dev, dev_len);
+	return tu_loop_bind(file, sector_size, direct_io, false, 0, dev, dev_len);
+}
+
+int tu_loop_attach_at(const char *file, uint64_t offset, char *dev, size_t dev_len)
+{
+	return tu_loop_bind(file, 512, true, false, offset, dev, dev_len);
 }
 
 /*
@@ -752,7 +758,7 @@ int tu_nbd_start(struct tu_nbd *nbd, bool readonly, const char *const nbdkit_arg
 		}
 	}
 	if (r == 0)
-		r = tu_loop_bind(nbd->disk, 512, true, readonly, nbd->loop, sizeof(nbd->loop));
+		r = tu_loop_bind(nbd->disk, 512, true, readonly, 0, nbd->loop, sizeof(nbd->loop));
 	if (r == 0)
 		r = tu_loop_nomerges(nbd->loop);
 	if (r < 0) {

@@ -128,6 +128,13 @@ void tu_tmpfs_unmount(const char *dir);
 int tu_loop_attach(const char *file, unsigned int sector_size, bool direct_io, char *dev,
 		   size_t dev_len);
 
+/*
+ * tu_loop_attach_at() - tu_loop_attach() with 512-byte sectors and direct
+ * I/O, the device's sector 0 being byte @offset of @file (LO_OFFSET, as
+ * losetup -o).  @file may itself be a block device (a loop over a loop).
+ */
+int tu_loop_attach_at(const char *file, uint64_t offset, char *dev, size_t dev_len);
+
 /* tu_loop_detach() - unbind the loop device @dev (LOOP_CLR_FD). */
 int tu_loop_detach(const char *dev);
 

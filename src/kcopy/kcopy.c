@@ -15,10 +15,13 @@
  * its own errors on stderr and returns 0 or -errno:
  *
  *   parse the command line -> open the source -> settle the count ->
- *   create/extend/open the destinations -> validate -> run the job
- *   (progress, signals) -> fsync the destinations -> report
+ *   claim/open/check the destinations as they will be -> create/extend
+ *   them -> validate -> run the job (progress, signals) -> fsync the
+ *   destinations -> report
  *
- * and one goto ladder at the end of main() closes whatever was opened.
+ * and one goto ladder at the end of main() closes whatever was opened and,
+ * if kcopy refused before the job started, removes the files it created
+ * and cuts back the ones it extended: a refusal changes nothing on disk.
  * With --via, the mount is checked first, the engine's devices are closed
  * before the job, and the daemon validates and runs it (via_run_job()).
  */
@@ -39,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -96,9 +100,10 @@ double monotonic_seconds(void)
  * @error: the stage's negative errno.
  *
  * -EINVAL, -ERANGE and -EBADF are what the command line and
- * kcopyd_validate() refuse (usage errors), and -E2BIG a job description
- * too long for a kcopydfs daemon (--via); anything else came from the
- * system (a file that cannot be opened, no memory, ...).
+ * kcopyd_validate() refuse (usage errors), -EBUSY a destination device in
+ * use, -EFBIG a range no file there can hold, and -E2BIG a job description
+ * too long for a kcopydfs daemon (--via): all refused regions.  Anything
+ * else came from the system (a file that cannot be opened, no memory, ...).
  */
 static int exit_status_for(int error)
 {
@@ -107,6 +112,8 @@ static int exit_status_for(int error)
 	case -ERANGE:
 	case -EBADF:
 	case -E2BIG:
+	case -EBUSY:	/* a destination mounted or held by another program */
+	case -EFBIG:	/* a range past the file size limit or the filesystem's largest file */
 		return EXIT_USAGE;
 	default:
 		return EXIT_IO_ERROR;
@@ -556,80 +563,48 @@ static int open_source(struct kcopy *state)
 }
 
 /*
- * prepare_destination_file() - create @path if it does not exist, and
- * extend it with ftruncate(2) if it is a regular file shorter than
- * @end_sector sectors.  Block devices are left alone.
- * Return: 0; -EFBIG if @end_sector does not fit in a file offset; the
- * -errno of stat(2), open(2) or ftruncate(2).  All reported.
+ * claim_block_device() - hold the block device @path (which @st describes)
+ * with O_EXCL for the whole copy, as the kcopydfs daemon does: one that is
+ * mounted or held exclusively by another program (a RAID member, a swap
+ * device, another kcopy) is refused, and nobody can mount it while we
+ * write.  A device given twice is claimed once, by its first destination.
+ * Return: 0; -EBUSY if it is in use; the -errno of open(2).  Reported.
  */
-static int prepare_destination_file(const char *path, uint64_t end_sector)
+static int claim_block_device(struct kcopy *state, unsigned int dest_index, const struct stat *st)
 {
+	struct destination *dest = &state->dests[dest_index];
 	char errbuf[ERRNO_TEXT_LEN];
-	struct stat st;
-	off_t end_bytes;
-	int fd, ret;
+	int ret;
 
-	if (end_sector > (uint64_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT) {
-		complain("%s: sector %" PRIu64 " is beyond any file size", path, end_sector);
-		return -EFBIG;
-	}
-	end_bytes = (off_t)(end_sector << KCOPYD_SECTOR_SHIFT);
-
-	if (stat(path, &st) == 0) {
-		/* Only a short regular file needs us; kcopyd_dev_open() judges the rest. */
-		if (!S_ISREG(st.st_mode) || st.st_size >= end_bytes)
+	if (dest->claim_fd >= 0)
+		return 0;	/* settle_zero_count() claimed it */
+	for (unsigned int other = 0; other < dest_index; other++)
+		if (state->dests[other].claim_fd >= 0 && state->dests[other].exists &&
+		    S_ISBLK(state->dests[other].before.st_mode) &&
+		    state->dests[other].before.st_rdev == st->st_rdev)
 			return 0;
-	} else if (errno != ENOENT) {
-		ret = -errno;
-		complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
-		return ret;
-	}
-
-	/* 0666 & ~umask, as open(2) applies the umask itself. */
-	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
-	if (fd < 0) {
-		ret = -errno;
-		complain("%s: cannot create: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
-		return ret;
-	}
-	if (fstat(fd, &st)) {
-		ret = -errno;
-		complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
-		goto err_close_fd;
-	}
-	if (S_ISREG(st.st_mode) && st.st_size < end_bytes && ftruncate(fd, end_bytes)) {
-		ret = -errno;
-		complain("%s: cannot extend to %lld bytes: %s", path, (long long)end_bytes,
-			 errno_text(ret, errbuf, sizeof(errbuf)));
-		goto err_close_fd;
-	}
-	close(fd);
-	return 0;
-
-err_close_fd:
-	close(fd);
+	dest->claim_fd = open(dest->where.path, O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+	if (dest->claim_fd >= 0)
+		return 0;
+	ret = -errno;
+	if (ret == -EBUSY)
+		complain("%s: in use (mounted, or held exclusively by another program): refusing to write to it",
+			 dest->where.path);
+	else
+		complain("%s: cannot open: %s", dest->where.path, errno_text(ret, errbuf, sizeof(errbuf)));
 	return ret;
 }
 
 /*
- * open_destination() - open one destination for writing and for the
- * final fsync, after creating or extending it if @grow.
- * @dest:       the destination; its sync_fd and dev are set on success.
- * @end_sector: with @grow, the size in sectors a regular file must have.
- * @grow:       create/extend a regular file first.
+ * open_destination() - open one existing destination for writing and for
+ * the final fsync.
  * Return: 0; the -errno of the step that failed (reported).
  */
-static int open_destination(struct destination *dest, uint64_t end_sector, bool grow)
+static int open_destination(struct destination *dest)
 {
 	const char *path = dest->where.path;
 	char errbuf[ERRNO_TEXT_LEN];
 	int ret;
-
-	if (grow) {
-		ret = prepare_destination_file(path, end_sector);
-		if (ret)
-			return ret;
-	}
 
 	/*
 	 * The engine's device is opaque; fsync through any descriptor of the
@@ -661,15 +636,266 @@ err_close_sync_fd:
 }
 
 /*
+ * probe_file_size() - whether a file of @end_bytes can be made beside
+ * @path, without making one: an O_TMPFILE in its directory (never linked,
+ * gone at close) is extended to that size.  Also learns the alignment a
+ * new file there will have.
+ * @block_size: receives that alignment; 0 if it cannot be learnt.
+ * Return: 0; -EFBIG if the filesystem refuses that size (reported).  A
+ * filesystem without O_TMPFILE is not probed (0, *@block_size 0): the
+ * file is then removed again if its extension fails.
+ */
+static int probe_file_size(const char *path, uint64_t end_bytes, unsigned int *block_size)
+{
+	char *slash = strrchr(path, '/');
+	char dir[PATH_MAX];
+	struct kcopyd_dev *probe;
+	int fd;
+
+	*block_size = 0;
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return 0;
+	if (ftruncate(fd, (off_t)end_bytes) && (errno == EFBIG || errno == EINVAL)) {
+		close(fd);
+		complain("%s: %" PRIu64 " bytes is beyond the largest file its filesystem allows", path, end_bytes);
+		return -EFBIG;
+	}
+	if (kcopyd_dev_from_fd(fd, &probe) == 0) {	/* closes fd either way */
+		*block_size = kcopyd_dev_block_size(probe);
+		kcopyd_dev_close(probe);
+	}
+	return 0;
+}
+
+/*
+ * plan_destination() - look at one destination without changing it: claim
+ * and open it if it exists, and decide whether it must be created or
+ * extended, and whether it can be (the file size limit of ulimit -f, the
+ * filesystem's largest file).
+ * Return: 0; -EBUSY (in use), -EFBIG (too large), -ERANGE; the -errno of a
+ * step that failed.  Reported.
+ */
+static int plan_destination(struct kcopy *state, unsigned int dest_index)
+{
+	struct destination *dest = &state->dests[dest_index];
+	const char *path = dest->where.path;
+	char errbuf[ERRNO_TEXT_LEN];
+	struct rlimit fsize;
+	struct stat dir_st;
+	int ret;
+
+	if (dest->where.sector > UINT64_MAX - state->count ||
+	    dest->where.sector + state->count > (uint64_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT) {
+		complain("%s: sector %" PRIu64 " + %" PRIu64 " is beyond any file or device size",
+			 path, dest->where.sector, state->count);
+		return -ERANGE;
+	}
+	dest->end_bytes = (dest->where.sector + state->count) << KCOPYD_SECTOR_SHIFT;
+
+	if (stat(path, &dest->before) == 0) {
+		dest->exists = true;
+		if (S_ISBLK(dest->before.st_mode) && !state->via) {
+			ret = claim_block_device(state, dest_index, &dest->before);
+			if (ret)
+				return ret;
+		}
+		if (!dest->dev) {	/* settle_zero_count() may have opened it */
+			ret = open_destination(dest);
+			if (ret)
+				return ret;
+		}
+		if (!S_ISREG(dest->before.st_mode))
+			return 0;
+		dest->grow = (uint64_t)dest->before.st_size < dest->end_bytes;
+	} else if (errno == ENOENT) {
+		char *slash = strrchr(path, '/');
+		char dir[PATH_MAX];
+
+		dest->grow = true;
+		dest->new_name = slash ? slash + 1 : path;
+		snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
+		if (stat(dir, &dir_st) == 0) {
+			dest->new_dir_dev = dir_st.st_dev;
+			dest->new_dir_ino = dir_st.st_ino;
+		}
+	} else {
+		ret = -errno;
+		complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+
+	/* Writing past RLIMIT_FSIZE would fail (EFBIG) half-way: refuse it now. */
+	if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+	    dest->end_bytes > (uint64_t)fsize.rlim_cur) {
+		complain("%s: the range ends at byte %" PRIu64 ", beyond the file size limit of %" PRIu64
+			 " bytes (ulimit -f)", path, dest->end_bytes, (uint64_t)fsize.rlim_cur);
+		return -EFBIG;
+	}
+	if (dest->grow)
+		return probe_file_size(path, dest->end_bytes, &dest->new_block_size);
+	return 0;
+}
+
+/*
+ * check_planned_regions() - what kcopyd_validate() will check, on the
+ * destinations as they will be once created and extended: inside, aligned,
+ * no overlap with the source or each other (through loop devices and
+ * partitions too: kcopyd_regions_overlap()).  Nothing exists yet to hand
+ * kcopyd_validate() itself, which is called again afterwards.
+ * Return: 0; -ERANGE; -EINVAL.  Reported, naming the destination.
+ */
+static int check_planned_regions(struct kcopy *state)
+{
+	struct io_region source = { .bdev = state->source_dev, .sector = state->source.sector, .count = state->count };
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		struct destination *dest = &state->dests[dest_index];
+		struct io_region here = { .bdev = dest->dev, .sector = dest->where.sector, .count = state->count };
+		uint64_t sectors, block_sectors;
+		unsigned int block_size;
+
+		block_size = dest->dev ? kcopyd_dev_block_size(dest->dev) : dest->new_block_size;
+		sectors = dest->grow ? dest->end_bytes >> KCOPYD_SECTOR_SHIFT : kcopyd_dev_sectors(dest->dev);
+		if (dest->grow && dest->dev && kcopyd_dev_sectors(dest->dev) > sectors)
+			sectors = kcopyd_dev_sectors(dest->dev);
+		if (here.sector > sectors || state->count > sectors - here.sector) {
+			complain("%s: destination %u sectors %" PRIu64 "+%" PRIu64
+				 " run past the end of its device (%" PRIu64 " sectors)",
+				 dest->where.path, dest_index, here.sector, state->count, sectors);
+			return -ERANGE;
+		}
+		block_sectors = block_size >> KCOPYD_SECTOR_SHIFT;
+		if (block_sectors > 1 && (here.sector % block_sectors || state->count % block_sectors)) {
+			complain("%s: destination %u sectors %" PRIu64 "+%" PRIu64
+				 " are not aligned to its block size of %u bytes",
+				 dest->where.path, dest_index, here.sector, state->count, block_size);
+			return -EINVAL;
+		}
+		if (!state->zero && kcopyd_regions_overlap(&source, &here)) {
+			complain("%s: destination %u overlaps the source", dest->where.path, dest_index);
+			return -EINVAL;
+		}
+		for (unsigned int other = 0; other < dest_index; other++) {
+			const struct destination *earlier = &state->dests[other];
+			struct io_region there = { .bdev = earlier->dev, .sector = earlier->where.sector,
+						   .count = state->count };
+			bool same_new_file = !dest->exists && !earlier->exists && dest->new_name &&
+					     earlier->new_name && dest->new_dir_dev == earlier->new_dir_dev &&
+					     dest->new_dir_ino == earlier->new_dir_ino &&
+					     !strcmp(dest->new_name, earlier->new_name);
+
+			if (kcopyd_regions_overlap(&there, &here) ||
+			    (same_new_file && here.sector < there.sector + state->count &&
+			     there.sector < here.sector + state->count)) {
+				complain("%s: destination %u overlaps destination %u", dest->where.path,
+					 dest_index, other);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * make_destination_files() - create the destination files that do not
+ * exist and extend the short ones with ftruncate(2), as dd does, then open
+ * them.  Everything was checked before; what is done here is recorded for
+ * undo_destination_files().  A name given twice is made once.
+ * Return: 0; the -errno of the step that failed (reported).
+ */
+static int make_destination_files(struct kcopy *state)
+{
+	char errbuf[ERRNO_TEXT_LEN];
+	struct stat st;
+	int fd, ret;
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		struct destination *dest = &state->dests[dest_index];
+		const char *path = dest->where.path;
+		bool fresh;
+
+		if (!dest->grow)
+			continue;
+		/* 0666 & ~umask, as open(2) applies the umask itself.  O_EXCL: what we remove is ours. */
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		fresh = fd >= 0;
+		if (fd < 0 && errno == EEXIST)	/* given twice, made by an earlier destination */
+			fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			ret = -errno;
+			complain("%s: cannot %s: %s", path, dest->exists ? "open" : "create",
+				 errno_text(ret, errbuf, sizeof(errbuf)));
+			return ret;
+		}
+		dest->created = fresh;
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < dest->end_bytes) {
+			if (ftruncate(fd, (off_t)dest->end_bytes)) {
+				ret = -errno;
+				complain("%s: cannot extend to %" PRIu64 " bytes: %s", path, dest->end_bytes,
+					 errno_text(ret, errbuf, sizeof(errbuf)));
+				close(fd);
+				return ret;
+			}
+			dest->extended = dest->exists;
+		}
+		close(fd);
+		/* Opened again: the engine reads a file's size when it opens it. */
+		kcopyd_dev_close(dest->dev);
+		dest->dev = NULL;
+		if (dest->sync_fd >= 0)
+			close(dest->sync_fd);
+		dest->sync_fd = -1;
+		ret = open_destination(dest);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * undo_destination_files() - kcopy refused after all, before the job:
+ * remove the files it created and cut the ones it extended back to their
+ * size, with their access and modification times as they were (the
+ * change time cannot be put back).
+ */
+static void undo_destination_files(struct kcopy *state)
+{
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		struct destination *dest = &state->dests[dest_index];
+		struct timespec times[2];
+
+		if (dest->created) {
+			unlink(dest->where.path);
+			dest->created = false;
+		}
+		if (dest->extended) {
+			times[0] = dest->before.st_atim;
+			times[1] = dest->before.st_mtim;
+			if (truncate(dest->where.path, dest->before.st_size) == 0)
+				utimensat(AT_FDCWD, dest->where.path, times, 0);
+			dest->extended = false;
+		}
+	}
+}
+
+/*
  * settle_zero_count() - the count of a --zero job: the first COUNT given
  * on the command line, or else the rest of the first destination from its
- * SECTOR (which then must exist, and is opened here).
+ * SECTOR (which then must exist, and is claimed and opened here).
  * Return: 0; -ERANGE if SECTOR is past the end; as open_destination().
  */
 static int settle_zero_count(struct kcopy *state)
 {
 	struct destination *first = &state->dests[0];
 	uint64_t first_sectors;
+	struct stat st;
 	int ret;
 
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
@@ -679,11 +905,18 @@ static int settle_zero_count(struct kcopy *state)
 		}
 	}
 
-	if (access(first->where.path, F_OK) && errno == ENOENT) {
+	if (stat(first->where.path, &st) && errno == ENOENT) {
 		complain("%s: does not exist; give :SECTOR+COUNT to create it", first->where.path);
 		return -ENOENT;
 	}
-	ret = open_destination(first, 0, false);
+	if (S_ISBLK(st.st_mode) && !state->via) {
+		first->exists = true;
+		first->before = st;
+		ret = claim_block_device(state, 0, &st);
+		if (ret)
+			return ret;
+	}
+	ret = open_destination(first);
 	if (ret)
 		return ret;
 	first_sectors = kcopyd_dev_sectors(first->dev);
@@ -697,12 +930,17 @@ static int settle_zero_count(struct kcopy *state)
 }
 
 /*
- * open_destinations() - check that no destination asks for another count,
- * then create, extend and open every destination not open yet.
- * Return: 0; -EINVAL for a mismatched COUNT; as open_destination().
+ * open_destinations() - check that no destination asks for another count;
+ * claim, open and check every destination as it will be, before anything
+ * is created or extended; then create and extend.  With --via, the
+ * regions are checked here only if a file is to be created or extended:
+ * otherwise the daemon's check, and its reason, are the ones that count.
+ * Return: 0; -EINVAL for a mismatched COUNT; as plan_destination(),
+ * check_planned_regions() and make_destination_files().
  */
 static int open_destinations(struct kcopy *state)
 {
+	bool grow_any = false;
 	int ret;
 
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
@@ -715,22 +953,22 @@ static int open_destinations(struct kcopy *state)
 			return -EINVAL;
 		}
 	}
-
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
-		struct destination *dest = &state->dests[dest_index];
-
-		if (dest->dev)
-			continue;	/* settle_zero_count() opened it */
-		if (dest->where.sector > UINT64_MAX - state->count) {
-			complain("%s: sector %" PRIu64 " + %" PRIu64 " overflows",
-				 dest->where.path, dest->where.sector, state->count);
-			return -ERANGE;
-		}
-		ret = open_destination(dest, dest->where.sector + state->count, true);
+		ret = plan_destination(state, dest_index);
+		if (ret)
+			return ret;
+		grow_any = grow_any || state->dests[dest_index].grow;
+	}
+	/*
+	 * With --via the daemon checks the regions and gives its own reason;
+	 * ours are needed only before a file is created or extended.
+	 */
+	if (!state->via || grow_any) {
+		ret = check_planned_regions(state);
 		if (ret)
 			return ret;
 	}
-	return 0;
+	return make_destination_files(state);
 }
 
 /* ---------------------------------------------------------------------
@@ -1051,6 +1289,7 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 		complain("cannot submit the job: %s", errno_text(ret, errbuf, sizeof(errbuf)));
 		goto err_destroy_client;
 	}
+	state->job_started = true;
 
 	wait_for_job(state, job, signal_fd, done_fd, &outcome->stop_signal);
 	kcopyd_job_result(job, &outcome->result);
@@ -1169,8 +1408,12 @@ int main(int argc, char **argv)
 
 	memset(&state, 0, sizeof(state));
 	memset(&outcome, 0, sizeof(outcome));
-	for (unsigned int dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+	for (unsigned int dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++) {
 		state.dests[dest_index].sync_fd = -1;
+		state.dests[dest_index].claim_fd = -1;
+	}
+	/* Past RLIMIT_FSIZE a write fails with EFBIG, reported; it must not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	ret = parse_command_line(argc, argv, &state, &exit_now);
 	if (ret || exit_now) {
@@ -1216,13 +1459,18 @@ int main(int argc, char **argv)
 
 err_close_devices:
 	status = exit_status_for(ret);
+	if (!state.job_started)
+		undo_destination_files(&state);
 out_close_devices:
 	if (state.client)
 		kcopyd_client_destroy(state.client);
 	close_devices(&state);
-	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++)
+	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++) {
 		if (state.dests[dest_index].sync_fd >= 0)
 			close(state.dests[dest_index].sync_fd);
+		if (state.dests[dest_index].claim_fd >= 0)
+			close(state.dests[dest_index].claim_fd);	/* after the engine's device: the claim outlives the writes */
+	}
 out_free_paths:
 	for (unsigned int dest_index = 0; dest_index < state.num_dests; dest_index++)
 		free(state.dests[dest_index].where.path);

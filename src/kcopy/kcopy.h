@@ -12,13 +12,14 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "kcopyd.h"
 
 /* Exit statuses (see EXIT STATUS in kcopy(1)). */
 #define EXIT_OK		0	/* everything copied and flushed */
 #define EXIT_IO_ERROR	1	/* a read, write or fsync failed, or a file could not be opened */
-#define EXIT_USAGE	2	/* bad command line, or the engine refused the regions */
+#define EXIT_USAGE	2	/* bad command line, or refused regions (overlap, past the end, in use, too large) */
 
 #define PROGRESS_TERMINAL_INTERVAL_MS	200	/* redraw the bar 5 times a second */
 #define PROGRESS_LOG_INTERVAL_MS	1000	/* one line a second when stderr is no terminal */
@@ -31,12 +32,32 @@ struct region_arg {
 	bool has_count;
 };
 
-/* A destination and what we hold open for it. */
+/*
+ * A destination and what we hold open for it.  Every check is made before
+ * anything is created or extended (plan_destinations()), and what was
+ * created or extended is put back if kcopy still refuses before the job
+ * starts (undo_destination_files()).
+ */
 struct destination {
 	struct region_arg where;
 	int sync_fd;			/* a separate O_RDONLY descriptor to fsync at the end; -1 if not open */
+	int claim_fd;			/* O_EXCL on a block device, held for the whole copy; -1 if none */
 	struct kcopyd_dev *dev;		/* NULL if not open */
 	int fsync_error;		/* -errno of the final fsync, 0 if it succeeded */
+
+	/* set by plan_destinations() */
+	bool exists;			/* it was there before kcopy ran; @before is its stat */
+	struct stat before;
+	bool grow;			/* a regular file to create or extend to @end_bytes */
+	uint64_t end_bytes;		/* where the destination range ends */
+	dev_t new_dir_dev;		/* a file to create: its directory, to tell two names of it apart */
+	ino_t new_dir_ino;
+	const char *new_name;		/* its last component, in where.path */
+	unsigned int new_block_size;	/* its alignment, from a probe; 0 if unknown */
+
+	/* set by make_destination_files(), for the undo */
+	bool created;			/* removed again if kcopy refuses */
+	bool extended;			/* cut back to before.st_size, times restored, if kcopy refuses */
 };
 
 /* Everything one run of kcopy works on. */
@@ -58,6 +79,7 @@ struct kcopy {
 	uint64_t count;			/* sectors per region, the same for all */
 	struct io_region from;		/* the source region, for the engine */
 	struct io_region regions[KCOPYD_MAX_REGIONS];	/* the destination regions */
+	bool job_started;		/* the job was handed to the engine or the daemon: no undo after */
 	bool show_progress;
 	bool stderr_is_terminal;
 	double start_seconds;		/* CLOCK_MONOTONIC at submission */

@@ -523,6 +523,7 @@ int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 		report_refusal(state, &job, ret);
 		goto out_close_signals;
 	}
+	state->job_started = true;
 
 	ret = follow_job(state, &job, signal_fd, &outcome->stop_signal);
 	if (ret)

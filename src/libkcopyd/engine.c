@@ -408,11 +408,39 @@ static void job_advance_writes(struct kcopyd_job *job)
 	}
 }
 
+/*
+ * @io transferred less than it was asked to.  A write that stopped short
+ * (a filesystem that fills up writes what fits, then says so) goes on
+ * from where it stopped, so that its error is the one the device gives
+ * for the rest (-ENOSPC, -EDQUOT, -EFBIG), not an -EIO made up here.  A
+ * short read is the end of the file (it shrank since it was opened) and
+ * fails with -EIO, as does a write that made no progress or stopped where
+ * direct I/O cannot go on (off the device's alignment).
+ * Return: true if the rest was queued (@io is not done yet).
+ */
+static bool io_short(struct kcopyd_client *kc, struct kcopyd_io *io)
+{
+	size_t transferred = (size_t)io->result;
+
+	if (io->op == KCOPYD_IO_WRITE && transferred > 0 &&
+	    (!io->dev->direct || transferred % io->dev->block_size == 0)) {
+		io->offset += transferred;
+		io->length -= transferred;
+		io->buf = (char *)io->buf + transferred;
+		pending_push(kc, io);
+		return true;
+	}
+	io->result = -EIO;
+	return false;
+}
+
 static void io_done(struct kcopyd_client *kc, struct kcopyd_io *io)
 {
 	struct subjob *sj = io->owner;
 	struct kcopyd_job *job = sj->job;
 
+	if (io->result >= 0 && (size_t)io->result != io->length && io_short(kc, io))
+		return;
 	if (io->op == KCOPYD_IO_READ) {
 		sj->phase = SUBJOB_READ_DONE;
 		if (io->result < 0)

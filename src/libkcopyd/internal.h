@@ -17,6 +17,17 @@ struct kcopyd_dev {
 	bool is_blockdev;
 	dev_t identity_dev;	/* st_rdev of a block device, st_dev of a file */
 	ino_t identity_ino;	/* 0 for a block device */
+	/*
+	 * Where the device's bytes really live, resolved once at open through
+	 * partitions and loop devices (see resolve_storage() in dev.c): byte
+	 * B of the device is byte storage_offset + B of the regular file
+	 * (storage_dev, storage_ino) if storage_is_file, else of the block
+	 * device storage_dev.  A plain file or disk is its own storage at 0.
+	 */
+	bool storage_is_file;
+	dev_t storage_dev;
+	ino_t storage_ino;	/* 0 for a block device */
+	uint64_t storage_offset;	/* bytes */
 	unsigned int block_size;/* alignment of offsets and lengths, bytes */
 	uint64_t sectors;
 	void *backend_data;	/* for backends that need per-device state */

@@ -29,7 +29,7 @@ struct kcopyd_io {
 	uint64_t offset;	/* bytes */
 	size_t length;		/* bytes */
 	void *buf;
-	long result;		/* set by the backend: @length on success, else -errno */
+	long result;		/* set by the backend: the bytes transferred (@length, or fewer), or -errno */
 	void *owner;		/* the engine's: the sub-job this I/O belongs to */
 	unsigned int dest_index;/* the engine's: which destination (writes) */
 };
@@ -54,7 +54,9 @@ struct kcopyd_io_ops {
 	int (*submit)(void *backend, struct kcopyd_io **ios, unsigned int count);
 	/*
 	 * reap() - collect up to @max completed I/Os without blocking; each
-	 * has its result set.  A short transfer is an error (-EIO).
+	 * has its result set.  A short transfer is passed on as it is: the
+	 * engine continues a short write for the rest (whose error is the
+	 * true one, -ENOSPC say) and fails a short read with -EIO.
 	 * Return: the number collected, or -errno.
 	 */
 	int (*reap)(void *backend, struct kcopyd_io **done, unsigned int max);

@@ -101,12 +101,9 @@ static int aio_reap(void *backend, struct kcopyd_io **done, unsigned int max)
 		return count;
 	for (index = 0; index < count; index++) {
 		struct kcopyd_io *io = events[index].data;
-		long res = (long)events[index].res;
 
-		/* A short transfer is an error, never a partial success. */
-		if (res >= 0 && (size_t)res != io->length)
-			res = -EIO;
-		io->result = res;
+		/* Bytes or -errno; a short transfer is the engine's to judge (io_short()). */
+		io->result = (long)events[index].res;
 		done[index] = io;
 	}
 	return count;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "libkcopyd/internal.h"
@@ -60,16 +61,38 @@ static int check_region(const struct io_region *region, int dest_index, char *wh
 	return 0;
 }
 
-static int same_device(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
+/* The same file or block device, opened twice or not. */
+static bool same_device(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
 {
 	return a->is_blockdev == b->is_blockdev && a->identity_dev == b->identity_dev &&
 	       a->identity_ino == b->identity_ino;
 }
 
-static int overlap(const struct io_region *a, const struct io_region *b)
+/* The same storage underneath: a loop device and its file, two loops on one file, a partition and its disk. */
+static bool same_storage(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
 {
-	return a->count && b->count && same_device(a->bdev, b->bdev) &&
-	       a->sector < b->sector + b->count && b->sector < a->sector + a->count;
+	return a->storage_is_file == b->storage_is_file && a->storage_dev == b->storage_dev &&
+	       a->storage_ino == b->storage_ino;
+}
+
+int kcopyd_regions_overlap(const struct io_region *a, const struct io_region *b)
+{
+	uint64_t a_start, b_start;
+
+	if (!a || !b || !a->bdev || !b->bdev || !a->count || !b->count || !same_storage(a->bdev, b->bdev))
+		return 0;
+	/* In bytes of the storage: a loop device's offset need not be whole sectors. */
+	a_start = a->bdev->storage_offset + (a->sector << KCOPYD_SECTOR_SHIFT);
+	b_start = b->bdev->storage_offset + (b->sector << KCOPYD_SECTOR_SHIFT);
+	return a_start < b_start + (b->count << KCOPYD_SECTOR_SHIFT) &&
+	       b_start < a_start + (a->count << KCOPYD_SECTOR_SHIFT);
+}
+
+/* " (...)" when @a and @b overlap through an alias rather than on one device or file. */
+static const char *alias_note(const struct io_region *a, const struct io_region *b)
+{
+	return same_device(a->bdev, b->bdev) ? ""
+		: " (the same storage, through a loop device or partition)";
 }
 
 int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
@@ -104,12 +127,13 @@ int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 		r = check_region(dest, (int)dest_index, why, why_len);
 		if (r < 0)
 			return r;
-		if (from && overlap(from, dest))
-			return refuse(-EINVAL, why, why_len, "destination %u overlaps the source", dest_index);
+		if (from && kcopyd_regions_overlap(from, dest))
+			return refuse(-EINVAL, why, why_len, "destination %u overlaps the source%s", dest_index,
+				      alias_note(from, dest));
 		for (other = 0; other < dest_index; other++)
-			if (overlap(&dests[other], dest))
-				return refuse(-EINVAL, why, why_len, "destination %u overlaps destination %u",
-					      dest_index, other);
+			if (kcopyd_regions_overlap(&dests[other], dest))
+				return refuse(-EINVAL, why, why_len, "destination %u overlaps destination %u%s",
+					      dest_index, other, alias_note(&dests[other], dest));
 	}
 	return 0;
 }
