@@ -167,7 +167,7 @@ struct kfs_service {
 	pthread_t checkpointer;
 	bool checkpointer_started;
 	bool checkpointer_exit;		/* under ->lock */
-	pthread_cond_t checkpointer_wake;	/* with ->lock */
+	pthread_cond_t checkpointer_wake;	/* with ->lock, on CLOCK_MONOTONIC; signalled by on_start and destroy */
 
 	pthread_mutex_t lock;
 	struct kfs_job *by_name[HASH_BUCKETS];
@@ -288,6 +288,7 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 		       struct kfs_service **result)
 {
 	struct kcopyd_config engine = config->engine;
+	pthread_condattr_t wake_attr;
 	struct kfs_service *svc;
 	int r;
 
@@ -319,7 +320,15 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	pthread_mutex_init(&svc->lock, NULL);
 	pthread_mutex_init(&svc->claims_lock, NULL);
 	pthread_mutex_init(&svc->state_lock, NULL);
-	pthread_cond_init(&svc->checkpointer_wake, NULL);
+	/*
+	 * The checkpointer's deadline is on CLOCK_MONOTONIC (a clock that an
+	 * NTP step or settimeofday cannot move): its condition variable must
+	 * measure on the same clock, or every wait returns at once.
+	 */
+	pthread_condattr_init(&wake_attr);
+	pthread_condattr_setclock(&wake_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&svc->checkpointer_wake, &wake_attr);
+	pthread_condattr_destroy(&wake_attr);
 	engine.start_fn = on_start;
 	r = kcopyd_client_create_config(&engine, &svc->kc);
 	if (r < 0)
@@ -895,6 +904,10 @@ static struct kfs_job *next_running_locked(struct kfs_service *svc, uint64_t aft
  * The checkpointer thread: every checkpoint_ms, for each running job whose
  * engine checkpoint moved, flush its destinations and then record the
  * checkpoint, so that a recorded checkpoint is always durable.
+ *
+ * While no job is queued or running it sleeps without a deadline: an idle
+ * daemon does not wake at all.  on_start() wakes it when a job begins to
+ * run, and kfs_service_destroy() when it must exit.
  */
 static void *checkpointer_main(void *arg)
 {
@@ -906,6 +919,10 @@ static void *checkpointer_main(void *arg)
 		struct kfs_job *job;
 		uint64_t after = 0;
 
+		if (svc->jobs_active == 0) {
+			pthread_cond_wait(&svc->checkpointer_wake, &svc->lock);
+			continue;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &deadline);
 		deadline.tv_sec += svc->checkpoint_ms / 1000;
 		deadline.tv_nsec += (long)(svc->checkpoint_ms % 1000) * 1000000L;
@@ -1398,6 +1415,9 @@ static void on_start(void *context)
 		job->generation++;
 	}
 	id = job->id;
+	/* A checkpointer asleep because nothing ran has work again (--state-dir only). */
+	if (svc->checkpointer_started)
+		pthread_cond_signal(&svc->checkpointer_wake);
 	pthread_mutex_unlock(&svc->lock);
 	svc->on_change(id, svc->context);
 }
