@@ -792,6 +792,7 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 	view->write_err = job->write_err;
 	view->sectors_total = job->sectors_total;
 	view->sectors_done = 0;
+	view->sectors_before_run = job->resume_base;
 	view->elapsed = 0;
 	if (job->run && job->run->handle) {
 		kcopyd_job_progress(job->run->handle, &view->sectors_done, NULL);
@@ -1778,7 +1779,9 @@ int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len)
 
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 {
-	double rate = view->elapsed > 0 ? (double)view->sectors_done * KCOPYD_SECTOR_SIZE / view->elapsed : 0;
+	/* Only this run's sectors were copied in elapsed: not those a resume started from. */
+	uint64_t this_run = view->sectors_done > view->sectors_before_run ? view->sectors_done - view->sectors_before_run : 0;
+	double rate = view->elapsed > 0 ? (double)this_run * KCOPYD_SECTOR_SIZE / view->elapsed : 0;
 
 	return snprintf(buf, len,
 			"state: %s\n"

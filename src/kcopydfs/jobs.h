@@ -54,11 +54,17 @@ struct kfs_job_view {
 	gid_t gid;
 	enum kfs_state state;
 	uint64_t generation;		/* bumped on every change a poller should see */
-	uint64_t sectors_done;
+	uint64_t sectors_done;		/* from the job's start, earlier runs included */
+	/*
+	 * Of sectors_done, what earlier runs made durable before this run
+	 * started (a resumed job's checkpoint), 0 for a job never resumed:
+	 * this run copied sectors_done - sectors_before_run in elapsed.
+	 */
+	uint64_t sectors_before_run;
 	uint64_t sectors_total;
 	int read_err;
 	unsigned int write_err;
-	double elapsed;			/* seconds since it was queued (until it ended) */
+	double elapsed;			/* seconds since this run was queued (until it ended) */
 	double created;			/* CLOCK_REALTIME seconds */
 	char error[KFS_ERROR_MAX];	/* "none", or what failed, where, with the errno name */
 	char rejected[KFS_ERROR_MAX];	/* the last refused write to ctl, or "" */
@@ -188,6 +194,11 @@ const char *kfs_state_name(enum kfs_state state);
 /* 1 for done, failed and cancelled. */
 int kfs_state_final(enum kfs_state state);
 int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len);
+/*
+ * kfs_render_status() - the text of a job's status file.  bytes_per_sec is
+ * what this run copied (sectors_done - sectors_before_run, in bytes) over
+ * elapsed, so a resumed job's rate leaves out what earlier runs copied.
+ */
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len);
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len);
 /* "read error on PATH sectors S+C: EIO (Input/output error)" and so on, "none" if no error. */
