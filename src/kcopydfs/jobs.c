@@ -1057,13 +1057,13 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 /* Open the state directory, restore its jobs, start the checkpointer.  Return: 0 or -errno. */
 static int state_start(struct kfs_service *svc, const struct kfs_config *config)
 {
+	char why[512];
 	int r;
 
 	svc->checkpoint_ms = config->checkpoint_ms ? config->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
-	r = kfs_state_dir_open(config->state_dir, &svc->state_dir);
+	r = kfs_state_dir_open(config->state_dir, why, sizeof(why), &svc->state_dir);
 	if (r < 0) {
-		kfs_log(LOG_ERR, "--state-dir %s: %s%s", config->state_dir, strerror(-r),
-			r == -EBUSY ? " (another kcopydfs uses it)" : "");
+		kfs_log(LOG_ERR, "--state-dir %s: %s", config->state_dir, why[0] ? why : strerror(-r));
 		return r;
 	}
 	r = kfs_state_dir_load(svc->state_dir, restore_record, svc);

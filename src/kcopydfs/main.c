@@ -329,14 +329,21 @@ int main(int argc, char *argv[])
 		goto out_free_args;
 	}
 	if (options.state_dir) {
-		/* Absolute, since a daemon runs in /; checked now, so a bad one fails before the mount. */
+		/*
+		 * Checked (and made if missing) now, so that a bad one fails before
+		 * the mount, with its reason on standard error.  Then made absolute,
+		 * since a daemon runs in /: once its owner and modes passed, nobody
+		 * else can change what the path leads to.
+		 */
 		struct kfs_state_dir *probe;
-		char *absolute;
+		char why[512], *absolute;
 
-		if (mkdir(options.state_dir, 0700) < 0 && errno != EEXIST) {
-			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, strerror(errno));
+		r = kfs_state_dir_open(options.state_dir, why, sizeof(why), &probe);
+		if (r < 0) {
+			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, why[0] ? why : strerror(-r));
 			goto out_free_args;
 		}
+		kfs_state_dir_close(probe);
 		absolute = realpath(options.state_dir, NULL);
 		if (!absolute) {
 			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, strerror(errno));
@@ -344,13 +351,6 @@ int main(int argc, char *argv[])
 		}
 		free(options.state_dir);
 		options.state_dir = absolute;
-		r = kfs_state_dir_open(options.state_dir, &probe);
-		if (r < 0) {
-			kfs_log(LOG_ERR, "--state-dir %s: %s%s", options.state_dir, strerror(-r),
-				r == -EBUSY ? " (another kcopydfs uses it)" : "");
-			goto out_free_args;
-		}
-		kfs_state_dir_close(probe);
 	}
 	daemon.mountpoint = cmdline.mountpoint;
 	/* The kernel checks the modes of the job files; without this FUSE would let anyone in. */
