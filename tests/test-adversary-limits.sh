@@ -28,7 +28,7 @@ set -u
 
 . "${TESTS_SRCDIR:-$(dirname "$0")}/kcopydfs-lib.sh"
 
-require_basics setpriv python3 timeout truncate
+require_basics setpriv python3 timeout truncate mknod stat
 setup_work 256M
 
 NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
@@ -154,9 +154,12 @@ if ! slow_source 64M 100ms; then
 	finish
 fi
 new_loop "$slow_file" -r || skip_all "losetup failed"
-slow_loop=$loop_device
-# nobody may read the slow device, and write its own file.
-chmod 0644 "$slow_loop"
+# nobody may read the slow device through a node of this test's own, on
+# its tmpfs: /dev/loopN is shared with every other test (and keeps its mode
+# after losetup -d), so its mode is never changed.
+slow_loop=$work/slow.dev
+mknod -m 0644 "$slow_loop" b "$((0x$(stat -c %t "$loop_device")))" "$((0x$(stat -c %T "$loop_device")))" ||
+	skip_all "cannot make a device node on the tmpfs"
 truncate -s 64M "$work/nobody.img"
 chown 65534:65534 "$work/nobody.img"
 if start_daemon -o allow_other --max-jobs 8 --depth 1 --subjob-kb 64; then
