@@ -217,6 +217,8 @@ errno_text() {
 	EDEADLK) echo "Resource deadlock avoided" ;;
 	EEXIST) echo "File exists" ;;
 	ENAMETOOLONG) echo "File name too long" ;;
+	ENOSPC) echo "No space left on device" ;;
+	EDQUOT) echo "Disk quota exceeded" ;;
 	*) echo "($1)" ;;
 	esac
 }

@@ -18,7 +18,11 @@
 #    the resumed copy is still byte-identical, so no checkpoint was ever
 #    recorded before its data was flushed.
 #  - SIGTERM with --state-dir leaves a running job interrupted, not
-#    cancelled; and without --state-dir the daemon writes no file at all
+#    cancelled.
+#  - A job killed past half way and resumed: its final bytes_per_sec is
+#    what the resumed run copied over its elapsed time, not all of its
+#    progress (which includes the killed run's).
+#  - Without --state-dir the daemon writes no file at all
 #    (strace: no open for writing with O_CREAT, no mkdir, rename or unlink).
 #
 # Run by `make check` (which exports KCOPYDFS), or by hand:
@@ -301,6 +305,49 @@ if start "$term"; then
 	else
 		fail "restart after SIGTERM" "a mount" "$(tail -n 3 "$work/kcopydfs.log")"
 	fi
+fi
+
+# --- a resumed job's bytes_per_sec counts only what this run copied ------------------
+
+# The copy is killed once past half way; after the resume, its final status
+# must give bytes_per_sec = (progress - checkpoint) x 512 / elapsed, where
+# checkpoint is the progress it came back with: not all of progress, which
+# holds what the killed run copied too.  Within 2% (the status rounds
+# elapsed to a millisecond and the rate to a byte).
+rate=$work/rate
+if start "$rate"; then
+	mkdir "$mnt/jobs/r"
+	echo "copy from=$src to=$d1" >"$mnt/jobs/r/ctl"
+	for _ in $(seq 300); do
+		progress=$(field r progress)
+		[ "${progress%%/*}" -ge $((SECTORS / 2)) ] 2>/dev/null && break
+		sleep 0.05
+	done
+	kill_daemon
+	if start "$rate"; then
+		checkpoint=$(field r progress)
+		checkpoint=${checkpoint%%/*}
+		check "the job killed past half way comes back" interrupted "$(field r state)"
+		echo resume >"$mnt/jobs/r/ctl"
+		timeout 60 cat "$mnt/jobs/r/wait" >"$work/wait.out" 2>&1
+		progress=$(sed -n 's/^progress: //p' "$work/wait.out")
+		progress=${progress%%/*}
+		elapsed=$(sed -n 's/^elapsed: //p' "$work/wait.out")
+		got=$(sed -n 's/^bytes_per_sec: //p' "$work/wait.out")
+		expected=$(awk -v p="$progress" -v c="$checkpoint" -v e="$elapsed" 'BEGIN { if (e > 0) printf "%.0f", (p - c) * 512 / e; else print 0 }')
+		if [ "${checkpoint:-0}" -gt 0 ] && awk -v got="${got:-0}" -v want="$expected" \
+			'BEGIN { d = got - want; if (d < 0) d = -d; exit !(want > 0 && d <= want * 0.02 + 1) }'; then
+			pass "after a resume from $checkpoint sectors: bytes_per_sec $got = ($progress - $checkpoint) x 512 / $elapsed ($expected) within 2%"
+		else
+			fail "bytes_per_sec after a resume from ${checkpoint:-?} of $progress sectors in $elapsed s" \
+				"($progress - $checkpoint) x 512 / $elapsed = $expected (within 2%)" "${got:-?}"
+		fi
+		stop_daemon "$daemon_pid" "$mnt"
+	else
+		fail "restart after the kill past half way" "a mount" "$(tail -n 3 "$work/kcopydfs.log")"
+	fi
+else
+	fail "kcopydfs mounts for the rate check" "a mount" "$(tail -n 3 "$work/kcopydfs.log")"
 fi
 
 # --- without --state-dir nothing is written -------------------------------------------

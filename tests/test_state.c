@@ -260,7 +260,7 @@ Test(state, save_load_and_delete_in_id_order)
 	int r;
 
 	state_path(path, sizeof(path), "");
-	r = kfs_state_dir_open(path, &state);
+	r = kfs_state_dir_open(path, NULL, 0, &state);
 	cr_assert_eq(r, 0, "kfs_state_dir_open: %d (%s)", r, strerror(-r));
 	for (index = 0; index < 3; index++)
 		cr_assert_eq(kfs_state_dir_save(state, &records[index]), 0, "save %u", index);
@@ -292,7 +292,7 @@ Test(state, a_damaged_file_is_reported_and_the_others_load)
 	struct stat st;
 
 	state_path(path, sizeof(path), "");
-	cr_assert_eq(kfs_state_dir_open(path, &state), 0);
+	cr_assert_eq(kfs_state_dir_open(path, NULL, 0, &state), 0);
 	cr_assert_eq(kfs_state_dir_save(state, &good), 0);
 	cr_assert_eq(kfs_state_dir_save(state, &other), 0);
 	cr_assert_eq(kfs_state_dir_save(state, &moved), 0);
@@ -318,15 +318,229 @@ Test(state, one_daemon_per_directory_and_crash_leftovers_go)
 	int fd;
 
 	state_path(path, sizeof(path), "");
-	cr_assert_eq(kfs_state_dir_open(path, &state), 0);
-	cr_assert_eq(kfs_state_dir_open(path, &second), -EBUSY, "a second open of the same directory");
+	cr_assert_eq(kfs_state_dir_open(path, NULL, 0, &state), 0);
+	cr_assert_eq(kfs_state_dir_open(path, NULL, 0, &second), -EBUSY, "a second open of the same directory");
 	/* What a crash between write and rename leaves. */
 	state_path(temp, sizeof(temp), ".tmp-5.job");
 	fd = open(temp, O_WRONLY | O_CREAT, 0600);
 	cr_assert(fd >= 0);
 	close(fd);
 	kfs_state_dir_close(state);
-	cr_assert_eq(kfs_state_dir_open(path, &state), 0, "open after the first closed");
+	cr_assert_eq(kfs_state_dir_open(path, NULL, 0, &state), 0, "open after the first closed");
 	cr_assert(access(temp, F_OK) < 0, "the temporary record of a crash is still there");
 	kfs_state_dir_close(state);
+}
+
+/* ---- what the directory trusts, and what it never follows ------------------ */
+
+#define SECRET "a root-only file\n"
+
+/* DIR/secret, mode 0600, holding SECRET: what a planted link points at. */
+static void make_secret(char *path, size_t len)
+{
+	int fd;
+
+	snprintf(path, len, "%s/secret", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert(fd >= 0, "creating %s: %s", path, strerror(errno));
+	cr_assert(write(fd, SECRET, strlen(SECRET)) == (ssize_t)strlen(SECRET));
+	close(fd);
+}
+
+/* The secret is byte for byte what it was. */
+static void expect_secret_intact(const char *path, const char *what)
+{
+	char buf[256] = "";
+	ssize_t got;
+	int fd = open(path, O_RDONLY);
+
+	cr_assert(fd >= 0, "%s: opening %s: %s", what, path, strerror(errno));
+	got = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	cr_expect(got == (ssize_t)strlen(SECRET) && memcmp(buf, SECRET, strlen(SECRET)) == 0,
+		  "%s: the file a link pointed at now holds %zd bytes: '%.*s'", what, got, (int)(got > 0 ? got : 0), buf);
+}
+
+/* DIR/state/NAME is a regular file (not a link). */
+static void expect_regular(const char *name, const char *what)
+{
+	char path[128];
+	struct stat st;
+
+	state_path(path, sizeof(path), name);
+	cr_assert(lstat(path, &st) == 0, "%s: lstat %s: %s", what, path, strerror(errno));
+	cr_expect(S_ISREG(st.st_mode), "%s: %s has mode %o, not a regular file", what, path, (unsigned int)st.st_mode);
+}
+
+Test(state, a_link_planted_as_the_lock_is_removed_not_followed)
+{
+	char secret[128], missing[128], path[128], lock[128], why[512];
+	struct kfs_state_dir *state;
+	int r;
+
+	make_secret(secret, sizeof(secret));
+	snprintf(missing, sizeof(missing), "%s/created-through-the-link", dir);
+	state_path(path, sizeof(path), "");
+	state_path(lock, sizeof(lock), "lock");
+	cr_assert(mkdir(path, 0700) == 0);
+	/* A link to an existing file, then one to a file that does not exist. */
+	cr_assert(symlink(secret, lock) == 0);
+	r = kfs_state_dir_open(path, why, sizeof(why), &state);
+	cr_assert_eq(r, 0, "open with a link as the lock: %d (%s)", r, why);
+	expect_secret_intact(secret, "lock -> secret");
+	expect_regular("lock", "after open with lock -> secret");
+	kfs_state_dir_close(state);
+	cr_assert(unlink(lock) == 0 && symlink(missing, lock) == 0);
+	r = kfs_state_dir_open(path, why, sizeof(why), &state);
+	cr_assert_eq(r, 0, "open with a dangling link as the lock: %d (%s)", r, why);
+	cr_expect(access(missing, F_OK) < 0, "the lock's link created %s", missing);
+	expect_regular("lock", "after open with a dangling lock link");
+	kfs_state_dir_close(state);
+}
+
+Test(state, links_planted_as_temporary_and_record_names_are_not_followed)
+{
+	struct kfs_record record = sample(1, "one");
+	char secret[128], path[128], link[128], name[16];
+	struct kfs_state_dir *state;
+	static struct seen seen;
+	unsigned int index;
+	int r;
+
+	make_secret(secret, sizeof(secret));
+	state_path(path, sizeof(path), "");
+	cr_assert_eq(kfs_state_dir_open(path, NULL, 0, &state), 0);
+	/* The names temporaries had before they were random, and the record's own name. */
+	for (index = 1; index <= 3; index++) {
+		snprintf(name, sizeof(name), ".tmp-%u.job", index);
+		state_path(link, sizeof(link), name);
+		cr_assert(symlink(secret, link) == 0, "symlink %s: %s", link, strerror(errno));
+	}
+	state_path(link, sizeof(link), "1.job");
+	cr_assert(symlink(secret, link) == 0);
+	r = kfs_state_dir_save(state, &record);
+	cr_assert_eq(r, 0, "save with links planted: %d (%s)", r, strerror(-r));
+	expect_secret_intact(secret, "save of job 1");
+	expect_regular("1.job", "the saved record");
+	r = kfs_state_dir_load(state, collect, &seen);
+	cr_assert(r == 1 && !seen.damaged[0], "load: %d records, the first damaged %d", r, seen.damaged[0]);
+	expect_same(&record, &seen.records[0], "job 1 saved over a link");
+	kfs_state_dir_close(state);
+}
+
+Test(state, load_skips_what_is_not_a_regular_file_of_the_daemon)
+{
+	struct kfs_record one = sample(1, "one"), linked = sample(2, "linked"), foreign = sample(5, "foreign");
+	char path[128], target[128];
+	struct kfs_state_dir *state;
+	static struct seen seen;
+	int len, fd, r;
+
+	state_path(path, sizeof(path), "");
+	cr_assert_eq(kfs_state_dir_open(path, NULL, 0, &state), 0);
+	cr_assert_eq(kfs_state_dir_save(state, &one), 0);
+	/* 2.job: a link to a well-formed record outside the directory. */
+	snprintf(target, sizeof(target), "%s/elsewhere.job", dir);
+	len = kfs_record_render(&linked, text, KFS_RECORD_MAX);
+	fd = open(target, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert(len > 0 && fd >= 0 && write(fd, text, (size_t)len) == len);
+	close(fd);
+	state_path(path, sizeof(path), "2.job");
+	cr_assert(symlink(target, path) == 0);
+	/* 3.job a FIFO (an open would hang without O_NONBLOCK), 4.job a directory. */
+	state_path(path, sizeof(path), "3.job");
+	cr_assert(mkfifo(path, 0600) == 0);
+	state_path(path, sizeof(path), "4.job");
+	cr_assert(mkdir(path, 0700) == 0);
+	/* 5.job: a well-formed record that belongs to another user (root can make one). */
+	if (geteuid() == 0) {
+		state_path(path, sizeof(path), "5.job");
+		len = kfs_record_render(&foreign, text, KFS_RECORD_MAX);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		cr_assert(len > 0 && fd >= 0 && write(fd, text, (size_t)len) == len);
+		cr_assert(fchown(fd, 65534, 65534) == 0);
+		close(fd);
+	}
+	r = kfs_state_dir_load(state, collect, &seen);
+	cr_expect(r == 1 && seen.count == 1 && seen.ids[0] == 1 && !seen.damaged[0],
+		  "load handed %d records (%u seen, the first id %" PRIu64 "), expected job 1 alone", r, seen.count,
+		  seen.ids[0]);
+	kfs_state_dir_close(state);
+}
+
+/* kfs_state_dir_open() of DIR/state: its return, with the reason in @why. */
+static int open_state(char *why, size_t why_len)
+{
+	struct kfs_state_dir *state;
+	char path[128];
+	int r;
+
+	state_path(path, sizeof(path), "");
+	r = kfs_state_dir_open(path, why, why_len, &state);
+	if (r == 0)
+		kfs_state_dir_close(state);
+	return r;
+}
+
+Test(state, a_directory_others_can_write_is_refused)
+{
+	static const struct {
+		mode_t state_mode, parent_mode;
+		int expected;
+		const char *reason;	/* in the why, or NULL */
+	} cases[] = {
+		{ 0700, 0700, 0, NULL },
+		{ 0750, 0755, 0, NULL },
+		{ 0770, 0700, -EPERM, "mode 0770" },
+		{ 0702, 0700, -EPERM, "mode 0702" },
+		{ 0700, 0777, -EPERM, "a parent of the state directory, has mode 0777" },
+		{ 0700, 0775, -EPERM, "a parent of the state directory, has mode 0775" },
+		{ 0700, 01777, 0, NULL },	/* sticky, as /tmp: nobody can replace what is in it */
+	};
+	char path[128], why[512];
+	unsigned int index;
+	int r;
+
+	state_path(path, sizeof(path), "");
+	cr_assert(mkdir(path, 0700) == 0);
+	for (index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		cr_assert(chmod(path, cases[index].state_mode) == 0 && chmod(dir, cases[index].parent_mode) == 0);
+		why[0] = '\0';
+		r = open_state(why, sizeof(why));
+		cr_expect(r == cases[index].expected, "state %04o under %04o: got %d (%s), expected %d",
+			  (unsigned int)cases[index].state_mode, (unsigned int)cases[index].parent_mode, r, why,
+			  cases[index].expected);
+		if (cases[index].reason)
+			cr_expect(strstr(why, cases[index].reason) != NULL,
+				  "state %04o under %04o: the reason '%s' lacks '%s'", (unsigned int)cases[index].state_mode, (unsigned int)cases[index].parent_mode, why,
+				  cases[index].reason);
+	}
+	cr_assert(chmod(dir, 0700) == 0);
+}
+
+Test(state, a_directory_of_another_user_or_a_link_is_refused)
+{
+	char path[128], real[128], why[512];
+	int r;
+
+	/* A link as the state directory, even to a good one. */
+	snprintf(real, sizeof(real), "%s/real", dir);
+	cr_assert(mkdir(real, 0700) == 0);
+	state_path(path, sizeof(path), "");
+	path[strlen(path) - 1] = '\0';
+	cr_assert(symlink(real, path) == 0);
+	r = open_state(why, sizeof(why));
+	cr_expect(r == -ELOOP && strstr(why, "symbolic link"), "a link as the state directory: %d (%s)", r, why);
+	cr_assert(unlink(path) == 0);
+	if (geteuid() != 0)
+		cr_skip_test("chown to another user needs root");
+	cr_assert(mkdir(path, 0700) == 0 && chown(path, 65534, 65534) == 0);
+	r = open_state(why, sizeof(why));
+	cr_expect(r == -EPERM && strstr(why, "owned by uid 65534"), "a state directory of uid 65534: %d (%s)", r, why);
+	/* A parent of another user (not root, not the daemon's). */
+	cr_assert(chown(path, 0, 0) == 0 && chown(dir, 65534, 65534) == 0);
+	r = open_state(why, sizeof(why));
+	cr_expect(r == -EPERM && strstr(why, "a parent of the state directory, is owned by uid 65534"),
+		  "a parent of uid 65534: %d (%s)", r, why);
+	cr_assert(chown(dir, 0, 0) == 0);
 }

@@ -39,6 +39,27 @@
  */
 #define MAX_JOB_OBJECTS 12288u
 #define DEFAULT_CHECKPOINT_MS 1000u
+/*
+ * Jobs (any state) one user other than root may have at once: a twelfth of
+ * the table, so that one user cannot take it all, and enough for any
+ * client seen so far (the soak runs as root).  --max-jobs-per-user.
+ */
+#define DEFAULT_MAX_JOBS_PER_USER 1024u
+/*
+ * The part of the job table, and of --max-jobs, kept for root: users other
+ * than root together get the rest (an eighth kept, as ext4 keeps 5% of its
+ * blocks for root), so that root can still make, start and clean up jobs
+ * when other users have taken all they may.
+ */
+#define ROOT_RESERVE_DIVISOR 8u
+#define USER_BUCKETS 256u
+
+/* How many jobs (any state) a user has: one per user that has any. */
+struct kfs_user {
+	uid_t uid;
+	unsigned int jobs;
+	struct kfs_user *next;		/* hash chain */
+};
 
 /*
  * What a job holds from the start of a description until it ends: its
@@ -138,6 +159,9 @@ struct kfs_service {
 	void *context;
 	unsigned int max_jobs;
 	unsigned int max_objects;	/* jobs that may exist in any state */
+	unsigned int max_jobs_per_user;	/* jobs one user other than root may have */
+	unsigned int max_objects_others;	/* jobs all users other than root may have together */
+	unsigned int max_jobs_others;	/* of max_jobs, what users other than root may have queued or running */
 	char *mountpoint;
 	dev_t mount_dev;
 	struct kfs_opener *opener;	/* opens regions as their owners (regions.h); read-only after create */
@@ -157,7 +181,7 @@ struct kfs_service {
 	pthread_t checkpointer;
 	bool checkpointer_started;
 	bool checkpointer_exit;		/* under ->lock */
-	pthread_cond_t checkpointer_wake;	/* with ->lock */
+	pthread_cond_t checkpointer_wake;	/* with ->lock, on CLOCK_MONOTONIC; signalled by on_start and destroy */
 
 	pthread_mutex_t lock;
 	struct kfs_job *by_name[HASH_BUCKETS];
@@ -165,6 +189,8 @@ struct kfs_service {
 	struct kfs_job *first, *last;	/* ascending id */
 	uint64_t next_id;
 	bool shutting_down;
+	struct kfs_user *users[USER_BUCKETS];	/* every user that has a job, by uid */
+	uint64_t jobs_others;		/* jobs of users other than root */
 	uint64_t jobs, jobs_active, jobs_created;
 	uint64_t jobs_done, jobs_failed, jobs_cancelled;
 };
@@ -268,6 +294,7 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 		       struct kfs_service **result)
 {
 	struct kcopyd_config engine = config->engine;
+	pthread_condattr_t wake_attr;
 	struct kfs_service *svc;
 	int r;
 
@@ -278,6 +305,9 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->context = context;
 	svc->max_jobs = config->max_jobs ? config->max_jobs : DEFAULT_MAX_JOBS;
 	svc->max_objects = svc->max_jobs > MAX_JOB_OBJECTS ? svc->max_jobs : MAX_JOB_OBJECTS;
+	svc->max_jobs_per_user = config->max_jobs_per_user ? config->max_jobs_per_user : DEFAULT_MAX_JOBS_PER_USER;
+	svc->max_objects_others = svc->max_objects - svc->max_objects / ROOT_RESERVE_DIVISOR;
+	svc->max_jobs_others = svc->max_jobs - svc->max_jobs / ROOT_RESERVE_DIVISOR;
 	svc->mount_dev = config->mount_dev;
 	svc->next_id = 1;
 	r = kfs_opener_create(&svc->opener);
@@ -293,7 +323,15 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	pthread_mutex_init(&svc->lock, NULL);
 	pthread_mutex_init(&svc->claims_lock, NULL);
 	pthread_mutex_init(&svc->state_lock, NULL);
-	pthread_cond_init(&svc->checkpointer_wake, NULL);
+	/*
+	 * The checkpointer's deadline is on CLOCK_MONOTONIC (a clock that an
+	 * NTP step or settimeofday cannot move): its condition variable must
+	 * measure on the same clock, or every wait returns at once.
+	 */
+	pthread_condattr_init(&wake_attr);
+	pthread_condattr_setclock(&wake_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&svc->checkpointer_wake, &wake_attr);
+	pthread_condattr_destroy(&wake_attr);
 	engine.start_fn = on_start;
 	r = kcopyd_client_create_config(&engine, &svc->kc);
 	if (r < 0)
@@ -483,7 +521,9 @@ void kfs_service_shutdown(struct kfs_service *svc)
 
 void kfs_service_destroy(struct kfs_service *svc)
 {
+	struct kfs_user *user, *next_user;
 	struct kfs_job *job, *next;
+	unsigned int bucket;
 
 	if (!svc)
 		return;
@@ -503,6 +543,12 @@ void kfs_service_destroy(struct kfs_service *svc)
 	for (job = svc->first; job; job = next) {
 		next = job->list_next;
 		job_free(job);
+	}
+	for (bucket = 0; bucket < USER_BUCKETS; bucket++) {
+		for (user = svc->users[bucket]; user; user = next_user) {
+			next_user = user->next;
+			free(user);
+		}
 	}
 	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
@@ -542,7 +588,93 @@ void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats)
 /* The job table                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Under svc->lock: enter @job (id and name set, both free) in the table, as the newest. */
+/* Under svc->lock: the count of @uid's jobs, or NULL if it has none. */
+static struct kfs_user *find_user_locked(struct kfs_service *svc, uid_t uid)
+{
+	struct kfs_user *user;
+
+	for (user = svc->users[uid % USER_BUCKETS]; user && user->uid != uid; user = user->next)
+		;
+	return user;
+}
+
+/*
+ * Under svc->lock: make sure @uid has a count, so that job_link_locked()
+ * cannot fail.  Return: 0 or -ENOMEM.
+ */
+static int user_prepare_locked(struct kfs_service *svc, uid_t uid)
+{
+	struct kfs_user *user = find_user_locked(svc, uid);
+
+	if (user)
+		return 0;
+	user = calloc(1, sizeof(*user));
+	if (!user)
+		return -ENOMEM;
+	user->uid = uid;
+	user->next = svc->users[uid % USER_BUCKETS];
+	svc->users[uid % USER_BUCKETS] = user;
+	return 0;
+}
+
+/* Under svc->lock: @uid has one job fewer; a user with none left is forgotten. */
+static void user_release_locked(struct kfs_service *svc, uid_t uid)
+{
+	struct kfs_user **link, *user;
+
+	for (link = &svc->users[uid % USER_BUCKETS]; (user = *link) && user->uid != uid; link = &user->next)
+		;
+	if (!user)
+		return;
+	if (uid != 0)
+		svc->jobs_others--;
+	if (--user->jobs == 0) {
+		*link = user->next;
+		free(user);
+	}
+}
+
+/*
+ * Under svc->lock: may @uid have one more job?  Root is held only to the
+ * table; another user to its own limit and to the table less root's part.
+ * Return: 0, -ENOSPC or -EDQUOT.
+ */
+static int user_may_create_locked(struct kfs_service *svc, uid_t uid)
+{
+	struct kfs_user *user;
+
+	if (svc->jobs >= svc->max_objects)
+		return -ENOSPC;
+	if (uid == 0)
+		return 0;
+	user = find_user_locked(svc, uid);
+	if (user && user->jobs >= svc->max_jobs_per_user)
+		return -EDQUOT;
+	if (svc->jobs_others >= svc->max_objects_others)
+		return -ENOSPC;
+	return 0;
+}
+
+/*
+ * Under svc->lock: jobs of users other than root that are queued, running
+ * or starting.  A walk of the table, so only made when all jobs active
+ * together reach what those users may have (see job_startable_locked()).
+ */
+static uint64_t others_active_locked(struct kfs_service *svc)
+{
+	struct kfs_job *job;
+	uint64_t count = 0;
+
+	for (job = svc->first; job; job = job->list_next)
+		if (job->uid != 0 && (job->starting || job->state == KFS_QUEUED || job->state == KFS_RUNNING))
+			count++;
+	return count;
+}
+
+/*
+ * Under svc->lock: enter @job (id, name and owner set, the name free) in the
+ * table, as the newest.  user_prepare_locked() must have run for its owner.
+ */
 static void job_link_locked(struct kfs_service *svc, struct kfs_job *job)
 {
 	unsigned int bucket;
@@ -561,6 +693,9 @@ static void job_link_locked(struct kfs_service *svc, struct kfs_job *job)
 	svc->last = job;
 	svc->jobs++;
 	svc->jobs_created++;
+	find_user_locked(svc, job->uid)->jobs++;
+	if (job->uid != 0)
+		svc->jobs_others++;
 }
 
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id)
@@ -568,6 +703,7 @@ int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t g
 	/* Room for the name, or for a clone job's number in decimal. */
 	size_t name_room = name ? strlen(name) + 1 : sizeof("18446744073709551615");
 	struct kfs_job *job;
+	int r;
 
 	/* Too long is its own errno, as for any filesystem with a short NAME_MAX. */
 	if (name && strlen(name) > KFS_NAME_MAX)
@@ -593,10 +729,13 @@ int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t g
 		free(job);
 		return -EEXIST;
 	}
-	if (svc->jobs >= svc->max_objects) {
+	r = user_may_create_locked(svc, uid);
+	if (r == 0)
+		r = user_prepare_locked(svc, uid);
+	if (r < 0) {
 		pthread_mutex_unlock(&svc->lock);
 		free(job);
-		return -ENOSPC;
+		return r;
 	}
 	job->id = svc->next_id++;
 	if (name) {
@@ -673,6 +812,7 @@ static void unlink_job(struct kfs_service *svc, struct kfs_job *job)
 	else
 		svc->last = job->list_prev;
 	svc->jobs--;
+	user_release_locked(svc, job->uid);
 }
 
 enum remove_how {
@@ -761,6 +901,7 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 	view->write_err = job->write_err;
 	view->sectors_total = job->sectors_total;
 	view->sectors_done = 0;
+	view->sectors_before_run = job->resume_base;
 	view->elapsed = 0;
 	if (job->run && job->run->handle) {
 		kcopyd_job_progress(job->run->handle, &view->sectors_done, NULL);
@@ -880,6 +1021,10 @@ static struct kfs_job *next_running_locked(struct kfs_service *svc, uint64_t aft
  * The checkpointer thread: every checkpoint_ms, for each running job whose
  * engine checkpoint moved, flush its destinations and then record the
  * checkpoint, so that a recorded checkpoint is always durable.
+ *
+ * While no job is queued or running it sleeps without a deadline: an idle
+ * daemon does not wake at all.  on_start() wakes it when a job begins to
+ * run, and kfs_service_destroy() when it must exit.
  */
 static void *checkpointer_main(void *arg)
 {
@@ -891,6 +1036,10 @@ static void *checkpointer_main(void *arg)
 		struct kfs_job *job;
 		uint64_t after = 0;
 
+		if (svc->jobs_active == 0) {
+			pthread_cond_wait(&svc->checkpointer_wake, &svc->lock);
+			continue;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &deadline);
 		deadline.tv_sec += svc->checkpoint_ms / 1000;
 		deadline.tv_nsec += (long)(svc->checkpoint_ms % 1000) * 1000000L;
@@ -936,17 +1085,23 @@ static void *checkpointer_main(void *arg)
 	return NULL;
 }
 
-/* Under svc->lock: a job for a record being restored, entered in the table, or NULL. */
-static struct kfs_job *restore_job_locked(struct kfs_service *svc, uint64_t id, const char *name)
+/*
+ * Under svc->lock: a job of @uid for a record being restored, entered in
+ * the table, or NULL.  Only the table's size holds: what a user had before
+ * comes back even if over --max-jobs-per-user (they can make no more).
+ */
+static struct kfs_job *restore_job_locked(struct kfs_service *svc, uint64_t id, const char *name, uid_t uid)
 {
 	struct kfs_job *job;
 
-	if (svc->jobs >= svc->max_objects || find_by_id(svc, id) || find_by_name(svc, name))
+	if (svc->jobs >= svc->max_objects || find_by_id(svc, id) || find_by_name(svc, name) ||
+	    user_prepare_locked(svc, uid) < 0)
 		return NULL;
 	job = calloc(1, sizeof(*job) + strlen(name) + 1);
 	if (!job)
 		return NULL;
 	job->id = id;
+	job->uid = uid;
 	strcpy(job->name, name);
 	job->created_ns = clock_ns(CLOCK_REALTIME);
 	job->queued_ns = job->ended_ns = clock_ns(CLOCK_MONOTONIC);
@@ -973,7 +1128,7 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 	pthread_mutex_lock(&svc->lock);
 	if (!record) {
 		snprintf(name, sizeof(name), "%llu", (unsigned long long)id);
-		job = restore_job_locked(svc, id, name);
+		job = restore_job_locked(svc, id, name, 0);
 		if (job) {
 			job->state = KFS_FAILED;
 			snprintf(error, sizeof(error), "its record %llu.job in the state directory is damaged: %s",
@@ -983,7 +1138,7 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 			restored = true;
 		}
 	} else {
-		job = restore_job_locked(svc, id, record->name);
+		job = restore_job_locked(svc, id, record->name, record->uid);
 		if (job) {
 			job->uid = record->uid;
 			job->gid = record->gid;
@@ -1037,13 +1192,13 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 /* Open the state directory, restore its jobs, start the checkpointer.  Return: 0 or -errno. */
 static int state_start(struct kfs_service *svc, const struct kfs_config *config)
 {
+	char why[512];
 	int r;
 
 	svc->checkpoint_ms = config->checkpoint_ms ? config->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
-	r = kfs_state_dir_open(config->state_dir, &svc->state_dir);
+	r = kfs_state_dir_open(config->state_dir, why, sizeof(why), &svc->state_dir);
 	if (r < 0) {
-		kfs_log(LOG_ERR, "--state-dir %s: %s%s", config->state_dir, strerror(-r),
-			r == -EBUSY ? " (another kcopydfs uses it)" : "");
+		kfs_log(LOG_ERR, "--state-dir %s: %s", config->state_dir, why[0] ? why : strerror(-r));
 		return r;
 	}
 	r = kfs_state_dir_load(svc->state_dir, restore_record, svc);
@@ -1283,6 +1438,9 @@ static void on_start(void *context)
 		job->generation++;
 	}
 	id = job->id;
+	/* A checkpointer asleep because nothing ran has work again (--state-dir only). */
+	if (svc->checkpointer_started)
+		pthread_cond_signal(&svc->checkpointer_wake);
 	pthread_mutex_unlock(&svc->lock);
 	svc->on_change(id, svc->context);
 }
@@ -1480,6 +1638,14 @@ static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, bo
 	}
 	if (svc->jobs_active >= svc->max_jobs) {
 		set_text(why, why_len, "%u jobs are queued or running, the limit (--max-jobs)", svc->max_jobs);
+		return -EAGAIN;
+	}
+	if (job->uid != 0 && svc->jobs_active >= svc->max_jobs_others &&
+	    others_active_locked(svc) >= svc->max_jobs_others) {
+		set_text(why, why_len,
+			 "%u jobs of users other than root are queued or running, all they may have: the rest of "
+			 "--max-jobs (%u) is kept for root",
+			 svc->max_jobs_others, svc->max_jobs);
 		return -EAGAIN;
 	}
 	return 0;
@@ -1689,7 +1855,9 @@ int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len)
 
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 {
-	double rate = view->elapsed > 0 ? (double)view->sectors_done * KCOPYD_SECTOR_SIZE / view->elapsed : 0;
+	/* Only this run's sectors were copied in elapsed: not those a resume started from. */
+	uint64_t this_run = view->sectors_done > view->sectors_before_run ? view->sectors_done - view->sectors_before_run : 0;
+	double rate = view->elapsed > 0 ? (double)this_run * KCOPYD_SECTOR_SIZE / view->elapsed : 0;
 
 	return snprintf(buf, len,
 			"state: %s\n"

@@ -44,11 +44,17 @@ struct kfs_job_view {
 	gid_t gid;
 	enum kfs_state state;
 	uint64_t generation;		/* bumped on every change a poller should see */
-	uint64_t sectors_done;
+	uint64_t sectors_done;		/* from the job's start, earlier runs included */
+	/*
+	 * Of sectors_done, what earlier runs made durable before this run
+	 * started (a resumed job's checkpoint), 0 for a job never resumed:
+	 * this run copied sectors_done - sectors_before_run in elapsed.
+	 */
+	uint64_t sectors_before_run;
 	uint64_t sectors_total;
 	int read_err;
 	unsigned int write_err;
-	double elapsed;			/* seconds since it was queued (until it ended) */
+	double elapsed;			/* seconds since this run was queued (until it ended) */
 	double created;			/* CLOCK_REALTIME seconds */
 	char error[KFS_ERROR_MAX];	/* "none", or what failed, where, with the errno name */
 	char rejected[KFS_ERROR_MAX];	/* the last refused write to ctl, or "" */
@@ -57,6 +63,7 @@ struct kfs_job_view {
 struct kfs_config {
 	struct kcopyd_config engine;
 	unsigned int max_jobs;		/* jobs queued or running at once */
+	unsigned int max_jobs_per_user;	/* jobs (any state) a user other than root may have; 0: 1024 */
 	const char *mountpoint;		/* regions under it are refused */
 	dev_t mount_dev;		/* st_dev of the mount, to refuse regions on it */
 	const char *state_dir;		/* --state-dir: where job records live; NULL: nothing is written */
@@ -103,9 +110,15 @@ void kfs_service_destroy(struct kfs_service *svc);
 /*
  * kfs_job_create() - a new idle job owned by @uid:@gid.
  * @name: the job's name, or NULL for the next free number (clone).
+ *
+ * The table holds at most max_objects jobs (12288, or --max-jobs if more).
+ * A user other than root may own at most --max-jobs-per-user of them (1024
+ * by default), and all such users together at most max_objects less an
+ * eighth, which is kept for root; root (uid 0) is held only to the table.
  * Return: 0 and *@id; -ENAMETOOLONG for a name over KFS_NAME_MAX bytes;
- * -EINVAL for another bad name; -EEXIST; -ESHUTDOWN; -ENOMEM; -ENOSPC when
- * the most jobs that may exist do (12288, or --max-jobs if more).
+ * -EINVAL for another bad name; -EEXIST; -ESHUTDOWN; -ENOMEM; -EDQUOT when
+ * @uid already owns its --max-jobs-per-user jobs; -ENOSPC when the table
+ * is full, or (for @uid other than 0) the part of it other users may take.
  */
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id);
 
@@ -141,7 +154,9 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
  * Return: 0; or -errno, with the reason kept as the job's "rejected" line
  * (and its error line while idle): -EPERM, -ESTALE, -EINVAL, -E2BIG, -ENOENT, -EACCES,
  * -ERANGE, -EBUSY (already started, or a device in use), -EAGAIN (job
- * limit), -EDEADLK (a region on the kcopydfs mount), -ESHUTDOWN.
+ * limit: --max-jobs queued or running, or, for a job not root's, the part
+ * of --max-jobs that users other than root may take: all but an eighth),
+ * -EDEADLK (a region on the kcopydfs mount), -ESHUTDOWN.
  */
 int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len,
 		const struct kfs_cred *cred);
@@ -199,6 +214,11 @@ const char *kfs_state_name(enum kfs_state state);
 /* 1 for done, failed and cancelled. */
 int kfs_state_final(enum kfs_state state);
 int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len);
+/*
+ * kfs_render_status() - the text of a job's status file.  bytes_per_sec is
+ * what this run copied (sectors_done - sectors_before_run, in bytes) over
+ * elapsed, so a resumed job's rate leaves out what earlier runs copied.
+ */
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len);
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len);
 /* "read error on PATH sectors S+C: EIO (Input/output error)" and so on, "none" if no error. */

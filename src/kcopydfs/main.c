@@ -2,7 +2,8 @@
 /*
  * kcopydfs: the kcopyd copy engine as a FUSE filesystem.
  *
- *   kcopydfs [--pages N] [--max-jobs N] [--subjob-kb N] [--depth N] [FUSE options] MOUNTPOINT
+ *   kcopydfs [--pages N] [--max-jobs N] [--max-jobs-per-user N] [--subjob-kb N] [--depth N]
+ *            [--state-dir DIR] [--checkpoint-ms N] [FUSE options] MOUNTPOINT
  *   kcopydfs --help | --version
  *
  * Build: part of the tree (`autoreconf -fi && ./configure && make`).
@@ -51,6 +52,7 @@
 struct options {
 	unsigned int pages;
 	unsigned int max_jobs;
+	unsigned int max_jobs_per_user;
 	unsigned int subjob_kb;
 	unsigned int depth;
 	char *state_dir;
@@ -58,24 +60,62 @@ struct options {
 	int show_help;
 	int show_version;
 	unsigned int operands;		/* arguments that are not options: one, the mountpoint */
+	int value_key;			/* the key whose value is the next argument ("--max-jobs N"), or 0 */
+	const char *value_option;	/* its name, for a message */
 	const char *bad_usage;		/* what is wrong with bad_argument, the first bad one */
 	const char *bad_argument;
 };
 
 #define OPTION(template, field) { template, offsetof(struct options, field), 1 }
+
+/*
+ * The form "--name N" (the value as the next argument) is a key, whose
+ * value parse_option() takes; "--name=N" is a template.  Not a template
+ * "--name %u": fuse_opt matches a template with a blank by its prefix and
+ * applies every template that matches, so that "--pages %u" also took
+ * "--pages=4096" (and failed on "=4096"), and "--max-jobs %u" would take
+ * "--max-jobs-per-user".
+ */
+enum option_key {
+	KEY_PAGES = 1,
+	KEY_MAX_JOBS,
+	KEY_MAX_JOBS_PER_USER,
+	KEY_SUBJOB_KB,
+	KEY_DEPTH,
+	KEY_STATE_DIR,
+	KEY_CHECKPOINT_MS,
+};
+
+/* Where the value after each key goes: an unsigned int, or (is_text) a malloc'd string. */
+static const struct {
+	enum option_key key;
+	size_t offset;
+	bool is_text;
+} separate_values[] = {
+	{ KEY_PAGES, offsetof(struct options, pages), false },
+	{ KEY_MAX_JOBS, offsetof(struct options, max_jobs), false },
+	{ KEY_MAX_JOBS_PER_USER, offsetof(struct options, max_jobs_per_user), false },
+	{ KEY_SUBJOB_KB, offsetof(struct options, subjob_kb), false },
+	{ KEY_DEPTH, offsetof(struct options, depth), false },
+	{ KEY_STATE_DIR, offsetof(struct options, state_dir), true },
+	{ KEY_CHECKPOINT_MS, offsetof(struct options, checkpoint_ms), false },
+};
+
 static const struct fuse_opt option_spec[] = {
 	OPTION("--pages=%u", pages),
-	OPTION("--pages %u", pages),
+	FUSE_OPT_KEY("--pages", KEY_PAGES),
 	OPTION("--max-jobs=%u", max_jobs),
-	OPTION("--max-jobs %u", max_jobs),
+	FUSE_OPT_KEY("--max-jobs", KEY_MAX_JOBS),
+	OPTION("--max-jobs-per-user=%u", max_jobs_per_user),
+	FUSE_OPT_KEY("--max-jobs-per-user", KEY_MAX_JOBS_PER_USER),
 	OPTION("--subjob-kb=%u", subjob_kb),
-	OPTION("--subjob-kb %u", subjob_kb),
+	FUSE_OPT_KEY("--subjob-kb", KEY_SUBJOB_KB),
 	OPTION("--depth=%u", depth),
-	OPTION("--depth %u", depth),
+	FUSE_OPT_KEY("--depth", KEY_DEPTH),
 	OPTION("--state-dir=%s", state_dir),
-	OPTION("--state-dir %s", state_dir),
+	FUSE_OPT_KEY("--state-dir", KEY_STATE_DIR),
 	OPTION("--checkpoint-ms=%u", checkpoint_ms),
-	OPTION("--checkpoint-ms %u", checkpoint_ms),
+	FUSE_OPT_KEY("--checkpoint-ms", KEY_CHECKPOINT_MS),
 	OPTION("-h", show_help),
 	OPTION("--help", show_help),
 	OPTION("-V", show_version),
@@ -102,6 +142,8 @@ static void usage(void)
 	       "kcopydfs options:\n"
 	       "    --pages=N              engine I/O buffer budget in 4 KiB pages (default %u)\n"
 	       "    --max-jobs=N           jobs queued or running at once (default 4096)\n"
+	       "    --max-jobs-per-user=N  jobs (any state) a user other than root may have\n"
+	       "                           (default 1024; over it mkdir and clone fail with EDQUOT)\n"
 	       "    --subjob-kb=N          sub-job size in KiB (default %u)\n"
 	       "    --depth=N              sub-jobs in flight per job (default %u)\n"
 	       "    --state-dir=DIR        keep job records in DIR, to resume them after a crash\n"
@@ -130,6 +172,39 @@ static void usage_error(const char *what, const char *argument)
 	fputs("Try 'kcopydfs --help' for more information.\n", stderr);
 }
 
+/* @arg is the value of options->value_key: store it.  Return: 0 (the argument is used up). */
+static int take_value(struct options *options, const char *arg)
+{
+	unsigned int index;
+
+	for (index = 0; (int)separate_values[index].key != options->value_key; index++)
+		;
+	options->value_key = 0;
+	if (separate_values[index].is_text) {
+		char **field = (char **)((char *)options + separate_values[index].offset);
+
+		free(*field);
+		*field = strdup(arg);
+		if (!*field) {
+			options->bad_usage = "out of memory for";
+			options->bad_argument = options->value_option;
+		}
+	} else {
+		unsigned int *field = (unsigned int *)((char *)options + separate_values[index].offset);
+		unsigned long value;
+		char *end;
+
+		errno = 0;
+		value = strtoul(arg, &end, 10);
+		if (arg[0] < '0' || arg[0] > '9' || *end != '\0' || errno || value > UINT_MAX) {
+			options->bad_usage = "bad number for";
+			options->bad_argument = options->value_option;
+		}
+		*field = (unsigned int)value;
+	}
+	return 0;
+}
+
 /*
  * fuse_opt_parse()'s callback for what option_spec does not match: the
  * mountpoint and libfuse's options, kept (return 1) for fuse_parse_cmdline()
@@ -144,6 +219,13 @@ static int parse_option(void *data, const char *arg, int key, struct fuse_args *
 
 	if (options->bad_usage)
 		return 1;
+	if (options->value_key)
+		return take_value(options, arg);
+	if (key >= KEY_PAGES && key <= KEY_CHECKPOINT_MS) {
+		options->value_key = key;
+		options->value_option = arg;
+		return 0;
+	}
 	if (key == FUSE_OPT_KEY_NONOPT && ++options->operands > 1) {
 		options->bad_usage = "extra operand";
 		options->bad_argument = arg;
@@ -311,6 +393,10 @@ int main(int argc, char *argv[])
 		status = 0;
 		goto out_free_args;
 	}
+	if (!options.bad_usage && options.value_key) {
+		options.bad_usage = "missing number after";
+		options.bad_argument = options.value_option;
+	}
 	if (options.bad_usage) {
 		usage_error(options.bad_usage, options.bad_argument);
 		status = 2;
@@ -329,14 +415,21 @@ int main(int argc, char *argv[])
 		goto out_free_args;
 	}
 	if (options.state_dir) {
-		/* Absolute, since a daemon runs in /; checked now, so a bad one fails before the mount. */
+		/*
+		 * Checked (and made if missing) now, so that a bad one fails before
+		 * the mount, with its reason on standard error.  Then made absolute,
+		 * since a daemon runs in /: once its owner and modes passed, nobody
+		 * else can change what the path leads to.
+		 */
 		struct kfs_state_dir *probe;
-		char *absolute;
+		char why[512], *absolute;
 
-		if (mkdir(options.state_dir, 0700) < 0 && errno != EEXIST) {
-			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, strerror(errno));
+		r = kfs_state_dir_open(options.state_dir, why, sizeof(why), &probe);
+		if (r < 0) {
+			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, why[0] ? why : strerror(-r));
 			goto out_free_args;
 		}
+		kfs_state_dir_close(probe);
 		absolute = realpath(options.state_dir, NULL);
 		if (!absolute) {
 			kfs_log(LOG_ERR, "--state-dir %s: %s", options.state_dir, strerror(errno));
@@ -344,13 +437,6 @@ int main(int argc, char *argv[])
 		}
 		free(options.state_dir);
 		options.state_dir = absolute;
-		r = kfs_state_dir_open(options.state_dir, &probe);
-		if (r < 0) {
-			kfs_log(LOG_ERR, "--state-dir %s: %s%s", options.state_dir, strerror(-r),
-				r == -EBUSY ? " (another kcopydfs uses it)" : "");
-			goto out_free_args;
-		}
-		kfs_state_dir_close(probe);
 	}
 	daemon.mountpoint = cmdline.mountpoint;
 	/* The kernel checks the modes of the job files; without this FUSE would let anyone in. */
@@ -392,6 +478,7 @@ int main(int argc, char *argv[])
 	config.engine.subjob_sectors = options.subjob_kb * 2;
 	config.engine.depth = options.depth;
 	config.max_jobs = options.max_jobs;
+	config.max_jobs_per_user = options.max_jobs_per_user;
 	config.mountpoint = cmdline.mountpoint;
 	config.mount_dev = mount_dev_of(cmdline.mountpoint);
 	config.state_dir = options.state_dir;

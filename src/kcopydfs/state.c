@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Job records for --state-dir: rendering, parsing and the directory of
- * record files.  See state.h for the format and the guarantees.
+ * record files.  See state.h for the format and the guarantees, and for
+ * what the directory must be.
  */
 #include "config.h"
 
@@ -15,10 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "kcopydfs/log.h"
 #include "kcopydfs/state.h"
 
 #define HEADER "kcopydfs-state 2\n"
@@ -27,10 +32,22 @@
 #define SUM_DIGITS 16
 #define RECORD_SUFFIX ".job"
 #define TEMP_PREFIX ".tmp-"
+#define LOCK_NAME "lock"
+/* Attempts at a fresh temporary name before a save gives up with EEXIST. */
+#define TEMP_ATTEMPTS 16
 
+/*
+ * An open state directory.  Every file in it is reached through ->dir_fd
+ * with openat(2) and friends, never by a path string that would be
+ * resolved again; nothing is opened through a symbolic link (O_NOFOLLOW),
+ * and a temporary record is always a new file (O_EXCL).  Set up by
+ * kfs_state_dir_open() and read-only after: no lock needed.
+ */
 struct kfs_state_dir {
 	int dir_fd;
 	int lock_fd;
+	uid_t owner;			/* the daemon's effective uid: owns the directory and every file in it */
+	char *path;			/* for messages only, never opened again */
 };
 
 /* FNV-1a, 64 bits: enough to tell a damaged record, not meant against forgery. */
@@ -356,33 +373,242 @@ static uint64_t record_id_of(const char *name)
 	return id;
 }
 
-int kfs_state_dir_open(const char *dir, struct kfs_state_dir **result)
+/*
+ * Is @st, the directory @path on the way to the state directory, safe to
+ * trust?  The state directory itself (@is_state_dir) must belong to the
+ * daemon's user and be writable by nobody else.  Each of its parents must
+ * belong to root or to the daemon's user, and be writable by nobody else
+ * unless it is sticky (as /tmp is): in a sticky directory nobody but its
+ * owner and root can rename or remove an entry that is not theirs, so the
+ * directories under it cannot be replaced.  sshd's StrictModes asks the
+ * same of a user's files.  Return: 0, or -errno with the reason in @why.
+ */
+static int check_directory(const struct stat *st, const char *path, bool is_state_dir, uid_t owner, char *why,
+			   size_t why_len)
+{
+	unsigned int mode = st->st_mode & 07777;
+
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(why, why_len, "%s is not a directory", path);
+		return -ENOTDIR;
+	}
+	if (is_state_dir && st->st_uid != owner) {
+		snprintf(why, why_len,
+			 "%s is owned by uid %u, not by the daemon's user (uid %u): refusing it, since its owner could "
+			 "plant files in it (chown it to uid %u, or name a directory that does not exist yet)",
+			 path, (unsigned int)st->st_uid, (unsigned int)owner, (unsigned int)owner);
+		return -EPERM;
+	}
+	if (is_state_dir && (mode & (S_IWGRP | S_IWOTH))) {
+		snprintf(why, why_len,
+			 "%s has mode %04o: writable by its group or others, who could plant files in it "
+			 "(chmod go-w it; 0700 is what kcopydfs makes)",
+			 path, mode);
+		return -EPERM;
+	}
+	if (!is_state_dir && st->st_uid != 0 && st->st_uid != owner) {
+		snprintf(why, why_len,
+			 "%s, a parent of the state directory, is owned by uid %u: only root or the daemon's user "
+			 "(uid %u) may own it, since its owner could replace what is under it",
+			 path, (unsigned int)st->st_uid, (unsigned int)owner);
+		return -EPERM;
+	}
+	if (!is_state_dir && (mode & (S_IWGRP | S_IWOTH)) && !(mode & S_ISVTX)) {
+		snprintf(why, why_len,
+			 "%s, a parent of the state directory, has mode %04o: writable by its group or others and not "
+			 "sticky, so they could replace what is under it (chmod go-w it)",
+			 path, mode);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/*
+ * Open the directory @dir as state directory, checking it and each parent
+ * from / down with check_directory().  The parent is resolved once with
+ * realpath(3) (an administrator's symbolic link there is followed), then
+ * walked a component at a time with O_NOFOLLOW, so what was checked is
+ * what is opened.  The last component is made with mode 0700 if missing
+ * and must not be a symbolic link.  Return: its fd, or -errno with @why.
+ */
+static int open_checked_directory(const char *dir, uid_t owner, char *why, size_t why_len)
+{
+	char *copy, *slash, *base, *parent, *real_parent = NULL, *component, *save = NULL;
+	char walked[PATH_MAX] = "";
+	struct stat st;
+	int fd, next, r;
+
+	copy = strdup(dir);
+	if (!copy)
+		return -ENOMEM;
+	/* "DIR/" is DIR. */
+	for (slash = copy + strlen(copy); slash > copy + 1 && slash[-1] == '/'; slash--)
+		slash[-1] = '\0';
+	slash = strrchr(copy, '/');
+	if (!slash) {
+		parent = ".";
+		base = copy;
+	} else {
+		*slash = '\0';
+		parent = slash == copy ? "/" : copy;
+		base = slash + 1;
+	}
+	if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+		snprintf(why, why_len, "%s: name the state directory itself, not / or a path ending in . or ..", dir);
+		r = -EINVAL;
+		goto out_free;
+	}
+	real_parent = realpath(parent, NULL);
+	if (!real_parent) {
+		r = -errno;
+		snprintf(why, why_len, "%s: cannot resolve its parent %s: %s", dir, parent, strerror(-r));
+		goto out_free;
+	}
+
+	fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		r = -errno;
+		snprintf(why, why_len, "/: %s", strerror(-r));
+		goto out_close;
+	}
+	r = check_directory(&st, "/", false, owner, why, why_len);
+	for (component = strtok_r(real_parent, "/", &save); r == 0 && component;
+	     component = strtok_r(NULL, "/", &save)) {
+		snprintf(walked + strlen(walked), sizeof(walked) - strlen(walked), "/%s", component);
+		next = openat(fd, component, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0) {
+			/* It was there for realpath(): it changed since (ELOOP: now a symbolic link). */
+			r = -errno;
+			snprintf(why, why_len, "%s: %s", walked, strerror(-r));
+			break;
+		}
+		close(fd);
+		fd = next;
+		if (fstat(fd, &st) < 0) {
+			r = -errno;
+			snprintf(why, why_len, "%s: %s", walked, strerror(-r));
+			break;
+		}
+		r = check_directory(&st, walked, false, owner, why, why_len);
+	}
+	if (r < 0)
+		goto out_close;
+	snprintf(walked + strlen(walked), sizeof(walked) - strlen(walked), "/%s", base);
+	if (mkdirat(fd, base, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		snprintf(why, why_len, "cannot make %s: %s", walked, strerror(-r));
+		goto out_close;
+	}
+	next = openat(fd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (next < 0) {
+		r = -errno;
+		if (fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+			r = -ELOOP;
+			snprintf(why, why_len, "%s is a symbolic link: name the directory it leads to", walked);
+		} else {
+			snprintf(why, why_len, "%s: %s", walked, strerror(-r));
+		}
+		goto out_close;
+	}
+	if (fstat(next, &st) < 0) {
+		r = -errno;
+		snprintf(why, why_len, "%s: %s", walked, strerror(-r));
+		close(next);
+		goto out_close;
+	}
+	r = check_directory(&st, walked, true, owner, why, why_len);
+	if (r < 0)
+		close(next);
+	else
+		r = next;
+out_close:
+	if (fd >= 0)
+		close(fd);
+out_free:
+	free(real_parent);
+	free(copy);
+	return r;
+}
+
+/*
+ * Open (or make) DIR/lock, a regular file of the daemon's user.  Anything
+ * else by that name (a symbolic link, a FIFO, a file of another user, a
+ * hard link to some other file) is removed first, never opened: opening a
+ * link would create or open its target, wherever that is.
+ */
+static int open_lock(struct kfs_state_dir *state, char *why, size_t why_len)
+{
+	struct stat st;
+	int fd, r;
+
+	if (fstatat(state->dir_fd, LOCK_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    (!S_ISREG(st.st_mode) || st.st_uid != state->owner || st.st_nlink != 1)) {
+		kfs_log(LOG_WARNING, "%s/" LOCK_NAME " is not a regular file of the daemon's own (mode %06o, uid %u, "
+			"%u links): removing it, not following it", state->path, (unsigned int)st.st_mode,
+			(unsigned int)st.st_uid, (unsigned int)st.st_nlink);
+		if (unlinkat(state->dir_fd, LOCK_NAME, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0) {
+			r = -errno;
+			snprintf(why, why_len, "%s/" LOCK_NAME ": cannot remove what is there: %s", state->path,
+				 strerror(-r));
+			return r;
+		}
+	}
+	fd = openat(state->dir_fd, LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(why, why_len, "%s/" LOCK_NAME ": %s", state->path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != state->owner) {
+		close(fd);
+		snprintf(why, why_len, "%s/" LOCK_NAME ": not a regular file of the daemon's user", state->path);
+		return -EPERM;
+	}
+	return fd;
+}
+
+int kfs_state_dir_open(const char *dir, char *why, size_t why_len, struct kfs_state_dir **result)
 {
 	struct kfs_state_dir *state;
 	struct dirent *entry;
 	DIR *listing;
+	size_t len;
 	int r, fd;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
+	if (why_len)
+		why[0] = '\0';
 	state = calloc(1, sizeof(*state));
 	if (!state)
 		return -ENOMEM;
-	state->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (state->dir_fd < 0) {
-		r = -errno;
+	state->owner = geteuid();
+	state->path = strdup(dir);
+	if (!state->path) {
+		r = -ENOMEM;
 		goto err_free;
 	}
-	state->lock_fd = openat(state->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* For messages: "DIR/lock", not "DIR//lock". */
+	for (len = strlen(state->path); len > 1 && state->path[len - 1] == '/'; len--)
+		state->path[len - 1] = '\0';
+	state->dir_fd = open_checked_directory(dir, state->owner, why, why_len);
+	if (state->dir_fd < 0) {
+		r = state->dir_fd;
+		goto err_free;
+	}
+	state->lock_fd = open_lock(state, why, why_len);
 	if (state->lock_fd < 0) {
-		r = -errno;
+		r = state->lock_fd;
 		goto err_close_dir;
 	}
 	if (flock(state->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		snprintf(why, why_len, "%s: %s%s", dir, strerror(-r),
+			 r == -EBUSY ? " (another kcopydfs uses it)" : "");
 		goto err_close_lock;
 	}
-	/* A crash between writing a temporary record and renaming it leaves the temporary. */
+	/*
+	 * A crash between writing a temporary record and renaming it leaves the
+	 * temporary.  unlinkat() removes a name, and never follows it.
+	 */
 	fd = dup(state->dir_fd);
 	listing = fd < 0 ? NULL : fdopendir(fd);
 	if (!listing) {
@@ -402,6 +628,7 @@ err_close_lock:
 err_close_dir:
 	close(state->dir_fd);
 err_free:
+	free(state->path);
 	free(state);
 	return r;
 }
@@ -412,6 +639,7 @@ void kfs_state_dir_close(struct kfs_state_dir *state)
 		return;
 	close(state->lock_fd);	/* drops the flock */
 	close(state->dir_fd);
+	free(state->path);
 	free(state);
 }
 
@@ -431,9 +659,37 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * A new temporary file for the record file @name: TEMP_PREFIX, the name and
+ * a random suffix, created with O_EXCL (so never through a symbolic link or
+ * over anything that is there), a fresh name on EEXIST.  Its name goes to
+ * @temp.  Return: the fd, or -errno.
+ */
+static int create_temp(struct kfs_state_dir *state, const char *name, char *temp, size_t temp_len)
+{
+	unsigned int attempt;
+	uint64_t suffix;
+	int fd = -EEXIST;
+
+	for (attempt = 0; attempt < TEMP_ATTEMPTS && fd == -EEXIST; attempt++) {
+		if (getrandom(&suffix, sizeof(suffix), GRND_NONBLOCK) != (ssize_t)sizeof(suffix)) {
+			/* No entropy yet (early boot): the clock will do, O_EXCL keeps it safe. */
+			struct timespec now;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			suffix = ((uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec) ^ attempt;
+		}
+		snprintf(temp, temp_len, TEMP_PREFIX "%s.%016" PRIx64, name, suffix);
+		fd = openat(state->dir_fd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			fd = -errno;
+	}
+	return fd;
+}
+
 int kfs_state_dir_save(struct kfs_state_dir *state, const struct kfs_record *record)
 {
-	char name[64], temp[80], *text;
+	char name[64], temp[104], *text;
 	int len, fd, r;
 
 	text = malloc(KFS_RECORD_MAX);
@@ -445,10 +701,9 @@ int kfs_state_dir_save(struct kfs_state_dir *state, const struct kfs_record *rec
 		return len;
 	}
 	record_file_name(record->id, name, sizeof(name));
-	snprintf(temp, sizeof(temp), TEMP_PREFIX "%s", name);
-	fd = openat(state->dir_fd, temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = create_temp(state, name, temp, sizeof(temp));
 	if (fd < 0) {
-		r = -errno;
+		r = fd;
 		goto out_free;
 	}
 	r = write_all(fd, text, (size_t)len);
@@ -485,17 +740,50 @@ static int compare_ids(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Read the record file of @id and hand it to @fn, parsed or with the reason it is not. */
-static void load_one(struct kfs_state_dir *state, uint64_t id, char *text, kfs_record_fn fn, void *context)
+/*
+ * Is DIR/@name a regular file of the daemon's user?  Anything else (a
+ * symbolic link, a FIFO, a device, a directory, another user's file) is no
+ * record of ours: it is logged and skipped, never opened.
+ */
+static bool is_own_file(struct kfs_state_dir *state, const char *name, const struct stat *st)
 {
-	struct kfs_record *record = malloc(sizeof(*record));
+	const char *what = S_ISLNK(st->st_mode) ? "a symbolic link" : S_ISDIR(st->st_mode) ? "a directory"
+							    : !S_ISREG(st->st_mode) ? "not a regular file" : NULL;
+
+	if (!what && st->st_uid == state->owner)
+		return true;
+	if (what)
+		kfs_log(LOG_WARNING, "%s/%s is %s: skipped, not read as a record", state->path, name, what);
+	else
+		kfs_log(LOG_WARNING, "%s/%s is owned by uid %u, not by the daemon's user (uid %u): skipped, not read "
+			"as a record", state->path, name, (unsigned int)st->st_uid, (unsigned int)state->owner);
+	return false;
+}
+
+/*
+ * Read the record file of @id and hand it to @fn, parsed or with the reason
+ * it is not.  Return: false if it was skipped (see is_own_file()).
+ */
+static bool load_one(struct kfs_state_dir *state, uint64_t id, char *text, kfs_record_fn fn, void *context)
+{
+	struct kfs_record *record;
 	char name[64], why[256];
+	struct stat before, st;
 	ssize_t got = 0;
 	size_t len = 0;
 	int fd;
 
 	record_file_name(id, name, sizeof(name));
-	fd = openat(state->dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fstatat(state->dir_fd, name, &before, AT_SYMLINK_NOFOLLOW) == 0 && !is_own_file(state, name, &before))
+		return false;
+	record = malloc(sizeof(*record));
+	/* O_NONBLOCK: what is not a regular file cannot hold the open (the check above ran before it). */
+	fd = openat(state->dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, &st) == 0 && !is_own_file(state, name, &st)) {
+		close(fd);
+		free(record);
+		return false;
+	}
 	if (fd < 0 || !record) {
 		snprintf(why, sizeof(why), "cannot read it: %s", strerror(fd < 0 ? errno : ENOMEM));
 		goto damaged;
@@ -520,19 +808,20 @@ static void load_one(struct kfs_state_dir *state, uint64_t id, char *text, kfs_r
 	close(fd);
 	fn(id, record, NULL, context);
 	free(record);
-	return;
+	return true;
 
 damaged:
 	if (fd >= 0)
 		close(fd);
 	free(record);
 	fn(id, NULL, why, context);
+	return true;
 }
 
 int kfs_state_dir_load(struct kfs_state_dir *state, kfs_record_fn fn, void *context)
 {
 	uint64_t *ids = NULL, id;
-	size_t count = 0, room = 0, index;
+	size_t count = 0, room = 0, index, loaded = 0;
 	struct dirent *entry;
 	char *text;
 	DIR *listing;
@@ -572,8 +861,9 @@ int kfs_state_dir_load(struct kfs_state_dir *state, kfs_record_fn fn, void *cont
 	if (count > 0)	/* qsort(NULL, 0, ...) is undefined behaviour */
 		qsort(ids, count, sizeof(*ids), compare_ids);
 	for (index = 0; index < count; index++)
-		load_one(state, ids[index], text, fn, context);
+		if (load_one(state, ids[index], text, fn, context))
+			loaded++;
 	free(text);
 	free(ids);
-	return (int)count;
+	return (int)loaded;
 }

@@ -19,7 +19,15 @@
  * "view: unknown".
  *
  * Rendering and parsing are pure functions; the directory functions do only
- * file I/O.  Nothing here knows of FUSE or of the engine.
+ * file I/O (and log, through kfs_log(), the files they skip).  Nothing here
+ * knows of FUSE or of the engine.
+ *
+ * The directory is trusted only if nobody but the daemon's user can change
+ * what is in it: see kfs_state_dir_open().  Even so, every file in it is
+ * reached by openat(2) on the directory's descriptor, never through a
+ * symbolic link (O_NOFOLLOW); a temporary record is a new file of a random
+ * name (O_EXCL); and a record that is not a regular file of the daemon's
+ * user is skipped, not read.
  *
  *   kcopydfs-state 2
  *   id: 42
@@ -86,13 +94,26 @@ int kfs_record_parse(const char *text, size_t len, struct kfs_record *record, ch
 struct kfs_state_dir;
 
 /*
- * kfs_state_dir_open() - use @dir (made with mode 0700 if missing) as the state
- * directory.  Takes an exclusive lock on DIR/lock so that two daemons never
- * share one, and removes temporary files a crash left.
- * Return: 0; -EBUSY if another process holds the directory; or the -errno
- * of mkdir(2), open(2) or flock(2).
+ * kfs_state_dir_open() - use @dir as the state directory.
+ *
+ * @dir's parent must exist; @dir itself is made with mode 0700 if missing
+ * (its parents are not made).  It must be a directory, not a symbolic link,
+ * owned by the daemon's effective user and writable by nobody else (no
+ * group or other write bit).  Each of its parents up to / (as realpath(3)
+ * resolves them) must belong to root or to the daemon's user, and must not
+ * be writable by its group or others unless it is sticky, as /tmp is.
+ * sshd's StrictModes asks the same; ACLs are not looked at.
+ *
+ * Then takes an exclusive flock(2) on DIR/lock so that two daemons never
+ * share one (anything but a regular file of the daemon's user by that name
+ * is removed, not followed), and removes the temporary files a crash left.
+ *
+ * @why (@why_len bytes) gets a one-line reason on failure, naming the path.
+ * Return: 0; -EPERM for an owner or a mode refused as above; -ELOOP for a
+ * @dir that is a symbolic link; -ENOTDIR; -EBUSY if another process holds
+ * the directory; or the -errno of realpath(3), mkdir(2), open(2) or flock(2).
  */
-int kfs_state_dir_open(const char *dir, struct kfs_state_dir **result);
+int kfs_state_dir_open(const char *dir, char *why, size_t why_len, struct kfs_state_dir **result);
 
 /* kfs_state_dir_close() - release the lock and free.  NULL is a no-op. */
 void kfs_state_dir_close(struct kfs_state_dir *state);
@@ -116,8 +137,11 @@ typedef void (*kfs_record_fn)(uint64_t id, const struct kfs_record *record, cons
 
 /*
  * kfs_state_dir_load() - call @fn for every DIR/ID.job, in ascending id order.
- * Return: the number of files seen, or -errno if the directory cannot be
- * read (a file that cannot be read is reported to @fn as damaged).
+ * A name that is not a regular file owned by the daemon's user (a symbolic
+ * link, a FIFO, a directory, another user's file) is logged and skipped:
+ * @fn does not hear of it.
+ * Return: the number of files handed to @fn, or -errno if the directory
+ * cannot be read (a file that cannot be read is reported to @fn as damaged).
  */
 int kfs_state_dir_load(struct kfs_state_dir *state, kfs_record_fn fn, void *context);
 
