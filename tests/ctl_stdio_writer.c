@@ -80,10 +80,12 @@ int main(int argc, char **argv)
 	if (fwrite(line, 1, line_len, stream) != line_len) {
 		fprintf(stderr, "fwrite: %s (%s)\n", errno_name(errno), strerror(errno));
 		fclose(stream);
+		free(buffer);
 		return 1;
 	}
 	if (fclose(stream) != 0) {
 		fprintf(stderr, "fclose: %s (%s)\n", errno_name(errno), strerror(errno));
+		free(buffer);
 		return 2;
 	}
 	free(buffer);

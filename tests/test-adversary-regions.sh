@@ -17,6 +17,14 @@
 #   - only a job's owner writes to its ctl: root writing to a job nobody
 #     made under the name root meant (mkdir -p succeeds on it), a ctl
 #     descriptor passed to another user, root cancelling nobody's job;
+#   - the daemon's writes are the owner's: a setuid or setgid file loses
+#     its bit as the owner's own write would clear it, and a filesystem's
+#     blocks kept for root stay root's (the daemon has no CAP_FSETID and no
+#     CAP_SYS_RESOURCE);
+#   - a filesystem that never answers (tests/stall-fuse) holds a write
+#     10 s at most (ETIMEDOUT); with 4 of a user's helpers stuck its next
+#     write is refused at once (EAGAIN), and root is served all along; a
+#     file on a FUSE filesystem is for root's jobs only;
 #   - with --state-dir, a resume opens the regions as the job's recorded
 #     owner in its recorded view: nobody repoints a symlink at a root-only
 #     file after a crash, or bound its own file over a root-owned path in a
@@ -248,7 +256,111 @@ write_ctl "$jobs/nbslow/ctl" cancel as_nobody
 check "nobody cancels its own job" 0 "$write_status"
 wait_state "$jobs/nbslow" cancelled 100
 
-# --- 5. resume as somebody else (--state-dir) ---------------------------------------------
+# --- 5. writes as the owner would make them: setuid bits, root's reserved blocks ----------
+
+# A setuid (and a setgid) file anyone may write: nobody's own write clears the bits; so must the daemon's.
+head -c 4096 /dev/urandom >"$work/nb/four.img"
+chown $NOBODY:$NOBODY "$work/nb/four.img"
+for mode in 4777 2777; do
+	head -c 4096 /dev/zero >"$work/setid-$mode"
+	chmod "$mode" "$work/setid-$mode"
+	as_nobody mkdir "$jobs/setid$mode"
+	write_ctl "$jobs/setid$mode/ctl" "copy from=$work/nb/four.img to=$work/setid-$mode" as_nobody
+	as_nobody timeout 20 cat "$jobs/setid$mode/wait" >/dev/null
+	check "nobody's copy into a $mode file clears its setuid/setgid bit, as its own write would" 		"777" "$(stat -c %a "$work/setid-$mode")"
+done
+
+# A filesystem that keeps half its blocks for root: nobody cannot fill them through the daemon.
+if command -v mkfs.ext4 >/dev/null; then
+	truncate -s 64M "$work/reserved.fs"
+	mkfs.ext4 -q -m 50 "$work/reserved.fs"
+	mkdir "$work/reserved"
+	if mount -o loop "$work/reserved.fs" "$work/reserved"; then
+		chmod 1777 "$work/reserved"
+		as_nobody dd if=/dev/zero of="$work/reserved/fill" bs=1M count=64 status=none 2>/dev/null
+		as_nobody truncate -s 16M "$work/reserved/sparse"
+		head -c 16M /dev/urandom >"$work/nb/sixteen.img"
+		chown $NOBODY:$NOBODY "$work/nb/sixteen.img"
+		used_before=$(df --output=used "$work/reserved" | tail -n 1)
+		as_nobody mkdir "$jobs/reserve"
+		write_ctl "$jobs/reserve/ctl" "copy from=$work/nb/sixteen.img to=$work/reserved/sparse" as_nobody
+		as_nobody timeout 30 cat "$jobs/reserve/wait" >"$work/reserve.out"
+		check "nobody's copy into its sparse file on a full filesystem fails" failed 			"$(sed -n 's/^state: //p' "$work/reserve.out")"
+		grep -q "ENOSPC" "$work/reserve.out" && pass "... with ENOSPC: root's reserved blocks stay root's" ||
+			fail "the error line says ENOSPC" ENOSPC "$(grep ^error: "$work/reserve.out")"
+		used_after=$(df --output=used "$work/reserved" | tail -n 1)
+		[ $((used_after - used_before)) -lt 2048 ] &&
+			pass "the filesystem's used blocks grew by $((used_after - used_before)) KiB, not 16 MiB" ||
+			fail "root's reserve is not taken" "under 2048 KiB more used" "$((used_after - used_before)) KiB"
+		umount "$work/reserved"
+	else
+		echo "note: cannot loop-mount an ext4 image here: the reserved-blocks check is left out"
+	fi
+fi
+
+# --- 6. a filesystem that never answers ------------------------------------------------------
+
+stall_fuse=${STALL_FUSE:-$(dirname "$KCOPYDFS")/tests/stall-fuse}
+if [ -x "$stall_fuse" ]; then
+	mkdir "$work/stall"
+	"$stall_fuse" "$work/stall" 2>>"$work/stall.log" &
+	stall_pid=$!
+	background_pids+=("$stall_pid")
+	for _ in $(seq 50); do
+		is_mounted "$work/stall" && break
+		sleep 0.1
+	done
+	# Four writes whose helpers hang in a lookup that is never answered, not even to SIGKILL.
+	start=$SECONDS
+	for index in 1 2 3 4; do
+		as_nobody mkdir "$jobs/stall$index"
+		as_nobody bash -c 'echo "copy from=$1 to=$2:0+8" > "$3"' stall "$work/stall/x$index" "$nb_dst" 			"$jobs/stall$index/ctl" 2>"$work/stall$index.err" &
+	done
+	wait_ok=1
+	for index in 1 2 3 4; do
+		for _ in $(seq 150); do
+			grep -q "write error" "$work/stall$index.err" && break
+			sleep 0.1
+		done
+		grep -q "Connection timed out" "$work/stall$index.err" || wait_ok=0
+	done
+	[ "$wait_ok" = 1 ] && pass "each write into a stalled filesystem returns ETIMEDOUT ($((SECONDS - start)) s for four)" ||
+		fail "writes into a stalled filesystem time out" "echo: write error: Connection timed out" 			"$(cat "$work"/stall?.err | tr '\n' ' ')"
+	# Their helpers are still stuck: a fifth of nobody's is refused at once, root is served.
+	as_nobody mkdir "$jobs/stall5"
+	write_ctl "$jobs/stall5/ctl" "copy from=$work/nb/four.img to=$nb_dst:0+8" as_nobody
+	refused "with four helpers stuck, nobody's next job is refused at once" "Resource temporarily unavailable"
+	check "root reads the mount meanwhile" "kcopydfs" "$(timeout 5 cut -d' ' -f1 "$daemon_mount/version")"
+	mkdir "$jobs/rootduringstall"
+	write_ctl "$jobs/rootduringstall/ctl" "copy from=$secret:0+8 to=$work/root-small.img:0+8"
+	check "root's job starts meanwhile" 0 "$write_status"
+	# The filesystem goes: its waiters end, and nobody is served again.
+	fusermount3 -u -z "$work/stall"
+	kill "$stall_pid" 2>/dev/null
+	sleep 1
+	write_ctl "$jobs/stall5/ctl" "copy from=$work/nb/four.img to=$nb_dst:0+8" as_nobody
+	check "once the filesystem has gone, nobody's job starts" 0 "$write_status"
+else
+	fail "tests/stall-fuse is built" "an executable at $stall_fuse" "none"
+fi
+
+# A regular file on a FUSE filesystem (here another kcopydfs's, which nobody may read) is for
+# root's jobs only: the process serving it could hold the engine's threads at a read or a close.
+main_pid=$daemon_pid main_mount=$daemon_mount
+if start_daemon -o allow_other; then
+	other_mount=$daemon_mount
+	daemon_pid=$main_pid daemon_mount=$main_mount
+	as_nobody mkdir "$jobs/onfuse"
+	write_ctl "$jobs/onfuse/ctl" "copy from=$other_mount/version to=$nb_dst" as_nobody
+	refused "nobody's copy from a file on a FUSE filesystem is refused" "Operation not permitted"
+	grep -q "FUSE filesystem" "$jobs/onfuse/status" && pass "the error line says it is on a FUSE filesystem" ||
+		fail "the error line says why" "FUSE filesystem" "$(grep ^error: "$jobs/onfuse/status")"
+else
+	daemon_pid=$main_pid daemon_mount=$main_mount
+	fail "a second kcopydfs mounts" "a kcopydfs mount" "$(tail -n 2 "$work/kcopydfs.log")"
+fi
+
+# --- 7. resume as somebody else (--state-dir) ---------------------------------------------
 
 stop_daemon "$daemon_pid" "$daemon_mount"
 state_dir=$work/state

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +40,8 @@
  */
 #define MAX_JOB_OBJECTS 12288u
 #define DEFAULT_CHECKPOINT_MS 1000u
+/* The filesystem uid of the engine's threads in a root daemon: the kernel's overflow uid, nobody. */
+#define ENGINE_FSUID 65534u
 /*
  * Jobs (any state) one user other than root may have at once: a twelfth of
  * the table, so that one user cannot take it all, and enough for any
@@ -239,6 +242,21 @@ static const char *errno_name(int error)
 	return name ? name : "E?";
 }
 
+/*
+ * Records are the daemon's, but they are also written from the engine's
+ * completion thread, whose filesystem uid is ENGINE_FSUID: these take the
+ * daemon's own for the calling thread (the raw call), and give it back.
+ */
+static uid_t records_fsuid_begin(void)
+{
+	return (uid_t)syscall(SYS_setfsuid, geteuid());
+}
+
+static void records_fsuid_end(uid_t fsuid)
+{
+	syscall(SYS_setfsuid, fsuid);
+}
+
 /* Under svc->lock. */
 static struct kfs_job *find_by_id(struct kfs_service *svc, uint64_t id)
 {
@@ -333,7 +351,19 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	pthread_cond_init(&svc->checkpointer_wake, &wake_attr);
 	pthread_condattr_destroy(&wake_attr);
 	engine.start_fn = on_start;
+	/*
+	 * The engine's threads write every job's destinations.  They are made
+	 * with filesystem uid ENGINE_FSUID (a thread inherits it), so that no
+	 * write takes the blocks a filesystem keeps for root (ext4 lets fsuid
+	 * 0 have them, whatever the capabilities): a user's copy must not
+	 * fill what its own write could not.  Root's copies are held the same.
+	 * Only this thread changes (the raw call), and only for the creation.
+	 */
+	if (geteuid() == 0)
+		syscall(SYS_setfsuid, ENGINE_FSUID);
 	r = kcopyd_client_create_config(&engine, &svc->kc);
+	if (geteuid() == 0)
+		syscall(SYS_setfsuid, 0);
 	if (r < 0)
 		goto err_destroy_lock;
 	if (config->state_dir) {
@@ -851,7 +881,10 @@ static int remove_job(struct kfs_service *svc, uint64_t id, enum remove_how how)
 	unlink_job(svc, job);
 	pthread_mutex_unlock(&svc->lock);
 	if (svc->state_dir) {
+		uid_t fsuid = records_fsuid_begin();
 		int r = kfs_state_dir_delete(svc->state_dir, id);
+
+		records_fsuid_end(fsuid);
 
 		if (r < 0)
 			kfs_log(LOG_ERR, "cannot remove the record of job %s: %s", job->name, strerror(-r));
@@ -998,7 +1031,10 @@ static void job_persist(struct kfs_service *svc, uint64_t id)
 		have = job_record_locked(job, record);
 	pthread_mutex_unlock(&svc->lock);
 	if (have) {
+		uid_t fsuid = records_fsuid_begin();
+
 		r = kfs_state_dir_save(svc->state_dir, record);
+		records_fsuid_end(fsuid);
 		if (r < 0)
 			kfs_log(LOG_ERR, "cannot save the record of job %s: %s", record->name, strerror(-r));
 	}
@@ -1291,6 +1327,15 @@ static int settle_region(struct kfs_service *svc, struct kfs_run *run, const cha
 		close(fd);
 		set_text(why, why_len, "%s=%s: neither a block device nor a regular file", key, path);
 		return -EINVAL;
+	}
+	if (S_ISREG(st.st_mode) && run->job->uid != 0 && (r = kfs_region_is_fuse(fd)) != 0) {
+		close(fd);
+		if (r > 0)
+			r = -EPERM;
+		set_text(why, why_len, "%s=%s: %s", key, path,
+			 r == -EPERM ? "is on a FUSE filesystem: a process serves it and could hold the daemon's "
+				       "threads, so only root's jobs may use one" : strerror(-r));
+		return r;
 	}
 	if (S_ISREG(st.st_mode) && (r = kfs_region_is_storage(fd)) <= 0) {
 		close(fd);

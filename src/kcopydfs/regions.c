@@ -10,6 +10,7 @@
 #include <linux/magic.h>
 #include <linux/openat2.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,8 +42,33 @@
 #define CLOSE_RANGE_UNSHARE (1U << 1)
 #endif
 
+/*
+ * Helpers of one user that may be running, or stuck and not yet reaped, at
+ * once.  A helper stuck for good (in a lookup on a FUSE filesystem the user
+ * serves and never answers, which even SIGKILL cannot end) is reaped when
+ * it ends; until then it counts, so that a user cannot tie up the FUSE
+ * worker threads that serve everybody.  Root is not held to it.
+ */
+#define HELPERS_PER_USER 4
+#define HELPERS_MAX 256
+/* How long a helper that answered may take to exit before it is left to be reaped later. */
+#define HELPER_EXIT_MS 1000
+
+struct helper {
+	pid_t pid;
+	uid_t uid;
+};
+
 struct kfs_opener {
-	uid_t uid;			/* the daemon's effective ids */
+	/*
+	 * The helpers forked and not yet reaped, under ->helpers_lock (taken
+	 * alone, never held across a fork or a wait that may block).
+	 */
+	pthread_mutex_t helpers_lock;
+	struct helper helpers[HELPERS_MAX];
+	unsigned int helper_count;
+
+	uid_t uid;			/* the daemon's effective ids; read-only after create */
 	gid_t gid;
 	unsigned int group_count;
 	gid_t groups[KFS_MAX_GROUPS];
@@ -104,13 +130,103 @@ int kfs_opener_create(struct kfs_opener **result)
 	if (stat("/proc/self/ns/mnt", &opener->mount_ns) < 0 || stat("/", &opener->root) < 0)
 		memset(&opener->mount_ns, 0, sizeof(opener->mount_ns));
 	opener->user_ns_known = stat("/proc/self/ns/user", &opener->user_ns) == 0;
+	pthread_mutex_init(&opener->helpers_lock, NULL);
 	*result = opener;
 	return 0;
 }
 
+/* Under helpers_lock: reap the helpers that have ended. */
+static void reap_helpers_locked(struct kfs_opener *opener)
+{
+	unsigned int index = 0;
+
+	while (index < opener->helper_count) {
+		/* A place taken for a helper not forked yet (pid 0) is not waited for: waitpid(0) is any child. */
+		pid_t got = opener->helpers[index].pid > 0 ? waitpid(opener->helpers[index].pid, NULL, WNOHANG) : 0;
+
+		if (got == 0) {
+			index++;
+			continue;
+		}
+		opener->helpers[index] = opener->helpers[--opener->helper_count];
+	}
+}
+
 void kfs_opener_destroy(struct kfs_opener *opener)
 {
+	unsigned int index;
+
+	if (!opener)
+		return;
+	/* Helpers still stuck are killed; what cannot end yet is left to init, never waited for. */
+	pthread_mutex_lock(&opener->helpers_lock);
+	for (index = 0; index < opener->helper_count; index++)
+		kill(opener->helpers[index].pid, SIGKILL);
+	reap_helpers_locked(opener);
+	pthread_mutex_unlock(&opener->helpers_lock);
+	pthread_mutex_destroy(&opener->helpers_lock);
 	free(opener);
+}
+
+/*
+ * Take a place for a helper of @uid, reaping ended ones first.
+ * Return: 0, or -EAGAIN when @uid (not root) has HELPERS_PER_USER, or all
+ * have HELPERS_MAX, running or stuck.
+ */
+static int helper_place(struct kfs_opener *opener, uid_t uid)
+{
+	unsigned int index, of_user = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&opener->helpers_lock);
+	reap_helpers_locked(opener);
+	for (index = 0; index < opener->helper_count; index++)
+		of_user += opener->helpers[index].uid == uid;
+	if (opener->helper_count == HELPERS_MAX || (uid != 0 && of_user >= HELPERS_PER_USER))
+		r = -EAGAIN;
+	else
+		opener->helpers[opener->helper_count++] = (struct helper){ .pid = 0, .uid = uid };
+	pthread_mutex_unlock(&opener->helpers_lock);
+	return r;
+}
+
+/* The place taken by helper_place() is @pid's now (0: the fork failed, give it back). */
+static void helper_started(struct kfs_opener *opener, uid_t uid, pid_t pid)
+{
+	unsigned int index;
+
+	pthread_mutex_lock(&opener->helpers_lock);
+	for (index = 0; index < opener->helper_count; index++) {
+		if (opener->helpers[index].pid == 0 && opener->helpers[index].uid == uid) {
+			if (pid > 0)
+				opener->helpers[index].pid = pid;
+			else
+				opener->helpers[index] = opener->helpers[--opener->helper_count];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&opener->helpers_lock);
+}
+
+/*
+ * Wait HELPER_EXIT_MS at most for @pid to end (it answered, or was killed),
+ * and reap it then; a helper that cannot end yet keeps its place and is
+ * reaped by a later helper_place().
+ */
+static void helper_finish(struct kfs_opener *opener, pid_t pid)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	if (pidfd >= 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+		while (poll(&pfd, 1, HELPER_EXIT_MS) < 0 && errno == EINTR)
+			;
+		close(pidfd);
+	}
+	pthread_mutex_lock(&opener->helpers_lock);
+	reap_helpers_locked(opener);
+	pthread_mutex_unlock(&opener->helpers_lock);
 }
 
 int kfs_opener_overrides_modes(const struct kfs_opener *opener)
@@ -520,11 +636,11 @@ static int receive_answer(int sock, unsigned int count, int *fds)
 	return r;
 }
 
-int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
+int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
 		const char *const *paths, const bool *writable, int *fds, char *why, size_t why_len)
 {
 	unsigned int index;
-	int sv[2], status, r;
+	int sv[2], r;
 	pid_t pid;
 
 	if (count > KCOPYD_MAX_REGIONS + 1)
@@ -539,13 +655,24 @@ int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, 
 		    (unsigned int)owner->uid);
 		return -EPERM;
 	}
+	r = helper_place(opener, owner->uid);
+	if (r < 0) {
+		say(why, why_len,
+		    "uid %u already has %u region opens in progress or stuck (on a filesystem that does not "
+		    "answer?): try again later", (unsigned int)owner->uid, HELPERS_PER_USER);
+		return r;
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		r = -errno;
+		helper_started(opener, owner->uid, 0);
 		say(why, why_len, "cannot open the regions as uid %u: socketpair: %s", (unsigned int)owner->uid,
 		    strerror(-r));
 		return r;
 	}
 	pid = fork();
+	if (pid == 0)
+		helper_main(sv[1], owner, root_fd, count, paths, writable);
+	helper_started(opener, owner->uid, pid);
 	if (pid < 0) {
 		r = -errno;
 		close(sv[0]);
@@ -554,21 +681,28 @@ int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, 
 		    strerror(-r));
 		return r;
 	}
-	if (pid == 0)
-		helper_main(sv[1], owner, root_fd, count, paths, writable);
 	close(sv[1]);
 	r = receive_answer(sv[0], count, fds);
 	close(sv[0]);
 	if (r == -ETIMEDOUT)
 		kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	/* Never a blocking wait: a helper stuck in the kernel for good must not hold this thread. */
+	helper_finish(opener, pid);
 	if (r < 0)
 		say(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)owner->uid,
 		    (unsigned int)owner->gid,
 		    r == -ETIMEDOUT ? "the opens took too long (over 10 s)" :
 		    r == -EPROTO ? "the process that opens them ended without an answer" : strerror(-r));
 	return r;
+}
+
+int kfs_region_is_fuse(int fd)
+{
+	struct statfs st;
+
+	if (fstatfs(fd, &st) < 0)
+		return -errno;
+	return (unsigned long)st.f_type == FUSE_SUPER_MAGIC;
 }
 
 int kfs_region_is_storage(int fd)

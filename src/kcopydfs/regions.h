@@ -109,9 +109,11 @@ int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owne
  * through a magic link.  fds[i] is the descriptor or the open's -errno.
  * Return: 0 (each fds[i] says how its open went); or -errno with the
  * reason in @why when the owner could not be become at all (fork, a
- * refused change of identity, a helper that did not answer in time).
+ * refused change of identity, a helper that did not answer in time:
+ * -ETIMEDOUT), or -EAGAIN when the owner (not root) already has 4 helpers
+ * running or stuck.  Never waits for a helper that cannot end.
  */
-int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
+int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
 		const char *const *paths, const bool *writable, int *fds, char *why, size_t why_len);
 
 /*
@@ -122,5 +124,14 @@ int kfs_open_as(const struct kfs_opener *opener, const struct kfs_owner *owner, 
  * Return: 1, 0, or -errno from fstatfs(2).
  */
 int kfs_region_is_storage(int fd);
+
+/*
+ * kfs_region_is_fuse() - whether the file open as @fd is on a FUSE
+ * filesystem: a process serves it, and may never answer a read, a write or
+ * the flush at close, which would hold the engine's threads (and so every
+ * job) for as long as it likes.  Only root's jobs may use one.
+ * Return: 1, 0, or -errno from fstatfs(2).
+ */
+int kfs_region_is_fuse(int fd);
 
 #endif /* KCOPYDFS_REGIONS_H */
