@@ -1308,6 +1308,11 @@ static int settle_region(struct kfs_service *svc, struct kfs_run *run, const cha
 		set_text(why, why_len, "%s=%s: is on the kcopydfs mount itself", key, path);
 		return fd;
 	}
+	if (fd == -KFS_EFUSE) {
+		set_text(why, why_len, "%s=%s: is on a FUSE filesystem: a process serves it and could hold the "
+			 "daemon's threads, so only root's jobs may use one", key, path);
+		return -EPERM;
+	}
 	if (fd < 0) {
 		set_text(why, why_len, "%s=%s: %s", key, path, strerror(-fd));
 		return fd;
@@ -1327,15 +1332,6 @@ static int settle_region(struct kfs_service *svc, struct kfs_run *run, const cha
 		close(fd);
 		set_text(why, why_len, "%s=%s: neither a block device nor a regular file", key, path);
 		return -EINVAL;
-	}
-	if (S_ISREG(st.st_mode) && run->job->uid != 0 && (r = kfs_region_is_fuse(fd)) != 0) {
-		close(fd);
-		if (r > 0)
-			r = -EPERM;
-		set_text(why, why_len, "%s=%s: %s", key, path,
-			 r == -EPERM ? "is on a FUSE filesystem: a process serves it and could hold the daemon's "
-				       "threads, so only root's jobs may use one" : strerror(-r));
-		return r;
 	}
 	if (S_ISREG(st.st_mode) && (r = kfs_region_is_storage(fd)) <= 0) {
 		close(fd);

@@ -519,6 +519,16 @@ static int become_owner(const struct kfs_owner *owner)
 	return set_capabilities(owner->caps);
 }
 
+/* A regular file on a FUSE filesystem?  (A failed fstat or fstatfs: no, the daemon looks again.) */
+static bool is_fuse_file(int fd)
+{
+	struct statfs sfs;
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0 &&
+	       (unsigned long)sfs.f_type == FUSE_SUPER_MAGIC;
+}
+
 /* The answer a helper sends: each open's result, and the descriptors of those that succeeded. */
 struct helper_answer {
 	int32_t become_error;		/* 0, or why the helper could not become the owner (nothing was opened) */
@@ -564,6 +574,16 @@ static void helper_main(int sock, const struct kfs_owner *owner, int root_fd, un
 	answer.become_error = become_owner(owner);
 	for (index = 0; index < count; index++) {
 		int fd = answer.become_error < 0 ? answer.become_error : open_one(root_fd, paths[index], writable[index]);
+
+		/*
+		 * A regular file on FUSE never reaches the daemon for a user's job:
+		 * even its close there (a FLUSH the server need never answer)
+		 * could hold a daemon thread.  Here only this helper waits.
+		 */
+		if (fd >= 0 && owner->uid != 0 && is_fuse_file(fd)) {
+			close(fd);
+			fd = -KFS_EFUSE;
+		}
 
 		answer.results[index] = fd < 0 ? fd : (int32_t)opened;
 		if (fd >= 0)
@@ -670,11 +690,11 @@ int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int ro
 		return r;
 	}
 	pid = fork();
+	r = pid < 0 ? -errno : 0;
 	if (pid == 0)
 		helper_main(sv[1], owner, root_fd, count, paths, writable);
 	helper_started(opener, owner->uid, pid);
 	if (pid < 0) {
-		r = -errno;
 		close(sv[0]);
 		close(sv[1]);
 		say(why, why_len, "cannot open the regions as uid %u: fork: %s", (unsigned int)owner->uid,
@@ -694,15 +714,6 @@ int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int ro
 		    r == -ETIMEDOUT ? "the opens took too long (over 10 s)" :
 		    r == -EPROTO ? "the process that opens them ended without an answer" : strerror(-r));
 	return r;
-}
-
-int kfs_region_is_fuse(int fd)
-{
-	struct statfs st;
-
-	if (fstatfs(fd, &st) < 0)
-		return -errno;
-	return (unsigned long)st.f_type == FUSE_SUPER_MAGIC;
 }
 
 int kfs_region_is_storage(int fd)

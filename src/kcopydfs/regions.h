@@ -26,11 +26,14 @@
 #ifndef KCOPYDFS_REGIONS_H
 #define KCOPYDFS_REGIONS_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #define KFS_MAX_GROUPS 256
+/* kfs_open_as()'s "a file on FUSE, for a job not root's": refused with EPERM (its own code, for the reason). */
+#define KFS_EFUSE EMEDIUMTYPE
 
 /* The identity a job description is written with (from the FUSE request). */
 struct kfs_cred {
@@ -106,7 +109,11 @@ int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owne
  * kfs_open_as() - open @count paths as @owner, from @root_fd (-1: the
  * daemon's view): the ones @writable says read-write, the others
  * read-only, O_NONBLOCK (a FIFO cannot hang the open), O_CLOEXEC, never
- * through a magic link.  fds[i] is the descriptor or the open's -errno.
+ * through a magic link.  fds[i] is the descriptor or the open's -errno;
+ * -KFS_EFUSE for a regular file on a FUSE filesystem opened for an owner
+ * other than root: a process serves it, and may never answer a read, a
+ * write or even the flush of a close, which would hold the daemon's
+ * threads (and so every job) as long as it likes; the helper drops it.
  * Return: 0 (each fds[i] says how its open went); or -errno with the
  * reason in @why when the owner could not be become at all (fork, a
  * refused change of identity, a helper that did not answer in time:
@@ -124,14 +131,5 @@ int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int ro
  * Return: 1, 0, or -errno from fstatfs(2).
  */
 int kfs_region_is_storage(int fd);
-
-/*
- * kfs_region_is_fuse() - whether the file open as @fd is on a FUSE
- * filesystem: a process serves it, and may never answer a read, a write or
- * the flush at close, which would hold the engine's threads (and so every
- * job) for as long as it likes.  Only root's jobs may use one.
- * Return: 1, 0, or -errno from fstatfs(2).
- */
-int kfs_region_is_fuse(int fd);
 
 #endif /* KCOPYDFS_REGIONS_H */
