@@ -223,6 +223,16 @@ errno_text() {
 	esac
 }
 
+# write_ctl CTL TEXT [PREFIX...]: `echo TEXT > CTL`, run through PREFIX (setpriv ..., nsenter ...,
+# or nothing); sets write_status and write_said (what bash printed, on one line).
+write_ctl() {
+	local ctl=$1 text=$2
+	shift 2
+	"$@" bash -c 'echo "$1" > "$2"' write_ctl "$text" "$ctl" 2>"$work/write.err"
+	write_status=$?
+	write_said=$(tr '\n' ' ' <"$work/write.err")
+}
+
 # re_quote TEXT: TEXT as an extended regular expression that matches only itself.
 re_quote() {
 	printf '%s' "$1" | sed 's/[][\.*^$+?(){}|/]/\\&/g'

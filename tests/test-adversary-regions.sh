@@ -50,15 +50,6 @@ as_nobody() {
 	setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups "$@"
 }
 
-# write_ctl CTL TEXT [PREFIX...]: `echo TEXT > CTL`, run through PREFIX (as_nobody, or nothing for root);
-# sets write_status (0 or 1) and write_said (what bash printed).
-write_ctl() {
-	local ctl=$1 text=$2
-	shift 2
-	"$@" bash -c 'echo "$1" > "$2"' write_ctl "$text" "$ctl" 2>"$work/write.err"
-	write_status=$?
-	write_said=$(tr '\n' ' ' <"$work/write.err")
-}
 
 # refused NAME ERRNO-TEXT: PASS when the last write_ctl failed and echo said ERRNO-TEXT.
 refused() {

@@ -108,15 +108,6 @@ ctr_propagation() {
 		"/proc/$ns_pid/mountinfo"
 }
 
-# write_ctl CTL TEXT PREFIX...: `echo TEXT > CTL` run through PREFIX (as_user, in_ctr...);
-# sets write_status and write_said (what bash printed, on one line).
-write_ctl() {
-	local ctl=$1 text=$2
-	shift 2
-	"$@" bash -c 'echo "$1" > "$2"' write_ctl "$text" "$ctl" 2>"$work/write.err"
-	write_status=$?
-	write_said=$(tr '\n' ' ' <"$work/write.err")
-}
 
 # expect_equal CHECK WHAT EXPECTED GOT
 expect_equal() {

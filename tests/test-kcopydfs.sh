@@ -40,15 +40,6 @@ jobs=$mnt/jobs
 
 # --- helpers ------------------------------------------------------------------
 
-# write_ctl CTL TEXT [USER-PREFIX...]: `echo TEXT > CTL` as a person would type
-# it; sets write_status and write_said (what the shell printed, on one line).
-write_ctl() {
-	local ctl=$1 text=$2
-	shift 2
-	"$@" bash -c 'echo "$1" > "$2"' write_ctl "$text" "$ctl" 2>"$work/write.err"
-	write_status=$?
-	write_said=$(tr '\n' ' ' <"$work/write.err")
-}
 
 # wait_job DIR: `cat DIR/wait` (10 s at most); sets wait_state to its state line's value.
 wait_job() {
