@@ -294,7 +294,8 @@ fi
 stall_fuse=${STALL_FUSE:-$(dirname "$KCOPYDFS")/tests/stall-fuse}
 if [ -x "$stall_fuse" ]; then
 	mkdir "$work/stall"
-	"$stall_fuse" "$work/stall" 2>>"$work/stall.log" &
+	# A fixture, not the product: libfuse 3.14 leaves 128 bytes of its own at the lazy unmount below.
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$stall_fuse" "$work/stall" 2>>"$work/stall.log" &
 	stall_pid=$!
 	background_pids+=("$stall_pid")
 	for _ in $(seq 50); do
