@@ -36,7 +36,6 @@
 #include <string.h>
 #include <linux/capability.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -366,13 +365,16 @@ static void *signal_thread(void *arg)
 }
 
 /*
- * Drop, from every set of the process and its bounding set, what would let a
+ * Drop, from the effective set of every thread to come, what would let a
  * job's writes do more than its owner's: the engine's threads write every
  * job's destinations, and with CAP_FSETID a write would keep the setuid and
  * setgid bits the owner's own write clears, with CAP_SYS_RESOURCE it would
  * take the blocks a filesystem keeps for root and pass quotas.  Before any
- * thread starts: capabilities are per thread.  A daemon that cannot drop
- * them (not root: it has none) goes on.
+ * thread starts: capabilities are per thread, and nothing raises them
+ * again.  They stay permitted: reading a writer's /proc/PID/root is a
+ * ptrace access, refused when the writer has permitted capabilities the
+ * daemon has not (a root writer in the same container, say).  A daemon
+ * that has none (not root) goes on.
  */
 static void drop_write_capabilities(void)
 {
@@ -381,13 +383,10 @@ static void drop_write_capabilities(void)
 	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
 	unsigned int index;
 
-	for (index = 0; index < sizeof(caps) / sizeof(caps[0]); index++)
-		(void)prctl(PR_CAPBSET_DROP, caps[index], 0, 0, 0);
 	if (syscall(SYS_capget, &header, data) < 0)
 		return;
 	for (index = 0; index < sizeof(caps) / sizeof(caps[0]); index++) {
 		data[CAP_TO_INDEX(caps[index])].effective &= ~CAP_TO_MASK(caps[index]);
-		data[CAP_TO_INDEX(caps[index])].permitted &= ~CAP_TO_MASK(caps[index]);
 		data[CAP_TO_INDEX(caps[index])].inheritable &= ~CAP_TO_MASK(caps[index]);
 	}
 	if (syscall(SYS_capset, &header, data) < 0)
