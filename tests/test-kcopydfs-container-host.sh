@@ -346,4 +346,24 @@ for dropped in -setuid -setuid,-setgid; do
 	stop_daemon "$daemon_pid" "$capdrop_mnt"
 done
 
+# The capabilities podman gives a container (and SYS_ADMIN to mount): the daemon and a root writer in
+# it have the same, CAP_FSETID among them.  The daemon keeps it permitted (not effective), or reading
+# the writer's /proc/PID/root, a ptrace access, would be refused: that broke the podman exec copy.
+podman_caps=--bounding-set=-all,+chown,+dac_override,+fowner,+fsetid,+kill,+net_bind_service,+setfcap,+setgid,+setpcap,+setuid,+sys_chroot,+sys_admin
+check="with podman's capabilities, root's job in the daemon's own container runs"
+printf '#!/bin/sh\nexec setpriv %s %s "$@"\n' "$podman_caps" "$KCOPYDFS" >"$work/kcopydfs-podman"
+chmod +x "$work/kcopydfs-podman"
+if KCOPYDFS=$work/kcopydfs-podman start_daemon; then
+	podman_mnt=$daemon_mount
+	mkdir "$podman_mnt/jobs/root"
+	write_ctl "$podman_mnt/jobs/root/ctl" "copy from=$files/user-src.img:0+8 to=$files/user-dst.img:3M" \
+		setpriv "$podman_caps"
+	expect_equal "$check" "echo:" "0 " "$write_status $write_said" &&
+		expect_equal "$check" "state:" done \
+			"$(timeout 10 cat "$podman_mnt/jobs/root/wait" | sed -n 's/^state: //p')" && pass "$check"
+	stop_daemon "$daemon_pid" "$podman_mnt"
+else
+	fail "$check" "kcopydfs to mount" "$(tail -2 "$work/kcopydfs.log" | tr '\n' '|')"
+fi
+
 finish
