@@ -503,8 +503,19 @@ static int become_owner(const struct kfs_owner *owner)
 
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return -errno;
-	/* Raw system calls: the helper is one thread, and glibc's would signal threads it no longer has. */
-	if (syscall(SYS_setgroups, (size_t)owner->group_count, owner->groups) < 0)
+	gid_t groups[KFS_MAX_GROUPS];
+	long group_count;
+
+	/*
+	 * Raw system calls: the helper is one thread, and glibc's would signal
+	 * threads it no longer has.  Groups that are already the owner's are
+	 * left alone: in a user namespace whose setgroups is "deny" (rootless
+	 * podman, unshare -r) the call fails even when it changes nothing.
+	 */
+	group_count = syscall(SYS_getgroups, KFS_MAX_GROUPS, groups);
+	if ((group_count != (long)owner->group_count ||
+	     memcmp(groups, owner->groups, owner->group_count * sizeof(gid_t)) != 0) &&
+	    syscall(SYS_setgroups, (size_t)owner->group_count, owner->groups) < 0)
 		return -errno;
 	if (syscall(SYS_setresgid, owner->gid, owner->gid, owner->gid) < 0)
 		return -errno;
