@@ -444,7 +444,8 @@ as_user "$fuse_mode" bash -c '
 		sleep 0.1
 	done
 	"${podman[@]}" exec "$name" sh -c "mkdir /mnt/kcopyd/jobs/j &&
-		echo \"copy from=/images/a.img to=/images/b.img\" > /mnt/kcopyd/jobs/j/ctl &&
+		{ echo \"copy from=/images/a.img to=/images/b.img\" > /mnt/kcopyd/jobs/j/ctl ||
+			{ cat /mnt/kcopyd/jobs/j/status; exit 1; }; } &&
 		timeout 30 cat /mnt/kcopyd/jobs/j/wait" >"$out/rootless-wait.log" 2>&1
 	"${podman[@]}" stop -t 10 "$name" >/dev/null 2>&1
 	"${podman[@]}" inspect -f "{{.State.ExitCode}}" "$name" >"$out/rootless-status.log" 2>&1

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -308,9 +309,45 @@ int kfs_groups_matter(struct kfs_service *svc, uid_t uid)
 	return !(uid == 0 && kfs_opener_overrides_modes(svc->opener));
 }
 
+/* The calling thread's capabilities, as engine_caps_lower() found them. */
+struct saved_caps {
+	bool valid;
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+};
+
+/* Take CAP_FSETID and CAP_SYS_RESOURCE out of the calling thread's effective set (they stay permitted). */
+static void engine_caps_lower(struct saved_caps *saved)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct lowered[_LINUX_CAPABILITY_U32S_3];
+	static const unsigned int caps[] = { CAP_FSETID, CAP_SYS_RESOURCE };
+	unsigned int index;
+
+	saved->valid = syscall(SYS_capget, &header, saved->data) == 0;
+	if (!saved->valid)
+		return;
+	memcpy(lowered, saved->data, sizeof(lowered));
+	for (index = 0; index < sizeof(caps) / sizeof(caps[0]); index++)
+		lowered[CAP_TO_INDEX(caps[index])].effective &= ~CAP_TO_MASK(caps[index]);
+	if (syscall(SYS_capset, &header, lowered) < 0)
+		kfs_log(LOG_WARNING, "cannot lower the engine's capabilities: %s", strerror(errno));
+}
+
+static void engine_caps_restore(const struct saved_caps *saved)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	if (!saved->valid)
+		return;
+	memcpy(data, saved->data, sizeof(data));
+	(void)syscall(SYS_capset, &header, data);
+}
+
 int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change, void *context,
 		       struct kfs_service **result)
 {
+	struct saved_caps saved_caps;
 	struct kcopyd_config engine = config->engine;
 	pthread_condattr_t wake_attr;
 	struct kfs_service *svc;
@@ -353,15 +390,22 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	engine.start_fn = on_start;
 	/*
 	 * The engine's threads write every job's destinations.  They are made
-	 * with filesystem uid ENGINE_FSUID (a thread inherits it), so that no
+	 * (a thread inherits both) with filesystem uid ENGINE_FSUID, so that no
 	 * write takes the blocks a filesystem keeps for root (ext4 lets fsuid
-	 * 0 have them, whatever the capabilities): a user's copy must not
-	 * fill what its own write could not.  Root's copies are held the same.
-	 * Only this thread changes (the raw call), and only for the creation.
+	 * 0 have them, whatever the capabilities), and without CAP_FSETID and
+	 * CAP_SYS_RESOURCE in their effective set, so that a write clears the
+	 * setuid and setgid bits as the owner's own would, and quotas hold: a
+	 * user's copy must not do what its own write could not.  Root's copies
+	 * are held the same.  Only this thread changes (raw calls), and only
+	 * for the creation: the FUSE workers keep them, since reading a root
+	 * writer's /proc/PID/root is a ptrace access that needs the writer's
+	 * permitted capabilities in the reader's effective set.
 	 */
 	if (geteuid() == 0)
 		syscall(SYS_setfsuid, ENGINE_FSUID);
+	engine_caps_lower(&saved_caps);
 	r = kcopyd_client_create_config(&engine, &svc->kc);
+	engine_caps_restore(&saved_caps);
 	if (geteuid() == 0)
 		syscall(SYS_setfsuid, 0);
 	if (r < 0)

@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/capability.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -364,35 +363,6 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-/*
- * Drop, from the effective set of every thread to come, what would let a
- * job's writes do more than its owner's: the engine's threads write every
- * job's destinations, and with CAP_FSETID a write would keep the setuid and
- * setgid bits the owner's own write clears, with CAP_SYS_RESOURCE it would
- * take the blocks a filesystem keeps for root and pass quotas.  Before any
- * thread starts: capabilities are per thread, and nothing raises them
- * again.  They stay permitted: reading a writer's /proc/PID/root is a
- * ptrace access, refused when the writer has permitted capabilities the
- * daemon has not (a root writer in the same container, say).  A daemon
- * that has none (not root) goes on.
- */
-static void drop_write_capabilities(void)
-{
-	static const unsigned int caps[] = { CAP_FSETID, CAP_SYS_RESOURCE };
-	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-	unsigned int index;
-
-	if (syscall(SYS_capget, &header, data) < 0)
-		return;
-	for (index = 0; index < sizeof(caps) / sizeof(caps[0]); index++) {
-		data[CAP_TO_INDEX(caps[index])].effective &= ~CAP_TO_MASK(caps[index]);
-		data[CAP_TO_INDEX(caps[index])].inheritable &= ~CAP_TO_MASK(caps[index]);
-	}
-	if (syscall(SYS_capset, &header, data) < 0)
-		kfs_log(LOG_WARNING, "cannot drop CAP_FSETID and CAP_SYS_RESOURCE: %s", strerror(errno));
-}
-
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -406,7 +376,6 @@ int main(int argc, char *argv[])
 	int status = 1, r;
 
 	kfs_log_init();
-	drop_write_capabilities();
 	if (fuse_opt_parse(&args, &options, option_spec, parse_option) < 0) {
 		/* libfuse has said which option lacks its number, or has a bad one. */
 		usage_error("bad option value", NULL);
