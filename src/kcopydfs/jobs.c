@@ -195,6 +195,7 @@ struct kfs_service {
 	bool shutting_down;
 	struct kfs_user *users[USER_BUCKETS];	/* every user that has a job, by uid */
 	uint64_t jobs_others;		/* jobs of users other than root */
+	uint64_t jobs_active_others;	/* of jobs_active, those of users other than root */
 	uint64_t jobs, jobs_active, jobs_created;
 	uint64_t jobs_done, jobs_failed, jobs_cancelled;
 };
@@ -256,6 +257,22 @@ static uid_t records_fsuid_begin(void)
 static void records_fsuid_end(uid_t fsuid)
 {
 	syscall(SYS_setfsuid, fsuid);
+}
+
+/* The bytes of @owner that matter: its groups end it. */
+static size_t owner_size(const struct kfs_owner *owner)
+{
+	return offsetof(struct kfs_owner, groups) + owner->group_count * sizeof(gid_t);
+}
+
+/* A copy of @owner sized to its groups, for the job to keep; NULL without memory. */
+static struct kfs_owner *owner_dup(const struct kfs_owner *owner)
+{
+	struct kfs_owner *copy = malloc(owner_size(owner));
+
+	if (copy)
+		memcpy(copy, owner, owner_size(owner));
+	return copy;
 }
 
 /* Under svc->lock. */
@@ -729,20 +746,20 @@ static int user_may_create_locked(struct kfs_service *svc, uid_t uid)
 	return 0;
 }
 
-/*
- * Under svc->lock: jobs of users other than root that are queued, running
- * or starting.  A walk of the table, so only made when all jobs active
- * together reach what those users may have (see job_startable_locked()).
- */
-static uint64_t others_active_locked(struct kfs_service *svc)
+/* Under svc->lock: @job takes a place among the jobs queued, running or starting. */
+static void active_take_locked(struct kfs_service *svc, const struct kfs_job *job)
 {
-	struct kfs_job *job;
-	uint64_t count = 0;
+	svc->jobs_active++;
+	if (job->uid != 0)
+		svc->jobs_active_others++;
+}
 
-	for (job = svc->first; job; job = job->list_next)
-		if (job->uid != 0 && (job->starting || job->state == KFS_QUEUED || job->state == KFS_RUNNING))
-			count++;
-	return count;
+/* Under svc->lock: @job gives its place back (it ended, or did not start). */
+static void active_give_locked(struct kfs_service *svc, const struct kfs_job *job)
+{
+	svc->jobs_active--;
+	if (job->uid != 0)
+		svc->jobs_active_others--;
 }
 
 /*
@@ -1223,17 +1240,11 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 			job->uid = record->uid;
 			job->gid = record->gid;
 			if (record->identity_known) {
-				/* Kept sized to its groups, as a started job keeps it. */
-				job->owner = malloc(offsetof(struct kfs_owner, groups) +
-						    record->group_count * sizeof(gid_t));
-				if (job->owner) {
-					job->owner->uid = record->uid;
-					job->owner->gid = record->gid;
-					job->owner->caps = record->caps;
-					job->owner->view = record->view;
-					job->owner->group_count = record->group_count;
-					memcpy(job->owner->groups, record->groups, record->group_count * sizeof(gid_t));
-				}
+				struct kfs_owner owner = { .uid = record->uid, .gid = record->gid, .caps = record->caps,
+							   .view = record->view, .group_count = record->group_count };
+
+				memcpy(owner.groups, record->groups, record->group_count * sizeof(gid_t));
+				job->owner = owner_dup(&owner);	/* NULL without memory: then it cannot be resumed */
 			}
 			job->sectors_total = record->sectors_total;
 			job->durable = job->resume_base = record->checkpoint;
@@ -1296,22 +1307,6 @@ static int state_start(struct kfs_service *svc, const struct kfs_config *config)
 /* ------------------------------------------------------------------ */
 /* Starting a job                                                      */
 /* ------------------------------------------------------------------ */
-
-/* The bytes of @owner that matter: its groups end it. */
-static size_t owner_size(const struct kfs_owner *owner)
-{
-	return offsetof(struct kfs_owner, groups) + owner->group_count * sizeof(gid_t);
-}
-
-/* A copy of @owner sized to its groups, for the job to keep; NULL without memory. */
-static struct kfs_owner *owner_dup(const struct kfs_owner *owner)
-{
-	struct kfs_owner *copy = malloc(owner_size(owner));
-
-	if (copy)
-		memcpy(copy, owner, owner_size(owner));
-	return copy;
-}
 
 static bool path_on_mount(const struct kfs_service *svc, const char *path)
 {
@@ -1600,7 +1595,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 		job->durable = job->resume_base + engine_checkpoint;
 	job->ended_ns = clock_ns(CLOCK_MONOTONIC);
 	job->run = NULL;
-	svc->jobs_active--;
+	active_give_locked(svc, job);
 	job->generation++;
 	id = job->id;
 	remove = job->remove_when_ended;
@@ -1725,8 +1720,7 @@ static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, bo
 		set_text(why, why_len, "%u jobs are queued or running, the limit (--max-jobs)", svc->max_jobs);
 		return -EAGAIN;
 	}
-	if (job->uid != 0 && svc->jobs_active >= svc->max_jobs_others &&
-	    others_active_locked(svc) >= svc->max_jobs_others) {
+	if (job->uid != 0 && svc->jobs_active_others >= svc->max_jobs_others) {
 		set_text(why, why_len,
 			 "%u jobs of users other than root are queued or running, all they may have: the rest of "
 			 "--max-jobs (%u) is kept for root",
@@ -1811,7 +1805,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		/* Reserve the job and a place: the opens below run without the lock. */
 		job->starting = true;
 		job->ever_written = true;
-		svc->jobs_active++;
+		active_take_locked(svc, job);
 		if (resuming)
 			resume_from = job->durable;
 	}
@@ -1875,7 +1869,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		if (job->cancel_when_started)
 			(void)kcopyd_job_cancel(run->handle);
 	} else {
-		svc->jobs_active--;
+		active_give_locked(svc, job);
 		if (job->cancel_when_started)
 			job_cancel_locked(svc, job);
 	}

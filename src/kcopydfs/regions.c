@@ -161,7 +161,8 @@ void kfs_opener_destroy(struct kfs_opener *opener)
 	/* Helpers still stuck are killed; what cannot end yet is left to init, never waited for. */
 	pthread_mutex_lock(&opener->helpers_lock);
 	for (index = 0; index < opener->helper_count; index++)
-		kill(opener->helpers[index].pid, SIGKILL);
+		if (opener->helpers[index].pid > 0)	/* never kill(0): that is the whole process group */
+			kill(opener->helpers[index].pid, SIGKILL);
 	reap_helpers_locked(opener);
 	pthread_mutex_unlock(&opener->helpers_lock);
 	pthread_mutex_destroy(&opener->helpers_lock);
@@ -498,14 +499,12 @@ static int set_capabilities(uint64_t caps)
  */
 static int become_owner(const struct kfs_owner *owner)
 {
+	gid_t rgid, egid, sgid, groups[KFS_MAX_GROUPS];
 	uid_t ruid, euid, suid;
-	gid_t rgid, egid, sgid;
+	long group_count;
 
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return -errno;
-	gid_t groups[KFS_MAX_GROUPS];
-	long group_count;
-
 	/*
 	 * Raw system calls: the helper is one thread, and glibc's would signal
 	 * threads it no longer has.  Groups that are already the owner's are
