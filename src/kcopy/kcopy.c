@@ -563,33 +563,32 @@ static int open_source(struct kcopy *state)
 }
 
 /*
- * claim_block_device() - hold the block device @path (which @st describes)
+ * claim_block_device() - hold the block device open as @dest->sync_fd
  * with O_EXCL for the whole copy, as the kcopydfs daemon does: one that is
  * mounted or held exclusively by another program (a RAID member, a swap
  * device, another kcopy) is refused, and nobody can mount it while we
- * write.  A device given twice is claimed once, by its first destination.
+ * write.  The claim reopens that descriptor (/proc/self/fd), so it is of
+ * the device opened, whatever the path leads to by now.  A device given
+ * twice is claimed once, by its first destination.
  * Return: 0; -EBUSY if it is in use; the -errno of open(2).  Reported.
  */
-static int claim_block_device(struct kcopy *state, unsigned int dest_index, const struct stat *st)
+static int claim_block_device(struct kcopy *state, unsigned int dest_index)
 {
 	struct destination *dest = &state->dests[dest_index];
-	char errbuf[ERRNO_TEXT_LEN];
+	char errbuf[ERRNO_TEXT_LEN], fd_path[64];
 	int ret;
 
-	if (dest->claim_fd >= 0)
-		return 0;	/* settle_zero_count() claimed it */
 	for (unsigned int other = 0; other < dest_index; other++)
-		if (state->dests[other].claim_fd >= 0 && state->dests[other].exists &&
-		    S_ISBLK(state->dests[other].before.st_mode) &&
-		    state->dests[other].before.st_rdev == st->st_rdev)
+		if (state->dests[other].claim_fd >= 0 && state->dests[other].before.st_rdev == dest->before.st_rdev)
 			return 0;
-	dest->claim_fd = open(dest->where.path, O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+	snprintf(fd_path, sizeof(fd_path), "/proc/self/fd/%d", dest->sync_fd);
+	dest->claim_fd = open(fd_path, O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK);
 	if (dest->claim_fd >= 0)
 		return 0;
 	ret = -errno;
 	if (ret == -EBUSY)
-		complain("%s: in use (mounted, or held exclusively by another program): refusing to write to it",
-			 dest->where.path);
+		complain("%s: in use (mounted, or held exclusively by another program): refusing to write to it "
+			 "(a disk and a partition of it cannot both be destinations of one copy)", dest->where.path);
 	else
 		complain("%s: cannot open: %s", dest->where.path, errno_text(ret, errbuf, sizeof(errbuf)));
 	return ret;
@@ -633,6 +632,34 @@ err_close_sync_fd:
 	close(dest->sync_fd);
 	dest->sync_fd = -1;
 	return ret;
+}
+
+/*
+ * open_existing_destination() - open destination @dest_index, which
+ * exists, once: note what it was (->before, from the descriptor), and
+ * claim it if it is a block device (not with --via: the daemon claims).
+ * Does nothing if it is open already (settle_zero_count() opens the first).
+ * Return: 0; as open_destination() and claim_block_device().  Reported.
+ */
+static int open_existing_destination(struct kcopy *state, unsigned int dest_index)
+{
+	struct destination *dest = &state->dests[dest_index];
+	int ret;
+
+	if (dest->dev)
+		return 0;
+	ret = open_destination(dest);
+	if (ret)
+		return ret;
+	dest->exists = true;
+	if (fstat(dest->sync_fd, &dest->before) < 0) {
+		ret = -errno;
+		complain("%s: cannot stat: %s", dest->where.path, strerror(-ret));
+		return ret;
+	}
+	if (S_ISBLK(dest->before.st_mode) && !state->via)
+		return claim_block_device(state, dest_index);
+	return 0;
 }
 
 /*
@@ -700,17 +727,9 @@ static int plan_destination(struct kcopy *state, unsigned int dest_index)
 	dest->end_bytes = (dest->where.sector + state->count) << KCOPYD_SECTOR_SHIFT;
 
 	if (stat(path, &dest->before) == 0) {
-		dest->exists = true;
-		if (S_ISBLK(dest->before.st_mode) && !state->via) {
-			ret = claim_block_device(state, dest_index, &dest->before);
-			if (ret)
-				return ret;
-		}
-		if (!dest->dev) {	/* settle_zero_count() may have opened it */
-			ret = open_destination(dest);
-			if (ret)
-				return ret;
-		}
+		ret = open_existing_destination(state, dest_index);
+		if (ret)
+			return ret;
 		if (!S_ISREG(dest->before.st_mode))
 			return 0;
 		dest->grow = (uint64_t)dest->before.st_size < dest->end_bytes;
@@ -872,14 +891,18 @@ static void undo_destination_files(struct kcopy *state)
 		struct timespec times[2];
 
 		if (dest->created) {
-			unlink(dest->where.path);
+			if (unlink(dest->where.path))
+				complain("%s: cannot remove the file made for this copy: %s", dest->where.path,
+					 strerror(errno));
 			dest->created = false;
 		}
 		if (dest->extended) {
 			times[0] = dest->before.st_atim;
 			times[1] = dest->before.st_mtim;
-			if (truncate(dest->where.path, dest->before.st_size) == 0)
-				utimensat(AT_FDCWD, dest->where.path, times, 0);
+			if (truncate(dest->where.path, dest->before.st_size) ||
+			    utimensat(AT_FDCWD, dest->where.path, times, 0))
+				complain("%s: cannot put back its size of %lld bytes and its times: %s",
+					 dest->where.path, (long long)dest->before.st_size, strerror(errno));
 			dest->extended = false;
 		}
 	}
@@ -909,14 +932,8 @@ static int settle_zero_count(struct kcopy *state)
 		complain("%s: does not exist; give :SECTOR+COUNT to create it", first->where.path);
 		return -ENOENT;
 	}
-	if (S_ISBLK(st.st_mode) && !state->via) {
-		first->exists = true;
-		first->before = st;
-		ret = claim_block_device(state, 0, &st);
-		if (ret)
-			return ret;
-	}
-	ret = open_destination(first);
+	/* Any other stat error: the open reports it. */
+	ret = open_existing_destination(state, 0);
 	if (ret)
 		return ret;
 	first_sectors = kcopyd_dev_sectors(first->dev);

@@ -34,7 +34,7 @@ struct region_arg {
 
 /*
  * A destination and what we hold open for it.  Every check is made before
- * anything is created or extended (plan_destinations()), and what was
+ * anything is created or extended (plan_destination()), and what was
  * created or extended is put back if kcopy still refuses before the job
  * starts (undo_destination_files()).
  */
@@ -45,7 +45,7 @@ struct destination {
 	struct kcopyd_dev *dev;		/* NULL if not open */
 	int fsync_error;		/* -errno of the final fsync, 0 if it succeeded */
 
-	/* set by plan_destinations() */
+	/* set by plan_destination() */
 	bool exists;			/* it was there before kcopy ran; @before is its stat */
 	struct stat before;
 	bool grow;			/* a regular file to create or extend to @end_bytes */

@@ -412,18 +412,20 @@ static void job_advance_writes(struct kcopyd_job *job)
  * @io transferred less than it was asked to.  A write that stopped short
  * (a filesystem that fills up writes what fits, then says so) goes on
  * from where it stopped, so that its error is the one the device gives
- * for the rest (-ENOSPC, -EDQUOT, -EFBIG), not an -EIO made up here.  A
- * short read is the end of the file (it shrank since it was opened) and
- * fails with -EIO, as does a write that made no progress or stopped where
- * direct I/O cannot go on (off the device's alignment).
+ * for the rest (-ENOSPC, -EDQUOT, -EFBIG), not an -EIO made up here.  With
+ * direct I/O it goes on from the last whole block it wrote (the partial
+ * one is written again, from the same buffer).  A short read is the end
+ * of the file (it shrank since it was opened) and fails with -EIO, as does
+ * a write that made no progress.
  * Return: true if the rest was queued (@io is not done yet).
  */
 static bool io_short(struct kcopyd_client *kc, struct kcopyd_io *io)
 {
 	size_t transferred = (size_t)io->result;
 
-	if (io->op == KCOPYD_IO_WRITE && transferred > 0 &&
-	    (!io->dev->direct || transferred % io->dev->block_size == 0)) {
+	if (io->dev->direct)
+		transferred -= transferred % io->dev->block_size;
+	if (io->op == KCOPYD_IO_WRITE && transferred > 0) {
 		io->offset += transferred;
 		io->length -= transferred;
 		io->buf = (char *)io->buf + transferred;
