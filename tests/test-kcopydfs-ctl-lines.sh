@@ -172,6 +172,27 @@ case $got in
 *) fail "$check" "write 6 close EINVAL state idle; rejected: ...must end with a newline...never run (EINVAL)" "$got" ;;
 esac
 
+# A duplicate of the descriptor closed in another process (a forked child, a program started with
+# it) while the writer is half-way through its line: that flush is not the writer's, the line goes on.
+check="a line written in two parts around children that inherit the descriptor runs"
+mkdir "$jobs/children"
+python3 - "$jobs/children/ctl" "$work/src.img" "$work/dst.img" $((SECTOR + 64)) >"$work/said" 2>&1 <<'EOF'
+import os, subprocess, sys
+ctl, src, dst, sector = sys.argv[1:]
+fd = os.open(ctl, os.O_WRONLY)
+os.write(fd, ("copy from=%s:0+8 " % src).encode())
+subprocess.run(["true"], pass_fds=(fd,), check=True)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+os.write(fd, ("to=%s:%s\n" % (dst, sector)).encode())
+os.close(fd)
+EOF
+outcome=$(job_outcome children)
+[ "$outcome" = "done to=$work/dst.img:$((SECTOR + 64))+8" ] && pass "$check" ||
+	fail "$check" "done to=$work/dst.img:$((SECTOR + 64))+8" "$outcome; $(tr '\n' ' ' <"$work/said")"
+
 check="printf 'cancel' > ctl of a started job: not cancelled, it ends done"
 mkdir "$jobs/keeps-running"
 truncate -s 160M "$work/big-src.img" "$work/big-dst.img"

@@ -94,6 +94,7 @@ struct open_file {
 	pthread_mutex_t ctl_lock;
 	char *held;			/* written text with no newline yet; malloc'd, NULL when empty */
 	size_t held_len;
+	uint64_t held_owner;		/* the lock_owner that wrote the held text, 0 if the kernel did not say */
 	int discard_error;		/* a positive errno: discarding up to the next newline, refusing with it */
 	char *snapshot;			/* rendered by the read at offset 0; malloc'd to fit */
 	size_t snapshot_len;
@@ -152,6 +153,7 @@ struct ctl_write {
 	fuse_req_t req;
 	struct open_file *of;
 	bool flush;
+	uint64_t lock_owner;		/* whose descriptor table writes or closes (fi->lock_owner), 0 if not said */
 	struct kfs_cred cred;
 	size_t size;
 	char text[];
@@ -523,6 +525,10 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)of;
 	fi->direct_io = 1;
+#if FUSE_MAJOR_VERSION > 3 || (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION >= 11)
+	/* Only a descriptor that writes to ctl can hold a line for its close to refuse: no flush for the rest. */
+	fi->noflush = !(writing && (kind == NODE_CTL || is_clone(kind)));
+#endif
 	pthread_mutex_lock(&fs->lock);
 	open_file_link(fs, of);
 	pthread_mutex_unlock(&fs->lock);
@@ -830,8 +836,8 @@ static int ctl_refuse_long_line(struct kfs_fs *fs, struct open_file *of, size_t 
  * then is refused with the same error, so no tail of a line ever runs.
  * Return: 0 when every byte was taken, or the -errno of the refusal.
  */
-static int ctl_feed(struct kfs_fs *fs, struct open_file *of, const struct kfs_cred *cred, const char *buf,
-		    size_t size)
+static int ctl_feed(struct kfs_fs *fs, struct open_file *of, const struct kfs_cred *cred, uint64_t lock_owner,
+		    const char *buf, size_t size)
 {
 	size_t pos = 0;
 	int r;
@@ -861,6 +867,7 @@ static int ctl_feed(struct kfs_fs *fs, struct open_file *of, const struct kfs_cr
 			r = ctl_hold(of, buf + pos, piece);
 			if (r < 0)
 				goto err_refused;
+			of->held_owner = lock_owner;
 			return 0;
 		}
 		if (line_len - 1 > CTL_LINE_MAX) {
@@ -887,18 +894,22 @@ err_refused:
 }
 
 /*
- * Under of->ctl_lock: a descriptor of @of is being closed.  A line still
- * held is refused (never run: a writer killed between two writes would
- * start a truncated job), and its rest, should a duplicate of the
- * descriptor write it later, is discarded with EINVAL.
+ * Under of->ctl_lock: a descriptor of @of is being closed by @lock_owner
+ * (0 at the release, when the last one goes).  A line still held is
+ * refused (never run: a writer killed between two writes would start a
+ * truncated job), and its rest, should a duplicate of the descriptor write
+ * it later, is discarded with EINVAL.  Only the close of the descriptor
+ * table that wrote it does that (the kernel sends a flush at every close
+ * of every duplicate: a forked child's exit, a $(...) subshell); the others
+ * leave the line to its writer.
  * Return: 0, or -EINVAL when a partial line was refused.
  */
-static int ctl_close_line(struct kfs_fs *fs, struct open_file *of)
+static int ctl_close_line(struct kfs_fs *fs, struct open_file *of, uint64_t lock_owner)
 {
 	char why[200];
 	size_t held_len = of->held_len;
 
-	if (held_len == 0)
+	if (held_len == 0 || (lock_owner && of->held_owner && lock_owner != of->held_owner))
 		return 0;
 	ctl_drop_held(of);
 	of->discard_error = EINVAL;
@@ -917,9 +928,9 @@ static int ctl_write_run(const struct ctl_write *write)
 
 	pthread_mutex_lock(&of->ctl_lock);
 	if (write->flush)
-		r = ctl_close_line(write->fs, of);
+		r = ctl_close_line(write->fs, of, write->lock_owner);
 	else
-		r = ctl_feed(write->fs, of, &write->cred, write->text, write->size);
+		r = ctl_feed(write->fs, of, &write->cred, write->lock_owner, write->text, write->size);
 	pthread_mutex_unlock(&of->ctl_lock);
 	return r;
 }
@@ -1008,10 +1019,13 @@ static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	*write = (struct ctl_write){ .fs = fs, .req = req, .of = of, .size = size,
+	*write = (struct ctl_write){ .fs = fs, .req = req, .of = of, .size = size, .lock_owner = fi->lock_owner,
 				     .cred = { .uid = ctx->uid, .gid = ctx->gid, .pid = ctx->pid } };
 	memcpy(write->text, buf, size);
-	if (kfs_groups_matter(fs->svc, ctx->uid)) {
+	/* The groups (a read of /proc) only for a write that completes a line: held text needs no cred. */
+	if (!memchr(buf, '\n', size)) {
+		/* Nothing runs: the cred is not used. */
+	} else if (kfs_groups_matter(fs->svc, ctx->uid)) {
 		r = fuse_req_getgroups(req, KFS_MAX_GROUPS, write->cred.groups);
 		write->cred.group_count = r > 0 ? (unsigned int)(r < KFS_MAX_GROUPS ? r : KFS_MAX_GROUPS) : 0;
 	} else {
@@ -1040,7 +1054,7 @@ static void kfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	*flush = (struct ctl_write){ .fs = fs, .req = req, .of = of, .flush = true };
+	*flush = (struct ctl_write){ .fs = fs, .req = req, .of = of, .flush = true, .lock_owner = fi->lock_owner };
 	ctl_write_dispatch(fs, flush);
 }
 
@@ -1120,7 +1134,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	/* A release may come without a flush: a partial line is refused here then (nobody sees the error). */
 	if (of->kind == NODE_CTL || is_clone(of->kind)) {
 		pthread_mutex_lock(&of->ctl_lock);
-		(void)ctl_close_line(fs, of);
+		(void)ctl_close_line(fs, of, 0);
 		pthread_mutex_unlock(&of->ctl_lock);
 	}
 	pthread_mutex_lock(&fs->lock);
