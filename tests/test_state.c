@@ -191,6 +191,12 @@ Test(state, well_signed_but_wrong_content_is_refused_with_its_reason)
 		  "state: done\ntotal: 8\ncheckpoint: 8\nerror: none\ndescription: zero to=/a\n", "caps:" },
 		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\ngroups: -\ncaps: 0000000000000000\nview: mnt:1\n"
 		  "state: done\ntotal: 8\ncheckpoint: 8\nerror: none\ndescription: zero to=/a\n", "view:" },
+		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\ngroups: -\ncaps: 0000000000000000\n"
+		  "view: mnt:+1 root: 2:3\nstate: done\ntotal: 8\ncheckpoint: 8\nerror: none\ndescription: zero to=/a\n",
+		  "view:" },
+		{ "kcopydfs-state 2\nid: 3\nname: a\nowner: 0:0\ngroups: -\ncaps: 0000000000000000\n"
+		  "view: mnt:1 root:2:99999999999999999999999\nstate: done\ntotal: 8\ncheckpoint: 8\nerror: none\n"
+		  "description: zero to=/a\n", "view:" },
 		{ "kcopydfs-state 1\nid: 0\nname: a\nowner: 0:0\nstate: done\ntotal: 8\ncheckpoint: 8\nerror: none\n"
 		  "description: zero to=/a\n", "id:" },
 		{ "kcopydfs-state 1\nid: 3\nname: a b\nowner: 0:0\nstate: done\ntotal: 8\ncheckpoint: 8\n"

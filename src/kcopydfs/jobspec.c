@@ -564,21 +564,16 @@ static int parse_field(struct line_parser *parser, const char *token, size_t tok
  */
 static bool is_canonical(const struct jobspec *spec, const char *text, size_t len)
 {
-	char *rendered;
+	char rendered[JOBSPEC_MAX_CANONICAL];	/* on the stack: no allocation to fail, no errno to lose */
 	unsigned int dest_index;
-	bool same;
 
 	if (spec->op == JOBSPEC_COPY && !spec->from.has_count)
 		return false;
 	for (dest_index = 0; dest_index < spec->num_dests; dest_index++)
 		if (!spec->dests[dest_index].has_count)
 			return false;
-	rendered = malloc(len + 2);	/* the line, its newline and a NUL */
-	if (!rendered)
-		return false;
-	same = jobspec_render(spec, rendered, len + 2) == (int)len + 1 && memcmp(rendered, text, len) == 0;
-	free(rendered);
-	return same;
+	return len + 2 <= sizeof(rendered) && jobspec_render(spec, rendered, len + 2) == (int)len + 1 &&
+	       memcmp(rendered, text, len) == 0;
 }
 
 /* jobspec_parse() of @len bytes (no newline), whatever their length. */

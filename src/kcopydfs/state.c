@@ -28,6 +28,8 @@
 
 #define HEADER "kcopydfs-state 2\n"
 #define HEADER_V1 "kcopydfs-state 1\n"	/* without groups, caps and view */
+/* The lines that follow start at the same place after either header. */
+_Static_assert(sizeof(HEADER) == sizeof(HEADER_V1), "the two headers have one length");
 #define SUM_KEY "sum: "
 #define SUM_DIGITS 16
 #define RECORD_SUFFIX ".job"
@@ -204,12 +206,22 @@ static bool parse_groups(const char *value, size_t len, struct kfs_record *recor
 	return record->group_count > 0;
 }
 
+/* The decimal number that [*@pos, up to @stop or @end) holds; *@pos moves past it and @stop. */
+static bool parse_u64_until(const char **pos, const char *end, char stop, uint64_t *value)
+{
+	const char *found = stop ? memchr(*pos, stop, (size_t)(end - *pos)) : end;
+
+	if (!found || !parse_u64(*pos, (size_t)(found - *pos), value))
+		return false;
+	*pos = found + (stop ? 1 : 0);
+	return true;
+}
+
 /* "daemon", "mnt:INO root:DEV:INO", or "unknown" (then the owner's identity is not known). */
 static bool parse_view(const char *value, size_t len, struct kfs_record *record)
 {
 	struct kfs_view *view = &record->view;
-	char text[96], tail;
-	unsigned long long mnt_ns, root_dev, root_ino;
+	const char *pos = value, *end = value + len;
 
 	memset(view, 0, sizeof(*view));
 	if (len == 7 && memcmp(value, "unknown", 7) == 0) {
@@ -220,14 +232,13 @@ static bool parse_view(const char *value, size_t len, struct kfs_record *record)
 		view->daemon = true;
 		return true;
 	}
-	if (!copy_value(text, sizeof(text), value, len) ||
-	    sscanf(text, "mnt:%llu root:%llu:%llu%c", &mnt_ns, &root_dev, &root_ino, &tail) != 3 ||
-	    text[4] < '0' || text[4] > '9')
+	if (len < 4 || memcmp(pos, "mnt:", 4) != 0)
 		return false;
-	view->mnt_ns = mnt_ns;
-	view->root_dev = root_dev;
-	view->root_ino = root_ino;
-	return true;
+	pos += 4;
+	if (!parse_u64_until(&pos, end, ' ', &view->mnt_ns) || (size_t)(end - pos) < 5 || memcmp(pos, "root:", 5) != 0)
+		return false;
+	pos += 5;
+	return parse_u64_until(&pos, end, ':', &view->root_dev) && parse_u64_until(&pos, end, 0, &view->root_ino);
 }
 
 int kfs_record_parse(const char *text, size_t len, struct kfs_record *record, char *why, size_t why_len)
