@@ -9,7 +9,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-contrib/deps.sh
+contrib/deps.sh --build
 [ -x configure ] || autoreconf -fi
 mkdir -p build
 (cd build && { [ -f Makefile ] || ../configure -q; } && make -s -j"$(nproc)")

@@ -1,16 +1,44 @@
 #!/usr/bin/env bash
-# Install the Debian packages kcopyd needs to build, test and benchmark.
+# Install the Debian packages kcopyd needs, for one purpose or all of them.
+#   contrib/deps.sh           everything: build, tests, benchmarks, fuzzing, packaging
+#   contrib/deps.sh --build   only what building and running kcopy and kcopydfs
+#                             needs (what contrib/demo.sh installs)
+#   contrib/deps.sh --print [--build]   list the packages and install nothing
 # Idempotent: apt-get runs only when something is missing.
 set -euo pipefail
 
-packages=(
+# What building and running kcopy and kcopydfs needs (contrib/demo.sh, README "Installing").
+build_packages=(
 	build-essential autoconf automake libtool pkg-config
-	libaio-dev libcriterion-dev libfuse3-dev fuse3
-	util-linux bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
+	libaio-dev libfuse3-dev fuse3 util-linux mount
+)
+# What the tests, benchmarks, fuzzing and packaging add.
+all_packages=(
+	"${build_packages[@]}"
+	libcriterion-dev
+	bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
+	tmux	# tests/test-kcopy-terminal.sh: a real terminal of a fixed size
 	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)
 	# packaging: the .debs (contrib/debian/build.sh), systemd-analyze for the units
 	debhelper dpkg-dev lintian systemd
 )
+
+packages=("${all_packages[@]}")
+print=0
+for arg in "$@"; do
+	case "$arg" in
+	--build) packages=("${build_packages[@]}") ;;
+	--print) print=1 ;;
+	*)
+		echo "usage: $0 [--build] [--print]" >&2
+		exit 2
+		;;
+	esac
+done
+if [ "$print" = 1 ]; then
+	printf '%s\n' "${packages[@]}"
+	exit 0
+fi
 
 missing=()
 for package in "${packages[@]}"; do
@@ -20,7 +48,7 @@ if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-	echo "deps.sh: missing packages: ${missing[*]}; run as root (sudo $0)" >&2
+	echo "deps.sh: missing packages: ${missing[*]}; run as root (sudo $0 $*)" >&2
 	exit 1
 fi
 echo "deps.sh: installing ${missing[*]}"

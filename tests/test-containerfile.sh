@@ -50,7 +50,7 @@ done < <(grep '^COPY ' <<<"$instructions")
 [ -z "$missing" ] && pass "$check" || fail "$check" "every source in $top" "missing:$missing"
 
 check="the build stage installs only packages that contrib/deps.sh lists"
-deps=$(sed -n '/^packages=(/,/^)/p' "$top/contrib/deps.sh" | tr -s ' \t()' '\n' | sed '/^$/d; /^packages=$/d')
+deps=$(bash "$top/contrib/deps.sh" --print)
 build_packages=$(apt_packages "$(stage 1)")
 strays=$(comm -23 <(sort -u <<<"$build_packages") <(sort -u <<<"$deps") | tr '\n' ' ')
 if [ -z "$build_packages" ]; then

@@ -61,6 +61,10 @@ for file in "${expected[@]}"; do
 	[ -e "$dest$file" ] || missing+=("$file")
 done
 check "every file is installed" "" "${missing[*]}"
+# A --prefix install keeps everything in the prefix (the systemd units once
+# went to systemd.pc's /lib/systemd/system whatever the prefix was).
+outside=$(cd "$dest" && find . ! -type d | sed 's/^\.//' | grep -v "^$prefix/" | head -n 20)
+check "every installed file is under the prefix $prefix" "" "$outside"
 [ -x "$dest$bindir/kcopy" ] && [ -x "$dest$bindir/kcopydfs" ]
 check "kcopy and kcopydfs are executable" 0 "$?"
 man3_count=$(find "$dest$mandir/man3" -name '*.3' | wc -l)
