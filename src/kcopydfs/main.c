@@ -133,6 +133,7 @@ struct daemon {
 	pthread_mutex_t lock;		/* orders the signal thread's shutdown against main()'s teardown */
 	bool loop_over;
 	bool stopping;			/* the signal thread has begun a shutdown */
+	const char *stopping_jobs;	/* what a shutdown does to jobs: "cancelling", or "interrupting" (--state-dir) */
 };
 
 /* The --help text, on standard output; libfuse's own option help follows it. */
@@ -579,7 +580,7 @@ static void *signal_thread(void *arg)
 		pthread_mutex_unlock(&daemon->lock);
 		return NULL;
 	}
-	kfs_log(LOG_NOTICE, "signal %d (%s): cancelling jobs and unmounting %s", sig, strsignal(sig),
+	kfs_log(LOG_NOTICE, "signal %d (%s): %s jobs and unmounting %s", sig, strsignal(sig), daemon->stopping_jobs,
 		daemon->mountpoint);
 	(void)notify_service_manager("STOPPING=1");
 	kfs_service_shutdown(daemon->svc);
@@ -673,6 +674,7 @@ int main(int argc, char *argv[])
 		options.state_dir = absolute;
 	}
 	daemon.mountpoint = cmdline.mountpoint;
+	daemon.stopping_jobs = options.state_dir ? "interrupting" : "cancelling";
 	/* The kernel checks the modes of the job files; without this FUSE would let anyone in. */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
 	fuse_opt_add_arg(&args, "-ofsname=kcopydfs");
@@ -753,7 +755,7 @@ int main(int argc, char *argv[])
 	pthread_mutex_lock(&daemon.lock);
 	daemon.loop_over = true;
 	if (!daemon.stopping) {
-		kfs_log(LOG_NOTICE, "%s was unmounted: cancelling jobs", cmdline.mountpoint);
+		kfs_log(LOG_NOTICE, "%s was unmounted: %s jobs", cmdline.mountpoint, daemon.stopping_jobs);
 		(void)notify_service_manager("STOPPING=1");
 	}
 	pthread_mutex_unlock(&daemon.lock);
