@@ -57,6 +57,12 @@
  */
 #define ROOT_RESERVE_DIVISOR 8u
 #define USER_BUCKETS 256u
+/*
+ * A shutdown logs what became of each job it stopped (see log_fate), up to
+ * this many; the rest are counted in one line at the end, so that a full
+ * table does not flood syslog.
+ */
+#define SHUTDOWN_FATES_LOGGED 256u
 
 /* How many jobs (any state) a user has: one per user that has any. */
 struct kfs_user {
@@ -180,6 +186,7 @@ struct kfs_service {
 	 * it is released.  Taken before ->lock, never while holding it.
 	 */
 	struct kfs_state_dir *state_dir;	/* NULL without --state-dir */
+	char *state_dir_path;		/* its path as given, for messages; NULL without --state-dir */
 	pthread_mutex_t state_lock;
 	unsigned int checkpoint_ms;
 	pthread_t checkpointer;
@@ -193,6 +200,8 @@ struct kfs_service {
 	struct kfs_job *first, *last;	/* ascending id */
 	uint64_t next_id;
 	bool shutting_down;
+	unsigned int fates_logged;	/* jobs a shutdown stopped whose end was logged */
+	unsigned int fates_unlogged;	/* and those past SHUTDOWN_FATES_LOGGED, not logged one by one */
 	struct kfs_user *users[USER_BUCKETS];	/* every user that has a job, by uid */
 	uint64_t jobs_others;		/* jobs of users other than root */
 	uint64_t jobs_active_others;	/* of jobs_active, those of users other than root */
@@ -628,6 +637,9 @@ void kfs_service_destroy(struct kfs_service *svc)
 	}
 	/* Waits for every job's completion routine, which needs svc->lock: not held here. */
 	kcopyd_client_destroy(svc->kc);
+	if (svc->fates_unlogged)
+		kfs_log(LOG_NOTICE, "%u more jobs stopped by the shutdown are not listed: %s", svc->fates_unlogged,
+			svc->state_dir ? "each is interrupted or ended as its record says" : "each is cancelled or ended");
 	kfs_state_dir_close(svc->state_dir);
 	pthread_mutex_destroy(&svc->state_lock);
 	pthread_cond_destroy(&svc->checkpointer_wake);
@@ -644,6 +656,7 @@ void kfs_service_destroy(struct kfs_service *svc)
 	pthread_mutex_destroy(&svc->claims_lock);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc->mountpoint);
+	free(svc->state_dir_path);
 	kfs_opener_destroy(svc->opener);
 	free(svc);
 }
@@ -1287,6 +1300,9 @@ static int state_start(struct kfs_service *svc, const struct kfs_config *config)
 	int r;
 
 	svc->checkpoint_ms = config->checkpoint_ms ? config->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
+	svc->state_dir_path = strdup(config->state_dir);
+	if (!svc->state_dir_path)
+		return -ENOMEM;
 	r = kfs_state_dir_open(config->state_dir, why, sizeof(why), &svc->state_dir);
 	if (r < 0) {
 		kfs_log(LOG_ERR, "--state-dir %s: %s", config->state_dir, why[0] ? why : strerror(-r));
@@ -1525,6 +1541,46 @@ static void on_start(void *context)
 	svc->on_change(id, svc->context);
 }
 
+/*
+ * A job that a shutdown (a signal, or an unmount) stopped has ended: say
+ * what became of it, by name, since nobody can read its status any more:
+ * cancelled, or with --state-dir interrupted and how to resume it; or
+ * done or failed, when it ended on its own before the cancel took.
+ */
+static void log_fate(struct kfs_service *svc, uint64_t id)
+{
+	char name[KFS_NAME_MAX + 1], error[KFS_ERROR_MAX];
+	unsigned long long done, durable, total;
+	enum kfs_state state;
+	struct kfs_job *job;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		pthread_mutex_unlock(&svc->lock);
+		return;
+	}
+	snprintf(name, sizeof(name), "%s", job->name);
+	snprintf(error, sizeof(error), "%s", job_error_text(job));
+	state = job->state;
+	done = job->sectors_done;
+	durable = job->durable;
+	total = job->sectors_total;
+	pthread_mutex_unlock(&svc->lock);
+
+	if (state == KFS_CANCELLED && svc->state_dir)
+		kfs_log(LOG_NOTICE, "job %s: interrupted at %llu of %llu sectors (%llu durable), resumable: start "
+			"kcopydfs again with --state-dir %s and write \"resume\" to jobs/%s/ctl", name, done, total,
+			durable, svc->state_dir_path, name);
+	else if (state == KFS_CANCELLED)
+		kfs_log(LOG_NOTICE, "job %s: cancelled at %llu of %llu sectors, its destinations partly written",
+			name, done, total);
+	else if (state == KFS_FAILED)
+		kfs_log(LOG_NOTICE, "job %s: failed while kcopydfs stopped: %s", name, error);
+	else
+		kfs_log(LOG_NOTICE, "job %s: %s before the shutdown stopped it", name, kfs_state_name(state));
+}
+
 static void on_done(int read_err, unsigned int write_err, void *context)
 {
 	struct kfs_run *run = context;
@@ -1535,7 +1591,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	uint64_t id, engine_checkpoint = 0;
 	int sync_error = 0;
 	unsigned int sync_dest = 0, index;
-	bool remove;
+	bool remove, log_end = false;
 
 	/*
 	 * With --state-dir, flush the destinations before the end is known to
@@ -1599,6 +1655,13 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	job->generation++;
 	id = job->id;
 	remove = job->remove_when_ended;
+	if (job->stopped_by_shutdown) {
+		log_end = svc->fates_logged < SHUTDOWN_FATES_LOGGED;
+		if (log_end)
+			svc->fates_logged++;
+		else
+			svc->fates_unlogged++;
+	}
 	pthread_mutex_unlock(&svc->lock);
 	/* A flush of the checkpointer's (--state-dir only) may still be using the devices: wait for it. */
 	if (svc->state_dir) {
@@ -1608,6 +1671,9 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	/* Its devices are closed and its claims dropped before anyone is told it ended. */
 	run_free(run);
 	job_persist(svc, id);
+	/* After its record: "resumable" is true once the record says interrupted. */
+	if (log_end)
+		log_fate(svc, id);
 	/* Waiters get the final status first; then a job whose autoremove descriptor is closed goes. */
 	svc->on_change(id, svc->context);
 	if (remove)

@@ -25,6 +25,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -132,6 +133,7 @@ struct daemon {
 	pthread_mutex_t lock;		/* orders the signal thread's shutdown against main()'s teardown */
 	bool loop_over;
 	bool stopping;			/* the signal thread has begun a shutdown */
+	const char *stopping_jobs;	/* what a shutdown does to jobs: "cancelling", or "interrupting" (--state-dir) */
 };
 
 /* The --help text, on standard output; libfuse's own option help follows it. */
@@ -292,18 +294,183 @@ static dev_t mount_dev_of(const char *mountpoint)
 	return dev;
 }
 
+/* A mount from /proc/self/mountinfo: where it is and its type ("fuse.kcopydfs", "ext4", ...). */
+struct mount_entry {
+	char point[PATH_MAX];
+	char fstype[64];
+};
+
+#define KCOPYDFS_FSTYPE "fuse.kcopydfs"	/* what -osubtype=kcopydfs shows in mountinfo */
+#define PROBE_MS 3000			/* how long a FUSE mount at the mountpoint has to answer */
+#define HIDDEN_COUNT_MAX 10000u		/* entries counted in a non-empty mountpoint, at most */
+
+/* Undo mountinfo's octal escapes (\040 a blank, \011, \012, \134 a backslash) in place. */
+static void unescape_mountinfo(char *field)
+{
+	char *from = field, *to = field;
+
+	while (*from) {
+		if (from[0] == '\\' && from[1] >= '0' && from[1] <= '3' && from[2] >= '0' && from[2] <= '7' &&
+		    from[3] >= '0' && from[3] <= '7') {
+			*to++ = (char)((from[1] - '0') << 6 | (from[2] - '0') << 3 | (from[3] - '0'));
+			from += 4;
+		} else {
+			*to++ = *from++;
+		}
+	}
+	*to = '\0';
+}
+
+/* Is the mount point @point @path, or a directory above it?  Both absolute and canonical. */
+static bool point_holds(const char *point, const char *path)
+{
+	size_t len = strlen(point);
+
+	if (strcmp(point, "/") == 0)
+		return true;
+	return strncmp(point, path, len) == 0 && (path[len] == '\0' || path[len] == '/');
+}
+
+/*
+ * The mount that holds @path (absolute and canonical, as libfuse's
+ * fuse_parse_cmdline() leaves the mountpoint): the one with the longest
+ * mount point that is @path or above it, and of equals the last listed,
+ * which is on top.  From /proc/self/mountinfo only: asking the path itself
+ * would ask a FUSE daemon, which may not answer.
+ * Return: 0 and *@found, -ENOENT when no mount holds it, or -errno.
+ */
+static int mount_holding(const char *path, struct mount_entry *found)
+{
+	FILE *mountinfo = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, *fields[64], *saveptr, *field;
+	size_t line_size = 0, best_len = 0, count;
+	bool have = false;
+
+	if (!mountinfo)
+		return -errno;
+	while (getline(&line, &line_size, mountinfo) > 0) {
+		/* ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS */
+		count = 0;
+		for (field = strtok_r(line, " \n", &saveptr); field && count < 64; field = strtok_r(NULL, " \n", &saveptr))
+			fields[count++] = field;
+		if (count < 8)
+			continue;
+		for (size_t index = 6; index + 1 < count; index++) {
+			if (strcmp(fields[index], "-") != 0)
+				continue;
+			unescape_mountinfo(fields[4]);
+			if (point_holds(fields[4], path) && strlen(fields[4]) >= best_len) {
+				best_len = strlen(fields[4]);
+				snprintf(found->point, sizeof(found->point), "%s", fields[4]);
+				snprintf(found->fstype, sizeof(found->fstype), "%s", fields[index + 1]);
+				have = true;
+			}
+			break;
+		}
+	}
+	free(line);
+	fclose(mountinfo);
+	return have ? 0 : -ENOENT;
+}
+
+/* "fuse", "fuseblk" or "fuse.SUBTYPE": a filesystem whose every answer comes from a process. */
+static bool is_fuse(const char *fstype)
+{
+	return strncmp(fstype, "fuse", 4) == 0;
+}
+
+/*
+ * Does the FUSE mount at @mountpoint answer?  A forced statx asks its
+ * daemon (a plain one may be answered from the attributes the kernel kept).
+ * It is made in a child, so that a daemon that is stopped or stuck holds
+ * the child and not us; such a child is killed and left (a FUSE request
+ * already sent may keep it until the mount goes).
+ * Return: 0 it answered; -ENOTCONN its daemon is gone; -ETIMEDOUT no answer
+ * within PROBE_MS; or another -errno.
+ */
+static int probe_mount(const char *mountpoint)
+{
+	struct statx stx;
+	int child_status, waited;
+	pid_t pid, done;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		if (statx(AT_FDCWD, mountpoint, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) == 0)
+			_exit(0);
+		_exit(errno > 0 && errno < 256 ? errno : EIO);
+	}
+	for (waited = 0; waited < PROBE_MS; waited += 10) {
+		done = waitpid(pid, &child_status, WNOHANG);
+		if (done == pid)
+			return WIFEXITED(child_status) ? -WEXITSTATUS(child_status) : -EIO;
+		if (done < 0)
+			return -errno;
+		usleep(10 * 1000);
+	}
+	kill(pid, SIGKILL);
+	return -ETIMEDOUT;
+}
+
+/*
+ * A kcopydfs process whose last argument is @mountpoint, for a message:
+ * a guess (another kcopydfs may have been started with a relative path),
+ * 0 when none is found.
+ */
+static pid_t daemon_serving(const char *mountpoint)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *entry;
+	pid_t found = 0;
+
+	if (!proc)
+		return 0;
+	while (!found && (entry = readdir(proc))) {
+		char path[64], comm[32] = "", args[PATH_MAX + 512];
+		const char *last = args;
+		ssize_t len;
+		pid_t pid = (pid_t)atoi(entry->d_name);
+		int fd;
+
+		if (pid <= 0 || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+		if (len <= 0 || strncmp(comm, "kcopydfs\n", 9) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, args, sizeof(args) - 1);
+		close(fd);
+		if (len <= 1 || args[len - 1] != '\0')
+			continue;
+		for (ssize_t index = 0; index < len - 1; index++) {
+			if (args[index] == '\0')
+				last = &args[index + 1];
+		}
+		if (strcmp(last, mountpoint) == 0)
+			found = pid;
+	}
+	closedir(proc);
+	return found;
+}
+
 /*
  * A daemon killed with SIGKILL leaves its mount behind, answering ENOTCONN
- * ("Transport endpoint is not connected").  Clear it so we can mount again.
+ * ("Transport endpoint is not connected").  Detach it so we can mount again.
  */
 static void clean_dead_mount(const char *mountpoint)
 {
-	struct statx stx;
 	pid_t pid;
 
-	/* Forced: the kernel may still hold the root's attributes, and answer a plain stat from them. */
-	if (statx(AT_FDCWD, mountpoint, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &stx) == 0 || errno != ENOTCONN)
-		return;
 	kfs_log(LOG_WARNING, "%s: a dead mount is left from an earlier daemon; unmounting it", mountpoint);
 	if (umount2(mountpoint, MNT_DETACH) == 0)
 		return;
@@ -314,6 +481,73 @@ static void clean_dead_mount(const char *mountpoint)
 	}
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
+}
+
+/* Say so when mounting on @mountpoint hides what is in it (fuse3 mounts over it without a word). */
+static void warn_if_not_empty(const char *mountpoint)
+{
+	DIR *dir = opendir(mountpoint);
+	struct dirent *entry;
+	unsigned int entries = 0;
+
+	if (!dir)
+		return;	/* fuse_session_mount() will say what is wrong with it */
+	while (entries < HIDDEN_COUNT_MAX && (entry = readdir(dir))) {
+		if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0)
+			entries++;
+	}
+	closedir(dir);
+	if (entries)
+		kfs_log(LOG_WARNING, "%s is not empty: its %s%u entr%s hidden while kcopydfs is mounted there",
+			mountpoint, entries == HIDDEN_COUNT_MAX ? "more than " : "", entries,
+			entries == 1 ? "y is" : "ies are");
+}
+
+/*
+ * Before mounting on @mountpoint: refuse a mountpoint that is a live
+ * kcopydfs mount (a second mount on it would hide the first one's jobs
+ * until it is unmounted) or is inside one; detach a dead FUSE mount left
+ * there; warn when the directory is not empty.  A FUSE mount is asked
+ * nothing but probe_mount()'s one statx, in a child.
+ * Return: 0 to mount, or -errno when refused (the reason is logged).
+ */
+static int check_mountpoint(const char *mountpoint)
+{
+	struct mount_entry holder;
+	char served_by[32] = "";
+	pid_t pid;
+	int r;
+
+	if (mount_holding(mountpoint, &holder) < 0)
+		return 0;	/* no /proc/self/mountinfo: mount as libfuse would */
+	if (strcmp(holder.fstype, KCOPYDFS_FSTYPE) == 0 && strcmp(holder.point, mountpoint) != 0) {
+		kfs_log(LOG_ERR, "%s is inside the kcopydfs mount at %s: mount on a directory outside it", mountpoint,
+			holder.point);
+		return -EBUSY;
+	}
+	if (strcmp(holder.point, mountpoint) == 0 && is_fuse(holder.fstype)) {
+		r = probe_mount(mountpoint);
+		if (r == -ENOTCONN) {
+			clean_dead_mount(mountpoint);
+			if (mount_holding(mountpoint, &holder) < 0)
+				return 0;
+		} else if (strcmp(holder.fstype, KCOPYDFS_FSTYPE) == 0) {
+			pid = daemon_serving(mountpoint);
+			if (pid)
+				snprintf(served_by, sizeof(served_by), " (pid %d)", (int)pid);
+			if (r == -ETIMEDOUT)
+				kfs_log(LOG_ERR, "%s is a kcopydfs mount%s that does not answer (its daemon stopped or stuck?); "
+					"unmount it first: fusermount3 -u -z %s", mountpoint, served_by, mountpoint);
+			else
+				kfs_log(LOG_ERR, "%s is already a kcopydfs mount%s; unmount it first: fusermount3 -u %s",
+					mountpoint, served_by, mountpoint);
+			return -EBUSY;
+		}
+	}
+	/* Listing a FUSE mount's directory would ask its daemon, which need not answer: not looked at. */
+	if (!is_fuse(holder.fstype))
+		warn_if_not_empty(mountpoint);
+	return 0;
 }
 
 /*
@@ -346,7 +580,7 @@ static void *signal_thread(void *arg)
 		pthread_mutex_unlock(&daemon->lock);
 		return NULL;
 	}
-	kfs_log(LOG_NOTICE, "signal %d (%s): cancelling jobs and unmounting %s", sig, strsignal(sig),
+	kfs_log(LOG_NOTICE, "signal %d (%s): %s jobs and unmounting %s", sig, strsignal(sig), daemon->stopping_jobs,
 		daemon->mountpoint);
 	(void)notify_service_manager("STOPPING=1");
 	kfs_service_shutdown(daemon->svc);
@@ -440,6 +674,7 @@ int main(int argc, char *argv[])
 		options.state_dir = absolute;
 	}
 	daemon.mountpoint = cmdline.mountpoint;
+	daemon.stopping_jobs = options.state_dir ? "interrupting" : "cancelling";
 	/* The kernel checks the modes of the job files; without this FUSE would let anyone in. */
 	fuse_opt_add_arg(&args, "-odefault_permissions");
 	fuse_opt_add_arg(&args, "-ofsname=kcopydfs");
@@ -457,7 +692,8 @@ int main(int argc, char *argv[])
 		status = 2;
 		goto out_free_fs;
 	}
-	clean_dead_mount(cmdline.mountpoint);
+	if (check_mountpoint(cmdline.mountpoint) < 0)
+		goto out_destroy_session;
 	if (fuse_session_mount(daemon.se, cmdline.mountpoint) != 0)
 		goto out_destroy_session;	/* libfuse has said why */
 	if (fuse_daemonize(cmdline.foreground) != 0)
@@ -519,7 +755,7 @@ int main(int argc, char *argv[])
 	pthread_mutex_lock(&daemon.lock);
 	daemon.loop_over = true;
 	if (!daemon.stopping) {
-		kfs_log(LOG_NOTICE, "%s was unmounted: cancelling jobs", cmdline.mountpoint);
+		kfs_log(LOG_NOTICE, "%s was unmounted: %s jobs", cmdline.mountpoint, daemon.stopping_jobs);
 		(void)notify_service_manager("STOPPING=1");
 	}
 	pthread_mutex_unlock(&daemon.lock);
