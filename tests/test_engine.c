@@ -65,7 +65,7 @@ static void *dev_read(struct kcopyd_dev *dev, uint64_t sector, uint64_t count)
 
 	cr_assert(posix_memalign(&buf, 4096, bytes ? bytes : 4096) == 0);
 
-	cr_assert(pread(dev->fd, buf, bytes, (off_t)(sector << KCOPYD_SECTOR_SHIFT)) == (ssize_t)bytes);
+	cr_assert(pread(kcopyd_file_fd(dev), buf, bytes, (off_t)(sector << KCOPYD_SECTOR_SHIFT)) == (ssize_t)bytes);
 	return buf;
 }
 
@@ -409,7 +409,7 @@ Test(engine, write_error_sets_only_that_bit_and_other_destinations_get_the_chunk
 	fake.rule_count = 0;
 	fake_io_fail(&fake, d[1], KCOPYD_IO_WRITE, 1024, 8, -EIO);
 	for (index = 0; index < 3; index++)
-		cr_assert(ftruncate(d[index]->fd, 0) == 0 && ftruncate(d[index]->fd, 2 * MiB) == 0);
+		cr_assert(ftruncate(kcopyd_file_fd(d[index]), 0) == 0 && ftruncate(kcopyd_file_fd(d[index]), 2 * MiB) == 0);
 	result = run_job(&from, 3, dests, KCOPYD_IGNORE_ERROR);
 	cr_assert(result.write_err == 0x2, "write_err %#x with ignore_error", result.write_err);
 	cr_assert(same_bytes(src, 0, d[0], 0, from.count) && same_bytes(src, 0, d[2], 0, from.count),

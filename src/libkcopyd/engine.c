@@ -7,8 +7,8 @@
  * Threads.  Each client runs two threads:
  *  - the I/O thread owns every job between submission and completion: it
  *    splits jobs into sub-jobs, hands out buffer slots, submits reads and
- *    writes to the backend and reaps their completions.  It sleeps on one
- *    eventfd, which the backend signals on completions and submitters and
+ *    writes to the devices' queues and reaps their completions.  It sleeps on one
+ *    eventfd, which the queues signal on completions and submitters and
  *    cancellers signal on new work.
  *  - the completion thread calls the users' completion routines (and start
  *    routines), one at a time, in the order the jobs finished (started).
@@ -27,6 +27,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -40,8 +41,9 @@
 #include "libkcopyd/list.h"
 
 #define MAX_SLOTS 4096u			/* more buffers than this add nothing but memory */
-#define MAX_BACKEND_DEPTH 1024u		/* iocbs in flight; more wait in the pending queue */
-#define IO_BATCH 64u			/* I/Os handed to the backend, or reaped, per call */
+#define MAX_QUEUE_DEPTH 1024u		/* I/Os in flight per queue; more wait in the pending ring */
+#define MAX_QUEUES 8u			/* driver queues per client */
+#define IO_BATCH 64u			/* I/Os handed to a queue, or reaped, per call */
 #define SECTORS_PER_PAGE (KCOPYD_PAGE_SIZE >> KCOPYD_SECTOR_SHIFT)
 #define HUGE_PAGE_SIZE (2u << 20)	/* x86-64 and arm64 (4 KiB pages) PMD size */
 
@@ -81,6 +83,7 @@ struct subjob {
 /* A destination of a job, and the lowest failing range of it. */
 struct job_dest {
 	struct io_region region;
+	struct kcopyd_queue *queue;	/* set at submission */
 	struct kcopyd_failure failure;	/* written by the I/O thread before COMPLETING */
 };
 
@@ -95,6 +98,7 @@ struct kcopyd_job {
 	/* Set at submission, read-only afterwards. */
 	bool is_zero;
 	struct io_region source;
+	struct kcopyd_queue *source_queue;
 	unsigned int num_dests;
 	unsigned int flags;
 	kcopyd_notify_fn fn;
@@ -139,15 +143,37 @@ struct kcopyd_job {
 };
 
 /*
+ * A client's queue of one driver, for the devices with one queue_key.
+ * Made by the first kcopyd_submit() that names such a device, under
+ * kc->queues_lock; published by nr_queues (release), so the I/O thread
+ * reads the table without a lock; destroyed with the client.
+ */
+struct kcopyd_queue {
+	const struct kcopyd_driver *driver;
+	void *key;
+	void *queue;			/* the driver's */
+	int poll_fd;			/* -1: completions come on the client's eventfd */
+};
+
+/*
  * The client.  Locking: kc->lock protects the fields marked so; it is the
  * only lock in the engine and no other lock is ever taken while holding it
  * (completion routines run without it).  Fields marked "I/O thread" are
  * touched by that thread alone and need no lock.
  */
 struct kcopyd_client {
-	const struct kcopyd_io_ops *ops;
-	void *backend;
 	int event_fd;			/* kicks the I/O thread */
+	unsigned int queue_depth;	/* I/Os in flight per queue */
+	/*
+	 * The queues.  queues_lock serialises their creation (it is taken
+	 * alone, never with kc->lock); the I/O thread reads nr_queues
+	 * entries without it.  override: the tests' driver, which every
+	 * device goes through (kcopyd_client_create_ops()).
+	 */
+	pthread_mutex_t queues_lock;
+	struct kcopyd_queue queues[MAX_QUEUES];
+	_Atomic unsigned int nr_queues;
+	const struct kcopyd_driver *override;
 
 	unsigned int num_pages;
 	unsigned int subjob_sectors;
@@ -179,7 +205,7 @@ struct kcopyd_client {
 	struct list_head free_subjobs;
 	unsigned int *free_slots;	/* a stack of slot indices */
 	unsigned int free_slot_count;
-	struct kcopyd_io **pending;	/* I/Os not yet taken by the backend, FIFO ring */
+	struct kcopyd_io **pending;	/* I/Os not yet taken by their queue, FIFO ring */
 	unsigned int pending_head, pending_count, pending_size;
 	unsigned int ios_in_flight;
 	uint64_t jobs_owned;		/* ACTIVE jobs */
@@ -377,6 +403,7 @@ static void subjob_write(struct subjob *sj)
 		io->buf = sj->buf;
 		io->owner = sj;
 		io->dest_index = dest_index;
+		io->queue = job->dests[dest_index].queue;
 		pending_push(job->kc, io);
 	}
 }
@@ -502,6 +529,7 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 		.length = sj->count << KCOPYD_SECTOR_SHIFT,
 		.buf = sj->buf,
 		.owner = sj,
+		.queue = job->source_queue,
 	};
 	pending_push(kc, &sj->ios[0]);
 }
@@ -523,20 +551,33 @@ static void dispatch(struct kcopyd_client *kc)
 
 static void reap(struct kcopyd_client *kc)
 {
+	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
 	struct kcopyd_io *done[IO_BATCH];
+	unsigned int queue_index;
 	int count, index;
 
-	do {
-		count = kc->ops->reap(kc->backend, done, IO_BATCH);
-		if (count < 0)
-			return;	/* -EINTR: the eventfd brings us back */
-		kc->ios_in_flight -= (unsigned int)count;
-		for (index = 0; index < count; index++)
-			io_done(kc, done[index]);
-	} while (count == (int)IO_BATCH);
+	for (queue_index = 0; queue_index < nr_queues; queue_index++) {
+		struct kcopyd_queue *q = &kc->queues[queue_index];
+
+		do {
+			count = q->driver->reap(q->queue, done, IO_BATCH);
+			if (count < 0)
+				break;	/* -EINTR: the eventfd brings us back */
+			kc->ios_in_flight -= (unsigned int)count;
+			for (index = 0; index < count; index++)
+				io_done(kc, done[index]);
+		} while (count == (int)IO_BATCH);
+	}
 }
 
-/* Hand pending I/Os to the backend; an I/O it refuses outright fails. */
+/*
+ * Hand pending I/Os to their queues, in order: each call takes the run of
+ * I/Os at the head that go to one queue.  A queue that takes none is full
+ * (a completion will bring us back), or, with nothing in flight anywhere,
+ * out of resources the kernel will give back (io_submit's EAGAIN past
+ * aio-max-nr): then the thread sleeps 1 ms and tries again, since no
+ * completion will wake it.  An I/O a queue refuses outright fails.
+ */
 static void submit_pending(struct kcopyd_client *kc)
 {
 	struct kcopyd_io *batch[IO_BATCH];
@@ -544,14 +585,21 @@ static void submit_pending(struct kcopyd_client *kc)
 
 	while (kc->pending_count > 0) {
 		unsigned int count = kc->pending_count < IO_BATCH ? kc->pending_count : IO_BATCH;
+		struct kcopyd_queue *q;
 		unsigned int index;
 		int taken;
 
-		for (index = 0; index < count; index++)
+		batch[0] = kc->pending[kc->pending_head];
+		q = batch[0]->queue;
+		for (index = 1; index < count; index++) {
 			batch[index] = kc->pending[(kc->pending_head + index) % kc->pending_size];
-		taken = kc->ops->submit(kc->backend, batch, count);
+			if (batch[index]->queue != q)
+				break;
+		}
+		count = index;
+		taken = q->driver->submit(q->queue, batch, count);
 		if (taken == 0 && kc->ios_in_flight > 0)
-			return;	/* the backend is full: a completion will bring us back */
+			return;	/* the queue is full: a completion will bring us back */
 		if (taken == 0) {
 			nanosleep(&retry_delay, NULL);	/* out of resources with nothing in flight */
 			continue;
@@ -613,10 +661,36 @@ static bool take_new_work(struct kcopyd_client *kc)
 	return exiting;
 }
 
+/*
+ * Sleep until there is work.  Every source of work adds to the eventfd
+ * (the queues' completions, submitters, cancellers, destroy), so no
+ * wake-up is lost; a queue whose completions come on a descriptor of its
+ * own (poll_fd) is polled beside it.
+ */
+static void io_thread_sleep(struct kcopyd_client *kc)
+{
+	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
+	struct pollfd fds[1 + MAX_QUEUES];
+	unsigned int queue_index, nfds = 1;
+	uint64_t events;
+
+	fds[0] = (struct pollfd){ .fd = kc->event_fd, .events = POLLIN };
+	for (queue_index = 0; queue_index < nr_queues; queue_index++)
+		if (kc->queues[queue_index].poll_fd >= 0)
+			fds[nfds++] = (struct pollfd){ .fd = kc->queues[queue_index].poll_fd, .events = POLLIN };
+	if (nfds > 1) {
+		while (poll(fds, nfds, -1) < 0 && errno == EINTR)
+			;
+		if (!(fds[0].revents & POLLIN))
+			return;
+	}
+	while (read(kc->event_fd, &events, sizeof(events)) < 0 && errno == EINTR)
+		;
+}
+
 static void *io_thread_main(void *arg)
 {
 	struct kcopyd_client *kc = arg;
-	uint64_t events;
 
 	for (;;) {
 		bool exiting = take_new_work(kc);
@@ -626,9 +700,7 @@ static void *io_thread_main(void *arg)
 		submit_pending(kc);
 		if (exiting && kc->jobs_owned == 0 && kc->ios_in_flight == 0)
 			break;
-		/* Every source of work adds to the eventfd, so no wake-up is lost. */
-		while (read(kc->event_fd, &events, sizeof(events)) < 0 && errno == EINTR)
-			;
+		io_thread_sleep(kc);
 	}
 	return NULL;
 }
@@ -786,21 +858,77 @@ static void free_buffers(struct kcopyd_client *kc)
 	munmap(kc->slot_memory, slot_bytes * kc->nr_slots);
 }
 
-int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kcopyd_io_ops *ops,
-			     void *ops_arg, struct kcopyd_client **result)
+/*
+ * queue_find() - the client's queue for @dev's driver and key, made now if
+ * this is the first job to name one.  Called by submitters, never by the
+ * I/O thread.  Return: 0 and *@result, or -errno (-ENOSPC: too many
+ * kinds of queue; or the driver's queue_create()).
+ */
+static int queue_find(struct kcopyd_client *kc, const struct kcopyd_dev *dev, struct kcopyd_queue **result)
+{
+	const struct kcopyd_driver *driver = kc->override ? kc->override : dev->driver;
+	void *key = kc->override ? NULL : dev->queue_key;
+	unsigned int nr_queues, index;
+	struct kcopyd_queue *q;
+	int r = 0;
+
+	if (kc->override) {
+		*result = &kc->queues[0];
+		return 0;
+	}
+	nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
+	for (index = 0; index < nr_queues; index++)
+		if (kc->queues[index].driver == driver && kc->queues[index].key == key) {
+			*result = &kc->queues[index];
+			return 0;
+		}
+	pthread_mutex_lock(&kc->queues_lock);
+	nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_relaxed);
+	for (index = 0; index < nr_queues; index++)
+		if (kc->queues[index].driver == driver && kc->queues[index].key == key)
+			goto out;
+	if (nr_queues == MAX_QUEUES) {
+		r = -ENOSPC;
+		goto out;
+	}
+	q = &kc->queues[nr_queues];
+	r = driver->queue_create(kc->queue_depth, kc->event_fd, key, &q->queue);
+	if (r < 0)
+		goto out;
+	q->driver = driver;
+	q->key = key;
+	q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
+	atomic_store_explicit(&kc->nr_queues, nr_queues + 1, memory_order_release);
+out:
+	pthread_mutex_unlock(&kc->queues_lock);
+	if (r == 0)
+		*result = &kc->queues[index];
+	return r;
+}
+
+static void queues_destroy(struct kcopyd_client *kc)
+{
+	unsigned int index, nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
+
+	for (index = 0; index < nr_queues; index++)
+		kc->queues[index].driver->queue_destroy(kc->queues[index].queue);
+}
+
+int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kcopyd_driver *driver,
+			     void *queue_key, struct kcopyd_client **result)
 {
 	struct kcopyd_client *kc;
 	unsigned int subjob_pages;
 	int r;
 
-	if (!config || !ops || !result || config->num_pages == 0)
+	if (!config || !result || config->num_pages == 0)
 		return -EINVAL;
 	if (config->subjob_sectors && config->subjob_sectors < SECTORS_PER_PAGE)
 		return -EINVAL;
 	kc = calloc(1, sizeof(*kc));
 	if (!kc)
 		return -ENOMEM;
-	kc->ops = ops;
+	kc->override = driver;
 	kc->num_pages = config->num_pages;
 	subjob_pages = (config->subjob_sectors ? config->subjob_sectors : KCOPYD_DEFAULT_SUBJOB_SECTORS) /
 		       SECTORS_PER_PAGE;
@@ -826,10 +954,19 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 		r = -errno;
 		goto err_free_buffers;
 	}
-	r = ops->create(kc->pending_size < MAX_BACKEND_DEPTH ? kc->pending_size : MAX_BACKEND_DEPTH,
-			kc->event_fd, ops_arg, &kc->backend);
-	if (r < 0)
-		goto err_close_eventfd;
+	kc->queue_depth = kc->pending_size < MAX_QUEUE_DEPTH ? kc->pending_size : MAX_QUEUE_DEPTH;
+	pthread_mutex_init(&kc->queues_lock, NULL);
+	if (driver) {
+		struct kcopyd_queue *q = &kc->queues[0];
+
+		r = driver->queue_create(kc->queue_depth, kc->event_fd, queue_key, &q->queue);
+		if (r < 0)
+			goto err_close_eventfd;
+		q->driver = driver;
+		q->key = queue_key;
+		q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
+		atomic_store_explicit(&kc->nr_queues, 1, memory_order_release);
+	}
 	pthread_mutex_init(&kc->lock, NULL);
 	pthread_cond_init(&kc->completed_cond, NULL);
 	pthread_cond_init(&kc->finished_cond, NULL);
@@ -852,8 +989,9 @@ err_destroy_sync:
 	pthread_cond_destroy(&kc->finished_cond);
 	pthread_cond_destroy(&kc->completed_cond);
 	pthread_mutex_destroy(&kc->lock);
-	ops->destroy(kc->backend);
+	queues_destroy(kc);
 err_close_eventfd:
+	pthread_mutex_destroy(&kc->queues_lock);
 	close(kc->event_fd);
 err_free_buffers:
 	free_buffers(kc);
@@ -864,7 +1002,7 @@ err_free_kc:
 
 int kcopyd_client_create_config(const struct kcopyd_config *config, struct kcopyd_client **result)
 {
-	return kcopyd_client_create_ops(config, &kcopyd_aio_ops, NULL, result);
+	return kcopyd_client_create_ops(config, NULL, NULL, result);
 }
 
 int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result)
@@ -893,7 +1031,8 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	assert(list_empty(&kc->submitted) && list_empty(&kc->cancels) && list_empty(&kc->started) &&
 	       list_empty(&kc->completed));
 	assert(list_empty(&kc->ready) && kc->pending_count == 0 && kc->ios_in_flight == 0);
-	kc->ops->destroy(kc->backend);
+	queues_destroy(kc);
+	pthread_mutex_destroy(&kc->queues_lock);
 	close(kc->event_fd);
 	free_buffers(kc);
 	pthread_cond_destroy(&kc->finished_cond);
@@ -942,11 +1081,19 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 		return -ENOMEM;
 	job->kc = kc;
 	job->is_zero = from == NULL;
-	if (from)
+	if (from) {
 		job->source = *from;
+		r = queue_find(kc, from->bdev, &job->source_queue);
+		if (r < 0)
+			goto err_free_job;
+	}
 	job->num_dests = num_dests;
-	for (dest_index = 0; dest_index < num_dests; dest_index++)
+	for (dest_index = 0; dest_index < num_dests; dest_index++) {
 		job->dests[dest_index].region = dests[dest_index];
+		r = queue_find(kc, dests[dest_index].bdev, &job->dests[dest_index].queue);
+		if (r < 0)
+			goto err_free_job;
+	}
 	job->flags = flags;
 	job->fn = fn;
 	job->context = context;
@@ -969,6 +1116,10 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 		*result = job;
 	kick(kc);
 	return 0;
+
+err_free_job:
+	free(job);
+	return r;
 }
 
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from, unsigned int num_dests,
