@@ -50,6 +50,13 @@
 #define MAX_GRAINS 64u			/* zero-detection grains per sub-job: one bit each in a uint64_t */
 #define MAX_PIECES 16u			/* data extents read separately per sub-job; more are read as one */
 #define DEFAULT_SPARSE_SECTORS 128u	/* 64 KiB: the zero-detection grain */
+/*
+ * Sub-jobs of a zero job hold no buffer, so they need not be the client's
+ * size: one zero operation per 64 MiB instead of per MiB (a BLKZEROOUT or
+ * fallocate costs about the same whatever its length, where the device
+ * zeroes by itself).  Progress and the checkpoint move in these steps.
+ */
+#define ZERO_SUBJOB_SECTORS 131072u
 
 /*
  * Where a job is.  Moves forward only, under kc->lock:
@@ -518,6 +525,20 @@ static void subjob_scan(struct subjob *sj)
 
 static void dest_next(struct subjob *sj, unsigned int dest_index);
 
+/*
+ * Turn @io into a write from the zero page, of at most the page's size (a
+ * zero job's runs are longer; dest_io_done() goes on with the rest).
+ */
+static void zero_page_write(struct kcopyd_client *kc, struct kcopyd_io *io)
+{
+	size_t zero_bytes = (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE;
+
+	io->op = KCOPYD_IO_WRITE;
+	io->buf = kc->zero_buf;
+	if (io->length > zero_bytes)
+		io->length = zero_bytes;
+}
+
 /* dests[@dest_index] has done every run of @sj, or failed. */
 static void dest_done(struct subjob *sj)
 {
@@ -627,8 +648,7 @@ static void dest_next(struct subjob *sj, unsigned int dest_index)
 				io->op = KCOPYD_IO_ZERO;
 				io->zero_flags = job->zero_flags;
 			} else {
-				io->op = KCOPYD_IO_WRITE;
-				io->buf = kc->zero_buf;
+				zero_page_write(kc, io);
 			}
 		} else if (dest->offload) {
 			io->op = KCOPYD_IO_COPY;
@@ -737,8 +757,7 @@ static void dest_io_done(struct kcopyd_client *kc, struct subjob *sj, struct kco
 	if (io->op == KCOPYD_IO_ZERO && io->result == -EOPNOTSUPP) {
 		/* The device cannot zero (it dropped the capability): the zero page, same range. */
 		atomic_fetch_add_explicit(&kc->zero_fallbacks, 1, memory_order_relaxed);
-		io->op = KCOPYD_IO_WRITE;
-		io->buf = kc->zero_buf;
+		zero_page_write(kc, io);
 		pending_push(kc, io);
 		return;
 	}
@@ -759,6 +778,21 @@ static void dest_io_done(struct kcopyd_client *kc, struct subjob *sj, struct kco
 	sectors = ((sj->dest_run_end[dest_index] * job->grain_sectors < sj->count
 			    ? sj->dest_run_end[dest_index] * job->grain_sectors : sj->count) -
 		   sj->dest_grain[dest_index] * job->grain_sectors);
+	if (io->op == KCOPYD_IO_WRITE && (char *)io->buf >= (char *)kc->zero_buf &&
+	    (char *)io->buf < (char *)kc->zero_buf + (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE) {
+		/* A run longer than the zero page: write the rest of it. */
+		uint64_t run_end = (job->dests[dest_index].region.sector + sj->start +
+				    sj->dest_grain[dest_index] * job->grain_sectors + sectors)
+				   << KCOPYD_SECTOR_SHIFT;
+
+		if (io->offset + io->length < run_end) {
+			io->offset += io->length;
+			io->length = (size_t)(run_end - io->offset);
+			zero_page_write(kc, io);
+			pending_push(kc, io);
+			return;
+		}
+	}
 	atomic_fetch_add_explicit(&kc->sectors_written, sectors, memory_order_relaxed);
 	if (sj->zero_map >> sj->dest_grain[dest_index] & 1)
 		atomic_fetch_add_explicit(&kc->sectors_zero, sectors, memory_order_relaxed);
@@ -1547,7 +1581,7 @@ void(kcopyd_client_stats)(struct kcopyd_client *kc, struct kcopyd_stats *stats)
  */
 static void job_geometry(struct kcopyd_client *kc, struct kcopyd_job *job)
 {
-	uint64_t block = 1, limit = kc->subjob_sectors, grain;
+	uint64_t block = 1, limit = job->is_zero ? ZERO_SUBJOB_SECTORS : kc->subjob_sectors, grain;
 	unsigned int index;
 
 	for (index = 0; index <= job->num_dests; index++) {
