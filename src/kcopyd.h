@@ -9,6 +9,14 @@
  * zeros to them.  Jobs are split into sub-jobs; each sub-job is read once
  * into one buffer and written to every destination from that buffer.
  *
+ * Copies are sparse-aware: ranges the source's extents call holes are not
+ * read, and ranges that read as zeros (holes, or data that is all zeros)
+ * are written with each destination's zero operation (fallocate,
+ * BLKZEROOUT) rather than as data, or skipped with KCOPYD_DEST_ZERO.  Two
+ * regular files may be copied by copy_file_range(2) (offload).  What
+ * every destination holds afterwards is the source's bytes either way;
+ * doc/SPARSE.md says what each choice leaves allocated.
+ *
  * Every function that can fail returns 0 on success or a negative errno;
  * errno itself is never used to report anything.  All sector numbers and
  * counts are in 512-byte sectors.
@@ -20,6 +28,7 @@
 #ifndef KCOPYD_H
 #define KCOPYD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -33,11 +42,15 @@ extern "C" {
 /* Flags for kcopyd_copy(), kcopyd_zero() and kcopyd_submit(). */
 #define KCOPYD_IGNORE_ERROR (1u << 0)	/* go on after errors; failed reads are written as zeros */
 #define KCOPYD_WRITE_SEQ    (1u << 1)	/* issue writes to each destination in ascending sector order */
+#define KCOPYD_DEST_ZERO    (1u << 2)	/* every destination reads as zeros already: zero ranges are skipped */
+#define KCOPYD_ALLOCATED    (1u << 3)	/* leave every destination range allocated: zeros as zero writes that keep it */
+#define KCOPYD_NO_OFFLOAD   (1u << 4)	/* never copy_file_range(2): read and write through the buffers */
 #define KCOPYD_MAX_REGIONS  32		/* one write_err bit per destination */
 
 /* The engine's defaults (struct kcopyd_config, 0 fields); why: doc/DESIGN.md. */
 #define KCOPYD_DEFAULT_SUBJOB_SECTORS 2048u	/* 1 MiB, the kernel's largest sub-job */
 #define KCOPYD_DEFAULT_DEPTH          8u	/* sub-jobs in flight per job, as the kernel's SPLIT_COUNT */
+#define KCOPYD_DEFAULT_SPARSE_SECTORS 128u	/* 64 KiB: the grain of zero detection */
 
 struct kcopyd_client;	/* opaque */
 struct kcopyd_dev;	/* opaque: an open block device or regular file */
@@ -194,19 +207,51 @@ void kcopyd_client_destroy(struct kcopyd_client *kc);
  */
 typedef void (*kcopyd_start_fn)(void *context);
 
+/*
+ * Options of a client.  The struct grows at its end, as Linux's
+ * extensible structs (clone3, openat2) and libfuse's operations do: the
+ * library is told the size the caller was built with
+ * (kcopyd_client_create_sized(), which kcopyd_client_create_config()
+ * calls with sizeof(*config)) and takes the fields past it as 0.  A
+ * program built against an older header keeps working with a newer
+ * library; one built against a newer header gets -E2BIG from an older
+ * library only if it set a field that library does not know.
+ */
 struct kcopyd_config {
 	unsigned int num_pages;		/* I/O buffer budget in 4 KiB pages (required) */
 	unsigned int subjob_sectors;	/* sub-job size; 0: 2048 (1 MiB); rounded down to whole pages */
 	unsigned int depth;		/* sub-jobs in flight per job; 0: 8 */
 	kcopyd_start_fn start_fn;	/* optional: told when each job starts */
+	/* Added with kcopyd_client_create_sized(). */
+	unsigned int sparse_sectors;	/* grain of zero detection; 0: 128 (64 KiB); rounded up to whole blocks */
 };
 
+/* The size of struct kcopyd_config before sparse_sectors, the smallest the library takes. */
+#define KCOPYD_CONFIG_SIZE_V1 offsetof(struct kcopyd_config, sparse_sectors)
+
 /*
- * kcopyd_client_create_config() - kcopyd_client_create() with options.
- * Return: as kcopyd_client_create(); -EINVAL for a zero budget or a
- * sub-job size below one page.
+ * kcopyd_client_create_sized() - kcopyd_client_create() with options.
+ * @config:      the options.
+ * @config_size: sizeof(*@config) as the caller was built: fields past it
+ *               are taken as 0.
+ * @result:      receives the client.
+ * Return: as kcopyd_client_create(); -EINVAL for a zero budget, a sub-job
+ * size below one page, or a @config_size below KCOPYD_CONFIG_SIZE_V1;
+ * -E2BIG for a @config_size past what this library knows whose extra
+ * bytes are not all zero.
+ */
+int kcopyd_client_create_sized(const struct kcopyd_config *config, size_t config_size,
+			       struct kcopyd_client **result);
+
+/*
+ * kcopyd_client_create_config() - kcopyd_client_create_sized() with
+ * sizeof(*@config).  (A macro; the function of that name remains for
+ * programs built against a header without kcopyd_client_create_sized(),
+ * and takes KCOPYD_CONFIG_SIZE_V1.)
  */
 int kcopyd_client_create_config(const struct kcopyd_config *config, struct kcopyd_client **result);
+#define kcopyd_client_create_config(config, result) \
+	kcopyd_client_create_sized((config), sizeof(*(config)), (result))
 
 /*
  * kcopyd_validate() - check regions as kcopyd_copy() does, and say why.
@@ -265,10 +310,39 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from,
 /*
  * kcopyd_job_progress() - sectors finished and in all, per destination.
  * A sub-job counts once every destination write of it completed (or, with
- * KCOPYD_IGNORE_ERROR, failed).  Safe to call at any time from any thread.
+ * KCOPYD_IGNORE_ERROR, failed); zero ranges count as done like data,
+ * skipped or not.  Safe to call at any time from any thread.
  */
 void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done,
 			 uint64_t *sectors_total);
+
+/*
+ * How a job's finished sectors were written, counted per job (not per
+ * destination), as kcopyd_job_progress() counts.  sectors_done ==
+ * sectors_data + sectors_zero.  The struct may grow at its end: callers
+ * pass sizeof.
+ */
+struct kcopyd_counts {
+	uint64_t sectors_done;		/* as kcopyd_job_progress() */
+	uint64_t sectors_total;
+	uint64_t sectors_data;		/* of sectors_done: written as data (from the buffers or offloaded) */
+	uint64_t sectors_zero;		/* of sectors_done: zero ranges (source holes, chunks read as zeros,
+					 * every sector of a zero job): zeroed, written from the zero page,
+					 * or skipped on a KCOPYD_DEST_ZERO destination */
+	uint64_t sectors_offloaded;	/* of sectors_data: copied by copy_file_range(2) to at least one destination */
+};
+
+/*
+ * kcopyd_job_counts() - kcopyd_job_progress() with the data and zero
+ * sectors told apart.
+ * @job:    the job.
+ * @counts: receives the counts.
+ * @size:   sizeof(*@counts) as the caller was built (fields past it are
+ *          not written).
+ * Safe to call at any time from any thread.
+ * Return: 0; -EINVAL for a @size below the first two fields.
+ */
+int kcopyd_job_counts(const struct kcopyd_job *job, struct kcopyd_counts *counts, size_t size);
 
 /*
  * kcopyd_job_checkpoint() - how far the job is done without a gap: every
@@ -308,15 +382,27 @@ struct kcopyd_result {
 	uint64_t sectors_total;
 	struct kcopyd_failure read;		/* the lowest failing source range */
 	struct kcopyd_failure write[KCOPYD_MAX_REGIONS];	/* the lowest failing range of dests[i] */
+	/* Added with kcopyd_job_result_sized(). */
+	struct kcopyd_counts counts;		/* the final kcopyd_job_counts() */
 };
 
 /*
- * kcopyd_job_result() - the outcome of a finished job.
+ * kcopyd_job_result_sized() - the outcome of a finished job.
+ * @size: sizeof(*@result) as the caller was built: fields past it are not
+ *        written (a program built before the counts has none).
  * Return: 0 and *@result filled once the job's I/O is over (from its
  * completion routine on, so the routine itself may call it); -EINPROGRESS
- * before that (*@result untouched).
+ * before that (*@result untouched); -EINVAL for a @size below the result
+ * without counts.
+ */
+int kcopyd_job_result_sized(const struct kcopyd_job *job, struct kcopyd_result *result, size_t size);
+
+/*
+ * kcopyd_job_result() - kcopyd_job_result_sized() with sizeof(*@result).
+ * (A macro; the function remains for programs built before it was one.)
  */
 int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result);
+#define kcopyd_job_result(job, result) kcopyd_job_result_sized((job), (result), sizeof(*(result)))
 
 /*
  * kcopyd_job_wait() - block until the job's completion routine returned.
@@ -336,7 +422,8 @@ struct kcopyd_stats {
 	uint64_t jobs_active;		/* submitted, completion routine not yet returned */
 	uint64_t jobs_total;		/* ever submitted */
 	uint64_t sectors_read;		/* read successfully from sources */
-	uint64_t sectors_written;	/* written successfully to destinations (each counted) */
+	uint64_t sectors_written;	/* written successfully to destinations (each counted), as data,
+					 * as zeros, offloaded, or skipped on a zero destination */
 	uint64_t read_errors;		/* failed read sub-jobs */
 	uint64_t write_errors;		/* failed destination writes */
 	unsigned int pages_total;	/* the budget */
@@ -344,10 +431,23 @@ struct kcopyd_stats {
 	unsigned int pages_peak;	/* the most ever held at once */
 	unsigned int subjob_sectors;	/* the sub-job size in use */
 	unsigned int depth;		/* sub-jobs in flight per job */
+	/* Added with kcopyd_client_stats_sized(). */
+	uint64_t sectors_zero;		/* of sectors_written: zero ranges (zeroed, zero page, skipped) */
+	uint64_t sectors_offloaded;	/* of sectors_written: copied by copy_file_range(2) */
+	uint64_t zero_fallbacks;	/* zero ranges written from the zero page: the device could not zero */
+	uint64_t offload_fallbacks;	/* destination ranges copied through the buffers: copy_file_range refused */
 };
 
-/* kcopyd_client_stats() - a snapshot of the client's counters. */
+/*
+ * kcopyd_client_stats_sized() - a snapshot of the client's counters.
+ * @size: sizeof(*@stats) as the caller was built (fields past it are not
+ *        written).
+ */
+void kcopyd_client_stats_sized(struct kcopyd_client *kc, struct kcopyd_stats *stats, size_t size);
+
+/* kcopyd_client_stats() - kcopyd_client_stats_sized() with sizeof(*@stats) (a macro, as above). */
 void kcopyd_client_stats(struct kcopyd_client *kc, struct kcopyd_stats *stats);
+#define kcopyd_client_stats(kc, stats) kcopyd_client_stats_sized((kc), (stats), sizeof(*(stats)))
 
 /* kcopyd_version() - the library version, "MAJOR.MINOR.PATCH". */
 const char *kcopyd_version(void);

@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,6 +91,31 @@ unsigned int fake_io_log(struct fake_io *fake, struct fake_log_entry *out, unsig
 	return count;
 }
 
+void fake_io_extents(struct fake_io *fake, const struct kcopyd_dev *dev, const struct fake_extent *extents,
+		     unsigned int count)
+{
+	struct fake_extent_list *list;
+
+	pthread_mutex_lock(&fake->lock);
+	list = &fake->extent_lists[fake->extent_list_count++];
+	list->dev = dev;
+	memcpy(list->extents, extents, count * sizeof(*extents));
+	list->count = count;
+	pthread_mutex_unlock(&fake->lock);
+}
+
+unsigned int fake_io_extent_queries(struct fake_io *fake, const struct kcopyd_dev *dev)
+{
+	unsigned int index, queries = 0;
+
+	pthread_mutex_lock(&fake->lock);
+	for (index = 0; index < fake->extent_list_count; index++)
+		if (fake->extent_lists[index].dev == dev)
+			queries = fake->extent_lists[index].queries;
+	pthread_mutex_unlock(&fake->lock);
+	return queries;
+}
+
 static int fake_create(unsigned int depth, int notify_fd, void *arg, void **backend)
 {
 	struct fake_backend *fb = calloc(1, sizeof(*fb));
@@ -145,11 +172,45 @@ static long fake_do_io(struct fake_io *fake, struct kcopyd_io *io)
 		if (rule->error)
 			return rule->error;
 	}
-	if (io->op == KCOPYD_IO_READ)
-		r = pread(io->dev->fd, io->buf, length, (off_t)io->offset);
-	else
-		r = pwrite(io->dev->fd, io->buf, length, (off_t)io->offset);
-	/* Short or not, as a real backend would hand it back. */
+	switch (io->op) {
+	case KCOPYD_IO_READ:
+		r = pread(kcopyd_file_fd(io->dev), io->buf, length, (off_t)io->offset);
+		break;
+	case KCOPYD_IO_WRITE:
+		r = pwrite(kcopyd_file_fd(io->dev), io->buf, length, (off_t)io->offset);
+		break;
+	case KCOPYD_IO_ZERO: {
+		/* A memfd or a file: punch, else write zeros; the engine sees neither. */
+		static const char zeros[65536];
+		size_t done = 0;
+
+		if (fallocate(kcopyd_file_fd(io->dev), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)io->offset, (off_t)length) == 0)
+			return (long)length;
+		for (r = 0; done < length && r >= 0; done += (size_t)r) {
+			size_t piece = length - done < sizeof(zeros) ? length - done : sizeof(zeros);
+
+			r = pwrite(kcopyd_file_fd(io->dev), zeros, piece, (off_t)(io->offset + done));
+		}
+		return r < 0 ? -errno : (long)done;
+	}
+	case KCOPYD_IO_COPY: {
+		void *buf = malloc(length ? length : 1);
+
+		if (!buf)
+			return -ENOMEM;
+		r = pread(kcopyd_file_fd(io->src), buf, length, (off_t)io->src_offset);
+		if (r == (ssize_t)length)
+			r = pwrite(kcopyd_file_fd(io->dev), buf, length, (off_t)io->offset);
+		else if (r >= 0)
+			r = -(errno = EIO);
+		free(buf);
+		break;
+	}
+	default:
+		return -EINVAL;
+	}
+	/* Short or not, as a real driver would hand it back. */
 	return r < 0 ? -errno : r;
 }
 
@@ -173,6 +234,8 @@ static int fake_submit(void *backend, struct kcopyd_io **ios, unsigned int count
 				.op = io->op,
 				.sector = io->offset >> KCOPYD_SECTOR_SHIFT,
 				.count = io->length >> KCOPYD_SECTOR_SHIFT,
+				.zero_flags = io->op == KCOPYD_IO_ZERO ? io->zero_flags : 0,
+				.src = io->op == KCOPYD_IO_COPY ? io->src : NULL,
 			};
 		io->result = fake_do_io(fake, io);
 		fb->done[fb->done_count++] = io;
@@ -207,10 +270,63 @@ static int fake_reap(void *backend, struct kcopyd_io **done, unsigned int max)
 	return (int)count;
 }
 
-const struct kcopyd_io_ops fake_io_ops = {
+/* extent(): from the device's list, in sectors; all data without one. */
+static int fake_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, uint64_t length,
+		       uint64_t *extent_length, bool *hole)
+{
+	struct fake_io *fake = ((struct fake_backend *)queue)->fake;
+	uint64_t sector = offset >> KCOPYD_SECTOR_SHIFT, end = (offset + length) >> KCOPYD_SECTOR_SHIFT;
+	unsigned int list_index, index;
+
+	*hole = false;
+	*extent_length = length;
+	pthread_mutex_lock(&fake->lock);
+	for (list_index = 0; list_index < fake->extent_list_count; list_index++) {
+		struct fake_extent_list *list = &fake->extent_lists[list_index];
+		uint64_t next = end;
+
+		if (list->dev != dev)
+			continue;
+		list->queries++;
+		*hole = true;
+		for (index = 0; index < list->count; index++) {
+			const struct fake_extent *e = &list->extents[index];
+
+			if (sector >= e->sector + e->count)
+				continue;
+			if (sector >= e->sector) {
+				*hole = false;
+				next = e->sector + e->count;
+			} else {
+				next = e->sector;
+			}
+			break;
+		}
+		if (next > end)
+			next = end;
+		*extent_length = (next - sector) << KCOPYD_SECTOR_SHIFT;
+	}
+	pthread_mutex_unlock(&fake->lock);
+	return 0;
+}
+
+static int fake_flush(struct kcopyd_dev *dev)
+{
+	return kcopyd_file_driver.flush(dev);
+}
+
+static void fake_close(struct kcopyd_dev *dev)
+{
+	kcopyd_file_driver.close(dev);
+}
+
+const struct kcopyd_driver fake_io_ops = {
 	.name = "fake",
-	.create = fake_create,
-	.destroy = fake_destroy,
+	.queue_create = fake_create,
+	.queue_destroy = fake_destroy,
 	.submit = fake_submit,
 	.reap = fake_reap,
+	.extent = fake_extent,
+	.flush = fake_flush,
+	.close = fake_close,
 };

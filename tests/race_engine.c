@@ -6,7 +6,7 @@
  *
  * Four submitter threads, a statistics reader, a canceller and waiters
  * race against the I/O and completion threads, on the fake backend (memfd
- * devices) and on libaio (files in a temporary directory).  Every copy that
+ * devices) and on the local-file driver (files in a temporary directory).  Every copy that
  * was not cancelled is verified.  Prints "N passed, M failed".
  */
 #include "config.h"
@@ -149,7 +149,7 @@ static void *memdup_fd_pattern(int fd, size_t bytes, unsigned int seed)
 	return buf;
 }
 
-static void run_races(const char *name, const struct kcopyd_io_ops *ops, void *ops_arg, int src_fd, int dst_fd)
+static void run_races(const char *name, const struct kcopyd_driver *ops, void *ops_arg, int src_fd, int dst_fd)
 {
 	size_t src_bytes = 64 * JOB_SECTORS * 512u, dst_bytes = (size_t)AREA_SECTORS * 512u;
 	struct kcopyd_config config = { .num_pages = 48, .subjob_sectors = 64, .depth = 3 };
@@ -237,7 +237,7 @@ int main(void)
 
 	fake_io_init(&fake);
 	fake.reverse = true;
-	run_races("fake backend", &fake_io_ops, &fake,
+	run_races("fake driver", &fake_io_ops, &fake,
 		  memfd_create("race-src", MFD_CLOEXEC), memfd_create("race-dst", MFD_CLOEXEC));
 
 	if (!mkdtemp(dir)) {
@@ -255,7 +255,7 @@ int main(void)
 	unlink(src_path);
 	unlink(dst_path);
 	rmdir(dir);
-	run_races("libaio backend", &kcopyd_aio_ops, NULL, src_fd, dst_fd);
+	run_races("local-file driver", NULL, NULL, src_fd, dst_fd);
 
 	printf("%u passed, %u failed\n", passed, failed);
 	return failed ? 1 : 0;

@@ -993,7 +993,7 @@ Test(devices, buffers_are_huge_pages_where_thp_allows)
 	fallback_before = read_counter("/proc/vmstat", "thp_fault_fallback");
 	r = kcopyd_client_create_config(&config, &kc);
 	cr_assert_eq(r, 0, "kcopyd_client_create_config: %d (%s)", r, strerror(-r));
-	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
 	cr_assert_eq(r, 0, "copy: %d", r);
 	huge_during = read_counter("/proc/self/smaps_rollup", "AnonHugePages");
 	fallback_after = read_counter("/proc/vmstat", "thp_fault_fallback");
@@ -1232,7 +1232,7 @@ Test(devices, short_write_then_enospc_reports_enospc)
 
 	/* The destination fills up at sector 1024: the 1 MiB write gets 512 KiB in, then ENOSPC. */
 	fake_io_stop_short(fake, fx.dst[T_FILE_A].dev, KCOPYD_IO_WRITE, 1024, -ENOSPC, false);
-	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
 	cr_assert_eq(r, 0, "submit: %d", r);
 	cr_expect_eq(res.error, -ENOSPC, "a short write, then no space: error %d (%s), expected -ENOSPC",
 		     res.error, strerror(-res.error));
@@ -1261,7 +1261,7 @@ Test(devices, short_write_once_is_continued_to_the_end)
 	int r;
 
 	fake_io_stop_short(fake, fx.dst[T_FILE_A].dev, KCOPYD_IO_WRITE, 8192 + 3000, 0, true);
-	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
 	cr_assert_eq(r, 0, "submit: %d", r);
 	expect_clean_result("a write short once", &res, 4096);
 	expect_source_copy("a write short once", 4096, &to);
@@ -1283,7 +1283,7 @@ Test(devices, short_read_is_eio)
 	int r;
 
 	fake_io_stop_short(fake, fx.src_plain, KCOPYD_IO_READ, 1024, 0, false);
-	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
 	cr_assert_eq(r, 0, "submit: %d", r);
 	cr_expect(res.read_err == 1 && res.read.error == -EIO && res.error == -EIO,
 		  "a short read: read_err %d read.error %d error %d, expected 1, -EIO, -EIO", res.read_err,

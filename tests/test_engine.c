@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -35,7 +36,11 @@ static uint64_t pattern_word(uint64_t seed, uint64_t index)
 	return z ^ (z >> 31);
 }
 
-/* A memfd of @bytes: pattern @seed, or zeros for seed 0. */
+/*
+ * A memfd of @bytes: pattern @seed, or zeros for seed 0.  Without offload:
+ * two memfds could copy_file_range, and most tests here are of the read
+ * and write path (memdev_offload() gives it back).
+ */
 static struct kcopyd_dev *memdev(uint64_t bytes, uint64_t seed)
 {
 	struct kcopyd_dev *dev;
@@ -54,6 +59,7 @@ static struct kcopyd_dev *memdev(uint64_t bytes, uint64_t seed)
 	}
 	cr_assert(kcopyd_dev_from_fd(fd, &dev) == 0);
 	cr_assert(kcopyd_dev_sectors(dev) == SECTORS(bytes));
+	dev_drop_caps(dev, KCOPYD_CAP_COPY);
 	return dev;
 }
 
@@ -65,7 +71,7 @@ static void *dev_read(struct kcopyd_dev *dev, uint64_t sector, uint64_t count)
 
 	cr_assert(posix_memalign(&buf, 4096, bytes ? bytes : 4096) == 0);
 
-	cr_assert(pread(dev->fd, buf, bytes, (off_t)(sector << KCOPYD_SECTOR_SHIFT)) == (ssize_t)bytes);
+	cr_assert(pread(kcopyd_file_fd(dev), buf, bytes, (off_t)(sector << KCOPYD_SECTOR_SHIFT)) == (ssize_t)bytes);
 	return buf;
 }
 
@@ -409,7 +415,7 @@ Test(engine, write_error_sets_only_that_bit_and_other_destinations_get_the_chunk
 	fake.rule_count = 0;
 	fake_io_fail(&fake, d[1], KCOPYD_IO_WRITE, 1024, 8, -EIO);
 	for (index = 0; index < 3; index++)
-		cr_assert(ftruncate(d[index]->fd, 0) == 0 && ftruncate(d[index]->fd, 2 * MiB) == 0);
+		cr_assert(ftruncate(kcopyd_file_fd(d[index]), 0) == 0 && ftruncate(kcopyd_file_fd(d[index]), 2 * MiB) == 0);
 	result = run_job(&from, 3, dests, KCOPYD_IGNORE_ERROR);
 	cr_assert(result.write_err == 0x2, "write_err %#x with ignore_error", result.write_err);
 	cr_assert(same_bytes(src, 0, d[0], 0, from.count) && same_bytes(src, 0, d[2], 0, from.count),
@@ -798,4 +804,436 @@ Test(engine, start_fn_runs_once_per_started_job_before_its_completion)
 	}
 	kcopyd_dev_close(src);
 	kcopyd_dev_close(dst);
+}
+
+/* ---- sparse copies: zero ranges, extents, offload --------------------- */
+
+/* A memfd device that may copy_file_range (memdev() takes that away). */
+static struct kcopyd_dev *memdev_offload(uint64_t bytes, uint64_t seed)
+{
+	struct kcopyd_dev *dev = memdev(bytes, seed);
+
+	atomic_fetch_or(&dev->caps, KCOPYD_CAP_COPY);
+	return dev;
+}
+
+/* Make sectors [sector, sector + count) of a memfd device a hole. */
+static void punch(struct kcopyd_dev *dev, uint64_t sector, uint64_t count)
+{
+	cr_assert(fallocate(kcopyd_file_fd(dev), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    (off_t)(sector << KCOPYD_SECTOR_SHIFT), (off_t)(count << KCOPYD_SECTOR_SHIFT)) == 0,
+		  "punch %llu+%llu: %s", (unsigned long long)sector, (unsigned long long)count, strerror(errno));
+}
+
+static void new_sparse_client(unsigned int subjob_sectors, unsigned int sparse_sectors)
+{
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = subjob_sectors, .depth = 4,
+					.sparse_sectors = sparse_sectors };
+	int r = kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc);
+
+	cr_assert(r == 0, "kcopyd_client_create_ops: %d", r);
+}
+
+/* Sectors of @op on @dev in the fake's log, and how many such I/Os. */
+static uint64_t logged(enum kcopyd_io_op op, const struct kcopyd_dev *dev, unsigned int *ios)
+{
+	static struct fake_log_entry log[4096];
+	unsigned int count = fake_io_log(&fake, log, 4096), index, n = 0;
+	uint64_t sectors = 0;
+
+	for (index = 0; index < count; index++)
+		if (log[index].op == op && log[index].dev == dev) {
+			sectors += log[index].count;
+			n++;
+		}
+	if (ios)
+		*ios = n;
+	return sectors;
+}
+
+/* No read of @dev touches sectors [sector, sector + count). */
+static void expect_never_read(const struct kcopyd_dev *dev, uint64_t sector, uint64_t count, const char *what)
+{
+	static struct fake_log_entry log[4096];
+	unsigned int n = fake_io_log(&fake, log, 4096), index;
+
+	for (index = 0; index < n; index++)
+		cr_assert(!(log[index].op == KCOPYD_IO_READ && log[index].dev == dev &&
+			    log[index].sector < sector + count && sector < log[index].sector + log[index].count),
+			  "%s: read %llu+%llu touches the hole %llu+%llu", what,
+			  (unsigned long long)log[index].sector, (unsigned long long)log[index].count,
+			  (unsigned long long)sector, (unsigned long long)count);
+}
+
+Test(engine, zero_job_zeroes_with_the_zero_operation)
+{
+	struct kcopyd_dev *d0 = memdev(2 * MiB, 9);
+	struct io_region to = { d0, 8, 2048 };
+	struct kcopyd_result result;
+	unsigned int zero_ios;
+
+	new_client(64, 0, 0);
+	result = run_job(NULL, 1, &to, 0);
+	cr_assert(result.write_err == 0 && result.sectors_done == 2048);
+	cr_assert(logged(KCOPYD_IO_ZERO, d0, &zero_ios) == 2048 && logged(KCOPYD_IO_WRITE, d0, NULL) == 0,
+		  "zero %llu sectors in %u ops, write %llu: expected all 2048 zeroed, none written",
+		  (unsigned long long)logged(KCOPYD_IO_ZERO, d0, NULL), zero_ios,
+		  (unsigned long long)logged(KCOPYD_IO_WRITE, d0, NULL));
+	cr_assert(result.counts.sectors_zero == 2048 && result.counts.sectors_data == 0,
+		  "counts: zero %llu data %llu", (unsigned long long)result.counts.sectors_zero,
+		  (unsigned long long)result.counts.sectors_data);
+	cr_assert(all_zero(d0, 8, 2048) && !all_zero(d0, 0, 8) && !all_zero(d0, 2056, 8));
+	kcopyd_dev_close(d0);
+}
+
+/* A device that refuses to zero: the same range is written from the zero page, the job does not fail. */
+Test(engine, zero_refused_is_written_from_the_zero_page)
+{
+	struct kcopyd_dev *d0 = memdev(2 * MiB, 9), *d1 = memdev(2 * MiB, 10);
+	struct io_region dests[2] = { { d0, 0, 2048 }, { d1, 1024, 2048 } };
+	struct kcopyd_result result;
+	struct kcopyd_stats stats;
+
+	new_client(64, 0, 0);
+	fake_io_fail(&fake, d1, KCOPYD_IO_ZERO, 0, UINT64_MAX / 2, -EOPNOTSUPP);
+	result = run_job(NULL, 2, dests, 0);
+	cr_assert(result.write_err == 0 && result.error == 0 && result.sectors_done == 2048,
+		  "write_err %#x error %d done %llu", result.write_err, result.error,
+		  (unsigned long long)result.sectors_done);
+	cr_assert(logged(KCOPYD_IO_WRITE, d1, NULL) == 2048 && logged(KCOPYD_IO_WRITE, d0, NULL) == 0,
+		  "writes: %llu to the refusing dest (expected 2048), %llu to the other (expected 0)",
+		  (unsigned long long)logged(KCOPYD_IO_WRITE, d1, NULL),
+		  (unsigned long long)logged(KCOPYD_IO_WRITE, d0, NULL));
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.zero_fallbacks >= 1 && stats.sectors_zero == 4096 && stats.sectors_written == 4096,
+		  "stats: zero_fallbacks %llu sectors_zero %llu written %llu",
+		  (unsigned long long)stats.zero_fallbacks, (unsigned long long)stats.sectors_zero,
+		  (unsigned long long)stats.sectors_written);
+	cr_assert(all_zero(d0, 0, 2048) && all_zero(d1, 1024, 2048) && !all_zero(d1, 0, 8));
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+/* A zero operation that fails for real is a write error of that destination, with its range. */
+Test(engine, zero_failing_with_enospc_is_a_write_error)
+{
+	struct kcopyd_dev *d0 = memdev(2 * MiB, 9), *d1 = memdev(2 * MiB, 10);
+	struct io_region dests[2] = { { d0, 0, 2048 }, { d1, 0, 2048 } };
+	struct kcopyd_result result;
+
+	new_client(64, 256, 0);
+	/* A zero job's sub-jobs are up to 64 MiB (they hold no buffer): this one is all 2048 sectors. */
+	fake_io_fail(&fake, d1, KCOPYD_IO_ZERO, 600, 8, -ENOSPC);
+	result = run_job(NULL, 2, dests, 0);
+	cr_assert(result.write_err == 2 && result.error == -ENOSPC, "write_err %#x error %d", result.write_err,
+		  result.error);
+	cr_assert(result.write[1].error == -ENOSPC && result.write[1].sector == 0 && result.write[1].count == 2048,
+		  "write[1]: %d %llu+%llu, expected -ENOSPC 0+2048", result.write[1].error,
+		  (unsigned long long)result.write[1].sector, (unsigned long long)result.write[1].count);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+/*
+ * A source with holes at @holes (sector ranges, grain-aligned, 0 count
+ * ends): the holes are never read, the destination gets the zero op there
+ * and the same bytes as the source everywhere.
+ */
+static void copy_with_holes(const char *what, const struct fake_extent *holes, unsigned int nr_holes,
+			    unsigned int sparse_sectors)
+{
+	struct kcopyd_dev *src = memdev(4 * MiB, 31), *dst = memdev(4 * MiB, 32);
+	struct io_region from = { src, 0, SECTORS(4 * MiB) }, to = { dst, 0, from.count };
+	struct fake_extent data[FAKE_MAX_EXTENTS];
+	struct kcopyd_result result;
+	uint64_t pos = 0, hole_sectors = 0;
+	unsigned int index, nr_data = 0;
+
+	new_sparse_client(512, sparse_sectors);
+	for (index = 0; index < nr_holes; index++) {
+		punch(src, holes[index].sector, holes[index].count);
+		if (holes[index].sector > pos)
+			data[nr_data++] = (struct fake_extent){ pos, holes[index].sector - pos };
+		pos = holes[index].sector + holes[index].count;
+		hole_sectors += holes[index].count;
+	}
+	if (pos < from.count)
+		data[nr_data++] = (struct fake_extent){ pos, from.count - pos };
+	fake_io_extents(&fake, src, data, nr_data);
+	result = run_job(&from, 1, &to, 0);
+	cr_assert(result.read_err == 0 && result.write_err == 0 && result.sectors_done == from.count,
+		  "%s: read_err %d write_err %#x done %llu", what, result.read_err, result.write_err,
+		  (unsigned long long)result.sectors_done);
+	cr_assert(same_bytes(src, 0, dst, 0, from.count), "%s: the destination differs from the source", what);
+	for (index = 0; index < nr_holes; index++)
+		expect_never_read(src, holes[index].sector, holes[index].count, what);
+	cr_assert(logged(KCOPYD_IO_READ, src, NULL) == from.count - hole_sectors,
+		  "%s: %llu sectors read, expected the %llu of data", what,
+		  (unsigned long long)logged(KCOPYD_IO_READ, src, NULL),
+		  (unsigned long long)(from.count - hole_sectors));
+	cr_assert(logged(KCOPYD_IO_ZERO, dst, NULL) == hole_sectors && result.counts.sectors_zero == hole_sectors &&
+		  result.counts.sectors_data == from.count - hole_sectors,
+		  "%s: zeroed %llu, counts zero %llu data %llu; expected %llu zero", what,
+		  (unsigned long long)logged(KCOPYD_IO_ZERO, dst, NULL),
+		  (unsigned long long)result.counts.sectors_zero, (unsigned long long)result.counts.sectors_data,
+		  (unsigned long long)hole_sectors);
+	cr_assert(fake_io_extent_queries(&fake, src) <= 2 * nr_holes + 2,
+		  "%s: %u extent queries for %u holes", what, fake_io_extent_queries(&fake, src), nr_holes);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+Test(engine, extents_with_holes_at_the_start_middle_and_end_or_none)
+{
+	const struct fake_extent start[] = { { 0, 1536 } };
+	const struct fake_extent middle[] = { { 2048, 2048 } };
+	const struct fake_extent end[] = { { 6144, 2048 } };
+	const struct fake_extent all_three[] = { { 0, 512 }, { 3008, 1088 }, { 7680, 512 } };
+
+	copy_with_holes("hole at the start", start, 1, 64);
+	fake_io_init(&fake);
+	kcopyd_client_destroy(kc);
+	copy_with_holes("hole in the middle", middle, 1, 64);
+	fake_io_init(&fake);
+	kcopyd_client_destroy(kc);
+	copy_with_holes("hole at the end", end, 1, 64);
+	fake_io_init(&fake);
+	kcopyd_client_destroy(kc);
+	copy_with_holes("holes at the start, middle and end", all_three, 3, 64);
+	fake_io_init(&fake);
+	kcopyd_client_destroy(kc);
+	copy_with_holes("no hole", NULL, 0, 64);
+}
+
+/* A hole of two grains inside one 256 KiB chunk: the chunk's read is cut around it. */
+Test(engine, a_hole_inside_a_chunk_is_not_read_and_is_zeroed)
+{
+	const struct fake_extent hole[] = { { 600, 16 } };
+
+	copy_with_holes("a 16-sector hole inside a chunk, 4 KiB grains", hole, 1, 8);
+}
+
+/* Data that reads as zeros (no extents to say so) is read, then zeroed, not written. */
+Test(engine, chunks_read_as_zeros_are_zeroed_not_written)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 33), *dst = memdev(2 * MiB, 34);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { dst, 0, from.count };
+	static char zeros[128 * 512];
+	struct kcopyd_result result;
+
+	cr_assert(pwrite(kcopyd_file_fd(src), zeros, sizeof(zeros), 1024 * 512) == (ssize_t)sizeof(zeros));
+	new_sparse_client(512, 64);
+	result = run_job(&from, 1, &to, 0);
+	cr_assert(result.write_err == 0 && same_bytes(src, 0, dst, 0, from.count));
+	cr_assert(logged(KCOPYD_IO_READ, src, NULL) == from.count, "every sector is read (no extents)");
+	cr_assert(logged(KCOPYD_IO_ZERO, dst, NULL) == 128 && result.counts.sectors_zero == 128,
+		  "zeroed %llu, counted %llu, expected 128", (unsigned long long)logged(KCOPYD_IO_ZERO, dst, NULL),
+		  (unsigned long long)result.counts.sectors_zero);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* KCOPYD_DEST_ZERO skips zero ranges; KCOPYD_ALLOCATED zeroes them keeping allocation, also over DEST_ZERO. */
+Test(engine, dest_zero_skips_and_allocated_keeps_allocation)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 35), *dst = memdev(2 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { dst, 0, from.count };
+	const struct fake_extent data[] = { { 0, 1024 } };
+	static struct fake_log_entry log[1024];
+	struct kcopyd_result result;
+	unsigned int count, index, allocating = 0;
+
+	punch(src, 1024, 3072);
+	new_sparse_client(512, 64);
+	fake_io_extents(&fake, src, data, 1);
+	result = run_job(&from, 1, &to, KCOPYD_DEST_ZERO);
+	cr_assert(result.write_err == 0 && same_bytes(src, 0, dst, 0, from.count));
+	cr_assert(logged(KCOPYD_IO_ZERO, dst, NULL) == 0 && logged(KCOPYD_IO_WRITE, dst, NULL) == 1024,
+		  "dest_zero: zeroed %llu written %llu, expected 0 and 1024",
+		  (unsigned long long)logged(KCOPYD_IO_ZERO, dst, NULL),
+		  (unsigned long long)logged(KCOPYD_IO_WRITE, dst, NULL));
+	cr_assert(result.counts.sectors_zero == 3072 && result.sectors_done == from.count,
+		  "skipped sectors count as done and as zero: zero %llu done %llu",
+		  (unsigned long long)result.counts.sectors_zero, (unsigned long long)result.sectors_done);
+
+	result = run_job(&from, 1, &to, KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED);
+	cr_assert(result.write_err == 0 && same_bytes(src, 0, dst, 0, from.count));
+	count = fake_io_log(&fake, log, 1024);
+	for (index = 0; index < count; index++)
+		if (log[index].op == KCOPYD_IO_ZERO && log[index].dev == dst) {
+			cr_assert(log[index].zero_flags & KCOPYD_ZERO_ALLOCATE, "a zero without KCOPYD_ZERO_ALLOCATE");
+			allocating += (unsigned int)log[index].count;
+		}
+	cr_assert(allocating == 3072, "allocated: %u sectors zeroed keeping allocation, expected 3072", allocating);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* A short zero-page write is continued; the rest's ENOSPC is the error (never EIO). */
+Test(engine, short_transfers_of_zero_and_copy_report_the_true_errno)
+{
+	struct kcopyd_dev *src = memdev_offload(2 * MiB, 36), *d0 = memdev_offload(2 * MiB, 0);
+	struct kcopyd_dev *d1 = memdev(2 * MiB, 37);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) };
+	struct io_region dests[2] = { { d0, 0, from.count }, { d1, 0, from.count } };
+	struct kcopyd_result result;
+
+	new_client(64, 256, 0);
+	/* d0: copy_file_range stops short at 1000, then no space. d1: zeros refused, then short. */
+	fake_io_stop_short(&fake, d0, KCOPYD_IO_COPY, 1000, -ENOSPC, false);
+	fake_io_fail(&fake, d1, KCOPYD_IO_ZERO, 0, UINT64_MAX / 2, -EOPNOTSUPP);
+	fake_io_stop_short(&fake, d1, KCOPYD_IO_WRITE, 1500, -ENOSPC, false);
+	result = run_job(NULL, 2, dests, KCOPYD_IGNORE_ERROR);
+	/* The zero page is 256 sectors here: writes of 256, the one over 1500 short, then no space. */
+	cr_assert(result.write_err == 2 && result.write[1].error == -ENOSPC && result.write[1].sector == 0 &&
+		  logged(KCOPYD_IO_WRITE, d1, NULL) >= 1500 && all_zero(d1, 0, 1500),
+		  "zero job: write_err %#x write[1] %d at %llu, expected 0x2 -ENOSPC at 0", result.write_err,
+		  result.write[1].error, (unsigned long long)result.write[1].sector);
+	result = run_job(&from, 2, dests, KCOPYD_IGNORE_ERROR);
+	cr_assert(result.write_err == 3, "copy: write_err %#x, expected 0x3", result.write_err);
+	cr_assert(result.write[0].error == -ENOSPC && result.write[0].sector == 768,
+		  "copy: write[0] %d at %llu, expected -ENOSPC at 768 (short copy, then no space)",
+		  result.write[0].error, (unsigned long long)result.write[0].sector);
+	cr_assert(logged(KCOPYD_IO_COPY, d0, NULL) > 0 && same_bytes(src, 0, d0, 0, 768),
+		  "the copy up to the short one reached d0");
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+/*
+ * Offload: a destination that may copy_file_range gets COPY ops and
+ * costs no read; beside one that may not, one read feeds the other.
+ */
+Test(engine, offloaded_and_ordinary_destinations_in_one_job)
+{
+	struct kcopyd_dev *src = memdev_offload(2 * MiB, 38), *d0 = memdev_offload(2 * MiB, 0);
+	struct kcopyd_dev *d1 = memdev(2 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) };
+	struct io_region dests[2] = { { d0, 0, from.count }, { d1, 0, from.count } };
+	struct kcopyd_result result;
+
+	new_client(64, 256, 0);
+	result = run_job(&from, 1, dests, 0);
+	cr_assert(result.write_err == 0 && same_bytes(src, 0, d0, 0, from.count));
+	cr_assert(logged(KCOPYD_IO_READ, src, NULL) == 0 && logged(KCOPYD_IO_COPY, d0, NULL) == from.count,
+		  "alone: read %llu copied %llu, expected 0 and all", (unsigned long long)logged(KCOPYD_IO_READ, src, NULL),
+		  (unsigned long long)logged(KCOPYD_IO_COPY, d0, NULL));
+	cr_assert(result.counts.sectors_offloaded == from.count, "offloaded %llu",
+		  (unsigned long long)result.counts.sectors_offloaded);
+	kcopyd_client_destroy(kc);
+	fake_io_init(&fake);
+	new_client(64, 256, 0);
+	result = run_job(&from, 2, dests, 0);
+	cr_assert(result.write_err == 0 && same_bytes(src, 0, d0, 0, from.count) && same_bytes(src, 0, d1, 0, from.count));
+	cr_assert(logged(KCOPYD_IO_READ, src, NULL) == from.count && logged(KCOPYD_IO_COPY, d0, NULL) == from.count &&
+		  logged(KCOPYD_IO_WRITE, d1, NULL) == from.count, "together: one read for d1, copies for d0");
+	kcopyd_client_destroy(kc);
+	fake_io_init(&fake);
+	new_client(64, 256, 0);
+	result = run_job(&from, 1, dests, KCOPYD_NO_OFFLOAD);
+	cr_assert(logged(KCOPYD_IO_COPY, d0, NULL) == 0 && logged(KCOPYD_IO_READ, src, NULL) == from.count,
+		  "no_offload: nothing copied, all read");
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+	kcopyd_dev_close(d1);
+}
+
+/* copy_file_range refused (EXDEV): that destination falls back to a read and writes, the job goes on. */
+Test(engine, offload_refused_falls_back_to_read_and_write)
+{
+	struct kcopyd_dev *src = memdev_offload(2 * MiB, 39), *d0 = memdev_offload(2 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { d0, 0, from.count };
+	struct kcopyd_result result;
+	struct kcopyd_stats stats;
+
+	new_client(64, 256, 2);
+	fake_io_fail(&fake, d0, KCOPYD_IO_COPY, 0, UINT64_MAX / 2, -EXDEV);
+	result = run_job(&from, 1, &to, 0);
+	cr_assert(result.write_err == 0 && result.error == 0 && result.sectors_done == from.count,
+		  "write_err %#x error %d", result.write_err, result.error);
+	cr_assert(same_bytes(src, 0, d0, 0, from.count), "the fallback copy differs");
+	cr_assert(logged(KCOPYD_IO_WRITE, d0, NULL) == from.count, "every sector written after the refusal");
+	kcopyd_client_stats(kc, &stats);
+	cr_assert(stats.offload_fallbacks >= 1 && stats.sectors_offloaded == 0,
+		  "offload_fallbacks %llu offloaded %llu", (unsigned long long)stats.offload_fallbacks,
+		  (unsigned long long)stats.sectors_offloaded);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+}
+
+/* Cancel and checkpoint with zero ranges: the holes count as done, the checkpoint is the prefix. */
+Test(engine, cancel_and_checkpoint_with_zero_ranges)
+{
+	struct kcopyd_dev *src = memdev(8 * MiB, 40), *dst = memdev(8 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(8 * MiB) }, to = { dst, 0, from.count };
+	const struct fake_extent data[] = { { 256, 256 }, { 8192, 8192 } };
+	struct kcopyd_counts counts;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	uint64_t checkpoint;
+	unsigned int spins = 0;
+
+	punch(src, 0, 256);
+	punch(src, 512, 8192 - 512);
+	new_sparse_client(256, 64);
+	fake_io_extents(&fake, src, data, 2);
+	fake.hold = true;
+	cr_assert(kcopyd_submit(kc, &from, 1, &to, 0, NULL, NULL, &job) == 0);
+	/* Sub-job 0 zeroes, 1 reads, 2 and 3 wait for 1's read to be written: two operations held. */
+	while (fake_io_held(&fake) < 2 && spins++ < 10000)
+		usleep(100);
+	usleep(10000);
+	cr_assert(fake_io_held(&fake) == 2, "%u I/Os held, expected a zero and a read", fake_io_held(&fake));
+	cr_assert(kcopyd_job_cancel(job) == 0);
+	fake_io_release(&fake);
+	kcopyd_job_wait(job);
+	cr_assert(kcopyd_job_result(job, &result) == 0 && result.cancelled == 1 && result.error == 0);
+	cr_assert(result.sectors_done == 1024 && result.counts.sectors_zero == 768 && result.counts.sectors_data == 256,
+		  "done %llu zero %llu data %llu, expected 1024 768 256", (unsigned long long)result.sectors_done,
+		  (unsigned long long)result.counts.sectors_zero, (unsigned long long)result.counts.sectors_data);
+	cr_assert(kcopyd_job_counts(job, &counts, sizeof(counts)) == 0 && counts.sectors_zero == 768);
+	kcopyd_job_checkpoint(job, &checkpoint);
+	cr_assert(checkpoint == 1024, "checkpoint %llu, expected 1024", (unsigned long long)checkpoint);
+	cr_assert(same_bytes(src, 0, dst, 0, 1024) && all_zero(dst, 1024, from.count - 1024));
+	kcopyd_job_release(job);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* The largest request of a device caps the sub-job size. */
+Test(engine, subjobs_are_capped_by_the_largest_request)
+{
+	struct kcopyd_dev *src = memdev(2 * MiB, 41), *dst = memdev(2 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { dst, 0, from.count };
+	unsigned int reads;
+
+	dst->max_request = 64 * 1024;
+	new_client(1024, 0, 0);
+	(void)run_job(&from, 1, &to, 0);
+	cr_assert(logged(KCOPYD_IO_READ, src, &reads) == from.count && reads == 32,
+		  "%u reads, expected 32 of 64 KiB", reads);
+	cr_assert(same_bytes(src, 0, dst, 0, from.count));
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
+/* struct kcopyd_config grows: older sizes work, unknown non-zero tails are refused. */
+Test(engine, config_size_is_checked)
+{
+	struct {
+		struct kcopyd_config config;
+		unsigned int future;
+	} bigger = { .config = { .num_pages = 64 } };
+	struct kcopyd_client *client = NULL;
+
+	cr_assert(kcopyd_client_create_sized(&bigger.config, KCOPYD_CONFIG_SIZE_V1 - 1, &client) == -EINVAL);
+	cr_assert(kcopyd_client_create_sized(&bigger.config, KCOPYD_CONFIG_SIZE_V1, &client) == 0);
+	kcopyd_client_destroy(client);
+	cr_assert(kcopyd_client_create_sized(&bigger.config, sizeof(bigger), &client) == 0, "a zero tail");
+	kcopyd_client_destroy(client);
+	bigger.future = 1;
+	cr_assert(kcopyd_client_create_sized(&bigger.config, sizeof(bigger), &client) == -E2BIG);
+	cr_assert((kcopyd_client_create_config)(&bigger.config, &client) == 0, "the function of the old header");
+	kcopyd_client_destroy(client);
 }

@@ -153,8 +153,9 @@ static void make_plan(void)
 		memset(job, 0, sizeof(*job));
 		job->index = i;
 		job->zero = rng_next(&rng) % 10 == 0;
-		job->flags = (unsigned int)(rng_next(&rng) % 4) &
-			     (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ);
+		/* Not KCOPYD_DEST_ZERO: a follow-up writes where its top job wrote. */
+		job->flags = (unsigned int)(rng_next(&rng) % 32) &
+			     (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD);
 		job->src_plain = rng_next(&rng) % 2;
 		job->count = random_count(&rng);
 		job->src_sector = (rng_next(&rng) % ((SRC_SECTORS - job->count) / 8 + 1)) * 8;
@@ -399,7 +400,7 @@ Test(stress, many_jobs_from_four_threads_on_a_small_budget)
 {
 	pthread_t threads[NR_THREADS];
 	struct kcopyd_stats stats;
-	uint64_t want_read = 0, want_written = 0;
+	uint64_t want_read = 0, want_written = 0, want_offloaded = 0;
 	unsigned int i, finished, in_use_max = 0;
 	double start = now(), submitted_at, done_at;
 	int r;
@@ -456,9 +457,16 @@ Test(stress, many_jobs_from_four_threads_on_a_small_budget)
 
 	for (i = 0; i < NR_JOBS; i++) {
 		const struct stress_job *job = &fx.jobs[i];
+		unsigned int d, offloaded = 0;
 
-		if (!job->zero)
+		/* From the plain file, every dest that is the plain file is offloaded (copy_file_range). */
+		for (d = 0; d < job->nr_dests && job->src_plain && !(job->flags & KCOPYD_NO_OFFLOAD); d++)
+			offloaded += job->dest_target[d] == T_FILE_D;
+		/* The source is random data: no holes, no zeros; it is read unless no dest needs it. */
+		if (!job->zero && offloaded < job->nr_dests)
 			want_read += job->count;
+		if (!job->zero)
+			want_offloaded += job->count * offloaded;
 		want_written += job->count * job->nr_dests;
 	}
 	cr_log_info("%u jobs, %" PRIu64 " MiB read, %" PRIu64 " MiB written: submitted in %.2f s, "
@@ -482,6 +490,8 @@ Test(stress, many_jobs_from_four_threads_on_a_small_budget)
 		     ", expected %" PRIu64, fx.seed, stats.sectors_read, want_read);
 	cr_assert_eq(stats.sectors_written, want_written, "seed 0x%" PRIx64 ": sectors_written %"
 		     PRIu64 ", expected %" PRIu64, fx.seed, stats.sectors_written, want_written);
+	cr_assert_eq(stats.sectors_offloaded, want_offloaded, "seed 0x%" PRIx64 ": sectors_offloaded %"
+		     PRIu64 ", expected %" PRIu64, fx.seed, stats.sectors_offloaded, want_offloaded);
 
 	for (i = 0; i < NR_JOBS; i++)
 		check_job(&fx.jobs[i]);

@@ -7,8 +7,8 @@
  * Threads.  Each client runs two threads:
  *  - the I/O thread owns every job between submission and completion: it
  *    splits jobs into sub-jobs, hands out buffer slots, submits reads and
- *    writes to the backend and reaps their completions.  It sleeps on one
- *    eventfd, which the backend signals on completions and submitters and
+ *    writes to the devices' queues and reaps their completions.  It sleeps on one
+ *    eventfd, which the queues signal on completions and submitters and
  *    cancellers signal on new work.
  *  - the completion thread calls the users' completion routines (and start
  *    routines), one at a time, in the order the jobs finished (started).
@@ -27,6 +27,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -40,10 +42,21 @@
 #include "libkcopyd/list.h"
 
 #define MAX_SLOTS 4096u			/* more buffers than this add nothing but memory */
-#define MAX_BACKEND_DEPTH 1024u		/* iocbs in flight; more wait in the pending queue */
-#define IO_BATCH 64u			/* I/Os handed to the backend, or reaped, per call */
+#define MAX_QUEUE_DEPTH 1024u		/* I/Os in flight per queue; more wait in the pending ring */
+#define MAX_QUEUES 8u			/* driver queues per client */
+#define IO_BATCH 64u			/* I/Os handed to a queue, or reaped, per call */
 #define SECTORS_PER_PAGE (KCOPYD_PAGE_SIZE >> KCOPYD_SECTOR_SHIFT)
 #define HUGE_PAGE_SIZE (2u << 20)	/* x86-64 and arm64 (4 KiB pages) PMD size */
+#define MAX_GRAINS 64u			/* zero-detection grains per sub-job: one bit each in a uint64_t */
+#define MAX_PIECES 16u			/* data extents read separately per sub-job; more are read as one */
+#define DEFAULT_SPARSE_SECTORS 128u	/* 64 KiB: the zero-detection grain */
+/*
+ * Sub-jobs of a zero job hold no buffer, so they need not be the client's
+ * size: one zero operation per 64 MiB instead of per MiB (a BLKZEROOUT or
+ * fallocate costs about the same whatever its length, where the device
+ * zeroes by itself).  Progress and the checkpoint move in these steps.
+ */
+#define ZERO_SUBJOB_SECTORS 131072u
 
 /*
  * Where a job is.  Moves forward only, under kc->lock:
@@ -62,8 +75,22 @@ enum subjob_phase {
 	SUBJOB_READING,		/* the source read is in flight */
 	SUBJOB_READ_DONE,	/* read (or zero-filled); waits for its turn to write */
 	SUBJOB_WRITING,		/* writes to the destinations in flight */
+	SUBJOB_DONE,		/* finished (back on kc->free_subjobs) */
 };
 
+/* A data extent of the source inside a sub-job, in sectors from the sub-job's start. */
+struct piece {
+	uint32_t start;
+	uint32_t count;
+};
+
+/*
+ * A sub-job: a chunk of a job, cut into grains (job->grain_sectors each,
+ * the last one shorter) that are each data or zero.  Each destination
+ * walks the grains in runs of one kind, one operation in flight: a data
+ * run is written from the buffer or copied (offload), a zero run is
+ * zeroed, written from the zero page, or skipped.  The I/O thread's alone.
+ */
 struct subjob {
 	struct kcopyd_job *job;
 	struct list_head link;		/* job->subjobs (ascending sector), or kc->free_subjobs */
@@ -74,13 +101,26 @@ struct subjob {
 	enum subjob_phase phase;
 	bool read_failed;
 	bool failed;			/* a read or any write of it failed */
-	unsigned int writes_pending;
-	struct kcopyd_io ios[KCOPYD_MAX_REGIONS + 1];	/* [0]: the read; [1 + i]: the write to dests[i] */
+	bool buf_valid;			/* the buffer holds the chunk's data */
+	bool reading;			/* a read of it is in flight (the first, or a late one) */
+	bool offloaded;			/* a copy of it to some destination completed */
+	unsigned int writes_pending;	/* destinations not yet through every run */
+	unsigned int nr_grains;
+	uint64_t zero_map;		/* bit g: grain g reads as zeros (a hole, read as zeros, a zero job) */
+	unsigned int nr_pieces;		/* the source's data extents to read, ascending */
+	unsigned int read_piece;	/* the one being read */
+	struct piece pieces[MAX_PIECES];
+	uint32_t waiting_for_buf;	/* bit i: dests[i] waits for a late read (offload refused) */
+	uint8_t dest_grain[KCOPYD_MAX_REGIONS];	/* the first grain dests[i] has not done */
+	uint8_t dest_run_end[KCOPYD_MAX_REGIONS];	/* the end of the run in flight to dests[i] */
+	struct kcopyd_io ios[KCOPYD_MAX_REGIONS + 1];	/* [0]: the read; [1 + i]: the operation on dests[i] */
 };
 
 /* A destination of a job, and the lowest failing range of it. */
 struct job_dest {
 	struct io_region region;
+	struct kcopyd_queue *queue;	/* set at submission */
+	bool offload;			/* copy_file_range from the source; the I/O thread drops it on a refusal */
 	struct kcopyd_failure failure;	/* written by the I/O thread before COMPLETING */
 };
 
@@ -95,14 +135,20 @@ struct kcopyd_job {
 	/* Set at submission, read-only afterwards. */
 	bool is_zero;
 	struct io_region source;
+	struct kcopyd_queue *source_queue;
 	unsigned int num_dests;
 	unsigned int flags;
 	kcopyd_notify_fn fn;
 	void *context;
 	uint64_t total;
+	uint64_t subjob_sectors;	/* the client's, capped by every device's largest request */
+	uint64_t grain_sectors;		/* zero-detection grain: a multiple of every device's block */
+	unsigned int zero_flags;	/* KCOPYD_IO_ZERO's, from the job's flags */
 
 	/* Read from any thread. */
 	_Atomic uint64_t sectors_done;
+	_Atomic uint64_t sectors_zero;	/* of sectors_done, zero ranges */
+	_Atomic uint64_t sectors_offloaded;	/* of sectors_done, data copied by copy_file_range */
 	_Atomic uint64_t checkpoint;	/* every sub-job below it written everywhere, no gap */
 
 	/* Under kc->lock. */
@@ -123,6 +169,9 @@ struct kcopyd_job {
 	uint64_t checkpoint_stop;	/* lowest sub-job that finished unwritten or failed */
 	bool io_done;			/* handed to the completion thread */
 	bool started;			/* its first sub-job started */
+	uint64_t extent_end;		/* the source is known up to here (sectors of the job) ... */
+	bool extent_hole;		/* ... to be a hole, or data, from extent_start */
+	uint64_t extent_start;
 
 	/*
 	 * Written by the I/O thread before COMPLETING, read after it: the
@@ -133,9 +182,24 @@ struct kcopyd_job {
 	int error;			/* first in time */
 	int cancelled;
 	uint64_t sectors_done_final;
+	uint64_t sectors_zero_final;
+	uint64_t sectors_offloaded_final;
 	struct kcopyd_failure read_failure;
 
 	struct job_dest dests[];	/* num_dests of them; set at submission */
+};
+
+/*
+ * A client's queue of one driver, for the devices with one queue_key.
+ * Made by the first kcopyd_submit() that names such a device, under
+ * kc->queues_lock; published by nr_queues (release), so the I/O thread
+ * reads the table without a lock; destroyed with the client.
+ */
+struct kcopyd_queue {
+	const struct kcopyd_driver *driver;
+	void *key;
+	void *queue;			/* the driver's */
+	int poll_fd;			/* -1: completions come on the client's eventfd */
 };
 
 /*
@@ -145,14 +209,24 @@ struct kcopyd_job {
  * touched by that thread alone and need no lock.
  */
 struct kcopyd_client {
-	const struct kcopyd_io_ops *ops;
-	void *backend;
 	int event_fd;			/* kicks the I/O thread */
+	unsigned int queue_depth;	/* I/Os in flight per queue */
+	/*
+	 * The queues.  queues_lock serialises their creation (it is taken
+	 * alone, never with kc->lock); the I/O thread reads nr_queues
+	 * entries without it.  override: the tests' driver, which every
+	 * device goes through (kcopyd_client_create_ops()).
+	 */
+	pthread_mutex_t queues_lock;
+	struct kcopyd_queue queues[MAX_QUEUES];
+	_Atomic unsigned int nr_queues;
+	const struct kcopyd_driver *override;
 
 	unsigned int num_pages;
 	unsigned int subjob_sectors;
 	unsigned int slot_pages;
 	unsigned int depth;
+	unsigned int sparse_sectors;	/* the zero-detection grain asked for */
 	unsigned int nr_slots;
 	kcopyd_start_fn start_fn;
 	void *slot_memory;		/* nr_slots * slot_pages pages */
@@ -179,7 +253,7 @@ struct kcopyd_client {
 	struct list_head free_subjobs;
 	unsigned int *free_slots;	/* a stack of slot indices */
 	unsigned int free_slot_count;
-	struct kcopyd_io **pending;	/* I/Os not yet taken by the backend, FIFO ring */
+	struct kcopyd_io **pending;	/* I/Os not yet taken by their queue, FIFO ring */
 	unsigned int pending_head, pending_count, pending_size;
 	unsigned int ios_in_flight;
 	uint64_t jobs_owned;		/* ACTIVE jobs */
@@ -189,6 +263,10 @@ struct kcopyd_client {
 	_Atomic uint64_t sectors_written;
 	_Atomic uint64_t read_errors;
 	_Atomic uint64_t write_errors;
+	_Atomic uint64_t sectors_zero;
+	_Atomic uint64_t sectors_offloaded;
+	_Atomic uint64_t zero_fallbacks;
+	_Atomic uint64_t offload_fallbacks;
 	_Atomic unsigned int pages_in_use;
 	_Atomic unsigned int pages_peak;
 };
@@ -304,6 +382,8 @@ static void complete_job(struct kcopyd_job *job)
 	assert(job->subjobs_in_flight == 0 && list_empty(&job->ready_link));
 	job->io_done = true;
 	job->sectors_done_final = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
+	job->sectors_zero_final = atomic_load_explicit(&job->sectors_zero, memory_order_relaxed);
+	job->sectors_offloaded_final = atomic_load_explicit(&job->sectors_offloaded, memory_order_relaxed);
 	kc->jobs_owned--;
 
 	pthread_mutex_lock(&kc->lock);
@@ -319,10 +399,27 @@ static void maybe_complete_job(struct kcopyd_job *job)
 		complete_job(job);
 }
 
+/* Sectors of @sj in the grains set in @map. */
+static uint64_t grains_sectors(const struct subjob *sj, uint64_t map)
+{
+	uint64_t grain = sj->job->grain_sectors, sectors = 0;
+	unsigned int index;
+
+	for (index = 0; index < sj->nr_grains; index++)
+		if (map >> index & 1)
+			sectors += (index + 1) * grain <= sj->count ? grain : sj->count - index * grain;
+	return sectors;
+}
+
+static uint64_t all_grains(unsigned int nr_grains)
+{
+	return nr_grains == 64 ? UINT64_MAX : (UINT64_C(1) << nr_grains) - 1;
+}
+
 /*
- * The last write of @sj completed, or it is dropped: give its slot back.
- * Its sectors count as done if it was written (with IGNORE_ERROR, also
- * when some of it failed).
+ * The last operation of @sj completed, or it is dropped: give its slot
+ * back.  Its sectors count as done if it was written (with IGNORE_ERROR,
+ * also when some of it failed).
  */
 static void subjob_finish(struct subjob *sj, bool written)
 {
@@ -330,8 +427,14 @@ static void subjob_finish(struct subjob *sj, bool written)
 	struct kcopyd_client *kc = job->kc;
 	uint64_t first_unfinished;
 
-	if (written && (!sj->failed || (job->flags & KCOPYD_IGNORE_ERROR)))
+	if (written && (!sj->failed || (job->flags & KCOPYD_IGNORE_ERROR))) {
+		uint64_t zero = grains_sectors(sj, sj->zero_map);
+
+		atomic_fetch_add_explicit(&job->sectors_zero, zero, memory_order_relaxed);
+		if (sj->offloaded)
+			atomic_fetch_add_explicit(&job->sectors_offloaded, sj->count - zero, memory_order_relaxed);
 		atomic_fetch_add_explicit(&job->sectors_done, sj->count, memory_order_relaxed);
+	}
 	list_del_init(&sj->link);
 	/*
 	 * The checkpoint: every sub-job below the first one still in flight
@@ -347,9 +450,218 @@ static void subjob_finish(struct subjob *sj, bool written)
 			      memory_order_relaxed);
 	if (!job->is_zero)
 		slot_give(kc, sj);
+	sj->phase = SUBJOB_DONE;
 	list_add_tail(&sj->link, &kc->free_subjobs);
 	job->subjobs_in_flight--;
 	ready_update(job);
+}
+
+/* Issue the read of the source piece sj->read_piece into the buffer. */
+static void subjob_read_piece(struct subjob *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	const struct piece *piece = &sj->pieces[sj->read_piece];
+
+	sj->ios[0] = (struct kcopyd_io){
+		.dev = job->source.bdev,
+		.op = KCOPYD_IO_READ,
+		.offset = (job->source.sector + sj->start + piece->start) << KCOPYD_SECTOR_SHIFT,
+		.length = (size_t)piece->count << KCOPYD_SECTOR_SHIFT,
+		.buf = (char *)sj->buf + ((size_t)piece->start << KCOPYD_SECTOR_SHIFT),
+		.owner = sj,
+		.queue = job->source_queue,
+	};
+	pending_push(job->kc, &sj->ios[0]);
+}
+
+static void subjob_read(struct subjob *sj)
+{
+	sj->reading = true;
+	sj->read_piece = 0;
+	subjob_read_piece(sj);
+}
+
+/*
+ * buffer_is_zero() - whether @len bytes at @buf are all zero, at the speed
+ * of memcmp(3) (vectorised by libc): the first 16 bytes by hand, then the
+ * buffer against itself 16 bytes on.  Dense data fails at its first bytes.
+ */
+static bool buffer_is_zero(const unsigned char *buf, size_t len)
+{
+	size_t index;
+
+	for (index = 0; index < 16 && index < len; index++)
+		if (buf[index])
+			return false;
+	return len <= 16 || memcmp(buf, buf + 16, len - 16) == 0;
+}
+
+/*
+ * Every piece of the chunk is read: clear what lies between them (holes,
+ * never read) and mark each grain that reads as zeros.
+ */
+static void subjob_scan(struct subjob *sj)
+{
+	uint64_t grain = sj->job->grain_sectors, pos = 0;
+	unsigned char *buf = sj->buf;
+	unsigned int index;
+
+	for (index = 0; index <= sj->nr_pieces; index++) {
+		uint64_t next = index < sj->nr_pieces ? sj->pieces[index].start : sj->count;
+
+		if (next > pos)
+			memset(buf + (pos << KCOPYD_SECTOR_SHIFT), 0, (size_t)(next - pos) << KCOPYD_SECTOR_SHIFT);
+		if (index < sj->nr_pieces)
+			pos = sj->pieces[index].start + sj->pieces[index].count;
+	}
+	for (index = 0; index < sj->nr_grains; index++) {
+		uint64_t first = index * grain, count = first + grain <= sj->count ? grain : sj->count - first;
+
+		if (!(sj->zero_map >> index & 1) &&
+		    buffer_is_zero(buf + (first << KCOPYD_SECTOR_SHIFT), (size_t)count << KCOPYD_SECTOR_SHIFT))
+			sj->zero_map |= UINT64_C(1) << index;
+	}
+}
+
+static void dest_next(struct subjob *sj, unsigned int dest_index);
+
+/*
+ * Turn @io into a write from the zero page, of at most the page's size (a
+ * zero job's runs are longer; dest_io_done() goes on with the rest).
+ */
+static void zero_page_write(struct kcopyd_client *kc, struct kcopyd_io *io)
+{
+	size_t zero_bytes = (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE;
+
+	io->op = KCOPYD_IO_WRITE;
+	io->buf = kc->zero_buf;
+	if (io->length > zero_bytes)
+		io->length = zero_bytes;
+}
+
+/* dests[@dest_index] has done every run of @sj, or failed. */
+static void dest_done(struct subjob *sj)
+{
+	if (--sj->writes_pending == 0)
+		subjob_finish(sj, true);
+}
+
+/* The read of @sj is over (@error 0, or how it failed). */
+static void subjob_read_done(struct subjob *sj, int error)
+{
+	struct kcopyd_job *job = sj->job;
+	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
+	bool late = sj->phase == SUBJOB_WRITING;
+	uint32_t waiting = sj->waiting_for_buf;
+	unsigned int dest_index;
+
+	sj->reading = false;
+	if (error)
+		subjob_failed(sj, error, -1);
+	if (!late) {
+		sj->phase = SUBJOB_READ_DONE;
+		if (!error) {
+			subjob_scan(sj);
+			sj->buf_valid = true;
+		} else if (ignore) {
+			/* A chunk that could not be read is written as zeros, as the kernel does. */
+			sj->zero_map = all_grains(sj->nr_grains);
+		}
+		return;
+	}
+	/*
+	 * A late read, for destinations whose offload was refused.  If it
+	 * failed they get zeros (IGNORE_ERROR) or nothing more.
+	 */
+	sj->waiting_for_buf = 0;
+	if (error && ignore) {
+		memset(sj->buf, 0, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
+		error = 0;
+	}
+	sj->buf_valid = !error;
+	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
+		if (!(waiting >> dest_index & 1))
+			continue;
+		if (error)
+			dest_done(sj);
+		else
+			dest_next(sj, dest_index);
+	}
+}
+
+/*
+ * Issue the next operation of @sj on dests[@dest_index]: the run of grains
+ * of one kind from dest_grain[] on.  A data run is copied (offload) or
+ * written from the buffer (after a late read if there is none yet); a
+ * zero run is skipped on a destination known to be zero, zeroed where the
+ * device can, else written from the zero page.
+ */
+static void dest_next(struct subjob *sj, unsigned int dest_index)
+{
+	struct kcopyd_job *job = sj->job;
+	struct kcopyd_client *kc = job->kc;
+	struct job_dest *dest = &job->dests[dest_index];
+	struct kcopyd_io *io = &sj->ios[1 + dest_index];
+	uint64_t grain = job->grain_sectors;
+
+	for (;;) {
+		unsigned int first = sj->dest_grain[dest_index], end = first;
+		bool zero;
+		uint64_t start, count;
+
+		if (first == sj->nr_grains) {
+			dest_done(sj);
+			return;
+		}
+		zero = sj->zero_map >> first & 1;
+		while (end < sj->nr_grains && (bool)(sj->zero_map >> end & 1) == zero)
+			end++;
+		start = first * grain;
+		count = (end * grain < sj->count ? end * grain : sj->count) - start;
+		if (zero && (job->flags & (KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED)) == KCOPYD_DEST_ZERO) {
+			/* Zeros already: nothing to write. */
+			atomic_fetch_add_explicit(&kc->sectors_written, count, memory_order_relaxed);
+			atomic_fetch_add_explicit(&kc->sectors_zero, count, memory_order_relaxed);
+			sj->dest_grain[dest_index] = (uint8_t)end;
+			continue;
+		}
+		if (!zero && !dest->offload && !sj->buf_valid) {
+			sj->waiting_for_buf |= 1u << dest_index;
+			if (!sj->reading)
+				subjob_read(sj);
+			return;
+		}
+		*io = (struct kcopyd_io){
+			.dev = dest->region.bdev,
+			.offset = (dest->region.sector + sj->start + start) << KCOPYD_SECTOR_SHIFT,
+			.length = (size_t)count << KCOPYD_SECTOR_SHIFT,
+			.owner = sj,
+			.dest_index = dest_index,
+			.queue = dest->queue,
+		};
+		if (zero) {
+			unsigned int want = (job->zero_flags & KCOPYD_ZERO_ALLOCATE)
+						    ? KCOPYD_CAP_ZERO_ALLOC
+						    : KCOPYD_CAP_ZERO_UNMAP | KCOPYD_CAP_ZERO_ALLOC;
+
+			if (dev_caps(io->dev) & want) {
+				io->op = KCOPYD_IO_ZERO;
+				io->zero_flags = job->zero_flags;
+			} else {
+				zero_page_write(kc, io);
+			}
+		} else if (dest->offload) {
+			io->op = KCOPYD_IO_COPY;
+			io->src = job->source.bdev;
+			io->src_offset = (job->source.sector + sj->start + start) << KCOPYD_SECTOR_SHIFT;
+		} else {
+			io->op = KCOPYD_IO_WRITE;
+			io->buf = (char *)sj->buf + (start << KCOPYD_SECTOR_SHIFT);
+		}
+		sj->dest_run_end[dest_index] = (uint8_t)end;
+		pending_push(kc, io);
+		return;
+	}
 }
 
 /* Queue the writes of a read-complete sub-job, or drop it when an earlier failure forbids writing it. */
@@ -363,21 +675,11 @@ static void subjob_write(struct subjob *sj)
 		subjob_finish(sj, false);
 		return;
 	}
-	if (sj->read_failed)
-		memset(sj->buf, 0, sj->count << KCOPYD_SECTOR_SHIFT);
 	sj->phase = SUBJOB_WRITING;
 	sj->writes_pending = job->num_dests;
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
-		struct kcopyd_io *io = &sj->ios[1 + dest_index];
-
-		io->dev = job->dests[dest_index].region.bdev;
-		io->op = KCOPYD_IO_WRITE;
-		io->offset = (job->dests[dest_index].region.sector + sj->start) << KCOPYD_SECTOR_SHIFT;
-		io->length = sj->count << KCOPYD_SECTOR_SHIFT;
-		io->buf = sj->buf;
-		io->owner = sj;
-		io->dest_index = dest_index;
-		pending_push(job->kc, io);
+		sj->dest_grain[dest_index] = 0;
+		dest_next(sj, dest_index);
 	}
 }
 
@@ -409,9 +711,9 @@ static void job_advance_writes(struct kcopyd_job *job)
 }
 
 /*
- * @io transferred less than it was asked to.  A write that stopped short
- * (a filesystem that fills up writes what fits, then says so) goes on
- * from where it stopped, so that its error is the one the device gives
+ * @io transferred less than it was asked to.  A write or copy that stopped
+ * short (a filesystem that fills up writes what fits, then says so) goes
+ * on from where it stopped, so that its error is the one the device gives
  * for the rest (-ENOSPC, -EDQUOT, -EFBIG), not an -EIO made up here.  With
  * direct I/O it goes on from the last whole block it wrote (the partial
  * one is written again, from the same buffer).  A short read is the end
@@ -425,15 +727,81 @@ static bool io_short(struct kcopyd_client *kc, struct kcopyd_io *io)
 
 	if (io->dev->direct)
 		transferred -= transferred % io->dev->block_size;
-	if (io->op == KCOPYD_IO_WRITE && transferred > 0) {
+	if ((io->op == KCOPYD_IO_WRITE || io->op == KCOPYD_IO_COPY) && transferred > 0) {
 		io->offset += transferred;
 		io->length -= transferred;
-		io->buf = (char *)io->buf + transferred;
+		if (io->op == KCOPYD_IO_COPY)
+			io->src_offset += transferred;
+		else
+			io->buf = (char *)io->buf + transferred;
 		pending_push(kc, io);
 		return true;
 	}
 	io->result = -EIO;
 	return false;
+}
+
+/* The errnos by which copy_file_range(2) says "not between these two files". */
+static bool offload_refused(long result)
+{
+	return result == -EXDEV || result == -EOPNOTSUPP || result == -EINVAL || result == -ENOSYS;
+}
+
+/* An operation on a destination completed: go on with the next run, or fall back. */
+static void dest_io_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
+{
+	struct kcopyd_job *job = sj->job;
+	unsigned int dest_index = io->dest_index;
+	uint64_t sectors;
+
+	if (io->op == KCOPYD_IO_ZERO && io->result == -EOPNOTSUPP) {
+		/* The device cannot zero (it dropped the capability): the zero page, same range. */
+		atomic_fetch_add_explicit(&kc->zero_fallbacks, 1, memory_order_relaxed);
+		zero_page_write(kc, io);
+		pending_push(kc, io);
+		return;
+	}
+	if (io->op == KCOPYD_IO_COPY && offload_refused(io->result)) {
+		/* Not between these files: this destination is written from the buffer from now on. */
+		atomic_fetch_add_explicit(&kc->offload_fallbacks, 1, memory_order_relaxed);
+		job->dests[dest_index].offload = false;
+		if (io->result == -ENOSYS || io->result == -EOPNOTSUPP)
+			dev_drop_caps(io->dev, KCOPYD_CAP_COPY);
+		dest_next(sj, dest_index);
+		return;
+	}
+	if (io->result < 0) {
+		subjob_failed(sj, (int)io->result, (int)dest_index);
+		dest_done(sj);
+		return;
+	}
+	sectors = ((sj->dest_run_end[dest_index] * job->grain_sectors < sj->count
+			    ? sj->dest_run_end[dest_index] * job->grain_sectors : sj->count) -
+		   sj->dest_grain[dest_index] * job->grain_sectors);
+	if (io->op == KCOPYD_IO_WRITE && (char *)io->buf >= (char *)kc->zero_buf &&
+	    (char *)io->buf < (char *)kc->zero_buf + (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE) {
+		/* A run longer than the zero page: write the rest of it. */
+		uint64_t run_end = (job->dests[dest_index].region.sector + sj->start +
+				    sj->dest_grain[dest_index] * job->grain_sectors + sectors)
+				   << KCOPYD_SECTOR_SHIFT;
+
+		if (io->offset + io->length < run_end) {
+			io->offset += io->length;
+			io->length = (size_t)(run_end - io->offset);
+			zero_page_write(kc, io);
+			pending_push(kc, io);
+			return;
+		}
+	}
+	atomic_fetch_add_explicit(&kc->sectors_written, sectors, memory_order_relaxed);
+	if (sj->zero_map >> sj->dest_grain[dest_index] & 1)
+		atomic_fetch_add_explicit(&kc->sectors_zero, sectors, memory_order_relaxed);
+	else if (io->op == KCOPYD_IO_COPY) {
+		atomic_fetch_add_explicit(&kc->sectors_offloaded, sectors, memory_order_relaxed);
+		sj->offloaded = true;
+	}
+	sj->dest_grain[dest_index] = sj->dest_run_end[dest_index];
+	dest_next(sj, dest_index);
 }
 
 static void io_done(struct kcopyd_client *kc, struct kcopyd_io *io)
@@ -444,22 +812,124 @@ static void io_done(struct kcopyd_client *kc, struct kcopyd_io *io)
 	if (io->result >= 0 && (size_t)io->result != io->length && io_short(kc, io))
 		return;
 	if (io->op == KCOPYD_IO_READ) {
-		sj->phase = SUBJOB_READ_DONE;
-		if (io->result < 0)
-			subjob_failed(sj, (int)io->result, -1);
-		else
-			atomic_fetch_add_explicit(&kc->sectors_read, sj->count, memory_order_relaxed);
+		if (io->result < 0) {
+			subjob_read_done(sj, (int)io->result);
+		} else {
+			atomic_fetch_add_explicit(&kc->sectors_read, sj->pieces[sj->read_piece].count,
+						  memory_order_relaxed);
+			if (++sj->read_piece < sj->nr_pieces) {
+				subjob_read_piece(sj);
+				return;
+			}
+			subjob_read_done(sj, 0);
+		}
 	} else {
-		if (io->result < 0)
-			subjob_failed(sj, (int)io->result, (int)io->dest_index);
-		else
-			atomic_fetch_add_explicit(&kc->sectors_written, sj->count, memory_order_relaxed);
-		if (--sj->writes_pending > 0)
-			return;
-		subjob_finish(sj, true);
+		dest_io_done(kc, sj, io);
 	}
 	job_advance_writes(job);
 	maybe_complete_job(job);
+}
+
+/*
+ * The source's data extents in [@sj->start, + @sj->count), into sj->pieces.
+ * The job keeps the last extent learnt, so a long hole or a long data
+ * extent costs one extent() call for every sub-job it spans, not one each.
+ * More than MAX_PIECES extents are read as one from the last on (the holes
+ * between them read as the zeros they are).  A source whose driver cannot
+ * tell is all data.
+ */
+static void subjob_map_source(struct subjob *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	struct kcopyd_dev *src = job->source.bdev;
+	struct kcopyd_queue *q = job->source_queue;
+	uint64_t pos = sj->start, end = sj->start + sj->count;
+
+	sj->nr_pieces = 0;
+	while (pos < end) {
+		uint64_t upto;
+		bool hole;
+
+		if (!(pos >= job->extent_start && pos < job->extent_end)) {
+			uint64_t extent_bytes = 0;
+			bool extent_hole = false;
+			int r = -EOPNOTSUPP;
+
+			if ((dev_caps(src) & KCOPYD_CAP_EXTENTS) && q->driver->extent)
+				r = q->driver->extent(q->queue, src, (job->source.sector + pos) << KCOPYD_SECTOR_SHIFT,
+						      (job->total - pos) << KCOPYD_SECTOR_SHIFT, &extent_bytes,
+						      &extent_hole);
+			if (r < 0) {
+				if (r != -EOPNOTSUPP)
+					dev_drop_caps(src, KCOPYD_CAP_EXTENTS);
+				extent_bytes = (job->total - pos) << KCOPYD_SECTOR_SHIFT;
+				extent_hole = false;
+			}
+			/*
+			 * Extents end on the filesystem's blocks; a region's sectors on
+			 * its device's.  A hole is trusted in whole sectors only, and
+			 * data rounded out: reading a little of a hole is harmless.
+			 */
+			job->extent_start = pos;
+			job->extent_hole = extent_hole;
+			job->extent_end = pos + (extent_hole ? extent_bytes >> KCOPYD_SECTOR_SHIFT
+							     : (extent_bytes + KCOPYD_SECTOR_SIZE - 1) >>
+								       KCOPYD_SECTOR_SHIFT);
+			if (job->extent_end == pos) {
+				job->extent_end = pos + 1;
+				job->extent_hole = false;
+			}
+		}
+		upto = job->extent_end < end ? job->extent_end : end;
+		hole = job->extent_hole;
+		if (!hole) {
+			struct piece *last = sj->nr_pieces ? &sj->pieces[sj->nr_pieces - 1] : NULL;
+			uint32_t start = (uint32_t)(pos - sj->start), count = (uint32_t)(upto - pos);
+
+			if (last && (last->start + last->count == start || sj->nr_pieces == MAX_PIECES))
+				last->count = start + count - last->start;
+			else
+				sj->pieces[sj->nr_pieces++] = (struct piece){ start, count };
+		}
+		pos = upto;
+	}
+}
+
+/* Reads are of whole blocks of the source: round each piece out to them. */
+static void subjob_align_pieces(struct subjob *sj)
+{
+	uint64_t block = sj->job->source.bdev->block_size >> KCOPYD_SECTOR_SHIFT;
+	unsigned int index, out = 0;
+
+	for (index = 0; index < sj->nr_pieces; index++) {
+		uint64_t first = sj->pieces[index].start / block * block;
+		uint64_t end = (sj->pieces[index].start + sj->pieces[index].count + block - 1) / block * block;
+
+		if (end > sj->count)
+			end = sj->count;
+		if (out && sj->pieces[out - 1].start + sj->pieces[out - 1].count >= first) {
+			sj->pieces[out - 1].count = (uint32_t)(end - sj->pieces[out - 1].start);
+			continue;
+		}
+		sj->pieces[out++] = (struct piece){ (uint32_t)first, (uint32_t)(end - first) };
+	}
+	sj->nr_pieces = out;
+}
+
+/* The grains of @sj that no piece touches are holes. */
+static uint64_t subjob_hole_map(const struct subjob *sj)
+{
+	uint64_t grain = sj->job->grain_sectors, map = all_grains(sj->nr_grains);
+	unsigned int index;
+
+	for (index = 0; index < sj->nr_pieces; index++) {
+		uint64_t first = sj->pieces[index].start / grain;
+		uint64_t last = (sj->pieces[index].start + sj->pieces[index].count - 1) / grain;
+
+		for (; first <= last; first++)
+			map &= ~(UINT64_C(1) << first);
+	}
+	return map;
 }
 
 static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
@@ -467,6 +937,8 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	struct list_head *node = list_pop(&kc->free_subjobs);
 	struct subjob *sj = list_entry(node, struct subjob, link);
 	uint64_t left = job->total - job->next_start;
+	unsigned int dest_index;
+	bool need_buf = false;
 
 	if (!job->started) {
 		job->started = true;
@@ -479,31 +951,41 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	}
 	sj->job = job;
 	sj->start = job->next_start;
-	sj->count = left < kc->subjob_sectors ? left : kc->subjob_sectors;
+	sj->count = left < job->subjob_sectors ? left : job->subjob_sectors;
+	sj->nr_grains = (unsigned int)((sj->count + job->grain_sectors - 1) / job->grain_sectors);
 	sj->read_failed = false;
 	sj->failed = false;
+	sj->buf_valid = false;
+	sj->reading = false;
+	sj->offloaded = false;
+	sj->waiting_for_buf = 0;
 	sj->writes_pending = 0;
+	sj->nr_pieces = 0;
 	job->next_start += sj->count;
 	job->subjobs_in_flight++;
 	list_add_tail(&sj->link, &job->subjobs);
 
 	if (job->is_zero) {
-		sj->buf = kc->zero_buf;
+		sj->buf = NULL;
+		sj->zero_map = all_grains(sj->nr_grains);
 		sj->phase = SUBJOB_READ_DONE;
 		job_advance_writes(job);
 		return;
 	}
 	slot_take(kc, sj);
+	subjob_map_source(sj);
+	subjob_align_pieces(sj);
+	sj->zero_map = subjob_hole_map(sj);
+	/* Holes are never read; nor is data that every destination copies by itself. */
+	for (dest_index = 0; dest_index < job->num_dests; dest_index++)
+		need_buf |= !job->dests[dest_index].offload;
+	if (sj->nr_pieces == 0 || !need_buf) {
+		sj->phase = SUBJOB_READ_DONE;
+		job_advance_writes(job);
+		return;
+	}
 	sj->phase = SUBJOB_READING;
-	sj->ios[0] = (struct kcopyd_io){
-		.dev = job->source.bdev,
-		.op = KCOPYD_IO_READ,
-		.offset = (job->source.sector + sj->start) << KCOPYD_SECTOR_SHIFT,
-		.length = sj->count << KCOPYD_SECTOR_SHIFT,
-		.buf = sj->buf,
-		.owner = sj,
-	};
-	pending_push(kc, &sj->ios[0]);
+	subjob_read(sj);
 }
 
 /*
@@ -518,25 +1000,40 @@ static void dispatch(struct kcopyd_client *kc)
 
 		subjob_start(kc, job);
 		ready_update(job);
+		/* Every operation of a sub-job may have been skipped (zeros on a zero destination). */
+		maybe_complete_job(job);
 	}
 }
 
 static void reap(struct kcopyd_client *kc)
 {
+	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
 	struct kcopyd_io *done[IO_BATCH];
+	unsigned int queue_index;
 	int count, index;
 
-	do {
-		count = kc->ops->reap(kc->backend, done, IO_BATCH);
-		if (count < 0)
-			return;	/* -EINTR: the eventfd brings us back */
-		kc->ios_in_flight -= (unsigned int)count;
-		for (index = 0; index < count; index++)
-			io_done(kc, done[index]);
-	} while (count == (int)IO_BATCH);
+	for (queue_index = 0; queue_index < nr_queues; queue_index++) {
+		struct kcopyd_queue *q = &kc->queues[queue_index];
+
+		do {
+			count = q->driver->reap(q->queue, done, IO_BATCH);
+			if (count < 0)
+				break;	/* -EINTR: the eventfd brings us back */
+			kc->ios_in_flight -= (unsigned int)count;
+			for (index = 0; index < count; index++)
+				io_done(kc, done[index]);
+		} while (count == (int)IO_BATCH);
+	}
 }
 
-/* Hand pending I/Os to the backend; an I/O it refuses outright fails. */
+/*
+ * Hand pending I/Os to their queues, in order: each call takes the run of
+ * I/Os at the head that go to one queue.  A queue that takes none is full
+ * (a completion will bring us back), or, with nothing in flight anywhere,
+ * out of resources the kernel will give back (io_submit's EAGAIN past
+ * aio-max-nr): then the thread sleeps 1 ms and tries again, since no
+ * completion will wake it.  An I/O a queue refuses outright fails.
+ */
 static void submit_pending(struct kcopyd_client *kc)
 {
 	struct kcopyd_io *batch[IO_BATCH];
@@ -544,14 +1041,21 @@ static void submit_pending(struct kcopyd_client *kc)
 
 	while (kc->pending_count > 0) {
 		unsigned int count = kc->pending_count < IO_BATCH ? kc->pending_count : IO_BATCH;
+		struct kcopyd_queue *q;
 		unsigned int index;
 		int taken;
 
-		for (index = 0; index < count; index++)
+		batch[0] = kc->pending[kc->pending_head];
+		q = batch[0]->queue;
+		for (index = 1; index < count; index++) {
 			batch[index] = kc->pending[(kc->pending_head + index) % kc->pending_size];
-		taken = kc->ops->submit(kc->backend, batch, count);
+			if (batch[index]->queue != q)
+				break;
+		}
+		count = index;
+		taken = q->driver->submit(q->queue, batch, count);
 		if (taken == 0 && kc->ios_in_flight > 0)
-			return;	/* the backend is full: a completion will bring us back */
+			return;	/* the queue is full: a completion will bring us back */
 		if (taken == 0) {
 			nanosleep(&retry_delay, NULL);	/* out of resources with nothing in flight */
 			continue;
@@ -613,10 +1117,36 @@ static bool take_new_work(struct kcopyd_client *kc)
 	return exiting;
 }
 
+/*
+ * Sleep until there is work.  Every source of work adds to the eventfd
+ * (the queues' completions, submitters, cancellers, destroy), so no
+ * wake-up is lost; a queue whose completions come on a descriptor of its
+ * own (poll_fd) is polled beside it.
+ */
+static void io_thread_sleep(struct kcopyd_client *kc)
+{
+	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
+	struct pollfd fds[1 + MAX_QUEUES];
+	unsigned int queue_index, nfds = 1;
+	uint64_t events;
+
+	fds[0] = (struct pollfd){ .fd = kc->event_fd, .events = POLLIN };
+	for (queue_index = 0; queue_index < nr_queues; queue_index++)
+		if (kc->queues[queue_index].poll_fd >= 0)
+			fds[nfds++] = (struct pollfd){ .fd = kc->queues[queue_index].poll_fd, .events = POLLIN };
+	if (nfds > 1) {
+		while (poll(fds, nfds, -1) < 0 && errno == EINTR)
+			;
+		if (!(fds[0].revents & POLLIN))
+			return;
+	}
+	while (read(kc->event_fd, &events, sizeof(events)) < 0 && errno == EINTR)
+		;
+}
+
 static void *io_thread_main(void *arg)
 {
 	struct kcopyd_client *kc = arg;
-	uint64_t events;
 
 	for (;;) {
 		bool exiting = take_new_work(kc);
@@ -626,9 +1156,7 @@ static void *io_thread_main(void *arg)
 		submit_pending(kc);
 		if (exiting && kc->jobs_owned == 0 && kc->ios_in_flight == 0)
 			break;
-		/* Every source of work adds to the eventfd, so no wake-up is lost. */
-		while (read(kc->event_fd, &events, sizeof(events)) < 0 && errno == EINTR)
-			;
+		io_thread_sleep(kc);
 	}
 	return NULL;
 }
@@ -786,21 +1314,96 @@ static void free_buffers(struct kcopyd_client *kc)
 	munmap(kc->slot_memory, slot_bytes * kc->nr_slots);
 }
 
-int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kcopyd_io_ops *ops,
-			     void *ops_arg, struct kcopyd_client **result)
+/*
+ * queue_find() - the client's queue for @dev's driver and key, made now if
+ * this is the first job to name one.  Called by submitters, never by the
+ * I/O thread.  Return: 0 and *@result, or -errno (-ENOSPC: too many
+ * kinds of queue; or the driver's queue_create()).
+ */
+static int queue_find(struct kcopyd_client *kc, const struct kcopyd_dev *dev, struct kcopyd_queue **result)
+{
+	const struct kcopyd_driver *driver = kc->override ? kc->override : dev->driver;
+	void *key = kc->override ? NULL : dev->queue_key;
+	unsigned int nr_queues, index;
+	struct kcopyd_queue *q;
+	int r = 0;
+
+	if (kc->override) {
+		*result = &kc->queues[0];
+		return 0;
+	}
+	nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
+	for (index = 0; index < nr_queues; index++)
+		if (kc->queues[index].driver == driver && kc->queues[index].key == key) {
+			*result = &kc->queues[index];
+			return 0;
+		}
+	pthread_mutex_lock(&kc->queues_lock);
+	nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_relaxed);
+	for (index = 0; index < nr_queues; index++)
+		if (kc->queues[index].driver == driver && kc->queues[index].key == key)
+			goto out;
+	if (nr_queues == MAX_QUEUES) {
+		r = -ENOSPC;
+		goto out;
+	}
+	q = &kc->queues[nr_queues];
+	r = driver->queue_create(kc->queue_depth, kc->event_fd, key, &q->queue);
+	if (r < 0)
+		goto out;
+	q->driver = driver;
+	q->key = key;
+	q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
+	atomic_store_explicit(&kc->nr_queues, nr_queues + 1, memory_order_release);
+out:
+	pthread_mutex_unlock(&kc->queues_lock);
+	if (r == 0)
+		*result = &kc->queues[index];
+	return r;
+}
+
+static void queues_destroy(struct kcopyd_client *kc)
+{
+	unsigned int index, nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
+
+	for (index = 0; index < nr_queues; index++)
+		kc->queues[index].driver->queue_destroy(kc->queues[index].queue);
+}
+
+/*
+ * A config of @config_size bytes as the caller was built, made whole: the
+ * fields past its size are 0.  Return: 0, -EINVAL or -E2BIG.
+ */
+static int config_copy(struct kcopyd_config *out, const struct kcopyd_config *config, size_t config_size)
+{
+	const unsigned char *extra = (const unsigned char *)config + sizeof(*out);
+	size_t index;
+
+	if (!config || config_size < KCOPYD_CONFIG_SIZE_V1)
+		return -EINVAL;
+	for (index = sizeof(*out); index < config_size; index++, extra++)
+		if (*extra)
+			return -E2BIG;
+	memset(out, 0, sizeof(*out));
+	memcpy(out, config, config_size < sizeof(*out) ? config_size : sizeof(*out));
+	return 0;
+}
+
+static int client_create(const struct kcopyd_config *config, const struct kcopyd_driver *driver,
+			 void *queue_key, struct kcopyd_client **result)
 {
 	struct kcopyd_client *kc;
 	unsigned int subjob_pages;
 	int r;
 
-	if (!config || !ops || !result || config->num_pages == 0)
+	if (!config || !result || config->num_pages == 0)
 		return -EINVAL;
 	if (config->subjob_sectors && config->subjob_sectors < SECTORS_PER_PAGE)
 		return -EINVAL;
 	kc = calloc(1, sizeof(*kc));
 	if (!kc)
 		return -ENOMEM;
-	kc->ops = ops;
+	kc->override = driver;
 	kc->num_pages = config->num_pages;
 	subjob_pages = (config->subjob_sectors ? config->subjob_sectors : KCOPYD_DEFAULT_SUBJOB_SECTORS) /
 		       SECTORS_PER_PAGE;
@@ -811,6 +1414,7 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 	if (kc->nr_slots > MAX_SLOTS)
 		kc->nr_slots = MAX_SLOTS;
 	kc->depth = config->depth ? config->depth : KCOPYD_DEFAULT_DEPTH;
+	kc->sparse_sectors = config->sparse_sectors ? config->sparse_sectors : KCOPYD_DEFAULT_SPARSE_SECTORS;
 	list_init(&kc->submitted);
 	list_init(&kc->cancels);
 	list_init(&kc->started);
@@ -826,10 +1430,19 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 		r = -errno;
 		goto err_free_buffers;
 	}
-	r = ops->create(kc->pending_size < MAX_BACKEND_DEPTH ? kc->pending_size : MAX_BACKEND_DEPTH,
-			kc->event_fd, ops_arg, &kc->backend);
-	if (r < 0)
-		goto err_close_eventfd;
+	kc->queue_depth = kc->pending_size < MAX_QUEUE_DEPTH ? kc->pending_size : MAX_QUEUE_DEPTH;
+	pthread_mutex_init(&kc->queues_lock, NULL);
+	if (driver) {
+		struct kcopyd_queue *q = &kc->queues[0];
+
+		r = driver->queue_create(kc->queue_depth, kc->event_fd, queue_key, &q->queue);
+		if (r < 0)
+			goto err_close_eventfd;
+		q->driver = driver;
+		q->key = queue_key;
+		q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
+		atomic_store_explicit(&kc->nr_queues, 1, memory_order_release);
+	}
 	pthread_mutex_init(&kc->lock, NULL);
 	pthread_cond_init(&kc->completed_cond, NULL);
 	pthread_cond_init(&kc->finished_cond, NULL);
@@ -852,8 +1465,9 @@ err_destroy_sync:
 	pthread_cond_destroy(&kc->finished_cond);
 	pthread_cond_destroy(&kc->completed_cond);
 	pthread_mutex_destroy(&kc->lock);
-	ops->destroy(kc->backend);
+	queues_destroy(kc);
 err_close_eventfd:
+	pthread_mutex_destroy(&kc->queues_lock);
 	close(kc->event_fd);
 err_free_buffers:
 	free_buffers(kc);
@@ -862,16 +1476,35 @@ err_free_kc:
 	return r;
 }
 
-int kcopyd_client_create_config(const struct kcopyd_config *config, struct kcopyd_client **result)
+int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kcopyd_driver *driver,
+			     void *queue_key, struct kcopyd_client **result)
 {
-	return kcopyd_client_create_ops(config, &kcopyd_aio_ops, NULL, result);
+	struct kcopyd_config whole;
+	int r = config_copy(&whole, config, sizeof(*config));
+
+	return r < 0 ? r : client_create(&whole, driver, queue_key, result);
+}
+
+int kcopyd_client_create_sized(const struct kcopyd_config *config, size_t config_size,
+			       struct kcopyd_client **result)
+{
+	struct kcopyd_config whole;
+	int r = config_copy(&whole, config, config_size);
+
+	return r < 0 ? r : client_create(&whole, NULL, NULL, result);
+}
+
+/* For programs built before the macro: their struct ends at start_fn. */
+int(kcopyd_client_create_config)(const struct kcopyd_config *config, struct kcopyd_client **result)
+{
+	return kcopyd_client_create_sized(config, KCOPYD_CONFIG_SIZE_V1, result);
 }
 
 int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result)
 {
 	struct kcopyd_config config = { .num_pages = num_pages };
 
-	return kcopyd_client_create_config(&config, result);
+	return kcopyd_client_create_sized(&config, sizeof(config), result);
 }
 
 void kcopyd_client_destroy(struct kcopyd_client *kc)
@@ -893,7 +1526,8 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	assert(list_empty(&kc->submitted) && list_empty(&kc->cancels) && list_empty(&kc->started) &&
 	       list_empty(&kc->completed));
 	assert(list_empty(&kc->ready) && kc->pending_count == 0 && kc->ios_in_flight == 0);
-	kc->ops->destroy(kc->backend);
+	queues_destroy(kc);
+	pthread_mutex_destroy(&kc->queues_lock);
 	close(kc->event_fd);
 	free_buffers(kc);
 	pthread_cond_destroy(&kc->finished_cond);
@@ -902,8 +1536,14 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	free(kc);
 }
 
-void kcopyd_client_stats(struct kcopyd_client *kc, struct kcopyd_stats *stats)
+/* The size of struct kcopyd_stats, and of struct kcopyd_result, before the fields added with their _sized calls. */
+#define STATS_SIZE_V1 offsetof(struct kcopyd_stats, sectors_zero)
+#define RESULT_SIZE_V1 offsetof(struct kcopyd_result, counts)
+
+void kcopyd_client_stats_sized(struct kcopyd_client *kc, struct kcopyd_stats *out, size_t size)
 {
+	struct kcopyd_stats whole, *stats = &whole;
+
 	memset(stats, 0, sizeof(*stats));
 	pthread_mutex_lock(&kc->lock);
 	stats->jobs_active = kc->jobs_active;
@@ -918,11 +1558,69 @@ void kcopyd_client_stats(struct kcopyd_client *kc, struct kcopyd_stats *stats)
 	stats->pages_peak = atomic_load_explicit(&kc->pages_peak, memory_order_relaxed);
 	stats->subjob_sectors = kc->subjob_sectors;
 	stats->depth = kc->depth;
+	stats->sectors_zero = atomic_load_explicit(&kc->sectors_zero, memory_order_relaxed);
+	stats->sectors_offloaded = atomic_load_explicit(&kc->sectors_offloaded, memory_order_relaxed);
+	stats->zero_fallbacks = atomic_load_explicit(&kc->zero_fallbacks, memory_order_relaxed);
+	stats->offload_fallbacks = atomic_load_explicit(&kc->offload_fallbacks, memory_order_relaxed);
+	memcpy(out, stats, size < sizeof(*stats) ? size : sizeof(*stats));
+}
+
+void(kcopyd_client_stats)(struct kcopyd_client *kc, struct kcopyd_stats *stats)
+{
+	kcopyd_client_stats_sized(kc, stats, STATS_SIZE_V1);
 }
 
 /* ------------------------------------------------------------------ */
 /* Jobs                                                                */
 /* ------------------------------------------------------------------ */
+
+/*
+ * The sub-job size of @job: the client's, capped by every device's largest
+ * request, in whole blocks of every device; and its zero-detection grain:
+ * the client's, in whole blocks, at most MAX_GRAINS to a sub-job.
+ */
+static void job_geometry(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	uint64_t block = 1, limit = job->is_zero ? ZERO_SUBJOB_SECTORS : kc->subjob_sectors, grain;
+	unsigned int index;
+
+	for (index = 0; index <= job->num_dests; index++) {
+		const struct kcopyd_dev *dev = index < job->num_dests ? job->dests[index].region.bdev
+								    : job->source.bdev;
+		uint64_t dev_block, dev_limit;
+
+		if (!dev)
+			continue;
+		dev_block = dev->block_size >> KCOPYD_SECTOR_SHIFT;
+		dev_limit = dev->max_request >> KCOPYD_SECTOR_SHIFT;
+		if (dev_block > block)
+			block = dev_block;
+		if (dev_limit && dev_limit < limit)
+			limit = dev_limit;
+	}
+	limit = limit / block * block;
+	if (limit == 0)
+		limit = block;
+	grain = (kc->sparse_sectors + block - 1) / block * block;
+	while (limit > grain * MAX_GRAINS)
+		grain *= 2;
+	job->subjob_sectors = limit;
+	job->grain_sectors = grain < limit ? grain : limit;
+}
+
+/*
+ * Whether dests[@dest_index] may be copied by copy_file_range(2) from the
+ * source: two regular files of one driver that can, and not refused by
+ * KCOPYD_NO_OFFLOAD.  A refusal at run time drops it for the job.
+ */
+static bool job_may_offload(const struct kcopyd_job *job, unsigned int dest_index)
+{
+	const struct kcopyd_dev *src = job->source.bdev, *dst = job->dests[dest_index].region.bdev;
+
+	return !job->is_zero && !(job->flags & KCOPYD_NO_OFFLOAD) && src->is_regular_file &&
+	       dst->is_regular_file && src->driver == dst->driver && (dev_caps(src) & KCOPYD_CAP_COPY) &&
+	       (dev_caps(dst) & KCOPYD_CAP_COPY);
+}
 
 int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
 		  const struct io_region *dests, unsigned int flags, kcopyd_notify_fn fn, void *context,
@@ -942,12 +1640,24 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 		return -ENOMEM;
 	job->kc = kc;
 	job->is_zero = from == NULL;
-	if (from)
+	if (from) {
 		job->source = *from;
+		r = queue_find(kc, from->bdev, &job->source_queue);
+		if (r < 0)
+			goto err_free_job;
+	}
 	job->num_dests = num_dests;
-	for (dest_index = 0; dest_index < num_dests; dest_index++)
+	for (dest_index = 0; dest_index < num_dests; dest_index++) {
 		job->dests[dest_index].region = dests[dest_index];
+		r = queue_find(kc, dests[dest_index].bdev, &job->dests[dest_index].queue);
+		if (r < 0)
+			goto err_free_job;
+	}
 	job->flags = flags;
+	job->zero_flags = (flags & KCOPYD_ALLOCATED) ? KCOPYD_ZERO_ALLOCATE : 0;
+	for (dest_index = 0; dest_index < num_dests; dest_index++)
+		job->dests[dest_index].offload = job_may_offload(job, dest_index);
+	job_geometry(kc, job);
 	job->fn = fn;
 	job->context = context;
 	job->total = dests[0].count;
@@ -969,6 +1679,10 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 		*result = job;
 	kick(kc);
 	return 0;
+
+err_free_job:
+	free(job);
+	return r;
 }
 
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from, unsigned int num_dests,
@@ -993,6 +1707,26 @@ void kcopyd_job_progress(const struct kcopyd_job *job, uint64_t *sectors_done, u
 		*sectors_total = job->total;
 }
 
+int kcopyd_job_counts(const struct kcopyd_job *job, struct kcopyd_counts *out, size_t size)
+{
+	struct kcopyd_counts counts;
+
+	if (size < offsetof(struct kcopyd_counts, sectors_data))
+		return -EINVAL;
+	/* Zero and offloaded first: each only grows, and always with or before done. */
+	counts.sectors_zero = atomic_load_explicit(&job->sectors_zero, memory_order_relaxed);
+	counts.sectors_offloaded = atomic_load_explicit(&job->sectors_offloaded, memory_order_relaxed);
+	counts.sectors_done = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
+	if (counts.sectors_zero > counts.sectors_done)
+		counts.sectors_zero = counts.sectors_done;
+	counts.sectors_data = counts.sectors_done - counts.sectors_zero;
+	if (counts.sectors_offloaded > counts.sectors_data)
+		counts.sectors_offloaded = counts.sectors_data;
+	counts.sectors_total = job->total;
+	memcpy(out, &counts, size < sizeof(counts) ? size : sizeof(counts));
+	return 0;
+}
+
 void kcopyd_job_checkpoint(const struct kcopyd_job *job, uint64_t *sectors)
 {
 	*sectors = atomic_load_explicit(&job->checkpoint, memory_order_relaxed);
@@ -1015,11 +1749,14 @@ int kcopyd_job_cancel(struct kcopyd_job *job)
 	return 0;
 }
 
-int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result)
+int kcopyd_job_result_sized(const struct kcopyd_job *job, struct kcopyd_result *out, size_t size)
 {
 	struct kcopyd_client *kc = job->kc;
+	struct kcopyd_result whole, *result = &whole;
 	int r = -EINPROGRESS;
 
+	if (size < RESULT_SIZE_V1)
+		return -EINVAL;
 	pthread_mutex_lock(&kc->lock);
 	if (job->state >= JOB_COMPLETING) {
 		unsigned int dest_index;
@@ -1034,10 +1771,24 @@ int kcopyd_job_result(const struct kcopyd_job *job, struct kcopyd_result *result
 		result->read = job->read_failure;
 		for (dest_index = 0; dest_index < job->num_dests; dest_index++)
 			result->write[dest_index] = job->dests[dest_index].failure;
+		result->counts = (struct kcopyd_counts){
+			.sectors_done = job->sectors_done_final,
+			.sectors_total = job->total,
+			.sectors_data = job->sectors_done_final - job->sectors_zero_final,
+			.sectors_zero = job->sectors_zero_final,
+			.sectors_offloaded = job->sectors_offloaded_final,
+		};
 		r = 0;
 	}
 	pthread_mutex_unlock(&kc->lock);
+	if (r == 0)
+		memcpy(out, result, size < sizeof(*result) ? size : sizeof(*result));
 	return r;
+}
+
+int(kcopyd_job_result)(const struct kcopyd_job *job, struct kcopyd_result *result)
+{
+	return kcopyd_job_result_sized(job, result, RESULT_SIZE_V1);
 }
 
 int kcopyd_job_wait(struct kcopyd_job *job)

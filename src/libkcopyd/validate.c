@@ -10,7 +10,8 @@
 
 #include "libkcopyd/internal.h"
 
-#define KCOPYD_KNOWN_FLAGS (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)
+#define KCOPYD_KNOWN_FLAGS \
+	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD)
 
 __attribute__((format(printf, 4, 5)))
 static int refuse(int err, char *why, unsigned int why_len, const char *fmt, ...)

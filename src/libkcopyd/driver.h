@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Device drivers.  Every device carries its driver: a table of operations
+ * (read, write, zero, copy, flush, extents), its limits (logical block
+ * size, largest request), its capabilities and its identity for the
+ * overlap check.  The local-file driver (drv_file.c: regular files and
+ * block devices, libaio plus a worker for the synchronous calls) is the
+ * only one in the library; tests put a fake in its place (tests/fake_io.c)
+ * and an NBD driver would be another table.
+ *
+ * I/O goes through queues.  A client has one queue per (driver, queue_key)
+ * pair its jobs use, made the first time a job names such a device
+ * (kcopyd_submit()), kept until the client is destroyed.  Only the client's
+ * I/O thread calls submit() and reap() on a queue, so a queue needs no
+ * locking of its own for them.  A queue tells the I/O thread that
+ * completions are ready by adding to the client's eventfd it was given at
+ * queue_create(); one whose completions arrive elsewhere (a socket) gives
+ * that descriptor through poll_fd(), and the I/O thread polls it too.
+ */
+#ifndef KCOPYD_DRIVER_H
+#define KCOPYD_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct kcopyd_dev;
+
+enum kcopyd_io_op {
+	KCOPYD_IO_READ,		/* @length bytes at @offset into @buf */
+	KCOPYD_IO_WRITE,	/* @length bytes of @buf to @offset */
+	KCOPYD_IO_ZERO,		/* make @length bytes at @offset read as zeros; @zero_flags says how */
+	KCOPYD_IO_COPY,		/* copy @length bytes at @src_offset of @src to @offset (offload) */
+};
+
+/* KCOPYD_IO_ZERO: keep the range allocated (else the driver may unmap it). */
+#define KCOPYD_ZERO_ALLOCATE (1u << 0)
+
+/*
+ * Capabilities of a device (struct kcopyd_dev's caps).  A driver sets them
+ * at open; an operation that the device turns out not to support
+ * (EOPNOTSUPP, ENOTTY, EINVAL, ENOSYS) clears its bit for good, and the
+ * engine does the simpler thing from then on: writes zeros from its zero
+ * page, reads every range, copies through its buffers.
+ */
+#define KCOPYD_CAP_ZERO_UNMAP (1u << 0)	/* zero and free: fallocate PUNCH_HOLE|KEEP_SIZE */
+#define KCOPYD_CAP_ZERO_ALLOC (1u << 1)	/* zero, allocated: FALLOC_FL_ZERO_RANGE, BLKZEROOUT */
+#define KCOPYD_CAP_EXTENTS    (1u << 2)	/* extent() tells holes (SEEK_DATA/SEEK_HOLE) */
+#define KCOPYD_CAP_COPY       (1u << 3)	/* KCOPYD_IO_COPY between two such devices (copy_file_range) */
+
+/* One operation on one device, of one contiguous range. */
+struct kcopyd_io {
+	struct kcopyd_dev *dev;
+	enum kcopyd_io_op op;
+	unsigned int zero_flags;	/* KCOPYD_IO_ZERO */
+	uint64_t offset;		/* bytes */
+	size_t length;			/* bytes */
+	void *buf;			/* READ, WRITE */
+	struct kcopyd_dev *src;		/* COPY: the source device (same driver) ... */
+	uint64_t src_offset;		/* ... and byte offset there */
+	long result;			/* set by the driver: bytes done (@length, or fewer), or -errno */
+	/* The engine's, untouched by drivers. */
+	void *owner;			/* the sub-job this I/O belongs to */
+	unsigned int dest_index;	/* which destination (not READ) */
+	struct kcopyd_queue *queue;	/* the client queue it goes through */
+};
+
+struct kcopyd_driver {
+	const char *name;
+	/*
+	 * queue_create() - a queue for one client, for up to @depth I/Os in
+	 * flight, for the devices of this driver whose queue_key is @key;
+	 * completions are announced by adding to @notify_fd (an eventfd).
+	 * Return: 0 and *@queue set, or -errno.
+	 */
+	int (*queue_create)(unsigned int depth, int notify_fd, void *key, void **queue);
+	/* queue_destroy() - tear down; no I/O is in flight. */
+	void (*queue_destroy)(void *queue);
+	/*
+	 * poll_fd() - optional: a descriptor that becomes readable when
+	 * completions are ready, for a queue that cannot add to the eventfd.
+	 * NULL, or -1: completions are announced on the eventfd.
+	 */
+	int (*poll_fd)(void *queue);
+	/*
+	 * submit() - start @count I/Os.
+	 * Return: how many were taken (from the front; 0 means "try again once
+	 * something completed"), or -errno if none could be.  An I/O that
+	 * cannot even be started may instead be taken and completed with its
+	 * result set to -errno.
+	 */
+	int (*submit)(void *queue, struct kcopyd_io **ios, unsigned int count);
+	/*
+	 * reap() - collect up to @max completed I/Os without blocking; each
+	 * has its result set.  A short transfer is passed on as it is: the
+	 * engine continues a short write or copy for the rest (whose error
+	 * is the true one, -ENOSPC say) and fails a short read with -EIO.
+	 * Return: the number collected, or -errno.
+	 */
+	int (*reap)(void *queue, struct kcopyd_io **done, unsigned int max);
+	/*
+	 * extent() - synchronous: what @dev holds from byte @offset,
+	 * looked at up to @length bytes, asked through the client's @queue
+	 * for @dev (NBD would ask its server).  Called on the I/O thread, so it
+	 * must be cheap (lseek(SEEK_DATA) is: metadata only).  NULL: all data.
+	 * Return: 0 and *@extent_length (1..@length bytes) and *@hole (the
+	 * range reads as zeros and holds no data), or -errno (then the
+	 * engine drops KCOPYD_CAP_EXTENTS and reads everything).
+	 */
+	int (*extent)(void *queue, struct kcopyd_dev *dev, uint64_t offset, uint64_t length,
+		      uint64_t *extent_length, bool *hole);
+	/* flush() - synchronous: make completed writes durable.  Return: 0 or -errno. */
+	int (*flush)(struct kcopyd_dev *dev);
+	/* close() - release the driver's part of @dev (not @dev itself). */
+	void (*close)(struct kcopyd_dev *dev);
+};
+
+extern const struct kcopyd_driver kcopyd_file_driver;
+
+#endif /* KCOPYD_DRIVER_H */
