@@ -260,5 +260,5 @@ binding_fixture() {
 		truncate -s "$2" "$work/$name.img"
 	done
 	truncate -s 64M "$work/big.img"
-	slow_source 64M || skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
+	slow_source 64M 250ms || skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
 }

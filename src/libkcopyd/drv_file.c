@@ -264,6 +264,14 @@ int kcopyd_dev_from_fd(int fd, struct kcopyd_dev **result)
 		dev->storage_ino = st.st_ino;
 		dev->sectors = (uint64_t)st.st_size >> KCOPYD_SECTOR_SHIFT;
 		r = setup_file_direct(dev, fd, fl);
+		/*
+		 * A write clears a setuid bit (and a setgid bit with group
+		 * execute) unless the writer has CAP_FSETID; fallocate and
+		 * copy_file_range need not.  So a file with them is written
+		 * as before: every range, zeros included, by write(2).
+		 */
+		if (dev->writable && ((st.st_mode & S_ISUID) || (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
+			dev->caps &= ~(unsigned int)(KCOPYD_CAP_ZERO_UNMAP | KCOPYD_CAP_ZERO_ALLOC | KCOPYD_CAP_COPY);
 	}
 	if (r < 0)
 		goto err_free_dev;
