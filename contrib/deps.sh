@@ -7,6 +7,7 @@ packages=(
 	build-essential autoconf automake libtool pkg-config
 	libaio-dev libcriterion-dev libfuse3-dev fuse3
 	util-linux bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
+	tmux	# tests/test-kcopy-terminal.sh (the progress bar in a real terminal)
 	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)
 	# packaging: the .debs (contrib/debian/build.sh), systemd-analyze for the units
 	debhelper dpkg-dev lintian systemd
