@@ -17,6 +17,7 @@
 #     is 129 and so is the command that copies the rest.
 #
 # Run by `make check`, or by hand: sudo KCOPY=./kcopy tests/test-kcopy-terminal.sh
+# tmux runs on a socket of its own in the work directory.
 # Needs root (tmpfs, losetup, FUSE), tmux, nbdkit and nbdfuse; exits 77
 # (skipped) without them.
 
@@ -33,9 +34,10 @@ for tool in tmux nbdkit nbdfuse losetup cmp; do
 	command -v "$tool" >/dev/null || skip_all "needs $tool"
 done
 
-socket=kcopy-terminal-$$
+# The server's socket in the work directory: gone with it.
 setup_work 320M
-trap 'tmux -L "$socket" kill-server 2>/dev/null; cleanup' EXIT
+socket=$work/tmux.sock
+trap 'tmux -S "$socket" kill-server 2>/dev/null; cleanup' EXIT
 
 # 256 reads of 256 KiB one after the other, 80 ms each: about 21 s.
 SIZE=$((64 << 20))
@@ -54,15 +56,15 @@ start() {
 
 	printf -v command '%q --subjob-kb 256 --depth 1 %q %q & echo $! >%q; wait $!; echo EXIT=$?; exec sleep 600' \
 		"$KCOPY" "$source_dev" "$dest" "$work/$window.pid"
-	tmux -L "$socket" new-session -d -s "$window" -x "$columns" -y 24 bash -c "$command" ||
+	tmux -S "$socket" new-session -d -s "$window" -x "$columns" -y 24 bash -c "$command" ||
 		skip_all "tmux cannot start a session"
 	# A fixed size: no client is attached, and none may resize it.
-	tmux -L "$socket" set-option -t "$window" window-size manual 2>/dev/null
+	tmux -S "$socket" set-option -t "$window" window-size manual 2>/dev/null
 }
 
 # screen WINDOW [-J]: the window's rows now (-J: wrapped rows joined), blank ones left out.
 screen() {
-	tmux -L "$socket" capture-pane -p "${@:2}" -t "$1" | sed '/^ *$/d'
+	tmux -S "$socket" capture-pane -p "${@:2}" -t "$1" | sed '/^ *$/d'
 }
 
 # bar_rows WINDOW: how many rows hold a progress bar or its percentage (not "kcopy:" lines).
@@ -177,7 +179,7 @@ fi
 if [ -n "$(pane_exit wide)" ]; then
 	fail "a resize while copying" "the copy at 80 columns still running" "it ended: $(screen wide -J | tr '\n' '|')"
 else
-	tmux -L "$socket" resize-window -t wide -x 40 -y 24
+	tmux -S "$socket" resize-window -t wide -x 40 -y 24
 	sleep 0.6
 	fit_failed=0
 	for _ in $(seq 6); do
