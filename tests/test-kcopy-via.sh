@@ -6,7 +6,9 @@
 # and iB suffixes (checked with cmp), a created destination file, --zero;
 # regions the daemon refuses (exit 2 and its reason); a read error and a
 # write error on destination 1 of 3 from nbdkit's error filter (exit 1, the
-# same report as without --via); SIGINT cancelling (exit 130); a directory
+# same report as without --via); SIGINT cancelling (exit 130); SIGUSR1
+# printing the progress, SIGHUP cancelling (exit 129) and the printed
+# command copying the rest (with --via); a directory
 # that is no mount and engine options with --via (exit 2, nothing created);
 # and no job left on the mount afterwards.
 #
@@ -188,6 +190,49 @@ if slow_source 64M; then
 		expect_stderr "SIGINT: the cancel is reported" "^kcopy: cancelled by SIGINT after [0-9]+ of $((64 * MIB)) bytes$" &&
 		pass "SIGINT cancels the job: exit 130 and the report"
 	no_jobs_left "SIGINT"
+
+	# SIGUSR1 prints the job's progress and SIGHUP cancels, as without --via; then
+	# the printed command (with --via) copies the rest.  Random bytes in the
+	# source, kept in via-ref.img, so that the comparison means something.
+	rm -f "$work/big.img"	# room on the 160M tmpfs
+	head -c $((64 * MIB)) /dev/urandom >"$work/via-ref.img"
+	dd if="$work/via-ref.img" of="$slow_file" bs=1M conv=notrunc,fsync status=none
+	: >"$work/stderr"
+	(cd "$work" && exec timeout --foreground 60 "$KCOPY" --via "$mnt" --progress "$slow_file" hup.img) \
+		>"$work/stdout" 2>"$work/stderr" &
+	pid=$!
+	background_pids+=("$pid")
+	for _ in $(seq 100); do
+		grep -q 'ETA' "$work/stderr" && break
+		sleep 0.1
+	done
+	# To kcopy itself: timeout would die of SIGUSR1, which it does not pass on.
+	kcopy_pid=$(pgrep -P "$pid")
+	kill -USR1 "$kcopy_pid"
+	sleep 0.3
+	kill -HUP "$kcopy_pid"
+	wait "$pid"
+	status=$?
+	expect_status "SIGHUP: exit 129" 129 &&
+		expect_stderr "SIGUSR1: a progress line" "^kcopy: [0-9]+ of $((64 * MIB)) bytes \([0-9.]+%\) done in " &&
+		expect_stderr "SIGHUP: the cancel is reported" "^kcopy: cancelled by SIGHUP after [0-9]+ of $((64 * MIB)) bytes$" &&
+		pass "--via: SIGUSR1 prints the progress, SIGHUP cancels the job (exit 129)"
+	no_jobs_left "SIGHUP"
+	resume=$(sed -n '/, run:$/{n;p}' "$work/stderr")
+	if [[ $resume == "kcopy --via $mnt --progress $slow_file:"* ]]; then
+		(cd "$work" && eval "timeout 60 \"\$KCOPY\" ${resume#kcopy }") >"$work/stdout" 2>"$work/stderr"
+		status=$?
+		expect_status "--via: the resume command: exit 0" 0 && pass "--via: the printed command runs: $resume"
+		if cmp "$work/via-ref.img" "$work/hup.img" >/dev/null 2>&1; then
+			pass "--via: cancelled, then resumed: the destination equals the source"
+		else
+			fail "--via: cancelled, then resumed" "hup.img equal to the source" "$(cmp "$work/via-ref.img" "$work/hup.img" 2>&1)"
+		fi
+		rm -f "$work/via-ref.img" "$work/hup.img"
+		no_jobs_left "the resume command"
+	else
+		report "--via: the resume command" "kcopy --via $mnt --progress $slow_file:C+REST hup.img:C" "$resume"
+	fi
 else
 	fail "SIGINT cancels the job" "nbdfuse to export a slow source" "$(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
 fi

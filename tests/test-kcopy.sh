@@ -222,6 +222,14 @@ expect_status "--subjob-kb 6 exits 2" 2 && expect_stderr "--subjob-kb 6 says why
 run_kcopy "$src"
 expect_status "a source alone exits 2" 2 && pass "a source alone exits 2"
 
+run_kcopy --progress=9 "$src" "$work/never.img" 9>&-
+expect_status "--progress=FD on a closed descriptor exits 2" 2 &&
+	expect_stderr "--progress=FD on a closed descriptor says why" "descriptor 9 is not open" &&
+	pass "--progress=FD on a closed descriptor exits 2"
+
+run_kcopy --progress=x "$src" "$work/never.img"
+expect_status "--progress=x exits 2" 2 && pass "--progress=x exits 2"
+
 run_kcopy "$src:1000B" "$work/never.img"
 expect_status "a byte offset that is not a multiple of 512 exits 2" 2 &&
 	expect_stderr "the bad byte offset is explained" "not a multiple of 512" &&
@@ -271,6 +279,16 @@ expect_status "--depth/--subjob-kb/--pages/--write-seq" 0 &&
 run_kcopy --progress "$src:0+8M" "$work/progress.img"
 expect_status "--progress" 0 && expect_stderr "--progress draws a bar" '100\.0%.*MB/s.*ETA' &&
 	pass "--progress"
+if [ "$(head -n 1 "$work/stderr" | wc -L)" -lt 80 ]; then
+	pass "--progress into a file: lines of at most 79 columns"
+else
+	fail "--progress into a file: lines of at most 79 columns" "< 80" "$(head -n 1 "$work/stderr" | wc -L)"
+fi
+
+fd_lines=$("$KCOPY" --quiet --progress=3 "$src:0+8M" "$work/progress-fd.img" 3>&1 >/dev/null 2>"$work/stderr" | cat)
+expect_equal "--quiet --progress=3 into a pipe: the last line" line "100/100 $((8 * 1048576)) $((8 * 1048576)) done" \
+	"$(tail -n 1 <<<"$fd_lines")" && pass "--quiet --progress=3 into a pipe: the last line is 100/100 ... done"
+rm -f "$work/progress-fd.img"
 
 # --- created and extended files ---------------------------------------------
 
@@ -481,6 +499,145 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 		done
 	else
 		fail "cancelling" "nbdfuse to export a slow source" "no $work/slow/nbd"
+	fi
+
+	# A source of about 3 s (32 MiB in 64 reads of 512 KiB, 2 at a time, 100 ms
+	# each) whose reads fail while $work/inject-read-error exists.
+	if fuse_source resumable --filter=error --filter=delay file "$src" rdelay=100ms \
+		error-pread-rate=100% "error-file=$work/inject-read-error"; then
+		resumable=$fuse_file
+		part=$((32 * 1048576))
+
+		# progress_reader FIFO: read --progress=FD lines as a script would; the verdict
+		# "ok LINES FINAL_PERCENT FINAL_DONE FINAL_STATE" goes to FIFO.verdict, and
+		# FIFO.started appears with the first line.
+		progress_reader() {
+			local ok=1 lines=0 last=-1 percent done_bytes total_bytes state final=
+			while read -r percent done_bytes total_bytes state; do
+				lines=$((lines + 1))
+				[ "$lines" = 1 ] && : >"$1.started"
+				if ! [[ $percent =~ ^[0-9]+/100$ && $done_bytes =~ ^[0-9]+$ && $total_bytes == "$part" &&
+					$state =~ ^(running|done|cancelled|failed)$ ]] || ((done_bytes < last)); then
+					ok=0
+					echo "bad line $lines: $percent $done_bytes $total_bytes $state" >>"$1.bad"
+				fi
+				last=$done_bytes
+				final="${percent%/100} $done_bytes $state"
+			done <"$1"
+			echo "$ok $lines $final" >"$1.verdict"
+		}
+
+		# wait_for FILE: until FILE exists (10 s at most).
+		wait_for() {
+			for _ in $(seq 100); do
+				[ -e "$1" ] && return 0
+				sleep 0.1
+			done
+			return 1
+		}
+
+		# resume_command: the command kcopy printed after "..., run:", run with $KCOPY; sets status.
+		run_resume_command() {
+			resume=$(sed -n '/, run:$/{n;p}' "$work/stderr")
+			if [[ $resume != "kcopy "* ]]; then
+				status=none
+				return
+			fi
+			eval "\"\$KCOPY\" ${resume#kcopy }" >"$work/stdout" 2>"$work/resume.stderr"
+			status=$?
+		}
+
+		# SIGHUP cancels as SIGTERM does (129), --progress=3 read by a while-read loop,
+		# and the printed command copies the rest.
+		fifo=$work/progress.fifo
+		rm -f "$fifo" "$fifo".* "$work/resumed.img"
+		mkfifo "$fifo"
+		progress_reader "$fifo" &
+		reader=$!
+		"$KCOPY" --progress=3 --subjob-kb 512 --depth 2 "$resumable:0+32M" "$work/resumed.img" \
+			3>"$fifo" >"$work/stdout" 2>"$work/stderr" &
+		pid=$!
+		background_pids+=("$pid")
+		wait_for "$fifo.started"
+		sleep 0.5
+		kill -HUP "$pid"
+		wait "$pid"
+		status=$?
+		wait "$reader"
+		read -r fd_ok fd_lines fd_percent fd_done fd_state <"$fifo.verdict"
+		expect_status "SIGHUP cancels (exit 129)" 129 &&
+			expect_stderr "SIGHUP is reported" "cancelled by SIGHUP after [0-9]+ of $part bytes" &&
+			expect_stderr "the resume command is announced" "^kcopy: to copy the rest, from sector [0-9]+ of 65536 on, run:$" &&
+			pass "SIGHUP cancels (exit 129) and announces the resume command"
+		if [ "$fd_ok" = 1 ] && [ "$fd_lines" -ge 2 ] && [ "$fd_state" = cancelled ] && [ "$fd_done" -lt "$part" ] &&
+		   [ "$fd_percent" -lt 100 ]; then
+			pass "--progress=3: $fd_lines lines a while-read loop parses, never decreasing, the last 'cancelled' at $fd_percent%"
+		else
+			fail "--progress=3 parsed by a while-read loop" "well-formed lines, the last cancelled below 100%" \
+				"ok=$fd_ok lines=$fd_lines last: $fd_percent $fd_done $fd_state $(cat "$fifo.bad" 2>/dev/null)"
+		fi
+		if tr -d '\n' <"$work/stderr" | grep -q $'\r\|\033'; then
+			fail "stderr into a file has no terminal control characters" "no \\r or ESC" "$(cat -A "$work/stderr")"
+		fi
+		run_resume_command
+		if [[ $resume =~ ^kcopy\ --subjob-kb\ 512\ --depth\ 2\ [^\ ]+:([0-9]+)\+([0-9]+)\ [^\ ]+:([0-9]+)$ ]]; then
+			pass "the resume command keeps the options, not --progress=3: $resume"
+		else
+			fail "the resume command" "kcopy --subjob-kb 512 --depth 2 SRC:C+REST DST:C" "$resume"
+		fi
+		expect_status "the resume command copies the rest" 0 &&
+			same_bytes "cancelled, then resumed: the destination equals the source" "$src" 0 "$work/resumed.img" 0 "$part" &&
+			pass "cancelled by SIGHUP, then the printed command: the destination equals the source"
+		rm -f "$work/resumed.img"	# the tmpfs is sized for what the later checks make
+
+		# SIGUSR1 prints one line, without a bar and into a file, and the copy goes on.
+		rm -f "$work/usr1.img" "$work/usr1.progress"
+		"$KCOPY" --progress=3 --subjob-kb 512 --depth 2 "$resumable:0+16M" "$work/usr1.img" \
+			3>"$work/usr1.progress" >"$work/stdout" 2>"$work/stderr" &
+		pid=$!
+		background_pids+=("$pid")
+		for _ in $(seq 100); do
+			[ -s "$work/usr1.progress" ] && break
+			sleep 0.1
+		done
+		kill -USR1 "$pid"
+		wait "$pid"
+		status=$?
+		expect_status "SIGUSR1: the copy goes on (exit 0)" 0 &&
+			expect_stderr "SIGUSR1 prints a progress line" \
+				"^kcopy: [0-9]+ of $((16 * 1048576)) bytes \([0-9.]+%\) done in [0-9.]+ s, [0-9.]+ MB/s, ETA [0-9]+:[0-9]{2}:[0-9]{2}$" &&
+			same_bytes "SIGUSR1: the destination equals the source" "$src" 0 "$work/usr1.img" 0 $((16 * 1048576)) &&
+			expect_equal "SIGUSR1: the last --progress=3 line" line "100/100 $((16 * 1048576)) $((16 * 1048576)) done" \
+				"$(tail -n 1 "$work/usr1.progress")" &&
+			pass "SIGUSR1 prints a line, the copy finishes, and --progress=3 ends in 100/100 ... done"
+		rm -f "$work/usr1.img"
+
+		# A read error half-way: the printed command, once the source reads again, finishes the copy.
+		rm -f "$work/failed.img" "$work/failed.progress" "$work/inject-read-error"
+		"$KCOPY" --progress=3 --subjob-kb 512 --depth 2 "$resumable:0+32M" "$work/failed.img" \
+			3>"$work/failed.progress" >"$work/stdout" 2>"$work/stderr" &
+		pid=$!
+		background_pids+=("$pid")
+		for _ in $(seq 100); do
+			[ -s "$work/failed.progress" ] && break
+			sleep 0.1
+		done
+		: >"$work/inject-read-error"
+		wait "$pid"
+		status=$?
+		rm -f "$work/inject-read-error"
+		expect_status "a read error half-way exits 1" 1 &&
+			expect_stderr "the read error is reported" "read error on $resumable sectors [0-9]+\+[0-9]+: EIO" &&
+			expect_stderr "the resume command is announced after a failure" "^kcopy: to copy the rest, from sector [1-9][0-9]* of 65536 on, run:$" &&
+			expect_equal "the last --progress=3 line says failed" state failed "$(tail -n 1 "$work/failed.progress" | cut -d' ' -f4)" &&
+			pass "a read error half-way: exit 1, the error, the resume command, 'failed' on --progress=3"
+		run_resume_command
+		expect_status "after the read error, the resume command copies the rest" 0 &&
+			same_bytes "failed, then resumed: the destination equals the source" "$src" 0 "$work/failed.img" 0 "$part" &&
+			pass "failed on a read error, then the printed command: the destination equals the source"
+		rm -f "$work/failed.img"
+	else
+		fail "resuming" "nbdfuse to export a slow, failing source" "no $work/resumable/nbd"
 	fi
 else
 	echo "SKIP: read errors and cancelling (needs nbdkit and nbdfuse)"

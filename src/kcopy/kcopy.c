@@ -52,48 +52,10 @@
 #include "kcopy.h"
 #include "via.h"
 
-#define DEFAULT_PAGES			16384u	/* 64 MiB of I/O buffers */
-#define PROGRESS_BAR_WIDTH		20
 
 /* ---------------------------------------------------------------------
  * Small helpers
  * --------------------------------------------------------------------- */
-
-/* complain() - see kcopy.h. */
-void complain(const char *format, ...)
-{
-	va_list args;
-
-	fputs("kcopy: ", stderr);
-	va_start(args, format);
-	vfprintf(stderr, format, args);
-	va_end(args);
-	fputc('\n', stderr);
-}
-
-/* errno_text() - see kcopy.h. */
-const char *errno_text(int error, char *buf, size_t len)
-{
-	const char *name;
-
-	if (error < 0)
-		error = -error;
-	name = strerrorname_np(error);
-	if (name)
-		snprintf(buf, len, "%s (%s)", name, strerror(error));
-	else
-		snprintf(buf, len, "errno %d (%s)", error, strerror(error));
-	return buf;
-}
-
-/* monotonic_seconds() - see kcopy.h. */
-double monotonic_seconds(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
 
 /*
  * exit_status_for() - the exit status for a failed stage.
@@ -290,7 +252,7 @@ static const struct option long_options[] = {
 	{ "ignore-errors",	no_argument,		NULL, OPTION_IGNORE_ERRORS },
 	{ "write-seq",		no_argument,		NULL, OPTION_WRITE_SEQ },
 	{ "quiet",		no_argument,		NULL, 'q' },
-	{ "progress",		no_argument,		NULL, OPTION_PROGRESS },
+	{ "progress",		optional_argument,	NULL, OPTION_PROGRESS },
 	{ "zero",		no_argument,		NULL, OPTION_ZERO },
 	{ "via",		required_argument,	NULL, OPTION_VIA },
 	{ "help",		no_argument,		NULL, 'h' },
@@ -324,13 +286,19 @@ static void print_usage(FILE *out)
 "                       instead of in this process (not with --pages,\n"
 "                       --subjob-kb or --depth: those are the daemon's)\n"
 "      --progress       show a progress bar even when stderr is no terminal\n"
+"      --progress=FD    write progress for programs to descriptor FD, one line\n"
+"                       about a second: PERCENT/100 DONE_BYTES TOTAL_BYTES STATE\n"
+"                       (STATE: running; at the end done, cancelled or failed)\n"
 "  -q, --quiet          no progress bar and no summary\n"
 "  -h, --help           show this help and exit\n"
 "  -V, --version        show the version and exit\n"
 "\n"
+"SIGUSR1 prints the progress on stderr.  SIGINT, SIGTERM or SIGHUP cancel\n"
+"the copy; kcopy then prints the command that copies the rest.\n"
+"\n"
 "Exit status: 0 success, 1 I/O error or cancelled, 2 usage or refused regions.\n"
-"Cancelled by SIGINT or SIGTERM: 130 or 143.  See kcopy(1).\n",
-		KCOPYD_MAX_REGIONS, DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH);
+"Cancelled by SIGHUP, SIGINT or SIGTERM: 129, 130 or 143.  See kcopy(1).\n",
+		KCOPYD_MAX_REGIONS, KCOPY_DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH);
 }
 
 /*
@@ -367,6 +335,31 @@ err_bad_number:
 }
 
 /*
+ * parse_progress_fd() - read the FD of --progress=FD: a descriptor open
+ * for writing.
+ * Return: 0, or -EINVAL (reported).
+ */
+static int parse_progress_fd(const char *text, int *fd)
+{
+	unsigned int number;
+	int flags;
+
+	if (parse_unsigned_option("progress", text, 0, INT_MAX, &number))
+		return -EINVAL;
+	flags = fcntl((int)number, F_GETFL);
+	if (flags < 0) {
+		complain("--progress=%u: descriptor %u is not open", number, number);
+		return -EINVAL;
+	}
+	if ((flags & O_ACCMODE) == O_RDONLY) {
+		complain("--progress=%u: descriptor %u is not open for writing", number, number);
+		return -EINVAL;
+	}
+	*fd = (int)number;
+	return 0;
+}
+
+/*
  * parse_command_line() - fill @state from the arguments.
  * @exit_now: set when --help or --version was handled.
  * Return: 0; -EINVAL or -ERANGE for a usage error (reported, with the
@@ -378,7 +371,7 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 	unsigned int min_args;
 	int option, arg_index, ret;
 
-	state->config.num_pages = DEFAULT_PAGES;
+	state->config.num_pages = KCOPY_DEFAULT_PAGES;
 	opterr = 0;	/* our own messages: argv[0] may be a libtool "lt-kcopy" */
 	while ((option = getopt_long(argc, argv, ":qhV", long_options, NULL)) != -1) {
 		switch (option) {
@@ -423,7 +416,13 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 			state->job_flags |= KCOPYD_WRITE_SEQ;
 			break;
 		case OPTION_PROGRESS:
-			state->progress_forced = true;
+			if (!optarg) {
+				state->progress_forced = true;
+				break;
+			}
+			ret = parse_progress_fd(optarg, &state->progress_fd);
+			if (ret)
+				goto err_usage;
 			break;
 		case OPTION_ZERO:
 			state->zero = true;
@@ -1028,84 +1027,6 @@ static int validate_regions(struct kcopy *state)
 }
 
 /* ---------------------------------------------------------------------
- * Progress
- * --------------------------------------------------------------------- */
-
-/*
- * format_bytes() - a byte count for people: "512 B", "1.5 KiB", "64.0 MiB".
- * Return: @buf.
- */
-static const char *format_bytes(uint64_t bytes, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-	double scaled = (double)bytes;
-	unsigned int unit = 0;
-
-	while (scaled >= 1024.0 && unit + 1 < sizeof(units) / sizeof(units[0])) {
-		scaled /= 1024.0;
-		unit++;
-	}
-	if (unit == 0)
-		snprintf(buf, len, "%" PRIu64 " B", bytes);
-	else
-		snprintf(buf, len, "%.1f %s", scaled, units[unit]);
-	return buf;
-}
-
-/*
- * format_progress() - one progress line, a pure function:
- * "[#########           ]  45.2%   29.0 MiB / 64.0 MiB   312.4 MB/s  ETA 0:00:01"
- * @done_bytes, @total_bytes: the amount copied (per destination) and in all.
- * @elapsed:   seconds since the job started.
- * Return: @buf.
- */
-static const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, double elapsed,
-				   char *buf, size_t len)
-{
-	char bar[PROGRESS_BAR_WIDTH + 1], done_text[32], total_text[32], eta[32];
-	double fraction = total_bytes ? (double)done_bytes / (double)total_bytes : 1.0;
-	double rate = elapsed > 0 ? (double)done_bytes / elapsed : 0;	/* bytes per second */
-	unsigned int filled = (unsigned int)(fraction * PROGRESS_BAR_WIDTH);
-
-	for (unsigned int column = 0; column < PROGRESS_BAR_WIDTH; column++)
-		bar[column] = column < filled ? '#' : ' ';
-	bar[PROGRESS_BAR_WIDTH] = '\0';
-
-	if (done_bytes >= total_bytes) {
-		snprintf(eta, sizeof(eta), "0:00:00");
-	} else if (rate > 0) {
-		uint64_t seconds_left = (uint64_t)((double)(total_bytes - done_bytes) / rate + 0.5);
-
-		snprintf(eta, sizeof(eta), "%" PRIu64 ":%02u:%02u", seconds_left / 3600,
-			 (unsigned int)(seconds_left / 60 % 60), (unsigned int)(seconds_left % 60));
-	} else {
-		snprintf(eta, sizeof(eta), "-:--:--");
-	}
-
-	snprintf(buf, len, "[%s] %5.1f%%  %10s / %-10s %8.1f MB/s  ETA %s", bar, fraction * 100.0,
-		 format_bytes(done_bytes, done_text, sizeof(done_text)),
-		 format_bytes(total_bytes, total_text, sizeof(total_text)), rate / 1e6, eta);
-	return buf;
-}
-
-/* draw_progress() - see kcopy.h. */
-void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint64_t sectors_total, int *line_len)
-{
-	char line[160];
-	int len;
-
-	format_progress(sectors_done << KCOPYD_SECTOR_SHIFT, sectors_total << KCOPYD_SECTOR_SHIFT,
-			monotonic_seconds() - state->start_seconds, line, sizeof(line));
-	len = (int)strlen(line);
-	if (state->stderr_is_terminal) {
-		fprintf(stderr, "\r%s%*s", line, *line_len > len ? *line_len - len : 0, "");
-		*line_len = len;
-	} else {
-		fprintf(stderr, "%s\n", line);
-	}
-}
-
-/* ---------------------------------------------------------------------
  * Running the job
  * --------------------------------------------------------------------- */
 
@@ -1124,67 +1045,49 @@ static void job_done(int read_err, unsigned int write_err, void *context)
 		abort();
 }
 
-/* handle_stop_signal() - see kcopy.h. */
-void handle_stop_signal(int signal_fd, int *stop_signal, int *line_len,
-			int (*cancel)(void *context), void *context)
-{
-	struct signalfd_siginfo info;
-	sigset_t unblock;
-
-	if (read(signal_fd, &info, sizeof(info)) != sizeof(info))
-		return;
-	if (*line_len) {
-		fputc('\n', stderr);
-		*line_len = 0;
-	}
-	if (!*stop_signal) {
-		*stop_signal = (int)info.ssi_signo;
-		if (cancel(context) == 0)
-			complain("SIG%s: cancelling, waiting for the I/O in flight (send it again to abort)",
-				 sigabbrev_np(*stop_signal) ? sigabbrev_np(*stop_signal) : "?");
-		return;
-	}
-	complain("second signal: aborting without flushing the destinations");
-	signal((int)info.ssi_signo, SIG_DFL);
-	sigemptyset(&unblock);
-	sigaddset(&unblock, (int)info.ssi_signo);
-	pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
-	raise((int)info.ssi_signo);
-	_exit(128 + (int)info.ssi_signo);	/* not reached */
-}
-
-/* cancel_engine_job() - handle_stop_signal()'s cancel for a libkcopyd job. */
+/* cancel_engine_job() - the job_control's cancel for a libkcopyd job. */
 static int cancel_engine_job(void *context)
 {
 	return kcopyd_job_cancel(context);
 }
 
+/* read_engine_progress() - the job_control's progress of a libkcopyd job. */
+static void read_engine_progress(uint64_t *sectors_done, uint64_t *sectors_total, void *context)
+{
+	kcopyd_job_progress(context, sectors_done, sectors_total);
+}
+
+static const struct job_control engine_job_control = {
+	.cancel = cancel_engine_job,
+	.read_progress = read_engine_progress,
+};
+
 /*
- * wait_for_job() - wait for @job to finish, drawing progress and handling
- * SIGINT/SIGTERM meanwhile.
- * @signal_fd:   the signalfd of SIGINT and SIGTERM.
+ * wait_for_job() - wait for @job to finish, showing its progress and
+ * handling the signals of job_signals_open() meanwhile.
+ * @signal_fd:   the signalfd of job_signals_open().
  * @done_fd:     the eventfd job_done() writes.
  * @stop_signal: receives the signal that cancelled the job, if any.
  * Should poll(2) fail, it falls back to a plain kcopyd_job_wait().
  */
-static void wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int signal_fd,
+static void wait_for_job(struct kcopy *state, struct kcopyd_job *job, int signal_fd,
 			int done_fd, int *stop_signal)
 {
-	int interval_ms = state->stderr_is_terminal ? PROGRESS_TERMINAL_INTERVAL_MS
-						    : PROGRESS_LOG_INTERVAL_MS;
+	struct progress *progress = &state->progress;
+	bool ticking = progress->bar || progress->fd >= 0;
+	int interval_ms = progress_interval_ms(progress);
 	struct pollfd waits[2] = {
 		{ .fd = signal_fd, .events = POLLIN },
 		{ .fd = done_fd, .events = POLLIN },
 	};
 	double next_draw = monotonic_seconds() + interval_ms / 1000.0;
 	uint64_t sectors_done, sectors_total;
-	int line_len = 0;
 
 	for (;;) {
 		int timeout_ms = -1;
 		int ready;
 
-		if (state->show_progress) {
+		if (ticking) {
 			double wait_seconds = next_draw - monotonic_seconds();
 
 			timeout_ms = wait_seconds > 0 ? (int)(wait_seconds * 1000.0) + 1 : 0;
@@ -1199,10 +1102,11 @@ static void wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int 
 		if (ready > 0 && (waits[1].revents & POLLIN))
 			break;
 		if (ready > 0 && (waits[0].revents & POLLIN))
-			handle_stop_signal(signal_fd, stop_signal, &line_len, cancel_engine_job, job);
-		if (state->show_progress && monotonic_seconds() >= next_draw) {
+			handle_job_signals(signal_fd, progress, stop_signal, &engine_job_control, job);
+		ticking = progress->bar || progress->fd >= 0;	/* a failed --progress=FD is dropped */
+		if (ticking && monotonic_seconds() >= next_draw) {
 			kcopyd_job_progress(job, &sectors_done, &sectors_total);
-			draw_progress(state, sectors_done, sectors_total, &line_len);
+			progress_update(progress, sectors_done, sectors_total);
 			next_draw += interval_ms / 1000.0;
 			if (next_draw < monotonic_seconds())
 				next_draw = monotonic_seconds() + interval_ms / 1000.0;
@@ -1210,67 +1114,17 @@ static void wait_for_job(const struct kcopy *state, struct kcopyd_job *job, int 
 	}
 
 	kcopyd_job_wait(job);
-	if (state->show_progress) {
-		kcopyd_job_progress(job, &sectors_done, &sectors_total);
-		draw_progress(state, sectors_done, sectors_total, &line_len);
-		if (state->stderr_is_terminal)
-			fputc('\n', stderr);
-	}
-}
-
-/* signal_is_ignored() - true if @signal_number is set to SIG_IGN. */
-static bool signal_is_ignored(int signal_number)
-{
-	struct sigaction action;
-
-	return sigaction(signal_number, NULL, &action) == 0 && action.sa_handler == SIG_IGN;
-}
-
-/* stop_signals_open() - see kcopy.h. */
-int stop_signals_open(sigset_t *old_mask)
-{
-	char errbuf[ERRNO_TEXT_LEN];
-	sigset_t stop_signals;
-	int signal_fd, ret;
-
-	/* A signal ignored by whoever started us (nohup, "cmd &" in a script) stays ignored. */
-	sigemptyset(&stop_signals);
-	if (!signal_is_ignored(SIGINT))
-		sigaddset(&stop_signals, SIGINT);
-	if (!signal_is_ignored(SIGTERM))
-		sigaddset(&stop_signals, SIGTERM);
-	ret = -pthread_sigmask(SIG_BLOCK, &stop_signals, old_mask);
-	if (ret) {
-		complain("pthread_sigmask: %s", errno_text(ret, errbuf, sizeof(errbuf)));
-		return ret;
-	}
-	signal_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (signal_fd < 0) {
-		ret = -errno;
-		complain("signalfd: %s", errno_text(ret, errbuf, sizeof(errbuf)));
-		pthread_sigmask(SIG_SETMASK, old_mask, NULL);
-		return ret;
-	}
-	return signal_fd;
-}
-
-/* stop_signals_close() - see kcopy.h. */
-void stop_signals_close(int signal_fd, const sigset_t *old_mask)
-{
-	struct signalfd_siginfo late_signal;
-
-	while (read(signal_fd, &late_signal, sizeof(late_signal)) == sizeof(late_signal))
-		;
-	close(signal_fd);
-	pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+	kcopyd_job_progress(job, &sectors_done, &sectors_total);
+	progress_end(progress, sectors_done, sectors_total);
 }
 
 /*
  * run_job() - create the client, submit the job, wait for it and collect
- * its result.  SIGINT and SIGTERM, unless ignored, are blocked in every
+ * its result.  The signals of job_signals_open() are blocked in every
  * thread meanwhile (the engine's threads inherit the mask) and read from a
  * signalfd.
- * @outcome: receives the job's result and the signal that stopped it.
+ * @outcome: receives the job's result, its checkpoint and the signal that
+ * stopped it.
  * Return: 0 once the job ran (whatever its result), with the client left
  * in state->client for main() to destroy; the -errno of a setup step
  * (reported).
@@ -1283,7 +1137,7 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 	sigset_t old_mask;
 	int signal_fd, done_fd, ret;
 
-	signal_fd = stop_signals_open(&old_mask);
+	signal_fd = job_signals_open(&old_mask);
 	if (signal_fd < 0)
 		return signal_fd;
 	done_fd = eventfd(0, EFD_CLOEXEC);
@@ -1299,7 +1153,7 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 		goto out_close_done_fd;
 	}
 
-	state->start_seconds = monotonic_seconds();
+	state->progress.start_seconds = monotonic_seconds();
 	ret = kcopyd_submit(client, state->zero ? NULL : &state->from, state->num_dests,
 			    state->regions, state->job_flags, job_done, &done_fd, &job);
 	if (ret) {
@@ -1310,6 +1164,7 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 
 	wait_for_job(state, job, signal_fd, done_fd, &outcome->stop_signal);
 	kcopyd_job_result(job, &outcome->result);
+	kcopyd_job_checkpoint(job, &outcome->checkpoint);
 	kcopyd_job_release(job);
 	state->client = client;
 	ret = 0;
@@ -1320,7 +1175,7 @@ err_destroy_client:
 out_close_done_fd:
 	close(done_fd);
 out_close_signal_fd:
-	stop_signals_close(signal_fd, &old_mask);
+	job_signals_close(signal_fd, &old_mask);
 	return ret;
 }
 
@@ -1405,6 +1260,32 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 	return failed ? EXIT_IO_ERROR : EXIT_OK;
 }
 
+/*
+ * print_resume_command() - after a job that did not succeed, print the
+ * command that copies what it left, from its checkpoint on, as ddrescue's
+ * mapfile lets a copy go on.  A destination whose flush failed may have
+ * lost anything: then the command is the whole copy again.
+ */
+static void print_resume_command(const struct kcopy *state, const struct run_outcome *outcome)
+{
+	uint64_t checkpoint = outcome->checkpoint;
+	char *command;
+
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++)
+		if (state->dests[dest_index].fsync_error)
+			checkpoint = 0;
+	command = format_resume_command(state, checkpoint);
+	if (!command)
+		return;
+	if (checkpoint)
+		complain("%s the rest, from sector %" PRIu64 " of %" PRIu64 " on, run:",
+			 state->zero ? "to zero" : "to copy", checkpoint, state->count);
+	else
+		complain("to run the %s again, run:", state->zero ? "zeroing" : "copy");
+	fprintf(stderr, "%s\n", command);
+	free(command);
+}
+
 /* close_devices() - close the engine's devices of the source and destinations (not the sync_fds). */
 static void close_devices(struct kcopy *state)
 {
@@ -1420,25 +1301,39 @@ int main(int argc, char **argv)
 {
 	struct kcopy state;
 	struct run_outcome outcome;
+	sigset_t early_signals;
 	bool exit_now = false;
 	int status, ret;
 
 	memset(&state, 0, sizeof(state));
 	memset(&outcome, 0, sizeof(outcome));
+	state.progress_fd = -1;
 	for (unsigned int dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++) {
 		state.dests[dest_index].sync_fd = -1;
 		state.dests[dest_index].claim_fd = -1;
 	}
 	/* Past RLIMIT_FSIZE a write fails with EFBIG, reported; it must not kill us. */
 	signal(SIGXFSZ, SIG_IGN);
+	/*
+	 * A SIGUSR1 (dd's "how far are you?") or a SIGWINCH while the files
+	 * are opened must not kill us either: held until the job's signalfd
+	 * takes them (job_signals_open()).
+	 */
+	sigemptyset(&early_signals);
+	sigaddset(&early_signals, SIGUSR1);
+	sigaddset(&early_signals, SIGWINCH);
+	pthread_sigmask(SIG_BLOCK, &early_signals, NULL);
 
 	ret = parse_command_line(argc, argv, &state, &exit_now);
 	if (ret || exit_now) {
 		status = ret ? exit_status_for(ret) : EXIT_OK;
 		goto out_free_paths;
 	}
-	state.stderr_is_terminal = isatty(STDERR_FILENO);
-	state.show_progress = !state.quiet && (state.progress_forced || state.stderr_is_terminal);
+	progress_init(&state.progress, !state.quiet && (state.progress_forced || isatty(STDERR_FILENO)),
+		      state.progress_fd);
+	/* A reader of --progress=FD that goes away must not kill the copy: the write fails with EPIPE, reported. */
+	if (state.progress_fd >= 0)
+		signal(SIGPIPE, SIG_IGN);
 
 	if (state.via) {
 		/* Before any destination is created: is there a daemon to take the job? */
@@ -1471,7 +1366,11 @@ int main(int argc, char **argv)
 	if (ret)
 		goto err_close_devices;
 	sync_destinations(&state);
-	status = report_result(&state, &outcome, monotonic_seconds() - state.start_seconds);
+	status = report_result(&state, &outcome, monotonic_seconds() - state.progress.start_seconds);
+	if (status != EXIT_OK)
+		print_resume_command(&state, &outcome);
+	progress_final(&state.progress, outcome.result.sectors_done,
+		       status == EXIT_OK ? "done" : outcome.result.cancelled ? "cancelled" : "failed");
 	goto out_close_devices;
 
 err_close_devices:

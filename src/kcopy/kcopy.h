@@ -22,7 +22,10 @@
 #define EXIT_USAGE	2	/* bad command line, or refused regions (overlap, past the end, in use, too large) */
 
 #define PROGRESS_TERMINAL_INTERVAL_MS	200	/* redraw the bar 5 times a second */
-#define PROGRESS_LOG_INTERVAL_MS	1000	/* one line a second when stderr is no terminal */
+#define PROGRESS_LOG_INTERVAL_MS	1000	/* one line a second when stderr is no terminal, and to --progress=FD */
+#define PROGRESS_DEFAULT_COLUMNS	80	/* the width of a bar when stderr is no terminal */
+
+#define KCOPY_DEFAULT_PAGES		16384u	/* 64 MiB of I/O buffers */
 
 /* One region argument as split from the command line. */
 struct region_arg {
@@ -60,6 +63,21 @@ struct destination {
 	bool extended;			/* cut back to before.st_size, times restored, if kcopy refuses */
 };
 
+/*
+ * What kcopy shows of a running job (report.c): the bar on stderr and the
+ * lines of --progress=FD.  Used by the thread that waits for the job only.
+ */
+struct progress {
+	bool bar;			/* draw the bar on stderr */
+	bool terminal;			/* stderr is a terminal: the bar is redrawn in place */
+	unsigned int columns;		/* the terminal's width; PROGRESS_DEFAULT_COLUMNS on no terminal */
+	unsigned int line_len;		/* the bar's length on the terminal's current line, 0 if none is open */
+	int fd;				/* --progress=FD, -1 if none (or dropped after a failed write) */
+	double start_seconds;		/* CLOCK_MONOTONIC at submission */
+	uint64_t sectors_done;		/* the last progress read from the job */
+	uint64_t sectors_total;
+};
+
 /* Everything one run of kcopy works on. */
 struct kcopy {
 	/* from the command line */
@@ -69,6 +87,7 @@ struct kcopy {
 	bool zero;			/* --zero: no source */
 	bool quiet;			/* --quiet: no bar, no summary */
 	bool progress_forced;		/* --progress: a bar even when stderr is no terminal */
+	int progress_fd;		/* --progress=FD: machine-readable lines to FD; -1 if not given */
 	const char *via;		/* --via MOUNT: run the job in that kcopydfs daemon; NULL if not */
 	struct region_arg source;	/* unused with --zero */
 	unsigned int num_dests;
@@ -80,9 +99,7 @@ struct kcopy {
 	struct io_region from;		/* the source region, for the engine */
 	struct io_region regions[KCOPYD_MAX_REGIONS];	/* the destination regions */
 	bool job_started;		/* the job was handed to the engine or the daemon: no undo after */
-	bool show_progress;
-	bool stderr_is_terminal;
-	double start_seconds;		/* CLOCK_MONOTONIC at submission */
+	struct progress progress;	/* its start_seconds is the job's, for the summary too */
 	/*
 	 * The engine, kept by run_job() once its job is over and destroyed
 	 * by main() after the fsyncs and the report: destroying it waits for
@@ -97,6 +114,11 @@ struct run_outcome {
 	struct kcopyd_result result;
 	int stop_signal;		/* the signal that cancelled the job, 0 if none */
 	bool failed_otherwise;		/* --via: the job failed in a way @result cannot show (reported) */
+	/*
+	 * Sectors from the start of the regions written everywhere without a
+	 * gap (kcopyd_job_checkpoint()): a copy of the rest finishes the job.
+	 */
+	uint64_t checkpoint;
 };
 
 /* Room for errno_text(). */
@@ -117,38 +139,135 @@ const char *errno_text(int error, char *buf, size_t len);
 /* monotonic_seconds() - CLOCK_MONOTONIC in seconds. */
 double monotonic_seconds(void);
 
-/*
- * draw_progress() - show the job's progress on stderr: redrawn in place
- * on a terminal, one line at a time otherwise.
- * @line_len: the length of the line left open on the terminal (0 if none),
- *            to blank what the new line does not cover.
- */
-void draw_progress(const struct kcopy *state, uint64_t sectors_done, uint64_t sectors_total, int *line_len);
+/* ---- report.c: progress, signals, the resume command ---- */
 
 /*
- * stop_signals_open() - block SIGINT and SIGTERM (those not ignored) in
- * every thread and return a non-blocking signalfd for them.
- * @old_mask: receives the mask to give back to stop_signals_close().
+ * format_bytes() - a byte count for people: "512 B", "1.5 KiB", "64.0 MiB".
+ * Return: @buf.
+ */
+const char *format_bytes(uint64_t bytes, char *buf, size_t len);
+
+/*
+ * format_progress() - the progress bar's line, a pure function:
+ * "[#########      ]  45.2%    29.0 MiB / 64.0 MiB     312.4 MB/s  ETA 0:00:01"
+ * fitted to @columns - 1 characters (a line that fills the last column
+ * wraps on some terminals): the bar takes the room the fields leave, and
+ * the fields that do not fit are left out, the rate first, then the
+ * bytes, then the ETA; the percentage stays (cut if even it does not fit).
+ * @done_bytes, @total_bytes: the amount copied (per destination) and in all.
+ * @elapsed:   seconds since the job started.
+ * @columns:   the terminal's width.
+ * Return: @buf.
+ */
+const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, double elapsed, unsigned int columns,
+			    char *buf, size_t len);
+
+/*
+ * format_progress_report() - the line SIGUSR1 prints, without "kcopy: "
+ * and its newline: "30408704 of 67108864 bytes (45.3%) done in 3.1 s,
+ * 9.8 MB/s, ETA 0:00:04".
+ * Return: @buf.
+ */
+const char *format_progress_report(uint64_t done_bytes, uint64_t total_bytes, double elapsed, char *buf, size_t len);
+
+/*
+ * format_progress_fd_line() - one line of --progress=FD, with its newline:
+ * "PERCENT/100 DONE_BYTES TOTAL_BYTES STATE" (see kcopy(1)).  PERCENT is
+ * rounded down and is 100 only once everything is done.
+ * @state: "running", or the final "done", "cancelled" or "failed".
+ * Return: @buf.
+ */
+const char *format_progress_fd_line(uint64_t done_bytes, uint64_t total_bytes, const char *state,
+				    char *buf, size_t len);
+
+/*
+ * format_resume_command() - the command line that copies (or zeroes) what
+ * a job did not finish: the same arguments with every region moved on by
+ * @checkpoint sectors, each written PATH:SECTOR+COUNT (the source and, with
+ * --zero, every destination) or PATH:SECTOR, quoted for a POSIX shell.
+ * --progress=FD is left out (the descriptor is this run's).
+ * @checkpoint: sectors from the start of the regions known done.
+ * Return: a malloc'd string without a newline; NULL if nothing is left
+ * (@checkpoint reaches the count) or memory ran out.
+ */
+char *format_resume_command(const struct kcopy *state, uint64_t checkpoint);
+
+/*
+ * progress_init() - set up @progress: whether stderr is a terminal and
+ * its width.  Nothing is drawn yet.
+ * @bar: draw the bar on stderr.
+ * @fd:  --progress=FD, or -1.
+ */
+void progress_init(struct progress *progress, bool bar, int fd);
+
+/* progress_resize() - read the terminal's width again (SIGWINCH) and redraw an open bar to fit it. */
+void progress_resize(struct progress *progress);
+
+/* progress_interval_ms() - how often the job's loop calls progress_update(). */
+int progress_interval_ms(const struct progress *progress);
+
+/* progress_draw() - draw the bar, if there is one, for the last progress recorded. */
+void progress_draw(struct progress *progress);
+
+/*
+ * progress_update() - record the job's progress, draw the bar and write
+ * a "running" line to --progress=FD (whichever of them is on).
+ */
+void progress_update(struct progress *progress, uint64_t sectors_done, uint64_t sectors_total);
+
+/* progress_break_line() - end the bar's line, if one is open, before a message. */
+void progress_break_line(struct progress *progress);
+
+/*
+ * progress_print_report() - print the last progress recorded as one
+ * full line on stderr (SIGUSR1), whether or not there is a bar; an open
+ * bar is drawn again below it.
+ */
+void progress_print_report(struct progress *progress);
+
+/* progress_end() - draw the bar a last time, for the job's end, and end its line. */
+void progress_end(struct progress *progress, uint64_t sectors_done, uint64_t sectors_total);
+
+/*
+ * progress_final() - the last line of --progress=FD.
+ * @sectors_done: where the job stopped.
+ * @state:        "done", "cancelled" or "failed".
+ */
+void progress_final(struct progress *progress, uint64_t sectors_done, const char *state);
+
+/*
+ * job_signals_open() - block, in every thread, SIGINT, SIGTERM and SIGHUP
+ * (those not ignored: a signal ignored by whoever started us stays
+ * ignored), SIGUSR1 and SIGWINCH, and return a non-blocking signalfd for
+ * them.
+ * @old_mask: receives the mask to give back to job_signals_close().
  * Return: the descriptor, or -errno (reported; the mask is restored).
  */
-int stop_signals_open(sigset_t *old_mask);
+int job_signals_open(sigset_t *old_mask);
 
 /*
- * stop_signals_close() - drain and close @signal_fd, restore @old_mask.
+ * job_signals_close() - drain and close @signal_fd, restore @old_mask.
  * A signal that came after the job finished must not kill us when unblocked.
  */
-void stop_signals_close(int signal_fd, const sigset_t *old_mask);
+void job_signals_close(int signal_fd, const sigset_t *old_mask);
+
+/* What handle_job_signals() does to the job it is waiting for. */
+struct job_control {
+	int (*cancel)(void *context);		/* 0 or -errno (reported) */
+	void (*read_progress)(uint64_t *sectors_done, uint64_t *sectors_total, void *context);
+};
 
 /*
- * handle_stop_signal() - the first SIGINT or SIGTERM cancels the job; a
- * second one ends the process at once, without waiting for the I/O in
- * flight or flushing the destinations.
- * @signal_fd:   the descriptor of stop_signals_open().
+ * handle_job_signals() - act on every signal waiting in @signal_fd.
+ * SIGWINCH refits the bar; SIGUSR1 reads the job's progress and prints it
+ * (progress_print_report()); the first SIGINT, SIGTERM or SIGHUP cancels
+ * the job, and a second one ends the process at once, by that signal,
+ * without waiting for the I/O in flight or flushing the destinations.
+ * @signal_fd:   the descriptor of job_signals_open().
  * @stop_signal: the signal that cancelled the job, 0 before.
- * @line_len:    the progress line left open on the terminal, 0 if none.
- * @cancel:      cancels the job; returns 0 or -errno.  Its context pointer last.
+ * @control:     cancels the job and reads its progress; @context last.
  */
-void handle_stop_signal(int signal_fd, int *stop_signal, int *line_len,
-			int (*cancel)(void *context), void *context);
+void handle_job_signals(int signal_fd, struct progress *progress, int *stop_signal,
+			const struct job_control *control, void *context);
 
 #endif /* KCOPY_KCOPY_H */

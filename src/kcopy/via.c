@@ -12,8 +12,9 @@
  *   -> poll until readable (the job has ended) -> pread at 0: the final
  *   status -> close (the daemon removes the job)
  *
- * meanwhile MOUNT/jobs/N/status is read now and then for the progress bar,
- * and "cancel" is written to the same descriptor on SIGINT or SIGTERM.  If
+ * meanwhile MOUNT/jobs/N/status is read now and then for the progress bar
+ * (and on SIGUSR1), and "cancel" is written to the same descriptor on
+ * SIGINT, SIGTERM or SIGHUP.  If
  * kcopy dies, the descriptor closes and the job goes away once it ends:
  * nothing is left on the mount either way.
  */
@@ -40,6 +41,7 @@ struct via_job {
 	const char *mount;
 	int clone_fd;			/* open on MOUNT/clone-autoremove: the job's ctl and wait */
 	unsigned long long id;		/* its number: MOUNT/jobs/ID */
+	int status_fd;			/* open on MOUNT/jobs/ID/status while it is followed; -1 if not */
 	char *source_path;		/* the absolute paths given to the daemon, malloc'd */
 	char *dest_paths[KCOPYD_MAX_REGIONS];
 };
@@ -375,7 +377,7 @@ int via_check_mount(const char *mount)
 	return 0;
 }
 
-/* cancel_via_job() - handle_stop_signal()'s cancel: "cancel" to the job's ctl. */
+/* cancel_via_job() - the job_control's cancel: "cancel" to the job's ctl. */
 static int cancel_via_job(void *context)
 {
 	const struct via_job *job = context;
@@ -388,6 +390,40 @@ static int cancel_via_job(void *context)
 	complain("%s: job %llu: cannot cancel: %s", job->mount, job->id, errno_text(ret, errbuf, sizeof(errbuf)));
 	return ret;
 }
+
+/*
+ * read_status_progress() - the "progress: DONE/TOTAL" of a status text.
+ * Return: true if it is there.
+ */
+static bool read_status_progress(const char *status, uint64_t *sectors_done, uint64_t *sectors_total)
+{
+	unsigned long long done, total;
+	char field[64];
+
+	if (!status_field(status, "progress", field, sizeof(field)) || sscanf(field, "%llu/%llu", &done, &total) != 2)
+		return false;
+	*sectors_done = done;
+	*sectors_total = total;
+	return true;
+}
+
+/*
+ * read_via_progress() - the job_control's progress: the job's status, read
+ * now; on a failure to read it the last progress is left as it was.
+ */
+static void read_via_progress(uint64_t *sectors_done, uint64_t *sectors_total, void *context)
+{
+	const struct via_job *job = context;
+	char status[STATUS_MAX];
+
+	if (job->status_fd >= 0 && read_file_at(job->status_fd, NULL, status, sizeof(status)) >= 0)
+		read_status_progress(status, sectors_done, sectors_total);
+}
+
+static const struct job_control via_job_control = {
+	.cancel = cancel_via_job,
+	.read_progress = read_via_progress,
+};
 
 /*
  * report_refusal() - print why the daemon refused the description: the
@@ -413,26 +449,26 @@ static void report_refusal(const struct kcopy *state, const struct via_job *job,
 /*
  * follow_job() - wait until the job has ended: poll its descriptor (readable
  * once it has ended) and the signals, and read its status for the progress
- * bar, and at least once a second anyway, so that a daemon that went away
- * is noticed even if no poll wakes us.
+ * bar and --progress=FD, and at least once a second anyway, so that a
+ * daemon that went away is noticed even if no poll wakes us.
  * Return: 0 once the job has ended; the -errno of reading its status
  * (reported).
  */
-static int follow_job(const struct kcopy *state, struct via_job *job, int signal_fd, int *stop_signal)
+static int follow_job(struct kcopy *state, struct via_job *job, int signal_fd, int *stop_signal)
 {
-	int interval_ms = !state->show_progress ? VIA_CHECK_INTERVAL_MS
-			  : state->stderr_is_terminal ? PROGRESS_TERMINAL_INTERVAL_MS : PROGRESS_LOG_INTERVAL_MS;
+	struct progress *progress = &state->progress;
+	int interval_ms = progress->bar || progress->fd >= 0 ? progress_interval_ms(progress) : VIA_CHECK_INTERVAL_MS;
 	struct pollfd waits[2] = {
 		{ .fd = signal_fd, .events = POLLIN },
 		{ .fd = job->clone_fd, .events = POLLIN },
 	};
 	char path[PATH_MAX], status[STATUS_MAX], field[64], errbuf[ERRNO_TEXT_LEN];
 	double next_check = monotonic_seconds() + interval_ms / 1000.0;
-	int status_fd, line_len = 0, ret = 0;
+	int ret = 0;
 
 	snprintf(path, sizeof(path), "%s/jobs/%llu/status", job->mount, job->id);
-	status_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (status_fd < 0) {
+	job->status_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (job->status_fd < 0) {
 		ret = -errno;
 		complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
 		return ret;
@@ -440,7 +476,7 @@ static int follow_job(const struct kcopy *state, struct via_job *job, int signal
 	for (;;) {
 		double wait_seconds = next_check - monotonic_seconds();
 		int ready = poll(waits, 2, wait_seconds > 0 ? (int)(wait_seconds * 1000.0) + 1 : 0);
-		unsigned long long done = 0, total = 0;
+		uint64_t done = 0, total = 0;
 		bool ended;
 		ssize_t len;
 
@@ -452,42 +488,79 @@ static int follow_job(const struct kcopy *state, struct via_job *job, int signal
 		if (ready > 0 && waits[1].revents)
 			break;	/* POLLIN: ended; POLLERR: removed (the final read says how) */
 		if (ready > 0 && (waits[0].revents & POLLIN))
-			handle_stop_signal(signal_fd, stop_signal, &line_len, cancel_via_job, job);
+			handle_job_signals(signal_fd, progress, stop_signal, &via_job_control, job);
 		if (monotonic_seconds() < next_check)
 			continue;
 
-		len = read_file_at(status_fd, NULL, status, sizeof(status));
+		len = read_file_at(job->status_fd, NULL, status, sizeof(status));
 		if (len < 0) {
 			ret = (int)len;
-			if (line_len)
-				fputc('\n', stderr);
+			progress_break_line(progress);
 			complain("%s: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
 			break;
 		}
-		if (status_field(status, "progress", field, sizeof(field)))
-			sscanf(field, "%llu/%llu", &done, &total);
+		read_status_progress(status, &done, &total);
 		ended = status_field(status, "state", field, sizeof(field)) &&
 			(!strcmp(field, "done") || !strcmp(field, "failed") || !strcmp(field, "cancelled"));
-		if (state->show_progress && !ended)
-			draw_progress(state, done, total, &line_len);
 		if (ended)
 			break;
+		progress_update(progress, done, total);
 		next_check += interval_ms / 1000.0;
 		if (next_check < monotonic_seconds())
 			next_check = monotonic_seconds() + interval_ms / 1000.0;
 	}
-	close(status_fd);
-	if (line_len && state->stderr_is_terminal && ret)
-		fputc('\n', stderr);
+	close(job->status_fd);
+	job->status_fd = -1;
+	if (ret)
+		progress_break_line(progress);
 	return ret;
+}
+
+/*
+ * via_checkpoint() - where the job is known done without a gap, from its
+ * final status (the daemon's status has no checkpoint line).  The engine
+ * runs sub-jobs in ascending order and a cancel lets those in flight
+ * finish: a job cancelled without errors is done up to its progress.  A
+ * failed one is done below its lowest failing range (every sub-job below
+ * it was written: the engine drops only those above a failure).  Anything
+ * else: 0, the whole copy again.
+ */
+static uint64_t via_checkpoint(const struct kcopy *state, const struct run_outcome *outcome)
+{
+	const struct kcopyd_result *result = &outcome->result;
+	uint64_t checkpoint = result->sectors_total;
+
+	if (outcome->failed_otherwise)
+		return 0;
+	if (!result->read_err && !result->write_err)
+		return result->cancelled ? result->sectors_done : 0;
+	if (result->read_err) {
+		if (!result->read.error || result->read.sector < state->source.sector)
+			return 0;
+		if (result->read.sector - state->source.sector < checkpoint)
+			checkpoint = result->read.sector - state->source.sector;
+	}
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		const struct kcopyd_failure *failure = &result->write[dest_index];
+		uint64_t dest_sector = state->dests[dest_index].where.sector;
+
+		if (!(result->write_err & (1u << dest_index)))
+			continue;
+		if (!failure->error || failure->sector < dest_sector)
+			return 0;
+		if (failure->sector - dest_sector < checkpoint)
+			checkpoint = failure->sector - dest_sector;
+	}
+	return checkpoint;
 }
 
 int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 {
 	char path[PATH_MAX], description[DESCRIPTION_MAX + 64], status[STATUS_MAX], errbuf[ERRNO_TEXT_LEN];
-	struct via_job job = { .mount = state->via, .clone_fd = -1 };
+	struct via_job job = { .mount = state->via, .clone_fd = -1, .status_fd = -1 };
+	uint64_t done = 0, total = 0;
 	sigset_t old_mask;
-	int signal_fd, line_len = 0, ret;
+	int signal_fd, ret;
 	ssize_t len;
 
 	ret = build_description(state, &job, description, sizeof(description));
@@ -511,12 +584,12 @@ int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 	}
 
 	/* Before the job starts, so that a signal right after cancels it. */
-	signal_fd = stop_signals_open(&old_mask);
+	signal_fd = job_signals_open(&old_mask);
 	if (signal_fd < 0) {
 		ret = signal_fd;
 		goto out_close_clone;
 	}
-	state->start_seconds = monotonic_seconds();
+	state->progress.start_seconds = monotonic_seconds();
 	len = write(job.clone_fd, description, strlen(description));
 	if (len != (ssize_t)strlen(description)) {
 		ret = len < 0 ? -errno : -EIO;
@@ -536,20 +609,14 @@ int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 			 errno_text(ret, errbuf, sizeof(errbuf)));
 		goto out_close_signals;
 	}
-	if (state->show_progress) {
-		unsigned long long done = 0, total = 0;
-		char field[64];
-
-		if (status_field(status, "progress", field, sizeof(field)))
-			sscanf(field, "%llu/%llu", &done, &total);
-		draw_progress(state, done, total, &line_len);
-		if (state->stderr_is_terminal)
-			fputc('\n', stderr);
-	}
+	read_status_progress(status, &done, &total);
+	progress_end(&state->progress, done, total);
 	ret = parse_final_status(&job, state->num_dests, status, outcome);
+	if (!ret)
+		outcome->checkpoint = via_checkpoint(state, outcome);
 
 out_close_signals:
-	stop_signals_close(signal_fd, &old_mask);
+	job_signals_close(signal_fd, &old_mask);
 out_close_clone:
 	close(job.clone_fd);	/* removes the job: at once if it has ended or never started */
 out_free_paths:

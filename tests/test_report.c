@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kcopy's texts (src/kcopy/report.c): the progress line fitted to a
+ * terminal's width, the lines of --progress=FD and the resume command,
+ * all pure functions tested without a job or a terminal.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kcopy/kcopy.h"
+
+TestSuite(report, .timeout = 30);
+
+#define MIB (1024ull * 1024)
+
+Test(report, progress_fits_every_width)
+{
+	static const struct {
+		uint64_t done, total;
+		double elapsed;
+	} cases[] = {
+		{ 0, 64 * MIB, 0 },
+		{ 29 * MIB, 64 * MIB, 0.1 },
+		{ 64 * MIB, 64 * MIB, 0.2 },
+		{ 1000 * MIB, 1024 * 1024 * MIB, 3600 * 30 },	/* a long ETA */
+		{ 512, 1ull << 62, 1e-3 },
+	};
+	char line[512];
+
+	for (unsigned int index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		for (unsigned int columns = 1; columns <= 300; columns++) {
+			size_t len;
+
+			format_progress(cases[index].done, cases[index].total, cases[index].elapsed, columns,
+					line, sizeof(line));
+			len = strlen(line);
+			cr_assert(len <= (columns > 1 ? columns - 1 : 1),
+				  "case %u at %u columns: %zu characters, \"%s\"", index, columns, len, line);
+			cr_assert(!strchr(line, '\n') && !strchr(line, '\r') && !strchr(line, '\033'),
+				  "case %u at %u columns: a control character in \"%s\"", index, columns, line);
+			if (columns >= 8)
+				cr_assert(strchr(line, '%'), "case %u at %u columns: no percentage in \"%s\"",
+					  index, columns, line);
+		}
+	}
+}
+
+Test(report, progress_drops_fields_by_width)
+{
+	static const struct {
+		unsigned int columns;
+		bool bar, bytes, rate, eta;
+	} cases[] = {
+		{ 200, true, true, true, true },
+		{ 80, true, true, true, true },
+		{ 60, true, true, false, true },
+		{ 40, true, false, false, true },
+		{ 24, true, false, false, false },
+		{ 12, false, false, false, false },
+	};
+	char line[512];
+
+	for (unsigned int index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		format_progress(29 * MIB, 64 * MIB, 2.0, cases[index].columns, line, sizeof(line));
+		cr_expect_eq(line[0] == '[', cases[index].bar, "%u columns: bar %d in \"%s\"", cases[index].columns,
+			     cases[index].bar, line);
+		cr_expect_eq(strstr(line, "MiB /") != NULL, cases[index].bytes, "%u columns: bytes %d in \"%s\"",
+			     cases[index].columns, cases[index].bytes, line);
+		cr_expect_eq(strstr(line, "MB/s") != NULL, cases[index].rate, "%u columns: rate %d in \"%s\"",
+			     cases[index].columns, cases[index].rate, line);
+		cr_expect_eq(strstr(line, "ETA") != NULL, cases[index].eta, "%u columns: ETA %d in \"%s\"",
+			     cases[index].columns, cases[index].eta, line);
+		cr_expect(strstr(line, "45.3%"), "%u columns: no 45.3%% in \"%s\"", cases[index].columns, line);
+	}
+}
+
+Test(report, progress_bar_fills_with_the_fraction)
+{
+	char line[512];
+	size_t filled = 0, width = 0;
+
+	format_progress(32 * MIB, 64 * MIB, 1.0, 80, line, sizeof(line));
+	for (const char *at = line + 1; *at && *at != ']'; at++, width++)
+		filled += *at == '#';
+	cr_assert(width >= 10, "a bar of %zu columns at 80: \"%s\"", width, line);
+	cr_assert_eq(filled, width / 2, "half done: %zu of %zu filled in \"%s\"", filled, width, line);
+}
+
+Test(report, fd_lines)
+{
+	static const struct {
+		uint64_t done, total;
+		const char *state, *line;
+	} cases[] = {
+		{ 0, 4096, "running", "0/100 0 4096 running\n" },
+		{ 2048, 4096, "running", "50/100 2048 4096 running\n" },
+		{ 4095, 4096, "running", "99/100 4095 4096 running\n" },
+		{ 4096 * 1000 - 1, 4096 * 1000, "cancelled", "99/100 4095999 4096000 cancelled\n" },
+		{ 4096, 4096, "done", "100/100 4096 4096 done\n" },
+		{ 0, 0, "done", "100/100 0 0 done\n" },
+	};
+	char line[128];
+
+	for (unsigned int index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		format_progress_fd_line(cases[index].done, cases[index].total, cases[index].state, line, sizeof(line));
+		cr_expect_str_eq(line, cases[index].line, "case %u: \"%s\"", index, line);
+	}
+}
+
+static struct kcopy copy_state(const char *source, const char *dest0, const char *dest1)
+{
+	struct kcopy state;
+
+	memset(&state, 0, sizeof(state));
+	state.config.num_pages = KCOPY_DEFAULT_PAGES;
+	state.source.path = (char *)source;
+	state.source.sector = 2048;
+	state.count = 8192;
+	state.num_dests = dest1 ? 2 : 1;
+	state.dests[0].where.path = (char *)dest0;
+	state.dests[0].where.sector = 0;
+	if (dest1) {
+		state.dests[1].where.path = (char *)dest1;
+		state.dests[1].where.sector = 16;
+	}
+	return state;
+}
+
+Test(report, resume_command)
+{
+	struct kcopy state = copy_state("/dev/loop0", "disk.img", "/mnt/it's here/b c.img");
+	char *command;
+
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy /dev/loop0:3072+7168 disk.img:1024 '/mnt/it'\\''s here/b c.img:1040'",
+			 "got %s", command);
+	free(command);
+
+	command = format_resume_command(&state, 8192);
+	cr_assert_null(command, "nothing left: got %s", command);
+
+	state.job_flags = KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ;
+	state.config.depth = 2;
+	state.config.subjob_sectors = 128;
+	state.via = "/mnt/kcopyd";
+	state.progress_fd = 3;
+	command = format_resume_command(&state, 0);
+	cr_assert_str_eq(command, "kcopy --via /mnt/kcopyd --subjob-kb 64 --depth 2 --ignore-errors --write-seq "
+			 "/dev/loop0:2048+8192 disk.img:0 '/mnt/it'\\''s here/b c.img:16'", "got %s", command);
+	free(command);
+}
+
+Test(report, resume_command_zero)
+{
+	struct kcopy state = copy_state(NULL, "/dev/loop1", "$HOME.img");
+	char *command;
+
+	state.zero = true;
+	state.quiet = true;
+	command = format_resume_command(&state, 4096);
+	cr_assert_str_eq(command, "kcopy --quiet --zero /dev/loop1:4096+4096 '$HOME.img:4112+4096'", "got %s", command);
+	free(command);
+}
