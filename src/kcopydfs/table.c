@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The job table: jobs by name and by id and in id order, valid names, the
- * per-user counts that hold users other than root to their limits and keep
- * root's reserve, creating, finding, viewing and removing jobs.  Everything
- * here runs under svc->lock or takes it; the rules are on struct
- * kfs_service (service-internal.h).
+ * The job table: jobs by name and by id and in id order, the per-user
+ * counts that hold users other than root to their limits and keep root's
+ * reserve, creating, finding, viewing and removing jobs (names.c says
+ * which names are valid).  Everything here runs under svc->lock or takes
+ * it; the rules are on struct kfs_service (service-internal.h).
  */
 #include "config.h"
 
@@ -50,22 +50,6 @@ static struct kfs_job *find_by_name(struct kfs_service *svc, const char *name)
 		if (strcmp(job->name, name) == 0)
 			return job;
 	return NULL;
-}
-
-int kfs_name_valid(const char *name)
-{
-	size_t len = strlen(name), index;
-
-	if (len == 0 || len > KFS_NAME_MAX || name[0] == '.')
-		return 0;
-	for (index = 0; index < len; index++) {
-		char c = name[index];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		      c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
 }
 
 void job_free(struct kfs_job *job)
