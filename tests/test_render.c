@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Rendering of a job's status (src/kcopydfs/jobs.c, kfs_render_status()):
+ * Rendering of a job's status (src/kcopydfs/render.c, kfs_render_status()):
  * a pure function of a struct kfs_job_view, tested without a mount.
  */
 #include "config.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The FUSE front end of kcopydfs, on the low-level API.  It only turns
- * paths and file operations into calls on the service (jobs.c) and renders
+ * paths and file operations into calls on the service (jobs.h) and renders
  * what the service says as text.  The low-level API lets a read of `wait`
  * be answered later, from the engine's completion thread, so blocked
  * waiters hold no worker thread.

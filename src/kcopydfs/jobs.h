@@ -16,10 +16,8 @@
 #include <sys/types.h>
 
 #include "kcopyd.h"
+#include "kcopydfs/names.h"
 #include "kcopydfs/regions.h"
-
-#define KFS_NAME_MAX 64
-#define KFS_ERROR_MAX 1024
 
 enum kfs_state {
 	KFS_IDLE,
@@ -121,9 +119,6 @@ void kfs_service_destroy(struct kfs_service *svc);
  * is full, or (for @uid other than 0) the part of it other users may take.
  */
 int kfs_job_create(struct kfs_service *svc, const char *name, uid_t uid, gid_t gid, uint64_t *id);
-
-/* kfs_name_valid() - 1 if @name is 1-64 of [A-Za-z0-9._-] not starting with '.'. */
-int kfs_name_valid(const char *name);
 
 /* kfs_job_find() - the id of the job called @name.  Return: 0 or -ENOENT. */
 int kfs_job_find(struct kfs_service *svc, const char *name, uint64_t *id);

@@ -51,8 +51,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "kcopydfs/jobs.h"
 #include "kcopydfs/jobspec.h"
+#include "kcopydfs/names.h"
+#include "kcopydfs/regions.h"
 
 #define KFS_STATE_NAME_MAX 16		/* "interrupted" and the others */
 /* The longest record: the fixed lines, an error line and a canonical description. */
