@@ -262,6 +262,54 @@ Test(jobspec, empty_flag_list_and_each_flag_alone)
 		     spec.flags);
 }
 
+/* The sparse-copy and offload flags (kcopyd.h), alone and together, on copy and zero jobs. */
+Test(jobspec, sparse_and_offload_flags)
+{
+	static const struct {
+		const char *input;
+		unsigned int flags;
+		const char *canonical;
+	} cases[] = {
+		{ "copy from=/a:0+8 to=/b:0+8 flags=dest_zero", KCOPYD_DEST_ZERO,
+		  "copy from=/a:0+8 to=/b:0+8 flags=dest_zero\n" },
+		{ "copy from=/a:0+8 to=/b:0+8 flags=allocated", KCOPYD_ALLOCATED,
+		  "copy from=/a:0+8 to=/b:0+8 flags=allocated\n" },
+		{ "copy from=/a:0+8 to=/b:0+8 flags=no_offload", KCOPYD_NO_OFFLOAD,
+		  "copy from=/a:0+8 to=/b:0+8 flags=no_offload\n" },
+		/* allocated wins over dest_zero in the engine, which takes both: so does the parser. */
+		{ "copy from=/a:0+8 to=/b:0+8 flags=allocated,dest_zero", KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED,
+		  "copy from=/a:0+8 to=/b:0+8 flags=dest_zero,allocated\n" },
+		{ "copy from=/a:0+8 to=/b:0+8 flags=no_offload,write_seq,allocated,ignore_error,dest_zero,no_offload",
+		  JOBSPEC_FLAGS,
+		  "copy from=/a:0+8 to=/b:0+8 flags=ignore_error,write_seq,dest_zero,allocated,no_offload\n" },
+		{ "zero to=/b:0+8 flags=allocated", KCOPYD_ALLOCATED, "zero to=/b:0+8 flags=allocated\n" },
+		{ "zero to=/b:0+8 flags=dest_zero,no_offload", KCOPYD_DEST_ZERO | KCOPYD_NO_OFFLOAD,
+		  "zero to=/b:0+8 flags=dest_zero,no_offload\n" },
+	};
+	char rendered[RENDER_SIZE];
+	size_t case_index;
+	int length;
+
+	cr_assert_eq(JOBSPEC_FLAGS, KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED |
+					    KCOPYD_NO_OFFLOAD,
+		     "JOBSPEC_FLAGS is %#x", JOBSPEC_FLAGS);
+	for (case_index = 0; case_index < sizeof(cases) / sizeof(cases[0]); case_index++) {
+		parse_ok(cases[case_index].input);
+		cr_assert_eq(spec.flags, cases[case_index].flags, "'%s': flags %#x, expected %#x",
+			     cases[case_index].input, spec.flags, cases[case_index].flags);
+		length = jobspec_render(&spec, rendered, sizeof(rendered));
+		cr_assert_str_eq(rendered, cases[case_index].canonical, "render of '%s': '%s' (%d), expected '%s'",
+				 cases[case_index].input, rendered, length, cases[case_index].canonical);
+		assert_round_trip(cases[case_index].input, rendered, sizeof(rendered));
+	}
+	/* The names are exact: no case folding, no dashes, no abbreviations. */
+	parse_fails("copy from=/a to=/b flags=DEST_ZERO", -EINVAL, "unknown flag 'DEST_ZERO'");
+	parse_fails("copy from=/a to=/b flags=dest-zero", -EINVAL, "unknown flag 'dest-zero'");
+	parse_fails("copy from=/a to=/b flags=sparse", -EINVAL,
+		    "unknown flag 'sparse' (known: ignore_error, write_seq, dest_zero, allocated, no_offload)");
+	parse_fails("zero to=/b flags=allocated,offload", -EINVAL, "unknown flag 'offload'");
+}
+
 Test(jobspec, keys_in_any_order)
 {
 	const char *input = "copy to=/b:1+2 flags=write_seq from=/a:3+4 to=/c";
@@ -710,29 +758,38 @@ Test(jobspec, the_canonical_form_of_the_largest_descriptions_parses)
 
 	/*
 	 * The longest rendering there is: 33 regions of bare backslashes,
-	 * each doubled and quoted, every count 20 digits.
+	 * each doubled and quoted, every count 20 digits; and the same with
+	 * every flag, whose names take room from the paths.
 	 */
-	path_len = (JOBSPEC_MAX_LINE - strlen("copy") - (KCOPYD_MAX_REGIONS + 1) * strlen(" from=")) /
-		   (KCOPYD_MAX_REGIONS + 1);
-	backslashes = malloc(path_len + 1);
-	cr_assert(backslashes != NULL);
-	backslashes[0] = '/';
-	memset(backslashes + 1, '\\', path_len - 1);
-	backslashes[path_len] = '\0';
-	line = malloc(JOBSPEC_MAX_LINE + 1);
-	cr_assert(line != NULL);
-	strcpy(line, "copy from=");
-	strcat(line, backslashes);
-	for (region_index = 0; region_index < KCOPYD_MAX_REGIONS; region_index++) {
-		strcat(line, " to=");
+	for (unsigned int with_flags = 0; with_flags < 2; with_flags++) {
+		const char *flags = with_flags ? " flags=ignore_error,write_seq,dest_zero,allocated,no_offload" : "";
+
+		path_len = (JOBSPEC_MAX_LINE - strlen("copy") - strlen(flags) -
+			    (KCOPYD_MAX_REGIONS + 1) * strlen(" from=")) /
+			   (KCOPYD_MAX_REGIONS + 1);
+		backslashes = malloc(path_len + 1);
+		cr_assert(backslashes != NULL);
+		backslashes[0] = '/';
+		memset(backslashes + 1, '\\', path_len - 1);
+		backslashes[path_len] = '\0';
+		line = malloc(JOBSPEC_MAX_LINE + 1);
+		cr_assert(line != NULL);
+		strcpy(line, "copy from=");
 		strcat(line, backslashes);
+		for (region_index = 0; region_index < KCOPYD_MAX_REGIONS; region_index++) {
+			strcat(line, " to=");
+			strcat(line, backslashes);
+		}
+		strcat(line, flags);
+		cr_assert(strlen(line) <= JOBSPEC_MAX_LINE, "the backslash line is %zu bytes", strlen(line));
+		rendered_len = assert_daemon_rendering_parses(with_flags ? "33 paths of backslashes, every flag"
+									 : "33 paths of backslashes",
+							      line);
+		cr_assert(rendered_len > 2 * JOBSPEC_MAX_LINE - 2 * strlen(flags),
+			  "33 paths of backslashes render to %zu bytes only", rendered_len);
+		free(line);
+		free(backslashes);
 	}
-	cr_assert(strlen(line) <= JOBSPEC_MAX_LINE, "the backslash line is %zu bytes", strlen(line));
-	rendered_len = assert_daemon_rendering_parses("33 paths of backslashes", line);
-	cr_assert(rendered_len > 2 * JOBSPEC_MAX_LINE, "33 paths of backslashes render to %zu bytes only",
-		  rendered_len);
-	free(line);
-	free(backslashes);
 }
 
 Test(jobspec, over_4096_bytes_only_a_canonical_description)

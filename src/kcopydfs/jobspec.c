@@ -40,7 +40,11 @@ static const struct size_suffix size_suffixes[] = {
 	{ 'T', 40 },
 };
 
-/* The names flags= accepts, in the order jobspec_render() writes them. */
+/*
+ * The names flags= accepts, in the order jobspec_render() writes them: the
+ * job flags of kcopyd.h, one name each.  Any combination is taken, as
+ * kcopyd_validate() takes it (KCOPYD_ALLOCATED wins over KCOPYD_DEST_ZERO).
+ */
 struct flag_name {
 	const char *name;
 	unsigned int flag;
@@ -49,6 +53,9 @@ struct flag_name {
 static const struct flag_name flag_names[] = {
 	{ "ignore_error", KCOPYD_IGNORE_ERROR },
 	{ "write_seq", KCOPYD_WRITE_SEQ },
+	{ "dest_zero", KCOPYD_DEST_ZERO },
+	{ "allocated", KCOPYD_ALLOCATED },
+	{ "no_offload", KCOPYD_NO_OFFLOAD },
 };
 
 #define ARRAY_SIZE(array) (sizeof(array) / sizeof((array)[0]))
@@ -497,8 +504,8 @@ static int parse_flags(struct line_parser *parser, const char *value, size_t val
 					      shown);
 			}
 			show(shown, name, name_len);
-			return refuse(-EINVAL, parser->why, parser->why_len,
-				      "unknown flag '%s' (known: ignore_error, write_seq)", shown);
+			return refuse(-EINVAL, parser->why, parser->why_len, "unknown flag '%s' (known: %s)", shown,
+				      JOBSPEC_FLAG_NAMES);
 		}
 		parser->spec->flags |= flag_names[flag_index].flag;
 		if (!comma)

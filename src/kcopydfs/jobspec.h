@@ -4,8 +4,9 @@
  * into a struct jobspec and rendered back in canonical form.  Pure
  * functions: no I/O, no FUSE, no engine; tested on their own.
  *
- *   copy from=REGION to=REGION [to=REGION ...] [flags=ignore_error,write_seq]
- *   zero to=REGION [to=REGION ...] [flags=...]
+ *   copy from=REGION to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
+ *   zero to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
+ *   FLAG := ignore_error | write_seq | dest_zero | allocated | no_offload
  *   REGION := PATH[:SECTOR[+COUNT]]
  *
  * SECTOR and COUNT are 512-byte sectors, or bytes with a K, M, G or T
@@ -16,6 +17,17 @@
  * only, with \" and \\ as the escapes inside: to="/mnt/my disk.img":8+16.
  * A path cannot hold control characters other than tab (tab only inside
  * quotes).  Bytes outside ASCII are taken as they are.
+ *
+ * The flags are the job flags of kcopyd.h by name: ignore_error
+ * (KCOPYD_IGNORE_ERROR), write_seq (KCOPYD_WRITE_SEQ), dest_zero
+ * (KCOPYD_DEST_ZERO: the destinations read as zeros already, zero ranges
+ * are skipped), allocated (KCOPYD_ALLOCATED: zero ranges are written with
+ * zero writes that keep them allocated; wins over dest_zero) and
+ * no_offload (KCOPYD_NO_OFFLOAD: no copy_file_range).  A name may repeat;
+ * any combination is taken, as the engine takes it.  They mean the same
+ * for a zero job, where allocated zeroes without punching holes,
+ * dest_zero leaves the destinations as they are and no_offload changes
+ * nothing.
  *
  * See kcopydfs(5) for the whole grammar.
  */
@@ -28,12 +40,23 @@
 
 #include "kcopyd.h"
 
+/*
+ * The names of flags=, for messages, in the order they are rendered:
+ * KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ, KCOPYD_DEST_ZERO, KCOPYD_ALLOCATED,
+ * KCOPYD_NO_OFFLOAD.
+ */
+#define JOBSPEC_FLAG_NAMES "ignore_error, write_seq, dest_zero, allocated, no_offload"
+/* Every bit a parsed description's flags may hold. */
+#define JOBSPEC_FLAGS \
+	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD)
+
 #define JOBSPEC_MAX_LINE 4096		/* bytes, without the trailing newline */
 /*
  * The longest canonical description of a line of JOBSPEC_MAX_LINE bytes,
  * with its newline and a NUL: quoting at most doubles the paths (a bare
  * backslash is written \\ in quotes), and each of the 33 regions gains
- * at most two quotes and ":SECTOR+COUNT" (44 bytes).
+ * at most two quotes and ":SECTOR+COUNT" (44 bytes).  Flags are rendered
+ * once each, never longer than they were written.
  */
 #define JOBSPEC_MAX_CANONICAL (2 * JOBSPEC_MAX_LINE + (KCOPYD_MAX_REGIONS + 1) * 64 + 64)
 /*
@@ -62,7 +85,7 @@ struct jobspec {
 	struct jobspec_region from;	/* copy only */
 	unsigned int num_dests;
 	struct jobspec_region dests[KCOPYD_MAX_REGIONS];
-	unsigned int flags;		/* KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ */
+	unsigned int flags;		/* of JOBSPEC_FLAGS */
 };
 
 /*

@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(size <= JOBSPEC_MAX_CANONICAL_LINE + 1, "a line over JOBSPEC_MAX_CANONICAL_LINE bytes was accepted");
 	FUZZ_CHECK(spec.op == JOBSPEC_COPY || spec.op == JOBSPEC_ZERO, "unknown operation");
 	FUZZ_CHECK(spec.num_dests >= 1 && spec.num_dests <= KCOPYD_MAX_REGIONS, "destination count out of range");
-	FUZZ_CHECK((spec.flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)) == 0, "unknown flag bits");
+	FUZZ_CHECK((spec.flags & ~JOBSPEC_FLAGS) == 0, "unknown flag bits");
 	if (spec.op == JOBSPEC_COPY)
 		check_region(&spec.from);
 	for (dest_index = 0; dest_index < spec.num_dests; dest_index++)
