@@ -55,6 +55,9 @@ run_example "$mnt" "copy from=$work/src.img to=$work/d0.img"
 check "one destination: exit status" 0 "$status"
 check "one destination: the final status on stdout" "state: done|progress: $SECTORS/$SECTORS" \
 	"$(head -n 2 "$work/out" | paste -sd '|')"
+check "one destination: the final status's counts (random bytes: all data)" \
+	"sectors_data: $SECTORS|sectors_zero: 0|checkpoint: $SECTORS" \
+	"$(grep -E '^(sectors_data|sectors_zero|checkpoint):' "$work/out" | paste -sd '|')"
 same_file "$work/d0.img"
 check "the job is removed after the end" "" "$(ls "$mnt/jobs")"
 
@@ -93,6 +96,14 @@ for signal_name in TERM INT; do
 	check "SIG$signal_name cancels: exit status" 1 "$status"
 	check "SIG$signal_name cancels: the state" "cancelled" "$(sed -n 's/^state: //p' "$work/out")"
 	check "SIG$signal_name cancels: the job is removed" "" "$(ls "$mnt/jobs")"
+	# The slow source is an nbdkit memory disk, all zeros: the progress line says how many.
+	got=$(grep -m1 "progress" "$work/err")
+	if [[ $got =~ ^kcopyd-example:\ progress\ [0-9]+/[0-9]+\ \([0-9]+\ sectors\ of\ zeros\)$ ]]; then
+		pass "SIG$signal_name: the progress line on stderr counts the zeros"
+	else
+		fail "SIG$signal_name: the progress line on stderr counts the zeros" \
+			"kcopyd-example: progress D/T (Z sectors of zeros)" "$got"
+	fi
 done
 
 run_example "$work" "copy from=$work/src.img to=$work/d0.img"

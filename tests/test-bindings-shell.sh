@@ -57,7 +57,10 @@ check "kc_wait prints the final status" "state: done|progress: $SECTORS/$SECTORS
 	"$(head -n 2 "$work/out" | paste -sd '|')"
 same_bytes "the copy to one destination" "$work/d0.img" 0 0 "$SIZE"
 check "kc_status JOB progress" "$SECTORS/$SECTORS" "$(kc_status "$job" progress)"
-check "kc_status JOB prints 9 lines" 9 "$(kc_status "$job" | wc -l)"
+check "kc_status JOB prints 13 lines" 13 "$(kc_status "$job" | wc -l)"
+# src.img is random bytes: every sector is data, and the whole copy is past the checkpoint.
+check "kc_status JOB sectors_data, sectors_zero and checkpoint of a dense copy" "$SECTORS 0 $SECTORS" \
+	"$(kc_status "$job" sectors_data) $(kc_status "$job" sectors_zero) $(kc_status "$job" checkpoint)"
 kc_status "$job" nosuchkey >"$work/out" 2>"$work/err"
 check "kc_status of a key that is not there: exit status" 1 "$?"
 check_match "kc_status of a key that is not there: the message" "has no 'nosuchkey' line" "$(cat "$work/err")"

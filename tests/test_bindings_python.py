@@ -108,6 +108,12 @@ def check_one_destination():
            "none, 0x0", status)
     expect(job.status() == status, "status() of an ended job equals what wait() gave", status, job.status())
     expect(job.progress() == (SECTORS, SECTORS), "progress()", (SECTORS, SECTORS), job.progress())
+    # src.img is random bytes: all data, none of it zeros, all of it below the checkpoint.
+    counts = job.counts()
+    expect(counts["sectors_data"] == SECTORS and counts["sectors_zero"] == 0 and counts["checkpoint"] == SECTORS,
+           "counts() of a dense copy", "data %d, zero 0, checkpoint %d" % (SECTORS, SECTORS), counts)
+    expect(0 <= counts["sectors_offloaded"] <= SECTORS, "sectors_offloaded is of sectors_data",
+           "0..%d" % SECTORS, counts["sectors_offloaded"])
     expect_same("the copy", "d0.img", 0)
     job.remove()
     expect(not os.path.exists(job.path), "the job after remove()", "gone", job_names())
@@ -245,10 +251,19 @@ def check_remove():
 
 
 def check_zero_and_attach():
+    before = kcopyd.stats(env.mount_point)
     job = kcopyd.submit(env.mount_point, "zero to=%s:0+1M to=%s:0+1M" % (env.path("d1.img"), env.path("d2.img")))
     again = kcopyd.Job(env.mount_point, job.name)
     status = again.wait(10)
     expect(status.get("state") == "done", "a zero job waited for through Job(mount, name)", "done", status)
+    counts = again.counts()
+    expect(counts["sectors_zero"] == 2048 and counts["sectors_data"] == 0, "counts() of a zero job: all zeros",
+           "zero 2048, data 0", counts)
+    # stats sums each destination: 2 x 2048 sectors zeroed, counted in sectors_written too.
+    after = kcopyd.stats(env.mount_point)
+    grew = {key: after[key] - before[key] for key in ("sectors_written", "sectors_zero")}
+    expect(grew == {"sectors_written": 4096, "sectors_zero": 4096}, "stats() after the zero job",
+           {"sectors_written": 4096, "sectors_zero": 4096}, grew)
     for name in ("d1.img", "d2.img"):
         expect(file_bytes(name, 0, 1 << 20) == bytes(1 << 20), "%s's first MiB is zeros" % name, "zeros",
                file_bytes(name, 0, 16))

@@ -34,7 +34,7 @@ KCOPYDFS = os.environ.get("KCOPYDFS") or os.path.join(os.environ.get("BUILDDIR",
 SIZE = 8 << 20                  # bytes in the source file
 SECTORS = SIZE // 512
 STATUS_KEYS = ["state", "progress", "read_err", "write_err", "error", "bytes_per_sec", "elapsed", "owner",
-               "rejected"]
+               "rejected", "sectors_data", "sectors_zero", "sectors_offloaded", "checkpoint"]
 FINAL = ("done", "failed", "cancelled")
 CHECK_SECONDS = 20              # a check that takes longer is stopped and fails
 
@@ -369,7 +369,8 @@ def check_status_fields():
     os.mkdir(job("fields"))
     idle = status_dict(read_all(job("fields", "status")))
     expected = {"state": "idle", "progress": "0/0", "read_err": "0", "write_err": "0x0", "error": "none",
-                "bytes_per_sec": "0", "elapsed": "0.000", "rejected": "none"}
+                "bytes_per_sec": "0", "elapsed": "0.000", "rejected": "none", "sectors_data": "0",
+                "sectors_zero": "0", "sectors_offloaded": "0", "checkpoint": "0"}
     for key, value in expected.items():
         expect(idle[key] == value, "idle job's " + key, value, idle[key])
     write_ctl("fields", "zero to=%s:0+1M\n" % env.path("d1.img"))
@@ -383,6 +384,10 @@ def check_status_fields():
     rate = int(done["bytes_per_sec"])
     expect(elapsed >= 0 and rate >= 0, "elapsed and bytes_per_sec are numbers", ">= 0", (elapsed, rate))
     expect(file_bytes("d1.img", 0, 1 << 20) == bytes(1 << 20), "d1.img zeroed for 1 MiB", "zeros", "other bytes")
+    # A zero job's sectors are all zero ranges, none data, none offloaded; all below the checkpoint.
+    counts = tuple(int(done[key]) for key in ("sectors_data", "sectors_zero", "sectors_offloaded", "checkpoint"))
+    expect(counts == (0, 2048, 0, 2048), "sectors_data, sectors_zero, sectors_offloaded, checkpoint of the zero job",
+           (0, 2048, 0, 2048), counts)
     state = read_all(job("fields", "state"))
     expect(state == "done\n", "state file", "done\\n", state)
 

@@ -72,3 +72,70 @@ Test(render, bytes_per_sec_counts_only_this_run)
 			  (unsigned long long)cases[index].done);
 	}
 }
+
+/* The keys of @text's lines, in order, separated by blanks, into @keys. */
+static void line_keys(const char *text, char *keys, size_t len)
+{
+	size_t used = 0;
+
+	keys[0] = '\0';
+	for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
+		const char *colon = strchr(line, ':');
+
+		cr_assert(colon && strchr(line, '\n') && colon < strchr(line, '\n'), "a line without a key in:\n%s",
+			  text);
+		used += (size_t)snprintf(keys + used, len - used, "%s%.*s", used ? " " : "", (int)(colon - line), line);
+	}
+}
+
+Test(render, status_lines_in_order_the_counts_and_checkpoint_last)
+{
+	struct kfs_job_view view = running_view(3072, 1024, 1.0);
+	char text[2048], keys[512];
+
+	view.sectors_data = 1536;
+	view.sectors_zero = 512;
+	view.sectors_offloaded = 1024;
+	view.checkpoint = 2560;
+	kfs_render_status(&view, text, sizeof(text));
+	line_keys(text, keys, sizeof(keys));
+	/* The nine lines readers of old count on stay first, in their order. */
+	cr_assert_str_eq(keys,
+			 "state progress read_err write_err error bytes_per_sec elapsed owner rejected sectors_data "
+			 "sectors_zero sectors_offloaded checkpoint",
+			 "the status's keys; the text:\n%s", text);
+	cr_expect(field(text, "sectors_data") == 1536, "sectors_data %.0f, expected 1536:\n%s",
+		  field(text, "sectors_data"), text);
+	cr_expect(field(text, "sectors_zero") == 512, "sectors_zero %.0f, expected 512:\n%s", field(text, "sectors_zero"),
+		  text);
+	cr_expect(field(text, "sectors_offloaded") == 1024, "sectors_offloaded %.0f, expected 1024:\n%s",
+		  field(text, "sectors_offloaded"), text);
+	cr_expect(field(text, "checkpoint") == 2560, "checkpoint %.0f, expected 2560:\n%s", field(text, "checkpoint"),
+		  text);
+	cr_expect(strstr(text, "\nsectors_data: 1536\nsectors_zero: 512\nsectors_offloaded: 1024\ncheckpoint: 2560\n") !=
+			  NULL,
+		  "the last four lines, exactly:\n%s", text);
+}
+
+Test(render, stats_lines_sparse_sums_last)
+{
+	struct kfs_stats stats = { .jobs = 1, .max_jobs = 4 };
+	char text[4096], keys[1024];
+
+	stats.engine.sectors_written = 9000;
+	stats.engine.sectors_zero = 4000;
+	stats.engine.sectors_offloaded = 3000;
+	stats.engine.zero_fallbacks = 7;
+	stats.engine.offload_fallbacks = 2;
+	kfs_render_stats(&stats, text, sizeof(text));
+	line_keys(text, keys, sizeof(keys));
+	cr_assert_str_eq(keys,
+			 "jobs jobs_active jobs_total jobs_done jobs_failed jobs_cancelled jobs_max sectors_read "
+			 "sectors_written read_errors write_errors pages_total pages_in_use pages_peak subjob_sectors "
+			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks",
+			 "the stats keys; the text:\n%s", text);
+	cr_expect(strstr(text, "\nsectors_written: 9000\n") && strstr(text, "\nsectors_zero: 4000\n") &&
+			  strstr(text, "\nsectors_offloaded: 3000\n") && strstr(text, "\nzero_fallbacks: 7\n") &&
+			  strstr(text, "\noffload_fallbacks: 2\n"),
+		  "the engine's sums, as given:\n%s", text);
+}

@@ -7,8 +7,10 @@
 //   node contrib/node/kcopyd-example.js MOUNT 'copy from=/dev/loop0 to=/dev/loop1'
 //
 // It submits the description through MOUNT/clone, prints the job's
-// progress on stderr once a second, waits for the end by reading the job's
-// wait file, prints the final status on stdout and removes the job.  The
+// progress on stderr once a second (with how many of the sectors done were
+// zero ranges: sectors_zero, from daemons that have it), waits for the end
+// by reading the job's wait file, prints the final status on stdout and
+// removes the job.  The
 // first SIGINT or SIGTERM cancels the job (the final status then says
 // cancelled).  Exit status: 0 done, 1 failed or cancelled, 2 bad usage or
 // a description the daemon refused (the reason, the job's error line, on
@@ -99,7 +101,10 @@ async function main() {
   process.on('SIGTERM', cancel);
   const progress = setInterval(() => {
     fs.readFile(path.join(jobDir, 'status'), 'utf8', (error, text) => {
-      if (!error) console.error(`kcopyd-example: progress ${parseStatus(text).progress}`);
+      if (error) return;
+      const status = parseStatus(text);
+      const zeros = status.sectors_zero === undefined ? '' : ` (${status.sectors_zero} sectors of zeros)`;
+      console.error(`kcopyd-example: progress ${status.progress}${zeros}`);
     });
   }, 1000);
 

@@ -34,9 +34,11 @@ import os
 import select
 import time
 
-__all__ = ["submit", "Job", "RefusedError", "FINAL_STATES"]
+__all__ = ["submit", "stats", "Job", "RefusedError", "FINAL_STATES", "COUNT_KEYS"]
 
 FINAL_STATES = ("done", "failed", "cancelled")
+# The status lines counts() reads: how this run's sectors were written, and the checkpoint.
+COUNT_KEYS = ("sectors_data", "sectors_zero", "sectors_offloaded", "checkpoint")
 _READ_SIZE = 65536
 
 
@@ -125,6 +127,22 @@ class Job:
         done, _, total = self.status()["progress"].partition("/")
         return int(done), int(total)
 
+    def counts(self):
+        """How the job's finished sectors were written, now: a dict of ints.
+
+        ``sectors_data`` and ``sectors_zero`` are this run's sectors written
+        as data and as zeros (zero ranges: holes and blocks of zeros, zeroed,
+        written as zeros or, with flags=dest_zero, skipped);
+        ``sectors_offloaded`` is the part of ``sectors_data`` copied by
+        copy_file_range(2); ``checkpoint`` the sectors from the job's start
+        known written to every destination.  After a resume the first three
+        count the resumed run only: with ``progress()[0]`` they add up as
+        done - (what earlier runs did).  Raises KeyError from a daemon that
+        does not report them (before sparse copies).
+        """
+        status = self.status()
+        return {key: int(status[key]) for key in COUNT_KEYS}
+
     def description(self):
         """The job's canonical description (empty while it is idle)."""
         with open(self._file("ctl")) as ctl:
@@ -194,6 +212,15 @@ class Job:
         and wait() first.
         """
         os.rmdir(self.path)
+
+
+def stats(mount):
+    """The mount's stats file as a dict of ints (kcopydfs(5), STATS): jobs,
+    sectors_read, sectors_written, and so on; ``sectors_zero`` and
+    ``sectors_offloaded`` are the parts of ``sectors_written`` written as
+    zeros and copied by copy_file_range(2)."""
+    with open(os.path.join(mount, "stats")) as stats_file:
+        return {key: int(value) for key, value in parse_status(stats_file.read()).items()}
 
 
 def _write_description(fd, description):

@@ -54,7 +54,8 @@ kc_submit() (
 
 # kc_status JOB [KEY]: print the job's status, or the value of its KEY line
 # (state, progress, read_err, write_err, error, bytes_per_sec, elapsed,
-# owner, rejected).  Returns 1 if the job is gone or has no such line.
+# owner, rejected, sectors_data, sectors_zero, sectors_offloaded,
+# checkpoint).  Returns 1 if the job is gone or has no such line.
 kc_status() (
 	if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 		echo "usage: kc_status JOB [KEY]" >&2

@@ -50,6 +50,21 @@ struct kfs_job_view {
 	 */
 	uint64_t sectors_before_run;
 	uint64_t sectors_total;
+	/*
+	 * How this run's finished sectors were written (kcopyd_job_counts()
+	 * while it runs, the result's counts once it ended; all 0 before it
+	 * starts and for an interrupted job): sectors_data + sectors_zero ==
+	 * sectors_done - sectors_before_run; sectors_offloaded is of sectors_data.
+	 */
+	uint64_t sectors_data;
+	uint64_t sectors_zero;
+	uint64_t sectors_offloaded;
+	/*
+	 * The engine's checkpoint from the job's start, earlier runs included:
+	 * every sector below it is written to every destination (not
+	 * necessarily flushed).  An interrupted job's is its durable one.
+	 */
+	uint64_t checkpoint;
 	int read_err;
 	unsigned int write_err;
 	double elapsed;			/* seconds since this run was queued (until it ended) */
@@ -213,6 +228,9 @@ int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len);
  * kfs_render_status() - the text of a job's status file.  bytes_per_sec is
  * what this run copied (sectors_done - sectors_before_run, in bytes) over
  * elapsed, so a resumed job's rate leaves out what earlier runs copied.
+ * The lines: state, progress, read_err, write_err, error, bytes_per_sec,
+ * elapsed, owner, rejected, then sectors_data, sectors_zero,
+ * sectors_offloaded (this run's) and checkpoint (kcopydfs(5), STATUS).
  */
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len);
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len);

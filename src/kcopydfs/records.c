@@ -240,7 +240,11 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 				job->owner = owner_dup(&owner);	/* NULL without memory: then it cannot be resumed */
 			}
 			job->sectors_total = record->sectors_total;
-			job->durable = job->resume_base = record->checkpoint;
+			/*
+			 * Where it got to, as of the earlier daemon: a finished
+			 * job shows no counts of a run (its run was before).
+			 */
+			job->durable = job->resume_base = job->checkpoint = record->checkpoint;
 			if (asprintf(&job->description, "%s\n", record->description) < 0)
 				job->description = NULL;
 			if (!job->description) {

@@ -47,11 +47,18 @@ int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 			"bytes_per_sec: %.0f\n"
 			"elapsed: %.3f\n"
 			"owner: %u:%u\n"
-			"rejected: %s\n",
+			"rejected: %s\n"
+			/* Added with sparse copies: after the first nine, which readers may count on. */
+			"sectors_data: %llu\n"
+			"sectors_zero: %llu\n"
+			"sectors_offloaded: %llu\n"
+			"checkpoint: %llu\n",
 			kfs_state_name(view->state), (unsigned long long)view->sectors_done,
 			(unsigned long long)view->sectors_total, view->read_err, view->write_err, view->error, rate,
 			view->elapsed, (unsigned int)view->uid, (unsigned int)view->gid,
-			view->rejected[0] ? view->rejected : "none");
+			view->rejected[0] ? view->rejected : "none", (unsigned long long)view->sectors_data,
+			(unsigned long long)view->sectors_zero, (unsigned long long)view->sectors_offloaded,
+			(unsigned long long)view->checkpoint);
 }
 
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
@@ -73,7 +80,12 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			"pages_peak: %u\n"
 			"subjob_sectors: %u\n"
 			"depth: %u\n"
-			"heap_in_use: %llu\n",
+			"heap_in_use: %llu\n"
+			/* Added with sparse copies, at the end. */
+			"sectors_zero: %llu\n"
+			"sectors_offloaded: %llu\n"
+			"zero_fallbacks: %llu\n"
+			"offload_fallbacks: %llu\n",
 			(unsigned long long)stats->jobs, (unsigned long long)stats->jobs_active,
 			(unsigned long long)stats->engine.jobs_total, (unsigned long long)stats->jobs_done,
 			(unsigned long long)stats->jobs_failed, (unsigned long long)stats->jobs_cancelled,
@@ -81,7 +93,10 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			(unsigned long long)stats->engine.sectors_written,
 			(unsigned long long)stats->engine.read_errors, (unsigned long long)stats->engine.write_errors,
 			stats->engine.pages_total, stats->engine.pages_in_use, stats->engine.pages_peak,
-			stats->engine.subjob_sectors, stats->engine.depth, (unsigned long long)stats->heap_in_use);
+			stats->engine.subjob_sectors, stats->engine.depth, (unsigned long long)stats->heap_in_use,
+			(unsigned long long)stats->engine.sectors_zero, (unsigned long long)stats->engine.sectors_offloaded,
+			(unsigned long long)stats->engine.zero_fallbacks,
+			(unsigned long long)stats->engine.offload_fallbacks);
 }
 
 static int append_failure(char *buf, size_t len, size_t used, const char *what, const char *path, int dest_index,

@@ -109,6 +109,9 @@ struct kfs_job {
 
 	/* Once final: what the engine said. */
 	uint64_t sectors_done;
+	/* Of this run (kcopyd_result.counts): the ones since resume_base. */
+	uint64_t sectors_data, sectors_zero, sectors_offloaded;
+	uint64_t checkpoint;		/* resume_base + the engine's checkpoint at the end */
 	int read_err;
 	unsigned int write_err;
 

@@ -132,15 +132,18 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	bool remove, log_end = false;
 
 	/*
+	 * The final checkpoint, for the status and (with --state-dir) the
+	 * record.  (The handle is set before the lock the submitter holds is
+	 * dropped, and on_done cannot run before that: see kfs_job_ctl.)
+	 */
+	pthread_mutex_lock(&svc->lock);
+	kcopyd_job_checkpoint(run->handle, &engine_checkpoint);
+	pthread_mutex_unlock(&svc->lock);
+	/*
 	 * With --state-dir, flush the destinations before the end is known to
-	 * anyone, so that a record that says how far it got is true.  (The
-	 * handle is set before the lock the submitter holds is dropped, and
-	 * on_done cannot run before that: see kfs_job_ctl.)
+	 * anyone, so that a record that says how far it got is true.
 	 */
 	if (svc->state_dir) {
-		pthread_mutex_lock(&svc->lock);
-		kcopyd_job_checkpoint(run->handle, &engine_checkpoint);
-		pthread_mutex_unlock(&svc->lock);
 		for (index = 1; index < run->region_count; index++) {
 			int r = kcopyd_dev_sync(run->devs[index]);
 
@@ -185,6 +188,10 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	job->read_err = result.read_err;
 	job->write_err = result.write_err;
 	job->sectors_done = job->resume_base + result.sectors_done;
+	job->sectors_data = result.counts.sectors_data;
+	job->sectors_zero = result.counts.sectors_zero;
+	job->sectors_offloaded = result.counts.sectors_offloaded;
+	job->checkpoint = job->resume_base + engine_checkpoint;
 	if (svc->state_dir && !sync_error)
 		job->durable = job->resume_base + engine_checkpoint;
 	job->ended_ns = clock_ns(CLOCK_MONOTONIC);

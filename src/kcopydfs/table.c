@@ -367,14 +367,30 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 	view->sectors_total = job->sectors_total;
 	view->sectors_done = 0;
 	view->sectors_before_run = job->resume_base;
+	view->sectors_data = view->sectors_zero = view->sectors_offloaded = 0;
+	view->checkpoint = 0;
 	view->elapsed = 0;
 	if (job->run && job->run->handle) {
-		kcopyd_job_progress(job->run->handle, &view->sectors_done, NULL);
-		view->sectors_done += job->resume_base;
+		struct kcopyd_counts counts;
+		uint64_t engine_checkpoint;
+
+		/* One snapshot of the counts, so that data + zero is the progress shown. */
+		(void)kcopyd_job_counts(job->run->handle, &counts, sizeof(counts));
+		kcopyd_job_checkpoint(job->run->handle, &engine_checkpoint);
+		view->sectors_done = job->resume_base + counts.sectors_done;
+		view->sectors_data = counts.sectors_data;
+		view->sectors_zero = counts.sectors_zero;
+		view->sectors_offloaded = counts.sectors_offloaded;
+		view->checkpoint = job->resume_base + engine_checkpoint;
 	} else if (kfs_state_final(job->state)) {
 		view->sectors_done = job->sectors_done;
+		view->sectors_data = job->sectors_data;
+		view->sectors_zero = job->sectors_zero;
+		view->sectors_offloaded = job->sectors_offloaded;
+		view->checkpoint = job->checkpoint;
 	} else if (job->state == KFS_INTERRUPTED) {
 		view->sectors_done = job->durable;
+		view->checkpoint = job->durable;
 	}
 	if (job->state == KFS_QUEUED || job->state == KFS_RUNNING)
 		view->elapsed = (double)(now - job->queued_ns) / 1e9;
