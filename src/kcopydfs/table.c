@@ -374,9 +374,14 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 		struct kcopyd_counts counts;
 		uint64_t engine_checkpoint;
 
-		/* One snapshot of the counts, so that data + zero is the progress shown. */
-		(void)kcopyd_job_counts(job->run->handle, &counts, sizeof(counts));
+		/*
+		 * The checkpoint first: the engine adds a sub-job to the counts
+		 * before it moves the checkpoint past it, so read in this order
+		 * the checkpoint never passes the progress shown.  One snapshot
+		 * of the counts, so that data + zero is that progress.
+		 */
 		kcopyd_job_checkpoint(job->run->handle, &engine_checkpoint);
+		(void)kcopyd_job_counts(job->run->handle, &counts, sizeof(counts));
 		view->sectors_done = job->resume_base + counts.sectors_done;
 		view->sectors_data = counts.sectors_data;
 		view->sectors_zero = counts.sectors_zero;
