@@ -168,7 +168,7 @@ no_jobs_left "I/O errors"
 
 # --- SIGINT cancels the job through ctl --------------------------------------------------
 
-if slow_source 64M; then
+if slow_source 64M 300ms; then
 	# Emptied first: the wait for ETA below must not see an earlier run's bar
 	# and signal a child that is still this shell, traps and all.
 	: >"$work/stderr"
