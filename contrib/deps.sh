@@ -16,7 +16,8 @@ build_packages=(
 all_packages=(
 	"${build_packages[@]}"
 	libcriterion-dev
-	e2fsprogs xfsprogs btrfs-progs	# tests/test-sparse-devices.sh: filesystems on loop-mounted images
+	e2fsprogs xfsprogs btrfs-progs	# tests/test-sparse-devices.sh, test-kcopy-sparse.sh: filesystems on loop-mounted images
+	qemu-utils	# contrib/bench/run: qemu-img convert in the sparse round
 	bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
 	tmux	# tests/test-kcopy-terminal.sh: a real terminal of a fixed size
 	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)

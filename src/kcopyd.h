@@ -151,7 +151,9 @@ typedef void (*kcopyd_notify_fn)(int read_err, unsigned int write_err, void *con
  * Starts the client's I/O thread and completion thread.
  *
  * Return: 0 on success; -EINVAL if @num_pages is 0; -ENOMEM; or the
- * -errno of io_setup(2), eventfd(2) or pthread_create(3).
+ * -errno of eventfd(2) or pthread_create(3).  (The libaio context of
+ * io_setup(2) is made by a job's first read or write, which fails with
+ * its -errno, -EAGAIN past the system's aio-max-nr, if it cannot be.)
  */
 int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result);
 

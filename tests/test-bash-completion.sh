@@ -49,8 +49,11 @@ expect() {
 expect "--pa completes to --pages" "--pages" --pa
 expect "--s completes to --subjob-kb" "--subjob-kb" --s
 expect "--ze completes to --zero" "--zero" --ze
+expect "--de completes to --depth and --destination-is-zero" "--depth --destination-is-zero" --de
+expect "--no completes to --no-offload" "--no-offload" --no
+expect "--al completes to --allocated" "--allocated" /dev/sda --al
 expect "every long option from --" \
-	"--depth --help --ignore-errors --pages --progress --quiet --subjob-kb --version --write-seq --zero" --
+	"--allocated --depth --destination-is-zero --help --ignore-errors --no-offload --pages --progress --quiet --subjob-kb --version --write-seq --zero" --
 expect "no --help after the first argument" "" /dev/sda --hel
 expect "--quiet after the first argument" "--quiet" /dev/sda --qu
 expect "nothing for the number after --pages" "" --pages ""

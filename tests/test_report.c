@@ -154,6 +154,26 @@ Test(report, resume_command)
 	free(command);
 }
 
+Test(report, resume_command_sparse_options)
+{
+	struct kcopy state = copy_state("src.img", "dst.img", NULL);
+	char *command;
+
+	state.job_flags = KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD;
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy --destination-is-zero --allocated --no-offload src.img:3072+7168 dst.img:1024",
+			 "the three options asked for: got %s", command);
+	free(command);
+
+	/* Known, not asked: the files made by the first run are half written by now. */
+	state.job_flags = 0;
+	state.dests_zero_known = true;
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy src.img:3072+7168 dst.img:1024",
+			 "dest_zero the run worked out is not repeated: got %s", command);
+	free(command);
+}
+
 Test(report, resume_command_zero)
 {
 	struct kcopy state = copy_state(NULL, "/dev/loop1", "$HOME.img");

@@ -243,6 +243,9 @@ enum {
 	OPTION_PROGRESS,
 	OPTION_ZERO,
 	OPTION_VIA,
+	OPTION_DESTINATION_IS_ZERO,
+	OPTION_ALLOCATED,
+	OPTION_NO_OFFLOAD,
 };
 
 static const struct option long_options[] = {
@@ -254,6 +257,9 @@ static const struct option long_options[] = {
 	{ "quiet",		no_argument,		NULL, 'q' },
 	{ "progress",		optional_argument,	NULL, OPTION_PROGRESS },
 	{ "zero",		no_argument,		NULL, OPTION_ZERO },
+	{ "destination-is-zero", no_argument,		NULL, OPTION_DESTINATION_IS_ZERO },
+	{ "allocated",		no_argument,		NULL, OPTION_ALLOCATED },
+	{ "no-offload",		no_argument,		NULL, OPTION_NO_OFFLOAD },
 	{ "via",		required_argument,	NULL, OPTION_VIA },
 	{ "help",		no_argument,		NULL, 'h' },
 	{ "version",		no_argument,		NULL, 'V' },
@@ -275,6 +281,11 @@ static void print_usage(FILE *out)
 "SRC; every destination gets the same count.  A destination file that does\n"
 "not exist is created, one that is too small is extended.\n"
 "\n"
+"Copies are sparse: holes of SRC are not read, and ranges that read as zeros\n"
+"are zeroed (holes punched, BLKZEROOUT) or, in a file kcopy created or past\n"
+"the old end of one it extended, skipped; file to file is copy_file_range(2)\n"
+"(a reflink on btrfs and XFS).\n"
+"\n"
 "Options:\n"
 "      --pages N        I/O buffer budget in 4 KiB pages (default %u = 64 MiB)\n"
 "      --subjob-kb N    sub-job size in KiB, a multiple of 4 (default %u)\n"
@@ -282,6 +293,12 @@ static void print_usage(FILE *out)
 "      --ignore-errors  go on after I/O errors (unreadable data is written as zeros)\n"
 "      --write-seq      write each destination in ascending order\n"
 "      --zero           write zeros instead of copying (no SRC)\n"
+"      --destination-is-zero\n"
+"                       every destination reads as zeros already: skip zero\n"
+"                       ranges instead of zeroing them\n"
+"      --allocated      leave every destination range allocated: zero ranges\n"
+"                       as zero writes that keep it (no holes punched)\n"
+"      --no-offload     never copy_file_range(2): read and write everything\n"
 "      --via MOUNT      run the job in the kcopydfs daemon mounted at MOUNT\n"
 "                       instead of in this process (not with --pages,\n"
 "                       --subjob-kb or --depth: those are the daemon's)\n"
@@ -426,6 +443,15 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 			break;
 		case OPTION_ZERO:
 			state->zero = true;
+			break;
+		case OPTION_DESTINATION_IS_ZERO:
+			state->job_flags |= KCOPYD_DEST_ZERO;
+			break;
+		case OPTION_ALLOCATED:
+			state->job_flags |= KCOPYD_ALLOCATED;
+			break;
+		case OPTION_NO_OFFLOAD:
+			state->job_flags |= KCOPYD_NO_OFFLOAD;
 			break;
 		case 'q':
 			state->quiet = true;
@@ -822,6 +848,34 @@ static int check_planned_regions(struct kcopy *state)
 }
 
 /*
+ * note_made_file() - record that destination @dest_index reads as zeros
+ * past some offset because this run made or extended it: @ours (created
+ * it, or extended an existing file) from its size before the run; or an
+ * earlier destination made or extended the same file (@st: it, open).
+ */
+static void note_made_file(struct kcopy *state, unsigned int dest_index, const struct stat *st, bool ours)
+{
+	struct destination *dest = &state->dests[dest_index];
+
+	dest->made_dev = st->st_dev;
+	dest->made_ino = st->st_ino;
+	if (ours) {
+		dest->made_by_kcopy = true;
+		dest->zeros_from_bytes = dest->created ? 0 : (uint64_t)dest->before.st_size;
+		return;
+	}
+	for (unsigned int other = 0; other < dest_index; other++) {
+		const struct destination *earlier = &state->dests[other];
+
+		if (earlier->made_by_kcopy && earlier->made_dev == st->st_dev && earlier->made_ino == st->st_ino) {
+			dest->made_by_kcopy = true;
+			dest->zeros_from_bytes = earlier->zeros_from_bytes;
+			return;
+		}
+	}
+}
+
+/*
  * make_destination_files() - create the destination files that do not
  * exist and extend the short ones with ftruncate(2), as dd does, then open
  * them.  Everything was checked before; what is done here is recorded for
@@ -853,7 +907,13 @@ static int make_destination_files(struct kcopy *state)
 			return ret;
 		}
 		dest->created = fresh;
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < dest->end_bytes) {
+		if (fstat(fd, &st)) {
+			ret = -errno;
+			complain("%s: cannot stat: %s", path, errno_text(ret, errbuf, sizeof(errbuf)));
+			close(fd);
+			return ret;
+		}
+		if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < dest->end_bytes) {
 			if (ftruncate(fd, (off_t)dest->end_bytes)) {
 				ret = -errno;
 				complain("%s: cannot extend to %" PRIu64 " bytes: %s", path, dest->end_bytes,
@@ -862,6 +922,9 @@ static int make_destination_files(struct kcopy *state)
 				return ret;
 			}
 			dest->extended = dest->exists;
+			note_made_file(state, dest_index, &st, fresh || dest->exists);
+		} else if (S_ISREG(st.st_mode)) {
+			note_made_file(state, dest_index, &st, fresh);
 		}
 		close(fd);
 		/* Opened again: the engine reads a file's size when it opens it. */
@@ -987,6 +1050,34 @@ static int open_destinations(struct kcopy *state)
 	return make_destination_files(state);
 }
 
+/*
+ * dests_read_as_zeros() - whether every destination range reads as zeros
+ * already, so that the engine can skip zero ranges (KCOPYD_DEST_ZERO)
+ * instead of zeroing them: each lies in a regular file this run created,
+ * or past the old end of one it extended, as cp --sparse=always assumes
+ * of the file it makes.  The engine's flag is the job's, so a single
+ * destination with old bytes in its range (an existing file, a block
+ * device) leaves every zero range to be zeroed; on a range that is a hole
+ * already that zeroing is a punch that finds nothing to free (doc/SPARSE.md).
+ */
+static bool dests_read_as_zeros(const struct kcopy *state)
+{
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		const struct destination *dest = &state->dests[dest_index];
+
+		if (!dest->made_by_kcopy ||
+		    (dest->where.sector << KCOPYD_SECTOR_SHIFT) < dest->zeros_from_bytes)
+			return false;
+	}
+	return state->num_dests > 0;
+}
+
+/* engine_flags() - the job's flags for the engine: as asked, and KCOPYD_DEST_ZERO when known. */
+static unsigned int engine_flags(const struct kcopy *state)
+{
+	return state->job_flags | (state->dests_zero_known ? KCOPYD_DEST_ZERO : 0);
+}
+
 /* ---------------------------------------------------------------------
  * Validation
  * --------------------------------------------------------------------- */
@@ -1016,7 +1107,7 @@ static int validate_regions(struct kcopy *state)
 	}
 
 	for (unsigned int num_checked = 1; num_checked <= state->num_dests; num_checked++) {
-		ret = kcopyd_validate(from, num_checked, state->regions, state->job_flags,
+		ret = kcopyd_validate(from, num_checked, state->regions, engine_flags(state),
 				      why, sizeof(why));
 		if (ret) {
 			complain("%s: %s", state->dests[num_checked - 1].where.path, why);
@@ -1155,7 +1246,7 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 
 	state->progress.start_seconds = monotonic_seconds();
 	ret = kcopyd_submit(client, state->zero ? NULL : &state->from, state->num_dests,
-			    state->regions, state->job_flags, job_done, &done_fd, &job);
+			    state->regions, engine_flags(state), job_done, &done_fd, &job);
 	if (ret) {
 		complain("cannot submit the job: %s", errno_text(ret, errbuf, sizeof(errbuf)));
 		goto err_destroy_client;
@@ -1164,6 +1255,7 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 
 	wait_for_job(state, job, signal_fd, done_fd, &outcome->stop_signal);
 	kcopyd_job_result(job, &outcome->result);
+	outcome->counts_known = true;
 	kcopyd_job_checkpoint(job, &outcome->checkpoint);
 	kcopyd_job_release(job);
 	state->client = client;
@@ -1210,7 +1302,7 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 	unsigned int write_err = result->write_err;
 	uint64_t done_bytes = result->sectors_done << KCOPYD_SECTOR_SHIFT;
 	uint64_t total_bytes = result->sectors_total << KCOPYD_SECTOR_SHIFT;
-	char errbuf[ERRNO_TEXT_LEN];
+	char errbuf[ERRNO_TEXT_LEN], counts[96] = "";
 	double rate = seconds > 0 ? (double)done_bytes / seconds / 1e6 : 0;
 	bool failed;
 
@@ -1244,16 +1336,20 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 			 name ? " by SIG" : "", name ? name : "", done_bytes, total_bytes);
 	}
 
+	/* How the copy's sectors were written; a zero job's are all zeros, nothing to tell. */
+	if (outcome->counts_known && !state->zero)
+		snprintf(counts, sizeof(counts), " (%" PRIu64 " data, %" PRIu64 " zero, %" PRIu64 " offloaded)",
+			 result->counts.sectors_data, result->counts.sectors_zero, result->counts.sectors_offloaded);
 	if (failed)
-		complain("%s %" PRIu64 " of %" PRIu64 " bytes (%" PRIu64 " sectors) %s %u destination%s in %.3f s",
+		complain("%s %" PRIu64 " of %" PRIu64 " bytes (%" PRIu64 " sectors) %s %u destination%s in %.3f s%s",
 			 state->zero ? "zeroed" : "copied", done_bytes, total_bytes, result->sectors_done,
 			 state->zero ? "on" : "to", state->num_dests, state->num_dests == 1 ? "" : "s",
-			 seconds);
+			 seconds, counts);
 	else if (!state->quiet)
-		complain("%s %" PRIu64 " bytes (%" PRIu64 " sectors) %s %u destination%s in %.3f s, %.1f MB/s",
+		complain("%s %" PRIu64 " bytes (%" PRIu64 " sectors) %s %u destination%s in %.3f s, %.1f MB/s%s",
 			 state->zero ? "zeroed" : "copied", done_bytes, result->sectors_done,
 			 state->zero ? "on" : "to", state->num_dests, state->num_dests == 1 ? "" : "s",
-			 seconds, rate);
+			 seconds, rate, counts);
 
 	if (result->cancelled && outcome->stop_signal)
 		return 128 + outcome->stop_signal;
@@ -1358,6 +1454,12 @@ int main(int argc, char **argv)
 		close_devices(&state);
 		ret = via_run_job(&state, &outcome);
 	} else {
+		/*
+		 * Not with --via: the daemon's description takes only the
+		 * flags asked for (a daemon before dest_zero would refuse it),
+		 * and its zeroing of a hole is a punch that frees nothing.
+		 */
+		state.dests_zero_known = !(state.job_flags & KCOPYD_ALLOCATED) && dests_read_as_zeros(&state);
 		ret = validate_regions(&state);
 		if (ret)
 			goto err_close_devices;

@@ -61,6 +61,11 @@ struct destination {
 	/* set by make_destination_files(), for the undo */
 	bool created;			/* removed again if kcopy refuses */
 	bool extended;			/* cut back to before.st_size, times restored, if kcopy refuses */
+	bool made_by_kcopy;		/* created or extended by this run, by this destination or an earlier one
+					 * of the same name: it reads as zeros from @zeros_from_bytes on */
+	uint64_t zeros_from_bytes;	/* its size before kcopy made or extended it (0 if created) */
+	dev_t made_dev;			/* the file made or extended, to know it when named again */
+	ino_t made_ino;
 };
 
 /*
@@ -83,7 +88,8 @@ struct kcopy {
 	/* from the command line */
 	struct kcopyd_config config;
 	bool engine_options;		/* --pages, --subjob-kb or --depth was given */
-	unsigned int job_flags;		/* KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ */
+	unsigned int job_flags;		/* as asked: KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ, KCOPYD_DEST_ZERO,
+					 * KCOPYD_ALLOCATED, KCOPYD_NO_OFFLOAD (the resume command repeats them) */
 	bool zero;			/* --zero: no source */
 	bool quiet;			/* --quiet: no bar, no summary */
 	bool progress_forced;		/* --progress: a bar even when stderr is no terminal */
@@ -99,6 +105,14 @@ struct kcopy {
 	struct io_region from;		/* the source region, for the engine */
 	struct io_region regions[KCOPYD_MAX_REGIONS];	/* the destination regions */
 	bool job_started;		/* the job was handed to the engine or the daemon: no undo after */
+	/*
+	 * Every destination range reads as zeros already: each lies in a file
+	 * kcopy created, or past the old end of one it extended
+	 * (dests_read_as_zeros()).  The engine's job then gets KCOPYD_DEST_ZERO
+	 * as if asked, so zero ranges are skipped, not punched; not part of
+	 * job_flags, for a resumed copy finds the files made and half written.
+	 */
+	bool dests_zero_known;
 	struct progress progress;	/* its start_seconds is the job's, for the summary too */
 	/*
 	 * The engine, kept by run_job() once its job is over and destroyed
@@ -114,6 +128,8 @@ struct run_outcome {
 	struct kcopyd_result result;
 	int stop_signal;		/* the signal that cancelled the job, 0 if none */
 	bool failed_otherwise;		/* --via: the job failed in a way @result cannot show (reported) */
+	bool counts_known;		/* @result.counts holds data, zero and offloaded sectors (--via: a daemon
+					 * whose status has no sectors_data line leaves them unknown) */
 	/*
 	 * Sectors from the start of the regions written everywhere without a
 	 * gap (kcopyd_job_checkpoint()): a copy of the rest finishes the job.

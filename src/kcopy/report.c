@@ -280,6 +280,13 @@ char *format_resume_command(const struct kcopy *state, uint64_t checkpoint)
 		fputs(" --ignore-errors", out);
 	if (state->job_flags & KCOPYD_WRITE_SEQ)
 		fputs(" --write-seq", out);
+	/* As asked only: a destination kcopy made reads as zeros no more once half written. */
+	if (state->job_flags & KCOPYD_DEST_ZERO)
+		fputs(" --destination-is-zero", out);
+	if (state->job_flags & KCOPYD_ALLOCATED)
+		fputs(" --allocated", out);
+	if (state->job_flags & KCOPYD_NO_OFFLOAD)
+		fputs(" --no-offload", out);
 	if (state->progress_forced)
 		fputs(" --progress", out);
 	if (state->quiet)

@@ -189,6 +189,28 @@ static bool parse_error_line(const struct via_job *job, unsigned int num_dests, 
 }
 
 /*
+ * read_status_counts() - the "sectors_data:", "sectors_zero:" and
+ * "sectors_offloaded:" lines of a status text, into @counts.
+ * Return: true if all three are there (a daemon before sparse copies has
+ * none: then the summary says nothing of them).
+ */
+static bool read_status_counts(const char *status, struct kcopyd_counts *counts)
+{
+	char data[32], zero[32], offloaded[32];
+	char *data_end, *zero_end, *offloaded_end;
+
+	if (!status_field(status, "sectors_data", data, sizeof(data)) ||
+	    !status_field(status, "sectors_zero", zero, sizeof(zero)) ||
+	    !status_field(status, "sectors_offloaded", offloaded, sizeof(offloaded)))
+		return false;
+	counts->sectors_data = strtoull(data, &data_end, 10);
+	counts->sectors_zero = strtoull(zero, &zero_end, 10);
+	counts->sectors_offloaded = strtoull(offloaded, &offloaded_end, 10);
+	return data_end != data && !*data_end && zero_end != zero && !*zero_end &&
+	       offloaded_end != offloaded && !*offloaded_end;
+}
+
+/*
  * parse_final_status() - fill @outcome from the final status text.
  * Return: 0, or -EPROTO for a text that is no final status (reported).
  */
@@ -214,6 +236,9 @@ static int parse_final_status(const struct via_job *job, unsigned int num_dests,
 	result->sectors_total = total;
 	result->read_err = atoi(read_err);
 	result->write_err = (unsigned int)strtoul(write_err, NULL, 16);
+	outcome->counts_known = read_status_counts(status, &result->counts);
+	result->counts.sectors_done = done;
+	result->counts.sectors_total = total;
 
 	if (strcmp(state, "done") == 0)
 		return 0;
@@ -294,6 +319,23 @@ static char *absolute_path(const char *path)
 }
 
 /*
+ * The job flags as a description spells them (kcopydfs(5)), in this order.
+ * Only the flags asked for on the command line: kcopy's own knowledge that
+ * the destinations it made read as zeros is not passed on (a daemon that
+ * predates dest_zero refuses the word, and zeroing a hole frees nothing).
+ */
+static const struct {
+	unsigned int flag;
+	const char *name;
+} flag_names[] = {
+	{ KCOPYD_IGNORE_ERROR, "ignore_error" },
+	{ KCOPYD_WRITE_SEQ, "write_seq" },
+	{ KCOPYD_DEST_ZERO, "dest_zero" },
+	{ KCOPYD_ALLOCATED, "allocated" },
+	{ KCOPYD_NO_OFFLOAD, "no_offload" },
+};
+
+/*
  * build_description() - the job description of @state, one line with its
  * newline, every region spelled PATH:SECTOR+COUNT so that the daemon
  * settles nothing differently from kcopy.
@@ -324,11 +366,11 @@ static int build_description(const struct kcopy *state, struct via_job *job, cha
 		if (ret)
 			goto err_report;
 	}
-	if (state->job_flags) {
-		ret = snprintf(buf + used, len - used, " flags=%s%s%s",
-			       state->job_flags & KCOPYD_IGNORE_ERROR ? "ignore_error" : "",
-			       (state->job_flags & KCOPYD_IGNORE_ERROR) && (state->job_flags & KCOPYD_WRITE_SEQ) ? "," : "",
-			       state->job_flags & KCOPYD_WRITE_SEQ ? "write_seq" : "");
+	for (unsigned int flag_index = 0, named = 0; flag_index < sizeof(flag_names) / sizeof(flag_names[0]);
+	     flag_index++) {
+		if (!(state->job_flags & flag_names[flag_index].flag))
+			continue;
+		ret = snprintf(buf + used, len - used, "%s%s", named++ ? "," : " flags=", flag_names[flag_index].name);
 		if (ret < 0 || (size_t)ret >= len - used) {
 			ret = -E2BIG;
 			goto err_report;

@@ -449,9 +449,16 @@ static void file_close(struct kcopyd_dev *dev)
  * to the eventfd.  todo, done, sync_count and exiting are under lock,
  * which is taken by the I/O thread (submit, reap) and the workers, never
  * with any other lock held.
+ *
+ * The libaio context is made by the first read or write (the I/O thread's
+ * alone: ctx and has_ctx need no lock).  A zero job, or a copy every
+ * destination of which is offloaded, never makes one, and so never waits
+ * for io_destroy(2) at the end: the kernel frees a context after two RCU
+ * grace periods, 25-75 ms here, longer than such a job itself may take.
  */
 struct file_queue {
 	io_context_t ctx;
+	bool has_ctx;
 	int notify_fd;
 	unsigned int depth;
 	pthread_mutex_t lock;
@@ -510,7 +517,6 @@ static void file_queue_stop_workers(struct file_queue *q)
 static int file_queue_create(unsigned int depth, int notify_fd, void *key, void **queue)
 {
 	struct file_queue *q;
-	unsigned int aio_depth = depth;
 	int r;
 
 	(void)key;
@@ -525,13 +531,6 @@ static int file_queue_create(unsigned int depth, int notify_fd, void *key, void 
 		r = -ENOMEM;
 		goto err_free;
 	}
-	/* io_setup fails with EAGAIN past the system's aio-max-nr: ask for less. */
-	do {
-		r = io_setup(aio_depth, &q->ctx);
-		aio_depth /= 2;
-	} while (r == -EAGAIN && aio_depth >= 16);
-	if (r < 0)
-		goto err_free;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->work_cond, NULL);
 	for (q->nr_workers = 0; q->nr_workers < FILE_WORKERS; q->nr_workers++) {
@@ -546,7 +545,6 @@ err_stop_workers:
 	file_queue_stop_workers(q);
 	pthread_cond_destroy(&q->work_cond);
 	pthread_mutex_destroy(&q->lock);
-	io_destroy(q->ctx);
 err_free:
 	free(q->done);
 	free(q->todo);
@@ -561,10 +559,34 @@ static void file_queue_destroy(void *queue)
 	file_queue_stop_workers(q);
 	pthread_cond_destroy(&q->work_cond);
 	pthread_mutex_destroy(&q->lock);
-	io_destroy(q->ctx);
+	if (q->has_ctx)
+		io_destroy(q->ctx);
 	free(q->done);
 	free(q->todo);
 	free(q);
+}
+
+/*
+ * file_queue_ctx() - make the queue's libaio context if it has none yet:
+ * room for depth I/Os, or less past the system's aio-max-nr (io_setup
+ * fails with EAGAIN there).
+ * Return: 0, or the -errno of io_setup(2) (the read or write fails with it).
+ */
+static int file_queue_ctx(struct file_queue *q)
+{
+	unsigned int aio_depth = q->depth;
+	int r;
+
+	if (q->has_ctx)
+		return 0;
+	do {
+		r = io_setup(aio_depth, &q->ctx);
+		aio_depth /= 2;
+	} while (r == -EAGAIN && aio_depth >= 16);
+	if (r < 0)
+		return r;
+	q->has_ctx = true;
+	return 0;
 }
 
 static bool is_sync_op(const struct kcopyd_io *io)
@@ -580,6 +602,9 @@ static int file_submit_aio(struct file_queue *q, struct kcopyd_io **ios, unsigne
 	unsigned int index;
 	int r;
 
+	r = file_queue_ctx(q);
+	if (r < 0)
+		return r;
 	if (count > AIO_BATCH)
 		count = AIO_BATCH;
 	for (index = 0; index < count; index++) {
@@ -639,11 +664,13 @@ static int file_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 	struct file_queue *q = queue;
 	struct io_event events[AIO_BATCH];
 	struct timespec no_wait = { 0, 0 };
-	int count, index;
+	int count = 0, index;
 
-	count = io_getevents(q->ctx, 0, (long)(max < AIO_BATCH ? max : AIO_BATCH), events, &no_wait);
-	if (count < 0)
-		return count;
+	if (q->has_ctx) {
+		count = io_getevents(q->ctx, 0, (long)(max < AIO_BATCH ? max : AIO_BATCH), events, &no_wait);
+		if (count < 0)
+			return count;
+	}
 	for (index = 0; index < count; index++) {
 		struct kcopyd_io *io = events[index].data;
 
