@@ -117,6 +117,51 @@ else
 	fail "--zero: both ranges are zeros" "zeros" "$(cmp -n "$MIB" "$work/d0.img" /dev/zero 2>&1; cmp -n "$MIB" "$loop512" /dev/zero "$MIB" 0 2>&1)"
 fi
 
+# --- sparse copies: the flags reach the daemon, the counts come back -------------------
+
+# sparse.img: 8 MiB, random bytes at 1 MiB+1 MiB and 5 MiB+1 MiB, holes elsewhere
+# (the work directory is a tmpfs, which tells holes by SEEK_HOLE).
+truncate -s 8M "$work/sparse.img"
+head -c "$MIB" /dev/urandom | dd of="$work/sparse.img" bs=1M seek=1 conv=notrunc status=none
+head -c "$MIB" /dev/urandom | dd of="$work/sparse.img" bs=1M seek=5 conv=notrunc status=none
+# via_counts: the summary's "(D data, Z zero, O offloaded)" as "D Z O", or nothing.
+via_counts() {
+	sed -nE 's/^kcopy: copied .*\(([0-9]+) data, ([0-9]+) zero, ([0-9]+) offloaded\)$/\1 \2 \3/p' "$work/stderr"
+}
+# allocated FILE: the bytes FILE has allocated.
+allocated() {
+	echo $(($(stat -c '%b * %B' "$1")))
+}
+for mode in default --no-offload --allocated --destination-is-zero; do
+	name=sparse${mode#--}.img
+	args=()
+	[ "$mode" = default ] || args=("$mode")
+	[ "$mode" = --destination-is-zero ] && truncate -s 8M "$work/$name"
+	run_kcopy --via "$mnt" "${args[@]}" sparse.img "$name"
+	expect_status "sparse copy, $mode: exit 0" 0 && pass "sparse copy, $mode: exit 0"
+	if cmp -s "$work/sparse.img" "$work/$name"; then
+		pass "sparse copy, $mode: the destination equals the source"
+	else
+		fail "sparse copy, $mode: the destination equals the source" "no difference" "$(cmp "$work/sparse.img" "$work/$name" 2>&1)"
+	fi
+	read -r data zero offloaded <<<"$(via_counts)"
+	check "sparse copy, $mode: the summary counts 2 MiB of data and 6 MiB of zeros" "4096 12288" "${data:-} ${zero:-}"
+	case $mode in
+	default) [ "${offloaded:-0}" -gt 0 ]; check "sparse copy: tmpfs to tmpfs is offloaded (copy_file_range)" 0 $? ;;
+	--no-offload) check "sparse copy, --no-offload (flags=no_offload): nothing offloaded" 0 "${offloaded:-}" ;;
+	esac
+	bytes=$(allocated "$work/$name")
+	if [ "$mode" = --allocated ]; then
+		[ "$bytes" -ge $((8 * MIB)) ]
+		check "sparse copy, --allocated (flags=allocated): the destination is allocated throughout ($bytes bytes)" 0 $?
+	else
+		[ "$bytes" -le $((2 * MIB + 256 * 1024)) ]
+		check "sparse copy, $mode: the destination stays sparse ($bytes bytes allocated)" 0 $?
+	fi
+	rm -f "$work/$name"
+done
+no_jobs_left "sparse copies"
+
 # --- refused regions: exit 2 and the daemon's reason ---------------------------------
 
 run_kcopy --via "$mnt" src.img:0+8 "$loop4k:1"

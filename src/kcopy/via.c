@@ -32,7 +32,7 @@
 
 #include "via.h"
 
-#define STATUS_MAX		8192	/* a status is 9 lines; its error line is cut at 1023 bytes */
+#define STATUS_MAX		8192	/* a status is 13 short lines and an error line cut at 1023 bytes */
 #define DESCRIPTION_MAX		4096	/* the daemon's limit, without the newline */
 #define VIA_CHECK_INTERVAL_MS	1000	/* read the status at least this often, also without a bar */
 
@@ -559,8 +559,23 @@ static int follow_job(struct kcopy *state, struct via_job *job, int signal_fd, i
 }
 
 /*
- * via_checkpoint() - where the job is known done without a gap, from its
- * final status (the daemon's status has no checkpoint line).  The engine
+ * status_checkpoint() - the "checkpoint:" line of a final status: the
+ * engine's own, in sectors from the start of the copy.
+ * Return: true if it is there (a daemon before sparse copies has none).
+ */
+static bool status_checkpoint(const char *status, uint64_t *checkpoint)
+{
+	char value[32], *end;
+
+	if (!status_field(status, "checkpoint", value, sizeof(value)))
+		return false;
+	*checkpoint = strtoull(value, &end, 10);
+	return end != value && !*end;
+}
+
+/*
+ * via_checkpoint() - where the job is known done without a gap, for a
+ * daemon whose status has no checkpoint line, from its final status.  The engine
  * runs sub-jobs in ascending order and a cancel lets those in flight
  * finish: a job cancelled without errors is done up to its progress.  A
  * failed one is done below its lowest failing range (every sub-job below
@@ -654,8 +669,11 @@ int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 	read_status_progress(status, &done, &total);
 	progress_end(&state->progress, done, total);
 	ret = parse_final_status(&job, state->num_dests, status, outcome);
-	if (!ret)
-		outcome->checkpoint = via_checkpoint(state, outcome);
+	if (!ret) {
+		if (outcome->failed_otherwise || !status_checkpoint(status, &outcome->checkpoint) ||
+		    outcome->checkpoint > outcome->result.sectors_total)
+			outcome->checkpoint = via_checkpoint(state, outcome);
+	}
 
 out_close_signals:
 	job_signals_close(signal_fd, &old_mask);
