@@ -183,7 +183,10 @@ int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,
 /*
  * kcopyd_zero() - write zeros to every region of @dests, asynchronously.
  * Like kcopyd_copy() without a source; every destination count must be
- * equal.  read_err is always 0.
+ * equal.  read_err is always 0.  A block device is zeroed as blkdiscard -z
+ * zeroes it (BLKZEROOUT, which keeps its blocks: a write-zeroes where the
+ * device has one), a punch only where that is refused; a file is punched
+ * (it stays sparse) unless KCOPYD_ALLOCATED.  See doc/SPARSE.md.
  *
  * Return: as kcopyd_copy().
  */

@@ -886,6 +886,47 @@ Test(engine, zero_job_zeroes_with_the_zero_operation)
 	kcopyd_dev_close(d0);
 }
 
+/*
+ * How the driver is asked to zero: a zero job asks a block device for the
+ * zeroing that keeps its blocks (KCOPYD_ZERO_DEVICE_KEEP, as blkdiscard -z);
+ * a copy's zero ranges may be unmapped (neither flag); KCOPYD_ALLOCATED
+ * keeps allocation in both.
+ */
+Test(engine, zero_jobs_ask_devices_to_keep_blocks_and_copies_may_unmap)
+{
+	struct kcopyd_dev *src = memdev(1 * MiB, 40), *dst = memdev(1 * MiB, 0);
+	struct io_region from = { src, 0, SECTORS(1 * MiB) }, to = { dst, 0, from.count };
+	static struct fake_log_entry log[1024];
+	const struct {
+		const struct io_region *from;
+		unsigned int flags, want;
+	} cases[] = {
+		{ NULL, 0, KCOPYD_ZERO_DEVICE_KEEP },
+		{ NULL, KCOPYD_ALLOCATED, KCOPYD_ZERO_ALLOCATE },
+		{ &from, 0, 0 },
+		{ &from, KCOPYD_ALLOCATED, KCOPYD_ZERO_ALLOCATE },
+	};
+	unsigned int first, count, index, zeros;
+
+	punch(src, 0, from.count);
+	new_sparse_client(512, 64);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		first = fake_io_log(&fake, log, 1024);	/* this job's entries follow */
+		cr_assert(run_job(cases[c].from, 1, &to, cases[c].flags).write_err == 0);
+		count = fake_io_log(&fake, log, 1024);
+		for (index = first, zeros = 0; index < count; index++) {
+			if (log[index].op != KCOPYD_IO_ZERO || log[index].dev != dst)
+				continue;
+			zeros++;
+			cr_assert(log[index].zero_flags == cases[c].want, "case %zu: zero_flags 0x%x, expected 0x%x", c,
+				  log[index].zero_flags, cases[c].want);
+		}
+		cr_assert(zeros > 0, "case %zu: no zero operation", c);
+	}
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+}
+
 /* A device that refuses to zero: the same range is written from the zero page, the job does not fail. */
 Test(engine, zero_refused_is_written_from_the_zero_page)
 {

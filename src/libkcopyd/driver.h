@@ -35,6 +35,12 @@ enum kcopyd_io_op {
 
 /* KCOPYD_IO_ZERO: keep the range allocated (else the driver may unmap it). */
 #define KCOPYD_ZERO_ALLOCATE (1u << 0)
+/*
+ * KCOPYD_IO_ZERO of a zero job: a block device is asked first for the
+ * zeroing that keeps its blocks (BLKZEROOUT, as blkdiscard -z: a
+ * write-zeroes, fast where unmapping is not), a file is still punched.
+ */
+#define KCOPYD_ZERO_DEVICE_KEEP (1u << 1)
 
 /*
  * Capabilities of a device (struct kcopyd_dev's caps).  A driver sets them

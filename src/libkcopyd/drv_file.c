@@ -315,45 +315,78 @@ static bool not_supported(int err)
 }
 
 /*
- * file_zero() - make @length bytes at @offset read as zeros.  Without
- * KCOPYD_ZERO_ALLOCATE the range may be freed: fallocate(PUNCH_HOLE |
- * KEEP_SIZE), which on a block device is a write-zeroes that may unmap
- * (and never falls back to writing).  With it, or where punching is not
- * supported, the range stays allocated: FALLOC_FL_ZERO_RANGE on a file,
- * BLKZEROOUT on a block device (the kernel writes zero pages itself where
- * the device has no write-zeroes).  A method the kernel refuses is
- * dropped from the device's capabilities.
+ * zero_unmap() - fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as
+ * zeros and may be freed; on a block device a write-zeroes that may unmap
+ * (and never falls back to writing).
+ * Return: 0, 1 if the device cannot (the capability is dropped), or -errno.
+ */
+static int zero_unmap(struct kcopyd_dev *dev, int fd, uint64_t offset, size_t length)
+{
+	int err;
+
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
+		return 0;
+	err = errno;
+	if (!not_supported(err))
+		return -err;
+	dev_drop_caps(dev, KCOPYD_CAP_ZERO_UNMAP);
+	return 1;
+}
+
+/*
+ * zero_keep() - the range reads as zeros and stays allocated:
+ * FALLOC_FL_ZERO_RANGE on a file, BLKZEROOUT on a block device (the kernel
+ * writes zero pages itself where the device has no write-zeroes).
+ * Return: 0, 1 if the device cannot (the capability is dropped), or -errno.
+ */
+static int zero_keep(struct kcopyd_dev *dev, int fd, uint64_t offset, size_t length)
+{
+	int r, err;
+
+	if (dev->is_blockdev) {
+		uint64_t range[2] = { offset, length };
+
+		r = ioctl(fd, BLKZEROOUT, range);
+	} else {
+		r = fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+	}
+	if (r == 0)
+		return 0;
+	err = errno;
+	if (!not_supported(err))
+		return -err;
+	dev_drop_caps(dev, KCOPYD_CAP_ZERO_ALLOC);
+	return 1;
+}
+
+/*
+ * file_zero() - make @length bytes at @offset read as zeros.  With
+ * KCOPYD_ZERO_ALLOCATE the range stays allocated (zero_keep()).  Without
+ * it the range may be freed (zero_unmap() first, zero_keep() where the
+ * kernel cannot punch), except that KCOPYD_ZERO_DEVICE_KEEP asks a block
+ * device for zero_keep() first, as blkdiscard -z does.  A method the
+ * kernel refuses is dropped from the device's capabilities.
  * Return: @length, or -errno (-EOPNOTSUPP: the engine writes zeros).
  */
 static long file_zero(struct kcopyd_dev *dev, int fd, uint64_t offset, size_t length, unsigned int flags)
 {
-	unsigned int caps = dev_caps(dev);
-	int err;
+	bool keep_first = (flags & KCOPYD_ZERO_ALLOCATE) || (dev->is_blockdev && (flags & KCOPYD_ZERO_DEVICE_KEEP));
+	int r;
 
-	if (!(flags & KCOPYD_ZERO_ALLOCATE) && (caps & KCOPYD_CAP_ZERO_UNMAP)) {
-		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
-			return (long)length;
-		err = errno;
-		if (!not_supported(err))
-			return -err;
-		dev_drop_caps(dev, KCOPYD_CAP_ZERO_UNMAP);
+	if (keep_first && (dev_caps(dev) & KCOPYD_CAP_ZERO_ALLOC)) {
+		r = zero_keep(dev, fd, offset, length);
+		if (r <= 0)
+			return r ? r : (long)length;
 	}
-	if (caps & KCOPYD_CAP_ZERO_ALLOC) {
-		int r;
-
-		if (dev->is_blockdev) {
-			uint64_t range[2] = { offset, length };
-
-			r = ioctl(fd, BLKZEROOUT, range);
-		} else {
-			r = fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
-		}
-		if (r == 0)
-			return (long)length;
-		err = errno;
-		if (!not_supported(err))
-			return -err;
-		dev_drop_caps(dev, KCOPYD_CAP_ZERO_ALLOC);
+	if (!(flags & KCOPYD_ZERO_ALLOCATE) && (dev_caps(dev) & KCOPYD_CAP_ZERO_UNMAP)) {
+		r = zero_unmap(dev, fd, offset, length);
+		if (r <= 0)
+			return r ? r : (long)length;
+	}
+	if (!keep_first && (dev_caps(dev) & KCOPYD_CAP_ZERO_ALLOC)) {
+		r = zero_keep(dev, fd, offset, length);
+		if (r <= 0)
+			return r ? r : (long)length;
 	}
 	return -EOPNOTSUPP;
 }

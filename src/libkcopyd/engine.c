@@ -1654,7 +1654,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 			goto err_free_job;
 	}
 	job->flags = flags;
-	job->zero_flags = (flags & KCOPYD_ALLOCATED) ? KCOPYD_ZERO_ALLOCATE : 0;
+	job->zero_flags = (flags & KCOPYD_ALLOCATED) ? KCOPYD_ZERO_ALLOCATE : from ? 0 : KCOPYD_ZERO_DEVICE_KEEP;
 	for (dest_index = 0; dest_index < num_dests; dest_index++)
 		job->dests[dest_index].offload = job_may_offload(job, dest_index);
 	job_geometry(kc, job);
