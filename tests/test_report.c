@@ -174,6 +174,21 @@ Test(report, resume_command_sparse_options)
 	free(command);
 }
 
+/* A region that starts with '-' comes after "--", so that kcopy does not take it for an option. */
+Test(report, resume_command_dash_paths)
+{
+	struct kcopy state = copy_state("-src.img", "dst.img", NULL);
+	char *command;
+
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy -- -src.img:3072+7168 dst.img:1024", "a source: got %s", command);
+	free(command);
+	state = copy_state("src.img", "d.img", "-d.img");
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy -- src.img:3072+7168 d.img:1024 -d.img:1040", "a destination: got %s", command);
+	free(command);
+}
+
 Test(report, resume_command_zero)
 {
 	struct kcopy state = copy_state(NULL, "/dev/loop1", "$HOME.img");

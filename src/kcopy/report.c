@@ -293,7 +293,13 @@ char *format_resume_command(const struct kcopy *state, uint64_t checkpoint)
 		fputs(" --quiet", out);
 	if (state->zero)
 		fputs(" --zero", out);
-	else
+	/* A region that starts with '-' would be read as an option. */
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++)
+		if (state->dests[dest_index].where.path[0] == '-' || (!state->zero && state->source.path[0] == '-')) {
+			fputs(" --", out);
+			break;
+		}
+	if (!state->zero)
 		shell_region(out, state->source.path, state->source.sector + checkpoint, &rest);
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
 		const struct region_arg *where = &state->dests[dest_index].where;
