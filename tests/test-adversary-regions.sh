@@ -268,8 +268,13 @@ if command -v mkfs.ext4 >/dev/null; then
 	mkdir "$work/reserved"
 	if mount -o loop "$work/reserved.fs" "$work/reserved"; then
 		chmod 1777 "$work/reserved"
+		# A source on the same filesystem, written before it fills: a copy from it is offloaded
+		# (copy_file_range) and a zero with flags=allocated is FALLOC_FL_ZERO_RANGE, both made
+		# by the engine's workers, which must be as bound by the reserve as its writes.
+		head -c 8M /dev/urandom | as_nobody dd of="$work/reserved/src" bs=1M status=none 2>/dev/null
 		as_nobody dd if=/dev/zero of="$work/reserved/fill" bs=1M count=64 status=none 2>/dev/null
 		as_nobody truncate -s 16M "$work/reserved/sparse"
+		as_nobody truncate -s 8M "$work/reserved/sparse-offload" "$work/reserved/sparse-zero"
 		head -c 16M /dev/urandom >"$work/nb/sixteen.img"
 		chown $NOBODY:$NOBODY "$work/nb/sixteen.img"
 		used_before=$(df --output=used "$work/reserved" | tail -n 1)
@@ -283,6 +288,22 @@ if command -v mkfs.ext4 >/dev/null; then
 		[ $((used_after - used_before)) -lt 2048 ] &&
 			pass "the filesystem's used blocks grew by $((used_after - used_before)) KiB, not 16 MiB" ||
 			fail "root's reserve is not taken" "under 2048 KiB more used" "$((used_after - used_before)) KiB"
+		for job in "offload:copy from=$work/reserved/src to=$work/reserved/sparse-offload" \
+			"zero:zero to=$work/reserved/sparse-zero flags=allocated"; do
+			name=${job%%:*}
+			used_before=$(df --output=used "$work/reserved" | tail -n 1)
+			as_nobody mkdir "$jobs/reserve-$name"
+			write_ctl "$jobs/reserve-$name/ctl" "${job#*:}" as_nobody
+			as_nobody timeout 30 cat "$jobs/reserve-$name/wait" >"$work/reserve-$name.out"
+			used_after=$(df --output=used "$work/reserved" | tail -n 1)
+			if grep -q "^state: failed" "$work/reserve-$name.out" && grep -q "ENOSPC" "$work/reserve-$name.out" &&
+				[ $((used_after - used_before)) -lt 2048 ]; then
+				pass "nobody's $name job on the full filesystem fails with ENOSPC: the engine's workers respect root's reserve"
+			else
+				fail "nobody's $name job on the full filesystem" "failed, ENOSPC, under 2048 KiB more used" \
+					"$(tr '\n' '|' <"$work/reserve-$name.out") $((used_after - used_before)) KiB more used"
+			fi
+		done
 		umount "$work/reserved"
 	else
 		echo "note: cannot loop-mount an ext4 image here: the reserved-blocks check is left out"

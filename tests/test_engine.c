@@ -1203,6 +1203,64 @@ Test(engine, offload_refused_falls_back_to_read_and_write)
 	kcopyd_dev_close(d0);
 }
 
+/*
+ * A refused offload's late read fills only the source's data pieces: the
+ * holes between them inside a data grain must be written as zeros, not as
+ * whatever an earlier chunk left in the buffer slot (found in review: the
+ * stale bytes of another job reached the destination).
+ */
+Test(engine, offload_refused_late_read_writes_zeros_in_holes_of_data_grains)
+{
+	struct kcopyd_dev *dirty = memdev(2 * MiB, 45), *scratch = memdev(2 * MiB, 0);
+	struct kcopyd_dev *src = memdev_offload(2 * MiB, 46), *d0 = memdev_offload(2 * MiB, 47);
+	struct io_region fill = { dirty, 0, SECTORS(2 * MiB) }, fill_to = { scratch, 0, fill.count };
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { d0, 0, from.count };
+	/* Grains of 64 sectors: data at 0+8 and from 64 on, a hole at 8+56 inside grain 0. */
+	const struct fake_extent data[] = { { 0, 8 }, { 64, SECTORS(2 * MiB) - 64 } };
+	struct kcopyd_result result;
+
+	new_sparse_client(512, 64);
+	/* Every buffer slot now holds the pattern of @dirty. */
+	cr_assert(run_job(&fill, 1, &fill_to, 0).write_err == 0);
+	punch(src, 8, 56);
+	fake_io_extents(&fake, src, data, 2);
+	fake_io_fail(&fake, d0, KCOPYD_IO_COPY, 0, UINT64_MAX / 2, -EXDEV);
+	result = run_job(&from, 1, &to, 0);
+	cr_assert(result.write_err == 0 && result.sectors_done == from.count, "write_err %#x", result.write_err);
+	cr_assert(all_zero(d0, 8, 56), "the hole inside a data grain holds an earlier chunk's bytes");
+	cr_assert(same_bytes(src, 0, d0, 0, from.count), "the fallback copy differs from the source");
+	kcopyd_dev_close(dirty);
+	kcopyd_dev_close(scratch);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+}
+
+/*
+ * copy_file_range failing with EIO (a bad source sector, or the
+ * destination's: it cannot say) is redone through the buffers: the read
+ * error is the source's, and with IGNORE_ERROR the range reads as zeros on
+ * the destination, not as the bytes it held before (found in review).
+ */
+Test(engine, offload_eio_is_redone_through_the_buffers)
+{
+	struct kcopyd_dev *src = memdev_offload(2 * MiB, 48), *d0 = memdev_offload(2 * MiB, 49);
+	struct io_region from = { src, 0, SECTORS(2 * MiB) }, to = { d0, 0, from.count };
+	struct kcopyd_result result;
+
+	new_client(64, 256, 2);
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 1024, 8, -EIO);
+	fake_io_fail(&fake, d0, KCOPYD_IO_COPY, 1024, 8, -EIO);
+	result = run_job(&from, 1, &to, KCOPYD_IGNORE_ERROR);
+	cr_assert(result.read_err && result.write_err == 0, "read_err %d write_err %#x: the error is the source's",
+		  result.read_err, result.write_err);
+	/* The sub-job of 256 sectors that could not be read is written as zeros, as any other. */
+	cr_assert(all_zero(d0, 1024, 256), "the unreadable chunk keeps the destination's old bytes");
+	cr_assert(same_bytes(src, 0, d0, 0, 1024) && same_bytes(src, 1280, d0, 1280, from.count - 1280),
+		  "the rest differs from the source");
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(d0);
+}
+
 /* Cancel and checkpoint with zero ranges: the holes count as done, the checkpoint is the prefix. */
 Test(engine, cancel_and_checkpoint_with_zero_ranges)
 {

@@ -91,6 +91,7 @@ static void log_fate(struct kfs_service *svc, uint64_t id)
 	unsigned long long done, durable, total;
 	enum kfs_state state;
 	struct kfs_job *job;
+	bool removed;
 
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
@@ -104,9 +105,10 @@ static void log_fate(struct kfs_service *svc, uint64_t id)
 	done = job->sectors_done;
 	durable = job->durable;
 	total = job->sectors_total;
+	removed = job->remove_when_ended;	/* its record goes with it: nothing to resume */
 	pthread_mutex_unlock(&svc->lock);
 
-	if (state == KFS_CANCELLED && svc->state_dir)
+	if (state == KFS_CANCELLED && svc->state_dir && !removed)
 		kfs_log(LOG_NOTICE, "job %s: interrupted at %llu of %llu sectors (%llu durable), resumable: start "
 			"kcopydfs again with --state-dir %s and write \"resume\" to jobs/%s/ctl", name, done, total,
 			durable, svc->state_dir_path, name);

@@ -445,9 +445,10 @@ static void subjob_finish(struct subjob *sj, bool written)
 		job->checkpoint_stop = sj->start;
 	first_unfinished = list_empty(&job->subjobs) ? job->next_start
 						     : list_entry(job->subjobs.next, struct subjob, link)->start;
+	/* Release: a reader that sees this checkpoint sees the counts added above. */
 	atomic_store_explicit(&job->checkpoint,
 			      first_unfinished < job->checkpoint_stop ? first_unfinished : job->checkpoint_stop,
-			      memory_order_relaxed);
+			      memory_order_release);
 	if (!job->is_zero)
 		slot_give(kc, sj);
 	sj->phase = SUBJOB_DONE;
@@ -498,12 +499,13 @@ static bool buffer_is_zero(const unsigned char *buf, size_t len)
 
 /*
  * Every piece of the chunk is read: clear what lies between them (holes,
- * never read) and mark each grain that reads as zeros.
+ * never read, where the slot still holds an earlier chunk's bytes), so
+ * that a data grain with a hole in it is written with zeros there.
  */
-static void subjob_scan(struct subjob *sj)
+static void subjob_clear_holes(struct subjob *sj)
 {
-	uint64_t grain = sj->job->grain_sectors, pos = 0;
 	unsigned char *buf = sj->buf;
+	uint64_t pos = 0;
 	unsigned int index;
 
 	for (index = 0; index <= sj->nr_pieces; index++) {
@@ -514,6 +516,16 @@ static void subjob_scan(struct subjob *sj)
 		if (index < sj->nr_pieces)
 			pos = sj->pieces[index].start + sj->pieces[index].count;
 	}
+}
+
+/* Every piece of the chunk is read: clear the holes, mark each grain that reads as zeros. */
+static void subjob_scan(struct subjob *sj)
+{
+	uint64_t grain = sj->job->grain_sectors;
+	unsigned char *buf = sj->buf;
+	unsigned int index;
+
+	subjob_clear_holes(sj);
 	for (index = 0; index < sj->nr_grains; index++) {
 		uint64_t first = index * grain, count = first + grain <= sj->count ? grain : sj->count - first;
 
@@ -577,6 +589,8 @@ static void subjob_read_done(struct subjob *sj, int error)
 	if (error && ignore) {
 		memset(sj->buf, 0, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
 		error = 0;
+	} else if (!error) {
+		subjob_clear_holes(sj);
 	}
 	sj->buf_valid = !error;
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
@@ -747,6 +761,12 @@ static bool offload_refused(long result)
 	return result == -EXDEV || result == -EOPNOTSUPP || result == -EINVAL || result == -ENOSYS;
 }
 
+/* The errnos of a copy_file_range that only the destination can cause (it is full). */
+static bool copy_error_is_the_destinations(long result)
+{
+	return result == -ENOSPC || result == -EDQUOT || result == -EFBIG;
+}
+
 /* An operation on a destination completed: go on with the next run, or fall back. */
 static void dest_io_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
 {
@@ -761,8 +781,15 @@ static void dest_io_done(struct kcopyd_client *kc, struct subjob *sj, struct kco
 		pending_push(kc, io);
 		return;
 	}
-	if (io->op == KCOPYD_IO_COPY && offload_refused(io->result)) {
-		/* Not between these files: this destination is written from the buffer from now on. */
+	if (io->op == KCOPYD_IO_COPY && io->result < 0 &&
+	    (offload_refused(io->result) || !copy_error_is_the_destinations(io->result))) {
+		/*
+		 * Not between these files, or an error copy_file_range cannot
+		 * say is the source's or the destination's (EIO): this
+		 * destination is written from the buffer from now on, starting
+		 * with this run, so that a read error is the source's (and
+		 * read as zeros with IGNORE_ERROR) and a write error its own.
+		 */
 		atomic_fetch_add_explicit(&kc->offload_fallbacks, 1, memory_order_relaxed);
 		job->dests[dest_index].offload = false;
 		if (io->result == -ENOSYS || io->result == -EOPNOTSUPP)
@@ -1315,6 +1342,27 @@ static void free_buffers(struct kcopyd_client *kc)
 }
 
 /*
+ * queue_add() - make the client's next queue, of @driver for @key.  With
+ * kc->queues_lock held, or before the I/O thread runs.  A queue's threads
+ * (the local-file driver's workers) take the credentials of the thread
+ * that makes it.  Return: 0, or the driver's queue_create() -errno.
+ */
+static int queue_add(struct kcopyd_client *kc, const struct kcopyd_driver *driver, void *key)
+{
+	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_relaxed);
+	struct kcopyd_queue *q = &kc->queues[nr_queues];
+	int r = driver->queue_create(kc->queue_depth, kc->event_fd, key, &q->queue);
+
+	if (r < 0)
+		return r;
+	q->driver = driver;
+	q->key = key;
+	q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
+	atomic_store_explicit(&kc->nr_queues, nr_queues + 1, memory_order_release);
+	return 0;
+}
+
+/*
  * queue_find() - the client's queue for @dev's driver and key, made now if
  * this is the first job to name one.  Called by submitters, never by the
  * I/O thread.  Return: 0 and *@result, or -errno (-ENOSPC: too many
@@ -1325,7 +1373,6 @@ static int queue_find(struct kcopyd_client *kc, const struct kcopyd_dev *dev, st
 	const struct kcopyd_driver *driver = kc->override ? kc->override : dev->driver;
 	void *key = kc->override ? NULL : dev->queue_key;
 	unsigned int nr_queues, index;
-	struct kcopyd_queue *q;
 	int r = 0;
 
 	if (kc->override) {
@@ -1347,14 +1394,7 @@ static int queue_find(struct kcopyd_client *kc, const struct kcopyd_dev *dev, st
 		r = -ENOSPC;
 		goto out;
 	}
-	q = &kc->queues[nr_queues];
-	r = driver->queue_create(kc->queue_depth, kc->event_fd, key, &q->queue);
-	if (r < 0)
-		goto out;
-	q->driver = driver;
-	q->key = key;
-	q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
-	atomic_store_explicit(&kc->nr_queues, nr_queues + 1, memory_order_release);
+	r = queue_add(kc, driver, key);
 out:
 	pthread_mutex_unlock(&kc->queues_lock);
 	if (r == 0)
@@ -1432,17 +1472,16 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	}
 	kc->queue_depth = kc->pending_size < MAX_QUEUE_DEPTH ? kc->pending_size : MAX_QUEUE_DEPTH;
 	pthread_mutex_init(&kc->queues_lock, NULL);
-	if (driver) {
-		struct kcopyd_queue *q = &kc->queues[0];
-
-		r = driver->queue_create(kc->queue_depth, kc->event_fd, queue_key, &q->queue);
-		if (r < 0)
-			goto err_close_eventfd;
-		q->driver = driver;
-		q->key = queue_key;
-		q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
-		atomic_store_explicit(&kc->nr_queues, 1, memory_order_release);
-	}
+	/*
+	 * The local-file queue is made now, not at the first job: its workers
+	 * (fallocate, BLKZEROOUT, copy_file_range) must run with the
+	 * credentials of the thread that makes the client, as the I/O thread
+	 * does, and not with those of whichever thread submits first
+	 * (kcopydfs lowers them for kcopyd_client_create() alone).
+	 */
+	r = queue_add(kc, driver ? driver : &kcopyd_file_driver, driver ? queue_key : NULL);
+	if (r < 0)
+		goto err_close_eventfd;
 	pthread_mutex_init(&kc->lock, NULL);
 	pthread_cond_init(&kc->completed_cond, NULL);
 	pthread_cond_init(&kc->finished_cond, NULL);
@@ -1729,7 +1768,7 @@ int kcopyd_job_counts(const struct kcopyd_job *job, struct kcopyd_counts *out, s
 
 void kcopyd_job_checkpoint(const struct kcopyd_job *job, uint64_t *sectors)
 {
-	*sectors = atomic_load_explicit(&job->checkpoint, memory_order_relaxed);
+	*sectors = atomic_load_explicit(&job->checkpoint, memory_order_acquire);
 }
 
 int kcopyd_job_cancel(struct kcopyd_job *job)
