@@ -1326,3 +1326,33 @@ Test(devices, full_tmpfs_is_enospc)
 	umount2(dir, MNT_DETACH);
 	rmdir(dir);
 }
+
+/*
+ * A source file that shrank after it was opened: the range past its new
+ * end is no hole (SEEK_DATA's ENXIO there meant "no data up to the end"),
+ * so the job fails with a read error instead of writing zeros (found in
+ * review of the sparse copies).
+ */
+Test(devices, a_source_that_shrank_is_a_read_error_not_zeros)
+{
+	char path[] = "/tmp/kcopyd-shrunk.XXXXXX";
+	const uint64_t count = 1 * MiB >> KCOPYD_SECTOR_SHIFT;
+	struct kcopyd_dev *src = NULL;
+	struct kcopyd_result res;
+	struct io_region from, to = region(T_FILE_A, 0, count);
+	int fd = mkstemp(path), r;
+
+	cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
+	close(fd);
+	cr_assert(tu_file_create(path, 1 * MiB, 51) == 0, "create %s", path);
+	r = kcopyd_dev_open(path, O_RDONLY, &src);
+	cr_assert_eq(r, 0, "kcopyd_dev_open(%s): %d", path, r);
+	cr_assert(truncate(path, 0) == 0, "truncate %s: %s", path, strerror(errno));
+	from = (struct io_region){ .bdev = src, .sector = 0, .count = count };
+	r = tu_copy_sync(fx.kc, &from, 1, &to, 0, &res);
+	cr_assert_eq(r, 0, "submit: %d", r);
+	cr_expect(res.read_err, "a source that shrank to 0 bytes: read_err 0, write_err 0x%x: its range was taken for a hole",
+		  res.write_err);
+	kcopyd_dev_close(src);
+	unlink(path);
+}

@@ -432,10 +432,20 @@ static int file_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, uin
 	(void)queue;
 	data = lseek(fd, (off_t)offset, SEEK_DATA);
 	if (data < 0) {
+		struct stat st;
+
 		if (errno != ENXIO)
 			return -errno;
-		*hole = true;	/* no data from @offset to the end of the file */
-		*extent_length = length;
+		if (fstat(fd, &st) < 0)
+			return -errno;
+		/*
+		 * No data from @offset to the end of the file: a hole up to that
+		 * end.  Past it (the file shrank since it was opened) is no hole:
+		 * "data", whose read comes back short and fails the job, as a
+		 * read past the end always has.
+		 */
+		*hole = (uint64_t)st.st_size > offset;
+		*extent_length = *hole && (uint64_t)st.st_size - offset < length ? (uint64_t)st.st_size - offset : length;
 		return 0;
 	}
 	if ((uint64_t)data > offset) {
