@@ -474,15 +474,18 @@ step "contrib/demo.sh in a fresh $base:$suite container (privileged: loop device
 demo=$tmp/demo
 if git clone -q "$top" "$demo" 2>"$log/demo-clone.log"; then
 	pm run "${limits[@]}" --rm --network host --privileged -v /dev:/dev -v "$demo:/src" "$base:$suite" \
-		bash -c 'cd /src && contrib/demo.sh && dpkg-query -W -f "\${Package}\n" >/src/installed.txt' \
+		bash -c 'cd /src && dpkg-query -W -f "\${Package}\n" >/src/before.txt && contrib/demo.sh &&
+			dpkg-query -W -f "\${Package}\n" >/src/installed.txt' \
 		>"$log/demo.log" 2>&1
 	status=$?
 	check_or_show "contrib/demo.sh on a fresh machine: its exit status" 0 "$status" "$(tail -n 25 "$log/demo.log")"
 	identical=$(grep -c "images are identical" "$log/demo.log")
 	check_or_show "contrib/demo.sh: both copies match (kcopy, then through kcopydfs)" 2 "$identical" "$(tail -n 25 "$log/demo.log")"
-	# dpkg-dev is in both: build-essential depends on it.
-	extra=$(grep -x -F -f <(bash "$top/contrib/deps.sh" --print | grep -v -x -F -f <(bash "$top/contrib/deps.sh" --print --build) |
-		grep -v -x dpkg-dev) "$demo/installed.txt" 2>/dev/null | tr '\n' ' ')
+	# What the demo added (minbase already has e2fsprogs, say), of what only the
+	# full list names; dpkg-dev is in both: build-essential depends on it.
+	extra=$(grep -v -x -F -f "$demo/before.txt" "$demo/installed.txt" 2>/dev/null |
+		grep -x -F -f <(bash "$top/contrib/deps.sh" --print | grep -v -x -F -f <(bash "$top/contrib/deps.sh" --print --build) |
+			grep -v -x dpkg-dev) | tr '\n' ' ')
 	[ -s "$demo/installed.txt" ] || extra="(no package list: the demo did not finish)"
 	check_or_show "contrib/demo.sh installs none of the test and packaging tools" "" "$extra" ""
 else
