@@ -34,6 +34,18 @@ check() {
 	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "$2" "$3"; fi
 }
 
+# wait_until TENTHS COMMAND...: run COMMAND every 0.1 s until it succeeds,
+# TENTHS times at most; 1 if it never did.
+wait_until() {
+	local tries=$1 try
+	shift
+	for ((try = 0; try < tries; try++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # finish: the closing line and the exit status.
 finish() {
 	echo "$passed passed, $failed failed"

@@ -98,10 +98,10 @@ start wide 80 "$work/wide.img"
 start narrow 40 "$work/narrow.img"
 
 # Until both bars are up (the job's loop then takes the signals).
-for _ in $(seq 100); do
-	[ "$(bar_rows wide)" = 1 ] && [ "$(bar_rows narrow)" = 1 ] && break
-	sleep 0.1
-done
+both_bars_up() {
+	[ "$(bar_rows wide)" = 1 ] && [ "$(bar_rows narrow)" = 1 ]
+}
+wait_until 100 both_bars_up
 wide_pid=$(cat "$work/wide.pid")
 narrow_pid=$(cat "$work/narrow.pid")
 
@@ -142,10 +142,10 @@ check_fit "80 columns after SIGUSR1: the bar has one row, below the line" wide 8
 	pass "80 columns after SIGUSR1: still one row of progress, the copy goes on"
 
 kill -HUP "$narrow_pid"
-for _ in $(seq 100); do
-	[ -n "$(pane_exit narrow)" ] && break
-	sleep 0.1
-done
+pane_ended() {
+	[ -n "$(pane_exit "$1")" ]
+}
+wait_until 100 pane_ended narrow
 narrow_screen=$(screen narrow -J)
 check "SIGHUP: exit 129 (128 + 1)" 129 "$(pane_exit narrow)"
 if grep -Eq "^kcopy: cancelled by SIGHUP after [0-9]+ of $SIZE bytes$" <<<"$narrow_screen" &&
@@ -195,10 +195,7 @@ fi
 
 # --- the 80-column copy goes on to its end --------------------------------------------
 
-for _ in $(seq 600); do
-	[ -n "$(pane_exit wide)" ] && break
-	sleep 0.1
-done
+wait_until 600 pane_ended wide
 check "SIGUSR1: the copy still finishes (exit 0)" 0 "$(pane_exit wide)"
 if cmp "$work/reference.img" "$work/wide.img" >/dev/null 2>&1; then
 	pass "SIGUSR1: the destination equals the source"

@@ -224,10 +224,7 @@ if slow_source 64M 300ms; then
 		>"$work/stdout" 2>"$work/stderr" &
 	pid=$!
 	background_pids+=("$pid")
-	for _ in $(seq 100); do
-		grep -q 'ETA' "$work/stderr" && break
-		sleep 0.1
-	done
+	wait_until 100 grep -q 'ETA' "$work/stderr"
 	kill -INT "$pid"
 	wait "$pid"
 	status=$?
@@ -247,10 +244,7 @@ if slow_source 64M 300ms; then
 		>"$work/stdout" 2>"$work/stderr" &
 	pid=$!
 	background_pids+=("$pid")
-	for _ in $(seq 100); do
-		grep -q 'ETA' "$work/stderr" && break
-		sleep 0.1
-	done
+	wait_until 100 grep -q 'ETA' "$work/stderr"
 	# To kcopy itself: timeout would die of SIGUSR1, which it does not pass on.
 	kcopy_pid=$(pgrep -P "$pid")
 	kill -USR1 "$kcopy_pid"

@@ -20,13 +20,8 @@ KCOPY=${KCOPY:-$(dirname "$0")/../kcopy}
 SOURCE_MIB=64
 SOURCE_SECTORS=$((SOURCE_MIB * 2048))
 
-passed=0
-failed=0
-
-skip_all() {
-	echo "SKIP: $*"
-	exit 77
-}
+# pass, skip_all, check and wait_until; fail is this file's own (below): it shows what kcopy said.
+. "${TESTS_SRCDIR:-$(dirname "$0")}/report-lib.sh"
 
 [ "$(id -u)" = 0 ] || skip_all "needs root to mount a tmpfs and set up loop devices"
 for tool in losetup mount umount cmp dd mktemp stat; do
@@ -90,12 +85,7 @@ new_loop() {
 
 # --- reporting ------------------------------------------------------------
 
-pass() {
-	passed=$((passed + 1))
-	echo "PASS: $1"
-}
-
-# fail NAME EXPECTED GOT
+# fail NAME EXPECTED GOT, and what kcopy said.
 fail() {
 	failed=$((failed + 1))
 	echo "FAIL: $1"
@@ -527,15 +517,6 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 			echo "$ok $lines $final" >"$1.verdict"
 		}
 
-		# wait_for FILE: until FILE exists (10 s at most).
-		wait_for() {
-			for _ in $(seq 100); do
-				[ -e "$1" ] && return 0
-				sleep 0.1
-			done
-			return 1
-		}
-
 		# resume_command: the command kcopy printed after "..., run:", run with $KCOPY; sets status.
 		run_resume_command() {
 			resume=$(sed -n '/, run:$/{n;p}' "$work/stderr")
@@ -558,7 +539,7 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 			3>"$fifo" >"$work/stdout" 2>"$work/stderr" &
 		pid=$!
 		background_pids+=("$pid")
-		wait_for "$fifo.started"
+		wait_until 100 test -e "$fifo.started"
 		sleep 0.5
 		kill -HUP "$pid"
 		wait "$pid"
@@ -596,10 +577,7 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 			3>"$work/usr1.progress" >"$work/stdout" 2>"$work/stderr" &
 		pid=$!
 		background_pids+=("$pid")
-		for _ in $(seq 100); do
-			[ -s "$work/usr1.progress" ] && break
-			sleep 0.1
-		done
+		wait_until 100 test -s "$work/usr1.progress"
 		kill -USR1 "$pid"
 		wait "$pid"
 		status=$?
@@ -618,10 +596,7 @@ if command -v nbdkit >/dev/null && command -v nbdfuse >/dev/null; then
 			3>"$work/failed.progress" >"$work/stdout" 2>"$work/stderr" &
 		pid=$!
 		background_pids+=("$pid")
-		for _ in $(seq 100); do
-			[ -s "$work/failed.progress" ] && break
-			sleep 0.1
-		done
+		wait_until 100 test -s "$work/failed.progress"
 		: >"$work/inject-read-error"
 		wait "$pid"
 		status=$?

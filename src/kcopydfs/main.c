@@ -383,8 +383,8 @@ static bool is_fuse(const char *fstype)
  * Does the FUSE mount at @mountpoint answer?  A forced statx asks its
  * daemon (a plain one may be answered from the attributes the kernel kept).
  * It is made in a child, so that a daemon that is stopped or stuck holds
- * the child and not us; such a child is killed and left (a FUSE request
- * already sent may keep it until the mount goes).
+ * the child and not us; such a child is killed and reaped, or left if it
+ * does not die within 100 ms.
  * Return: 0 it answered; -ENOTCONN its daemon is gone; -ETIMEDOUT no answer
  * within PROBE_MS; or another -errno.
  */
@@ -410,8 +410,27 @@ static int probe_mount(const char *mountpoint)
 			return -errno;
 		usleep(10 * 1000);
 	}
+	/* A FUSE request waits killably: the child is usually gone at once, so reap it (100 ms at most). */
 	kill(pid, SIGKILL);
+	for (waited = 0; waited < 100 && waitpid(pid, &child_status, WNOHANG) == 0; waited += 10)
+		usleep(10 * 1000);
 	return -ETIMEDOUT;
+}
+
+/* read_proc() - up to @len - 1 bytes of /proc/@pid/@name into @buf; the bytes read, or -1. */
+static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t got;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	got = read(fd, buf, len - 1);
+	close(fd);
+	return got;
 }
 
 /*
@@ -428,28 +447,17 @@ static pid_t daemon_serving(const char *mountpoint)
 	if (!proc)
 		return 0;
 	while (!found && (entry = readdir(proc))) {
-		char path[64], comm[32] = "", args[PATH_MAX + 512];
+		char comm[32] = "", args[PATH_MAX + 512];
 		const char *last = args;
-		ssize_t len;
 		pid_t pid = (pid_t)atoi(entry->d_name);
-		int fd;
+		ssize_t len;
 
 		if (pid <= 0 || pid == getpid())
 			continue;
-		snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		len = read(fd, comm, sizeof(comm) - 1);
-		close(fd);
+		len = read_proc(pid, "comm", comm, sizeof(comm));
 		if (len <= 0 || strncmp(comm, "kcopydfs\n", 9) != 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		len = read(fd, args, sizeof(args) - 1);
-		close(fd);
+		len = read_proc(pid, "cmdline", args, sizeof(args));
 		if (len <= 1 || args[len - 1] != '\0')
 			continue;
 		for (ssize_t index = 0; index < len - 1; index++) {
