@@ -94,6 +94,123 @@ int kcopyd_dev_open(const char *path, int flags, struct kcopyd_dev **result);
 int kcopyd_dev_from_fd(int fd, struct kcopyd_dev **result);
 
 /*
+ * Regions on other hosts: NBD exports through libnbd.
+ *
+ * kcopyd_dev_open() takes an NBD URI wherever it takes a path: a name that
+ * kcopyd_is_nbd_uri() accepts is opened with kcopyd_dev_open_nbd(@uri,
+ * @flags, NULL, @result).  The URI forms are libnbd's (nbd_connect_uri(3)):
+ * nbd://HOST[:PORT]/[EXPORT], nbd+unix:///[EXPORT]?socket=PATH,
+ * nbd+vsock://CID[:PORT]/[EXPORT], and nbds://, nbds+unix://, nbds+vsock://
+ * for TLS, with the query parameters libnbd knows (tls-psk-file,
+ * tls-certificates, tls-verify-peer, tls-username, socket).
+ */
+
+/* Connections to one export when its server advertises multi-conn (as nbdcopy's default). */
+#define KCOPYD_NBD_DEFAULT_CONNECTIONS 4u
+/* How long a connection, or any request on it, may wait for the server (ms) before it is given up. */
+#define KCOPYD_NBD_DEFAULT_TIMEOUT_MS  30000u
+#define KCOPYD_NBD_MAX_CONNECTIONS     16u
+
+/*
+ * kcopyd_is_nbd_uri() - 1 if @name starts with a scheme kcopyd_dev_open()
+ * opens as an NBD URI (nbd:, nbds:, nbd+unix:, nbds+unix:, nbd+vsock:,
+ * nbds+vsock:, case-insensitive), else 0.  A local file whose name starts
+ * like that is written ./nbd:... .
+ */
+int kcopyd_is_nbd_uri(const char *name);
+
+/* The parts of an NBD URI, as kcopyd_nbd_uri_parse() splits it. */
+enum kcopyd_nbd_transport {
+	KCOPYD_NBD_TCP,
+	KCOPYD_NBD_UNIX,
+	KCOPYD_NBD_VSOCK,
+};
+
+struct kcopyd_nbd_uri {
+	enum kcopyd_nbd_transport transport;
+	int tls;			/* 1 for the nbds schemes: TLS is required */
+	char *host;			/* TCP: the host (IPv6 without brackets); vsock: the CID; else NULL */
+	char *port;			/* TCP, vsock: the port as written, or NULL for the default */
+	char *export_name;		/* decoded; "" for the default export */
+	char *socket_path;		/* unix: the socket= parameter, decoded */
+	char *tls_psk_file;		/* the tls-psk-file= parameter, or NULL */
+	char *tls_certificates;		/* the tls-certificates= parameter, or NULL */
+	char *tls_username;		/* the tls-username= parameter, or NULL */
+	int tls_verify_peer;		/* the tls-verify-peer= parameter: 1, 0, or -1 when not given */
+};
+
+/*
+ * kcopyd_nbd_uri_parse() - split an NBD URI into its parts without
+ * connecting, for a service that must connect or open files on a caller's
+ * behalf (kcopydfs opens the socket and the key files as the writer).
+ * @uri:    the URI.
+ * @result: filled on success; release with kcopyd_nbd_uri_free().
+ * @why:    a one-line reason on failure (may be NULL when @why_len is 0).
+ *
+ * Return: 0; -EINVAL for text that is not an NBD URI libnbd would take
+ * (unknown scheme, a unix URI without socket=, a host in a unix URI, an
+ * unknown query parameter, a TLS parameter on a scheme without TLS);
+ * -ENOMEM.
+ */
+int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *why, size_t why_len);
+void kcopyd_nbd_uri_free(struct kcopyd_nbd_uri *uri);
+
+struct kcopyd_nbd_config {
+	/* Connections when the server advertises multi-conn; 0: KCOPYD_NBD_DEFAULT_CONNECTIONS. 1 without it. */
+	unsigned int connections;
+	/* Give up a connection, or a request not answered, after this long (ms); 0: KCOPYD_NBD_DEFAULT_TIMEOUT_MS. */
+	unsigned int timeout_ms;
+	/*
+	 * Sockets already connected to the server (by a service, as its caller
+	 * could), used in place of connecting to the URI's host or socket:
+	 * the NBD handshake (export name, TLS from the URI) runs on them.
+	 * The device takes them all over, also on failure; one is used, and
+	 * more (up to @connections) if the server advertises multi-conn.
+	 * NULL, 0: libnbd connects as the URI says.
+	 */
+	const int *socket_fds;
+	unsigned int num_socket_fds;
+	/*
+	 * Open descriptors of the URI's tls-psk-file and of its
+	 * tls-certificates directory, read through in their place (the
+	 * device takes them over, also on failure); -1: the file is opened
+	 * by name, by this process.
+	 */
+	int tls_psk_fd;
+	int tls_certificates_fd;
+};
+
+/*
+ * kcopyd_dev_open_nbd() - open an NBD export for copying.
+ * @uri:         an NBD URI (see above).
+ * @flags:       O_RDONLY or O_RDWR.
+ * @config:      options, or NULL for the defaults (no pre-connected
+ *               sockets, no key descriptors).
+ * @config_size: sizeof(*@config) as the caller was built (fields past it are 0).
+ * @result:      receives the new device.
+ * @why:         a one-line reason on failure, libnbd's where it said one
+ *               (may be NULL when @why_len is 0).
+ *
+ * Connects, negotiates base:allocation (extents), reads the export's size,
+ * block-size constraints and flags (read-only, flush, zeroes, multi-conn).
+ * Completions are driven by the client's I/O thread.
+ *
+ * Return: 0; -EINVAL for a URI that is not one (see kcopyd_nbd_uri_parse());
+ * -EROFS for O_RDWR on a read-only export; -ECONNREFUSED, -EHOSTUNREACH,
+ * -ENOENT (no such host or export), -EACCES (TLS refused: key wrong or
+ * not given), -ETIMEDOUT; -ENOMEM; another -errno of the connection.
+ */
+int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_config *config,
+			size_t config_size, struct kcopyd_dev **result, char *why, size_t why_len);
+
+/*
+ * kcopyd_dev_error() - the last connection error of @dev, as one line
+ * (libnbd's nbd_get_error() text for an NBD device), or NULL.  Valid
+ * until the device is closed.
+ */
+const char *kcopyd_dev_error(const struct kcopyd_dev *dev);
+
+/*
  * kcopyd_dev_close() - close a device and free it.  NULL is a no-op.
  * No job that uses @dev may still be outstanding.
  */
