@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kcopydfs/jobspec.h"
+#include "proto/jobspec.h"
 #include "fuzz.h"
 
 static void check_region(const struct jobspec_region *region)
