@@ -859,18 +859,25 @@ static bool path_needs_quotes(const char *path)
 	return false;
 }
 
-static void out_path(struct text_out *out, const char *path, bool is_uri)
+static void out_path(struct text_out *out, const char *path, bool is_uri, unsigned int flags)
 {
 	const char *pos;
+	bool quote;
 
 	if (!path)
 		path = "";
 	/*
 	 * A URI without a path (nbd://host:10809) would read back with its
 	 * port's colon before the suffix, nbd://host:10809:0 taken whole:
-	 * in quotes the suffix stands apart.
+	 * in quotes the suffix stands apart.  A command-line word needs
+	 * quotes for nothing else but a leading quote.
 	 */
-	if (!path_needs_quotes(path) && !(is_uri && uri_path_start(path, strlen(path)) == strlen(path))) {
+	if (flags & JOBSPEC_REGION_WORD)
+		quote = !*path || path[0] == '"';
+	else
+		quote = path_needs_quotes(path);
+	quote = quote || (is_uri && uri_path_start(path, strlen(path)) == strlen(path));
+	if (!quote) {
 		out_string(out, path);
 		return;
 	}
@@ -883,19 +890,39 @@ static void out_path(struct text_out *out, const char *path, bool is_uri)
 	out_bytes(out, "\"", 1);
 }
 
-/* " KEY=PATH:SECTOR[+COUNT]": the suffix is always there, so a colon in the path needs no quotes. */
-static void out_region(struct text_out *out, const char *key, const struct jobspec_region *region)
+/* PATH:SECTOR[+COUNT]: the suffix is always there, so a colon in the path needs no quotes. */
+static void out_region_text(struct text_out *out, const struct jobspec_region *region, unsigned int flags)
 {
-	out_bytes(out, " ", 1);
-	out_string(out, key);
-	out_bytes(out, "=", 1);
-	out_path(out, region->path, region->is_uri);
+	out_path(out, region->path, region->is_uri, flags);
 	out_bytes(out, ":", 1);
 	out_number(out, region->sector);
 	if (region->has_count) {
 		out_bytes(out, "+", 1);
 		out_number(out, region->count);
 	}
+}
+
+int jobspec_render_region(const struct jobspec_region *region, unsigned int flags, char *buf, size_t len)
+{
+	struct text_out out = { .buf = buf, .size = buf ? len : 0, .used = 0 };
+
+	out_region_text(&out, region, flags);
+	if (out.used >= out.size || out.used > INT_MAX) {
+		if (out.size)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	buf[out.used] = '\0';
+	return (int)out.used;
+}
+
+/* " KEY=PATH:SECTOR[+COUNT]" */
+static void out_region(struct text_out *out, const char *key, const struct jobspec_region *region)
+{
+	out_bytes(out, " ", 1);
+	out_string(out, key);
+	out_bytes(out, "=", 1);
+	out_region_text(out, region, 0);
 }
 
 int jobspec_render(const struct jobspec *spec, char *buf, size_t len)

@@ -146,6 +146,16 @@ void jobspec_free(struct jobspec *spec);
 int jobspec_render(const struct jobspec *spec, char *buf, size_t len);
 
 /*
+ * jobspec_render_region() - @region as REGION text, PATH:SECTOR[+COUNT],
+ * that parses back to it: quoted as jobspec_render() quotes it, or with
+ * JOBSPEC_REGION_WORD as a command-line word (kcopy's resume command)
+ * needs it, only for a leading quote or a URI without a path (the shell's
+ * own quoting is the caller's).
+ * Return: the length written (without the NUL), or -ENOSPC if @len is too small.
+ */
+int jobspec_render_region(const struct jobspec_region *region, unsigned int flags, char *buf, size_t len);
+
+/*
  * jobspec_parse_number() - SECTOR or COUNT: decimal 512-byte sectors, or
  * bytes with a B, K, M, G or T suffix, or KiB, MiB, GiB or TiB (powers of
  * 1024, either case) that must be a multiple of 512 (only B can fail that:
