@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Job description tests (src/kcopydfs/jobspec.c): the grammar of a job's
+ * Job description tests (src/proto/jobspec.c): the grammar of a job's
  * ctl file, its error reasons, and rendering back to canonical form.  Pure
  * functions, so no mount, no devices and no root.
  */
