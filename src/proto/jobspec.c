@@ -298,8 +298,8 @@ int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
  * string at *@path.  *@consumed is the length up to and including the
  * closing quote.  @shown names the region in a reason.
  */
-static int unquote_path(const char *text, size_t len, char **path, size_t *path_len, size_t *consumed,
-			const char *shown, char *why, size_t why_len)
+static int unquote_path(const char *text, size_t len, unsigned int flags, char **path, size_t *path_len,
+			size_t *consumed, const char *shown, char *why, size_t why_len)
 {
 	char *unquoted = malloc(len);	/* the quotes alone make it shorter than @text */
 	size_t in_pos = 1, out_pos = 0;
@@ -324,7 +324,7 @@ static int unquote_path(const char *text, size_t len, char **path, size_t *path_
 			}
 			in_pos++;
 			byte = (unsigned char)text[in_pos];
-		} else if (is_forbidden_control(byte)) {
+		} else if (is_forbidden_control(byte) && !(flags & JOBSPEC_REGION_WORD)) {
 			r = refuse(-EINVAL, why, why_len, "%s: control character \\x%02x in the path", shown,
 				   byte);
 			goto err_free_unquoted;
@@ -410,10 +410,16 @@ bool jobspec_is_uri(const char *text, size_t len)
 	char head[JOBSPEC_URI_SCHEME_MAX + 1];
 	size_t head_len = len < JOBSPEC_URI_SCHEME_MAX ? len : JOBSPEC_URI_SCHEME_MAX;
 
-	/* kcopyd_is_nbd_uri() decides on the scheme and "://", all within the first bytes. */
+	const char *colon;
+
+	/*
+	 * kcopyd_is_nbd_uri() decides on the scheme, within the first bytes;
+	 * the grammar also wants "://" right after it (nbd:x is a file).
+	 */
 	memcpy(head, text, head_len);
 	head[head_len] = '\0';
-	return kcopyd_is_nbd_uri(head) == 1;
+	colon = strchr(head, ':');
+	return kcopyd_is_nbd_uri(head) == 1 && colon && strncmp(colon, "://", 3) == 0;
 }
 
 /*
@@ -456,7 +462,7 @@ int jobspec_parse_region_flags(const char *text, size_t len, unsigned int flags,
 	if (len && text[0] == '"') {
 		size_t consumed = 0;
 
-		r = unquote_path(text, len, &path, &path_len, &consumed, shown, why, why_len);
+		r = unquote_path(text, len, flags, &path, &path_len, &consumed, shown, why, why_len);
 		if (r)
 			return r;
 		if (consumed < len) {

@@ -98,11 +98,11 @@ int proto_status_parse(char *text, struct proto_status *status)
 	memset(status, 0, sizeof(*status));
 	while (line && *line) {
 		char *newline = strchr(line, '\n');
-		char *colon = strstr(line, ": ");
-		char *value;
+		char *colon, *value;
 
 		if (newline)
 			*newline = '\0';
+		colon = strstr(line, ": ");	/* in this line only: after the cut */
 		if (!colon)
 			goto next;
 		*colon = '\0';
