@@ -361,3 +361,34 @@ Test(proto, failure_line_renders_and_parses_back_with_odd_names)
 	proto_failure_render(&result, source, dests, line, sizeof(line));
 	cr_assert_str_eq(line, "none (cancelled)");
 }
+
+/* Found by fuzz-status: a line without ": " must not take the colon of a later line. */
+Test(proto, status_line_without_colon_stays_its_own)
+{
+	char text[] = "state: done\nprogress: 8/8\nread_err: 0\nwrite_err: 0x0\nerror\n.r: x\nerror: none\n";
+	struct proto_status parsed;
+
+	cr_assert_eq(proto_status_parse(text, &parsed), 0);
+	cr_assert_str_eq(parsed.error, "none", "the error line is '%s'", parsed.error);
+}
+
+/* Found by fuzz-region: a command-line word with a control character renders and parses back. */
+Test(proto, word_with_a_control_character_round_trips)
+{
+	static const char word[] = "nbd://[::]:10809:8+1\026";
+	struct jobspec_region region, again;
+	char text[128], why[WHY_SIZE];
+	int len;
+
+	cr_assert_eq(jobspec_parse_region_flags(word, strlen(word), JOBSPEC_REGION_WORD, &region, why, sizeof(why)), 0,
+		     "%s", why);
+	cr_assert(region.is_uri && !strcmp(region.path, word), "'%s' is_uri %d", region.path, region.is_uri);
+	len = jobspec_render_region(&region, JOBSPEC_REGION_WORD, text, sizeof(text));
+	cr_assert(len > 0);
+	cr_assert_eq(jobspec_parse_region_flags(text, (size_t)len, JOBSPEC_REGION_WORD, &again, why, sizeof(why)), 0,
+		     "'%s': %s", text, why);
+	cr_assert(!strcmp(again.path, region.path) && again.is_uri && again.sector == 0, "'%s' read back as '%s'", text,
+		  again.path);
+	free(again.path);
+	free(region.path);
+}
