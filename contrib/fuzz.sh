@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzz the job-description parser and the region parser with libFuzzer.
-#   contrib/fuzz.sh [SECONDS=60] [TARGET...]     TARGET: jobspec, region (default both)
+# Fuzz the text protocol's parsers (src/proto) with libFuzzer: job
+# descriptions, regions with paths and NBD URIs, the status text.
+#   contrib/fuzz.sh [SECONDS=60] [TARGET...]     TARGET: jobspec, region, status (default all)
 # Builds build-fuzz/ with clang (-fsanitize=fuzzer,address,undefined), then
 # runs each target for SECONDS on a working copy of its seed corpus
 # (tests/fuzz/corpus/TARGET).  A crash, a leak, a sanitizer report or a
@@ -17,9 +18,9 @@ cd "$top"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jobspec region)
+[ ${#targets[@]} -gt 0 ] || targets=(jobspec region status)
 case "$seconds" in
-'' | *[!0-9]*) echo "usage: $0 [SECONDS] [jobspec|region]..." >&2; exit 2 ;;
+'' | *[!0-9]*) echo "usage: $0 [SECONDS] [jobspec|region|status]..." >&2; exit 2 ;;
 esac
 
 contrib/deps.sh

@@ -75,6 +75,16 @@ check "a refused description: the reason" \
 	"kcopyd-example: refused (ENOENT): to=$work/missing.img: $(errno_text ENOENT) (ENOENT)" "$(cat "$work/err")"
 check "the refused job is removed" "" "$(ls "$mnt/jobs")"
 
+# An NBD URI region goes to the daemon as it was written (connecting is not tested here).
+uri="nbd+unix:///disk?socket=$work/no-such.sock"
+run_example "$mnt" "copy from=$uri:8+8 to=$work/d0.img"
+check "a URI region to a socket nobody serves: exit status" 2 "$status"
+case $(cat "$work/err") in
+*"from=$uri"* | *"from=\"$uri\""*) pass "a URI region: the reason names the URI as written" ;;
+*) fail "a URI region: the reason names the URI as written" "from=$uri" "$(cat "$work/err")" ;;
+esac
+check "the refused URI job is removed" "" "$(ls "$mnt/jobs")"
+
 for signal_name in TERM INT; do
 	# Emptied first: the wait for "progress" below must not see the last run's
 	# output and signal a child that is still this shell, traps and all.

@@ -91,6 +91,13 @@ check "kc_submit of a missing destination: the reason" \
 kc_submit "$mnt" "copy from=$work/src.img:1+8 to=$work/d0.img:0+16" 2>"$work/err"
 check "kc_submit of a COUNT that differs: exit status" 1 "$?"
 check_match "kc_submit of a COUNT that differs: the reason" "^kc_submit: refused: .*\(EINVAL\)$" "$(cat "$work/err")"
+# An NBD URI region goes to the daemon as it was written: no path made of it,
+# no quoting (the daemon names it in its reason).  Connecting is not tested here.
+uri="nbd+unix:///disk?socket=$work/no-such.sock"
+kc_submit "$mnt" "copy from=$uri:8+8 to=$work/d0.img" 2>"$work/err"
+check "kc_submit of a URI region to a socket nobody serves: exit status" 1 "$?"
+check_match "kc_submit of a URI region: the reason names the URI as written" \
+	"^kc_submit: refused: .*from=\"?$(re_quote "$uri")[\":]" "$(cat "$work/err")"
 check "refused jobs are removed" "$before" "$(ls "$mnt/jobs" | paste -sd ' ')"
 
 # --- a timeout, cancel, remove of a running job -------------------------------------

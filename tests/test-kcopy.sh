@@ -225,6 +225,12 @@ expect_status "a byte offset that is not a multiple of 512 exits 2" 2 &&
 	expect_stderr "the bad byte offset is explained" "not a multiple of 512" &&
 	pass "a byte offset that is not a multiple of 512 exits 2"
 
+# The number grammar is kcopydfs's (src/proto): 1000-based units are refused with a reason.
+run_kcopy "$src:1MB" "$work/never.img"
+expect_status "SRC:1MB (a 1000-based unit) exits 2" 2 &&
+	expect_stderr "SRC:1MB: the reason" "sector 1MB has a 1000-based unit" &&
+	pass "SRC:1MB (a 1000-based unit) exits 2 with the reason"
+
 if [ -e "$work/never.img" ]; then
 	fail "refused command lines create nothing" "no $work/never.img" "it exists"
 else
@@ -366,6 +372,34 @@ run_kcopy --zero "$work/no-such.img"
 expect_status "--zero of a missing file without COUNT" 1 &&
 	expect_stderr "--zero of a missing file without COUNT says why" "does not exist" &&
 	pass "--zero of a missing file without COUNT"
+
+# --- NBD URIs as regions --------------------------------------------------------
+# A URI is taken as it is: never a file to stat, create or extend.  A socket
+# nobody serves is refused in one line naming the URI, and nothing is made
+# (connecting for real is tests with servers' business).  A local file whose
+# name starts like a URI is written ./nbd:...
+uri="nbd+unix:///disk?socket=$work/no-such.sock"
+(cd "$work" && "$KCOPY" "$src" "$uri:8" >"$work/stdout" 2>"$work/stderr")
+status=$?
+expect_status "a URI destination nobody serves exits 1" 1 &&
+	check "a URI destination nobody serves: one line naming it" \
+		"kcopy: $uri: cannot open for writing: " "$(head -c $((${#uri} + 34)) "$work/stderr")"
+check "a URI destination nobody serves: one line" 1 "$(wc -l <"$work/stderr")"
+check "a URI destination: no file made of it" "" "$(ls -d "$work"/nbd* 2>/dev/null)"
+(cd "$work" && "$KCOPY" "nbd://[::1]:1/x:8+8" "$work/never.img" >"$work/stdout" 2>"$work/stderr")
+status=$?
+expect_status "a URI source (IPv6 literal, port 1) exits 1" 1 &&
+	expect_stderr "a URI source: the URI without its suffix" "^kcopy: nbd://\[::1\]:1/x: cannot open: " &&
+	pass "a URI source (IPv6 literal, port 1): refused in one line naming it"
+check "a URI source: nothing made" "no" "$([ -e "$work/never.img" ] && echo yes || echo no)"
+mkdir -p "$work/nbd:"
+dd if=/dev/urandom of="$work/nbd:/local" bs=4096 count=4 status=none
+(cd "$work" && "$KCOPY" -q ./nbd://local:0+16 "$work/from-nbd-named.img" >"$work/stdout" 2>"$work/stderr")
+status=$?
+expect_status "./nbd://local is a local file: exit 0" 0 &&
+	same_bytes "./nbd://local is a local file: copied" "$work/nbd:/local" 0 "$work/from-nbd-named.img" 0 8192 &&
+	pass "a local file named like a URI, written ./nbd://..."
+rm -rf "$work/nbd:" "$work/from-nbd-named.img"
 
 # --- refused regions --------------------------------------------------------
 

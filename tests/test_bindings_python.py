@@ -161,6 +161,18 @@ def check_refused():
         raise Failure("a relative path\n      expected: RefusedError\n      got:      accepted")
     expect("relative" not in job_names(), "the refused named job is removed", before, job_names())
 
+    # An NBD URI region goes to the daemon as it was written: no path made of
+    # it, no quoting (the daemon names it in its reason).  Connecting is not tested here.
+    uri = "nbd+unix:///disk?socket=%s" % env.path("no-such.sock")
+    try:
+        kcopyd.submit(env.mount_point, "copy from=%s:8+8 to=%s" % (uri, env.path("d0.img")))
+    except kcopyd.RefusedError as error:
+        expect("from=%s" % uri in error.reason or 'from="%s"' % uri in error.reason,
+               "the reason of a URI region names the URI as written", "from=" + uri, error.reason)
+    else:
+        raise Failure("a URI region to a socket nobody serves\n      expected: RefusedError\n      got:      accepted")
+    expect(job_names() == before, "the refused URI job is removed", before, job_names())
+
     try:
         kcopyd.submit(env.mount_point, "copy from=%s\nto=%s" % (env.path("src.img"), env.path("d0.img")))
     except ValueError as error:

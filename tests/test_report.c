@@ -200,3 +200,17 @@ Test(report, resume_command_zero)
 	cr_assert_str_eq(command, "kcopy --quiet --zero /dev/loop1:4096+4096 '$HOME.img:4112+4096'", "got %s", command);
 	free(command);
 }
+
+/* URIs in the resume command: as given, read back by kcopy's grammar (a URI without a path in double quotes). */
+Test(report, resume_command_uris)
+{
+	struct kcopy state = copy_state("nbd://host:10809", "nbd+unix:///e?socket=/run/s.sock", "\"odd\".img");
+	char *command;
+
+	state.source.is_uri = true;
+	state.dests[0].where.is_uri = true;
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy '\"nbd://host:10809\":3072+7168' 'nbd+unix:///e?socket=/run/s.sock:1024' "
+			 "'\"\\\"odd\\\".img\":1040'", "got %s", command);
+	free(command);
+}

@@ -24,7 +24,8 @@ instead (EEXIST if the name is taken).  Either way the job stays on the mount
 after submit() returns until remove() is called (rmdir of its directory).
 
 Sectors are 512 bytes everywhere, as in the job descriptions.  Every path in
-a description must be absolute.
+a description must be absolute; an NBD URI region (nbd://..., nbd+unix://...)
+is written as it is: the description is passed through unchanged.
 
 Tested by tests/test_bindings_python.py (make check).
 """
@@ -254,7 +255,8 @@ def submit(mount, description, name=None):
 
     ``description`` is one job description line, for example
     ``"copy from=/dev/loop0 to=/dev/loop1:2048"`` or ``"zero to=/srv/a.img:0+1M"``
-    (grammar in kcopydfs(5); paths must be absolute).  The call returns as
+    (grammar in kcopydfs(5); paths must be absolute, NBD URIs are written
+    as they are, e.g. ``"copy from=nbd://host/disk:8 to=/dev/loop1"``).  The call returns as
     soon as the job is queued; use Job.wait() for the end.
 
     Without ``name`` the job is made through MOUNT/clone and named by its

@@ -76,158 +76,34 @@ static int exit_status_for(int error)
 	case -E2BIG:
 	case -EBUSY:	/* a destination mounted or held by another program */
 	case -EFBIG:	/* a range past the file size limit or the filesystem's largest file */
+	case -EROFS:	/* a read-only NBD export as a destination */
 		return EXIT_USAGE;
 	default:
 		return EXIT_IO_ERROR;
 	}
 }
 
-/* ---------------------------------------------------------------------
- * Sizes: "2048" (sectors), "1M" or "4096B" (bytes, multiples of 512)
- * --------------------------------------------------------------------- */
-
-/* A number as written, before it is turned into sectors. */
-struct quantity {
-	uint64_t value;		/* the digits */
-	bool overflow;		/* the digits did not fit in 64 bits */
-	bool in_bytes;		/* a unit was given: the size is value << unit_shift bytes */
-	unsigned int unit_shift;/* 0 for B, 10 for K, 20 for M, 30 for G, 40 for T */
-};
-
 /*
- * lex_quantity() - recognise DIGITS[B|K|M|G|T[iB]] (unit letters in either
- * case) in the first @len characters of @text.
- * @quantity: receives the digits and the unit.
- * Return: true if the text has that form, whatever its value.
- */
-static bool lex_quantity(const char *text, size_t len, struct quantity *quantity)
-{
-	size_t pos = 0;
-
-	memset(quantity, 0, sizeof(*quantity));
-	while (pos < len && text[pos] >= '0' && text[pos] <= '9') {
-		unsigned int digit = (unsigned int)(text[pos] - '0');
-
-		if (quantity->value > (UINT64_MAX - digit) / 10)
-			quantity->overflow = true;
-		else
-			quantity->value = quantity->value * 10 + digit;
-		pos++;
-	}
-	if (pos == 0)
-		return false;
-	if (pos == len)
-		return true;
-
-	quantity->in_bytes = true;
-	switch (text[pos]) {
-	case 'B': case 'b': quantity->unit_shift = 0; break;
-	case 'K': case 'k': quantity->unit_shift = 10; break;
-	case 'M': case 'm': quantity->unit_shift = 20; break;
-	case 'G': case 'g': quantity->unit_shift = 30; break;
-	case 'T': case 't': quantity->unit_shift = 40; break;
-	default: return false;
-	}
-	pos++;
-	if (quantity->unit_shift && len - pos == 2 && text[pos] == 'i' && text[pos + 1] == 'B')
-		pos += 2;
-	return pos == len;
-}
-
-/*
- * quantity_to_sectors() - the size of a lexed quantity in 512-byte sectors.
- * @quantity: from lex_quantity().
- * @sectors:  receives the size.
- * @why:      receives the reason on failure.
- * @why_len:  the size of @why.
- * Return: 0; -ERANGE if it does not fit in 64 bits of bytes; -EINVAL for
- * a byte size that is not a multiple of 512.
- */
-static int quantity_to_sectors(const struct quantity *quantity, uint64_t *sectors,
-			       char *why, size_t why_len)
-{
-	uint64_t bytes;
-
-	if (!quantity->in_bytes) {
-		if (quantity->overflow || quantity->value > (UINT64_MAX >> KCOPYD_SECTOR_SHIFT)) {
-			snprintf(why, why_len, "too large");
-			return -ERANGE;
-		}
-		*sectors = quantity->value;
-		return 0;
-	}
-	if (quantity->overflow || quantity->value > (UINT64_MAX >> quantity->unit_shift)) {
-		snprintf(why, why_len, "too large");
-		return -ERANGE;
-	}
-	bytes = quantity->value << quantity->unit_shift;
-	if (bytes % KCOPYD_SECTOR_SIZE) {
-		snprintf(why, why_len, "%" PRIu64 " bytes is not a multiple of %u",
-			 bytes, KCOPYD_SECTOR_SIZE);
-		return -EINVAL;
-	}
-	*sectors = bytes >> KCOPYD_SECTOR_SHIFT;
-	return 0;
-}
-
-/*
- * parse_region_arg() - split PATH[:SECTOR[+COUNT]].
+ * parse_region_arg() - split (PATH|URI)[:SECTOR[+COUNT]] by the grammar
+ * kcopydfs's ctl uses (jobspec_parse_region_flags(), kcopy(1) REGIONS),
+ * as a command-line word: a relative path is taken, and the shell's
+ * quoting is not ours (blanks in a name need no double quotes).
  * @arg:    the command-line argument.
- * @region: receives the path (malloc'd) and the numbers.
- *
- * The suffix is split off at the last ':' only if what follows it reads as
- * SECTOR or SECTOR+COUNT; otherwise the whole argument is the path, so that
- * names like /dev/disk/by-path/pci-0000:00:1f.2-ata-1 need no quoting.
- *
+ * @region: receives the path or URI (malloc'd) and the numbers.
  * Return: 0; -EINVAL or -ERANGE for a bad number or an empty path
- * (reported); -ENOMEM.
+ * (reported, with the grammar's reason); -ENOMEM.
  */
-static int parse_region_arg(const char *arg, struct region_arg *region)
+static int parse_region_arg(const char *arg, struct jobspec_region *region)
 {
-	const char *colon = strrchr(arg, ':');
-	const char *spec = NULL, *plus = NULL;
-	struct quantity sector_quantity, count_quantity;
-	size_t path_len = strlen(arg);
-	char why[128];
+	char why[512];
 	int ret;
 
-	memset(region, 0, sizeof(*region));
-	if (colon) {
-		size_t sector_len;
-
-		plus = strchr(colon + 1, '+');
-		sector_len = plus ? (size_t)(plus - (colon + 1)) : strlen(colon + 1);
-		if (lex_quantity(colon + 1, sector_len, &sector_quantity) &&
-		    (!plus || lex_quantity(plus + 1, strlen(plus + 1), &count_quantity))) {
-			spec = colon + 1;
-			path_len = (size_t)(colon - arg);
-		}
-	}
-	if (path_len == 0) {
-		complain("%s: no file name", arg);
-		return -EINVAL;
-	}
-	if (spec) {
-		ret = quantity_to_sectors(&sector_quantity, &region->sector, why, sizeof(why));
-		if (ret) {
-			complain("%s: SECTOR: %s", arg, why);
-			return ret;
-		}
-		if (plus) {
-			ret = quantity_to_sectors(&count_quantity, &region->count, why, sizeof(why));
-			if (ret) {
-				complain("%s: COUNT: %s", arg, why);
-				return ret;
-			}
-			region->has_count = true;
-		}
-	}
-	region->path = strndup(arg, path_len);
-	if (!region->path) {
+	ret = jobspec_parse_region_flags(arg, strlen(arg), JOBSPEC_REGION_WORD, region, why, sizeof(why));
+	if (ret == -ENOMEM)
 		complain("out of memory");
-		return -ENOMEM;
-	}
-	return 0;
+	else if (ret)
+		complain("%s", why);
+	return ret;
 }
 
 /* ---------------------------------------------------------------------
@@ -276,8 +152,10 @@ static void print_usage(FILE *out)
 "Copy a range of a block device or file to up to %u destinations with the\n"
 "libkcopyd engine (O_DIRECT, libaio), or write zeros to ranges.\n"
 "\n"
-"SECTOR and COUNT are 512-byte sectors, or bytes with a B, K, M, G or T\n"
-"suffix (a multiple of 512).  Without COUNT the copy runs to the end of\n"
+"SRC and DST are files, block devices or NBD URIs (nbd://HOST[:PORT]/EXPORT,\n"
+"nbd+unix:///EXPORT?socket=PATH, nbds://...).  SECTOR and COUNT are 512-byte\n"
+"sectors, or bytes with a B, K, M, G, T, KiB, MiB, GiB or TiB unit (powers\n"
+"of 1024, a multiple of 512).  Without COUNT the copy runs to the end of\n"
 "SRC; every destination gets the same count.  A destination file that does\n"
 "not exist is created, one that is too small is extended.\n"
 "\n"
@@ -527,6 +405,64 @@ err_usage:
  * --------------------------------------------------------------------- */
 
 /*
+ * nbd_open_problem() - what an NBD open's -errno means to a user, in
+ * words: kcopyd_dev_open_nbd()'s documented errors, one phrase each.
+ */
+static const char *nbd_open_problem(int error, int flags, char *errbuf, size_t errbuf_len)
+{
+	switch (error) {
+	case -ECONNREFUSED:
+		return "connection refused (no NBD server listens there)";
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+		return "host unreachable";
+	case -ENOENT:
+		return "no such host, socket or export";
+	case -EACCES:
+		return "TLS refused: the key is wrong, or the server requires TLS and none was given (nbds://...?tls-psk-file=)";
+	case -EROFS:
+		return flags == O_RDWR ? "the export is read-only: it cannot be a destination" : "read-only";
+	case -ETIMEDOUT:
+		return "the server did not answer in time";
+	case -EINVAL:
+		return "not an NBD URI kcopy can use";
+	case -EPROTONOSUPPORT:
+		return "NBD is not supported by this build";
+	default:
+		return errno_text(error, errbuf, errbuf_len);
+	}
+}
+
+/*
+ * open_region() - open @where for the engine: a path with
+ * kcopyd_dev_open(), an NBD URI with kcopyd_dev_open_nbd() (for its
+ * reason, libnbd's words where it had some).
+ * @flags: O_RDONLY for the source, O_RDWR for a destination.
+ * Return: 0; the -errno of the open (reported, one line).
+ */
+static int open_region(const struct jobspec_region *where, int flags, struct kcopyd_dev **dev)
+{
+	char errbuf[ERRNO_TEXT_LEN], why[512] = "";
+	int ret;
+
+	if (!where->is_uri) {
+		ret = kcopyd_dev_open(where->path, flags, dev);
+		if (ret == -EINVAL)
+			complain("%s: not a block device or regular file", where->path);
+		else if (ret)
+			complain("%s: cannot open%s: %s", where->path, flags == O_RDWR ? " for writing" : "",
+				 errno_text(ret, errbuf, sizeof(errbuf)));
+		return ret;
+	}
+	ret = kcopyd_dev_open_nbd(where->path, flags, NULL, 0, dev, why, sizeof(why));
+	if (ret)
+		complain("%s: cannot open%s: %s%s%s%s", where->path, flags == O_RDWR ? " for writing" : "",
+			 nbd_open_problem(ret, flags, errbuf, sizeof(errbuf)), why[0] ? " (" : "", why,
+			 why[0] ? ")" : "");
+	return ret;
+}
+
+/*
  * check_source_region() - the checks of kcopyd_validate() that concern the
  * source alone, done before any destination is created or extended, with
  * a message that names SRC.
@@ -561,19 +497,13 @@ static int check_source_region(const struct kcopy *state)
  */
 static int open_source(struct kcopy *state)
 {
-	struct region_arg *source = &state->source;
-	char errbuf[ERRNO_TEXT_LEN];
+	struct jobspec_region *source = &state->source;
 	uint64_t source_sectors;
 	int ret;
 
-	ret = kcopyd_dev_open(source->path, O_RDONLY, &state->source_dev);
-	if (ret) {
-		if (ret == -EINVAL)
-			complain("%s: not a block device or regular file", source->path);
-		else
-			complain("%s: cannot open: %s", source->path, errno_text(ret, errbuf, sizeof(errbuf)));
+	ret = open_region(source, O_RDONLY, &state->source_dev);
+	if (ret)
 		return ret;
-	}
 	source_sectors = kcopyd_dev_sectors(state->source_dev);
 	if (source->has_count) {
 		state->count = source->count;
@@ -642,15 +572,9 @@ static int open_destination(struct destination *dest)
 		return ret;
 	}
 
-	ret = kcopyd_dev_open(path, O_RDWR, &dest->dev);
-	if (ret) {
-		if (ret == -EINVAL)
-			complain("%s: not a block device or regular file", path);
-		else
-			complain("%s: cannot open for writing: %s", path,
-				 errno_text(ret, errbuf, sizeof(errbuf)));
+	ret = open_region(&dest->where, O_RDWR, &dest->dev);
+	if (ret)
 		goto err_close_sync_fd;
-	}
 	return 0;
 
 err_close_sync_fd:
@@ -673,6 +597,11 @@ static int open_existing_destination(struct kcopy *state, unsigned int dest_inde
 
 	if (dest->dev)
 		return 0;
+	if (dest->where.is_uri) {
+		/* An export: nothing to stat, claim or fsync; the server has its size and flushes. */
+		dest->exists = true;
+		return open_region(&dest->where, O_RDWR, &dest->dev);
+	}
 	ret = open_destination(dest);
 	if (ret)
 		return ret;
@@ -751,6 +680,9 @@ static int plan_destination(struct kcopy *state, unsigned int dest_index)
 	}
 	dest->end_bytes = (dest->where.sector + state->count) << KCOPYD_SECTOR_SHIFT;
 
+	/* An NBD export is not a file: it is neither created nor extended, its size is the server's. */
+	if (dest->where.is_uri)
+		return open_existing_destination(state, dest_index);
 	if (stat(path, &dest->before) == 0) {
 		ret = open_existing_destination(state, dest_index);
 		if (ret)
@@ -990,7 +922,7 @@ static int settle_zero_count(struct kcopy *state)
 		}
 	}
 
-	if (stat(first->where.path, &st) && errno == ENOENT) {
+	if (!first->where.is_uri && stat(first->where.path, &st) && errno == ENOENT) {
 		complain("%s: does not exist; give :SECTOR+COUNT to create it", first->where.path);
 		return -ENOENT;
 	}
@@ -1023,7 +955,7 @@ static int open_destinations(struct kcopy *state)
 	int ret;
 
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
-		const struct region_arg *where = &state->dests[dest_index].where;
+		const struct jobspec_region *where = &state->dests[dest_index].where;
 
 		if (where->has_count && where->count != state->count) {
 			complain("%s: COUNT %" PRIu64 " differs from the %" PRIu64 " sectors of the %s",
@@ -1277,8 +1209,10 @@ out_close_signal_fd:
 
 /*
  * sync_destinations() - fsync every destination through its separate
- * descriptor.  A failure is recorded in the destination's fsync_error and
- * reported by report_result() as a write error.
+ * descriptor, and flush every NBD export (kcopyd_dev_sync(); with --via
+ * the daemon's devices are flushed by the daemon, ours are closed).  A
+ * failure is recorded in the destination's fsync_error and reported by
+ * report_result() as a write error.
  */
 static void sync_destinations(struct kcopy *state)
 {
@@ -1287,6 +1221,8 @@ static void sync_destinations(struct kcopy *state)
 
 		if (dest->sync_fd >= 0 && fsync(dest->sync_fd))
 			dest->fsync_error = -errno;
+		else if (dest->where.is_uri && dest->dev)
+			dest->fsync_error = kcopyd_dev_sync(dest->dev);
 	}
 }
 
@@ -1324,8 +1260,8 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 				 dest->where.path, dest_index, failure->sector, failure->count,
 				 errno_text(failure->error, errbuf, sizeof(errbuf)));
 		if (dest->fsync_error)
-			complain("write error on %s (destination %u): fsync: %s", dest->where.path,
-				 dest_index, errno_text(dest->fsync_error, errbuf, sizeof(errbuf)));
+			complain("write error on %s (destination %u): %s: %s", dest->where.path, dest_index,
+				 dest->where.is_uri ? "flush" : "fsync", errno_text(dest->fsync_error, errbuf, sizeof(errbuf)));
 	}
 	if (result->read_err || write_err)
 		complain("read_err=%d write_err=0x%x", result->read_err, write_err);

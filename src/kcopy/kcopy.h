@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "kcopyd.h"
+#include "proto/jobspec.h"
 
 /* Exit statuses (see EXIT STATUS in kcopy(1)). */
 #define EXIT_OK		0	/* everything copied and flushed */
@@ -27,13 +28,12 @@
 
 #define KCOPY_DEFAULT_PAGES		16384u	/* 64 MiB of I/O buffers */
 
-/* One region argument as split from the command line. */
-struct region_arg {
-	char *path;		/* malloc'd: the argument without its :SECTOR+COUNT */
-	uint64_t sector;	/* first sector, 0 when not given */
-	uint64_t count;		/* sectors, valid when has_count */
-	bool has_count;
-};
+/*
+ * A region argument is split by the grammar kcopydfs's ctl uses too
+ * (src/proto/jobspec.h): a struct jobspec_region, whose path is the
+ * argument without its :SECTOR+COUNT, relative or absolute, or an NBD URI
+ * (is_uri) taken as it is.
+ */
 
 /*
  * A destination and what we hold open for it.  Every check is made before
@@ -42,8 +42,9 @@ struct region_arg {
  * starts (undo_destination_files()).
  */
 struct destination {
-	struct region_arg where;
-	int sync_fd;			/* a separate O_RDONLY descriptor to fsync at the end; -1 if not open */
+	struct jobspec_region where;
+	int sync_fd;			/* a separate O_RDONLY descriptor to fsync at the end; -1 if not open
+					 * (an NBD export: flushed with kcopyd_dev_sync() instead) */
 	int claim_fd;			/* O_EXCL on a block device, held for the whole copy; -1 if none */
 	struct kcopyd_dev *dev;		/* NULL if not open */
 	int fsync_error;		/* -errno of the final fsync, 0 if it succeeded */
@@ -95,7 +96,7 @@ struct kcopy {
 	bool progress_forced;		/* --progress: a bar even when stderr is no terminal */
 	int progress_fd;		/* --progress=FD: machine-readable lines to FD; -1 if not given */
 	const char *via;		/* --via MOUNT: run the job in that kcopydfs daemon; NULL if not */
-	struct region_arg source;	/* unused with --zero */
+	struct jobspec_region source;	/* unused with --zero */
 	unsigned int num_dests;
 	struct destination dests[KCOPYD_MAX_REGIONS];
 
@@ -135,6 +136,7 @@ struct run_outcome {
 	 * gap (kcopyd_job_checkpoint()): a copy of the rest finishes the job.
 	 */
 	uint64_t checkpoint;
+	bool checkpoint_known;		/* --via: the status had a checkpoint line (a daemon before sparse copies has none) */
 };
 
 /* Room for errno_text(). */

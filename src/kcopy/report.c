@@ -233,18 +233,23 @@ static void shell_word(FILE *out, const char *word)
 	fputc('\'', out);
 }
 
-/* shell_region() - append PATH:SECTOR[+COUNT] as one shell word. */
-static void shell_region(FILE *out, const char *path, uint64_t sector, const uint64_t *count)
+/*
+ * shell_region() - append @where moved to @sector, with @count if given,
+ * as one shell word that kcopy's region grammar reads back (a URI
+ * without a path quoted: "nbd://host:10809":8).
+ */
+static void shell_region(FILE *out, const struct jobspec_region *where, uint64_t sector, const uint64_t *count)
 {
-	char *word;
-	int ret;
+	struct jobspec_region moved = *where;
+	size_t len = strlen(where->path) * 2 + 64;
+	char *word = malloc(len);
 
-	if (count)
-		ret = asprintf(&word, "%s:%" PRIu64 "+%" PRIu64, path, sector, *count);
-	else
-		ret = asprintf(&word, "%s:%" PRIu64, path, sector);
-	if (ret < 0) {
+	moved.sector = sector;
+	moved.has_count = count != NULL;
+	moved.count = count ? *count : 0;
+	if (!word || jobspec_render_region(&moved, JOBSPEC_REGION_WORD, word, len) < 0) {
 		fputs("?", out);	/* the stream's own ENOMEM shows at fclose */
+		free(word);
 		return;
 	}
 	fputc(' ', out);
@@ -300,12 +305,12 @@ char *format_resume_command(const struct kcopy *state, uint64_t checkpoint)
 			break;
 		}
 	if (!state->zero)
-		shell_region(out, state->source.path, state->source.sector + checkpoint, &rest);
+		shell_region(out, &state->source, state->source.sector + checkpoint, &rest);
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
-		const struct region_arg *where = &state->dests[dest_index].where;
+		const struct jobspec_region *where = &state->dests[dest_index].where;
 
 		/* With --zero every destination carries the count; a copy's take the source's. */
-		shell_region(out, where->path, where->sector + checkpoint, state->zero ? &rest : NULL);
+		shell_region(out, where, where->sector + checkpoint, state->zero ? &rest : NULL);
 	}
 	if (fclose(out)) {
 		free(text);

@@ -30,10 +30,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto/jobspec.h"
+#include "proto/status.h"
 #include "via.h"
 
 #define STATUS_MAX		8192	/* a status is 13 short lines and an error line cut at 1023 bytes */
-#define DESCRIPTION_MAX		4096	/* the daemon's limit, without the newline */
 #define VIA_CHECK_INTERVAL_MS	1000	/* read the status at least this often, also without a bar */
 
 /* One job in the daemon, while kcopy follows it. */
@@ -42,7 +43,7 @@ struct via_job {
 	int clone_fd;			/* open on MOUNT/clone-autoremove: the job's ctl and wait */
 	unsigned long long id;		/* its number: MOUNT/jobs/ID */
 	int status_fd;			/* open on MOUNT/jobs/ID/status while it is followed; -1 if not */
-	char *source_path;		/* the absolute paths given to the daemon, malloc'd */
+	char *source_path;		/* the absolute paths (or URIs) given to the daemon, malloc'd */
 	char *dest_paths[KCOPYD_MAX_REGIONS];
 };
 
@@ -87,211 +88,61 @@ err_close:
 }
 
 /*
- * status_field() - the value of the "KEY: value" line of a status text.
- * @value: receives the value, NUL-terminated, cut to @len - 1 bytes.
- * Return: true if the line is there.
- */
-static bool status_field(const char *status, const char *key, char *value, size_t len)
-{
-	size_t key_len = strlen(key);
-
-	for (const char *line = status; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-		if (strncmp(line, key, key_len) == 0 && line[key_len] == ':' && line[key_len + 1] == ' ') {
-			const char *start = line + key_len + 2;
-			size_t value_len = strcspn(start, "\n");
-
-			if (value_len >= len)
-				value_len = len - 1;
-			memcpy(value, start, value_len);
-			value[value_len] = '\0';
-			return true;
-		}
-	}
-	return false;
-}
-
-/* errno_by_name() - the errno called @name ("EIO"), or 0 if none is. */
-static int errno_by_name(const char *name, size_t name_len)
-{
-	for (int error = 1; error < 4096; error++) {
-		const char *known = strerrorname_np(error);
-
-		if (known && strlen(known) == name_len && strncmp(known, name, name_len) == 0)
-			return error;
-	}
-	return 0;
-}
-
-/*
- * parse_failure() - read "SECTOR+COUNT: ENAME (message)" at @text.
- * @failure: receives the range and the negative errno.
- * Return: the text after the closing parenthesis, or NULL if @text has
- * another form.
- */
-static const char *parse_failure(const char *text, struct kcopyd_failure *failure)
-{
-	unsigned long long sector, count;
-	const char *name, *close_paren;
-	int consumed = 0;
-	size_t name_len;
-
-	if (sscanf(text, "%llu+%llu: %n", &sector, &count, &consumed) != 2 || !consumed)
-		return NULL;
-	name = text + consumed;
-	name_len = strcspn(name, " ");
-	if (name[name_len] != ' ' || name[name_len + 1] != '(')
-		return NULL;
-	close_paren = strchr(name + name_len, ')');
-	failure->error = -errno_by_name(name, name_len);
-	if (!close_paren || !failure->error)
-		return NULL;
-	failure->sector = sector;
-	failure->count = count;
-	return close_paren + 1;
-}
-
-/*
- * parse_error_line() - split the status's error line ("read error on PATH
- * sectors S+C: ENAME (message); write error on PATH (to #N) sectors ...")
- * into @result's read and write failures.  The paths are ours, so each
- * entry is matched exactly, whatever its path holds.  What does not parse
- * (a flush failure, a line the daemon cut) is printed as the daemon wrote
- * it.
- * Return: true if everything parsed.
- */
-static bool parse_error_line(const struct via_job *job, unsigned int num_dests, const char *text,
-			     struct kcopyd_result *result)
-{
-	const char *at = text;
-	char prefix[PATH_MAX + 64];
-
-	while (*at) {
-		const char *rest = NULL;
-
-		if (job->source_path) {
-			snprintf(prefix, sizeof(prefix), "read error on %s sectors ", job->source_path);
-			if (strncmp(at, prefix, strlen(prefix)) == 0)
-				rest = parse_failure(at + strlen(prefix), &result->read);
-		}
-		for (unsigned int dest_index = 0; !rest && dest_index < num_dests; dest_index++) {
-			snprintf(prefix, sizeof(prefix), "write error on %s (to #%u) sectors ",
-				 job->dest_paths[dest_index], dest_index);
-			if (strncmp(at, prefix, strlen(prefix)) == 0)
-				rest = parse_failure(at + strlen(prefix), &result->write[dest_index]);
-		}
-		if (!rest || (*rest && strncmp(rest, "; ", 2) != 0)) {
-			complain("%s", at);
-			return false;
-		}
-		at = *rest ? rest + 2 : rest;
-	}
-	return true;
-}
-
-/*
- * read_status_counts() - the "sectors_data:", "sectors_zero:" and
- * "sectors_offloaded:" lines of a status text, into @counts.
- * Return: true if all three are there (a daemon before sparse copies has
- * none: then the summary says nothing of them).
- */
-static bool read_status_counts(const char *status, struct kcopyd_counts *counts)
-{
-	char data[32], zero[32], offloaded[32];
-	char *data_end, *zero_end, *offloaded_end;
-
-	if (!status_field(status, "sectors_data", data, sizeof(data)) ||
-	    !status_field(status, "sectors_zero", zero, sizeof(zero)) ||
-	    !status_field(status, "sectors_offloaded", offloaded, sizeof(offloaded)))
-		return false;
-	counts->sectors_data = strtoull(data, &data_end, 10);
-	counts->sectors_zero = strtoull(zero, &zero_end, 10);
-	counts->sectors_offloaded = strtoull(offloaded, &offloaded_end, 10);
-	return data_end != data && !*data_end && zero_end != zero && !*zero_end &&
-	       offloaded_end != offloaded && !*offloaded_end;
-}
-
-/*
- * parse_final_status() - fill @outcome from the final status text.
+ * parse_final_status() - fill @outcome from the final status text, read
+ * with the parser of src/proto/status.c (the daemon renders it with the
+ * same library).  @status is changed (proto_status_parse()).
  * Return: 0, or -EPROTO for a text that is no final status (reported).
  */
-static int parse_final_status(const struct via_job *job, unsigned int num_dests, const char *status,
+static int parse_final_status(const struct via_job *job, unsigned int num_dests, char *status,
 			      struct run_outcome *outcome)
 {
 	struct kcopyd_result *result = &outcome->result;
-	char state[32], progress[64], read_err[16], write_err[16], error[1100];
-	unsigned long long done, total;
+	struct proto_status parsed;
+	const char *unparsed = NULL;
+	char *copy = strdup(status);	/* for the message: the parser cuts @status into lines */
 
 	memset(result, 0, sizeof(*result));
-	if (!status_field(status, "state", state, sizeof(state)) ||
-	    !status_field(status, "progress", progress, sizeof(progress)) ||
-	    !status_field(status, "read_err", read_err, sizeof(read_err)) ||
-	    !status_field(status, "write_err", write_err, sizeof(write_err)) ||
-	    !status_field(status, "error", error, sizeof(error)) ||
-	    sscanf(progress, "%llu/%llu", &done, &total) != 2) {
-		complain("%s: job %llu: a status without its state, progress or error lines: %s",
-			 job->mount, job->id, status);
+	if (proto_status_parse(status, &parsed)) {
+		complain("%s: job %llu: a status without its state, progress or error lines: %s", job->mount, job->id,
+			 copy ? copy : "");
+		free(copy);
 		return -EPROTO;
 	}
-	result->sectors_done = done;
-	result->sectors_total = total;
-	result->read_err = atoi(read_err);
-	result->write_err = (unsigned int)strtoul(write_err, NULL, 16);
-	outcome->counts_known = read_status_counts(status, &result->counts);
-	result->counts.sectors_done = done;
-	result->counts.sectors_total = total;
+	free(copy);
+	result->sectors_done = parsed.sectors_done;
+	result->sectors_total = parsed.sectors_total;
+	result->read_err = parsed.read_err;
+	result->write_err = parsed.write_err;
+	outcome->counts_known = parsed.has_counts;
+	if (parsed.has_counts) {
+		result->counts.sectors_data = parsed.sectors_data;
+		result->counts.sectors_zero = parsed.sectors_zero;
+		result->counts.sectors_offloaded = parsed.sectors_offloaded;
+	}
+	result->counts.sectors_done = parsed.sectors_done;
+	result->counts.sectors_total = parsed.sectors_total;
+	outcome->checkpoint_known = parsed.has_checkpoint;
+	outcome->checkpoint = parsed.checkpoint;
 
-	if (strcmp(state, "done") == 0)
+	if (strcmp(parsed.state, "done") == 0)
 		return 0;
-	if (strcmp(state, "cancelled") == 0) {
+	if (strcmp(parsed.state, "cancelled") == 0) {
 		result->cancelled = 1;
 		return 0;
 	}
-	if (strcmp(state, "failed") != 0) {
-		complain("%s: job %llu ended in state '%s'", job->mount, job->id, state);
+	if (strcmp(parsed.state, "failed") != 0) {
+		complain("%s: job %llu ended in state '%s'", job->mount, job->id, parsed.state);
 		outcome->failed_otherwise = true;
 		return 0;
 	}
-	if (!parse_error_line(job, num_dests, error, result) || (!result->read_err && !result->write_err))
+	/* The names are ours, as the description gave them: each entry is matched exactly. */
+	if (!proto_failure_parse(parsed.error, job->source_path, (const char *const *)job->dest_paths, num_dests,
+				 result, &unparsed)) {
+		complain("%s", unparsed);
 		outcome->failed_otherwise = true;
-	return 0;
-}
-
-/*
- * append_region() - append " KEY=PATH:SECTOR+COUNT" to @buf, the path
- * quoted if it holds a blank, a quote, a backslash or a byte above 0x7f.
- * Return: 0; -EINVAL for a path with a control character, which no job
- * description can hold (reported); -E2BIG when @buf is full.
- */
-static int append_region(char *buf, size_t len, size_t *used, const char *key, const char *path,
-			 uint64_t sector, uint64_t count)
-{
-	bool quote = false;
-	size_t at = *used;
-	int written;
-
-	for (const unsigned char *byte = (const unsigned char *)path; *byte; byte++) {
-		if ((*byte < 0x20 && *byte != '\t') || *byte == 0x7f) {
-			complain("%s: a control character in the name: a kcopydfs job description cannot hold it", path);
-			return -EINVAL;
-		}
-		if (*byte == ' ' || *byte == '\t' || *byte == '"' || *byte == '\\' || *byte > 0x7f)
-			quote = true;
+	} else if (!result->read_err && !result->write_err) {
+		outcome->failed_otherwise = true;
 	}
-	written = snprintf(buf + at, len - at, " %s=%s", key, quote ? "\"" : "");
-	if (written < 0 || (size_t)written >= len - at)
-		return -E2BIG;
-	at += (size_t)written;
-	for (const char *byte = path; *byte; byte++) {
-		if (at + 2 >= len)
-			return -E2BIG;
-		if (quote && (*byte == '"' || *byte == '\\'))
-			buf[at++] = '\\';
-		buf[at++] = *byte;
-	}
-	written = snprintf(buf + at, len - at, "%s:%" PRIu64 "+%" PRIu64, quote ? "\"" : "", sector, count);
-	if (written < 0 || (size_t)written >= len - at)
-		return -E2BIG;
-	*used = at + (size_t)written;
 	return 0;
 }
 
@@ -319,77 +170,71 @@ static char *absolute_path(const char *path)
 }
 
 /*
- * The job flags as a description spells them (kcopydfs(5)), in this order.
- * Only the flags asked for on the command line: kcopy's own knowledge that
- * the destinations it made read as zeros is not passed on (a daemon that
- * predates dest_zero refuses the word, and zeroing a hole frees nothing).
+ * description_region() - fill @region for the description: a URI as it
+ * was given (the daemon connects to it), a path made absolute, every
+ * region with its count so that the daemon settles nothing differently.
+ * Return: 0; -EINVAL for a name with a control character, which no job
+ * description can hold; -ENOMEM.  Reported.
  */
-static const struct {
-	unsigned int flag;
-	const char *name;
-} flag_names[] = {
-	{ KCOPYD_IGNORE_ERROR, "ignore_error" },
-	{ KCOPYD_WRITE_SEQ, "write_seq" },
-	{ KCOPYD_DEST_ZERO, "dest_zero" },
-	{ KCOPYD_ALLOCATED, "allocated" },
-	{ KCOPYD_NO_OFFLOAD, "no_offload" },
-};
+static int description_region(const struct jobspec_region *where, uint64_t count, struct jobspec_region *region,
+			      char **kept)
+{
+	for (const unsigned char *byte = (const unsigned char *)where->path; *byte; byte++) {
+		if ((*byte < 0x20 && *byte != '\t') || *byte == 0x7f) {
+			complain("%s: a control character in the name: a kcopydfs job description cannot hold it",
+				 where->path);
+			return -EINVAL;
+		}
+	}
+	*kept = where->is_uri ? strdup(where->path) : absolute_path(where->path);
+	if (!*kept) {
+		if (where->is_uri)
+			complain("out of memory");
+		return -ENOMEM;
+	}
+	region->path = *kept;
+	region->is_uri = where->is_uri;
+	region->sector = where->sector;
+	region->count = count;
+	region->has_count = true;
+	return 0;
+}
 
 /*
  * build_description() - the job description of @state, one line with its
- * newline, every region spelled PATH:SECTOR+COUNT so that the daemon
- * settles nothing differently from kcopy.
- * Return: 0; -EINVAL (a path it cannot hold), -E2BIG (longer than the
+ * newline, rendered by the description renderer kcopydfs uses itself
+ * (jobspec_render()): every region REGION:SECTOR+COUNT.  The flags are
+ * those asked for on the command line: kcopy's own knowledge that the
+ * destinations it made read as zeros is not passed on (zeroing a hole
+ * frees nothing).
+ * Return: 0; -EINVAL (a name it cannot hold), -E2BIG (longer than the
  * daemon takes), -ENOMEM; all reported.
  */
 static int build_description(const struct kcopy *state, struct via_job *job, char *buf, size_t len)
 {
-	size_t used;
+	struct jobspec spec = { .op = state->zero ? JOBSPEC_ZERO : JOBSPEC_COPY, .num_dests = state->num_dests,
+				.flags = state->job_flags & JOBSPEC_FLAGS };
 	int ret;
 
-	used = (size_t)snprintf(buf, len, "%s", state->zero ? "zero" : "copy");
 	if (!state->zero) {
-		job->source_path = absolute_path(state->source.path);
-		if (!job->source_path)
-			return -ENOMEM;
-		ret = append_region(buf, len, &used, "from", job->source_path, state->source.sector, state->count);
+		ret = description_region(&state->source, state->count, &spec.from, &job->source_path);
 		if (ret)
-			goto err_report;
+			return ret;
 	}
 	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
-		const struct region_arg *where = &state->dests[dest_index].where;
-
-		job->dest_paths[dest_index] = absolute_path(where->path);
-		if (!job->dest_paths[dest_index])
-			return -ENOMEM;
-		ret = append_region(buf, len, &used, "to", job->dest_paths[dest_index], where->sector, state->count);
+		ret = description_region(&state->dests[dest_index].where, state->count, &spec.dests[dest_index],
+					 &job->dest_paths[dest_index]);
 		if (ret)
-			goto err_report;
+			return ret;
 	}
-	for (unsigned int flag_index = 0, named = 0; flag_index < sizeof(flag_names) / sizeof(flag_names[0]);
-	     flag_index++) {
-		if (!(state->job_flags & flag_names[flag_index].flag))
-			continue;
-		ret = snprintf(buf + used, len - used, "%s%s", named++ ? "," : " flags=", flag_names[flag_index].name);
-		if (ret < 0 || (size_t)ret >= len - used) {
-			ret = -E2BIG;
-			goto err_report;
-		}
-		used += (size_t)ret;
-	}
-	if (used + 2 > len || used > DESCRIPTION_MAX) {
-		ret = -E2BIG;
-		goto err_report;
-	}
-	buf[used++] = '\n';
-	buf[used] = '\0';
-	return 0;
-
-err_report:
-	if (ret == -E2BIG)
+	/* A canonical description with every count is taken up to JOBSPEC_MAX_CANONICAL_LINE bytes. */
+	ret = jobspec_render(&spec, buf, len);
+	if (ret < 0 || (size_t)ret - 1 > JOBSPEC_MAX_CANONICAL_LINE) {
 		complain("the job description is longer than the %u bytes kcopydfs takes (long paths?)",
-			 DESCRIPTION_MAX);
-	return ret;
+			 JOBSPEC_MAX_CANONICAL_LINE);
+		return -E2BIG;
+	}
+	return 0;
 }
 
 int via_check_mount(const char *mount)
@@ -442,7 +287,8 @@ static bool read_status_progress(const char *status, uint64_t *sectors_done, uin
 	unsigned long long done, total;
 	char field[64];
 
-	if (!status_field(status, "progress", field, sizeof(field)) || sscanf(field, "%llu/%llu", &done, &total) != 2)
+	if (!proto_status_field(status, "progress", field, sizeof(field)) ||
+	    sscanf(field, "%llu/%llu", &done, &total) != 2)
 		return false;
 	*sectors_done = done;
 	*sectors_total = total;
@@ -478,7 +324,7 @@ static void report_refusal(const struct kcopy *state, const struct via_job *job,
 
 	snprintf(path, sizeof(path), "%s/jobs/%llu/status", job->mount, job->id);
 	if (read_file_at(-1, path, status, sizeof(status)) < 0 ||
-	    !status_field(status, "rejected", reason, sizeof(reason)) || strcmp(reason, "none") == 0) {
+	    !proto_status_field(status, "rejected", reason, sizeof(reason)) || strcmp(reason, "none") == 0) {
 		complain("refused by kcopydfs: %s", errno_text(error, errbuf, sizeof(errbuf)));
 		return;
 	}
@@ -542,8 +388,7 @@ static int follow_job(struct kcopy *state, struct via_job *job, int signal_fd, i
 			break;
 		}
 		read_status_progress(status, &done, &total);
-		ended = status_field(status, "state", field, sizeof(field)) &&
-			(!strcmp(field, "done") || !strcmp(field, "failed") || !strcmp(field, "cancelled"));
+		ended = proto_status_field(status, "state", field, sizeof(field)) && proto_is_final_state(field);
 		if (ended)
 			break;
 		progress_update(progress, done, total);
@@ -556,21 +401,6 @@ static int follow_job(struct kcopy *state, struct via_job *job, int signal_fd, i
 	if (ret)
 		progress_break_line(progress);
 	return ret;
-}
-
-/*
- * status_checkpoint() - the "checkpoint:" line of a final status: the
- * engine's own, in sectors from the start of the copy.
- * Return: true if it is there (a daemon before sparse copies has none).
- */
-static bool status_checkpoint(const char *status, uint64_t *checkpoint)
-{
-	char value[32], *end;
-
-	if (!status_field(status, "checkpoint", value, sizeof(value)))
-		return false;
-	*checkpoint = strtoull(value, &end, 10);
-	return end != value && !*end;
 }
 
 /*
@@ -613,7 +443,7 @@ static uint64_t via_checkpoint(const struct kcopy *state, const struct run_outco
 
 int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 {
-	char path[PATH_MAX], description[DESCRIPTION_MAX + 64], status[STATUS_MAX], errbuf[ERRNO_TEXT_LEN];
+	char path[PATH_MAX], description[JOBSPEC_MAX_CANONICAL], status[STATUS_MAX], errbuf[ERRNO_TEXT_LEN];
 	struct via_job job = { .mount = state->via, .clone_fd = -1, .status_fd = -1 };
 	uint64_t done = 0, total = 0;
 	sigset_t old_mask;
@@ -670,7 +500,7 @@ int via_run_job(struct kcopy *state, struct run_outcome *outcome)
 	progress_end(&state->progress, done, total);
 	ret = parse_final_status(&job, state->num_dests, status, outcome);
 	if (!ret) {
-		if (outcome->failed_otherwise || !status_checkpoint(status, &outcome->checkpoint) ||
+		if (outcome->failed_otherwise || !outcome->checkpoint_known ||
 		    outcome->checkpoint > outcome->result.sectors_total)
 			outcome->checkpoint = via_checkpoint(state, outcome);
 	}

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "kcopydfs/fs.h"
-#include "kcopydfs/jobspec.h"
+#include "proto/jobspec.h"
 
 enum node_kind {
 	NODE_NONE,

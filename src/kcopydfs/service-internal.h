@@ -30,7 +30,7 @@
 #include <time.h>
 
 #include "kcopydfs/jobs.h"
-#include "kcopydfs/jobspec.h"
+#include "proto/jobspec.h"
 
 #define HASH_BUCKETS 4096u
 #define USER_BUCKETS 256u

@@ -51,7 +51,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "kcopydfs/jobspec.h"
+#include "proto/jobspec.h"
 #include "kcopydfs/names.h"
 #include "kcopydfs/regions.h"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * A libFuzzer target for the job-description parser (src/kcopydfs/jobspec.c),
+ * A libFuzzer target for the job-description parser (src/proto/jobspec.c),
  * the text every writer of a ctl file reaches.
  *
  * Build and run: contrib/fuzz.sh [SECONDS] (clang, -fsanitize=fuzzer,address,undefined);
@@ -11,7 +11,7 @@
  * Besides the sanitizers' checks, it asserts what jobspec.h promises:
  *  - the return value is 0 or one of the documented -errno values;
  *  - a refusal comes with a reason that is one non-empty line of printable text;
- *  - an accepted description has 1 to 32 destinations, absolute paths and
+ *  - an accepted description has 1 to 32 destinations, absolute paths or URIs and
  *    known flags, renders to one line, and that line parses to the same
  *    description and renders to the same line again (canonical form);
  *  - a line over JOBSPEC_MAX_LINE bytes is accepted only when it is its own
@@ -27,19 +27,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kcopydfs/jobspec.h"
+#include "proto/jobspec.h"
 #include "fuzz.h"
 
 static void check_region(const struct jobspec_region *region)
 {
-	FUZZ_CHECK(region->path && region->path[0] == '/', "a path is not absolute");
+	FUZZ_CHECK(region->path && (region->path[0] == '/' || region->is_uri), "a path is neither absolute nor a URI");
 	FUZZ_CHECK(!region->has_count || region->sector + region->count >= region->sector,
 		   "SECTOR+COUNT overflows");
 }
 
 static bool same_region(const struct jobspec_region *a, const struct jobspec_region *b)
 {
-	return strcmp(a->path, b->path) == 0 && a->sector == b->sector && a->has_count == b->has_count &&
+	return strcmp(a->path, b->path) == 0 && a->is_uri == b->is_uri && a->sector == b->sector &&
+	       a->has_count == b->has_count &&
 	       (!a->has_count || a->count == b->count);
 }
 

@@ -1,16 +1,24 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Job descriptions: the one-line text written to a job's ctl file, parsed
- * into a struct jobspec and rendered back in canonical form.  Pure
+ * The text protocol's grammar (src/proto/, doc/DESIGN.md): regions, the
+ * numbers in them and job descriptions, the one grammar that kcopy's
+ * arguments, kcopy --via's descriptions and a kcopydfs ctl file all use.
+ * A job description is the one-line text written to a job's ctl file,
+ * parsed into a struct jobspec and rendered back in canonical form.  Pure
  * functions: no I/O, no FUSE, no engine; tested on their own.
  *
  *   copy from=REGION to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
  *   zero to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
  *   FLAG := ignore_error | write_seq | dest_zero | allocated | no_offload
- *   REGION := PATH[:SECTOR[+COUNT]]
+ *   REGION := (PATH | URI)[:SECTOR[+COUNT]]
  *
- * SECTOR and COUNT are 512-byte sectors, or bytes with a K, M, G or T
- * suffix.  A REGION without :SECTOR starts at sector 0; from= without a
+ * SECTOR and COUNT are 512-byte sectors, or bytes with a unit: B, K, M, G,
+ * T or KiB, MiB, GiB, TiB (powers of 1024, letters in either case; bytes
+ * must make whole sectors); KB, MB, GB and TB are refused, being 1000-based
+ * to many tools.  A URI is text kcopyd_is_nbd_uri() accepts (nbd://,
+ * nbds://, nbd+unix://, ...): its suffix is split off only at a colon
+ * after the authority, so nbd://host:10809 is a port and sector 0,
+ * nbd://host/disk:8 is sector 8 of export "disk".  A REGION without :SECTOR starts at sector 0; from= without a
  * COUNT runs to the end of the source, to= without one takes the source's
  * (has_count is false in both).  Tokens are separated by spaces or tabs.
  * A path with blanks is written in double quotes, which enclose the path
@@ -31,8 +39,8 @@
  *
  * See kcopydfs(5) for the whole grammar.
  */
-#ifndef KCOPYDFS_JOBSPEC_H
-#define KCOPYDFS_JOBSPEC_H
+#ifndef KCOPYD_PROTO_JOBSPEC_H
+#define KCOPYD_PROTO_JOBSPEC_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -74,7 +82,8 @@ enum jobspec_op {
 };
 
 struct jobspec_region {
-	char *path;		/* absolute, malloc'd */
+	char *path;		/* malloc'd: an absolute path (relative too from a command-line word), or a URI */
+	bool is_uri;		/* @path is an NBD URI (kcopyd_is_nbd_uri()), taken as it is */
 	uint64_t sector;	/* 0 when not given */
 	uint64_t count;		/* valid when has_count */
 	bool has_count;
@@ -124,7 +133,8 @@ void jobspec_free(struct jobspec *spec);
 /*
  * jobspec_render() - the canonical description of @spec: every region spelled
  * out as PATH:SECTOR+COUNT (counts must all be set), paths quoted when
- * they need it, flags by name, one line ending in "\n".  A region without
+ * they need it (and a URI without a path, nbd://host:10809, so that the
+ * port's colon is not read as the suffix's), flags by name, one line ending in "\n".  A region without
  * has_count is written without +COUNT; flags= is left out when there are
  * none; flag bits without a name are not written.  Because :SECTOR is
  * always written, a colon in a path needs no quotes; a path is quoted when
@@ -136,14 +146,48 @@ void jobspec_free(struct jobspec *spec);
 int jobspec_render(const struct jobspec *spec, char *buf, size_t len);
 
 /*
+ * jobspec_render_region() - @region as REGION text, PATH:SECTOR[+COUNT],
+ * that parses back to it: quoted as jobspec_render() quotes it, or with
+ * JOBSPEC_REGION_WORD as a command-line word (kcopy's resume command)
+ * needs it, only for a leading quote or a URI without a path (the shell's
+ * own quoting is the caller's).
+ * Return: the length written (without the NUL), or -ENOSPC if @len is too small.
+ */
+int jobspec_render_region(const struct jobspec_region *region, unsigned int flags, char *buf, size_t len);
+
+/*
  * jobspec_parse_number() - SECTOR or COUNT: decimal 512-byte sectors, or
- * bytes with a B, K, M, G or T suffix (powers of 1024, either case) that
- * must be a multiple of 512 (only B can fail that: 1K is two sectors).
- * Nothing else is allowed: no sign, no blanks, no other suffix; 4K is 8
- * sectors, 1m is 2048, 4096B is 8.
+ * bytes with a B, K, M, G or T suffix, or KiB, MiB, GiB or TiB (powers of
+ * 1024, either case) that must be a multiple of 512 (only B can fail that:
+ * 1K is two sectors).  KB, MB, GB and TB are refused (1000-based to
+ * many tools, so ambiguous).  Nothing else is allowed: no sign, no blanks,
+ * no other suffix; 4K is 8 sectors, 1m and 1MiB are 2048, 4096B is 8.
  * Return: 0 and *@sectors; -EINVAL if it is not such a number; -ERANGE on overflow.
  */
 int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors);
+
+/* The longest scheme with its "://" kcopyd_is_nbd_uri() knows ("nbds+vsock://"), and some room. */
+#define JOBSPEC_URI_SCHEME_MAX 32
+
+/*
+ * jobspec_is_uri() - @text[0, @len) starts as kcopyd_is_nbd_uri() says an
+ * NBD URI does (a scheme nbd, nbds, nbd+unix, nbds+unix, nbd+vsock or
+ * nbds+vsock, in any case, then "://").
+ */
+bool jobspec_is_uri(const char *text, size_t len);
+
+/* A region given as one command-line word (kcopy), not as a token of a description line. */
+#define JOBSPEC_REGION_WORD	(1u << 0)
+
+/*
+ * jobspec_parse_region_flags() - jobspec_parse_region() with @flags:
+ * JOBSPEC_REGION_WORD for a command-line argument, which the shell split
+ * already: a relative path is taken (kcopy makes it absolute for --via),
+ * and an unquoted path may hold blanks, quotes after its first byte and
+ * control characters.  Everything else is the same grammar.
+ */
+int jobspec_parse_region_flags(const char *text, size_t len, unsigned int flags, struct jobspec_region *region,
+			       char *why, size_t why_len);
 
 /*
  * jobspec_parse_region() - split REGION into path, sector and count.  The
@@ -153,7 +197,19 @@ int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors);
  * So /dev/disk/by-path/pci-0000:00:1f.2-ata-1 is a path, and so is
  * /dev/x:abc; but a name that itself ends in :NUMBER (a SCSI by-path name
  * ending in -scsi-0:0:0:0) needs its sector written out (...:0:0:0:0:0) or
- * its path quoted.  The reason starts with the region in double quotes.
+ * its path quoted.
+ *
+ * A URI (see jobspec_is_uri(); quoted or not) sets is_uri and is taken as
+ * it is, without the absolute-path rule; its suffix is split off only at
+ * a colon after the authority (after the first '/' that follows "://"):
+ * nbd://host:10809 is the port, sector 0; nbd://host:10809/:8 is export ""
+ * at sector 8; nbd://[::1]:10809/disk:8 is export "disk" at sector 8;
+ * nbd://host/a:b is export "a:b"; nbd://host/vm:1 is sector 1 of "vm",
+ * whose export "vm:1" is written nbd://host/vm%3A1 or nbd://host/vm:1:0.
+ * A local file whose name starts like a URI is written with its absolute
+ * path (or ./nbd:... on kcopy's command line).
+ *
+ * The reason starts with the region in double quotes.
  * Return: 0; -EINVAL with a reason (relative path, empty path, bad number,
  * unterminated quote); -ERANGE when a number or SECTOR+COUNT passes
  * 2^64; -ENOMEM.  On failure @region holds nothing to free.
@@ -161,4 +217,4 @@ int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors);
 int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *region, char *why,
 			 size_t why_len);
 
-#endif /* KCOPYDFS_JOBSPEC_H */
+#endif /* KCOPYD_PROTO_JOBSPEC_H */

@@ -158,16 +158,64 @@ static int suffix_shift(char letter)
 	return -1;
 }
 
-/* @text has the shape of a number: DIGITS with an optional size suffix. */
+/* The case-insensitive equality of @text[0, @len) and @word. */
+static bool word_is_nocase(const char *text, size_t len, const char *word)
+{
+	size_t pos;
+
+	if (len != strlen(word))
+		return false;
+	for (pos = 0; pos < len; pos++) {
+		char c = text[pos];
+
+		if (c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 'A');
+		if (c != word[pos])
+			return false;
+	}
+	return true;
+}
+
+/* How the unit after a number's digits reads. */
+enum unit_kind {
+	UNIT_NONE,		/* no unit: sectors */
+	UNIT_BINARY,		/* B, K, M, G, T or KiB, MiB, GiB, TiB: powers of 1024 */
+	UNIT_DECIMAL,		/* KB, MB, GB, TB: 1000-based to many tools, refused */
+	UNIT_OTHER,		/* anything else: not a number at all */
+};
+
+/* Lex the unit @text[0, @len) (either case); *@shift is log2 of a binary unit's multiplier. */
+static enum unit_kind lex_unit(const char *text, size_t len, int *shift)
+{
+	if (len == 0)
+		return UNIT_NONE;
+	*shift = suffix_shift(text[0]);
+	if (*shift < 0)
+		return UNIT_OTHER;
+	if (len == 1)
+		return UNIT_BINARY;
+	if (*shift > 0 && len == 3 && word_is_nocase(text + 1, 2, "IB"))
+		return UNIT_BINARY;
+	if (*shift > 0 && len == 2 && (text[1] == 'B' || text[1] == 'b'))
+		return UNIT_DECIMAL;
+	return UNIT_OTHER;
+}
+
+/*
+ * @text has the shape of a number: DIGITS with an optional unit, a
+ * 1000-based one included (so that it is refused with its reason, not
+ * taken as part of a path).
+ */
 static bool looks_like_number(const char *text, size_t len)
 {
 	size_t digits = 0;
+	int shift;
 
 	while (digits < len && is_digit(text[digits]))
 		digits++;
 	if (digits == 0)
 		return false;
-	return digits == len || (digits + 1 == len && suffix_shift(text[digits]) >= 0);
+	return lex_unit(text + digits, len - digits, &shift) != UNIT_OTHER;
 }
 
 /* @text has the shape of a region suffix: NUMBER or NUMBER+NUMBER. */
@@ -183,39 +231,66 @@ static bool looks_like_sector_spec(const char *text, size_t len)
 
 /* ---- numbers and regions ---------------------------------------------- */
 
-int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
+/*
+ * jobspec_parse_number() with the reason of a failure: *@problem is what
+ * follows the number in a message ("is not a number", ...).
+ */
+static int parse_number(const char *text, size_t len, uint64_t *sectors, const char **problem)
 {
 	uint64_t value = 0;
 	size_t pos;
+	int shift = 0;
 
+	*problem = "is not a number";
 	if (!text || !looks_like_number(text, len))
 		return -EINVAL;
 	for (pos = 0; pos < len && is_digit(text[pos]); pos++) {
 		unsigned int digit = (unsigned int)(text[pos] - '0');
 
-		if (value > (UINT64_MAX - digit) / 10)
+		if (value > (UINT64_MAX - digit) / 10) {
+			*problem = "does not fit in 64 bits";
 			return -ERANGE;
+		}
 		value = value * 10 + digit;
 	}
-	if (pos < len) {
-		int shift = suffix_shift(text[pos]);
-
+	switch (lex_unit(text + pos, len - pos, &shift)) {
+	case UNIT_NONE:
+		break;
+	case UNIT_DECIMAL:
+		*problem = "has a 1000-based unit (KB, MB, GB, TB are not taken: write KiB or K, MiB or M, ... "
+			   "for powers of 1024, or sectors)";
+		return -EINVAL;
+	case UNIT_OTHER:
+		return -EINVAL;
+	case UNIT_BINARY:
 		if (shift < KCOPYD_SECTOR_SHIFT) {
 			/* Plain bytes (B): they must make whole sectors. */
-			if (value % KCOPYD_SECTOR_SIZE)
+			if (value % KCOPYD_SECTOR_SIZE) {
+				*problem = "is not a multiple of 512 bytes";
 				return -EINVAL;
+			}
 			value >>= KCOPYD_SECTOR_SHIFT;
 		} else {
 			/* K and up are whole sectors: a shift by (suffix shift - 9). */
 			unsigned int sector_shift = (unsigned int)shift - KCOPYD_SECTOR_SHIFT;
 
-			if (value > (UINT64_MAX >> sector_shift))
+			if (value > (UINT64_MAX >> sector_shift)) {
+				*problem = "does not fit in 64 bits";
 				return -ERANGE;
+			}
 			value <<= sector_shift;
 		}
+		break;
 	}
 	*sectors = value;
 	return 0;
+}
+
+int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
+{
+	const char *problem;
+
+	return parse_number(text, len, sectors, &problem);
 }
 
 /*
@@ -223,8 +298,8 @@ int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
  * string at *@path.  *@consumed is the length up to and including the
  * closing quote.  @shown names the region in a reason.
  */
-static int unquote_path(const char *text, size_t len, char **path, size_t *path_len, size_t *consumed,
-			const char *shown, char *why, size_t why_len)
+static int unquote_path(const char *text, size_t len, unsigned int flags, char **path, size_t *path_len,
+			size_t *consumed, const char *shown, char *why, size_t why_len)
 {
 	char *unquoted = malloc(len);	/* the quotes alone make it shorter than @text */
 	size_t in_pos = 1, out_pos = 0;
@@ -249,7 +324,7 @@ static int unquote_path(const char *text, size_t len, char **path, size_t *path_
 			}
 			in_pos++;
 			byte = (unsigned char)text[in_pos];
-		} else if (is_forbidden_control(byte)) {
+		} else if (is_forbidden_control(byte) && !(flags & JOBSPEC_REGION_WORD)) {
 			r = refuse(-EINVAL, why, why_len, "%s: control character \\x%02x in the path", shown,
 				   byte);
 			goto err_free_unquoted;
@@ -275,11 +350,16 @@ err_free_unquoted:
 /*
  * Check an unquoted path: it cannot hold what would have split the token
  * (blanks), what only a quoted path may hold (quotes), or control bytes.
+ * A command-line word (JOBSPEC_REGION_WORD) was split by the shell
+ * already: there the name is taken as it is.
  */
-static int check_unquoted_path(const char *path, size_t len, const char *shown, char *why, size_t why_len)
+static int check_unquoted_path(const char *path, size_t len, unsigned int flags, const char *shown, char *why,
+			       size_t why_len)
 {
 	size_t pos;
 
+	if (flags & JOBSPEC_REGION_WORD)
+		return 0;
 	for (pos = 0; pos < len; pos++) {
 		unsigned char byte = (unsigned char)path[pos];
 
@@ -303,21 +383,20 @@ static int parse_sector_spec(const char *spec, size_t len, struct jobspec_region
 	const char *plus = memchr(spec, '+', len);
 	size_t sector_len = plus ? (size_t)(plus - spec) : len;
 	char number[SHOWN_SIZE];
+	const char *problem;
 	int r;
 
-	r = jobspec_parse_number(spec, sector_len, &region->sector);
+	r = parse_number(spec, sector_len, &region->sector, &problem);
 	if (r) {
 		show(number, spec, sector_len);
-		return refuse(r, why, why_len, "%s: sector %s %s", shown, number,
-			      r == -ERANGE ? "does not fit in 64 bits" : "is not a number");
+		return refuse(r, why, why_len, "%s: sector %s %s", shown, number, problem);
 	}
 	if (!plus)
 		return 0;
-	r = jobspec_parse_number(plus + 1, len - sector_len - 1, &region->count);
+	r = parse_number(plus + 1, len - sector_len - 1, &region->count, &problem);
 	if (r) {
 		show(number, plus + 1, len - sector_len - 1);
-		return refuse(r, why, why_len, "%s: count %s %s", shown, number,
-			      r == -ERANGE ? "does not fit in 64 bits" : "is not a number");
+		return refuse(r, why, why_len, "%s: count %s %s", shown, number, problem);
 	}
 	if (region->count > UINT64_MAX - region->sector)
 		return refuse(-ERANGE, why, why_len, "%s: sector %llu + count %llu is past 2^64 sectors", shown,
@@ -326,8 +405,47 @@ static int parse_sector_spec(const char *spec, size_t len, struct jobspec_region
 	return 0;
 }
 
-int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *region, char *why,
-			 size_t why_len)
+bool jobspec_is_uri(const char *text, size_t len)
+{
+	char head[JOBSPEC_URI_SCHEME_MAX + 1];
+	size_t head_len = len < JOBSPEC_URI_SCHEME_MAX ? len : JOBSPEC_URI_SCHEME_MAX;
+
+	const char *colon;
+
+	/*
+	 * kcopyd_is_nbd_uri() decides on the scheme, within the first bytes;
+	 * the grammar also wants "://" right after it (nbd:x is a file).
+	 */
+	memcpy(head, text, head_len);
+	head[head_len] = '\0';
+	colon = strchr(head, ':');
+	return kcopyd_is_nbd_uri(head) == 1 && colon && strncmp(colon, "://", 3) == 0;
+}
+
+/*
+ * Where the path of URI @text starts: just after the authority, at the
+ * first '/' after "://" (@len when there is none: nbd://host:10809).
+ */
+static size_t uri_path_start(const char *text, size_t len)
+{
+	const char *separator = NULL;
+	size_t pos;
+
+	for (pos = 0; pos + 3 <= len; pos++)
+		if (memcmp(text + pos, "://", 3) == 0) {
+			separator = text + pos;
+			break;
+		}
+	if (!separator)
+		return len;
+	for (pos = (size_t)(separator - text) + 3; pos < len; pos++)
+		if (text[pos] == '/')
+			return pos;
+	return len;
+}
+
+int jobspec_parse_region_flags(const char *text, size_t len, unsigned int flags, struct jobspec_region *region,
+			       char *why, size_t why_len)
 {
 	char shown[SHOWN_QUOTED_SIZE];
 	const char *sector_spec = NULL;
@@ -344,7 +462,7 @@ int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *re
 	if (len && text[0] == '"') {
 		size_t consumed = 0;
 
-		r = unquote_path(text, len, &path, &path_len, &consumed, shown, why, why_len);
+		r = unquote_path(text, len, flags, &path, &path_len, &consumed, shown, why, why_len);
 		if (r)
 			return r;
 		if (consumed < len) {
@@ -357,23 +475,29 @@ int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *re
 				goto err_free_path;
 			}
 		}
+		region->is_uri = jobspec_is_uri(path, path_len);
 	} else {
 		/*
 		 * The suffix is split off at the last ':' only when what
 		 * follows is SECTOR[+COUNT], so paths with colons in them
 		 * (/dev/disk/by-path/pci-0000:00:1f.2-ata-1) need no quotes.
+		 * In a URI only a colon after the authority counts: the one
+		 * of nbd://host:10809 is the port's.
 		 */
-		size_t colon_pos = len;
+		size_t colon_pos = len, lowest = 0;
 
-		while (colon_pos > 0 && text[colon_pos - 1] != ':')
+		region->is_uri = jobspec_is_uri(text, len);
+		if (region->is_uri)
+			lowest = uri_path_start(text, len);
+		while (colon_pos > lowest && text[colon_pos - 1] != ':')
 			colon_pos--;
 		path_len = len;
-		if (colon_pos > 0 && looks_like_sector_spec(text + colon_pos, len - colon_pos)) {
+		if (colon_pos > lowest && looks_like_sector_spec(text + colon_pos, len - colon_pos)) {
 			path_len = colon_pos - 1;
 			sector_spec = text + colon_pos;
 			sector_spec_len = len - colon_pos;
 		}
-		r = check_unquoted_path(text, path_len, shown, why, why_len);
+		r = check_unquoted_path(text, path_len, flags, shown, why, why_len);
 		if (r)
 			return r;
 		path = malloc(path_len + 1);
@@ -387,7 +511,11 @@ int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *re
 		r = refuse(-EINVAL, why, why_len, "%s: empty path", shown);
 		goto err_free_path;
 	}
-	if (path[0] != '/') {
+	if (memchr(path, '\0', path_len)) {
+		r = refuse(-EINVAL, why, why_len, "%s: a NUL byte in the path", shown);
+		goto err_free_path;
+	}
+	if (!region->is_uri && path[0] != '/' && !(flags & JOBSPEC_REGION_WORD)) {
 		r = refuse(-EINVAL, why, why_len, "%s: relative path", shown);
 		goto err_free_path;
 	}
@@ -403,6 +531,12 @@ err_free_path:
 	free(path);
 	memset(region, 0, sizeof(*region));
 	return r;
+}
+
+int jobspec_parse_region(const char *text, size_t len, struct jobspec_region *region, char *why,
+			 size_t why_len)
+{
+	return jobspec_parse_region_flags(text, len, 0, region, why, why_len);
 }
 
 /* ---- the line ---------------------------------------------------------- */
@@ -731,13 +865,25 @@ static bool path_needs_quotes(const char *path)
 	return false;
 }
 
-static void out_path(struct text_out *out, const char *path)
+static void out_path(struct text_out *out, const char *path, bool is_uri, unsigned int flags)
 {
 	const char *pos;
+	bool quote;
 
 	if (!path)
 		path = "";
-	if (!path_needs_quotes(path)) {
+	/*
+	 * A URI without a path (nbd://host:10809) would read back with its
+	 * port's colon before the suffix, nbd://host:10809:0 taken whole:
+	 * in quotes the suffix stands apart.  A command-line word needs
+	 * quotes for nothing else but a leading quote.
+	 */
+	if (flags & JOBSPEC_REGION_WORD)
+		quote = !*path || path[0] == '"';
+	else
+		quote = path_needs_quotes(path);
+	quote = quote || (is_uri && uri_path_start(path, strlen(path)) == strlen(path));
+	if (!quote) {
 		out_string(out, path);
 		return;
 	}
@@ -750,19 +896,39 @@ static void out_path(struct text_out *out, const char *path)
 	out_bytes(out, "\"", 1);
 }
 
-/* " KEY=PATH:SECTOR[+COUNT]": the suffix is always there, so a colon in the path needs no quotes. */
-static void out_region(struct text_out *out, const char *key, const struct jobspec_region *region)
+/* PATH:SECTOR[+COUNT]: the suffix is always there, so a colon in the path needs no quotes. */
+static void out_region_text(struct text_out *out, const struct jobspec_region *region, unsigned int flags)
 {
-	out_bytes(out, " ", 1);
-	out_string(out, key);
-	out_bytes(out, "=", 1);
-	out_path(out, region->path);
+	out_path(out, region->path, region->is_uri, flags);
 	out_bytes(out, ":", 1);
 	out_number(out, region->sector);
 	if (region->has_count) {
 		out_bytes(out, "+", 1);
 		out_number(out, region->count);
 	}
+}
+
+int jobspec_render_region(const struct jobspec_region *region, unsigned int flags, char *buf, size_t len)
+{
+	struct text_out out = { .buf = buf, .size = buf ? len : 0, .used = 0 };
+
+	out_region_text(&out, region, flags);
+	if (out.used >= out.size || out.used > INT_MAX) {
+		if (out.size)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	buf[out.used] = '\0';
+	return (int)out.used;
+}
+
+/* " KEY=PATH:SECTOR[+COUNT]" */
+static void out_region(struct text_out *out, const char *key, const struct jobspec_region *region)
+{
+	out_bytes(out, " ", 1);
+	out_string(out, key);
+	out_bytes(out, "=", 1);
+	out_region_text(out, region, 0);
 }
 
 int jobspec_render(const struct jobspec *spec, char *buf, size_t len)
