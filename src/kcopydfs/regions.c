@@ -83,6 +83,10 @@ struct kfs_opener {
 	struct stat mount_ns, root, user_ns;
 	bool net_ns_known;		/* net_ns is the daemon's network namespace */
 	struct stat net_ns;
+
+	/* Users' NBD handshakes in progress, under ->helpers_lock (see kfs_opener_enter()). */
+	struct helper handshakes[HELPERS_MAX];
+	unsigned int handshake_count;
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -234,6 +238,36 @@ static void helper_finish(struct kfs_opener *opener, pid_t pid)
 	}
 	pthread_mutex_lock(&opener->helpers_lock);
 	reap_helpers_locked(opener);
+	pthread_mutex_unlock(&opener->helpers_lock);
+}
+
+int kfs_opener_enter(struct kfs_opener *opener, uid_t uid)
+{
+	unsigned int index, of_user = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&opener->helpers_lock);
+	for (index = 0; index < opener->handshake_count; index++)
+		of_user += opener->handshakes[index].uid == uid;
+	if (opener->handshake_count == HELPERS_MAX || (uid != 0 && of_user >= HELPERS_PER_USER))
+		r = -EAGAIN;
+	else
+		opener->handshakes[opener->handshake_count++] = (struct helper){ .uid = uid };
+	pthread_mutex_unlock(&opener->helpers_lock);
+	return r;
+}
+
+void kfs_opener_leave(struct kfs_opener *opener, uid_t uid)
+{
+	unsigned int index;
+
+	pthread_mutex_lock(&opener->helpers_lock);
+	for (index = 0; index < opener->handshake_count; index++) {
+		if (opener->handshakes[index].uid == uid) {
+			opener->handshakes[index] = opener->handshakes[--opener->handshake_count];
+			break;
+		}
+	}
 	pthread_mutex_unlock(&opener->helpers_lock);
 }
 

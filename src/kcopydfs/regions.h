@@ -168,6 +168,17 @@ int kfs_run_requests(struct kfs_opener *opener, const struct kfs_owner *owner, i
 		     unsigned int count, const struct kfs_request *requests, int *fds, char *why, size_t why_len);
 
 /*
+ * kfs_opener_enter() - take one of @uid's places for a job start that
+ * connects to NBD servers, held while the daemon runs the handshakes (a
+ * server that does not answer holds the FUSE worker until the timeout);
+ * kfs_opener_leave() gives it back.  A user (not root) has 4, so that its
+ * servers cannot hold the threads that serve everybody.
+ * Return: 0, or -EAGAIN.
+ */
+int kfs_opener_enter(struct kfs_opener *opener, uid_t uid);
+void kfs_opener_leave(struct kfs_opener *opener, uid_t uid);
+
+/*
  * kfs_region_is_storage() - whether the file open as @fd is storage that a
  * copy may read or write: not a file of a pseudo filesystem (proc, sysfs,
  * debugfs, tracefs, securityfs, configfs, cgroup, bpf, efivarfs, pstore,

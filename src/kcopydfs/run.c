@@ -434,7 +434,7 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 	struct kfs_request *requests;
 	int *fds;			/* what kfs_run_requests() gave, in the order of requests[] */
 	unsigned int index, count = 0;
-	bool net_known = false;
+	bool net_known = false, has_nbd = false, entered = false;
 	int net_fd = -1, r = 0;
 
 	requests = calloc(KFS_MAX_REQUESTS, sizeof(*requests));
@@ -469,6 +469,15 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 			requests[count++] = (struct kfs_request){ .kind = KFS_REQ_OPEN, .path = path,
 								  .writable = index > 0 };
 		}
+	}
+	for (index = 0; r == 0 && index <= spec->num_dests; index++)
+		has_nbd |= plans[index].nbd;
+	if (r == 0 && has_nbd) {
+		r = kfs_opener_enter(svc->opener, owner->uid);
+		if (r < 0)
+			set_text(why, why_len, "uid %u already has 4 jobs connecting to NBD servers (that do not "
+				 "answer?): try again later", (unsigned int)owner->uid);
+		entered = r == 0;
 	}
 	if (r == 0)
 		r = kfs_run_requests(svc->opener, owner, root_fd, net_fd, count, requests, fds, why, why_len);
@@ -510,6 +519,8 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 	}
 
 out:
+	if (entered)
+		kfs_opener_leave(svc->opener, owner->uid);
 	/* The regions after the one that failed were opened but not settled. */
 	for (index = 0; index < count; index++)
 		if (fds[index] >= 0)
