@@ -394,6 +394,29 @@ else
 	fail "cancel while the server hangs: cancelled within 1.5 s" "cancelled" "$(final hung-cancel state) ($took ms)"
 fi
 kill -CONT "$hang_pid"
+# A user's servers that never answer the handshake hold at most 4 of the daemon's threads:
+# nobody's fifth start is refused with EAGAIN at once, and root is served meanwhile.
+serve "$work/nb/mute.sock" as_nobody -- memory 64M || fail "nobody's nbdkit" "a socket" "none"
+mute_pid=$server_pid
+kill -STOP "$mute_pid"
+for n in 1 2 3 4; do
+	as_nobody mkdir "$jobs/mute$n"
+	as_nobody bash -c "echo 'copy from=nbd+unix:///?socket=$work/nb/mute.sock to=$work/nb/out.img' >$jobs/mute$n/ctl" \
+		2>/dev/null &
+done
+sleep 0.5
+start=$(date +%s%N)
+refused "$jobs" mute5 "copy from=nbd+unix:///?socket=$work/nb/mute.sock to=$work/nb/out.img" EAGAIN "already has 4" as_nobody
+truncate -s 0 "$work/loop1.img"
+truncate -s "$SIZE" "$work/loop1.img"
+run_job "$jobs" root-meanwhile "copy from=$A to=$loop1" &&
+	check "root is served while nobody's 4 handshakes hang" "done" "$(final root-meanwhile state)"
+took=$((($(date +%s%N) - start) / 1000000))
+[ "$took" -lt 2500 ] && pass "the refusal and root's job took $took ms, not the handshake timeout" ||
+	fail "the refusal and root's job without waiting for the hung handshakes" "< 2500 ms" "$took ms"
+wait
+kill -CONT "$mute_pid"
+stop_server "$mute_pid"
 truncate -s 0 "$work/loop1.img"
 truncate -s "$SIZE" "$work/loop1.img"
 run_job "$jobs" after-faults "copy from=$A to=$loop1" &&
