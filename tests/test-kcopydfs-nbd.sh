@@ -399,10 +399,12 @@ kill -CONT "$hang_pid"
 serve "$work/nb/mute.sock" as_nobody -- memory 64M || fail "nobody's nbdkit" "a socket" "none"
 mute_pid=$server_pid
 kill -STOP "$mute_pid"
+mute_writers=()
 for n in 1 2 3 4; do
 	as_nobody mkdir "$jobs/mute$n"
 	as_nobody bash -c "echo 'copy from=nbd+unix:///?socket=$work/nb/mute.sock to=$work/nb/out.img' >$jobs/mute$n/ctl" \
 		2>/dev/null &
+	mute_writers+=("$!")
 done
 sleep 0.5
 start=$(date +%s%N)
@@ -414,7 +416,7 @@ run_job "$jobs" root-meanwhile "copy from=$A to=$loop1" &&
 took=$((($(date +%s%N) - start) / 1000000))
 [ "$took" -lt 2500 ] && pass "the refusal and root's job took $took ms, not the handshake timeout" ||
 	fail "the refusal and root's job without waiting for the hung handshakes" "< 2500 ms" "$took ms"
-wait
+wait "${mute_writers[@]}"
 kill -CONT "$mute_pid"
 stop_server "$mute_pid"
 truncate -s 0 "$work/loop1.img"
