@@ -17,9 +17,10 @@ all_packages=(
 	"${build_packages[@]}"
 	libcriterion-dev
 	e2fsprogs xfsprogs btrfs-progs	# tests/test-sparse-devices.sh, test-kcopy-sparse.sh: filesystems on loop-mounted images
-	qemu-utils	# contrib/bench/run: qemu-img convert in the sparse round
+	qemu-utils	# contrib/bench/run: qemu-img convert; NBD tests: qemu-nbd over a qcow2, qemu-img compare
 	bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
 	tmux	# tests/test-kcopy-terminal.sh: a real terminal of a fixed size
+	iproute2	# tests/test-kcopydfs-nbd.sh: two hosts in network namespaces (ip netns, veth)
 	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)
 	# packaging: the .debs (contrib/debian/build.sh), systemd-analyze for the units
 	debhelper dpkg-dev lintian systemd

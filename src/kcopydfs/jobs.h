@@ -73,6 +73,13 @@ struct kfs_job_view {
 	char rejected[KFS_ERROR_MAX];	/* the last refused write to ctl, or "" */
 };
 
+/* Which NBD regions the daemon takes (--nbd). */
+enum kfs_nbd_policy {
+	KFS_NBD_ANY,		/* TCP and Unix sockets (the default) */
+	KFS_NBD_UNIX,		/* only Unix sockets: nothing leaves the machine */
+	KFS_NBD_NONE,		/* none */
+};
+
 struct kfs_config {
 	struct kcopyd_config engine;
 	unsigned int max_jobs;		/* jobs queued or running at once */
@@ -81,6 +88,9 @@ struct kfs_config {
 	dev_t mount_dev;		/* st_dev of the mount, to refuse regions on it */
 	const char *state_dir;		/* --state-dir: where job records live; NULL: nothing is written */
 	unsigned int checkpoint_ms;	/* how often running jobs are checkpointed; 0: 1000 */
+	enum kfs_nbd_policy nbd_policy;
+	unsigned int nbd_connections;	/* per NBD region, with multi-conn; 0: KCOPYD_NBD_DEFAULT_CONNECTIONS */
+	unsigned int nbd_timeout_ms;	/* 0: KCOPYD_NBD_DEFAULT_TIMEOUT_MS */
 };
 
 struct kfs_stats {

@@ -3,7 +3,8 @@
  * kcopydfs: the kcopyd copy engine as a FUSE filesystem.
  *
  *   kcopydfs [--pages N] [--max-jobs N] [--max-jobs-per-user N] [--subjob-kb N] [--depth N]
- *            [--state-dir DIR] [--checkpoint-ms N] [FUSE options] MOUNTPOINT
+ *            [--state-dir DIR] [--checkpoint-ms N] [--nbd any|unix|none] [--nbd-connections N]
+ *            [--nbd-timeout-ms N] [FUSE options] MOUNTPOINT
  *   kcopydfs --help | --version
  *
  * Build: part of the tree (`autoreconf -fi && ./configure && make`).
@@ -59,6 +60,9 @@ struct options {
 	unsigned int depth;
 	char *state_dir;
 	unsigned int checkpoint_ms;
+	char *nbd;
+	unsigned int nbd_connections;
+	unsigned int nbd_timeout_ms;
 	int show_help;
 	int show_version;
 	unsigned int operands;		/* arguments that are not options: one, the mountpoint */
@@ -86,6 +90,9 @@ enum option_key {
 	KEY_DEPTH,
 	KEY_STATE_DIR,
 	KEY_CHECKPOINT_MS,
+	KEY_NBD,
+	KEY_NBD_CONNECTIONS,
+	KEY_NBD_TIMEOUT_MS,
 };
 
 /* Where the value after each key goes: an unsigned int, or (is_text) a malloc'd string. */
@@ -101,6 +108,9 @@ static const struct {
 	{ KEY_DEPTH, offsetof(struct options, depth), false },
 	{ KEY_STATE_DIR, offsetof(struct options, state_dir), true },
 	{ KEY_CHECKPOINT_MS, offsetof(struct options, checkpoint_ms), false },
+	{ KEY_NBD, offsetof(struct options, nbd), true },
+	{ KEY_NBD_CONNECTIONS, offsetof(struct options, nbd_connections), false },
+	{ KEY_NBD_TIMEOUT_MS, offsetof(struct options, nbd_timeout_ms), false },
 };
 
 static const struct fuse_opt option_spec[] = {
@@ -118,6 +128,12 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("--state-dir", KEY_STATE_DIR),
 	OPTION("--checkpoint-ms=%u", checkpoint_ms),
 	FUSE_OPT_KEY("--checkpoint-ms", KEY_CHECKPOINT_MS),
+	OPTION("--nbd=%s", nbd),
+	FUSE_OPT_KEY("--nbd", KEY_NBD),
+	OPTION("--nbd-connections=%u", nbd_connections),
+	FUSE_OPT_KEY("--nbd-connections", KEY_NBD_CONNECTIONS),
+	OPTION("--nbd-timeout-ms=%u", nbd_timeout_ms),
+	FUSE_OPT_KEY("--nbd-timeout-ms", KEY_NBD_TIMEOUT_MS),
 	OPTION("-h", show_help),
 	OPTION("--help", show_help),
 	OPTION("-V", show_version),
@@ -150,10 +166,17 @@ static void usage(void)
 	       "    --subjob-kb=N          sub-job size in KiB (default %u)\n"
 	       "    --depth=N              sub-jobs in flight per job (default %u)\n"
 	       "    --state-dir=DIR        keep job records in DIR, to resume them after a crash\n"
-	       "    --checkpoint-ms=N      with --state-dir, record progress every N ms (default 1000)\n\n"
+	       "    --checkpoint-ms=N      with --state-dir, record progress every N ms (default 1000)\n"
+	       "    --nbd=any|unix|none    which NBD regions jobs may name: over TCP and Unix\n"
+	       "                           sockets (default), Unix sockets only, or none\n"
+	       "    --nbd-connections=N    connections per NBD region when its server allows\n"
+	       "                           several (multi-conn; default %u, at most %u)\n"
+	       "    --nbd-timeout-ms=N     give up an NBD server that does not answer for N ms\n"
+	       "                           (default %u)\n\n"
 	       "Exit status: 0 unmounted or help shown, 1 failure, 2 usage error.  See kcopydfs(8).\n\n"
 	       "FUSE options:\n",
-	       DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH);
+	       DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH, KCOPYD_NBD_DEFAULT_CONNECTIONS,
+	       KCOPYD_NBD_MAX_CONNECTIONS, KCOPYD_NBD_DEFAULT_TIMEOUT_MS);
 }
 
 static void version(void)
@@ -657,6 +680,17 @@ int main(int argc, char *argv[])
 		status = 2;
 		goto out_free_args;
 	}
+	if (options.nbd && strcmp(options.nbd, "any") != 0 && strcmp(options.nbd, "unix") != 0 &&
+	    strcmp(options.nbd, "none") != 0) {
+		usage_error("--nbd takes any, unix or none, not", options.nbd);
+		status = 2;
+		goto out_free_args;
+	}
+	if (options.nbd_connections > KCOPYD_NBD_MAX_CONNECTIONS) {
+		usage_error("--nbd-connections is at most 16", NULL);
+		status = 2;
+		goto out_free_args;
+	}
 	if (options.state_dir) {
 		/*
 		 * Checked (and made if missing) now, so that a bad one fails before
@@ -728,6 +762,10 @@ int main(int argc, char *argv[])
 	config.mount_dev = mount_dev_of(cmdline.mountpoint);
 	config.state_dir = options.state_dir;
 	config.checkpoint_ms = options.checkpoint_ms;
+	config.nbd_policy = !options.nbd || strcmp(options.nbd, "any") == 0 ? KFS_NBD_ANY :
+			    strcmp(options.nbd, "unix") == 0 ? KFS_NBD_UNIX : KFS_NBD_NONE;
+	config.nbd_connections = options.nbd_connections;
+	config.nbd_timeout_ms = options.nbd_timeout_ms;
 	r = kfs_service_create(&config, kfs_fs_on_change, fs, &daemon.svc);
 	if (r < 0) {
 		kfs_log(LOG_ERR, "%s: cannot start the copy engine: %s", cmdline.mountpoint, strerror(-r));
@@ -781,6 +819,7 @@ out_free_fs:
 	kfs_fs_destroy(fs);
 out_free_args:
 	free(options.state_dir);
+	free(options.nbd);
 	free(cmdline.mountpoint);
 	fuse_opt_free_args(&args);
 	kfs_log_close();

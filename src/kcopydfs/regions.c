@@ -9,8 +9,11 @@
 #include <linux/capability.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +81,12 @@ struct kfs_opener {
 	bool overrides_modes;		/* with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH */
 	bool user_ns_known;		/* the kernel has user namespaces: user_ns is the daemon's */
 	struct stat mount_ns, root, user_ns;
+	bool net_ns_known;		/* net_ns is the daemon's network namespace */
+	struct stat net_ns;
+
+	/* Users' NBD handshakes in progress, under ->helpers_lock (see kfs_opener_enter()). */
+	struct helper handshakes[HELPERS_MAX];
+	unsigned int handshake_count;
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -130,6 +140,7 @@ int kfs_opener_create(struct kfs_opener **result)
 	if (stat("/proc/self/ns/mnt", &opener->mount_ns) < 0 || stat("/", &opener->root) < 0)
 		memset(&opener->mount_ns, 0, sizeof(opener->mount_ns));
 	opener->user_ns_known = stat("/proc/self/ns/user", &opener->user_ns) == 0;
+	opener->net_ns_known = stat("/proc/self/ns/net", &opener->net_ns) == 0;
 	pthread_mutex_init(&opener->helpers_lock, NULL);
 	*result = opener;
 	return 0;
@@ -227,6 +238,36 @@ static void helper_finish(struct kfs_opener *opener, pid_t pid)
 	}
 	pthread_mutex_lock(&opener->helpers_lock);
 	reap_helpers_locked(opener);
+	pthread_mutex_unlock(&opener->helpers_lock);
+}
+
+int kfs_opener_enter(struct kfs_opener *opener, uid_t uid)
+{
+	unsigned int index, of_user = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&opener->helpers_lock);
+	for (index = 0; index < opener->handshake_count; index++)
+		of_user += opener->handshakes[index].uid == uid;
+	if (opener->handshake_count == HELPERS_MAX || (uid != 0 && of_user >= HELPERS_PER_USER))
+		r = -EAGAIN;
+	else
+		opener->handshakes[opener->handshake_count++] = (struct helper){ .uid = uid };
+	pthread_mutex_unlock(&opener->helpers_lock);
+	return r;
+}
+
+void kfs_opener_leave(struct kfs_opener *opener, uid_t uid)
+{
+	unsigned int index;
+
+	pthread_mutex_lock(&opener->helpers_lock);
+	for (index = 0; index < opener->handshake_count; index++) {
+		if (opener->handshakes[index].uid == uid) {
+			opener->handshakes[index] = opener->handshakes[--opener->handshake_count];
+			break;
+		}
+	}
 	pthread_mutex_unlock(&opener->helpers_lock);
 }
 
@@ -449,6 +490,44 @@ int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owne
 	return 0;
 }
 
+int kfs_writer_netns(const struct kfs_opener *opener, const struct kfs_cred *cred, int *net_fd, char *why,
+		     size_t why_len)
+{
+	struct stat net_ns;
+	int proc_fd, fd;
+
+	*net_fd = -1;
+	if (!opener->net_ns_known)	/* a kernel without network namespaces: there is only one */
+		return 0;
+	if (cred->pid <= 0) {
+		say(why, why_len, "the writer is not in kcopydfs's pid namespace, so the network it sees is "
+			 "not known: connect through a Unix socket");
+		return -EPERM;
+	}
+	proc_fd = writer_dir(cred->pid);
+	if (proc_fd < 0) {
+		say(why, why_len, "the writer (process %d) has gone: %s", (int)cred->pid, strerror(-proc_fd));
+		return proc_fd;
+	}
+	fd = openat(proc_fd, "ns/net", O_RDONLY | O_CLOEXEC);
+	close(proc_fd);
+	if (fd < 0 || fstat(fd, &net_ns) < 0) {
+		int r = errno == ENOENT ? -ESRCH : -errno;
+
+		if (fd >= 0)
+			close(fd);
+		say(why, why_len, "cannot find the network namespace of the writer (process %d): %s", (int)cred->pid,
+		    strerror(-r));
+		return r;
+	}
+	if (same_file(&net_ns, &opener->net_ns)) {
+		close(fd);
+		return 0;
+	}
+	*net_fd = fd;
+	return 0;
+}
+
 /* One open, never through a magic link, and only within @root_fd's tree when it is given. */
 static int open_one(int root_fd, const char *path, bool writable)
 {
@@ -459,6 +538,132 @@ static int open_one(int root_fd, const char *path, bool writable)
 	int fd = (int)syscall(SYS_openat2, root_fd >= 0 ? root_fd : AT_FDCWD, path, &how, sizeof(how));
 
 	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * Connect @fd (non-blocking) to @addr within KFS_CONNECT_TIMEOUT_MS, and
+ * make it blocking again.  System calls only (it runs in a helper).
+ * Return: 0, or -errno (-EAGAIN: a Unix socket whose backlog is full).
+ */
+static int connect_in_time(int fd, const struct sockaddr *addr, socklen_t addr_len)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int error = 0, r;
+
+	if (connect(fd, addr, addr_len) < 0) {
+		if (errno != EINPROGRESS)
+			return -errno;
+		do
+			r = poll(&pfd, 1, KFS_CONNECT_TIMEOUT_MS);
+		while (r < 0 && errno == EINTR);
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0)
+			return -errno;
+		if (error)
+			return -error;
+	}
+	return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+/* "/proc/self/fd/" and @fd, in @buf (without stdio: it runs in a helper). */
+static void proc_fd_path(char *buf, int fd)
+{
+	static const char prefix[] = "/proc/self/fd/";
+	char digits[12];
+	unsigned int count = 0, value = (unsigned int)fd;
+
+	do
+		digits[count++] = (char)('0' + value % 10);
+	while ((value /= 10) && count < sizeof(digits));
+	memcpy(buf, prefix, sizeof(prefix) - 1);
+	buf += sizeof(prefix) - 1;
+	while (count)
+		*buf++ = digits[--count];
+	*buf = '\0';
+}
+
+/*
+ * Connect to the Unix socket at @path, resolved as open_one() does: the
+ * path is opened O_PATH (search permission on the way is checked there),
+ * and the socket connected through that descriptor's /proc/self/fd link,
+ * so no other path is ever looked up (connect checks write permission on
+ * the socket itself).
+ */
+static int connect_unix(int root_fd, const char *path)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_NO_MAGICLINKS | (root_fd >= 0 ? RESOLVE_IN_ROOT : 0),
+	};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int path_fd = (int)syscall(SYS_openat2, root_fd >= 0 ? root_fd : AT_FDCWD, path, &how, sizeof(how));
+	struct stat st;
+	int fd, r;
+
+	if (path_fd < 0)
+		return -errno;
+	if (fstat(path_fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		r = S_ISSOCK(st.st_mode) ? -errno : -ENOTSOCK;
+		close(path_fd);
+		return r;
+	}
+	proc_fd_path(sun.sun_path, path_fd);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	r = fd < 0 ? -errno : connect_in_time(fd, (const struct sockaddr *)&sun, sizeof(sun));
+	close(path_fd);
+	if (r < 0 && fd >= 0)
+		close(fd);
+	return r < 0 ? r : fd;
+}
+
+static int connect_inet(const struct sockaddr_storage *addr, socklen_t addr_len)
+{
+	int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int one = 1, r;
+
+	if (fd < 0)
+		return -errno;
+	/* NBD requests are small and many: as libnbd does for its own TCP connections. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	r = connect_in_time(fd, (const struct sockaddr *)addr, addr_len);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* Are @a and @b the same connection to make (so that a failure of one is the other's)? */
+static bool same_target(const struct kfs_request *a, const struct kfs_request *b)
+{
+	if (a->kind != b->kind)
+		return false;
+	if (a->kind == KFS_REQ_CONNECT_UNIX)
+		return strcmp(a->path, b->path) == 0;
+	return a->kind == KFS_REQ_CONNECT_INET && a->addr_len == b->addr_len &&
+	       memcmp(&a->addr, &b->addr, a->addr_len) == 0;
+}
+
+/* One request, as the calling process is.  @previous: the one before it and its result, or NULL. */
+static int run_request(int root_fd, const struct kfs_request *request, const struct kfs_request *previous,
+		       int previous_result)
+{
+	/* Several connections to one server: one that failed is not tried again at once (one timeout, not four). */
+	if (previous && previous_result < 0 && same_target(request, previous))
+		return previous_result;
+	switch (request->kind) {
+	case KFS_REQ_OPEN:
+		return open_one(root_fd, request->path, request->writable);
+	case KFS_REQ_KEY:
+		return open_one(root_fd, request->path, false);
+	case KFS_REQ_CONNECT_UNIX:
+		return connect_unix(root_fd, request->path);
+	case KFS_REQ_CONNECT_INET:
+		return connect_inet(&request->addr, request->addr_len);
+	}
+	return -EINVAL;
 }
 
 /* Does the daemon itself have exactly @owner's rights, so that it can open for it? */
@@ -542,59 +747,82 @@ static bool is_fuse_file(int fd)
 /* The answer a helper sends: each open's result, and the descriptors of those that succeeded. */
 struct helper_answer {
 	int32_t become_error;		/* 0, or why the helper could not become the owner (nothing was opened) */
-	int32_t results[KCOPYD_MAX_REGIONS + 1];	/* >= 0: opened (the index among the descriptors); -errno */
+	int32_t results[KFS_MAX_REQUESTS];	/* >= 0: opened (the index among the descriptors); -errno */
 };
 
-/* Close every descriptor but @keep_a and @keep_b (either may be -1). */
-static void close_all_but(int keep_a, int keep_b)
+/* Close every descriptor but the @count in @keep (-1 among them: none). */
+static void close_all_but_these(const int *keep, unsigned int count)
 {
-	unsigned int low = (unsigned int)(keep_a < keep_b ? keep_a : keep_b);
-	unsigned int high = (unsigned int)(keep_a < keep_b ? keep_b : keep_a);
+	unsigned int low = 0, index, next;
 
-	if (keep_a < 0 || keep_b < 0) {
-		low = high = (unsigned int)(keep_a < 0 ? keep_b : keep_a);
+	for (;;) {
+		/* The lowest kept descriptor at or above @low: close what lies between. */
+		next = ~0u;
+		for (index = 0; index < count; index++)
+			if (keep[index] >= 0 && (unsigned int)keep[index] >= low && (unsigned int)keep[index] < next)
+				next = (unsigned int)keep[index];
+		if (next == ~0u) {
+			syscall(SYS_close_range, low, ~0u, 0u);
+			return;
+		}
+		if (next > low)
+			syscall(SYS_close_range, low, next - 1, 0u);
+		low = next + 1;
 	}
-	if (low > 0)
-		syscall(SYS_close_range, 0u, low - 1, 0u);
-	if (high > low + 1)
-		syscall(SYS_close_range, low + 1, high - 1, 0u);
-	syscall(SYS_close_range, high + 1, ~0u, 0u);
 }
 
-/* The helper process: become the owner, open, send the answer, exit.  Only system calls. */
+static void close_all_but(int keep_a, int keep_b, int keep_c)
+{
+	const int keep[] = { keep_a, keep_b, keep_c };
+
+	close_all_but_these(keep, 3);
+}
+
+/*
+ * The helper process: enter the writer's network namespace (@net_fd, or
+ * stay), become the owner, do the requests, send the answer, exit.  Only
+ * system calls.
+ */
 __attribute__((noreturn))
-static void helper_main(int sock, const struct kfs_owner *owner, int root_fd, unsigned int count,
-			const char *const *paths, const bool *writable)
+static void helper_main(int sock, const struct kfs_owner *owner, int root_fd, int net_fd, unsigned int count,
+			const struct kfs_request *requests)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * (KCOPYD_MAX_REGIONS + 1))];
+		char buf[CMSG_SPACE(sizeof(int) * KFS_MAX_REQUESTS)];
 		struct cmsghdr align;
 	} control;
 	struct helper_answer answer;
-	int fds[KCOPYD_MAX_REGIONS + 1];
+	int fds[KFS_MAX_REQUESTS];
 	struct iovec iov = { &answer, sizeof(answer) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 	unsigned int index, opened = 0;
+	int previous = 0;
 
 	/* Should the daemon die, so does its helper. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	/* Nothing of the daemon's stays open here: not its claims, not other jobs' files, not /dev/fuse. */
-	close_all_but(sock, root_fd);
+	close_all_but(sock, root_fd, net_fd);
 	memset(&answer, 0, sizeof(answer));
-	answer.become_error = become_owner(owner);
+	if (net_fd >= 0 && syscall(SYS_setns, net_fd, CLONE_NEWNET) < 0)
+		answer.become_error = -errno;
+	if (net_fd >= 0)
+		close(net_fd);
+	if (answer.become_error == 0)
+		answer.become_error = become_owner(owner);
 	for (index = 0; index < count; index++) {
-		int fd = answer.become_error < 0 ? answer.become_error : open_one(root_fd, paths[index], writable[index]);
+		int fd = answer.become_error < 0 ? answer.become_error :
+			 run_request(root_fd, &requests[index], index ? &requests[index - 1] : NULL, previous);
 
 		/*
 		 * A regular file on FUSE never reaches the daemon for a user's job:
 		 * even its close there (a FLUSH the server need never answer)
 		 * could hold a daemon thread.  Here only this helper waits.
 		 */
-		if (fd >= 0 && owner->uid != 0 && is_fuse_file(fd)) {
+		if (fd >= 0 && requests[index].kind <= KFS_REQ_KEY && owner->uid != 0 && is_fuse_file(fd)) {
 			close(fd);
 			fd = -KFS_EFUSE;
 		}
-
+		previous = fd;
 		answer.results[index] = fd < 0 ? fd : (int32_t)opened;
 		if (fd >= 0)
 			fds[opened++] = fd;
@@ -618,7 +846,7 @@ static void helper_main(int sock, const struct kfs_owner *owner, int root_fd, un
 static int receive_answer(int sock, unsigned int count, int *fds)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * (KCOPYD_MAX_REGIONS + 1))];
+		char buf[CMSG_SPACE(sizeof(int) * (KFS_MAX_REQUESTS))];
 		struct cmsghdr align;
 	} control;
 	struct helper_answer answer;
@@ -626,7 +854,7 @@ static int receive_answer(int sock, unsigned int count, int *fds)
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
 			      .msg_controllen = sizeof(control.buf) };
 	struct pollfd pfd = { .fd = sock, .events = POLLIN };
-	int received[KCOPYD_MAX_REGIONS + 1], received_count = 0;
+	int received[KFS_MAX_REQUESTS], received_count = 0;
 	struct cmsghdr *cmsg;
 	unsigned int index;
 	ssize_t len;
@@ -666,18 +894,20 @@ static int receive_answer(int sock, unsigned int count, int *fds)
 	return r;
 }
 
-int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
-		const char *const *paths, const bool *writable, int *fds, char *why, size_t why_len)
+int kfs_run_requests(struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, int net_fd,
+		     unsigned int count, const struct kfs_request *requests, int *fds, char *why, size_t why_len)
 {
 	unsigned int index;
 	int sv[2], r;
 	pid_t pid;
 
-	if (count > KCOPYD_MAX_REGIONS + 1)
+	if (count > KFS_MAX_REQUESTS)
 		return -E2BIG;
-	if (owner_is_daemon(opener, owner)) {
+	/* Another network namespace can only be entered by a process of one thread. */
+	if (owner_is_daemon(opener, owner) && net_fd < 0) {
 		for (index = 0; index < count; index++)
-			fds[index] = open_one(root_fd, paths[index], writable[index]);
+			fds[index] = run_request(root_fd, &requests[index], index ? &requests[index - 1] : NULL,
+						 index ? fds[index - 1] : 0);
 		return 0;
 	}
 	if (!opener->can_switch) {
@@ -702,7 +932,7 @@ int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int ro
 	pid = fork();
 	r = pid < 0 ? -errno : 0;
 	if (pid == 0)
-		helper_main(sv[1], owner, root_fd, count, paths, writable);
+		helper_main(sv[1], owner, root_fd, net_fd, count, requests);
 	helper_started(opener, owner->uid, pid);
 	if (pid < 0) {
 		close(sv[0]);
@@ -721,7 +951,7 @@ int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int ro
 	if (r < 0)
 		say(why, why_len, "cannot open the regions as uid %u gid %u: %s", (unsigned int)owner->uid,
 		    (unsigned int)owner->gid,
-		    r == -ETIMEDOUT ? "the opens took too long (over 10 s)" :
+		    r == -ETIMEDOUT ? "the opens and connects took too long (over 10 s)" :
 		    r == -EPROTO ? "the process that opens them ended without an answer" : strerror(-r));
 	return r;
 }

@@ -15,7 +15,9 @@
  * link (/proc/PID/fd/N, /proc/PID/root, /dev/fd/N ...) is ever followed,
  * whoever the owner is.  The helper hands the descriptors back over a
  * socket (SCM_RIGHTS) and exits; what follows (claims, the engine) works
- * on descriptors only.
+ * on descriptors only.  The same helper connects the sockets of a job's
+ * NBD regions (a Unix socket as the owner, from its view; TCP from the
+ * writer's network namespace) and opens their TLS key files as the owner.
  *
  * An owner that is the daemon itself (root with every capability the
  * daemon has, in the daemon's view) needs no helper: its regions are
@@ -29,10 +31,11 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define KFS_MAX_GROUPS 256
-/* kfs_open_as()'s "a file on FUSE, for a job not root's": refused with EPERM (its own code, for the reason). */
+/* kfs_run_requests()'s "a file on FUSE, for a job not root's": refused with EPERM (its own code, for the reason). */
 #define KFS_EFUSE EMEDIUMTYPE
 
 /* The identity a job description is written with (from the FUSE request). */
@@ -106,22 +109,74 @@ int kfs_owner_root(const struct kfs_opener *opener, const struct kfs_owner *owne
 		   int *root_fd, char *why, size_t why_len);
 
 /*
- * kfs_open_as() - open @count paths as @owner, from @root_fd (-1: the
- * daemon's view): the ones @writable says read-write, the others
- * read-only, O_NONBLOCK (a FIFO cannot hang the open), O_CLOEXEC, never
- * through a magic link.  fds[i] is the descriptor or the open's -errno;
+ * What a helper does for a job, one request each: open a region, open a
+ * file the job reads (a TLS key), or connect a socket to an NBD server.
+ * Each gives one descriptor, or -errno.
+ */
+enum kfs_request_kind {
+	KFS_REQ_OPEN,		/* open @path, read-write when @writable (a region) */
+	KFS_REQ_KEY,		/* open @path read-only: a file or directory the job reads */
+	KFS_REQ_CONNECT_UNIX,	/* connect a stream socket to the Unix socket at @path */
+	KFS_REQ_CONNECT_INET,	/* connect a TCP socket to @addr */
+};
+
+struct kfs_request {
+	enum kfs_request_kind kind;
+	const char *path;
+	bool writable;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+/* The most requests one job makes: every region, and for an NBD region its sockets and two keys. */
+#define KFS_MAX_REQUESTS 240
+/* How long one connect may take; the helper as a whole has 10 s. */
+#define KFS_CONNECT_TIMEOUT_MS 5000
+
+/*
+ * kfs_writer_netns() - the network namespace a job written by @cred
+ * connects from: -1 in *@net_fd for the daemon's own, else a descriptor
+ * of the writer's (/proc/PID/ns/net; the caller closes it), so that a
+ * writer in a container reaches the hosts it reaches itself, not the
+ * daemon's (its loopback above all).
+ * Return: 0; -EPERM with the reason in @why for a writer the daemon
+ * cannot see (not in its pid namespace); another -errno.
+ */
+int kfs_writer_netns(const struct kfs_opener *opener, const struct kfs_cred *cred, int *net_fd, char *why,
+		     size_t why_len);
+
+/*
+ * kfs_run_requests() - do @count requests as @owner, from @root_fd (-1:
+ * the daemon's view) and in the network namespace @net_fd (-1: the
+ * daemon's).  Paths are resolved never through a magic link; opens are
+ * O_NONBLOCK (a FIFO cannot hang the open) and O_CLOEXEC; a socket is
+ * connected to its path's inode (so the owner needs write permission on
+ * it and search permission on the way, as for its own connect) within
+ * KFS_CONNECT_TIMEOUT_MS.  fds[i] is the descriptor or -errno:
  * -KFS_EFUSE for a regular file on a FUSE filesystem opened for an owner
- * other than root: a process serves it, and may never answer a read, a
+ * other than root (a process serves it, and may never answer a read, a
  * write or even the flush of a close, which would hold the daemon's
- * threads (and so every job) as long as it likes; the helper drops it.
- * Return: 0 (each fds[i] says how its open went); or -errno with the
+ * threads, and so every job, as long as it likes: the helper drops it);
+ * -ENOTSOCK for a socket path that is not a socket.
+ * Return: 0 (each fds[i] says how its request went); or -errno with the
  * reason in @why when the owner could not be become at all (fork, a
  * refused change of identity, a helper that did not answer in time:
  * -ETIMEDOUT), or -EAGAIN when the owner (not root) already has 4 helpers
  * running or stuck.  Never waits for a helper that cannot end.
  */
-int kfs_open_as(struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, unsigned int count,
-		const char *const *paths, const bool *writable, int *fds, char *why, size_t why_len);
+int kfs_run_requests(struct kfs_opener *opener, const struct kfs_owner *owner, int root_fd, int net_fd,
+		     unsigned int count, const struct kfs_request *requests, int *fds, char *why, size_t why_len);
+
+/*
+ * kfs_opener_enter() - take one of @uid's places for a job start that
+ * connects to NBD servers, held while the daemon runs the handshakes (a
+ * server that does not answer holds the FUSE worker until the timeout);
+ * kfs_opener_leave() gives it back.  A user (not root) has 4, so that its
+ * servers cannot hold the threads that serve everybody.
+ * Return: 0, or -EAGAIN.
+ */
+int kfs_opener_enter(struct kfs_opener *opener, uid_t uid);
+void kfs_opener_leave(struct kfs_opener *opener, uid_t uid);
 
 /*
  * kfs_region_is_storage() - whether the file open as @fd is storage that a

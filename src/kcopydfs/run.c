@@ -3,14 +3,16 @@
  * A job's run: its regions opened as its owner (regions.c does the
  * opening), checked to be storage and not on the mount, destination block
  * devices claimed (shared among our jobs, under svc->claims_lock), counts
- * settled and the description made canonical; and freed when the job
- * ends.  Nothing here takes svc->lock: a run being prepared is no other
+ * settled and the description made canonical; NBD regions connected (as
+ * their owner, from the writer's network) and opened through libkcopyd;
+ * and freed when the job ends.  Nothing here takes svc->lock: a run being prepared is no other
  * thread's yet.  The rules are on struct kfs_service (service-internal.h).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,90 +221,318 @@ static uint64_t rest_of_device(const struct kcopyd_dev *dev, uint64_t sector)
 }
 
 /*
- * Open every region of @spec as @owner (from @root_fd, -1 for the daemon's
- * view) into @run, settle the counts, check the job as the engine will,
- * and render its canonical description into *@canonical (malloc'd).  Runs
- * without svc->lock: the run is not yet the job's, so no other thread sees
- * it.  The paths move from @spec to @run.
+ * What one region asks of the helper: an open (a file or device), or for
+ * an NBD region its connections and its key files.  The requests of a
+ * region are contiguous, from @first.
  */
-int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *spec,
-		const struct kfs_owner *owner, int root_fd, struct io_region *from, struct io_region *dests,
-		char **canonical, char *why, size_t why_len)
+struct region_plan {
+	bool nbd;
+	bool skip;			/* on the mount itself (a file), or no source (zero): nothing asked */
+	unsigned int first;		/* its first request */
+	unsigned int sockets;		/* NBD: how many connect requests */
+	int psk_request;		/* NBD: the tls-psk-file open, or -1 */
+	int certificates_request;	/* NBD: the tls-certificates open, or -1 */
+	struct kcopyd_nbd_uri uri;	/* NBD: the URI's parts (freed with the plan) */
+};
+
+static const char *const transport_names[] = {
+	[KCOPYD_NBD_TCP] = "TCP",
+	[KCOPYD_NBD_UNIX] = "a Unix socket",
+	[KCOPYD_NBD_VSOCK] = "vsock",
+};
+
+/*
+ * Plan the requests of NBD region @uri (its @key for messages), appending
+ * to @requests from *@count: the daemon's rule for NBD (--nbd), then the
+ * connections (a Unix socket's path, or the TCP address resolved here,
+ * connected from the writer's network namespace, learnt into *@net_fd the
+ * first time), then the key files.  Paths in the URI must be absolute.
+ */
+static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred, const char *key, const char *uri,
+			   struct region_plan *plan, struct kfs_request *requests, unsigned int *count,
+			   int *net_fd, bool *net_known, char *why, size_t why_len)
 {
-	char description[JOBSPEC_MAX_CANONICAL];
-	const char *paths[KCOPYD_MAX_REGIONS + 1];
-	bool writable[KCOPYD_MAX_REGIONS + 1];
-	int fds[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests; an fd or -errno */
-	int opened[KCOPYD_MAX_REGIONS + 1];	/* what kfs_open_as() gave, in the order of paths[] */
-	int slot[KCOPYD_MAX_REGIONS + 1];	/* the region's place in paths[], or -1 if not opened */
-	unsigned int index, count = 0;
+	char reason[256];
+	unsigned int index;
 	int r;
 
+	plan->psk_request = plan->certificates_request = -1;
+	if (svc->nbd_policy == KFS_NBD_NONE) {
+		set_text(why, why_len, "%s=%s: NBD regions are not allowed by this kcopydfs (--nbd=none)", key, uri);
+		return -EPERM;
+	}
+	r = kcopyd_nbd_uri_parse(uri, &plan->uri, reason, sizeof(reason));
+	if (r < 0) {
+		set_text(why, why_len, "%s=%s: %s", key, uri, r == -ENOMEM ? "out of memory" : reason);
+		return r;
+	}
+	plan->nbd = true;
+	if (svc->nbd_policy == KFS_NBD_UNIX && plan->uri.transport != KCOPYD_NBD_UNIX) {
+		set_text(why, why_len, "%s=%s: NBD over %s is not allowed by this kcopydfs (--nbd=unix): use "
+			 "nbd+unix:// or nbds+unix://", key, uri, transport_names[plan->uri.transport]);
+		return -EPERM;
+	}
+	if (plan->uri.transport == KCOPYD_NBD_VSOCK) {
+		set_text(why, why_len, "%s=%s: NBD over vsock is not supported by kcopydfs", key, uri);
+		return -EPROTONOSUPPORT;
+	}
+	if ((plan->uri.socket_path && plan->uri.socket_path[0] != '/') ||
+	    (plan->uri.tls_psk_file && plan->uri.tls_psk_file[0] != '/') ||
+	    (plan->uri.tls_certificates && plan->uri.tls_certificates[0] != '/')) {
+		set_text(why, why_len, "%s=%s: a path in the URI is relative (socket=, tls-psk-file= and "
+			 "tls-certificates= must be absolute)", key, uri);
+		return -EINVAL;
+	}
+	if (*count + svc->nbd_connections + 2 > KFS_MAX_REQUESTS) {
+		set_text(why, why_len, "%s=%s: too many connections for one job", key, uri);
+		return -E2BIG;
+	}
+	plan->first = *count;
+	plan->sockets = svc->nbd_connections;
+	for (index = 0; index < plan->sockets; index++) {
+		struct kfs_request *request = &requests[(*count)++];
+
+		memset(request, 0, sizeof(*request));
+		request->kind = plan->uri.transport == KCOPYD_NBD_UNIX ? KFS_REQ_CONNECT_UNIX : KFS_REQ_CONNECT_INET;
+		request->path = plan->uri.socket_path;
+	}
+	if (plan->uri.transport == KCOPYD_NBD_TCP) {
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *found;
+		int gai;
+
+		if (!*net_known) {
+			r = kfs_writer_netns(svc->opener, cred, net_fd, reason, sizeof(reason));
+			if (r < 0) {
+				set_text(why, why_len, "%s=%s: %s", key, uri, reason);
+				return r;
+			}
+			*net_known = true;
+		}
+		/* Names are resolved as the daemon resolves them; the connection is made from the writer's network. */
+		gai = getaddrinfo(plan->uri.host, plan->uri.port ? plan->uri.port : "10809", &hints, &found);
+		if (gai != 0) {
+			set_text(why, why_len, "%s=%s: no such host %s: %s", key, uri, plan->uri.host,
+				 gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+			return gai == EAI_MEMORY ? -ENOMEM : gai == EAI_AGAIN ? -EAGAIN : -ENOENT;
+		}
+		for (index = 0; index < plan->sockets; index++) {
+			struct kfs_request *request = &requests[plan->first + index];
+
+			memcpy(&request->addr, found->ai_addr, found->ai_addrlen);
+			request->addr_len = found->ai_addrlen;
+		}
+		freeaddrinfo(found);
+	}
+	if (plan->uri.tls_psk_file) {
+		plan->psk_request = (int)*count;
+		requests[(*count)++] = (struct kfs_request){ .kind = KFS_REQ_KEY, .path = plan->uri.tls_psk_file };
+	}
+	if (plan->uri.tls_certificates) {
+		plan->certificates_request = (int)*count;
+		requests[(*count)++] = (struct kfs_request){ .kind = KFS_REQ_KEY, .path = plan->uri.tls_certificates };
+	}
+	return 0;
+}
+
+/*
+ * Make a device of an NBD region from what the helper gave: the first
+ * socket must have connected (its error is the region's), the others
+ * that did are offered for multi-conn; a key file must have opened and be
+ * a regular file (tls-psk-file) or a directory (tls-certificates).  Every
+ * descriptor of the plan is taken (the device's, or closed).
+ */
+static int settle_nbd_region(struct kfs_service *svc, const char *key, const char *uri, bool writable,
+			     const struct region_plan *plan, int *fds, struct kcopyd_dev **dev, char *why,
+			     size_t why_len)
+{
+	struct kcopyd_nbd_config config = {
+		.connections = svc->nbd_connections,
+		.timeout_ms = svc->nbd_timeout_ms,
+		.tls_psk_fd = -1,
+		.tls_certificates_fd = -1,
+	};
+	int sockets[KFS_MAX_REQUESTS];
+	unsigned int index, connected = 0;
+	char reason[512];
+	struct stat st;
+	int r = 0;
+
+	for (index = 0; index < plan->sockets; index++) {
+		int fd = fds[plan->first + index];
+
+		fds[plan->first + index] = -EBADF;
+		if (fd >= 0)
+			sockets[connected++] = fd;
+		else if (index == 0)
+			r = fd;
+	}
+	if (r < 0) {
+		set_text(why, why_len, "%s=%s: cannot connect to %s%s: %s", key, uri,
+			 plan->uri.transport == KCOPYD_NBD_UNIX ? plan->uri.socket_path : plan->uri.host,
+			 plan->uri.transport == KCOPYD_NBD_UNIX ? "" : " (from the writer's network)",
+			 r == -ENOTSOCK ? "not a socket" : strerror(-r));
+	}
+	if (plan->psk_request >= 0) {
+		config.tls_psk_fd = fds[plan->psk_request];
+		fds[plan->psk_request] = -EBADF;
+		if (r == 0 && config.tls_psk_fd < 0) {
+			r = config.tls_psk_fd;
+			set_text(why, why_len, "%s=%s: tls-psk-file %s: %s", key, uri, plan->uri.tls_psk_file, strerror(-r));
+		} else if (r == 0 && (fstat(config.tls_psk_fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+			r = -EINVAL;
+			set_text(why, why_len, "%s=%s: tls-psk-file %s: not a regular file", key, uri,
+				 plan->uri.tls_psk_file);
+		}
+	}
+	if (plan->certificates_request >= 0) {
+		config.tls_certificates_fd = fds[plan->certificates_request];
+		fds[plan->certificates_request] = -EBADF;
+		if (r == 0 && config.tls_certificates_fd < 0) {
+			r = config.tls_certificates_fd;
+			set_text(why, why_len, "%s=%s: tls-certificates %s: %s", key, uri, plan->uri.tls_certificates,
+				 strerror(-r));
+		} else if (r == 0 && (fstat(config.tls_certificates_fd, &st) < 0 || !S_ISDIR(st.st_mode))) {
+			r = -ENOTDIR;
+			set_text(why, why_len, "%s=%s: tls-certificates %s: not a directory", key, uri,
+				 plan->uri.tls_certificates);
+		}
+	}
+	if (r < 0) {
+		for (index = 0; index < connected; index++)
+			close(sockets[index]);
+		if (config.tls_psk_fd >= 0)
+			close(config.tls_psk_fd);
+		if (config.tls_certificates_fd >= 0)
+			close(config.tls_certificates_fd);
+		return r;
+	}
+	config.socket_fds = sockets;
+	config.num_socket_fds = connected;
+	reason[0] = '\0';
+	r = kcopyd_dev_open_nbd(uri, writable ? O_RDWR : O_RDONLY, &config, sizeof(config), dev, reason,
+				sizeof(reason));
+	if (r < 0)
+		set_text(why, why_len, "%s=%s: %s", key, uri,
+			 reason[0] ? reason : r == -EROFS ? "the export is read-only" : strerror(-r));
+	return r;
+}
+
+/*
+ * Open every region of @spec as @owner (from @root_fd, -1 for the daemon's
+ * view; NBD connections from the network of @cred's writer) into @run,
+ * settle the counts, check the job as the engine will, and render its
+ * canonical description into *@canonical (malloc'd).  Runs without
+ * svc->lock: the run is not yet the job's, so no other thread sees it.
+ * The paths move from @spec to @run.
+ */
+int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *spec,
+		const struct kfs_owner *owner, const struct kfs_cred *cred, int root_fd, struct io_region *from,
+		struct io_region *dests, char **canonical, char *why, size_t why_len)
+{
+	char description[JOBSPEC_MAX_CANONICAL];
+	struct region_plan plans[KCOPYD_MAX_REGIONS + 1];	/* [0]: source, [1 + i]: dests */
+	struct kfs_request *requests;
+	int *fds;			/* what kfs_run_requests() gave, in the order of requests[] */
+	unsigned int index, count = 0;
+	bool net_known = false, has_nbd = false, entered = false;
+	int net_fd = -1, r = 0;
+
+	requests = calloc(KFS_MAX_REQUESTS, sizeof(*requests));
+	fds = calloc(KFS_MAX_REQUESTS, sizeof(*fds));
+	if (!requests || !fds) {
+		free(requests);
+		free(fds);
+		return -ENOMEM;
+	}
+	memset(plans, 0, sizeof(plans));
 	/*
-	 * TEMPORARY (branch grammar): the grammar takes NBD URIs, but opening
-	 * them as the writer is the lead's part of issue 15 (regions.c); until
-	 * then a URI is refused here, never opened as a path.
+	 * Every region is opened, and every NBD socket connected, as the owner
+	 * at once (one helper process for the job); what follows works on the
+	 * descriptors (a claim is taken as the daemon).  A path on the mount
+	 * itself is not opened at all.  Failures are reported in the order of
+	 * the regions.
 	 */
-	for (index = 0; index <= spec->num_dests; index++) {
+	for (index = 0; r == 0 && index <= spec->num_dests; index++) {
 		const struct jobspec_region *region = index == 0 ? &spec->from : &spec->dests[index - 1];
+		const char *path = region->path;
+		struct region_plan *plan = &plans[index];
 
-		if ((index > 0 || spec->op == JOBSPEC_COPY) && region->is_uri) {
-			set_text(why, why_len, "%s=\"%.200s\": NBD regions are not opened by this daemon yet",
-				 index == 0 ? "from" : "to", region->path);
-			return -EPROTONOSUPPORT;
+		plan->psk_request = plan->certificates_request = -1;
+		if (index == 0 && spec->op != JOBSPEC_COPY) {
+			plan->skip = true;
+		} else if (region->is_uri) {
+			r = plan_nbd_region(svc, cred, index ? "to" : "from", path, plan, requests, &count, &net_fd,
+					    &net_known, why, why_len);
+		} else if (path_on_mount(svc, path)) {
+			plan->skip = true;
+		} else {
+			plan->first = count;
+			requests[count++] = (struct kfs_request){ .kind = KFS_REQ_OPEN, .path = path,
+								  .writable = index > 0 };
 		}
 	}
-
-	/*
-	 * Every region is opened as the owner at once (one helper process for
-	 * the job); what follows works on the descriptors (a claim is taken
-	 * as the daemon).  A path on the mount itself is not opened at all.
-	 * Failures are reported in the order of the regions.
-	 */
-	for (index = 0; index <= spec->num_dests; index++) {
-		const char *path = index == 0 ? spec->from.path : spec->dests[index - 1].path;
-
-		fds[index] = index == 0 && spec->op != JOBSPEC_COPY ? -EBADF : -EDEADLK;
-		slot[index] = -1;
-		if (fds[index] == -EDEADLK && !path_on_mount(svc, path)) {
-			slot[index] = (int)count;
-			paths[count] = path;
-			writable[count++] = index > 0;
-		}
+	for (index = 0; r == 0 && index <= spec->num_dests; index++)
+		has_nbd |= plans[index].nbd;
+	if (r == 0 && has_nbd) {
+		r = kfs_opener_enter(svc->opener, owner->uid);
+		if (r < 0)
+			set_text(why, why_len, "uid %u already has 4 jobs connecting to NBD servers (that do not "
+				 "answer?): try again later", (unsigned int)owner->uid);
+		entered = r == 0;
 	}
-	r = kfs_open_as(svc->opener, owner, root_fd, count, paths, writable, opened, why, why_len);
+	if (r == 0)
+		r = kfs_run_requests(svc->opener, owner, root_fd, net_fd, count, requests, fds, why, why_len);
+	if (net_fd >= 0)
+		close(net_fd);
+	if (r < 0) {
+		count = 0;	/* nothing was opened */
+		goto out;
+	}
+
+	for (index = 0; r == 0 && index <= spec->num_dests; index++) {
+		struct jobspec_region *region = index == 0 ? &spec->from : &spec->dests[index - 1];
+		const struct region_plan *plan = &plans[index];
+		const char *key = index == 0 ? "from" : "to";
+
+		if (index == 0 && spec->op != JOBSPEC_COPY)
+			continue;
+		if (plan->nbd) {
+			r = settle_nbd_region(svc, key, region->path, index > 0, plan, fds, &run->devs[index], why,
+					      why_len);
+		} else {
+			int fd = plan->skip ? -EDEADLK : fds[plan->first];
+
+			if (!plan->skip)
+				fds[plan->first] = -EBADF;	/* settled: closed, or the device's */
+			r = settle_region(svc, run, key, region->path, index > 0, fd, &run->devs[index], why, why_len);
+		}
+		if (r < 0)
+			break;
+		if (!region->has_count) {
+			region->count = index > 0 && spec->op == JOBSPEC_COPY ? spec->from.count
+									   : rest_of_device(run->devs[index], region->sector);
+			region->has_count = true;
+		}
+		if (index == 0)
+			*from = (struct io_region){ run->devs[0], region->sector, region->count };
+		else
+			dests[index - 1] = (struct io_region){ run->devs[index], region->sector, region->count };
+	}
+
+out:
+	if (entered)
+		kfs_opener_leave(svc->opener, owner->uid);
+	/* The regions after the one that failed were opened but not settled. */
+	for (index = 0; index < count; index++)
+		if (fds[index] >= 0)
+			close(fds[index]);
+	for (index = 0; index <= spec->num_dests; index++)
+		if (plans[index].nbd)
+			kcopyd_nbd_uri_free(&plans[index].uri);
+	free(requests);
+	free(fds);
 	if (r < 0)
 		return r;
-	for (index = 0; index <= spec->num_dests; index++)
-		if (slot[index] >= 0)
-			fds[index] = opened[slot[index]];
-
-	if (spec->op == JOBSPEC_COPY) {
-		r = settle_region(svc, run, "from", spec->from.path, false, fds[0], &run->devs[0], why, why_len);
-		fds[0] = -EBADF;	/* settled: closed, or the device's */
-		if (r < 0)
-			goto err_close_fds;
-		if (!spec->from.has_count) {
-			spec->from.count = rest_of_device(run->devs[0], spec->from.sector);
-			spec->from.has_count = true;
-		}
-		*from = (struct io_region){ run->devs[0], spec->from.sector, spec->from.count };
-	}
-	for (index = 0; index < spec->num_dests; index++) {
-		struct jobspec_region *dest = &spec->dests[index];
-
-		r = settle_region(svc, run, "to", dest->path, true, fds[1 + index], &run->devs[1 + index], why,
-				  why_len);
-		fds[1 + index] = -EBADF;
-		if (r < 0)
-			goto err_close_fds;
-		if (!dest->has_count) {
-			dest->count = spec->op == JOBSPEC_COPY ? spec->from.count
-							       : rest_of_device(run->devs[1 + index], dest->sector);
-			dest->has_count = true;
-		}
-		dests[index] = (struct io_region){ run->devs[1 + index], dest->sector, dest->count };
-	}
 	r = kcopyd_validate(spec->op == JOBSPEC_COPY ? from : NULL, spec->num_dests, dests, spec->flags, why,
 			    (unsigned int)why_len);
 	if (r < 0)
@@ -325,11 +555,4 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 		spec->dests[index].path = NULL;
 	}
 	return 0;
-
-err_close_fds:
-	/* The regions after the one that failed were opened but not settled. */
-	for (index = 0; index <= spec->num_dests; index++)
-		if (fds[index] >= 0)
-			close(fds[index]);
-	return r;
 }

@@ -138,6 +138,9 @@ struct kfs_service {
 	char *mountpoint;
 	dev_t mount_dev;
 	struct kfs_opener *opener;	/* opens regions as their owners (regions.h); read-only after create */
+	enum kfs_nbd_policy nbd_policy;	/* --nbd; these three read-only after create */
+	unsigned int nbd_connections;	/* sockets a job connects per NBD region (used with multi-conn) */
+	unsigned int nbd_timeout_ms;
 
 	pthread_mutex_t claims_lock;	/* the claims list; taken after ->lock, never before */
 	struct claim *claims;
@@ -261,8 +264,8 @@ void run_free(struct kfs_run *run);
  * Return: 0, or -errno with the reason in @why.
  */
 int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *spec,
-		const struct kfs_owner *owner, int root_fd, struct io_region *from, struct io_region *dests,
-		char **canonical, char *why, size_t why_len);
+		const struct kfs_owner *owner, const struct kfs_cred *cred, int root_fd, struct io_region *from,
+		struct io_region *dests, char **canonical, char *why, size_t why_len);
 
 /* start.c */
 

@@ -112,6 +112,9 @@ int kfs_service_create(const struct kfs_config *config, kfs_change_fn on_change,
 	svc->max_objects_others = svc->max_objects - svc->max_objects / ROOT_RESERVE_DIVISOR;
 	svc->max_jobs_others = svc->max_jobs - svc->max_jobs / ROOT_RESERVE_DIVISOR;
 	svc->mount_dev = config->mount_dev;
+	svc->nbd_policy = config->nbd_policy;
+	svc->nbd_connections = config->nbd_connections ? config->nbd_connections : KCOPYD_NBD_DEFAULT_CONNECTIONS;
+	svc->nbd_timeout_ms = config->nbd_timeout_ms ? config->nbd_timeout_ms : KCOPYD_NBD_DEFAULT_TIMEOUT_MS;
 	svc->next_id = 1;
 	r = kfs_opener_create(&svc->opener);
 	if (r < 0)

@@ -80,6 +80,25 @@ void on_start(void *context)
 }
 
 /*
+ * After the error line: what an NBD server, or the loss of one, said of a
+ * region that failed (libnbd's text), so that "EIO" comes with its cause.
+ */
+static void append_server_errors(const struct kfs_run *run, const struct kcopyd_result *result, char *buf,
+				 size_t len)
+{
+	size_t used = strlen(buf);
+	unsigned int index;
+
+	for (index = 0; index < run->region_count && used < len; index++) {
+		bool failed = index == 0 ? result->read.error != 0 : result->write[index - 1].error != 0;
+		const char *text = run->devs[index] && failed ? kcopyd_dev_error(run->devs[index]) : NULL;
+
+		if (text)
+			used += (size_t)snprintf(buf + used, len - used, "; %s said: %s", run->paths[index], text);
+	}
+}
+
+/*
  * A job that a shutdown (a signal, or an unmount) stopped has ended: say
  * what became of it, by name, since nobody can read its status any more:
  * cancelled, or with --state-dir interrupted and how to resume it; or
@@ -185,6 +204,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 			 used ? "; " : "", run->paths[1 + sync_dest], sync_dest, errno_name(sync_error),
 			 strerror(-sync_error));
 	}
+	append_server_errors(run, &result, failure, sizeof(failure));
 	if (strncmp(failure, "none", 4) != 0)
 		job->error = strdup(failure);
 	job->read_err = result.read_err;
@@ -441,7 +461,7 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	if (r == 0 && !(run = run_alloc(svc, job, spec.num_dests)))
 		r = -ENOMEM;
 	if (r == 0)
-		r = prepare_job(svc, run, &spec, &owner, root_fd, &from, dests, &canonical, why, sizeof(why));
+		r = prepare_job(svc, run, &spec, &owner, cred, root_fd, &from, dests, &canonical, why, sizeof(why));
 	if (root_fd >= 0)
 		close(root_fd);
 	if (r == -ENOMEM)
