@@ -43,3 +43,16 @@ const char *kcopyd_dev_error(const struct kcopyd_dev *dev)
 	(void)dev;
 	return NULL;
 }
+
+int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *why, size_t why_len)
+{
+	(void)uri, (void)result;
+	if (why && why_len)
+		snprintf(why, why_len, "NBD is not built in (stub)");
+	return -EPROTONOSUPPORT;
+}
+
+void kcopyd_nbd_uri_free(struct kcopyd_nbd_uri *uri)
+{
+	(void)uri;
+}
