@@ -208,6 +208,10 @@ for how in fusermount3 SIGTERM; do
 			exec 7<>"$mnt/clone-autoremove" && read -r auto_id <&7 &&
 				echo "copy from=$slow_file to=$work/dest-auto.img" >&7
 			exec 7>&-
+			# The kernel sends the close (RELEASE) to the daemon on its own
+			# time; nothing shows it was taken, so give it a moment before
+			# the stop, which would otherwise come first now and then.
+			sleep 0.3
 		fi
 		if [ "$how" = fusermount3 ]; then
 			fusermount3 -u "$mnt" 2>"$work/fusermount.err"
