@@ -133,8 +133,10 @@ struct kcopyd_driver {
 	 * abort() - optional: a job with I/O on @dev through @queue was
 	 * cancelled.  A driver whose requests can wait long (a hung server)
 	 * makes those that stay unanswered complete soon with -ECANCELED;
-	 * requests that complete on their own are not disturbed.  On the I/O
-	 * thread.
+	 * requests that complete on their own are not disturbed.  Called by
+	 * the thread that cancels (kcopyd_job_cancel()), not the I/O thread,
+	 * which may be waiting on the device itself (extent()): it must be
+	 * thread-safe and must not block.
 	 */
 	void (*abort)(void *queue, struct kcopyd_dev *dev);
 	/* error() - optional: the device's last error text, for kcopyd_dev_error(). */

@@ -65,6 +65,12 @@
 #define EXTENT_CACHE_ENTRIES 4096u
 /* After abort(), how long a connection may still go without answering before it is shut. */
 #define CANCEL_GRACE_MS 200u
+/* A cancel older than this is over (its job ended); it no longer shortens deadlines. */
+#define CANCEL_WINDOW_MS 10000u
+/* Queues (clients) whose I/O threads are told when another thread changed a shared connection. */
+#define MAX_WAKERS 32u
+/* Without room to tell them all, each polls the shared device at least this often. */
+#define OVERFLOW_POLL_MS 5
 /* A synchronous wait (handshake, extents, flush) looks at its flag at least this often. */
 #define SYNC_POLL_SLICE_MS 50
 /* The largest PSK file read through tls_psk_fd (gnutls' psktool writes a few dozen bytes a user). */
@@ -73,6 +79,15 @@
 struct nbd_conn {
 	struct nbd_handle *h;	/* set at open, then read-only */
 	int fd;			/* its socket, for poll(2) */
+	/*
+	 * Held around every nbd_aio_notify_read/write (conn_notify()): of the
+	 * threads that poll the socket, one at a time looks again whether it
+	 * is still readable and tells libnbd.  libnbd must never be told of
+	 * data that another thread already took: a read notification in the
+	 * middle of sending a request pauses the request and waits for a
+	 * reply, which the server cannot send before the rest of the request.
+	 */
+	pthread_mutex_t drive_lock;
 	/* Under nbd_dev.lock. */
 	unsigned int in_flight;	/* queue requests sent, not completed */
 	uint64_t progress_ns;	/* the last reply, or the first request after being idle */
@@ -96,6 +111,17 @@ struct nbd_dev {
 	pthread_mutex_t lock;
 	/* Under lock. */
 	uint64_t cancel_ns;	/* abort() asked at; 0: no cancel pending */
+	/*
+	 * The eventfds of the queues with requests on this device.  A
+	 * connection's direction (what its socket must be polled for) changes
+	 * when any thread calls libnbd on it; an I/O thread asleep in poll(2)
+	 * with the old one would not see that the connection now waits to
+	 * write.  So a thread that called libnbd on a device polled by others
+	 * wakes them (wake_others()) to ask again.  Alone, nobody is woken.
+	 */
+	int wakers[MAX_WAKERS];
+	unsigned int nr_wakers;
+	unsigned int wakers_overflow;	/* queues beyond MAX_WAKERS: they poll every OVERFLOW_POLL_MS */
 	unsigned int next_conn;
 	uint64_t extents_start;	/* the cache covers [extents_start, extents[nr-1].end) */
 	unsigned int nr_extents;
@@ -128,6 +154,26 @@ static void set_dev_error(struct nbd_dev *nd, const char *fmt, ...)
 	pthread_mutex_unlock(&nd->lock);
 }
 
+/*
+ * Wake the I/O threads of the other queues polling @nd (all, with @self_fd
+ * -1: a thread that is no queue's), so that they take the connections'
+ * directions afresh: see nbd_dev.wakers.
+ */
+static void wake_others(struct nbd_dev *nd, int self_fd)
+{
+	int fds[MAX_WAKERS];
+	unsigned int count = 0, index;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&nd->lock);
+	for (index = 0; index < nd->nr_wakers; index++)
+		if (nd->wakers[index] != self_fd)
+			fds[count++] = nd->wakers[index];
+	pthread_mutex_unlock(&nd->lock);
+	for (index = 0; index < count; index++)
+		(void)!write(fds[index], &one, sizeof(one));
+}
+
 /* libnbd's last error text on this thread, on one line. */
 static const char *libnbd_error(void)
 {
@@ -155,9 +201,12 @@ static void conn_kill(struct nbd_dev *nd, struct nbd_conn *c, int error)
 		c->abort_error = error;
 	pthread_mutex_unlock(&nd->lock);
 	shutdown(c->fd, SHUT_RDWR);
+	/* The socket now reads its end at once: libnbd sees it and the handle dies. */
+	pthread_mutex_lock(&c->drive_lock);
 	for (tries = 0; tries < 16 && conn_alive(c); tries++)
 		if (nbd_aio_notify_read(c->h) < 0)
 			break;
+	pthread_mutex_unlock(&c->drive_lock);
 }
 
 /* -errno for a request that failed with libnbd's @err on @c. */
@@ -173,16 +222,25 @@ static int conn_error(struct nbd_dev *nd, struct nbd_conn *c, int err)
 	return err > 0 ? -err : -EIO;
 }
 
-/* Feed what poll(2) saw on @c to libnbd; a failure of the connection is kept as the device's error. */
+/*
+ * Feed what poll(2) saw on @c to libnbd, under the connection's
+ * drive_lock: readable is looked at again (another thread polling the
+ * same socket may have taken the data since), and a write notification
+ * is given only while libnbd wants to write.  A failure of the connection
+ * is kept as the device's error.
+ */
 static void conn_notify(struct nbd_dev *nd, struct nbd_conn *c, short revents)
 {
+	struct pollfd now = { .fd = c->fd, .events = POLLIN };
 	int r = 0;
 
-	if (revents & (POLLIN | POLLHUP | POLLERR))
+	pthread_mutex_lock(&c->drive_lock);
+	if ((revents & (POLLIN | POLLHUP | POLLERR)) && poll(&now, 1, 0) > 0)
 		r = nbd_aio_notify_read(c->h);
-	if (r == 0 && (revents & POLLOUT))
+	if (r == 0 && (revents & POLLOUT) && (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
 		r = nbd_aio_notify_write(c->h);
-	if (r < 0)
+	pthread_mutex_unlock(&c->drive_lock);
+	if (r < 0 && !conn_alive(c))
 		set_dev_error(nd, "%s", libnbd_error());
 }
 
@@ -196,6 +254,20 @@ static short conn_events(const struct nbd_conn *c)
 	if (dir & LIBNBD_AIO_DIRECTION_WRITE)
 		events |= POLLOUT;
 	return events;
+}
+
+/* Milliseconds from @now to @deadline, at least 0, rounded up. */
+static int ms_until(uint64_t now, uint64_t deadline)
+{
+	uint64_t ms = deadline > now ? (deadline - now + 999999) / 1000000 : 0;
+
+	return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* Whether a cancel of @nd is pending at @now (under nd->lock). */
+static bool cancel_pending(const struct nbd_dev *nd, uint64_t now)
+{
+	return nd->cancel_ns && now < nd->cancel_ns + CANCEL_WINDOW_MS * 1000000ull;
 }
 
 /* A synchronous command: its completion flag and result. */
@@ -225,27 +297,39 @@ static int sync_complete(void *user_data, int *error)
  */
 static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc)
 {
-	uint64_t deadline = now_ns() + (uint64_t)nd->timeout_ms * 1000000u;
+	uint64_t start = now_ns(), deadline = start + (uint64_t)nd->timeout_ms * 1000000u;
 
 	while (!atomic_load_explicit(&sc->done, memory_order_acquire)) {
 		struct pollfd pfd = { .fd = c->fd };
-		uint64_t now = now_ns();
+		uint64_t now = now_ns(), cancel_deadline = UINT64_MAX;
 		int slice;
 
 		if (!conn_alive(c))
 			break;	/* dead: libnbd completed every command on it */
+		pthread_mutex_lock(&nd->lock);
+		if (cancel_pending(nd, now))
+			cancel_deadline = (nd->cancel_ns > start ? nd->cancel_ns : start) + CANCEL_GRACE_MS * 1000000ull;
+		pthread_mutex_unlock(&nd->lock);
+		if (now >= cancel_deadline) {
+			/* A cancel (from another thread: this one may be the I/O thread) ends the wait. */
+			set_dev_error(nd, "cancelled while waiting for the server");
+			conn_kill(nd, c, -ECANCELED);
+			continue;
+		}
 		if (now >= deadline) {
 			set_dev_error(nd, "the server did not answer in %u ms", nd->timeout_ms);
 			conn_kill(nd, c, -ETIMEDOUT);
 			continue;
 		}
-		slice = (int)((deadline - now + 999999) / 1000000);
+		slice = ms_until(now, deadline < cancel_deadline ? deadline : cancel_deadline);
 		if (slice > SYNC_POLL_SLICE_MS)
 			slice = SYNC_POLL_SLICE_MS;
 		pfd.events = conn_events(c);
 		if (poll(&pfd, 1, slice) > 0)
 			conn_notify(nd, c, pfd.revents);
 	}
+	/* What this thread did to the connection, the I/O threads polling it must see. */
+	wake_others(nd, -1);
 	if (!atomic_load_explicit(&sc->done, memory_order_acquire))
 		return conn_error(nd, c, ENOTCONN);
 	return sc->error;
@@ -569,6 +653,27 @@ static void active_get(struct nbd_queue *q, struct nbd_dev *nd)
 			return;
 		}
 	q->active[q->nr_active++] = (struct nbd_active){ .nd = nd, .count = 1 };
+	pthread_mutex_lock(&nd->lock);
+	if (nd->nr_wakers < MAX_WAKERS)
+		nd->wakers[nd->nr_wakers++] = q->notify_fd;
+	else
+		nd->wakers_overflow++;
+	pthread_mutex_unlock(&nd->lock);
+}
+
+static void wakers_remove(struct nbd_dev *nd, int fd)
+{
+	unsigned int index;
+
+	pthread_mutex_lock(&nd->lock);
+	for (index = 0; index < nd->nr_wakers; index++)
+		if (nd->wakers[index] == fd)
+			break;
+	if (index < nd->nr_wakers)
+		nd->wakers[index] = nd->wakers[--nd->nr_wakers];
+	else
+		nd->wakers_overflow--;
+	pthread_mutex_unlock(&nd->lock);
 }
 
 static void active_put(struct nbd_queue *q, struct nbd_dev *nd)
@@ -577,8 +682,10 @@ static void active_put(struct nbd_queue *q, struct nbd_dev *nd)
 
 	for (index = 0; index < q->nr_active; index++)
 		if (q->active[index].nd == nd) {
-			if (--q->active[index].count == 0)
+			if (--q->active[index].count == 0) {
 				q->active[index] = q->active[--q->nr_active];
+				wakers_remove(nd, q->notify_fd);
+			}
 			return;
 		}
 }
@@ -672,6 +779,7 @@ static int nbdrv_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
 			io->result = r;
 			queue_done_push(cmd);
 		}
+		wake_others(cmd->nd, q->notify_fd);
 	}
 	return (int)taken;
 }
@@ -696,14 +804,6 @@ static int nbdrv_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 	return (int)count;
 }
 
-/* Milliseconds from @now to @deadline, at least 0, rounded up. */
-static int ms_until(uint64_t now, uint64_t deadline)
-{
-	uint64_t ms = deadline > now ? (deadline - now + 999999) / 1000000 : 0;
-
-	return ms > INT32_MAX ? INT32_MAX : (int)ms;
-}
-
 /*
  * The deadline of @c: with requests in flight, timeout_ms after its last
  * reply, or CANCEL_GRACE_MS after a cancel if that is sooner.  Under
@@ -715,7 +815,7 @@ static bool conn_deadline(const struct nbd_dev *nd, const struct nbd_conn *c, ui
 		return false;
 	*deadline = c->progress_ns + (uint64_t)nd->timeout_ms * 1000000u;
 	*error = -ETIMEDOUT;
-	if (nd->cancel_ns) {
+	if (cancel_pending(nd, c->progress_ns > nd->cancel_ns ? c->progress_ns : nd->cancel_ns)) {
 		uint64_t from = nd->cancel_ns > c->progress_ns ? nd->cancel_ns : c->progress_ns;
 
 		if (from + CANCEL_GRACE_MS * 1000000ull < *deadline) {
@@ -744,6 +844,8 @@ static int nbdrv_poll_fds(void *queue, struct pollfd *fds, unsigned int max, int
 			pthread_mutex_lock(&nd->lock);
 			if (conn_deadline(nd, c, &deadline, &error) && deadline < nearest)
 				nearest = deadline;
+			if (nd->wakers_overflow && now + OVERFLOW_POLL_MS * 1000000ull < nearest)
+				nearest = now + OVERFLOW_POLL_MS * 1000000ull;
 			pthread_mutex_unlock(&nd->lock);
 			if (!conn_alive(c) || nfds == max || nfds == q->polled_size)
 				continue;
@@ -766,8 +868,10 @@ static void nbdrv_poll_done(void *queue, const struct pollfd *fds, unsigned int 
 	uint64_t now;
 
 	for (index = 0; index < count && index < q->nr_polled; index++)
-		if (fds[index].revents)
+		if (fds[index].revents) {
 			conn_notify(q->polled[index].nd, q->polled[index].conn, fds[index].revents);
+			wake_others(q->polled[index].nd, q->notify_fd);
+		}
 	/* Deadlines: shut what did not answer in time (its requests complete now, with the error). */
 	now = now_ns();
 	for (index = 0; index < q->nr_active; index++) {
@@ -827,6 +931,7 @@ static void nbdrv_close_dev(struct kcopyd_dev *dev)
 		if (c->h && nbd_aio_is_ready(c->h))
 			nbd_aio_disconnect(c->h, 0);
 		nbd_close(c->h);
+		pthread_mutex_destroy(&c->drive_lock);
 	}
 	pthread_mutex_destroy(&nd->lock);
 	free(nd->extents);
@@ -867,6 +972,7 @@ static int conn_open(struct nbd_conn *c, const struct conn_setup *setup, char *w
 	int r = 0;
 
 	c->fd = -1;
+	pthread_mutex_init(&c->drive_lock, NULL);
 	c->h = nbd_create();
 	if (!c->h) {
 		snprintf(why, why_len, "%s", libnbd_error());

@@ -1115,6 +1115,8 @@ static void submit_pending(struct kcopyd_client *kc)
  * A cancelled job may have I/O waiting on a device that does not answer
  * (an NBD server that hangs): ask the drivers that can to end it soon
  * (abort()), so the cancel does not wait for the device's own timeout.
+ * Called by the cancelling thread; source_queue, the dests' queues and
+ * regions are set at submission and never change.
  */
 static void job_abort_io(struct kcopyd_job *job)
 {
@@ -1162,7 +1164,6 @@ static bool take_new_work(struct kcopyd_client *kc)
 		if (!job->io_done) {
 			job->cancelled = 1;
 			job->stopping = true;
-			job_abort_io(job);
 			ready_update(job);
 			maybe_complete_job(job);
 		}
@@ -1837,6 +1838,12 @@ int kcopyd_job_cancel(struct kcopyd_job *job)
 	job->refs++;
 	list_add_tail(&job->cancel_link, &kc->cancels);
 	pthread_mutex_unlock(&kc->lock);
+	/*
+	 * From here, not the I/O thread: that thread may itself be waiting on
+	 * the device (an NBD extent query).  The cancel's reference keeps the
+	 * job, and the caller its devices, until the I/O thread has taken it.
+	 */
+	job_abort_io(job);
 	kick(kc);
 	return 0;
 }
