@@ -1059,3 +1059,67 @@ Test(nbd, qemu_nbd_qcow2)
 	kcopyd_dev_close(in);
 	kcopyd_client_destroy(kc);
 }
+
+/* A read error at a chosen offset (a ddrescue mapfile): the failing sub-job is told, everything below it is copied. */
+Test(nbd, read_error_at_an_offset)
+{
+	char image[PATH_MAX], map[PATH_MAX], dst[PATH_MAX], file_arg[PATH_MAX + 8], map_arg[PATH_MAX + 24];
+	const uint64_t bad = 20 * MiB + 4096;
+	struct kcopyd_client *kc = client();
+	struct kcopyd_dev *src, *out;
+	struct kcopyd_result result;
+	struct io_region from, to;
+	struct server *s;
+	FILE *f;
+
+	local_path(image, sizeof(image), "image");
+	local_path(map, sizeof(map), "ddrescue.map");
+	local_path(dst, sizeof(dst), "dst");
+	cr_assert_eq(tu_file_create(image, EXPORT_BYTES, SEED), 0);
+	cr_assert_eq(tu_file_create(dst, EXPORT_BYTES, 0), 0);
+	f = fopen(map, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "# Mapfile\n0x00000000     +               1\n#      pos        size  status\n");
+	fprintf(f, "0x%08llx  0x%08llx  +\n", 0ull, (unsigned long long)bad);
+	fprintf(f, "0x%08llx  0x%08llx  -\n", (unsigned long long)bad, 4096ull);
+	fprintf(f, "0x%08llx  0x%08llx  +\n", (unsigned long long)bad + 4096, (unsigned long long)(EXPORT_BYTES - bad - 4096));
+	fclose(f);
+	snprintf(file_arg, sizeof(file_arg), "file=%s", image);
+	snprintf(map_arg, sizeof(map_arg), "ddrescue-mapfile=%s", map);
+	s = nbdkit_start(false, (const char *const[]){ "-r", "--filter=ddrescue", "file", file_arg, map_arg, NULL });
+	src = open_nbd(s->uri, O_RDONLY);
+	out = open_file(dst, O_RDWR);
+	from = whole(src);
+	to = whole(out);
+	cr_assert_eq(run_job(kc, &from, 1, &to, 0, &result), -EIO, "error %d", result.error);
+	cr_assert_eq(result.read_err, 1);
+	cr_assert_eq(result.read.sector, 20 * MiB / 512, "failing sector %" PRIu64, result.read.sector);
+	cr_assert_eq(result.read.count, KCOPYD_DEFAULT_SUBJOB_SECTORS);
+	cr_assert_eq(result.write_err, 0u);
+	cr_assert_eq(tu_pattern_check(dst, 0, 20 * MiB, SEED, 0, NULL), 0, "below the failure");
+	/* With IGNORE_ERROR the failing chunk is zeros and the rest is copied. */
+	cr_assert_eq(run_job(kc, &from, 1, &to, KCOPYD_IGNORE_ERROR, &result), -EIO);
+	cr_assert_eq(tu_pattern_check(dst, 20 * MiB, MiB, 0, 0, NULL), 0, "the failing chunk");
+	cr_assert_eq(tu_pattern_check(dst, 21 * MiB, EXPORT_BYTES - 21 * MiB, SEED, 21 * MiB, NULL), 0, "above it");
+	kcopyd_client_destroy(kc);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(out);
+}
+
+/* A server that accepts but never answers the handshake: -ETIMEDOUT at open, after the configured time. */
+Test(nbd, handshake_timeout)
+{
+	struct server *s = memory_server();
+	struct kcopyd_nbd_config config = { .timeout_ms = 500, .tls_psk_fd = -1, .tls_certificates_fd = -1 };
+	struct kcopyd_dev *dev = NULL;
+	char why[256] = "";
+	double start;
+	int r;
+
+	kill(s->pid, SIGSTOP);
+	start = tu_now();
+	r = kcopyd_dev_open_nbd(s->uri, O_RDONLY, &config, sizeof(config), &dev, why, sizeof(why));
+	cr_assert_eq(r, -ETIMEDOUT, "%d (%s)", r, why);
+	cr_assert(tu_now() - start >= 0.45 && tu_now() - start < 2.0, "took %.2f s", tu_now() - start);
+	cr_assert(strstr(why, "500 ms"), "%s", why);
+}
