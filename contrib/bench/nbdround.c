@@ -5,7 +5,7 @@
  * does not take an NBD URI there until the front ends learn URIs).
  *
  * Build: part of the tree (`make` builds contrib/bench/nbdround).
- * Run:   nbdround SRC DST [PAGES]
+ * Run:   [NBDROUND_DEPTH=N] [NBDROUND_SUBJOB_KB=K] nbdround SRC DST [PAGES]
  *        SRC and DST are paths or NBD URIs (kcopyd_dev_open() opens both);
  *        the copy is SRC's whole size, DST is synced at the end (an NBD
  *        flush, or fdatasync), as kcopy does.
@@ -48,8 +48,15 @@ int main(int argc, char **argv)
 	r = kcopyd_dev_open(argv[1], O_RDONLY, &src);
 	if (r == 0)
 		r = kcopyd_dev_open(argv[2], O_RDWR, &dst);
-	if (r == 0)
-		r = kcopyd_client_create(pages, &kc);
+	if (r == 0) {
+		struct kcopyd_config config = {
+			.num_pages = pages,
+			.depth = getenv("NBDROUND_DEPTH") ? (unsigned int)atoi(getenv("NBDROUND_DEPTH")) : 0,
+			.subjob_sectors = getenv("NBDROUND_SUBJOB_KB") ? (unsigned int)atoi(getenv("NBDROUND_SUBJOB_KB")) * 2 : 0,
+		};
+
+		r = kcopyd_client_create_sized(&config, sizeof(config), &kc);
+	}
 	if (r < 0) {
 		fprintf(stderr, "nbdround: %s\n", strerror(-r));
 		return 1;
