@@ -496,6 +496,31 @@ Test(nbd, sparse_memory_source_skips_holes)
 	cr_assert_eq(tu_pattern_check(dst, 0, 8 * MiB, 0, 0, NULL), 0);
 	cr_assert_eq(tu_pattern_check(dst, 8 * MiB, 2 * MiB, SEED, 8 * MiB, NULL), 0);
 	cr_assert_eq(tu_pattern_check(dst, 10 * MiB, EXPORT_BYTES - 10 * MiB, 0, 0, NULL), 0);
+
+	/*
+	 * Data written through the device where it had holes: the extents it
+	 * learnt are forgotten, the next copy reads the new data.
+	 */
+	{
+		char data[PATH_MAX];
+		struct kcopyd_dev *in, *rw = open_nbd(s->uri, O_RDWR);
+
+		local_path(data, sizeof(data), "data");
+		cr_assert_eq(tu_file_create(data, EXPORT_BYTES, OTHER_SEED), 0);
+		in = open_file(data, O_RDONLY);
+		from = whole(rw);
+		cr_assert_eq(run_job(kc, &from, 1, &to, 0, &result), 0, "%s", strerror(-result.error));
+		from = (struct io_region){ .bdev = in, .sector = 32 * MiB / 512, .count = MiB / 512 };
+		to = (struct io_region){ .bdev = rw, .sector = 32 * MiB / 512, .count = MiB / 512 };
+		cr_assert_eq(run_job(kc, &from, 1, &to, 0, &result), 0, "%s", strerror(-result.error));
+		from = whole(rw);
+		to = whole(out);
+		cr_assert_eq(run_job(kc, &from, 1, &to, 0, &result), 0, "%s", strerror(-result.error));
+		cr_assert_eq(tu_pattern_check(dst, 32 * MiB, MiB, OTHER_SEED, 32 * MiB, NULL), 0,
+			     "data written where the export had a hole was not copied");
+		kcopyd_dev_close(in);
+		kcopyd_dev_close(rw);
+	}
 	kcopyd_client_destroy(kc);
 	kcopyd_dev_close(src);
 	kcopyd_dev_close(out);

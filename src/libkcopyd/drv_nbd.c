@@ -61,6 +61,12 @@
 #define NBD_DEFAULT_MAX_REQUEST (32u << 20)
 /* A block-status request covers up to this much at once; the rest of the job is asked later. */
 #define EXTENT_REQUEST_MAX (1ull << 30)
+/*
+ * Extents learnt are trusted this long: others may write to the export
+ * between jobs (the local-file driver asks the kernel every time).  A
+ * copy walks forward, so this costs one block-status request a second.
+ */
+#define EXTENT_CACHE_MS 1000u
 /* Extents kept from one block-status reply (merged where alike); more are asked again. */
 #define EXTENT_CACHE_ENTRIES 4096u
 /* After abort(), how long a connection may still go without answering before it is shut. */
@@ -123,7 +129,8 @@ struct nbd_dev {
 	unsigned int nr_wakers;
 	unsigned int wakers_overflow;	/* queues beyond MAX_WAKERS: they poll every OVERFLOW_POLL_MS */
 	unsigned int next_conn;
-	uint64_t extents_start;	/* the cache covers [extents_start, extents[nr-1].end) */
+	uint64_t extents_start;	/* the cache covers [extents_start, extents[nr-1].end) ... */
+	uint64_t extents_ns;	/* ... learnt then; emptied by every write or zero through this device */
 	unsigned int nr_extents;
 	struct nbdrv_extent *extents;	/* EXTENT_CACHE_ENTRIES */
 	char error[256];	/* the last connection error, for kcopyd_dev_error() */
@@ -376,6 +383,7 @@ static int extent_reply(void *user_data, const char *metacontext, uint64_t offse
 		return 0;
 	pthread_mutex_lock(&nd->lock);
 	nd->extents_start = offset;
+	nd->extents_ns = now_ns();
 	nd->nr_extents = 0;
 	for (index = 0; index + 1 < nr_entries; index += 2) {
 		/* STATE_ZERO: reads as zeros, whether allocated (HOLE) or not. */
@@ -403,6 +411,10 @@ static bool extent_cached(struct nbd_dev *nd, uint64_t offset, uint64_t length, 
 
 	if (nd->nr_extents == 0 || offset < nd->extents_start || offset >= nd->extents[nd->nr_extents - 1].end)
 		return false;
+	if (now_ns() - nd->extents_ns > EXTENT_CACHE_MS * 1000000ull) {
+		nd->nr_extents = 0;
+		return false;
+	}
 	while (low < high) {	/* the first entry ending after @offset */
 		unsigned int mid = (low + high) / 2;
 
@@ -739,6 +751,12 @@ static int cmd_start(struct nbd_cmd *cmd)
 		return err == -ENOTCONN ? -ECONNRESET : err;
 	}
 	cmd->conn = c;
+	if (io->op != KCOPYD_IO_READ) {
+		/* What this device told of its holes is no longer true. */
+		pthread_mutex_lock(&nd->lock);
+		nd->nr_extents = 0;
+		pthread_mutex_unlock(&nd->lock);
+	}
 	switch (io->op) {
 	case KCOPYD_IO_READ:
 		cookie = nbd_aio_pread(c->h, io->buf, io->length, io->offset, done, 0);
@@ -1208,6 +1226,8 @@ int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_conf
 	why[0] = '\0';
 	if (config)
 		memcpy(&cfg, config, config_size < sizeof(cfg) ? config_size : sizeof(cfg));
+	if (!cfg.socket_fds)
+		cfg.num_socket_fds = 0;
 	if (!uri || !result || (flags != O_RDONLY && flags != O_RDWR)) {
 		r = -EINVAL;
 		snprintf(why, why_len, "bad arguments");
