@@ -812,6 +812,31 @@ Test(nbd, tls_psk)
 	r = kcopyd_dev_open_nbd(uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why));
 	cr_assert_eq(r, -EBADF, "O_PATH key: %d (%s)", r, why);
 	config.tls_psk_fd = -1;
+	/* Pre-connected (a service for its caller): a key named in the URI would be read as the service. */
+	{
+		struct sockaddr_un un = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		snprintf(un.sun_path, sizeof(un.sun_path), "%s", s->sock);
+		cr_assert_eq(connect(fd, (struct sockaddr *)&un, sizeof(un)), 0);
+		config.socket_fds = &fd;
+		config.num_socket_fds = 1;
+		snprintf(uri, sizeof(uri), "nbds+unix://alice@/?socket=%s&tls-psk-file=%s", s->sock, psk);
+		r = kcopyd_dev_open_nbd(uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why));
+		cr_assert_eq(r, -EPERM, "key by name with a pre-connected socket: %d (%s)", r, why);
+		cr_assert(fcntl(fd, F_GETFD) < 0, "the socket was not taken over on failure");
+		/* The same with the key as a descriptor works. */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert_eq(connect(fd, (struct sockaddr *)&un, sizeof(un)), 0);
+		config.tls_psk_fd = open(psk, O_RDONLY | O_CLOEXEC);
+		r = kcopyd_dev_open_nbd(uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why));
+		cr_assert_eq(r, 0, "pre-connected, key by descriptor: %d (%s)", r, why);
+		kcopyd_dev_close(dev);
+		config.socket_fds = NULL;
+		config.num_socket_fds = 0;
+		config.tls_psk_fd = -1;
+		snprintf(uri, sizeof(uri), "nbds+unix://alice@/?socket=%s", s->sock);
+	}
 	config.tls_certificates_fd = open(workdir, O_RDONLY | O_DIRECTORY);
 	r = kcopyd_dev_open_nbd(uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why));
 	cr_assert_eq(r, -EOPNOTSUPP, "tls_certificates_fd: %d (%s)", r, why);

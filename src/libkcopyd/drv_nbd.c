@@ -1246,6 +1246,17 @@ int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_conf
 	r = kcopyd_nbd_uri_parse(uri, &parts, why, why_len);
 	if (r < 0)
 		goto err_close_fds;
+	if (cfg.num_socket_fds && ((parts.tls_psk_file && cfg.tls_psk_fd < 0) || parts.tls_certificates)) {
+		/*
+		 * Pre-connected sockets: a service acting for a caller.  A key
+		 * file named in the URI would be opened here, as the service;
+		 * it must come as a descriptor the caller opened.
+		 */
+		r = -EPERM;
+		snprintf(why, why_len, "with pre-connected sockets, %s must be passed as a descriptor, not by name",
+			 parts.tls_certificates ? "tls-certificates" : "tls-psk-file");
+		goto err_free_parts;
+	}
 	lowered = strdup(uri);
 	if (!lowered) {
 		r = -ENOMEM;
