@@ -16,8 +16,10 @@
  * libnbd runs a request's completion callback inside those calls; the
  * callback puts the I/O on its queue's done list and adds to the client's
  * eventfd, and reap() hands it to the engine.  A device used by two
- * clients at once is polled by both I/O threads; libnbd's handle lock
- * serialises them and each completion goes to the queue that sent it.
+ * clients at once is polled by both I/O threads: one at a time drives a
+ * connection (nbd_conn.drive_lock), each completion goes to the queue
+ * that sent it, and a thread that changed a shared connection wakes the
+ * others (nbd_dev.wakers).
  *
  * Deadlines.  A connection with requests in flight that has had no reply
  * for timeout_ms is shut (shutdown(2) on its socket: libnbd sees the end
@@ -27,10 +29,12 @@
  * their requests with -ECANCELED.  A healthy connection, which answers all
  * the time, is never shut by either.
  *
- * Locks.  nbd_dev.lock guards the connections' counters, the extent cache
- * and the error text; a queue's lock guards its done list.  Neither is
- * ever held across a libnbd call (a completion callback, run inside one,
- * takes them: the device's, released, then the queue's).
+ * Locks.  nbd_dev.lock guards the connections' counters, the extent cache,
+ * the wakers and the error text; a queue's lock guards its done list.
+ * Neither is ever held across a libnbd call (a completion callback, run
+ * inside one, takes them: the device's, released, then the queue's).
+ * nbd_conn.drive_lock is held around nbd_aio_notify_read/write only, and
+ * is taken with neither of the others held.
  */
 #include "config.h"
 
