@@ -52,6 +52,7 @@ static char workdir[PATH_MAX];
 /* A server this test started. */
 struct server {
 	pid_t pid;
+	bool ipv6;		/* TCP on ::1 */
 	char sock[PATH_MAX];	/* "" for TCP */
 	int port;
 	char uri[PATH_MAX + 64];
@@ -116,6 +117,12 @@ static bool server_up(const struct server *s)
 		snprintf(un.sun_path, sizeof(un.sun_path), "%s", s->sock);
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		r = connect(fd, (struct sockaddr *)&un, sizeof(un));
+	} else if (s->ipv6) {
+		struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)s->port),
+					    .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+
+		fd = socket(AF_INET6, SOCK_STREAM, 0);
+		r = connect(fd, (struct sockaddr *)&in6, sizeof(in6));
 	} else {
 		struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
 					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -133,6 +140,8 @@ static bool server_up(const struct server *s)
  * Waits until it accepts connections.  The URI is nbd+unix:///?socket=...
  * or nbd://127.0.0.1:PORT/ (the caller may build its own from sock/port).
  */
+static bool next_server_ipv6;	/* the next TCP server listens on ::1 (nbd://[::1]:PORT/) */
+
 static struct server *server_start_prog(bool tcp, const char *const args[])
 {
 	struct server *s;
@@ -146,8 +155,9 @@ static struct server *server_start_prog(bool tcp, const char *const args[])
 	memset(s, 0, sizeof(*s));
 	if (tcp) {
 		s->port = free_port();
+		s->ipv6 = next_server_ipv6;
 		snprintf(port_text, sizeof(port_text), "%d", s->port);
-		snprintf(s->uri, sizeof(s->uri), "nbd://127.0.0.1:%d/", s->port);
+		snprintf(s->uri, sizeof(s->uri), s->ipv6 ? "nbd://[::1]:%d/" : "nbd://127.0.0.1:%d/", s->port);
 	} else {
 		char sock[PATH_MAX];
 
@@ -188,7 +198,7 @@ static struct server *nbdkit_start(bool tcp, const char *const args[])
 
 	if (tcp) {
 		argv[argc++] = "-i";
-		argv[argc++] = "127.0.0.1";
+		argv[argc++] = next_server_ipv6 ? "::1" : "127.0.0.1";
 		argv[argc++] = "-p";
 		argv[argc++] = "@PORT";
 	} else {
@@ -1172,4 +1182,26 @@ Test(nbd, handshake_timeout)
 	cr_assert_eq(r, -ETIMEDOUT, "%d (%s)", r, why);
 	cr_assert(tu_now() - start >= 0.45 && tu_now() - start < 2.0, "took %.2f s", tu_now() - start);
 	cr_assert(strstr(why, "500 ms"), "%s", why);
+}
+
+/* An IPv6 literal: nbd://[::1]:PORT/EXPORT; the same export twice is the same storage. */
+Test(nbd, ipv6_literal)
+{
+	struct server *s;
+	char uri[128], why[256];
+	struct kcopyd_dev *a, *b;
+	struct io_region ra, rb;
+
+	next_server_ipv6 = true;
+	s = nbdkit_start(true, (const char *const[]){ "memory", "64M", NULL });
+	next_server_ipv6 = false;
+	snprintf(uri, sizeof(uri), "nbd://[::1]:%d/disk", s->port);
+	a = open_nbd(uri, O_RDWR);
+	b = open_nbd(uri, O_RDONLY);
+	cr_assert_eq(kcopyd_dev_sectors(a), EXPORT_SECTORS);
+	ra = (struct io_region){ .bdev = b, .sector = 0, .count = 1024 };
+	rb = (struct io_region){ .bdev = a, .sector = 512, .count = 1024 };
+	cr_assert_eq(kcopyd_validate(&ra, 1, &rb, 0, why, sizeof(why)), -EINVAL, "%s", why);
+	kcopyd_dev_close(a);
+	kcopyd_dev_close(b);
 }
