@@ -121,8 +121,10 @@ struct kcopyd_driver {
 	/*
 	 * extent() - synchronous: what @dev holds from byte @offset,
 	 * looked at up to @length bytes, asked through the client's @queue
-	 * for @dev (NBD would ask its server).  Called on the I/O thread, so it
-	 * must be cheap (lseek(SEEK_DATA) is: metadata only).  NULL: all data.
+	 * for @dev.  Called on the I/O thread, so it must be cheap
+	 * (lseek(SEEK_DATA) is: metadata only; the NBD driver asks its server
+	 * for 1 GiB at once, within its deadline, and answers later calls from
+	 * what it learnt).  NULL: all data.
 	 * Return: 0 and *@extent_length (1..@length bytes) and *@hole (the
 	 * range reads as zeros and holds no data), or -errno (then the
 	 * engine drops KCOPYD_CAP_EXTENTS and reads everything).
