@@ -721,6 +721,34 @@ Test(nbd, multi_conn)
 	dev = open_nbd(s->uri, O_RDWR);
 	cr_assert_eq(log_connections(logfile), KCOPYD_NBD_DEFAULT_CONNECTIONS, "%u connections",
 		     log_connections(logfile));
+	/* A copy spreads its writes over them all. */
+	{
+		char src[PATH_MAX], line[1024];
+		struct kcopyd_client *kc = client();
+		struct kcopyd_dev *in;
+		struct kcopyd_result result;
+		struct io_region from, to;
+		unsigned int used = 0, conn;
+		FILE *f;
+
+		local_path(src, sizeof(src), "src");
+		cr_assert_eq(tu_file_create(src, EXPORT_BYTES, SEED), 0);
+		in = open_file(src, O_RDONLY);
+		from = whole(in);
+		to = whole(dev);
+		cr_assert_eq(run_job(kc, &from, 1, &to, 0, &result), 0, "%s", strerror(-result.error));
+		kcopyd_client_destroy(kc);
+		kcopyd_dev_close(in);
+		f = fopen(logfile, "r");
+		cr_assert_not_null(f);
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "%*s %*s connection=%u Write", &conn) == 1 && strstr(line, " Write id=") &&
+			    conn < 32)
+				used |= 1u << conn;
+		fclose(f);
+		cr_assert_eq(__builtin_popcount(used), (int)KCOPYD_NBD_DEFAULT_CONNECTIONS,
+			     "writes went to connections 0x%x", used);
+	}
 	kcopyd_dev_close(dev);
 	cr_assert_eq(kcopyd_dev_open_nbd(s->uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why)), 0, "%s",
 		     why);
