@@ -11,6 +11,7 @@ set -euo pipefail
 build_packages=(
 	build-essential autoconf automake libtool pkg-config
 	libaio-dev libfuse3-dev fuse3 util-linux mount
+	libnbd-dev libxml2-dev	# drv_nbd.c: NBD regions through libnbd; libxml2 splits URIs
 )
 # What the tests, benchmarks, fuzzing and packaging add.
 all_packages=(

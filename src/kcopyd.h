@@ -197,8 +197,13 @@ struct kcopyd_nbd_config {
  *
  * Return: 0; -EINVAL for a URI that is not one (see kcopyd_nbd_uri_parse());
  * -EROFS for O_RDWR on a read-only export; -ECONNREFUSED, -EHOSTUNREACH,
- * -ENOENT (no such host or export), -EACCES (TLS refused: key wrong or
- * not given), -ETIMEDOUT; -ENOMEM; another -errno of the connection.
+ * -ENOENT (no such host, socket or export), -EACCES (TLS refused: key
+ * wrong or not given), -ETIMEDOUT; -EPERM (with @socket_fds, a key file
+ * named in the URI rather than passed as tls_psk_fd: a service must not
+ * open it as itself); -EOPNOTSUPP (tls_certificates_fd, which cannot be
+ * made safe: libnbd looks names up inside the directory); -EBADF
+ * (tls_psk_fd open without read access, e.g. O_PATH); -ENOMEM; another
+ * -errno of the connection.
  */
 int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_config *config,
 			size_t config_size, struct kcopyd_dev **result, char *why, size_t why_len);

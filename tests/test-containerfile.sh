@@ -9,7 +9,8 @@
 # contrib/deps.sh, builds as README.md says (autoreconf -fi, configure,
 # make) and that its runtime stage copies every program Makefile.am
 # installs; that the runtime stage's packages hold every library kcopydfs
-# links to (dpkg -S); and, as root with FUSE, that the entrypoint runs
+# names itself (DT_NEEDED, dpkg -S; what those need comes with their
+# packages); and, as root with FUSE, that the entrypoint runs
 # kcopydfs -f on $KCOPYDFS_MOUNT, making it, and that SIGTERM stops it
 # with exit status 0 and no mount left.
 #
@@ -81,9 +82,21 @@ copied=$(grep '^COPY --from=build ' <<<"$(stage 2)" | tr -s ' ' '\n' | sed -n 's
 [ -n "$programs" ] && [ "$programs" = "$copied" ] && pass "$check" ||
 	fail "$check" "bin: $(echo $programs)" "copied: $(echo $copied)"
 
+# needed_libraries BINARY: the paths of the libraries BINARY names itself
+# (DT_NEEDED), as ldd resolves them.  Not ldd's whole closure: what those
+# libraries need in turn comes with their packages' dependencies (libnbd0
+# brings gnutls), which apt installs.
+needed_libraries() {
+	local needed
+
+	needed=$(objdump -p "$1" | awk '$1 == "NEEDED" { print $2 }')
+	ldd "$1" | awk -v needed="$needed" 'BEGIN { n = split(needed, names, "\n"); for (i = 1; i <= n; i++) want[names[i]] = 1 }
+		$2 == "=>" && $3 ~ /^\// && ($1 in want) { print $3 }'
+}
+
 check="the runtime stage's packages hold every library kcopydfs links to"
-if [ ! -x "$KCOPYDFS" ] || ! command -v ldd >/dev/null || ! command -v dpkg-query >/dev/null; then
-	echo "SKIP: $check (needs ldd, dpkg and a built kcopydfs at '$KCOPYDFS')"
+if [ ! -x "$KCOPYDFS" ] || ! command -v ldd >/dev/null || ! command -v objdump >/dev/null || ! command -v dpkg-query >/dev/null; then
+	echo "SKIP: $check (needs ldd, objdump, dpkg and a built kcopydfs at '$KCOPYDFS')"
 else
 	runtime_packages=$(apt_packages "$(stage 2)" | sort -u)
 	unheld=
@@ -97,7 +110,7 @@ else
 		owner=$(dpkg -S "$(readlink -f "$library")" 2>/dev/null || dpkg -S "$library" 2>/dev/null)
 		owner=${owner%%:*}
 		grep -qx -- "$owner" <<<"$runtime_packages" || unheld+=" ${library##*/}(${owner:-no package})"
-	done < <(ldd "$KCOPYDFS" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }')
+	done < <(needed_libraries "$KCOPYDFS")
 	[ -z "$unheld" ] && pass "$check" || fail "$check" "in: $(echo $runtime_packages)" "not held:$unheld"
 fi
 

@@ -79,7 +79,10 @@ version=$("$dest$bindir/kcopydfs" --version | sed -n '1s/^kcopydfs (kcopyd) //p'
 
 # --- a program built with pkg-config ------------------------------------------------
 
-export PKG_CONFIG_LIBDIR=$dest$libdir/pkgconfig PKG_CONFIG_SYSROOT_DIR=$dest
+# libkcopyd.pc requires libnbd and libxml-2.0 (Requires.private): the system's
+# .pc files come after the DESTDIR's, as an installed system has them beside it.
+system_pc_path=$(pkg-config --variable pc_path pkg-config)
+export PKG_CONFIG_LIBDIR=$dest$libdir/pkgconfig:$system_pc_path PKG_CONFIG_SYSROOT_DIR=$dest
 unset PKG_CONFIG_PATH
 check "pkg-config --modversion libkcopyd" "$version" "$(pkg-config --modversion libkcopyd 2>&1)"
 flags=$(pkg-config --cflags --libs libkcopyd 2>&1)

@@ -30,6 +30,11 @@ int kcopyd_dev_is_direct(const struct kcopyd_dev *dev)
 	return dev->direct;
 }
 
+const char *kcopyd_dev_error(const struct kcopyd_dev *dev)
+{
+	return dev && dev->driver->error ? dev->driver->error(dev) : NULL;
+}
+
 int kcopyd_dev_sync(struct kcopyd_dev *dev)
 {
 	return dev->driver->flush(dev);

@@ -5,8 +5,8 @@
  * size, largest request), its capabilities and its identity for the
  * overlap check.  The local-file driver (drv_file.c: regular files and
  * block devices, libaio plus a worker for the synchronous calls) is the
- * only one in the library; tests put a fake in its place (tests/fake_io.c)
- * and an NBD driver would be another table.
+ * first; the NBD driver (drv_nbd.c: exports through libnbd) the second;
+ * tests put a fake in their place (tests/fake_io.c).
  *
  * I/O goes through queues.  A client has one queue per (driver, queue_key)
  * pair its jobs use, made the first time a job names such a device
@@ -14,8 +14,11 @@
  * I/O thread calls submit() and reap() on a queue, so a queue needs no
  * locking of its own for them.  A queue tells the I/O thread that
  * completions are ready by adding to the client's eventfd it was given at
- * queue_create(); one whose completions arrive elsewhere (a socket) gives
- * that descriptor through poll_fd(), and the I/O thread polls it too.
+ * queue_create(); one whose completions arrive elsewhere (sockets) gives
+ * those descriptors, the direction to wait for and its nearest deadline
+ * through poll_fds(), the I/O thread polls them with the eventfd, and
+ * poll_done() lets the queue act on what poll(2) saw (the NBD driver,
+ * drv_nbd.c, drives libnbd from there).
  */
 #ifndef KCOPYD_DRIVER_H
 #define KCOPYD_DRIVER_H
@@ -23,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 
 struct kcopyd_dev;
 
@@ -83,11 +87,21 @@ struct kcopyd_driver {
 	/* queue_destroy() - tear down; no I/O is in flight. */
 	void (*queue_destroy)(void *queue);
 	/*
-	 * poll_fd() - optional: a descriptor that becomes readable when
-	 * completions are ready, for a queue that cannot add to the eventfd.
-	 * NULL, or -1: completions are announced on the eventfd.
+	 * poll_fds() - optional, for a queue whose completions come on
+	 * descriptors of its own (sockets) rather than the eventfd: fill up to
+	 * @max entries of @fds with the descriptors and events (POLLIN and/or
+	 * POLLOUT) to wait for, and set *@timeout_ms to the time until the
+	 * queue's nearest deadline (-1: none; it is -1 on entry).  Called by
+	 * the I/O thread before every sleep.  Return: the entries filled.
 	 */
-	int (*poll_fd)(void *queue);
+	int (*poll_fds)(void *queue, struct pollfd *fds, unsigned int max, int *timeout_ms);
+	/*
+	 * poll_done() - after the sleep (poll(2) returned, or timed out), with
+	 * the entries poll_fds() filled and their revents: drive the
+	 * descriptors that are ready and act on deadlines that passed.
+	 * Completions it causes are announced on the eventfd as usual.
+	 */
+	void (*poll_done)(void *queue, const struct pollfd *fds, unsigned int count);
 	/*
 	 * submit() - start @count I/Os.
 	 * Return: how many were taken (from the front; 0 means "try again once
@@ -107,14 +121,28 @@ struct kcopyd_driver {
 	/*
 	 * extent() - synchronous: what @dev holds from byte @offset,
 	 * looked at up to @length bytes, asked through the client's @queue
-	 * for @dev (NBD would ask its server).  Called on the I/O thread, so it
-	 * must be cheap (lseek(SEEK_DATA) is: metadata only).  NULL: all data.
+	 * for @dev.  Called on the I/O thread, so it must be cheap
+	 * (lseek(SEEK_DATA) is: metadata only; the NBD driver asks its server
+	 * for 1 GiB at once, within its deadline, and answers later calls from
+	 * what it learnt).  NULL: all data.
 	 * Return: 0 and *@extent_length (1..@length bytes) and *@hole (the
 	 * range reads as zeros and holds no data), or -errno (then the
 	 * engine drops KCOPYD_CAP_EXTENTS and reads everything).
 	 */
 	int (*extent)(void *queue, struct kcopyd_dev *dev, uint64_t offset, uint64_t length,
 		      uint64_t *extent_length, bool *hole);
+	/*
+	 * abort() - optional: a job with I/O on @dev through @queue was
+	 * cancelled.  A driver whose requests can wait long (a hung server)
+	 * makes those that stay unanswered complete soon with -ECANCELED;
+	 * requests that complete on their own are not disturbed.  Called by
+	 * the thread that cancels (kcopyd_job_cancel()), not the I/O thread,
+	 * which may be waiting on the device itself (extent()): it must be
+	 * thread-safe and must not block.
+	 */
+	void (*abort)(void *queue, struct kcopyd_dev *dev);
+	/* error() - optional: the device's last error text, for kcopyd_dev_error(). */
+	const char *(*error)(const struct kcopyd_dev *dev);
 	/* flush() - synchronous: make completed writes durable.  Return: 0 or -errno. */
 	int (*flush)(struct kcopyd_dev *dev);
 	/* close() - release the driver's part of @dev (not @dev itself). */
@@ -122,5 +150,6 @@ struct kcopyd_driver {
 };
 
 extern const struct kcopyd_driver kcopyd_file_driver;
+extern const struct kcopyd_driver kcopyd_nbd_driver;
 
 #endif /* KCOPYD_DRIVER_H */

@@ -291,6 +291,8 @@ int kcopyd_dev_open(const char *path, int flags, struct kcopyd_dev **result)
 
 	if (!path || !result || (flags != O_RDONLY && flags != O_RDWR))
 		return -EINVAL;
+	if (kcopyd_is_nbd_uri(path))
+		return kcopyd_dev_open_nbd(path, flags, NULL, 0, result, NULL, 0);
 	/* O_NONBLOCK so that a FIFO cannot hang the open; it is refused below. */
 	fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)

@@ -45,6 +45,7 @@
 #define MAX_QUEUE_DEPTH 1024u		/* I/Os in flight per queue; more wait in the pending ring */
 #define MAX_QUEUES 8u			/* driver queues per client */
 #define IO_BATCH 64u			/* I/Os handed to a queue, or reaped, per call */
+#define MAX_POLL_FDS 512u		/* descriptors the queues may add to the I/O thread's poll (NBD sockets) */
 #define SECTORS_PER_PAGE (KCOPYD_PAGE_SIZE >> KCOPYD_SECTOR_SHIFT)
 #define HUGE_PAGE_SIZE (2u << 20)	/* x86-64 and arm64 (4 KiB pages) PMD size */
 #define MAX_GRAINS 64u			/* zero-detection grains per sub-job: one bit each in a uint64_t */
@@ -199,7 +200,6 @@ struct kcopyd_queue {
 	const struct kcopyd_driver *driver;
 	void *key;
 	void *queue;			/* the driver's */
-	int poll_fd;			/* -1: completions come on the client's eventfd */
 };
 
 /*
@@ -257,6 +257,7 @@ struct kcopyd_client {
 	unsigned int pending_head, pending_count, pending_size;
 	unsigned int ios_in_flight;
 	uint64_t jobs_owned;		/* ACTIVE jobs */
+	struct pollfd poll_fds[1 + MAX_POLL_FDS];	/* the eventfd, then the queues' (poll_fds()) */
 
 	/* Counters read by kcopyd_client_stats() from any thread. */
 	_Atomic uint64_t sectors_read;
@@ -354,6 +355,14 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	struct kcopyd_client *kc = job->kc;
 
 	sj->failed = true;
+	if (error == -ECANCELED && job->cancelled) {
+		/* Ended by the cancel (abort()): the job stops, no device failed. */
+		if (dest_index < 0)
+			sj->read_failed = true;
+		if (sj->start < job->fail_start)
+			job->fail_start = sj->start;
+		return;
+	}
 	if (job->error == 0)
 		job->error = error;
 	if (dest_index < 0) {
@@ -1102,6 +1111,27 @@ static void submit_pending(struct kcopyd_client *kc)
 	}
 }
 
+/*
+ * A cancelled job may have I/O waiting on a device that does not answer
+ * (an NBD server that hangs): ask the drivers that can to end it soon
+ * (abort()), so the cancel does not wait for the device's own timeout.
+ * Called by the cancelling thread; source_queue, the dests' queues and
+ * regions are set at submission and never change.
+ */
+static void job_abort_io(struct kcopyd_job *job)
+{
+	unsigned int dest_index;
+
+	if (!job->is_zero && job->source_queue->driver->abort)
+		job->source_queue->driver->abort(job->source_queue->queue, job->source.bdev);
+	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
+		struct kcopyd_queue *q = job->dests[dest_index].queue;
+
+		if (q->driver->abort)
+			q->driver->abort(q->queue, job->dests[dest_index].region.bdev);
+	}
+}
+
 /* Take new jobs and cancel requests from the submitters. */
 static bool take_new_work(struct kcopyd_client *kc)
 {
@@ -1147,23 +1177,48 @@ static bool take_new_work(struct kcopyd_client *kc)
 /*
  * Sleep until there is work.  Every source of work adds to the eventfd
  * (the queues' completions, submitters, cancellers, destroy), so no
- * wake-up is lost; a queue whose completions come on a descriptor of its
- * own (poll_fd) is polled beside it.
+ * wake-up is lost; a queue whose completions come on descriptors of its
+ * own (poll_fds(): NBD sockets) has them polled beside it, for as long as
+ * its nearest deadline allows, and is told what poll(2) saw
+ * (poll_done()), also when the sleep ended by its deadline.
  */
 static void io_thread_sleep(struct kcopyd_client *kc)
 {
 	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
-	struct pollfd fds[1 + MAX_QUEUES];
+	unsigned int first[MAX_QUEUES], count[MAX_QUEUES];
+	struct pollfd *fds = kc->poll_fds;
 	unsigned int queue_index, nfds = 1;
+	bool polling = false;
+	int timeout = -1;
 	uint64_t events;
 
 	fds[0] = (struct pollfd){ .fd = kc->event_fd, .events = POLLIN };
-	for (queue_index = 0; queue_index < nr_queues; queue_index++)
-		if (kc->queues[queue_index].poll_fd >= 0)
-			fds[nfds++] = (struct pollfd){ .fd = kc->queues[queue_index].poll_fd, .events = POLLIN };
-	if (nfds > 1) {
-		while (poll(fds, nfds, -1) < 0 && errno == EINTR)
+	for (queue_index = 0; queue_index < nr_queues; queue_index++) {
+		struct kcopyd_queue *q = &kc->queues[queue_index];
+		int queue_timeout = -1, n;
+
+		first[queue_index] = nfds;
+		count[queue_index] = 0;
+		if (!q->driver->poll_fds)
+			continue;
+		polling = true;
+		n = q->driver->poll_fds(q->queue, fds + nfds, 1 + MAX_POLL_FDS - nfds, &queue_timeout);
+		if (n > 0) {
+			count[queue_index] = (unsigned int)n;
+			nfds += (unsigned int)n;
+		}
+		if (queue_timeout >= 0 && (timeout < 0 || queue_timeout < timeout))
+			timeout = queue_timeout;
+	}
+	if (polling) {
+		while (poll(fds, nfds, timeout) < 0 && errno == EINTR)
 			;
+		for (queue_index = 0; queue_index < nr_queues; queue_index++) {
+			struct kcopyd_queue *q = &kc->queues[queue_index];
+
+			if (q->driver->poll_done)
+				q->driver->poll_done(q->queue, fds + first[queue_index], count[queue_index]);
+		}
 		if (!(fds[0].revents & POLLIN))
 			return;
 	}
@@ -1357,7 +1412,6 @@ static int queue_add(struct kcopyd_client *kc, const struct kcopyd_driver *drive
 		return r;
 	q->driver = driver;
 	q->key = key;
-	q->poll_fd = driver->poll_fd ? driver->poll_fd(q->queue) : -1;
 	atomic_store_explicit(&kc->nr_queues, nr_queues + 1, memory_order_release);
 	return 0;
 }
@@ -1784,6 +1838,12 @@ int kcopyd_job_cancel(struct kcopyd_job *job)
 	job->refs++;
 	list_add_tail(&job->cancel_link, &kc->cancels);
 	pthread_mutex_unlock(&kc->lock);
+	/*
+	 * From here, not the I/O thread: that thread may itself be waiting on
+	 * the device (an NBD extent query).  The cancel's reference keeps the
+	 * job, and the caller its devices, until the I/O thread has taken it.
+	 */
+	job_abort_io(job);
 	kick(kc);
 	return 0;
 }

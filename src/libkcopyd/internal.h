@@ -33,6 +33,13 @@ struct kcopyd_dev {
 	bool is_regular_file;	/* a regular file (copy offload needs two) */
 
 	/* Identity, for the overlap check. */
+	/*
+	 * A device of a driver without inodes (NBD: transport, address and
+	 * export name) is named by this text, owned by the driver; NULL for
+	 * the local-file driver, which has the fields below.  Two devices are
+	 * the same storage when their names are equal.
+	 */
+	const char *identity_name;
 	bool is_blockdev;
 	dev_t identity_dev;	/* st_rdev of a block device, st_dev of a file */
 	ino_t identity_ino;	/* 0 for a block device */

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "libkcopyd/internal.h"
 
@@ -65,6 +66,8 @@ static int check_region(const struct io_region *region, int dest_index, char *wh
 /* The same file or block device, opened twice or not. */
 static bool same_device(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
 {
+	if (a->identity_name || b->identity_name)
+		return a->identity_name && b->identity_name && strcmp(a->identity_name, b->identity_name) == 0;
 	return a->is_blockdev == b->is_blockdev && a->identity_dev == b->identity_dev &&
 	       a->identity_ino == b->identity_ino;
 }
@@ -72,6 +75,8 @@ static bool same_device(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
 /* The same storage underneath: a loop device and its file, two loops on one file, a partition and its disk. */
 static bool same_storage(const struct kcopyd_dev *a, const struct kcopyd_dev *b)
 {
+	if (a->identity_name || b->identity_name)
+		return same_device(a, b);
 	return a->storage_is_file == b->storage_is_file && a->storage_dev == b->storage_dev &&
 	       a->storage_ino == b->storage_ino;
 }
@@ -92,7 +97,7 @@ int kcopyd_regions_overlap(const struct io_region *a, const struct io_region *b)
 /* " (...)" when @a and @b overlap through an alias rather than on one device or file. */
 static const char *alias_note(const struct io_region *a, const struct io_region *b)
 {
-	return same_device(a->bdev, b->bdev) ? ""
+	return same_device(a->bdev, b->bdev) ? (a->bdev->identity_name && a->bdev != b->bdev ? " (the same NBD export)" : "")
 		: " (the same storage, through a loop device or partition)";
 }
 
