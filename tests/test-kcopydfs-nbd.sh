@@ -58,6 +58,8 @@ netns_made=()
 as_nobody() {
 	setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups "$@"
 }
+# The same as a command prefix of serve (a function there would leave $! a subshell's, not nbdkit's).
+nobody_exec=(setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups)
 
 nbd_cleanup() {
 	local pid ns
@@ -184,6 +186,7 @@ cp --sparse=always "$work/remote.img" "$work/remote.orig"
 serve "$work/s/a.sock" -- file "$work/remote.img" || fail "nbdkit serves remote.img" "a socket" "none"
 A="nbd+unix:///?socket=$work/s/a.sock"
 truncate -s "$SIZE" "$work/loop0.img" "$work/loop1.img" "$work/empty.img"
+head -c "$SIZE" /dev/urandom >"$work/dense.img"
 new_loop "$work/loop0.img" && loop0=$loop_device
 new_loop "$work/loop1.img" && loop1=$loop_device
 
@@ -284,7 +287,7 @@ chown $NOBODY:$NOBODY "$work/nb"
 chmod 0755 "$work"
 as_nobody truncate -s "$SIZE" "$work/nb/out.img" "$work/nb/served.img"
 refused "$jobs" nobody-root-socket "copy from=$A to=$work/nb/out.img" EACCES "Permission denied" as_nobody
-serve "$work/nb/own.sock" as_nobody -- file "$work/nb/served.img" || fail "nobody's nbdkit" "a socket" "none"
+serve "$work/nb/own.sock" "${nobody_exec[@]}" -- file "$work/nb/served.img" || fail "nobody's nbdkit" "a socket" "none"
 as_nobody dd if=/dev/urandom of="$work/nb/served.img" bs=1M count=4 conv=notrunc status=none
 run_job "$jobs" nobody-own "copy from=nbd+unix:///?socket=$work/nb/own.sock to=$work/nb/out.img" as_nobody &&
 	check "nobody from its own server into its own file: done, the same bytes" "done same" \
@@ -332,9 +335,8 @@ run_job "$jobs" read-error "copy from=nbd+unix:///?socket=$work/s/rerr.sock to=$
 # Writes that would change 16-17 MiB fail (nbdkit's protect filter: EPERM).
 truncate -s 0 "$work/empty.img"
 truncate -s "$SIZE" "$work/empty.img"
-serve "$work/s/werr.sock" -- --filter=protect file "$work/empty.img" protect=16M-17M ||
+serve "$work/s/werr.sock" -- --filter=protect file "$work/empty.img" protect=16777216-17825791 ||
 	fail "nbdkit protect" "a socket" "none"
-head -c "$SIZE" /dev/urandom >"$work/dense.img"
 new_loop "$work/dense.img" && dense=$loop_device
 run_job "$jobs" write-error "copy from=$dense to=nbd+unix:///?socket=$work/s/werr.sock" &&
 	{
@@ -396,7 +398,7 @@ fi
 kill -CONT "$hang_pid"
 # A user's servers that never answer the handshake hold at most 4 of the daemon's threads:
 # nobody's fifth start is refused with EAGAIN at once, and root is served meanwhile.
-serve "$work/nb/mute.sock" as_nobody -- memory 64M || fail "nobody's nbdkit" "a socket" "none"
+serve "$work/nb/mute.sock" "${nobody_exec[@]}" -- memory 64M || fail "nobody's nbdkit" "a socket" "none"
 mute_pid=$server_pid
 kill -STOP "$mute_pid"
 mute_writers=()
@@ -429,7 +431,7 @@ run_job "$jobs" after-faults "copy from=$A to=$loop1" &&
 # g. resume after a crash
 # ---------------------------------------------------------------------------
 mkdir "$work/state"
-serve "$work/s/slow2.sock" -- --filter=delay file "$work/remote.img" rdelay=200ms || fail "a slow nbdkit" "a socket" "none"
+serve "$work/s/slow2.sock" -- --filter=delay file "$work/dense.img" rdelay=500ms || fail "a slow nbdkit" "a socket" "none"
 if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 	sd_pid=$daemon_pid
 	sd_mount=$daemon_mount
@@ -448,7 +450,7 @@ if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 		echo resume >"$sd_mount/jobs/resumable/ctl"
 		timeout 60 cat "$sd_mount/jobs/resumable/wait" >"$work/resumable.status"
 		check "resume reconnects and finishes it: the same bytes" "done same" \
-			"$(final resumable state) $(cmp -s "$work/remote.orig" "$loop1" && echo same || echo differ)"
+			"$(final resumable state) $(cmp -s "$work/dense.img" "$loop1" && echo same || echo differ)"
 	else
 		fail "the daemon comes back with --state-dir" "a mount" "$(tail -1 "$work/kcopydfs.log")"
 	fi
@@ -487,11 +489,12 @@ if ip netns add "$srv" && netns_made+=("$srv") && ip netns add "$cli" && netns_m
 	mkdir "$jobs/from-daemon-net"
 	write_ctl "$jobs/from-daemon-net/ctl" "copy from=$H to=$loop1"
 	error=$(status_field "$jobs/from-daemon-net" error)
-	if [ "$write_status" != 0 ] && [[ $error == *"cannot connect to 10.213.7.1"* ]] &&
+	# (A network that takes every connection, as some sandboxes' do, then never answers the handshake.)
+	if [ "$write_status" != 0 ] && [[ $error == *10.213.7.1* ]] &&
 		[ "$(cat "$jobs/from-daemon-net/state")" = idle ]; then
 		pass "a writer in the daemon's network does not reach the server host: $error"
 	else
-		fail "a writer in the daemon's network does not reach the server host" "refused, cannot connect" \
+		fail "a writer in the daemon's network does not reach the server host" "refused, naming 10.213.7.1" \
 			"$write_status: $error"
 	fi
 	# The link deleted mid-copy (a slow server: 100 ms a read): nothing answers, the job times out.
