@@ -21,7 +21,7 @@
 #   e. --nbd=unix refuses TCP with EPERM, --nbd=none every URI;
 #   f. faults: a read error and a write error at a chosen offset (nbdkit's
 #      eval plugin and protect filter), the server killed mid-copy, a server
-#      that stops answering (SIGSTOP; --nbd-timeout-ms) and a cancel while
+#      that stops answering (SIGSTOP; --nbd-timeout-ms=5000) and a cancel while
 #      it hangs: each job fails (or is cancelled) with the range on its
 #      error: line, and a later job works;
 #   g. --state-dir: a daemon killed mid-copy from a slow NBD source comes
@@ -169,7 +169,7 @@ sparse_image() {
 	dd if=/dev/urandom of="$1" bs=1M seek=40 count=8 conv=notrunc status=none
 }
 
-if ! start_daemon -o allow_other --nbd-timeout-ms=3000; then
+if ! start_daemon -o allow_other --nbd-timeout-ms=5000; then
 	fail "kcopydfs mounts" "a kcopydfs mount at $daemon_mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"
 	finish
 fi
@@ -341,11 +341,11 @@ new_loop "$work/dense.img" && dense=$loop_device
 run_job "$jobs" write-error "copy from=$dense to=nbd+unix:///?socket=$work/s/werr.sock" &&
 	{
 		error=$(final write-error error)
-		if [ "$(final write-error state)" = failed ] && [ "$(final write-error write_err)" = 1 ] &&
+		if [ "$(final write-error state)" = failed ] && [ "$(final write-error write_err)" = 0x1 ] &&
 			[[ $error =~ write\ error\ on\ .*werr\.sock.*\(to\ #0\)\ sectors\ 32768\+ ]]; then
-			pass "a write error at 16 MiB: failed, write_err 1, the range: $error"
+			pass "a write error at 16 MiB: failed, write_err 0x1, the range: $error"
 		else
-			fail "a write error at 16 MiB" "failed, write_err 1, write error on ... (to #0) sectors 32768+N" \
+			fail "a write error at 16 MiB" "failed, write_err 0x1, write error on ... (to #0) sectors 32768+N" \
 				"$(final write-error state) $(final write-error write_err): $error"
 		fi
 	}
@@ -364,7 +364,7 @@ check "the server killed mid-copy: the job failed with a read error" "failed 1" 
 kill -0 "$daemon" 2>/dev/null && pass "the daemon is up after the server died" ||
 	fail "the daemon is up after the server died" "running" "gone"
 
-# A server that stops answering: ETIMEDOUT after --nbd-timeout-ms (3 s).
+# A server that stops answering: ETIMEDOUT after --nbd-timeout-ms (5 s).
 serve "$work/s/hang.sock" -- --filter=delay file "$work/remote.img" rdelay=100ms || fail "nbdkit" "a socket" "none"
 hang_pid=$server_pid
 mkdir "$jobs/hung"
@@ -447,10 +447,10 @@ if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 	if start_daemon_on "$sd_mount" --state-dir="$work/state"; then
 		check "after SIGKILL and a restart the NBD job is interrupted" "interrupted" \
 			"$(cat "$sd_mount/jobs/resumable/state")"
-		echo resume >"$sd_mount/jobs/resumable/ctl"
+		write_ctl "$sd_mount/jobs/resumable/ctl" resume
 		timeout 60 cat "$sd_mount/jobs/resumable/wait" >"$work/resumable.status"
-		check "resume reconnects and finishes it: the same bytes" "done same" \
-			"$(final resumable state) $(cmp -s "$work/dense.img" "$loop1" && echo same || echo differ)"
+		check "resume reconnects and finishes it: the same bytes" "0 done same" \
+			"$write_status$write_said $(final resumable state) $(cmp -s "$work/dense.img" "$loop1" && echo same || echo differ) $(final resumable error)"
 	else
 		fail "the daemon comes back with --state-dir" "a mount" "$(tail -1 "$work/kcopydfs.log")"
 	fi
