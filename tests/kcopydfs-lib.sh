@@ -219,6 +219,10 @@ errno_text() {
 	ENAMETOOLONG) echo "File name too long" ;;
 	ENOSPC) echo "No space left on device" ;;
 	EDQUOT) echo "Disk quota exceeded" ;;
+	EROFS) echo "Read-only file system" ;;
+	ECONNREFUSED) echo "Connection refused" ;;
+	ETIMEDOUT) echo "Connection timed out" ;;
+	EPROTONOSUPPORT) echo "Protocol not supported" ;;
 	*) echo "($1)" ;;
 	esac
 }

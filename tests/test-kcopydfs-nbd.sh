@@ -21,7 +21,7 @@
 #   e. --nbd=unix refuses TCP with EPERM, --nbd=none every URI;
 #   f. faults: a read error and a write error at a chosen offset (nbdkit's
 #      eval plugin and protect filter), the server killed mid-copy, a server
-#      that stops answering (SIGSTOP; --nbd-timeout-ms) and a cancel while
+#      that stops answering (SIGSTOP; --nbd-timeout-ms=5000) and a cancel while
 #      it hangs: each job fails (or is cancelled) with the range on its
 #      error: line, and a later job works;
 #   g. --state-dir: a daemon killed mid-copy from a slow NBD source comes
@@ -58,6 +58,8 @@ netns_made=()
 as_nobody() {
 	setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups "$@"
 }
+# The same as a command prefix of serve (a function there would leave $! a subshell's, not nbdkit's).
+nobody_exec=(setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups)
 
 nbd_cleanup() {
 	local pid ns
@@ -167,7 +169,7 @@ sparse_image() {
 	dd if=/dev/urandom of="$1" bs=1M seek=40 count=8 conv=notrunc status=none
 }
 
-if ! start_daemon -o allow_other --nbd-timeout-ms=3000; then
+if ! start_daemon -o allow_other --nbd-timeout-ms=5000; then
 	fail "kcopydfs mounts" "a kcopydfs mount at $daemon_mount" "$(tr '\n' '|' <"$work/kcopydfs.log")"
 	finish
 fi
@@ -184,6 +186,7 @@ cp --sparse=always "$work/remote.img" "$work/remote.orig"
 serve "$work/s/a.sock" -- file "$work/remote.img" || fail "nbdkit serves remote.img" "a socket" "none"
 A="nbd+unix:///?socket=$work/s/a.sock"
 truncate -s "$SIZE" "$work/loop0.img" "$work/loop1.img" "$work/empty.img"
+head -c "$SIZE" /dev/urandom >"$work/dense.img"
 new_loop "$work/loop0.img" && loop0=$loop_device
 new_loop "$work/loop1.img" && loop1=$loop_device
 
@@ -284,7 +287,7 @@ chown $NOBODY:$NOBODY "$work/nb"
 chmod 0755 "$work"
 as_nobody truncate -s "$SIZE" "$work/nb/out.img" "$work/nb/served.img"
 refused "$jobs" nobody-root-socket "copy from=$A to=$work/nb/out.img" EACCES "Permission denied" as_nobody
-serve "$work/nb/own.sock" as_nobody -- file "$work/nb/served.img" || fail "nobody's nbdkit" "a socket" "none"
+serve "$work/nb/own.sock" "${nobody_exec[@]}" -- file "$work/nb/served.img" || fail "nobody's nbdkit" "a socket" "none"
 as_nobody dd if=/dev/urandom of="$work/nb/served.img" bs=1M count=4 conv=notrunc status=none
 run_job "$jobs" nobody-own "copy from=nbd+unix:///?socket=$work/nb/own.sock to=$work/nb/out.img" as_nobody &&
 	check "nobody from its own server into its own file: done, the same bytes" "done same" \
@@ -332,18 +335,17 @@ run_job "$jobs" read-error "copy from=nbd+unix:///?socket=$work/s/rerr.sock to=$
 # Writes that would change 16-17 MiB fail (nbdkit's protect filter: EPERM).
 truncate -s 0 "$work/empty.img"
 truncate -s "$SIZE" "$work/empty.img"
-serve "$work/s/werr.sock" -- --filter=protect file "$work/empty.img" protect=16M-17M ||
+serve "$work/s/werr.sock" -- --filter=protect file "$work/empty.img" protect=16777216-17825791 ||
 	fail "nbdkit protect" "a socket" "none"
-head -c "$SIZE" /dev/urandom >"$work/dense.img"
 new_loop "$work/dense.img" && dense=$loop_device
 run_job "$jobs" write-error "copy from=$dense to=nbd+unix:///?socket=$work/s/werr.sock" &&
 	{
 		error=$(final write-error error)
-		if [ "$(final write-error state)" = failed ] && [ "$(final write-error write_err)" = 1 ] &&
+		if [ "$(final write-error state)" = failed ] && [ "$(final write-error write_err)" = 0x1 ] &&
 			[[ $error =~ write\ error\ on\ .*werr\.sock.*\(to\ #0\)\ sectors\ 32768\+ ]]; then
-			pass "a write error at 16 MiB: failed, write_err 1, the range: $error"
+			pass "a write error at 16 MiB: failed, write_err 0x1, the range: $error"
 		else
-			fail "a write error at 16 MiB" "failed, write_err 1, write error on ... (to #0) sectors 32768+N" \
+			fail "a write error at 16 MiB" "failed, write_err 0x1, write error on ... (to #0) sectors 32768+N" \
 				"$(final write-error state) $(final write-error write_err): $error"
 		fi
 	}
@@ -362,7 +364,7 @@ check "the server killed mid-copy: the job failed with a read error" "failed 1" 
 kill -0 "$daemon" 2>/dev/null && pass "the daemon is up after the server died" ||
 	fail "the daemon is up after the server died" "running" "gone"
 
-# A server that stops answering: ETIMEDOUT after --nbd-timeout-ms (3 s).
+# A server that stops answering: ETIMEDOUT after --nbd-timeout-ms (5 s).
 serve "$work/s/hang.sock" -- --filter=delay file "$work/remote.img" rdelay=100ms || fail "nbdkit" "a socket" "none"
 hang_pid=$server_pid
 mkdir "$jobs/hung"
@@ -396,7 +398,7 @@ fi
 kill -CONT "$hang_pid"
 # A user's servers that never answer the handshake hold at most 4 of the daemon's threads:
 # nobody's fifth start is refused with EAGAIN at once, and root is served meanwhile.
-serve "$work/nb/mute.sock" as_nobody -- memory 64M || fail "nobody's nbdkit" "a socket" "none"
+serve "$work/nb/mute.sock" "${nobody_exec[@]}" -- memory 64M || fail "nobody's nbdkit" "a socket" "none"
 mute_pid=$server_pid
 kill -STOP "$mute_pid"
 mute_writers=()
@@ -429,7 +431,7 @@ run_job "$jobs" after-faults "copy from=$A to=$loop1" &&
 # g. resume after a crash
 # ---------------------------------------------------------------------------
 mkdir "$work/state"
-serve "$work/s/slow2.sock" -- --filter=delay file "$work/remote.img" rdelay=200ms || fail "a slow nbdkit" "a socket" "none"
+serve "$work/s/slow2.sock" -- --filter=delay file "$work/dense.img" rdelay=500ms || fail "a slow nbdkit" "a socket" "none"
 if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 	sd_pid=$daemon_pid
 	sd_mount=$daemon_mount
@@ -445,10 +447,10 @@ if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 	if start_daemon_on "$sd_mount" --state-dir="$work/state"; then
 		check "after SIGKILL and a restart the NBD job is interrupted" "interrupted" \
 			"$(cat "$sd_mount/jobs/resumable/state")"
-		echo resume >"$sd_mount/jobs/resumable/ctl"
+		write_ctl "$sd_mount/jobs/resumable/ctl" resume
 		timeout 60 cat "$sd_mount/jobs/resumable/wait" >"$work/resumable.status"
-		check "resume reconnects and finishes it: the same bytes" "done same" \
-			"$(final resumable state) $(cmp -s "$work/remote.orig" "$loop1" && echo same || echo differ)"
+		check "resume reconnects and finishes it: the same bytes" "0 done same" \
+			"$write_status$write_said $(final resumable state) $(cmp -s "$work/dense.img" "$loop1" && echo same || echo differ) $(final resumable error)"
 	else
 		fail "the daemon comes back with --state-dir" "a mount" "$(tail -1 "$work/kcopydfs.log")"
 	fi
@@ -487,11 +489,12 @@ if ip netns add "$srv" && netns_made+=("$srv") && ip netns add "$cli" && netns_m
 	mkdir "$jobs/from-daemon-net"
 	write_ctl "$jobs/from-daemon-net/ctl" "copy from=$H to=$loop1"
 	error=$(status_field "$jobs/from-daemon-net" error)
-	if [ "$write_status" != 0 ] && [[ $error == *"cannot connect to 10.213.7.1"* ]] &&
+	# (A network that takes every connection, as some sandboxes' do, then never answers the handshake.)
+	if [ "$write_status" != 0 ] && [[ $error == *10.213.7.1* ]] &&
 		[ "$(cat "$jobs/from-daemon-net/state")" = idle ]; then
 		pass "a writer in the daemon's network does not reach the server host: $error"
 	else
-		fail "a writer in the daemon's network does not reach the server host" "refused, cannot connect" \
+		fail "a writer in the daemon's network does not reach the server host" "refused, naming 10.213.7.1" \
 			"$write_status: $error"
 	fi
 	# The link deleted mid-copy (a slow server: 100 ms a read): nothing answers, the job times out.
