@@ -178,6 +178,18 @@ struct kcopyd_nbd_config {
 	 */
 	int tls_psk_fd;
 	int tls_certificates_fd;
+	/*
+	 * With @socket_fds: how to get the further connections that multi-conn
+	 * allows (the server says so only in the first handshake, so a
+	 * service need not connect them, and wake a server that serves one
+	 * client at a time, in vain).  Called once the first connection is up,
+	 * for connection @index (1, 2, ...) of @wanted, past those given in
+	 * @socket_fds; returns a connected socket (taken over) or -errno (the
+	 * device then goes on with the connections it has).  NULL: only the
+	 * given sockets are used.
+	 */
+	int (*connect)(void *opaque, unsigned int index, unsigned int wanted);
+	void *connect_opaque;
 };
 
 /*

@@ -8,7 +8,8 @@
 #      destination; NBD to NBD; one NBD source to a loop device and an NBD
 #      destination at once; into a qcow2 file served by qemu-nbd (checked
 #      with qemu-img compare); from nbdkit's sparse-random (its holes
-#      skipped: sectors_zero); over TCP on 127.0.0.1;
+#      skipped: sectors_zero); to a multi-conn export (four connections);
+#      two regions of one export (overlapping: refused); over TCP on 127.0.0.1;
 #   b. refusals, each with its errno and its reason on the error: line, the
 #      job idle: a socket that is not there, a closed port, a host that does
 #      not resolve, an export that does not exist, a read-only export as a
@@ -232,6 +233,19 @@ run_job "$jobs" sparse-random "copy from=nbd+unix:///?socket=$work/s/r.sock to=$
 	check "from sparse-random: done, nbdcopy's bytes, its holes not read" "done same zero>0" \
 		"$(final sparse-random state) $(cmp -s "$work/random.ref" "$loop1" && echo same || echo differ) zero$([ "$(final sparse-random sectors_zero)" -gt 0 ] && echo '>0' || echo =0)"
 
+# Multi-conn: nbdkit's memory plugin advertises it; the other connections are made after the handshake.
+serve "$work/s/mc.sock" -- --filter=log memory 64M logfile="$work/mc.log" || fail "nbdkit memory" "a socket" "none"
+run_job "$jobs" multi-conn "copy from=$loop0 to=nbd+unix:///?socket=$work/s/mc.sock" &&
+	check "a multi-conn export: done over 4 connections (nbdkit's log)" "done 4" \
+		"$(final multi-conn state) $(grep -c 'Connect ' "$work/mc.log")"
+nbdcopy "nbd+unix:///?socket=$work/s/mc.sock" "$work/mc.out"
+check "what reached the multi-conn export is the source's bytes" "same" \
+	"$(cmp -s "$work/remote.orig" "$work/mc.out" && echo same || echo differ)"
+# Two regions of one export that overlap; and that do not.
+refused "$jobs" overlap "copy from=$B:0+4096 to=$B:2048+4096" EINVAL "overlap"
+run_job "$jobs" same-export "copy from=$B:0+2048 to=$B:4096+2048" &&
+	check "two regions of one export that do not overlap" "done" "$(final same-export state)"
+
 port=$(free_port)
 serve "$port" -- file "$work/remote.img" || fail "nbdkit on TCP" "port $port" "none"
 tcp_pid=$server_pid
@@ -432,6 +446,7 @@ run_job "$jobs" after-faults "copy from=$A to=$loop1" &&
 # ---------------------------------------------------------------------------
 mkdir "$work/state"
 serve "$work/s/slow2.sock" -- --filter=delay file "$work/dense.img" rdelay=500ms || fail "a slow nbdkit" "a socket" "none"
+slow2_pid=$server_pid
 if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 	sd_pid=$daemon_pid
 	sd_mount=$daemon_mount
@@ -444,13 +459,19 @@ if start_daemon --state-dir="$work/state" --checkpoint-ms=200; then
 	kill -KILL "$sd_pid"
 	wait "$sd_pid" 2>/dev/null
 	fusermount3 -u -z "$sd_mount" 2>/dev/null
+	# nbdkit 1.32 may abort when a client vanishes with delayed reads in
+	# flight (raw_send_socket: Assertion `sock >= 0' failed): the server is
+	# started again on its socket, as an administrator would.
+	stop_server "$slow2_pid"
+	rm -f "$work/s/slow2.sock"
+	serve "$work/s/slow2.sock" -- file "$work/dense.img" || fail "nbdkit again" "a socket" "none"
 	if start_daemon_on "$sd_mount" --state-dir="$work/state"; then
 		check "after SIGKILL and a restart the NBD job is interrupted" "interrupted" \
 			"$(cat "$sd_mount/jobs/resumable/state")"
 		write_ctl "$sd_mount/jobs/resumable/ctl" resume
 		timeout 60 cat "$sd_mount/jobs/resumable/wait" >"$work/resumable.status"
 		check "resume reconnects and finishes it: the same bytes" "0 done same" \
-			"$write_status$write_said $(final resumable state) $(cmp -s "$work/dense.img" "$loop1" && echo same || echo differ) $(final resumable error)"
+			"$write_status$write_said $(final resumable state) $(cmp -s "$work/dense.img" "$loop1" && echo same || echo differ)$(final resumable error | grep -v "^none$" | sed "s/^/ /")"
 	else
 		fail "the daemon comes back with --state-dir" "a mount" "$(tail -1 "$work/kcopydfs.log")"
 	fi

@@ -283,12 +283,18 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 			 "tls-certificates= must be absolute)", key, uri);
 		return -EINVAL;
 	}
-	if (*count + svc->nbd_connections + 2 > KFS_MAX_REQUESTS) {
+	if (*count + 3 > KFS_MAX_REQUESTS) {
 		set_text(why, why_len, "%s=%s: too many connections for one job", key, uri);
 		return -E2BIG;
 	}
+	/*
+	 * One connection now; more only if the server advertises multi-conn
+	 * in its handshake (more_connections()), so that a server serving one
+	 * client at a time, or forking a script per connection, is not woken
+	 * in vain.
+	 */
 	plan->first = *count;
-	plan->sockets = svc->nbd_connections;
+	plan->sockets = 1;
 	for (index = 0; index < plan->sockets; index++) {
 		struct kfs_request *request = &requests[(*count)++];
 
@@ -334,22 +340,79 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 	return 0;
 }
 
+/* Where the further connections of an NBD region come from (more_connections()). */
+struct more_sockets {
+	struct kfs_service *svc;
+	const struct kfs_owner *owner;
+	int root_fd, net_fd;
+	const struct kfs_request *request;	/* the region's first connect, made again */
+	bool asked;
+	int error;			/* why none could be had */
+	unsigned int count;
+	int fds[KCOPYD_NBD_MAX_CONNECTIONS];	/* [i]: connection i + 1, or -errno; -EBADF once taken */
+};
+
 /*
- * Make a device of an NBD region from what the helper gave: the first
- * socket must have connected (its error is the region's), the others
- * that did are offered for multi-conn; a key file must have opened and be
- * a regular file (tls-psk-file) or a directory (tls-certificates).  Every
- * descriptor of the plan is taken (the device's, or closed).
+ * kcopyd_nbd_config's connect: the server advertised multi-conn, so the
+ * helper connects the other @wanted - 1 sockets at once, as the owner
+ * again, the first time one is asked for.
  */
-static int settle_nbd_region(struct kfs_service *svc, const char *key, const char *uri, bool writable,
+static int more_connections(void *opaque, unsigned int index, unsigned int wanted)
+{
+	struct more_sockets *more = opaque;
+	struct kfs_request requests[KCOPYD_NBD_MAX_CONNECTIONS];
+	char why[256];
+	unsigned int slot;
+	int fd;
+
+	if (!more->asked) {
+		more->asked = true;
+		more->count = wanted > 1 ? wanted - 1 : 0;
+		if (more->count > KCOPYD_NBD_MAX_CONNECTIONS - 1)
+			more->count = KCOPYD_NBD_MAX_CONNECTIONS - 1;
+		for (slot = 0; slot < more->count; slot++)
+			requests[slot] = *more->request;
+		more->error = more->count ? kfs_run_requests(more->svc->opener, more->owner, more->root_fd,
+							     more->net_fd, more->count, requests, more->fds, why,
+							     sizeof(why))
+					  : -ENOENT;
+		if (more->error < 0)
+			more->count = 0;
+	}
+	if (index == 0 || index > more->count)
+		return more->error < 0 ? more->error : -ENOENT;
+	fd = more->fds[index - 1];
+	more->fds[index - 1] = -EBADF;
+	return fd;
+}
+
+/*
+ * Make a device of an NBD region from what the helper gave: the socket
+ * must have connected (its error is the region's); a key file must have
+ * opened and be a regular file (tls-psk-file) or a directory
+ * (tls-certificates).  Every descriptor of the plan is taken (the
+ * device's, or closed).  Further connections for multi-conn are made
+ * during the open, as @owner (from @root_fd and @net_fd) again.
+ */
+static int settle_nbd_region(struct kfs_service *svc, const struct kfs_owner *owner, int root_fd, int net_fd,
+			     const struct kfs_request *requests, const char *key, const char *uri, bool writable,
 			     const struct region_plan *plan, int *fds, struct kcopyd_dev **dev, char *why,
 			     size_t why_len)
 {
+	struct more_sockets more = {
+		.svc = svc,
+		.owner = owner,
+		.root_fd = root_fd,
+		.net_fd = net_fd,
+		.request = &requests[plan->first],
+	};
 	struct kcopyd_nbd_config config = {
 		.connections = svc->nbd_connections,
 		.timeout_ms = svc->nbd_timeout_ms,
 		.tls_psk_fd = -1,
 		.tls_certificates_fd = -1,
+		.connect = more_connections,
+		.connect_opaque = &more,
 	};
 	int sockets[KFS_MAX_REQUESTS];
 	unsigned int index, connected = 0;
@@ -411,6 +474,9 @@ static int settle_nbd_region(struct kfs_service *svc, const char *key, const cha
 	reason[0] = '\0';
 	r = kcopyd_dev_open_nbd(uri, writable ? O_RDWR : O_RDONLY, &config, sizeof(config), dev, reason,
 				sizeof(reason));
+	for (index = 0; index < more.count; index++)
+		if (more.fds[index] >= 0)
+			close(more.fds[index]);
 	if (r < 0)
 		set_text(why, why_len, "%s=%s: %s", key, uri,
 			 reason[0] ? reason : r == -EROFS ? "the export is read-only" : strerror(-r));
@@ -482,8 +548,6 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 	}
 	if (r == 0)
 		r = kfs_run_requests(svc->opener, owner, root_fd, net_fd, count, requests, fds, why, why_len);
-	if (net_fd >= 0)
-		close(net_fd);
 	if (r < 0) {
 		count = 0;	/* nothing was opened */
 		goto out;
@@ -497,8 +561,8 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 		if (index == 0 && spec->op != JOBSPEC_COPY)
 			continue;
 		if (plan->nbd) {
-			r = settle_nbd_region(svc, key, region->path, index > 0, plan, fds, &run->devs[index], why,
-					      why_len);
+			r = settle_nbd_region(svc, owner, root_fd, net_fd, requests, key, region->path, index > 0, plan,
+					      fds, &run->devs[index], why, why_len);
 		} else {
 			int fd = plan->skip ? -EDEADLK : fds[plan->first];
 
@@ -520,6 +584,8 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 	}
 
 out:
+	if (net_fd >= 0)
+		close(net_fd);
 	if (entered)
 		kfs_opener_leave(svc->opener, owner->uid);
 	/* The regions after the one that failed were opened but not settled. */

@@ -1322,7 +1322,7 @@ int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_conf
 	wanted = cfg.connections ? cfg.connections : KCOPYD_NBD_DEFAULT_CONNECTIONS;
 	if (wanted > KCOPYD_NBD_MAX_CONNECTIONS)
 		wanted = KCOPYD_NBD_MAX_CONNECTIONS;
-	if (cfg.num_socket_fds && wanted > cfg.num_socket_fds)
+	if (cfg.num_socket_fds && !cfg.connect && wanted > cfg.num_socket_fds)
 		wanted = cfg.num_socket_fds;
 	if (nbd_can_multi_conn(nd->conns[0].h) != 1)
 		wanted = 1;
@@ -1330,7 +1330,12 @@ int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_conf
 	while (nd->nr_conns < wanted) {
 		char extra_why[256] = "";
 
-		setup.socket_fd = cfg.num_socket_fds ? cfg.socket_fds[next_fd++] : -1;
+		if (!cfg.num_socket_fds)
+			setup.socket_fd = -1;
+		else if (next_fd < cfg.num_socket_fds)
+			setup.socket_fd = cfg.socket_fds[next_fd++];
+		else if ((setup.socket_fd = cfg.connect(cfg.connect_opaque, nd->nr_conns, wanted)) < 0)
+			break;
 		if (conn_open(&nd->conns[nd->nr_conns], &setup, extra_why, sizeof(extra_why)) < 0)
 			break;
 		nd->nr_conns++;
