@@ -30,7 +30,7 @@
 # sets one), so start servers after setting up the rest.
 
 nbd_dir=
-nbd_pids=()
+nbd_server_pids=()
 nbd_lib_armed=0
 nbd_count=0
 
@@ -45,12 +45,12 @@ nbd_require() {
 nbd_lib_cleanup() {
 	local pid
 
-	for pid in "${nbd_pids[@]}"; do
+	for pid in "${nbd_server_pids[@]}"; do
 		kill -CONT "$pid" 2>/dev/null
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 	done
-	nbd_pids=()
+	nbd_server_pids=()
 	[ -n "$nbd_dir" ] && rm -rf "$nbd_dir"
 	nbd_dir=
 }
@@ -130,7 +130,7 @@ nbd_server_start() {
 	fi
 	nbdkit "${args[@]}" "$@" >"$NBD_LOG" 2>&1 &
 	NBD_PID=$!
-	nbd_pids+=("$NBD_PID")
+	nbd_server_pids+=("$NBD_PID")
 	nbd_wait_up nbdkit
 }
 
@@ -156,7 +156,7 @@ qemu_nbd_start() {
 	NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
 	qemu-nbd -k "$NBD_SOCK" -f "$format" -t -e 8 "$image" >"$NBD_LOG" 2>&1 &
 	NBD_PID=$!
-	nbd_pids+=("$NBD_PID")
+	nbd_server_pids+=("$NBD_PID")
 	nbd_wait_up qemu-nbd
 }
 
