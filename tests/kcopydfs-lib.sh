@@ -223,6 +223,7 @@ errno_text() {
 	ECONNREFUSED) echo "Connection refused" ;;
 	ETIMEDOUT) echo "Connection timed out" ;;
 	EPROTONOSUPPORT) echo "Protocol not supported" ;;
+	EOPNOTSUPP) echo "Operation not supported" ;;
 	*) echo "($1)" ;;
 	esac
 }

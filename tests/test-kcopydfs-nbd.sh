@@ -16,12 +16,13 @@
 #      destination, a region past the export's end, a TLS server without TLS;
 #      the URI grammar's port and sector;
 #   c. TLS with a pre-shared key (nbdkit --tls=require --tls-psk): the right
-#      key copies, the wrong one is refused;
+#      key copies, the wrong one is refused; tls-certificates is refused;
 #   d. as nobody through -o allow_other: a root-only socket and a root-only
 #      key file refused with EACCES, its own server copied to and from;
 #   e. --nbd=unix refuses TCP with EPERM, --nbd=none every URI;
 #   f. faults: a read error and a write error at a chosen offset (nbdkit's
-#      eval plugin and protect filter), the server killed mid-copy, a server
+#      eval plugin and protect filter), the server killed mid-copy (its rate
+#      filter keeps the copy going), a server
 #      that stops answering (SIGSTOP; --nbd-timeout-ms=5000) and a cancel while
 #      it hangs: each job fails (or is cancelled) with the range on its
 #      error: line, and a later job works;
@@ -290,6 +291,8 @@ truncate -s "$SIZE" "$work/loop1.img"
 run_job "$jobs" tls "copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-psk-file=$work/s/keys.psk&tls-username=alice to=$loop1" &&
 	check "nbds+unix:// with the right key: done, the same bytes" "done same" \
 		"$(final tls state) $(cmp -s "$work/remote.orig" "$loop1" && echo same || echo differ)"
+refused "$jobs" tls-certificates "copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-certificates=$work/s to=$loop1" \
+	EOPNOTSUPP "certificates"
 refused "$jobs" tls-wrong "copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-psk-file=$work/s/wrong.psk&tls-username=alice to=$loop1" \
 	EACCES "TLS|tls|handshake|key"
 
@@ -365,7 +368,8 @@ run_job "$jobs" write-error "copy from=$dense to=nbd+unix:///?socket=$work/s/wer
 	}
 
 # The server killed mid-copy.
-serve "$work/s/slow.sock" -- --filter=delay file "$work/remote.img" rdelay=300ms || fail "a slow nbdkit" "a socket" "none"
+# (nbdkit's rate filter: 8 MB/s, so the 16 MiB of data take 2 s.)
+serve "$work/s/slow.sock" -- --filter=rate file "$work/remote.img" rate=8M || fail "a slow nbdkit" "a socket" "none"
 slow_pid=$server_pid
 mkdir "$jobs/killed"
 write_ctl "$jobs/killed/ctl" "copy from=nbd+unix:///?socket=$work/s/slow.sock to=$loop1"
