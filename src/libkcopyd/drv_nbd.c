@@ -172,17 +172,20 @@ static void set_dev_error(struct nbd_dev *nd, const char *fmt, ...)
  */
 static void wake_others(struct nbd_dev *nd, int self_fd)
 {
-	int fds[MAX_WAKERS];
-	unsigned int count = 0, index;
+	unsigned int index;
 	uint64_t one = 1;
 
+	/*
+	 * Written under the lock: a queue leaves the list (active_put()) before
+	 * its client closes the eventfd, so an eventfd written here is still
+	 * open, never a number reused for another file.  An eventfd write does
+	 * not block (only a counter near 2^64 would).
+	 */
 	pthread_mutex_lock(&nd->lock);
 	for (index = 0; index < nd->nr_wakers; index++)
 		if (nd->wakers[index] != self_fd)
-			fds[count++] = nd->wakers[index];
+			(void)!write(nd->wakers[index], &one, sizeof(one));
 	pthread_mutex_unlock(&nd->lock);
-	for (index = 0; index < count; index++)
-		(void)!write(fds[index], &one, sizeof(one));
 }
 
 /* libnbd's last error text on this thread, on one line. */
