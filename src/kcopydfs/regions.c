@@ -604,8 +604,9 @@ static int connect_unix(int root_fd, const char *path)
 
 	if (path_fd < 0)
 		return -errno;
-	if (fstat(path_fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-		r = S_ISSOCK(st.st_mode) ? -errno : -ENOTSOCK;
+	/* st is read only when fstat() filled it. */
+	r = fstat(path_fd, &st) < 0 ? -errno : !S_ISSOCK(st.st_mode) ? -ENOTSOCK : 0;
+	if (r < 0) {
 		close(path_fd);
 		return r;
 	}
