@@ -239,6 +239,9 @@ serve "$work/s/mc.sock" -- --filter=log memory 64M logfile="$work/mc.log" || fai
 run_job "$jobs" multi-conn "copy from=$loop0 to=nbd+unix:///?socket=$work/s/mc.sock" &&
 	check "a multi-conn export: done over 4 connections (nbdkit's log)" "done 4" \
 		"$(final multi-conn state) $(grep -c 'Connect ' "$work/mc.log")"
+# Without --state-dir too: the owner of an export cannot sync(1) it as a local file's can.
+check "the NBD destination was flushed when the job ended (nbdkit's log)" "flushed" \
+	"$(grep -q 'Flush' "$work/mc.log" && echo flushed || echo 'no flush')"
 nbdcopy "nbd+unix:///?socket=$work/s/mc.sock" "$work/mc.out"
 check "what reached the multi-conn export is the source's bytes" "same" \
 	"$(cmp -s "$work/remote.orig" "$work/mc.out" && echo same || echo differ)"

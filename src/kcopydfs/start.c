@@ -162,16 +162,20 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	pthread_mutex_unlock(&svc->lock);
 	/*
 	 * With --state-dir, flush the destinations before the end is known to
-	 * anyone, so that a record that says how far it got is true.
+	 * anyone, so that a record that says how far it got is true.  An NBD
+	 * destination is flushed always (NBD_CMD_FLUSH), as kcopy flushes it:
+	 * a local file's owner can sync(1) it after the job, an export's
+	 * cannot, and a server may cache writes (qemu-nbd's writeback).
 	 */
-	if (svc->state_dir) {
-		for (index = 1; index < run->region_count; index++) {
-			int r = kcopyd_dev_sync(run->devs[index]);
+	for (index = 1; index < run->region_count; index++) {
+		int r;
 
-			if (r < 0 && sync_error == 0) {
-				sync_error = r;
-				sync_dest = index - 1;
-			}
+		if (!run->devs[index] || (!svc->state_dir && !kcopyd_is_nbd_uri(run->paths[index])))
+			continue;
+		r = kcopyd_dev_sync(run->devs[index]);
+		if (r < 0 && sync_error == 0) {
+			sync_error = r;
+			sync_dest = index - 1;
 		}
 	}
 
