@@ -20,6 +20,7 @@
 
 #include "kcopydfs/log.h"
 #include "kcopydfs/service-internal.h"
+#include "proto/status.h"
 
 /*
  * A shutdown logs what became of each job it stopped (see log_fate), up to
@@ -86,15 +87,15 @@ void on_start(void *context)
 static void append_server_errors(const struct kfs_run *run, const struct kcopyd_result *result, char *buf,
 				 size_t len)
 {
-	size_t used = strlen(buf);
 	unsigned int index;
 
-	for (index = 0; index < run->region_count && used < len; index++) {
+	for (index = 0; index < run->region_count; index++) {
 		bool failed = index == 0 ? result->read.error != 0 : result->write[index - 1].error != 0;
 		const char *text = run->devs[index] && failed ? kcopyd_dev_error(run->devs[index]) : NULL;
 
+		/* In the shared grammar, which kcopy --via parses (proto/status.c). */
 		if (text)
-			used += (size_t)snprintf(buf + used, len - used, "; %s said: %s", run->paths[index], text);
+			proto_failure_append_said(buf, len, run->paths[index], text);
 	}
 }
 
