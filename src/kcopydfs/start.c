@@ -151,7 +151,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	uint64_t id, engine_checkpoint = 0;
 	int sync_error = 0;
 	unsigned int sync_dest = 0, index;
-	bool remove, log_end = false;
+	bool remove, log_end = false, unflushed = false;
 
 	/*
 	 * The final checkpoint, for the status and (with --state-dir) the
@@ -160,6 +160,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	 */
 	pthread_mutex_lock(&svc->lock);
 	kcopyd_job_checkpoint(run->handle, &engine_checkpoint);
+	(void)kcopyd_job_result(run->handle, &result);
 	pthread_mutex_unlock(&svc->lock);
 	/*
 	 * With --state-dir, flush the destinations before the end is known to
@@ -174,6 +175,11 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 		if (!run->devs[index] || (!svc->state_dir && !kcopyd_is_nbd_uri(run->paths[index])))
 			continue;
 		r = kcopyd_dev_sync(run->devs[index]);
+		if (r == -ECANCELED && result.cancelled) {
+			/* The cancel shut a hung server's connections: no failure, but nothing is durable. */
+			unflushed = true;
+			continue;
+		}
 		if (r < 0 && sync_error == 0) {
 			sync_error = r;
 			sync_dest = index - 1;
@@ -219,7 +225,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	job->sectors_zero = result.counts.sectors_zero;
 	job->sectors_offloaded = result.counts.sectors_offloaded;
 	job->checkpoint = job->resume_base + engine_checkpoint;
-	if (svc->state_dir && !sync_error)
+	if (svc->state_dir && !sync_error && !unflushed)
 		job->durable = job->resume_base + engine_checkpoint;
 	job->ended_ns = clock_ns(CLOCK_MONOTONIC);
 	job->run = NULL;
