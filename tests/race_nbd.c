@@ -169,7 +169,7 @@ static void cancel_on_hung_server(void)
 	clock_gettime(CLOCK_MONOTONIC, &end);
 	kcopyd_job_result(job, &result);
 	kcopyd_job_release(job);
-	CHECK(result.cancelled == 1, "cancelled %d", result.cancelled);
+	CHECK(result.cancelled == 1, "cancelled %d error %d read_err %d write_err %u done %llu", result.cancelled, result.error, result.read_err, result.write_err, (unsigned long long)result.sectors_done);
 	CHECK(end.tv_sec - start.tv_sec < 2, "the cancel took %ld s", (long)(end.tv_sec - start.tv_sec));
 	kcopyd_client_destroy(kc);
 	kcopyd_dev_close(dev);

@@ -152,6 +152,7 @@ check "nothing was written by the refused copies" "$before" "$(sha256sum <"$work
 nbd_server_start eval get_size="echo $SIZE" \
 	pread='if [ "$4" -ge 8388608 ]; then echo "EIO injected" >&2; exit 1; fi; head -c "$3" /dev/zero' ||
 	fail "nbdkit eval" "up" "down"
+EVAL=$NBD_URI
 kcopy_run "$NBD_URI" "$work/out.img"
 if [ "$rc" = 1 ] && [[ $said == *"read error on $NBD_URI sectors 16384+"*EIO* ]] && [[ $said == *"to copy the rest"* ]]; then
 	pass "a read error at 8 MiB: exit 1, the range, the command for the rest"
@@ -171,6 +172,16 @@ if start_daemon; then
 	truncate -s "$SIZE" "$work/out.img"
 	kcopy_run --via "$daemon_mount" "$TLS" "$work/out.img"
 	check "--via: TLS with a key file (opened as the writer)" "0 same" "$rc $(same "$work/src.img" "$work/out.img")"
+	# The daemon's error line tells what the server said: kcopy still reads the failing range from it.
+	kcopy_run --via "$daemon_mount" "$EVAL" "$work/out.img"
+	rest=$(grep -o 'kcopy .*:16384+[0-9]*.*' "$work/kcopy.err" | tail -1)
+	if [ "$rc" = 1 ] && [[ $said == *"read error on $EVAL sectors 16384+"*EIO* ]] && [[ $rest == *"$EVAL:16384+"* ]] &&
+		[[ $said == *"$EVAL said: the server failed a read"* ]]; then
+		pass "--via: a read error at 8 MiB: exit 1, the range, the rest from 8 MiB"
+	else
+		fail "--via: a read error at 8 MiB" "exit 1, read error on URI sectors 16384+N: EIO, the rest from sector 16384" \
+			"$rc: $said"
+	fi
 else
 	fail "kcopydfs mounts" "a mount" "$(tail -1 "$work/kcopydfs.log")"
 fi

@@ -239,6 +239,9 @@ serve "$work/s/mc.sock" -- --filter=log memory 64M logfile="$work/mc.log" || fai
 run_job "$jobs" multi-conn "copy from=$loop0 to=nbd+unix:///?socket=$work/s/mc.sock" &&
 	check "a multi-conn export: done over 4 connections (nbdkit's log)" "done 4" \
 		"$(final multi-conn state) $(grep -c 'Connect ' "$work/mc.log")"
+# Without --state-dir too: the owner of an export cannot sync(1) it as a local file's can.
+check "the NBD destination was flushed when the job ended (nbdkit's log)" "flushed" \
+	"$(grep -q 'Flush' "$work/mc.log" && echo flushed || echo 'no flush')"
 nbdcopy "nbd+unix:///?socket=$work/s/mc.sock" "$work/mc.out"
 check "what reached the multi-conn export is the source's bytes" "same" \
 	"$(cmp -s "$work/remote.orig" "$work/mc.out" && echo same || echo differ)"
@@ -414,6 +417,27 @@ else
 	fail "cancel while the server hangs: cancelled within 1.5 s" "cancelled" "$(final hung-cancel state) ($took ms)"
 fi
 kill -CONT "$hang_pid"
+# The same with the destination's server hung: the flush at the end (every NBD destination
+# is flushed) finds its connections shut by the cancel, which must not make the job failed.
+truncate -s "$SIZE" "$work/hangw.img"
+serve "$work/s/hangw.sock" -- --filter=delay file "$work/hangw.img" wdelay=100ms || fail "nbdkit" "a socket" "none"
+hangw_pid=$server_pid
+mkdir "$jobs/hung-dest-cancel"
+write_ctl "$jobs/hung-dest-cancel/ctl" "copy from=$loop0 to=nbd+unix:///?socket=$work/s/hangw.sock"
+wait_until 100 grep -qx running "$jobs/hung-dest-cancel/state"
+kill -STOP "$hangw_pid"
+sleep 0.3
+start=$(date +%s%N)
+echo cancel >"$jobs/hung-dest-cancel/ctl"
+timeout 30 cat "$jobs/hung-dest-cancel/wait" >"$work/hung-dest-cancel.status"
+took=$((($(date +%s%N) - start) / 1000000))
+if [ "$(final hung-dest-cancel state)" = cancelled ] && [ "$took" -lt 1500 ]; then
+	pass "cancel while the destination's server hangs: cancelled after $took ms"
+else
+	fail "cancel while the destination's server hangs: cancelled within 1.5 s" "cancelled" \
+		"$(final hung-dest-cancel state): $(final hung-dest-cancel error) ($took ms)"
+fi
+kill -CONT "$hangw_pid"
 # A user's servers that never answer the handshake hold at most 4 of the daemon's threads:
 # nobody's fifth start is refused with EAGAIN at once, and root is served meanwhile.
 serve "$work/nb/mute.sock" "${nobody_exec[@]}" -- memory 64M || fail "nobody's nbdkit" "a socket" "none"

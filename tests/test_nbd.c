@@ -1233,3 +1233,24 @@ Test(nbd, ipv6_literal)
 	kcopyd_dev_close(a);
 	kcopyd_dev_close(b);
 }
+
+Test(nbd, preconnected_socket_taken_over_when_the_handle_refuses_the_uri)
+{
+	struct kcopyd_nbd_config config = { .tls_psk_fd = -1, .tls_certificates_fd = -1 };
+	struct kcopyd_dev *dev = NULL;
+	char uri[8192], why[256] = "";
+	int sv[2], r;
+	size_t len;
+
+	/* An export name longer than NBD allows (4096 bytes): libnbd's nbd_set_export_name() refuses it. */
+	len = (size_t)snprintf(uri, sizeof(uri), "nbd+unix:///");
+	memset(uri + len, 'a', 5000);
+	snprintf(uri + len + 5000, sizeof(uri) - len - 5000, "?socket=/nonexistent.sock");
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	config.socket_fds = &sv[0];
+	config.num_socket_fds = 1;
+	r = kcopyd_dev_open_nbd(uri, O_RDONLY, &config, sizeof(config), &dev, why, sizeof(why));
+	cr_assert_lt(r, 0, "a 5000-byte export name opened");
+	cr_assert(fcntl(sv[0], F_GETFD) < 0, "the socket was not taken over on failure (%s)", why);
+	close(sv[1]);
+}

@@ -362,6 +362,37 @@ Test(proto, failure_line_renders_and_parses_back_with_odd_names)
 	cr_assert_str_eq(line, "none (cancelled)");
 }
 
+/* kcopydfs appends what an NBD server said of a failure: --via must still read the ranges before it. */
+Test(proto, failure_line_with_what_the_server_said)
+{
+	const char *dests[KCOPYD_MAX_REGIONS] = { "/d0" };
+	const char *source = "nbd+unix:///?socket=/s.sock";
+	struct kcopyd_result result = { 0 }, parsed = { 0 };
+	const char *unparsed = NULL;
+	char line[2048];
+
+	result.read.sector = 16384;
+	result.read.count = 2048;
+	result.read.error = -EIO;
+	proto_failure_render(&result, source, dests, line, sizeof(line));
+	proto_failure_append_said(line, sizeof(line), source,
+				  "the server failed a read; write error on /d0 (to #0) sectors 1+1: EIO (x)");
+	cr_assert(strstr(line, "; nbd+unix:///?socket=/s.sock said: the server failed a read;"), "%s", line);
+	cr_assert(proto_failure_parse(line, source, dests, 1, &parsed, &unparsed), "'%s' did not parse at '%s'", line,
+		  unparsed);
+	cr_assert(parsed.read.sector == 16384 && parsed.read.count == 2048 && parsed.read.error == -EIO);
+	cr_assert_eq(parsed.write[0].error, 0, "the server's words were taken for a failure");
+	cr_assert(unparsed && strncmp(unparsed, "nbd+unix:///?socket=/s.sock said: ", 34) == 0, "%s", unparsed);
+	memset(&parsed, 0, sizeof(parsed));
+	proto_failure_render(&result, source, dests, line, sizeof(line));
+	cr_assert(proto_failure_parse(line, source, dests, 1, &parsed, &unparsed));
+	cr_assert_null(unparsed);
+	/* A line already full takes nothing more. */
+	strcpy(line, "abc");
+	proto_failure_append_said(line, 4, source, "x");
+	cr_assert_str_eq(line, "abc");
+}
+
 /* Found by fuzz-status: a line without ": " must not take the colon of a later line. */
 Test(proto, status_line_without_colon_stays_its_own)
 {

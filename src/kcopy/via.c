@@ -142,6 +142,8 @@ static int parse_final_status(const struct via_job *job, unsigned int num_dests,
 		outcome->failed_otherwise = true;
 	} else if (!result->read_err && !result->write_err) {
 		outcome->failed_otherwise = true;
+	} else if (unparsed) {
+		complain("%s", unparsed);	/* what the NBD servers said of the failures */
 	}
 	return 0;
 }

@@ -604,8 +604,9 @@ static int connect_unix(int root_fd, const char *path)
 
 	if (path_fd < 0)
 		return -errno;
-	if (fstat(path_fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-		r = S_ISSOCK(st.st_mode) ? -errno : -ENOTSOCK;
+	/* st is read only when fstat() filled it. */
+	r = fstat(path_fd, &st) < 0 ? -errno : !S_ISSOCK(st.st_mode) ? -ENOTSOCK : 0;
+	if (r < 0) {
 		close(path_fd);
 		return r;
 	}
@@ -618,7 +619,7 @@ static int connect_unix(int root_fd, const char *path)
 	return r < 0 ? r : fd;
 }
 
-static int connect_inet(const struct sockaddr_storage *addr, socklen_t addr_len)
+static int connect_inet_one(const struct sockaddr_storage *addr, socklen_t addr_len)
 {
 	int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	int one = 1, r;
@@ -635,6 +636,20 @@ static int connect_inet(const struct sockaddr_storage *addr, socklen_t addr_len)
 	return fd;
 }
 
+/* Each address of @request in turn, as libnbd's own connect does.  Return: the socket, or the last -errno. */
+static int connect_inet(const struct kfs_request *request)
+{
+	unsigned int index;
+	int r = -EDESTADDRREQ;
+
+	for (index = 0; index < request->nr_addrs && index < KFS_MAX_ADDRS; index++) {
+		r = connect_inet_one(&request->addrs[index], request->addr_lens[index]);
+		if (r >= 0)
+			break;
+	}
+	return r;
+}
+
 /* Are @a and @b the same connection to make (so that a failure of one is the other's)? */
 static bool same_target(const struct kfs_request *a, const struct kfs_request *b)
 {
@@ -642,8 +657,13 @@ static bool same_target(const struct kfs_request *a, const struct kfs_request *b
 		return false;
 	if (a->kind == KFS_REQ_CONNECT_UNIX)
 		return strcmp(a->path, b->path) == 0;
-	return a->kind == KFS_REQ_CONNECT_INET && a->addr_len == b->addr_len &&
-	       memcmp(&a->addr, &b->addr, a->addr_len) == 0;
+	if (a->kind != KFS_REQ_CONNECT_INET || a->nr_addrs != b->nr_addrs)
+		return false;
+	for (unsigned int index = 0; index < a->nr_addrs && index < KFS_MAX_ADDRS; index++)
+		if (a->addr_lens[index] != b->addr_lens[index] ||
+		    memcmp(&a->addrs[index], &b->addrs[index], a->addr_lens[index]) != 0)
+			return false;
+	return true;
 }
 
 /* One request, as the calling process is.  @previous: the one before it and its result, or NULL. */
@@ -661,7 +681,7 @@ static int run_request(int root_fd, const struct kfs_request *request, const str
 	case KFS_REQ_CONNECT_UNIX:
 		return connect_unix(root_fd, request->path);
 	case KFS_REQ_CONNECT_INET:
-		return connect_inet(&request->addr, request->addr_len);
+		return connect_inet(request);
 	}
 	return -EINVAL;
 }

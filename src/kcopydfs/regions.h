@@ -120,12 +120,21 @@ enum kfs_request_kind {
 	KFS_REQ_CONNECT_INET,	/* connect a TCP socket to @addr */
 };
 
+/* The addresses of one host a TCP connect tries, in getaddrinfo()'s order. */
+#define KFS_MAX_ADDRS 4
+
 struct kfs_request {
 	enum kfs_request_kind kind;
 	const char *path;
 	bool writable;
-	struct sockaddr_storage addr;
-	socklen_t addr_len;
+	/*
+	 * KFS_REQ_CONNECT_INET: what the host name resolved to, each tried in
+	 * turn until one connects (as libnbd, nbdcopy and kcopy do: a name
+	 * with an IPv6 address first and a server listening on IPv4 only).
+	 */
+	unsigned int nr_addrs;
+	struct sockaddr_storage addrs[KFS_MAX_ADDRS];
+	socklen_t addr_lens[KFS_MAX_ADDRS];
 };
 
 /* The most requests one job makes: every region, and for an NBD region its sockets and two keys. */

@@ -323,9 +323,15 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 		}
 		for (index = 0; index < plan->sockets; index++) {
 			struct kfs_request *request = &requests[plan->first + index];
+			const struct addrinfo *each;
 
-			memcpy(&request->addr, found->ai_addr, found->ai_addrlen);
-			request->addr_len = found->ai_addrlen;
+			/* Every address, tried in order by the helper (libnbd's connect tries them all too). */
+			for (each = found; each && request->nr_addrs < KFS_MAX_ADDRS; each = each->ai_next) {
+				if (each->ai_addrlen > sizeof(request->addrs[0]))
+					continue;
+				memcpy(&request->addrs[request->nr_addrs], each->ai_addr, each->ai_addrlen);
+				request->addr_lens[request->nr_addrs++] = each->ai_addrlen;
+			}
 		}
 		freeaddrinfo(found);
 	}

@@ -20,6 +20,7 @@
 
 #include "kcopydfs/log.h"
 #include "kcopydfs/service-internal.h"
+#include "proto/status.h"
 
 /*
  * A shutdown logs what became of each job it stopped (see log_fate), up to
@@ -86,15 +87,15 @@ void on_start(void *context)
 static void append_server_errors(const struct kfs_run *run, const struct kcopyd_result *result, char *buf,
 				 size_t len)
 {
-	size_t used = strlen(buf);
 	unsigned int index;
 
-	for (index = 0; index < run->region_count && used < len; index++) {
+	for (index = 0; index < run->region_count; index++) {
 		bool failed = index == 0 ? result->read.error != 0 : result->write[index - 1].error != 0;
 		const char *text = run->devs[index] && failed ? kcopyd_dev_error(run->devs[index]) : NULL;
 
+		/* In the shared grammar, which kcopy --via parses (proto/status.c). */
 		if (text)
-			used += (size_t)snprintf(buf + used, len - used, "; %s said: %s", run->paths[index], text);
+			proto_failure_append_said(buf, len, run->paths[index], text);
 	}
 }
 
@@ -150,7 +151,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	uint64_t id, engine_checkpoint = 0;
 	int sync_error = 0;
 	unsigned int sync_dest = 0, index;
-	bool remove, log_end = false;
+	bool remove, log_end = false, unflushed = false;
 
 	/*
 	 * The final checkpoint, for the status and (with --state-dir) the
@@ -159,19 +160,29 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	 */
 	pthread_mutex_lock(&svc->lock);
 	kcopyd_job_checkpoint(run->handle, &engine_checkpoint);
+	(void)kcopyd_job_result(run->handle, &result);
 	pthread_mutex_unlock(&svc->lock);
 	/*
 	 * With --state-dir, flush the destinations before the end is known to
-	 * anyone, so that a record that says how far it got is true.
+	 * anyone, so that a record that says how far it got is true.  An NBD
+	 * destination is flushed always (NBD_CMD_FLUSH), as kcopy flushes it:
+	 * a local file's owner can sync(1) it after the job, an export's
+	 * cannot, and a server may cache writes (qemu-nbd's writeback).
 	 */
-	if (svc->state_dir) {
-		for (index = 1; index < run->region_count; index++) {
-			int r = kcopyd_dev_sync(run->devs[index]);
+	for (index = 1; index < run->region_count; index++) {
+		int r;
 
-			if (r < 0 && sync_error == 0) {
-				sync_error = r;
-				sync_dest = index - 1;
-			}
+		if (!run->devs[index] || (!svc->state_dir && !kcopyd_is_nbd_uri(run->paths[index])))
+			continue;
+		r = kcopyd_dev_sync(run->devs[index]);
+		if (r == -ECANCELED && result.cancelled) {
+			/* The cancel shut a hung server's connections: no failure, but nothing is durable. */
+			unflushed = true;
+			continue;
+		}
+		if (r < 0 && sync_error == 0) {
+			sync_error = r;
+			sync_dest = index - 1;
 		}
 	}
 
@@ -214,7 +225,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 	job->sectors_zero = result.counts.sectors_zero;
 	job->sectors_offloaded = result.counts.sectors_offloaded;
 	job->checkpoint = job->resume_base + engine_checkpoint;
-	if (svc->state_dir && !sync_error)
+	if (svc->state_dir && !sync_error && !unflushed)
 		job->durable = job->resume_base + engine_checkpoint;
 	job->ended_ns = clock_ns(CLOCK_MONOTONIC);
 	job->run = NULL;

@@ -172,17 +172,20 @@ static void set_dev_error(struct nbd_dev *nd, const char *fmt, ...)
  */
 static void wake_others(struct nbd_dev *nd, int self_fd)
 {
-	int fds[MAX_WAKERS];
-	unsigned int count = 0, index;
+	unsigned int index;
 	uint64_t one = 1;
 
+	/*
+	 * Written under the lock: a queue leaves the list (active_put()) before
+	 * its client closes the eventfd, so an eventfd written here is still
+	 * open, never a number reused for another file.  An eventfd write does
+	 * not block (only a counter near 2^64 would).
+	 */
 	pthread_mutex_lock(&nd->lock);
 	for (index = 0; index < nd->nr_wakers; index++)
 		if (nd->wakers[index] != self_fd)
-			fds[count++] = nd->wakers[index];
+			(void)!write(nd->wakers[index], &one, sizeof(one));
 	pthread_mutex_unlock(&nd->lock);
-	for (index = 0; index < count; index++)
-		(void)!write(fds[index], &one, sizeof(one));
 }
 
 /* libnbd's last error text on this thread, on one line. */
@@ -985,12 +988,14 @@ static int open_error(int err, const char *text)
 
 /*
  * Connect @c as @setup says and run the handshake, within the timeout.
+ * A pre-connected setup->socket_fd is taken over, also on failure.
  * Return: 0, or -errno with @why set to libnbd's message.
  */
 static int conn_open(struct nbd_conn *c, const struct conn_setup *setup, char *why, size_t why_len)
 {
 	const struct kcopyd_nbd_uri *parts = setup->parts;
 	uint64_t deadline = now_ns() + (uint64_t)setup->timeout_ms * 1000000u;
+	bool socket_taken = false;	/* by libnbd: nbd_close() closes it */
 	int r = 0;
 
 	c->fd = -1;
@@ -1025,6 +1030,7 @@ static int conn_open(struct nbd_conn *c, const struct conn_setup *setup, char *w
 			goto err;
 		if (setup->socket_fd >= 0) {
 			r = nbd_aio_connect_socket(c->h, setup->socket_fd);
+			socket_taken = r == 0;
 		} else if (parts->transport == KCOPYD_NBD_UNIX) {
 			r = nbd_aio_connect_unix(c->h, parts->socket_path);
 		} else if (parts->transport == KCOPYD_NBD_TCP) {
@@ -1074,6 +1080,9 @@ err:
 	r = open_error(r, why_len ? why : libnbd_error());
 	nbd_close(c->h);
 	c->h = NULL;
+	/* Refused before libnbd had it (an export name too long, say): not left open. */
+	if (setup->socket_fd >= 0 && !socket_taken)
+		close(setup->socket_fd);
 	return r;
 }
 

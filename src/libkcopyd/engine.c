@@ -1837,13 +1837,15 @@ int kcopyd_job_cancel(struct kcopyd_job *job)
 	job->cancel_requested = true;
 	job->refs++;
 	list_add_tail(&job->cancel_link, &kc->cancels);
-	pthread_mutex_unlock(&kc->lock);
 	/*
 	 * From here, not the I/O thread: that thread may itself be waiting on
-	 * the device (an NBD extent query).  The cancel's reference keeps the
-	 * job, and the caller its devices, until the I/O thread has taken it.
+	 * the device (an NBD extent query).  Under kc->lock, while the job
+	 * cannot reach JOB_COMPLETING: once it may, its completion routine may
+	 * run and its caller close the devices (kcopyd_submit() lets it), and
+	 * abort() would touch a freed device.  abort() does not block.
 	 */
 	job_abort_io(job);
+	pthread_mutex_unlock(&kc->lock);
 	kick(kc);
 	return 0;
 }

@@ -247,13 +247,43 @@ static const char *skip_entry_head(const char *text, const char *what, const cha
 	return text + what_len + name_len + after_len;
 }
 
+void proto_failure_append_said(char *buf, size_t len, const char *path, const char *text)
+{
+	size_t used = strnlen(buf, len);
+
+	if (used + 1 >= len)
+		return;
+	snprintf(buf + used, len - used, "%s%s said: %s", used ? "; " : "", path ? path : "?", text);
+}
+
+/* @text is "PATH said: " for one of the regions named. */
+static bool is_said_entry(const char *text, const char *source_path, const char *const *dest_paths,
+			  unsigned int num_dests)
+{
+	if (source_path && skip_entry_head(text, "", source_path, " said: "))
+		return true;
+	for (unsigned int dest_index = 0; dest_index < num_dests && dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		if (skip_entry_head(text, "", dest_paths[dest_index], " said: "))
+			return true;
+	return false;
+}
+
 bool proto_failure_parse(const char *line, const char *source_path, const char *const *dest_paths,
 			 unsigned int num_dests, struct kcopyd_result *result, const char **unparsed)
 {
 	const char *at = line;
 
+	if (unparsed)
+		*unparsed = NULL;
 	while (*at) {
 		const char *rest = NULL, *numbers;
+
+		/* A server's words: last on the line, and anything may be in them. */
+		if (at != line && is_said_entry(at, source_path, dest_paths, num_dests)) {
+			if (unparsed)
+				*unparsed = at;
+			return true;
+		}
 
 		if (source_path) {
 			numbers = skip_entry_head(at, "read error on ", source_path, " sectors ");

@@ -98,14 +98,26 @@ int proto_failure_render(const struct kcopyd_result *result, const char *source_
 			 const char *const *dest_paths, char *buf, size_t len);
 
 /*
+ * proto_failure_append_said() - append "; PATH said: TEXT" to the error
+ * line in @buf (of @len bytes): what the server of region @path (an NBD
+ * export) said of its failure, its own words, which may hold anything.
+ * These entries come after the failures, and last: the text runs to the
+ * end of the line.  Nothing is appended to a full line.
+ */
+void proto_failure_append_said(char *buf, size_t len, const char *path, const char *text);
+
+/*
  * proto_failure_parse() - split an error line into @result's read and
  * write failures (the ranges and errnos; read_err and write_err are left
  * as they are).  Each entry is matched against the region names given,
  * exactly, so a name may hold anything, "; " and " sectors " included.
+ * An entry "PATH said: ..." (proto_failure_append_said()) ends the
+ * failures: the rest of the line is a server's words.
  * @source_path: the source's name, or NULL for a zero job.
  * @dest_paths:  @num_dests names.
- * Return: true if every entry parsed; false for a line with an entry of
- * another form (a flush failure, a line the daemon cut), and then
+ * Return: true if every entry parsed, and then *@unparsed points at the
+ * first "PATH said: " entry, or is NULL; false for a line with an entry
+ * of another form (a flush failure, a line the daemon cut), and then
  * *@unparsed points at that entry.
  */
 bool proto_failure_parse(const char *line, const char *source_path, const char *const *dest_paths,
