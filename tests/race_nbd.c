@@ -156,10 +156,15 @@ static void cancel_on_hung_server(void)
 	CHECK(pid > 0, "slow nbdkit did not start");
 	if (pid <= 0)
 		return;
-	CHECK(kcopyd_dev_open(uri, O_RDONLY, &dev) == 0, "open the slow export");
+	/*
+	 * The stopped server is the destination: as a source, its zeros
+	 * could be known for holes without asking it (the extents learnt at
+	 * the start), and the job end done before the cancel.
+	 */
+	CHECK(kcopyd_dev_open(uri, O_RDWR, &dev) == 0, "open the slow export");
 	CHECK(kcopyd_client_create(256, &kc) == 0, "client");
-	from = (struct io_region){ .bdev = dev, .count = AREA_SECTORS };
-	to = (struct io_region){ .bdev = back_dev, .count = AREA_SECTORS };
+	from = (struct io_region){ .bdev = src_dev, .count = AREA_SECTORS };
+	to = (struct io_region){ .bdev = dev, .count = AREA_SECTORS };
 	kill(pid, SIGSTOP);
 	CHECK(kcopyd_submit(kc, &from, 1, &to, 0, NULL, NULL, &job) == 0, "submit");
 	usleep(50000);
