@@ -186,11 +186,25 @@ static void wake_others(struct nbd_dev *nd, int self_fd)
 }
 
 /* libnbd's last error text on this thread, on one line. */
+/*
+ * libnbd's last error, as one line: it quotes what it was given (an export
+ * name decoded from %0A) and may pass on what a server said, and a why or
+ * kcopyd_dev_error() is one line that a service shows to others.  Control
+ * characters are '?'.  Valid until the next call in this thread.
+ */
 static const char *libnbd_error(void)
 {
+	static __thread char line[512];
 	const char *text = nbd_get_error();
+	char *c;
 
-	return text && *text ? text : "unknown libnbd error";
+	if (!text || !*text)
+		return "unknown libnbd error";
+	snprintf(line, sizeof(line), "%s", text);
+	for (c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return line;
 }
 
 static bool conn_alive(const struct nbd_conn *c)
@@ -1125,12 +1139,14 @@ static int psk_copy(int fd)
 
 /*
  * The identity of the export for the overlap check: the transport and
- * address and the export name.  A Unix socket is its socket= file's
- * st_dev/st_ino as this process sees the path (also when a service passed
- * the socket pre-connected: in the caller's mount namespace the path may
- * name another file, which this cannot know), or the name the server bound
- * when the path cannot be looked at; TCP and vsock are the peer's numeric
- * address and port.
+ * address and the export name.  A Unix socket is the name the server bound
+ * (getpeername()), however the path the URI gives reached it (a symbolic
+ * link, another mount namespace, a socket a service passed pre-connected).
+ * The path is never looked up again here: for a service (root, for
+ * kcopydfs) a stat() of a path its caller chose, swapped for a symbolic
+ * link once connected, would tell the caller whether a file it may not see
+ * exists (the overlap refusal says so), and could hang on a filesystem that
+ * does not answer.  TCP and vsock are the peer's numeric address and port.
  */
 static char *export_identity(const struct kcopyd_nbd_uri *parts, int fd)
 {
@@ -1138,18 +1154,19 @@ static char *export_identity(const struct kcopyd_nbd_uri *parts, int fd)
 	socklen_t peer_len = sizeof(peer);
 	char addr[INET6_ADDRSTRLEN + 64], port[16];
 	char *identity = NULL;
-	struct stat st;
 
-	if (parts->transport == KCOPYD_NBD_UNIX && stat(parts->socket_path, &st) == 0) {
-		snprintf(addr, sizeof(addr), "unix:%llu:%llu", (unsigned long long)st.st_dev,
-			 (unsigned long long)st.st_ino);
-	} else if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
 		snprintf(addr, sizeof(addr), "fd:%d", fd);	/* unknowable: unique enough */
 	} else if (peer.ss_family == AF_UNIX) {
 		const struct sockaddr_un *un = (const struct sockaddr_un *)&peer;
+		int name_len = (int)(peer_len - offsetof(struct sockaddr_un, sun_path));
 
-		snprintf(addr, sizeof(addr), "unix-name:%.*s", (int)(peer_len - offsetof(struct sockaddr_un, sun_path)),
-			 un->sun_path);
+		if (name_len <= 0 || (name_len == 1 && !un->sun_path[0]))
+			snprintf(addr, sizeof(addr), "fd:%d", fd);	/* an unnamed peer (socketpair): its own */
+		else if (!un->sun_path[0])	/* abstract: '@' and the name after the NUL */
+			snprintf(addr, sizeof(addr), "unix-name:@%.*s", name_len - 1, un->sun_path + 1);
+		else
+			snprintf(addr, sizeof(addr), "unix-name:%.*s", name_len, un->sun_path);
 	} else if (peer.ss_family == AF_VSOCK) {
 		const struct sockaddr_vm *vm = (const struct sockaddr_vm *)&peer;
 
@@ -1259,6 +1276,18 @@ int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_conf
 		r = -EPERM;
 		snprintf(why, why_len, "with pre-connected sockets, %s must be passed as a descriptor, not by name",
 			 parts.tls_certificates ? "tls-certificates" : "tls-psk-file");
+		goto err_free_parts;
+	}
+	if (cfg.num_socket_fds && parts.tls && cfg.tls_psk_fd < 0) {
+		/*
+		 * TLS without a key is X.509, and libnbd then reads its default
+		 * certificates directory (/etc/pki/libnbd for root): the
+		 * service would authenticate with its own client certificate
+		 * for a caller who has none.
+		 */
+		r = -EPERM;
+		snprintf(why, why_len, "with pre-connected sockets, TLS needs a pre-shared key (tls-psk-file, passed as "
+			 "a descriptor): X.509 would present this process's own certificates");
 		goto err_free_parts;
 	}
 	lowered = strdup(uri);
