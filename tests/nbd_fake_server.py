@@ -15,6 +15,8 @@
 #   --mode stallreq answer the handshake, never a request
 #   --mode bs-zero  block status: one extent of length 0
 #   --mode bs-huge  block status: 4 Mi extents of 512 bytes
+#   --mode bs-slow  block status answered after --delay seconds, 4 KiB of data
+#   --mode flush-slow  NBD_CMD_FLUSH answered after --delay seconds
 #   --multiconn     advertise multi-conn
 # Prints "ready" once it listens.
 import os, socket, struct, sys, threading, time, argparse
@@ -27,6 +29,7 @@ p.add_argument('--mode', default='normal')
 p.add_argument('--swap', help='after accept: replace socket path with symlink to this')
 p.add_argument('--errmsg', default='')
 p.add_argument('--multiconn', action='store_true')
+p.add_argument('--delay', type=float, default=0.0)
 a = p.parse_args()
 
 NBDMAGIC = 0x4e42444d41474943; IHAVEOPT = 0x49484156454F5054; REPLYMAGIC = 0x3e889045565a9
@@ -93,7 +96,12 @@ def serve(c):
                 else:
                     c.sendall(struct.pack('>IIQ', 0x67446698, 0, handle) + bytes(ln))
             elif typ == 7:  # block status
-                if a.mode == 'bs-zero':
+                if a.mode == 'bs-slow':
+                    # A slow but valid answer: one small data extent each time, so that each
+                    # sub-job asks again (and waits again).
+                    time.sleep(a.delay)
+                    ext = struct.pack('>II', min(ln, 4096), 0)
+                elif a.mode == 'bs-zero':
                     ext = struct.pack('>II', 0, 0) * 1
                 elif a.mode == 'bs-huge':
                     n = (32 << 20) // 8
@@ -104,6 +112,9 @@ def serve(c):
                 c.sendall(struct.pack('>IHHQI', 0x668e33ef, 1, 5, handle, len(pl)) + pl)
             elif typ == 2:
                 c.close(); return
+            elif typ == 3 and a.mode == 'flush-slow':
+                time.sleep(a.delay)
+                c.sendall(struct.pack('>IHHQI', 0x668e33ef, 1, 0, handle, 0))
             else:
                 if structured:
                     c.sendall(struct.pack('>IHHQI', 0x668e33ef, 1, 0, handle, 0))

@@ -24,7 +24,10 @@
 #   f. host names are resolved within the owner's 4 places for jobs that
 #      connect: with 4 handshakes hung, a fifth job naming a host is refused
 #      with EAGAIN before its name is looked up (a name whose DNS servers
-#      never answer holds a daemon thread as a mute server does).
+#      never answer holds a daemon thread as a mute server does);
+#   g. a server that answers block status just inside the timeout, a small
+#      extent at a time, does not hold the engine's I/O thread (every
+#      user's jobs): root's local copy meanwhile ends within 10 s.
 #
 # Run by `make check` (which exports KCOPYDFS), or by hand:
 #   sudo KCOPYDFS=./kcopydfs tests/test-adversary-nbd.sh
@@ -210,6 +213,32 @@ else
 		"$write_said; $error"
 fi
 wait "${mute_writers[@]}"
+
+# ---------------------------------------------------------------------------
+# g. the engine's I/O thread is every job's: a server that answers each
+# block-status request just inside the timeout, with a small extent each
+# time, held it (root's 64 MiB local copy, 0.4 s alone, did not end in
+# 120 s).  Its waits are bounded now: root's copy ends within 10 s.
+stop_fakes
+rm -f "$nb"/slow.sock*
+fake --unix "$nb/slow.sock" --mode bs-slow --delay 4 --size $((64 * 1024 * 1024))
+as_nobody truncate -s 64M "$nb/out.img"
+nobody_job slow-extents "copy from=nbd+unix:///?socket=$nb/slow.sock to=$nb/out.img"
+head -c 64M /dev/urandom >"$work/root-src.img"
+truncate -s 64M "$work/root-dst.img"
+mkdir "$jobs/root-meanwhile"
+start=$(date +%s%N)
+write_ctl "$jobs/root-meanwhile/ctl" "copy from=$work/root-src.img to=$work/root-dst.img"
+state=$(timeout 30 cat "$jobs/root-meanwhile/wait" | sed -n 's/^state: //p')
+took=$((($(date +%s%N) - start) / 1000000))
+if [ "$state" = done ] && [ "$took" -lt 10000 ] && cmp -s "$work/root-src.img" "$work/root-dst.img"; then
+	pass "root's copy is not held by nobody's slow block status: done in $took ms"
+else
+	fail "root's copy is not held by nobody's slow block status" "done within 10 s, the same bytes" \
+		"${state:-still running} after $took ms"
+fi
+state=$(timeout 60 cat "$jobs/slow-extents/wait" | sed -n 's/^state: //p')
+check "nobody's job itself ends (its source read as data)" done "$state"
 
 stop_fakes
 finish

@@ -71,6 +71,15 @@
  * copy walks forward, so this costs one block-status request a second.
  */
 #define EXTENT_CACHE_MS 1000u
+/*
+ * The longest a device's block-status requests may keep the I/O thread
+ * waiting, all told: the engine asks for extents from its I/O thread,
+ * which every job of the client shares (in kcopydfs, every user's), so a
+ * server answering each request just inside the timeout, with a small
+ * extent each time, stopped every other job.  Past this the device's
+ * source is read as data (sparse reading lost, the copy the same).
+ */
+#define EXTENT_WAIT_BUDGET_MS 2000u
 /* Extents kept from one block-status reply (merged where alike); more are asked again. */
 #define EXTENT_CACHE_ENTRIES 4096u
 /* After abort(), how long a connection may still go without answering before it is shut. */
@@ -137,6 +146,7 @@ struct nbd_dev {
 	uint64_t extents_ns;	/* ... learnt then; emptied by every write or zero through this device */
 	unsigned int nr_extents;
 	struct nbdrv_extent *extents;	/* EXTENT_CACHE_ENTRIES */
+	_Atomic uint64_t extent_wait_ns;	/* spent waiting for block status (EXTENT_WAIT_BUDGET_MS) */
 	char error[256];	/* the last connection error, for kcopyd_dev_error() */
 };
 
@@ -302,7 +312,17 @@ struct sync_cmd {
 	_Atomic int done;
 	int error;		/* -errno, set before done */
 	uint64_t offset;	/* block status: the range asked */
+	_Atomic int refs;	/* a heap one (sync_put()): its waiter's and libnbd's */
 };
+
+/* libnbd's free of a heap sync_cmd, or its waiter's: the last one frees it. */
+static void sync_put(void *user_data)
+{
+	struct sync_cmd *sc = user_data;
+
+	if (atomic_fetch_sub_explicit(&sc->refs, 1, memory_order_acq_rel) == 1)
+		free(sc);
+}
 
 static int sync_complete(void *user_data, int *error)
 {
@@ -320,7 +340,7 @@ static int sync_complete(void *user_data, int *error)
  * driving @c too, so the flag is looked at every SYNC_POLL_SLICE_MS.
  * Return: the command's 0 or -errno.
  */
-static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc)
+static int sync_wait_until(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc, uint64_t give_up)
 {
 	uint64_t start = now_ns(), deadline = start + (uint64_t)nd->timeout_ms * 1000000u;
 
@@ -331,6 +351,13 @@ static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc
 
 		if (!conn_alive(c))
 			break;	/* dead: libnbd completed every command on it */
+		if (now >= give_up) {
+			/* Left in flight (a heap @sc): its reply is handled by whoever drives @c. */
+			wake_others(nd, -1);
+			return -ETIMEDOUT;
+		}
+		if (deadline > give_up)
+			deadline = give_up + 1;	/* the give-up comes first */
 		pthread_mutex_lock(&nd->lock);
 		if (cancel_pending(nd, now))
 			cancel_deadline = (nd->cancel_ns > start ? nd->cancel_ns : start) + CANCEL_GRACE_MS * 1000000ull;
@@ -347,6 +374,8 @@ static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc
 			continue;
 		}
 		slice = ms_until(now, deadline < cancel_deadline ? deadline : cancel_deadline);
+		if (give_up != UINT64_MAX && ms_until(now, give_up) < slice)
+			slice = ms_until(now, give_up);
 		if (slice > SYNC_POLL_SLICE_MS)
 			slice = SYNC_POLL_SLICE_MS;
 		pfd.events = conn_events(c);
@@ -358,6 +387,11 @@ static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc
 	if (!atomic_load_explicit(&sc->done, memory_order_acquire))
 		return conn_error(nd, c, ENOTCONN);
 	return sc->error;
+}
+
+static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc)
+{
+	return sync_wait_until(nd, c, sc, UINT64_MAX);
 }
 
 /* The first connection still alive, or NULL. */
@@ -450,9 +484,9 @@ static int nbdrv_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, ui
 		      uint64_t *extent_length, bool *hole)
 {
 	struct nbd_dev *nd = nbdrv_of(dev);
-	struct sync_cmd sc = { .nd = nd, .offset = offset };
+	uint64_t count = length, spent, start;
+	struct sync_cmd *sc;
 	struct nbd_conn *c;
-	uint64_t count = length;
 	int64_t cookie;
 	int r;
 
@@ -468,19 +502,31 @@ static int nbdrv_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, ui
 		count = EXTENT_REQUEST_MAX;
 	if (count > nd->size - offset)
 		count = nd->size - offset;
+	spent = atomic_load_explicit(&nd->extent_wait_ns, memory_order_relaxed);
+	if (spent >= EXTENT_WAIT_BUDGET_MS * 1000000ull)
+		return -ETIMEDOUT;	/* read as data from here on */
 	c = first_alive(nd);
 	if (!c)
 		return dead_error(nd);
-	sc.conn = c;
+	sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return -ENOMEM;
+	*sc = (struct sync_cmd){ .nd = nd, .conn = c, .offset = offset, .refs = 2 };
 	cookie = nbd_aio_block_status(c->h, count, offset,
-				      (nbd_extent_callback){ .callback = extent_reply, .user_data = &sc },
-				      (nbd_completion_callback){ .callback = sync_complete, .user_data = &sc }, 0);
+				      (nbd_extent_callback){ .callback = extent_reply, .user_data = sc },
+				      (nbd_completion_callback){ .callback = sync_complete, .user_data = sc,
+								 .free = sync_put }, 0);
 	if (cookie < 0) {
+		/* libnbd frees the callbacks of a command it did not take: libnbd's reference is gone. */
 		r = nbd_get_errno();
 		set_dev_error(nd, "block status: %s", libnbd_error());
+		sync_put(sc);
 		return r > 0 ? -r : -EIO;
 	}
-	r = sync_wait(nd, c, &sc);
+	start = now_ns();
+	r = sync_wait_until(nd, c, sc, start + EXTENT_WAIT_BUDGET_MS * 1000000ull - spent);
+	atomic_fetch_add_explicit(&nd->extent_wait_ns, now_ns() - start, memory_order_relaxed);
+	sync_put(sc);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&nd->lock);
