@@ -54,6 +54,8 @@ as_nobody() {
 
 # fake ARGS...: nobody's fake server, in the background; waits until it says ready.
 fake() {
+	# Emptied here, not by the background job's redirection: the last server's "ready" must not count.
+	: >"$work/fake.out"
 	as_nobody "$PY" "$FAKE" "$@" >"$work/fake.out" 2>&1 &
 	fake_pid=$!
 	fakes+=("$fake_pid")
