@@ -210,7 +210,9 @@ struct kcopyd_nbd_config {
  * Return: 0; -EINVAL for a URI that is not one (see kcopyd_nbd_uri_parse());
  * -EROFS for O_RDWR on a read-only export; -ECONNREFUSED, -EHOSTUNREACH,
  * -ENOENT (no such host, socket or export), -EACCES (TLS refused: key
- * wrong or not given), -ETIMEDOUT; -EPERM (with @socket_fds, a key file
+ * wrong or not given), -ETIMEDOUT; -EPERM (with @socket_fds, TLS without
+ * tls_psk_fd, which would be X.509 with this process's own certificates
+ * from libnbd's default directory; or a key file
  * named in the URI rather than passed as tls_psk_fd: a service must not
  * open it as itself); -EOPNOTSUPP (tls_certificates_fd, which cannot be
  * made safe: libnbd looks names up inside the directory); -EBADF

@@ -870,6 +870,14 @@ Test(nbd, tls_psk)
 		r = kcopyd_dev_open_nbd(uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why));
 		cr_assert_eq(r, 0, "pre-connected, key by descriptor: %d (%s)", r, why);
 		kcopyd_dev_close(dev);
+		/* TLS with no key at all is X.509: this process's own certificates, for a caller who has none. */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert_eq(connect(fd, (struct sockaddr *)&un, sizeof(un)), 0);
+		snprintf(uri, sizeof(uri), "nbds+unix://alice@/?socket=%s", s->sock);
+		config.tls_psk_fd = -1;
+		r = kcopyd_dev_open_nbd(uri, O_RDWR, &config, sizeof(config), &dev, why, sizeof(why));
+		cr_assert_eq(r, -EPERM, "pre-connected, X.509: %d (%s)", r, why);
+		cr_assert(fcntl(fd, F_GETFD) < 0, "the socket was not taken over on failure");
 		config.socket_fds = NULL;
 		config.num_socket_fds = 0;
 		config.tls_psk_fd = -1;

@@ -283,6 +283,12 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 			 "tls-certificates= must be absolute)", key, uri);
 		return -EINVAL;
 	}
+	if (plan->uri.tls && !plan->uri.tls_psk_file) {
+		/* X.509: libnbd would read the daemon's own certificates (/etc/pki/libnbd), and present root's. */
+		set_text(why, why_len, "%s=%s: TLS through kcopydfs needs tls-psk-file (X.509 would authenticate with "
+			 "the daemon's own certificates)", key, uri);
+		return -EPERM;
+	}
 	if (*count + 3 > KFS_MAX_REQUESTS) {
 		set_text(why, why_len, "%s=%s: too many connections for one job", key, uri);
 		return -E2BIG;
@@ -451,6 +457,11 @@ static int settle_nbd_region(struct kfs_service *svc, const struct kfs_owner *ow
 			r = -EINVAL;
 			set_text(why, why_len, "%s=%s: tls-psk-file %s: not a regular file", key, uri,
 				 plan->uri.tls_psk_file);
+		} else if (r == 0 && kfs_region_is_storage(config.tls_psk_fd) != 1) {
+			/* As for regions: what /proc or /sys shows depends on who reads it, and the daemon reads it. */
+			r = -EINVAL;
+			set_text(why, why_len, "%s=%s: tls-psk-file %s: on a pseudo filesystem (proc, sysfs ...)", key,
+				 uri, plan->uri.tls_psk_file);
 		}
 	}
 	if (plan->certificates_request >= 0) {
@@ -518,6 +529,24 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 	}
 	memset(plans, 0, sizeof(plans));
 	/*
+	 * A job with NBD regions takes one of its owner's places for jobs
+	 * connecting before anything of it is done: the planning resolves
+	 * host names, and a name whose servers never answer holds this thread
+	 * as long as a server that never answers the handshake does.
+	 */
+	for (index = 0; index <= spec->num_dests; index++) {
+		const struct jobspec_region *region = index == 0 ? &spec->from : &spec->dests[index - 1];
+
+		has_nbd |= region->is_uri && (index > 0 || spec->op == JOBSPEC_COPY);
+	}
+	if (has_nbd) {
+		r = kfs_opener_enter(svc->opener, owner->uid);
+		if (r < 0)
+			set_text(why, why_len, "uid %u already has 4 jobs connecting to NBD servers (that do not "
+				 "answer?): try again later", (unsigned int)owner->uid);
+		entered = r == 0;
+	}
+	/*
 	 * Every region is opened, and every NBD socket connected, as the owner
 	 * at once (one helper process for the job); what follows works on the
 	 * descriptors (a claim is taken as the daemon).  A path on the mount
@@ -542,15 +571,6 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 			requests[count++] = (struct kfs_request){ .kind = KFS_REQ_OPEN, .path = path,
 								  .writable = index > 0 };
 		}
-	}
-	for (index = 0; r == 0 && index <= spec->num_dests; index++)
-		has_nbd |= plans[index].nbd;
-	if (r == 0 && has_nbd) {
-		r = kfs_opener_enter(svc->opener, owner->uid);
-		if (r < 0)
-			set_text(why, why_len, "uid %u already has 4 jobs connecting to NBD servers (that do not "
-				 "answer?): try again later", (unsigned int)owner->uid);
-		entered = r == 0;
 	}
 	if (r == 0)
 		r = kfs_run_requests(svc->opener, owner, root_fd, net_fd, count, requests, fds, why, why_len);

@@ -186,14 +186,24 @@ static inline int64_t clock_ns(clockid_t clock)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/*
+ * A reason, for an error: or rejected: line: one line, whatever went into
+ * it.  Parts of a URI are decoded (socket=/x%0Astate:%20done) and libnbd
+ * quotes them, so a control character is shown as '?', never taken as the
+ * end of the line and the start of a line the writer made up.
+ */
 __attribute__((format(printf, 3, 4)))
 static inline void set_text(char *buf, size_t len, const char *fmt, ...)
 {
 	va_list ap;
+	char *c;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, len, fmt, ap);
 	va_end(ap);
+	for (c = buf; len && *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 }
 
 static inline const char *errno_name(int error)

@@ -71,6 +71,15 @@
  * copy walks forward, so this costs one block-status request a second.
  */
 #define EXTENT_CACHE_MS 1000u
+/*
+ * The longest a device's block-status requests may keep the I/O thread
+ * waiting, all told: the engine asks for extents from its I/O thread,
+ * which every job of the client shares (in kcopydfs, every user's), so a
+ * server answering each request just inside the timeout, with a small
+ * extent each time, stopped every other job.  Past this the device's
+ * source is read as data (sparse reading lost, the copy the same).
+ */
+#define EXTENT_WAIT_BUDGET_MS 2000u
 /* Extents kept from one block-status reply (merged where alike); more are asked again. */
 #define EXTENT_CACHE_ENTRIES 4096u
 /* After abort(), how long a connection may still go without answering before it is shut. */
@@ -137,6 +146,7 @@ struct nbd_dev {
 	uint64_t extents_ns;	/* ... learnt then; emptied by every write or zero through this device */
 	unsigned int nr_extents;
 	struct nbdrv_extent *extents;	/* EXTENT_CACHE_ENTRIES */
+	_Atomic uint64_t extent_wait_ns;	/* spent waiting for block status (EXTENT_WAIT_BUDGET_MS) */
 	char error[256];	/* the last connection error, for kcopyd_dev_error() */
 };
 
@@ -189,11 +199,25 @@ static void wake_others(struct nbd_dev *nd, int self_fd)
 }
 
 /* libnbd's last error text on this thread, on one line. */
+/*
+ * libnbd's last error, as one line: it quotes what it was given (an export
+ * name decoded from %0A) and may pass on what a server said, and a why or
+ * kcopyd_dev_error() is one line that a service shows to others.  Control
+ * characters are '?'.  Valid until the next call in this thread.
+ */
 static const char *libnbd_error(void)
 {
+	static __thread char line[512];
 	const char *text = nbd_get_error();
+	char *c;
 
-	return text && *text ? text : "unknown libnbd error";
+	if (!text || !*text)
+		return "unknown libnbd error";
+	snprintf(line, sizeof(line), "%s", text);
+	for (c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return line;
 }
 
 static bool conn_alive(const struct nbd_conn *c)
@@ -291,7 +315,17 @@ struct sync_cmd {
 	_Atomic int done;
 	int error;		/* -errno, set before done */
 	uint64_t offset;	/* block status: the range asked */
+	_Atomic int refs;	/* a heap one (sync_put()): its waiter's and libnbd's */
 };
+
+/* libnbd's free of a heap sync_cmd, or its waiter's: the last one frees it. */
+static void sync_put(void *user_data)
+{
+	struct sync_cmd *sc = user_data;
+
+	if (atomic_fetch_sub_explicit(&sc->refs, 1, memory_order_acq_rel) == 1)
+		free(sc);
+}
 
 static int sync_complete(void *user_data, int *error)
 {
@@ -309,7 +343,7 @@ static int sync_complete(void *user_data, int *error)
  * driving @c too, so the flag is looked at every SYNC_POLL_SLICE_MS.
  * Return: the command's 0 or -errno.
  */
-static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc)
+static int sync_wait_until(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc, uint64_t give_up)
 {
 	uint64_t start = now_ns(), deadline = start + (uint64_t)nd->timeout_ms * 1000000u;
 
@@ -320,6 +354,13 @@ static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc
 
 		if (!conn_alive(c))
 			break;	/* dead: libnbd completed every command on it */
+		if (now >= give_up) {
+			/* Left in flight (a heap @sc): its reply is handled by whoever drives @c. */
+			wake_others(nd, -1);
+			return -ETIMEDOUT;
+		}
+		if (deadline > give_up)
+			deadline = give_up + 1;	/* the give-up comes first */
 		pthread_mutex_lock(&nd->lock);
 		if (cancel_pending(nd, now))
 			cancel_deadline = (nd->cancel_ns > start ? nd->cancel_ns : start) + CANCEL_GRACE_MS * 1000000ull;
@@ -336,6 +377,8 @@ static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc
 			continue;
 		}
 		slice = ms_until(now, deadline < cancel_deadline ? deadline : cancel_deadline);
+		if (give_up != UINT64_MAX && ms_until(now, give_up) < slice)
+			slice = ms_until(now, give_up);
 		if (slice > SYNC_POLL_SLICE_MS)
 			slice = SYNC_POLL_SLICE_MS;
 		pfd.events = conn_events(c);
@@ -347,6 +390,11 @@ static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc
 	if (!atomic_load_explicit(&sc->done, memory_order_acquire))
 		return conn_error(nd, c, ENOTCONN);
 	return sc->error;
+}
+
+static int sync_wait(struct nbd_dev *nd, struct nbd_conn *c, struct sync_cmd *sc)
+{
+	return sync_wait_until(nd, c, sc, UINT64_MAX);
 }
 
 /* The first connection still alive, or NULL. */
@@ -439,9 +487,9 @@ static int nbdrv_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, ui
 		      uint64_t *extent_length, bool *hole)
 {
 	struct nbd_dev *nd = nbdrv_of(dev);
-	struct sync_cmd sc = { .nd = nd, .offset = offset };
+	uint64_t count = length, spent, start;
+	struct sync_cmd *sc;
 	struct nbd_conn *c;
-	uint64_t count = length;
 	int64_t cookie;
 	int r;
 
@@ -457,19 +505,31 @@ static int nbdrv_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, ui
 		count = EXTENT_REQUEST_MAX;
 	if (count > nd->size - offset)
 		count = nd->size - offset;
+	spent = atomic_load_explicit(&nd->extent_wait_ns, memory_order_relaxed);
+	if (spent >= EXTENT_WAIT_BUDGET_MS * 1000000ull)
+		return -ETIMEDOUT;	/* read as data from here on */
 	c = first_alive(nd);
 	if (!c)
 		return dead_error(nd);
-	sc.conn = c;
+	sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return -ENOMEM;
+	*sc = (struct sync_cmd){ .nd = nd, .conn = c, .offset = offset, .refs = 2 };
 	cookie = nbd_aio_block_status(c->h, count, offset,
-				      (nbd_extent_callback){ .callback = extent_reply, .user_data = &sc },
-				      (nbd_completion_callback){ .callback = sync_complete, .user_data = &sc }, 0);
+				      (nbd_extent_callback){ .callback = extent_reply, .user_data = sc },
+				      (nbd_completion_callback){ .callback = sync_complete, .user_data = sc,
+								 .free = sync_put }, 0);
 	if (cookie < 0) {
+		/* libnbd frees the callbacks of a command it did not take: libnbd's reference is gone. */
 		r = nbd_get_errno();
 		set_dev_error(nd, "block status: %s", libnbd_error());
+		sync_put(sc);
 		return r > 0 ? -r : -EIO;
 	}
-	r = sync_wait(nd, c, &sc);
+	start = now_ns();
+	r = sync_wait_until(nd, c, sc, start + EXTENT_WAIT_BUDGET_MS * 1000000ull - spent);
+	atomic_fetch_add_explicit(&nd->extent_wait_ns, now_ns() - start, memory_order_relaxed);
+	sync_put(sc);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&nd->lock);
@@ -1134,12 +1194,14 @@ static int psk_copy(int fd)
 
 /*
  * The identity of the export for the overlap check: the transport and
- * address and the export name.  A Unix socket is its socket= file's
- * st_dev/st_ino as this process sees the path (also when a service passed
- * the socket pre-connected: in the caller's mount namespace the path may
- * name another file, which this cannot know), or the name the server bound
- * when the path cannot be looked at; TCP and vsock are the peer's numeric
- * address and port.
+ * address and the export name.  A Unix socket is the name the server bound
+ * (getpeername()), however the path the URI gives reached it (a symbolic
+ * link, another mount namespace, a socket a service passed pre-connected).
+ * The path is never looked up again here: for a service (root, for
+ * kcopydfs) a stat() of a path its caller chose, swapped for a symbolic
+ * link once connected, would tell the caller whether a file it may not see
+ * exists (the overlap refusal says so), and could hang on a filesystem that
+ * does not answer.  TCP and vsock are the peer's numeric address and port.
  */
 static char *export_identity(const struct kcopyd_nbd_uri *parts, int fd)
 {
@@ -1147,18 +1209,19 @@ static char *export_identity(const struct kcopyd_nbd_uri *parts, int fd)
 	socklen_t peer_len = sizeof(peer);
 	char addr[INET6_ADDRSTRLEN + 64], port[16];
 	char *identity = NULL;
-	struct stat st;
 
-	if (parts->transport == KCOPYD_NBD_UNIX && stat(parts->socket_path, &st) == 0) {
-		snprintf(addr, sizeof(addr), "unix:%llu:%llu", (unsigned long long)st.st_dev,
-			 (unsigned long long)st.st_ino);
-	} else if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
 		snprintf(addr, sizeof(addr), "fd:%d", fd);	/* unknowable: unique enough */
 	} else if (peer.ss_family == AF_UNIX) {
 		const struct sockaddr_un *un = (const struct sockaddr_un *)&peer;
+		int name_len = (int)(peer_len - offsetof(struct sockaddr_un, sun_path));
 
-		snprintf(addr, sizeof(addr), "unix-name:%.*s", (int)(peer_len - offsetof(struct sockaddr_un, sun_path)),
-			 un->sun_path);
+		if (name_len <= 0 || (name_len == 1 && !un->sun_path[0]))
+			snprintf(addr, sizeof(addr), "fd:%d", fd);	/* an unnamed peer (socketpair): its own */
+		else if (!un->sun_path[0])	/* abstract: '@' and the name after the NUL */
+			snprintf(addr, sizeof(addr), "unix-name:@%.*s", name_len - 1, un->sun_path + 1);
+		else
+			snprintf(addr, sizeof(addr), "unix-name:%.*s", name_len, un->sun_path);
 	} else if (peer.ss_family == AF_VSOCK) {
 		const struct sockaddr_vm *vm = (const struct sockaddr_vm *)&peer;
 
@@ -1268,6 +1331,18 @@ int kcopyd_dev_open_nbd(const char *uri, int flags, const struct kcopyd_nbd_conf
 		r = -EPERM;
 		snprintf(why, why_len, "with pre-connected sockets, %s must be passed as a descriptor, not by name",
 			 parts.tls_certificates ? "tls-certificates" : "tls-psk-file");
+		goto err_free_parts;
+	}
+	if (cfg.num_socket_fds && parts.tls && cfg.tls_psk_fd < 0) {
+		/*
+		 * TLS without a key is X.509, and libnbd then reads its default
+		 * certificates directory (/etc/pki/libnbd for root): the
+		 * service would authenticate with its own client certificate
+		 * for a caller who has none.
+		 */
+		r = -EPERM;
+		snprintf(why, why_len, "with pre-connected sockets, TLS needs a pre-shared key (tls-psk-file, passed as "
+			 "a descriptor): X.509 would present this process's own certificates");
 		goto err_free_parts;
 	}
 	lowered = strdup(uri);
