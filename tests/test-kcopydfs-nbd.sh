@@ -16,7 +16,8 @@
 #      destination, a region past the export's end, a TLS server without TLS;
 #      the URI grammar's port and sector;
 #   c. TLS with a pre-shared key (nbdkit --tls=require --tls-psk): the right
-#      key copies, the wrong one is refused; tls-certificates is refused;
+#      key copies, the wrong one is refused; X.509 is refused (EPERM without a
+#      key, EOPNOTSUPP for tls-certificates beside one);
 #   d. as nobody through -o allow_other: a root-only socket and a root-only
 #      key file refused with EACCES, its own server copied to and from;
 #   e. --nbd=unix refuses TCP with EPERM, --nbd=none every URI;
@@ -295,6 +296,9 @@ run_job "$jobs" tls "copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-psk-fil
 	check "nbds+unix:// with the right key: done, the same bytes" "done same" \
 		"$(final tls state) $(cmp -s "$work/remote.orig" "$loop1" && echo same || echo differ)"
 refused "$jobs" tls-certificates "copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-certificates=$work/s to=$loop1" \
+	EPERM "needs tls-psk-file"
+refused "$jobs" tls-certificates-and-key \
+	"copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-psk-file=$work/s/keys.psk&tls-username=alice&tls-certificates=$work/s to=$loop1" \
 	EOPNOTSUPP "certificates"
 refused "$jobs" tls-wrong "copy from=nbds+unix:///?socket=$work/s/tls.sock&tls-psk-file=$work/s/wrong.psk&tls-username=alice to=$loop1" \
 	EACCES "TLS|tls|handshake|key"
