@@ -248,6 +248,27 @@ status_field() {
 	sed -n "s/^$2: //p" "$1/status"
 }
 
+# run_job DIR NAME DESCRIPTION [PREFIX...]: mkdir DIR/NAME, write DESCRIPTION to its ctl and
+# wait for the end (60 s at most), all through PREFIX (as_nobody, nsenter ..., or nothing);
+# the final status in $work/NAME.status.  1 (a FAIL) if the description was refused.
+run_job() {
+	local dir=$1 name=$2 description=$3
+	shift 3
+
+	"$@" mkdir "$dir/$name"
+	write_ctl "$dir/$name/ctl" "$description" "$@"
+	if [ "$write_status" != 0 ]; then
+		fail "job $name is taken: $description" "write status 0" "$write_status: $write_said $(status_field "$dir/$name" error)"
+		return 1
+	fi
+	"$@" timeout 60 cat "$dir/$name/wait" >"$work/$name.status"
+}
+
+# final NAME KEY: KEY of job NAME's final status (as run_job kept it).
+final() {
+	sed -n "s/^$2: //p" "$work/$1.status"
+}
+
 # binding_fixture SIZE DEST_SIZE: what the tests of the bindings share: a
 # daemon on $mnt, $work/src.img of SIZE random bytes, $work/d0.img to d2.img
 # of DEST_SIZE bytes, a 64 MiB $work/big.img, and a 64 MiB slow source at

@@ -125,26 +125,6 @@ free_port() {
 	echo "$port"
 }
 
-# run_job DIR NAME DESCRIPTION [PREFIX...]: mkdir, write DESCRIPTION, wait (60 s at most);
-# the final status in $work/NAME.status.  1 (a FAIL) if the description was refused.
-run_job() {
-	local dir=$1 name=$2 description=$3
-	shift 3
-
-	"$@" mkdir "$dir/$name"
-	write_ctl "$dir/$name/ctl" "$description" "$@"
-	if [ "$write_status" != 0 ]; then
-		fail "job $name is taken: $description" "write status 0" "$write_status: $write_said $(status_field "$dir/$name" error)"
-		return 1
-	fi
-	"$@" timeout 60 cat "$dir/$name/wait" >"$work/$name.status"
-}
-
-# final NAME KEY: KEY of job NAME's final status (as run_job kept it).
-final() {
-	sed -n "s/^$2: //p" "$work/$1.status"
-}
-
 # refused DIR NAME DESCRIPTION ERRNO PATTERN [PREFIX...]: the write fails with ERRNO, the
 # error: line matches PATTERN (an extended regular expression), the job stays idle.
 refused() {

@@ -77,27 +77,6 @@ blocks() {
 	stat -c %b "$1"
 }
 
-# run_job DIR NAME DESCRIPTION [PREFIX...]: mkdir DIR/NAME, write DESCRIPTION to its ctl and
-# wait for the end (30 s at most), all through PREFIX (as_nobody, or nothing); the final
-# status in $work/NAME.status.  1 (a FAIL) if the description was refused.
-run_job() {
-	local dir=$1 name=$2 description=$3
-	shift 3
-
-	"$@" mkdir "$dir/$name"
-	write_ctl "$dir/$name/ctl" "$description" "$@"
-	if [ "$write_status" != 0 ]; then
-		fail "job $name is taken: $description" "write status 0" "$write_status: $write_said $(status_field "$dir/$name" error)"
-		return 1
-	fi
-	"$@" timeout 30 cat "$dir/$name/wait" >"$work/$name.status"
-}
-
-# final NAME KEY: KEY of job NAME's final status (as run_job kept it).
-final() {
-	sed -n "s/^$2: //p" "$work/$1.status"
-}
-
 # expect_done NAME DATA ZERO: job NAME ended done, with all of its sectors done
 # and below the checkpoint, DATA of them data and ZERO zeros.
 expect_done() {
