@@ -228,10 +228,8 @@ static uint64_t rest_of_device(const struct kcopyd_dev *dev, uint64_t sector)
 struct region_plan {
 	bool nbd;
 	bool skip;			/* on the mount itself (a file), or no source (zero): nothing asked */
-	unsigned int first;		/* its first request */
-	unsigned int sockets;		/* NBD: how many connect requests */
+	unsigned int first;		/* its first request (an NBD region's: its connection) */
 	int psk_request;		/* NBD: the tls-psk-file open, or -1 */
-	int certificates_request;	/* NBD: the tls-certificates open, or -1 */
 	struct kcopyd_nbd_uri uri;	/* NBD: the URI's parts (freed with the plan) */
 };
 
@@ -243,20 +241,23 @@ static const char *const transport_names[] = {
 
 /*
  * Plan the requests of NBD region @uri (its @key for messages), appending
- * to @requests from *@count: the daemon's rule for NBD (--nbd), then the
- * connections (a Unix socket's path, or the TCP address resolved here,
+ * to @requests from *@count: the daemon's rule for NBD (--nbd), then one
+ * connection (a Unix socket's path, or the TCP addresses resolved here,
  * connected from the writer's network namespace, learnt into *@net_fd the
- * first time), then the key files.  Paths in the URI must be absolute.
+ * first time), then the key file.  Paths in the URI must be absolute.
+ * Further connections come later, only if the server advertises
+ * multi-conn (more_connections()), so that a server serving one client at
+ * a time, or forking a script per connection, is not woken in vain.
  */
 static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred, const char *key, const char *uri,
 			   struct region_plan *plan, struct kfs_request *requests, unsigned int *count,
 			   int *net_fd, bool *net_known, char *why, size_t why_len)
 {
+	struct kfs_request *request;
 	char reason[256];
-	unsigned int index;
 	int r;
 
-	plan->psk_request = plan->certificates_request = -1;
+	plan->psk_request = -1;
 	if (svc->nbd_policy == KFS_NBD_NONE) {
 		set_text(why, why_len, "%s=%s: NBD regions are not allowed by this kcopydfs (--nbd=none)", key, uri);
 		return -EPERM;
@@ -277,10 +278,9 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 		return -EPROTONOSUPPORT;
 	}
 	if ((plan->uri.socket_path && plan->uri.socket_path[0] != '/') ||
-	    (plan->uri.tls_psk_file && plan->uri.tls_psk_file[0] != '/') ||
-	    (plan->uri.tls_certificates && plan->uri.tls_certificates[0] != '/')) {
-		set_text(why, why_len, "%s=%s: a path in the URI is relative (socket=, tls-psk-file= and "
-			 "tls-certificates= must be absolute)", key, uri);
+	    (plan->uri.tls_psk_file && plan->uri.tls_psk_file[0] != '/')) {
+		set_text(why, why_len, "%s=%s: a path in the URI is relative (socket= and tls-psk-file= must be "
+			 "absolute)", key, uri);
 		return -EINVAL;
 	}
 	if (plan->uri.tls && !plan->uri.tls_psk_file) {
@@ -289,27 +289,24 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 			 "the daemon's own certificates)", key, uri);
 		return -EPERM;
 	}
-	if (*count + 3 > KFS_MAX_REQUESTS) {
+	if (plan->uri.tls_certificates) {
+		/* libnbd reads them by name in a directory: lookups the daemon would make as itself. */
+		set_text(why, why_len, "%s=%s: tls-certificates is not taken through kcopydfs (the daemon would "
+			 "read the directory as itself): use tls-psk-file", key, uri);
+		return -EOPNOTSUPP;
+	}
+	if (*count + 2 > KFS_MAX_REQUESTS) {
 		set_text(why, why_len, "%s=%s: too many connections for one job", key, uri);
 		return -E2BIG;
 	}
-	/*
-	 * One connection now; more only if the server advertises multi-conn
-	 * in its handshake (more_connections()), so that a server serving one
-	 * client at a time, or forking a script per connection, is not woken
-	 * in vain.
-	 */
 	plan->first = *count;
-	plan->sockets = 1;
-	for (index = 0; index < plan->sockets; index++) {
-		struct kfs_request *request = &requests[(*count)++];
-
-		memset(request, 0, sizeof(*request));
-		request->kind = plan->uri.transport == KCOPYD_NBD_UNIX ? KFS_REQ_CONNECT_UNIX : KFS_REQ_CONNECT_INET;
-		request->path = plan->uri.socket_path;
-	}
+	request = &requests[(*count)++];
+	memset(request, 0, sizeof(*request));
+	request->kind = plan->uri.transport == KCOPYD_NBD_UNIX ? KFS_REQ_CONNECT_UNIX : KFS_REQ_CONNECT_INET;
+	request->path = plan->uri.socket_path;
 	if (plan->uri.transport == KCOPYD_NBD_TCP) {
 		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *found;
+		const struct addrinfo *each;
 		int gai;
 
 		if (!*net_known) {
@@ -327,27 +324,18 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 				 gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
 			return gai == EAI_MEMORY ? -ENOMEM : gai == EAI_AGAIN ? -EAGAIN : -ENOENT;
 		}
-		for (index = 0; index < plan->sockets; index++) {
-			struct kfs_request *request = &requests[plan->first + index];
-			const struct addrinfo *each;
-
-			/* Every address, tried in order by the helper (libnbd's connect tries them all too). */
-			for (each = found; each && request->nr_addrs < KFS_MAX_ADDRS; each = each->ai_next) {
-				if (each->ai_addrlen > sizeof(request->addrs[0]))
-					continue;
-				memcpy(&request->addrs[request->nr_addrs], each->ai_addr, each->ai_addrlen);
-				request->addr_lens[request->nr_addrs++] = each->ai_addrlen;
-			}
+		/* Every address, tried in order by the helper (libnbd's connect tries them all too). */
+		for (each = found; each && request->nr_addrs < KFS_MAX_ADDRS; each = each->ai_next) {
+			if (each->ai_addrlen > sizeof(request->addrs[0]))
+				continue;
+			memcpy(&request->addrs[request->nr_addrs], each->ai_addr, each->ai_addrlen);
+			request->addr_lens[request->nr_addrs++] = each->ai_addrlen;
 		}
 		freeaddrinfo(found);
 	}
 	if (plan->uri.tls_psk_file) {
 		plan->psk_request = (int)*count;
 		requests[(*count)++] = (struct kfs_request){ .kind = KFS_REQ_KEY, .path = plan->uri.tls_psk_file };
-	}
-	if (plan->uri.tls_certificates) {
-		plan->certificates_request = (int)*count;
-		requests[(*count)++] = (struct kfs_request){ .kind = KFS_REQ_KEY, .path = plan->uri.tls_certificates };
 	}
 	return 0;
 }
@@ -401,9 +389,8 @@ static int more_connections(void *opaque, unsigned int index, unsigned int wante
 /*
  * Make a device of an NBD region from what the helper gave: the socket
  * must have connected (its error is the region's); a key file must have
- * opened and be a regular file (tls-psk-file) or a directory
- * (tls-certificates).  Every descriptor of the plan is taken (the
- * device's, or closed).  Further connections for multi-conn are made
+ * opened and be a regular file, not on a pseudo filesystem.  Every
+ * descriptor of the plan is taken (the device's, or closed).  Further connections for multi-conn are made
  * during the open, as @owner (from @root_fd and @net_fd) again.
  */
 static int settle_nbd_region(struct kfs_service *svc, const struct kfs_owner *owner, int root_fd, int net_fd,
@@ -426,21 +413,13 @@ static int settle_nbd_region(struct kfs_service *svc, const struct kfs_owner *ow
 		.connect = more_connections,
 		.connect_opaque = &more,
 	};
-	int sockets[KFS_MAX_REQUESTS];
-	unsigned int index, connected = 0;
+	int socket_fd = fds[plan->first];
+	unsigned int index;
 	char reason[512];
 	struct stat st;
-	int r = 0;
+	int r = socket_fd < 0 ? socket_fd : 0;
 
-	for (index = 0; index < plan->sockets; index++) {
-		int fd = fds[plan->first + index];
-
-		fds[plan->first + index] = -EBADF;
-		if (fd >= 0)
-			sockets[connected++] = fd;
-		else if (index == 0)
-			r = fd;
-	}
+	fds[plan->first] = -EBADF;
 	if (r < 0) {
 		set_text(why, why_len, "%s=%s: cannot connect to %s%s: %s", key, uri,
 			 plan->uri.transport == KCOPYD_NBD_UNIX ? plan->uri.socket_path : plan->uri.host,
@@ -464,30 +443,15 @@ static int settle_nbd_region(struct kfs_service *svc, const struct kfs_owner *ow
 				 uri, plan->uri.tls_psk_file);
 		}
 	}
-	if (plan->certificates_request >= 0) {
-		config.tls_certificates_fd = fds[plan->certificates_request];
-		fds[plan->certificates_request] = -EBADF;
-		if (r == 0 && config.tls_certificates_fd < 0) {
-			r = config.tls_certificates_fd;
-			set_text(why, why_len, "%s=%s: tls-certificates %s: %s", key, uri, plan->uri.tls_certificates,
-				 strerror(-r));
-		} else if (r == 0 && (fstat(config.tls_certificates_fd, &st) < 0 || !S_ISDIR(st.st_mode))) {
-			r = -ENOTDIR;
-			set_text(why, why_len, "%s=%s: tls-certificates %s: not a directory", key, uri,
-				 plan->uri.tls_certificates);
-		}
-	}
 	if (r < 0) {
-		for (index = 0; index < connected; index++)
-			close(sockets[index]);
+		if (socket_fd >= 0)
+			close(socket_fd);
 		if (config.tls_psk_fd >= 0)
 			close(config.tls_psk_fd);
-		if (config.tls_certificates_fd >= 0)
-			close(config.tls_certificates_fd);
 		return r;
 	}
-	config.socket_fds = sockets;
-	config.num_socket_fds = connected;
+	config.socket_fds = &socket_fd;
+	config.num_socket_fds = 1;
 	reason[0] = '\0';
 	r = kcopyd_dev_open_nbd(uri, writable ? O_RDWR : O_RDONLY, &config, sizeof(config), dev, reason,
 				sizeof(reason));
@@ -558,7 +522,7 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 		const char *path = region->path;
 		struct region_plan *plan = &plans[index];
 
-		plan->psk_request = plan->certificates_request = -1;
+		plan->psk_request = -1;
 		if (index == 0 && spec->op != JOBSPEC_COPY) {
 			plan->skip = true;
 		} else if (region->is_uri) {
