@@ -82,4 +82,11 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
  * file does not support direct I/O), or -errno if the kernel cannot say. */
 int kcopyd_dio_offset_align(int fd, unsigned int *offset_align);
 
+/*
+ * internal_refuse() - (not exported: no kcopyd_ prefix) format a one-line reason into @why (when there is room
+ * for one) and return @err: the refusals of validate.c and nbd_uri.c.
+ */
+__attribute__((format(printf, 4, 5)))
+int internal_refuse(int err, char *why, size_t why_len, const char *fmt, ...);
+
 #endif /* KCOPYD_INTERNAL_H */

@@ -24,6 +24,7 @@
 #include <libxml/uri.h>
 
 #include "kcopyd.h"
+#include "libkcopyd/internal.h"
 
 struct nbd_scheme {
 	const char *name;
@@ -61,18 +62,6 @@ int kcopyd_is_nbd_uri(const char *name)
 	return nbd_scheme_of(name) != NULL;
 }
 
-__attribute__((format(printf, 4, 5)))
-static int uri_refuse(int err, char *why, size_t why_len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && why_len) {
-		va_start(ap, fmt);
-		vsnprintf(why, why_len, fmt, ap);
-		va_end(ap);
-	}
-	return err;
-}
 
 /* libnbd's boolean words (tls-verify-peer and the like). Return: 1, 0, or -1. */
 static int parse_bool(const char *value)
@@ -107,7 +96,7 @@ static int uri_query_param(struct kcopyd_nbd_uri *result, const char *name, char
 		slot = &result->socket_path;
 	} else if (strncmp(name, "tls-", 4) == 0 && !result->tls) {
 		free(value);
-		return uri_refuse(-EINVAL, why, why_len,
+		return internal_refuse(-EINVAL, why, why_len,
 				  "%s is a TLS parameter, but the scheme does not use TLS (nbds:// does)", name);
 	} else if (strcmp(name, "tls-psk-file") == 0) {
 		slot = &result->tls_psk_file;
@@ -119,11 +108,11 @@ static int uri_query_param(struct kcopyd_nbd_uri *result, const char *name, char
 		result->tls_verify_peer = parse_bool(value);
 		free(value);
 		if (result->tls_verify_peer < 0)
-			return uri_refuse(-EINVAL, why, why_len, "tls-verify-peer takes true or false");
+			return internal_refuse(-EINVAL, why, why_len, "tls-verify-peer takes true or false");
 		return 0;
 	} else {
 		free(value);
-		return uri_refuse(-EINVAL, why, why_len, "unknown NBD URI query parameter \"%s\"", name);
+		return internal_refuse(-EINVAL, why, why_len, "unknown NBD URI query parameter \"%s\"", name);
 	}
 	free(*slot);	/* the last of a repeated parameter wins, as in libnbd */
 	*slot = value;
@@ -202,7 +191,7 @@ int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *w
 	memset(result, 0, sizeof(*result));
 	result->tls_verify_peer = -1;
 	if (!scheme)
-		return uri_refuse(-EINVAL, why, why_len,
+		return internal_refuse(-EINVAL, why, why_len,
 				  "not an NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://, nbd+vsock://, nbds+vsock://)");
 	/* libxml2 keeps the scheme as written; libnbd compares it in lower case. */
 	lowered = strdup(uri);
@@ -213,7 +202,7 @@ int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *w
 	parsed = xmlParseURI(lowered);
 	free(lowered);
 	if (!parsed)
-		return uri_refuse(-EINVAL, why, why_len, "unable to parse the NBD URI");
+		return internal_refuse(-EINVAL, why, why_len, "unable to parse the NBD URI");
 	result->transport = scheme->transport;
 	result->tls = scheme->tls;
 	r = uri_queries(result, parsed->query_raw, why, why_len);
@@ -221,7 +210,7 @@ int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *w
 		goto err_free;
 	r = -ENOMEM;
 	if (parsed->path && parsed->path[0] != '/') {
-		r = uri_refuse(-EINVAL, why, why_len, "the export name must follow a '/'");
+		r = internal_refuse(-EINVAL, why, why_len, "the export name must follow a '/'");
 		goto err_free;
 	}
 	result->export_name = strdup(parsed->path ? parsed->path + 1 : "");
@@ -229,7 +218,7 @@ int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *w
 		goto err_free;
 	if (parsed->user) {
 		if (!result->tls) {
-			r = uri_refuse(-EINVAL, why, why_len, "a user name is for TLS, but the scheme does not use TLS");
+			r = internal_refuse(-EINVAL, why, why_len, "a user name is for TLS, but the scheme does not use TLS");
 			goto err_free;
 		}
 		if (!result->tls_username) {
@@ -245,11 +234,11 @@ int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *w
 	switch (scheme->transport) {
 	case KCOPYD_NBD_UNIX:
 		if (!result->socket_path) {
-			r = uri_refuse(-EINVAL, why, why_len, "an nbd+unix URI needs ?socket=PATH");
+			r = internal_refuse(-EINVAL, why, why_len, "an nbd+unix URI needs ?socket=PATH");
 			goto err_free;
 		}
 		if ((parsed->server && parsed->server[0]) || result->port) {
-			r = uri_refuse(-EINVAL, why, why_len,
+			r = internal_refuse(-EINVAL, why, why_len,
 				       "an nbd+unix URI names no host (nbd+unix:///EXPORT?socket=PATH)");
 			goto err_free;
 		}
@@ -257,7 +246,7 @@ int kcopyd_nbd_uri_parse(const char *uri, struct kcopyd_nbd_uri *result, char *w
 	case KCOPYD_NBD_TCP:
 	case KCOPYD_NBD_VSOCK:
 		if (result->socket_path) {
-			r = uri_refuse(-EINVAL, why, why_len, "socket= is only for the nbd+unix schemes");
+			r = internal_refuse(-EINVAL, why, why_len, "socket= is only for the nbd+unix schemes");
 			goto err_free;
 		}
 		result->host = uri_host(parsed);
@@ -279,6 +268,6 @@ err_free:
 	xmlFreeURI(parsed);
 	kcopyd_nbd_uri_free(result);
 	if (r == -ENOMEM)
-		uri_refuse(-ENOMEM, why, why_len, "out of memory");
+		internal_refuse(-ENOMEM, why, why_len, "out of memory");
 	return r;
 }

@@ -14,8 +14,7 @@
 #define KCOPYD_KNOWN_FLAGS \
 	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD)
 
-__attribute__((format(printf, 4, 5)))
-static int refuse(int err, char *why, unsigned int why_len, const char *fmt, ...)
+int internal_refuse(int err, char *why, size_t why_len, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -44,22 +43,22 @@ static int check_region(const struct io_region *region, int dest_index, char *wh
 
 	region_name(name, sizeof(name), dest_index);
 	if (!dev)
-		return refuse(-EINVAL, why, why_len, "%s has no device", name);
+		return internal_refuse(-EINVAL, why, why_len, "%s has no device", name);
 	if (region->sector > dev->sectors || region->count > dev->sectors - region->sector)
-		return refuse(-ERANGE, why, why_len,
+		return internal_refuse(-ERANGE, why, why_len,
 			      "%s sectors %llu+%llu run past the end of its device (%llu sectors)", name,
 			      (unsigned long long)region->sector, (unsigned long long)region->count,
 			      (unsigned long long)dev->sectors);
 	sectors_per_block = dev->block_size >> KCOPYD_SECTOR_SHIFT;
 	if (region->sector % sectors_per_block || region->count % sectors_per_block)
-		return refuse(-EINVAL, why, why_len,
+		return internal_refuse(-EINVAL, why, why_len,
 			      "%s sectors %llu+%llu are not aligned to its block size of %u bytes", name,
 			      (unsigned long long)region->sector, (unsigned long long)region->count,
 			      dev->block_size);
 	if (dest_index < 0 && !dev->readable)
-		return refuse(-EBADF, why, why_len, "source device is not open for reading");
+		return internal_refuse(-EBADF, why, why_len, "source device is not open for reading");
 	if (dest_index >= 0 && !dev->writable)
-		return refuse(-EBADF, why, why_len, "%s device is not open for writing", name);
+		return internal_refuse(-EBADF, why, why_len, "%s device is not open for writing", name);
 	return 0;
 }
 
@@ -110,12 +109,12 @@ int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 	if (why && why_len)
 		why[0] = '\0';
 	if (num_dests == 0 || !dests)
-		return refuse(-EINVAL, why, why_len, "no destination");
+		return internal_refuse(-EINVAL, why, why_len, "no destination");
 	if (num_dests > KCOPYD_MAX_REGIONS)
-		return refuse(-EINVAL, why, why_len, "%u destinations, at most %u are allowed", num_dests,
+		return internal_refuse(-EINVAL, why, why_len, "%u destinations, at most %u are allowed", num_dests,
 			      KCOPYD_MAX_REGIONS);
 	if (flags & ~KCOPYD_KNOWN_FLAGS)
-		return refuse(-EINVAL, why, why_len, "unknown flags 0x%x", flags & ~KCOPYD_KNOWN_FLAGS);
+		return internal_refuse(-EINVAL, why, why_len, "unknown flags 0x%x", flags & ~KCOPYD_KNOWN_FLAGS);
 	if (from) {
 		r = check_region(from, -1, why, why_len);
 		if (r < 0)
@@ -126,7 +125,7 @@ int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 		uint64_t expected = from ? from->count : dests[0].count;
 
 		if (dest->count != expected)
-			return refuse(-EINVAL, why, why_len,
+			return internal_refuse(-EINVAL, why, why_len,
 				      "destination %u has %llu sectors, the %s has %llu", dest_index,
 				      (unsigned long long)dest->count, from ? "source" : "first destination",
 				      (unsigned long long)expected);
@@ -134,11 +133,11 @@ int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 		if (r < 0)
 			return r;
 		if (from && kcopyd_regions_overlap(from, dest))
-			return refuse(-EINVAL, why, why_len, "destination %u overlaps the source%s", dest_index,
+			return internal_refuse(-EINVAL, why, why_len, "destination %u overlaps the source%s", dest_index,
 				      alias_note(from, dest));
 		for (other = 0; other < dest_index; other++)
 			if (kcopyd_regions_overlap(&dests[other], dest))
-				return refuse(-EINVAL, why, why_len, "destination %u overlaps destination %u%s",
+				return internal_refuse(-EINVAL, why, why_len, "destination %u overlaps destination %u%s",
 					      dest_index, other, alias_note(&dests[other], dest));
 	}
 	return 0;
