@@ -908,18 +908,28 @@ static void out_region_text(struct text_out *out, const struct jobspec_region *r
 	}
 }
 
+/*
+ * End @out's text with a NUL.  The length must fit the int returned as
+ * well as the buffer.  Return: the length, or -ENOSPC (an empty string
+ * then, when there is a buffer at all).
+ */
+static int out_finish(struct text_out *out)
+{
+	if (out->used >= out->size || out->used > INT_MAX) {
+		if (out->size)
+			out->buf[0] = '\0';
+		return -ENOSPC;
+	}
+	out->buf[out->used] = '\0';
+	return (int)out->used;
+}
+
 int jobspec_render_region(const struct jobspec_region *region, unsigned int flags, char *buf, size_t len)
 {
 	struct text_out out = { .buf = buf, .size = buf ? len : 0, .used = 0 };
 
 	out_region_text(&out, region, flags);
-	if (out.used >= out.size || out.used > INT_MAX) {
-		if (out.size)
-			buf[0] = '\0';
-		return -ENOSPC;
-	}
-	buf[out.used] = '\0';
-	return (int)out.used;
+	return out_finish(&out);
 }
 
 /* " KEY=PATH:SECTOR[+COUNT]" */
@@ -951,13 +961,5 @@ int jobspec_render(const struct jobspec *spec, char *buf, size_t len)
 		separator = ",";
 	}
 	out_bytes(&out, "\n", 1);
-
-	/* The length must fit the int we return as well as the buffer. */
-	if (out.used >= out.size || out.used > INT_MAX) {
-		if (out.size)
-			buf[0] = '\0';
-		return -ENOSPC;
-	}
-	buf[out.used] = '\0';
-	return (int)out.used;
+	return out_finish(&out);
 }
