@@ -295,10 +295,6 @@ static int plan_nbd_region(struct kfs_service *svc, const struct kfs_cred *cred,
 			 "read the directory as itself): use tls-psk-file", key, uri);
 		return -EOPNOTSUPP;
 	}
-	if (*count + 2 > KFS_MAX_REQUESTS) {
-		set_text(why, why_len, "%s=%s: too many connections for one job", key, uri);
-		return -E2BIG;
-	}
 	plan->first = *count;
 	request = &requests[(*count)++];
 	memset(request, 0, sizeof(*request));
@@ -484,8 +480,14 @@ int prepare_job(struct kfs_service *svc, struct kfs_run *run, struct jobspec *sp
 	bool net_known = false, has_nbd = false, entered = false;
 	int net_fd = -1, r = 0;
 
-	requests = calloc(KFS_MAX_REQUESTS, sizeof(*requests));
-	fds = calloc(KFS_MAX_REQUESTS, sizeof(*fds));
+	/*
+	 * At most two requests a region (an open; or a connect and a key
+	 * file), sized to the job: a request is 560 bytes with its addresses,
+	 * and this is every job start's path.
+	 */
+	_Static_assert(2 * (KCOPYD_MAX_REGIONS + 1) <= KFS_MAX_REQUESTS, "a job's requests fit one helper");
+	requests = calloc(2 * (spec->num_dests + 1), sizeof(*requests));
+	fds = calloc(2 * (spec->num_dests + 1), sizeof(*fds));
 	if (!requests || !fds) {
 		free(requests);
 		free(fds);
