@@ -286,10 +286,15 @@ typedef void (*kcopyd_notify_fn)(int read_err, unsigned int write_err, void *con
  *
  * Starts the client's I/O thread and completion thread.
  *
- * Return: 0 on success; -EINVAL if @num_pages is 0; -ENOMEM; or the
- * -errno of eventfd(2) or pthread_create(3).  (The libaio context of
- * io_setup(2) is made by a job's first read or write, which fails with
- * its -errno, -EAGAIN past the system's aio-max-nr, if it cannot be.)
+ * The I/O engine is the default one (see enum kcopyd_io_engine): the
+ * environment's KCOPYD_IO_ENGINE, else io_uring where it works, else libaio.
+ *
+ * Return: 0 on success; -EINVAL if @num_pages is 0 or KCOPYD_IO_ENGINE
+ * names no engine; -ENOMEM; the -errno of eventfd(2) or pthread_create(3);
+ * or, with io_uring asked for by name, the -errno that refused its ring
+ * (as kcopyd_io_engine_probe()).  (The libaio context of io_setup(2) is
+ * made by a job's first read or write, which fails with its -errno,
+ * -EAGAIN past the system's aio-max-nr, if it cannot be.)
  */
 int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result);
 
@@ -365,7 +370,58 @@ struct kcopyd_config {
 	kcopyd_start_fn start_fn;	/* optional: told when each job starts */
 	/* Added with kcopyd_client_create_sized(). */
 	unsigned int sparse_sectors;	/* grain of zero detection; 0: 128 (64 KiB); rounded up to whole blocks */
+	/* Added with the I/O engines (kcopyd_client_io_engine()). */
+	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_*: how local files and devices are read and written */
 };
+
+/*
+ * The I/O engines of local files and block devices (struct kcopyd_config's
+ * io_engine).  NBD exports go through libnbd whatever the choice.
+ *  DEFAULT   0: the environment variable KCOPYD_IO_ENGINE (auto, io_uring or
+ *               libaio) if it is set, else AUTO.
+ *  AUTO:        io_uring where the kernel offers it and it works (a ring is
+ *               made and its opcodes probed when the client is created),
+ *               else libaio; kcopyd_client_io_engine() says which and why.
+ *  LIBAIO:      libaio with O_DIRECT, and worker threads for fallocate,
+ *               BLKZEROOUT and copy_file_range.
+ *  IO_URING:    io_uring, its buffers registered with the kernel where the
+ *               memory lock limit allows; the client is not made when the
+ *               kernel refuses a ring (kcopyd_io_engine_probe() says why).
+ */
+enum kcopyd_io_engine {
+	KCOPYD_IO_ENGINE_DEFAULT = 0,
+	KCOPYD_IO_ENGINE_AUTO,
+	KCOPYD_IO_ENGINE_LIBAIO,
+	KCOPYD_IO_ENGINE_IO_URING,
+};
+
+/*
+ * kcopyd_io_engine_parse() - "auto", "io_uring" or "libaio" into *@engine.
+ * Return: 0, or -EINVAL for anything else (NULL included).
+ */
+int kcopyd_io_engine_parse(const char *name, unsigned int *engine);
+
+/* kcopyd_io_engine_name() - "auto", "io_uring", "libaio", "default", or "unknown". */
+const char *kcopyd_io_engine_name(unsigned int engine);
+
+/*
+ * kcopyd_io_engine_probe() - whether a client could run with @engine now:
+ * for io_uring, make a ring and probe the opcodes the engine uses, as
+ * client creation does.  @why receives a one-line reason when it could
+ * not (may be NULL).  Return: 0; -EPERM (io_uring_disabled, a seccomp
+ * filter), -ENOSYS (a kernel without io_uring), -EOPNOTSUPP (opcodes
+ * missing), -ENOMEM, or -EINVAL for an engine that is not one of the enum.
+ */
+int kcopyd_io_engine_probe(unsigned int engine, char *why, size_t why_len);
+
+/*
+ * kcopyd_client_io_engine() - the engine @kc reads and writes local files
+ * with: KCOPYD_IO_ENGINE_LIBAIO or KCOPYD_IO_ENGINE_IO_URING (0 for a
+ * client of the tests' fake driver).  @why (may be NULL) receives why it
+ * is that one or what limits it (io_uring refused, so libaio; buffers not
+ * registered under RLIMIT_MEMLOCK), or "" when there is nothing to say.
+ */
+unsigned int kcopyd_client_io_engine(struct kcopyd_client *kc, char *why, size_t why_len);
 
 /* The size of struct kcopyd_config before sparse_sectors, the smallest the library takes. */
 #define KCOPYD_CONFIG_SIZE_V1 offsetof(struct kcopyd_config, sparse_sectors)
@@ -377,7 +433,8 @@ struct kcopyd_config {
  *               are taken as 0.
  * @result:      receives the client.
  * Return: as kcopyd_client_create(); -EINVAL for a zero budget, a sub-job
- * size below one page, or a @config_size below KCOPYD_CONFIG_SIZE_V1;
+ * size below one page, an io_engine not of the enum, or a @config_size
+ * below KCOPYD_CONFIG_SIZE_V1;
  * -E2BIG for a @config_size past what this library knows whose extra
  * bytes are not all zero.
  */
@@ -577,6 +634,8 @@ struct kcopyd_stats {
 	uint64_t sectors_offloaded;	/* of sectors_written: copied by copy_file_range(2) */
 	uint64_t zero_fallbacks;	/* zero ranges written from the zero page: the device could not zero */
 	uint64_t offload_fallbacks;	/* destination ranges copied through the buffers: copy_file_range refused */
+	/* Added with the I/O engines (kcopyd_client_io_engine()). */
+	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_LIBAIO or _IO_URING: as kcopyd_client_io_engine() */
 };
 
 /*

@@ -116,16 +116,16 @@ unsigned int fake_io_extent_queries(struct fake_io *fake, const struct kcopyd_de
 	return queries;
 }
 
-static int fake_create(unsigned int depth, int notify_fd, void *arg, void **backend)
+static int fake_create(struct kcopyd_queue_setup *setup, void **backend)
 {
 	struct fake_backend *fb = calloc(1, sizeof(*fb));
 
 	if (!fb)
 		return -ENOMEM;
-	fb->fake = arg;
-	fb->notify_fd = notify_fd;
-	fb->done_size = depth;
-	fb->done = calloc(depth, sizeof(*fb->done));
+	fb->fake = setup->key;
+	fb->notify_fd = setup->notify_fd;
+	fb->done_size = setup->depth;
+	fb->done = calloc(setup->depth, sizeof(*fb->done));
 	if (!fb->done) {
 		free(fb);
 		return -ENOMEM;

@@ -122,6 +122,7 @@ enum {
 	OPTION_DESTINATION_IS_ZERO,
 	OPTION_ALLOCATED,
 	OPTION_NO_OFFLOAD,
+	OPTION_IO_ENGINE,
 };
 
 static const struct option long_options[] = {
@@ -136,6 +137,8 @@ static const struct option long_options[] = {
 	{ "destination-is-zero", no_argument,		NULL, OPTION_DESTINATION_IS_ZERO },
 	{ "allocated",		no_argument,		NULL, OPTION_ALLOCATED },
 	{ "no-offload",		no_argument,		NULL, OPTION_NO_OFFLOAD },
+	{ "io-engine",		required_argument,	NULL, OPTION_IO_ENGINE },
+	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "via",		required_argument,	NULL, OPTION_VIA },
 	{ "help",		no_argument,		NULL, 'h' },
 	{ "version",		no_argument,		NULL, 'V' },
@@ -150,7 +153,7 @@ static void print_usage(FILE *out)
 "       kcopy [OPTIONS] --zero DST[:SECTOR[+COUNT]]...\n"
 "\n"
 "Copy a range of a block device or file to up to %u destinations with the\n"
-"libkcopyd engine (O_DIRECT, libaio), or write zeros to ranges.\n"
+"libkcopyd engine (O_DIRECT; io_uring or libaio), or write zeros to ranges.\n"
 "\n"
 "SRC and DST are files, block devices or NBD URIs (nbd://HOST[:PORT]/EXPORT,\n"
 "nbd+unix:///EXPORT?socket=PATH, nbds://...).  SECTOR and COUNT are 512-byte\n"
@@ -168,6 +171,9 @@ static void print_usage(FILE *out)
 "      --pages N        I/O buffer budget in 4 KiB pages (default %u = 64 MiB)\n"
 "      --subjob-kb N    sub-job size in KiB, a multiple of 4 (default %u)\n"
 "      --depth N        sub-jobs in flight (default %u)\n"
+"      --io-engine=ENGINE  auto (io_uring where the kernel allows it, else\n"
+"                       libaio; the default, or $KCOPYD_IO_ENGINE), io_uring\n"
+"                       or libaio (an engine named that cannot run is an error)\n"
 "      --ignore-errors  go on after I/O errors (unreadable data is written as zeros)\n"
 "      --write-seq      write each destination in ascending order\n"
 "      --zero           write zeros instead of copying (no SRC)\n"
@@ -179,12 +185,14 @@ static void print_usage(FILE *out)
 "      --no-offload     never copy_file_range(2): read and write everything\n"
 "      --via MOUNT      run the job in the kcopydfs daemon mounted at MOUNT\n"
 "                       instead of in this process (not with --pages,\n"
-"                       --subjob-kb or --depth: those are the daemon's)\n"
+"                       --subjob-kb, --depth or --io-engine: the daemon's)\n"
 "      --progress       show a progress bar even when stderr is no terminal\n"
 "      --progress=FD    write progress for programs to descriptor FD, one line\n"
 "                       about a second: PERCENT/100 DONE_BYTES TOTAL_BYTES STATE\n"
 "                       (STATE: running; at the end done, cancelled or failed)\n"
 "  -q, --quiet          no progress bar and no summary\n"
+"  -v, --verbose        say how the copy runs: the I/O engine and why, the\n"
+"                       buffers, the sub-jobs\n"
 "  -h, --help           show this help and exit\n"
 "  -V, --version        show the version and exit\n"
 "\n"
@@ -255,6 +263,49 @@ static int parse_progress_fd(const char *text, int *fd)
 }
 
 /*
+ * engine_asked() - the I/O engine this run asks for: --io-engine, else
+ * $KCOPYD_IO_ENGINE, else auto (as the library resolves it; an unknown
+ * name in the variable was refused by check_engine_env()).
+ */
+static unsigned int engine_asked(const struct kcopy *state)
+{
+	const char *name = getenv("KCOPYD_IO_ENGINE");
+	unsigned int engine = KCOPYD_IO_ENGINE_AUTO;
+
+	if (state->config.io_engine != KCOPYD_IO_ENGINE_DEFAULT)
+		return state->config.io_engine;
+	if (name && *name)
+		(void)kcopyd_io_engine_parse(name, &engine);
+	return engine;
+}
+
+/* check_engine_env() - refuse a $KCOPYD_IO_ENGINE that names no engine.  Return: 0 or -EINVAL (reported). */
+static int check_engine_env(void)
+{
+	const char *name = getenv("KCOPYD_IO_ENGINE");
+	unsigned int engine;
+
+	if (!name || !*name || kcopyd_io_engine_parse(name, &engine) == 0)
+		return 0;
+	complain("KCOPYD_IO_ENGINE='%s' is not auto, io_uring or libaio", name);
+	return -EINVAL;
+}
+
+/* say_engine() - --verbose: the I/O engine @client runs, and why; its buffers and sub-jobs. */
+static void say_engine(const struct kcopy *state, struct kcopyd_client *client)
+{
+	struct kcopyd_stats stats;
+	char why[256];
+	unsigned int engine = kcopyd_client_io_engine(client, why, sizeof(why));
+
+	kcopyd_client_stats(client, &stats);
+	fprintf(stderr, "kcopy: I/O engine %s (asked: %s)%s%s\n", kcopyd_io_engine_name(engine),
+		kcopyd_io_engine_name(engine_asked(state)), why[0] ? ": " : "", why);
+	fprintf(stderr, "kcopy: %u pages of buffers, sub-jobs of %u KiB, %u in flight\n", stats.pages_total,
+		stats.subjob_sectors / 2, stats.depth);
+}
+
+/*
  * parse_command_line() - fill @state from the arguments.
  * @exit_now: set when --help or --version was handled.
  * Return: 0; -EINVAL or -ERANGE for a usage error (reported, with the
@@ -268,7 +319,7 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 
 	state->config.num_pages = KCOPY_DEFAULT_PAGES;
 	opterr = 0;	/* our own messages: argv[0] may be a libtool "lt-kcopy" */
-	while ((option = getopt_long(argc, argv, ":qhV", long_options, NULL)) != -1) {
+	while ((option = getopt_long(argc, argv, ":qvhV", long_options, NULL)) != -1) {
 		switch (option) {
 		case OPTION_PAGES:
 			ret = parse_unsigned_option("pages", optarg, 1, UINT_MAX, &state->config.num_pages);
@@ -331,8 +382,19 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 		case OPTION_NO_OFFLOAD:
 			state->job_flags |= KCOPYD_NO_OFFLOAD;
 			break;
+		case OPTION_IO_ENGINE:
+			if (kcopyd_io_engine_parse(optarg, &state->config.io_engine)) {
+				complain("--io-engine: '%s' is not auto, io_uring or libaio", optarg);
+				ret = -EINVAL;
+				goto err_usage;
+			}
+			state->engine_options = true;
+			break;
 		case 'q':
 			state->quiet = true;
+			break;
+		case 'v':
+			state->verbose = true;
 			break;
 		case 'h':
 			print_usage(stdout);
@@ -362,7 +424,13 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 
 	if (state->via && state->engine_options) {
 		/* They size the engine, and with --via the engine is the daemon's (kcopydfs(8) options). */
-		complain("--pages, --subjob-kb and --depth cannot go with --via: the daemon's engine is set up by kcopydfs");
+		complain("--pages, --subjob-kb, --depth and --io-engine cannot go with --via: "
+			 "the daemon's engine is set up by kcopydfs");
+		ret = -EINVAL;
+		goto err_usage;
+	}
+
+	if (!state->via && check_engine_env()) {
 		ret = -EINVAL;
 		goto err_usage;
 	}
@@ -1172,9 +1240,17 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 
 	ret = kcopyd_client_create_config(&state->config, &client);
 	if (ret) {
-		complain("cannot start the engine: %s", errno_text(ret, errbuf, sizeof(errbuf)));
+		char why[256];
+
+		if (engine_asked(state) == KCOPYD_IO_ENGINE_IO_URING &&
+		    kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, why, sizeof(why)) < 0)
+			complain("cannot start the engine: io_uring: %s", why);
+		else
+			complain("cannot start the engine: %s", errno_text(ret, errbuf, sizeof(errbuf)));
 		goto out_close_done_fd;
 	}
+	if (state->verbose)
+		say_engine(state, client);
 
 	state->progress.start_seconds = monotonic_seconds();
 	ret = kcopyd_submit(client, state->zero ? NULL : &state->from, state->num_dests,

@@ -88,11 +88,12 @@ struct progress {
 struct kcopy {
 	/* from the command line */
 	struct kcopyd_config config;
-	bool engine_options;		/* --pages, --subjob-kb or --depth was given */
+	bool engine_options;		/* --pages, --subjob-kb, --depth or --io-engine was given */
 	unsigned int job_flags;		/* as asked: KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ, KCOPYD_DEST_ZERO,
 					 * KCOPYD_ALLOCATED, KCOPYD_NO_OFFLOAD (the resume command repeats them) */
 	bool zero;			/* --zero: no source */
 	bool quiet;			/* --quiet: no bar, no summary */
+	bool verbose;			/* --verbose: say how the copy runs */
 	bool progress_forced;		/* --progress: a bar even when stderr is no terminal */
 	int progress_fd;		/* --progress=FD: machine-readable lines to FD; -1 if not given */
 	const char *via;		/* --via MOUNT: run the job in that kcopydfs daemon; NULL if not */

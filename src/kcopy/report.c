@@ -281,6 +281,8 @@ char *format_resume_command(const struct kcopy *state, uint64_t checkpoint)
 		fprintf(out, " --subjob-kb %u", state->config.subjob_sectors / (1024 / KCOPYD_SECTOR_SIZE));
 	if (state->config.depth)
 		fprintf(out, " --depth %u", state->config.depth);
+	if (state->config.io_engine)
+		fprintf(out, " --io-engine=%s", kcopyd_io_engine_name(state->config.io_engine));
 	if (state->job_flags & KCOPYD_IGNORE_ERROR)
 		fputs(" --ignore-errors", out);
 	if (state->job_flags & KCOPYD_WRITE_SEQ)

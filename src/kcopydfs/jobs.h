@@ -228,6 +228,9 @@ int kfs_groups_matter(struct kfs_service *svc, uid_t uid);
 
 void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats);
 
+/* kfs_service_io_engine() - the engine's I/O engine and why (kcopyd_client_io_engine()). */
+unsigned int kfs_service_io_engine(struct kfs_service *svc, char *why, size_t why_len);
+
 /* ---- rendering: pure functions, each returns the length written (snprintf-like) ---- */
 
 const char *kfs_state_name(enum kfs_state state);

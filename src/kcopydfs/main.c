@@ -63,6 +63,7 @@ struct options {
 	char *nbd;
 	unsigned int nbd_connections;
 	unsigned int nbd_timeout_ms;
+	char *io_engine;
 	int show_help;
 	int show_version;
 	unsigned int operands;		/* arguments that are not options: one, the mountpoint */
@@ -93,6 +94,7 @@ enum option_key {
 	KEY_NBD,
 	KEY_NBD_CONNECTIONS,
 	KEY_NBD_TIMEOUT_MS,
+	KEY_IO_ENGINE,
 };
 
 /* Where the value after each key goes: an unsigned int, or (is_text) a malloc'd string. */
@@ -111,6 +113,7 @@ static const struct {
 	{ KEY_NBD, offsetof(struct options, nbd), true },
 	{ KEY_NBD_CONNECTIONS, offsetof(struct options, nbd_connections), false },
 	{ KEY_NBD_TIMEOUT_MS, offsetof(struct options, nbd_timeout_ms), false },
+	{ KEY_IO_ENGINE, offsetof(struct options, io_engine), true },
 };
 
 static const struct fuse_opt option_spec[] = {
@@ -134,6 +137,8 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("--nbd-connections", KEY_NBD_CONNECTIONS),
 	OPTION("--nbd-timeout-ms=%u", nbd_timeout_ms),
 	FUSE_OPT_KEY("--nbd-timeout-ms", KEY_NBD_TIMEOUT_MS),
+	OPTION("--io-engine=%s", io_engine),
+	FUSE_OPT_KEY("--io-engine", KEY_IO_ENGINE),
 	OPTION("-h", show_help),
 	OPTION("--help", show_help),
 	OPTION("-V", show_version),
@@ -172,11 +177,37 @@ static void usage(void)
 	       "    --nbd-connections=N    connections per NBD region when its server allows\n"
 	       "                           several (multi-conn; default %u, at most %u)\n"
 	       "    --nbd-timeout-ms=N     give up an NBD server that does not answer for N ms\n"
-	       "                           (default %u)\n\n"
+	       "                           (default %u)\n"
+	       "    --io-engine=ENGINE     auto (io_uring where the kernel allows it, else\n"
+	       "                           libaio; the default, or $KCOPYD_IO_ENGINE), io_uring\n"
+	       "                           or libaio (one named that cannot run: exit 1)\n\n"
 	       "Exit status: 0 unmounted or help shown, 1 failure, 2 usage error.  See kcopydfs(8).\n\n"
 	       "FUSE options:\n",
 	       DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH, KCOPYD_NBD_DEFAULT_CONNECTIONS,
 	       KCOPYD_NBD_MAX_CONNECTIONS, KCOPYD_NBD_DEFAULT_TIMEOUT_MS);
+}
+
+/*
+ * check_io_engine() - before the mount: an engine named (--io-engine, or
+ * $KCOPYD_IO_ENGINE as the library reads it) must be one, and io_uring
+ * named must be able to run here, else say why on standard error.
+ * Return: 0, or -EINVAL (said).
+ */
+static int check_io_engine(unsigned int asked)
+{
+	const char *name = getenv("KCOPYD_IO_ENGINE");
+	unsigned int engine = asked;
+	char why[256];
+
+	if (engine == KCOPYD_IO_ENGINE_DEFAULT && name && *name && kcopyd_io_engine_parse(name, &engine) < 0) {
+		kfs_log(LOG_ERR, "KCOPYD_IO_ENGINE='%s' is not auto, io_uring or libaio", name);
+		return -EINVAL;
+	}
+	if (engine == KCOPYD_IO_ENGINE_IO_URING && kcopyd_io_engine_probe(engine, why, sizeof(why)) < 0) {
+		kfs_log(LOG_ERR, "the io_uring engine cannot run here: %s", why);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static void version(void)
@@ -691,6 +722,13 @@ int main(int argc, char *argv[])
 		status = 2;
 		goto out_free_args;
 	}
+	if (options.io_engine && kcopyd_io_engine_parse(options.io_engine, &config.engine.io_engine) < 0) {
+		usage_error("--io-engine takes auto, io_uring or libaio, not", options.io_engine);
+		status = 2;
+		goto out_free_args;
+	}
+	if (check_io_engine(config.engine.io_engine) < 0)
+		goto out_free_args;
 	if (options.state_dir) {
 		/*
 		 * Checked (and made if missing) now, so that a bad one fails before
@@ -779,9 +817,17 @@ int main(int argc, char *argv[])
 		goto out_destroy_service;
 	}
 	pthread_detach(signal_tid);
-	kfs_log(LOG_INFO, "serving %s (version %s): %u pages (%u MiB) of I/O buffers, %s%s", cmdline.mountpoint,
-		PACKAGE_VERSION, options.pages, options.pages / 256,
-		options.state_dir ? "job records in " : "no state directory", options.state_dir ? options.state_dir : "");
+	{
+		char why[256];
+		unsigned int engine = kfs_service_io_engine(daemon.svc, why, sizeof(why));
+
+		kfs_log(LOG_INFO, "serving %s (version %s): %u pages (%u MiB) of I/O buffers, I/O engine %s, %s%s",
+			cmdline.mountpoint, PACKAGE_VERSION, options.pages, options.pages / 256,
+			kcopyd_io_engine_name(engine), options.state_dir ? "job records in " : "no state directory",
+			options.state_dir ? options.state_dir : "");
+		if (why[0])
+			kfs_log(LOG_NOTICE, "%s: I/O engine %s: %s", cmdline.mountpoint, kcopyd_io_engine_name(engine), why);
+	}
 	r = notify_service_manager("READY=1");
 	if (r < 0)
 		kfs_log(LOG_WARNING, "cannot tell the service manager we are ready ($NOTIFY_SOCKET): %s", strerror(-r));
@@ -820,6 +866,7 @@ out_free_fs:
 out_free_args:
 	free(options.state_dir);
 	free(options.nbd);
+	free(options.io_engine);
 	free(cmdline.mountpoint);
 	fuse_opt_free_args(&args);
 	kfs_log_close();

@@ -86,7 +86,9 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			"sectors_zero: %llu\n"
 			"sectors_offloaded: %llu\n"
 			"zero_fallbacks: %llu\n"
-			"offload_fallbacks: %llu\n",
+			"offload_fallbacks: %llu\n"
+			/* Added with the io_uring engine. */
+			"io_engine: %s\n",
 			(unsigned long long)stats->jobs, (unsigned long long)stats->jobs_active,
 			(unsigned long long)stats->engine.jobs_total, (unsigned long long)stats->jobs_done,
 			(unsigned long long)stats->jobs_failed, (unsigned long long)stats->jobs_cancelled,
@@ -97,7 +99,8 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			stats->engine.subjob_sectors, stats->engine.depth, (unsigned long long)stats->heap_in_use,
 			(unsigned long long)stats->engine.sectors_zero, (unsigned long long)stats->engine.sectors_offloaded,
 			(unsigned long long)stats->engine.zero_fallbacks,
-			(unsigned long long)stats->engine.offload_fallbacks);
+			(unsigned long long)stats->engine.offload_fallbacks,
+			kcopyd_io_engine_name(stats->engine.io_engine));
 }
 
 int kfs_render_failure(const struct kcopyd_result *result, const char *source_path, const char *const *dest_paths,

@@ -255,6 +255,11 @@ void kfs_service_destroy(struct kfs_service *svc)
 	free(svc);
 }
 
+unsigned int kfs_service_io_engine(struct kfs_service *svc, char *why, size_t why_len)
+{
+	return kcopyd_client_io_engine(svc->kc, why, why_len);
+}
+
 void kfs_service_stats(struct kfs_service *svc, struct kfs_stats *stats)
 {
 	pthread_mutex_lock(&svc->lock);

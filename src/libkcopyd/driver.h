@@ -75,15 +75,40 @@ struct kcopyd_io {
 	struct kcopyd_queue *queue;	/* the client queue it goes through */
 };
 
+/*
+ * What a queue is made with (queue_create()), and what it says back.  The
+ * buffers are the client's: the queue may register them with the kernel
+ * (the io_uring queue of the local-file driver does, slot by slot on first
+ * use), never write the zero buffer, and must not keep them past
+ * queue_destroy().
+ */
+struct kcopyd_queue_setup {
+	unsigned int depth;		/* I/Os in flight */
+	int notify_fd;			/* the client's eventfd: add to it on completions */
+	void *key;			/* the devices' queue_key */
+	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_AUTO, _LIBAIO or _IO_URING (local files) */
+	void *slot_memory;		/* nr_slots buffers of slot_bytes each, contiguous */
+	size_t slot_bytes;
+	unsigned int nr_slots;
+	const void *zero_buf;		/* slot_bytes of zeros, read-only */
+	/* Said back by queue_create(). */
+	const struct kcopyd_driver *ops;/* the operations the queue runs with: on entry the driver's own */
+	unsigned int io_engine_used;	/* KCOPYD_IO_ENGINE_LIBAIO or _IO_URING; 0 where there is no such choice */
+	char why[192];			/* why the engine is the one it is, or is limited (may stay empty) */
+};
+
 struct kcopyd_driver {
 	const char *name;
 	/*
-	 * queue_create() - a queue for one client, for up to @depth I/Os in
-	 * flight, for the devices of this driver whose queue_key is @key;
-	 * completions are announced by adding to @notify_fd (an eventfd).
-	 * Return: 0 and *@queue set, or -errno.
+	 * queue_create() - a queue for one client, for up to @setup->depth
+	 * I/Os in flight, for the devices of this driver whose queue_key is
+	 * @setup->key; completions are announced by adding to
+	 * @setup->notify_fd (an eventfd).  A driver with more than one way of
+	 * doing I/O (the local-file driver: libaio or io_uring) points
+	 * @setup->ops at the table of the way it chose.
+	 * Return: 0 and *@queue set, or -errno (@setup->why may say why).
 	 */
-	int (*queue_create)(unsigned int depth, int notify_fd, void *key, void **queue);
+	int (*queue_create)(struct kcopyd_queue_setup *setup, void **queue);
 	/* queue_destroy() - tear down; no I/O is in flight. */
 	void (*queue_destroy)(void *queue);
 	/*
@@ -150,6 +175,7 @@ struct kcopyd_driver {
 };
 
 extern const struct kcopyd_driver kcopyd_file_driver;
+extern const struct kcopyd_driver kcopyd_file_uring_ops;	/* the local-file driver's io_uring queue */
 extern const struct kcopyd_driver kcopyd_nbd_driver;
 
 #endif /* KCOPYD_DRIVER_H */

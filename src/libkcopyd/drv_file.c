@@ -2,11 +2,12 @@
 /*
  * The local-file driver: regular files and block devices, opened for
  * direct I/O where they allow it.  At open it learns the size, the
- * alignment and the storage underneath (for the overlap check); on the
- * I/O path it reads and writes with libaio and runs the calls that have
- * no asynchronous form (fallocate, BLKZEROOUT, copy_file_range) on a
- * small pool of worker threads, so that one slow call never stalls the
- * I/O thread's other queues.  Holes are found with SEEK_DATA/SEEK_HOLE.
+ * alignment and the storage underneath (for the overlap check).  Here
+ * too: the synchronous operations (zeroing, copy_file_range, holes by
+ * SEEK_DATA/SEEK_HOLE, fdatasync) and the pool of worker threads that runs
+ * the calls with no asynchronous form, so that one slow call never
+ * stalls the I/O thread's other queues.  The queues that read and write
+ * are drv_file_aio.c (libaio) and drv_file_uring.c (io_uring).
  */
 #include "config.h"
 
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "libkcopyd/internal.h"
+#include "libkcopyd/drv_file.h"
 
 /*
  * Decide between O_DIRECT and buffered I/O for a regular file.  statx
@@ -329,10 +331,7 @@ static int zero_unmap(struct kcopyd_dev *dev, int fd, uint64_t offset, size_t le
 	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
 		return 0;
 	err = errno;
-	if (!not_supported(err))
-		return -err;
-	dev_drop_caps(dev, KCOPYD_CAP_ZERO_UNMAP);
-	return 1;
+	return file_zero_refused(dev, FILE_ZERO_UNMAP, err) ? 1 : -err;
 }
 
 /*
@@ -355,38 +354,44 @@ static int zero_keep(struct kcopyd_dev *dev, int fd, uint64_t offset, size_t len
 	if (r == 0)
 		return 0;
 	err = errno;
+	return file_zero_refused(dev, FILE_ZERO_KEEP, err) ? 1 : -err;
+}
+
+int file_zero_method(const struct kcopyd_dev *dev, unsigned int flags)
+{
+	bool keep_first = (flags & KCOPYD_ZERO_ALLOCATE) || (dev->is_blockdev && (flags & KCOPYD_ZERO_DEVICE_KEEP));
+	unsigned int caps = dev_caps(dev);
+
+	if (keep_first && (caps & KCOPYD_CAP_ZERO_ALLOC))
+		return FILE_ZERO_KEEP;
+	if (!(flags & KCOPYD_ZERO_ALLOCATE) && (caps & KCOPYD_CAP_ZERO_UNMAP))
+		return FILE_ZERO_UNMAP;
+	if (!keep_first && (caps & KCOPYD_CAP_ZERO_ALLOC))
+		return FILE_ZERO_KEEP;
+	return 0;
+}
+
+bool file_zero_refused(struct kcopyd_dev *dev, int method, int err)
+{
 	if (!not_supported(err))
-		return -err;
-	dev_drop_caps(dev, KCOPYD_CAP_ZERO_ALLOC);
-	return 1;
+		return false;
+	dev_drop_caps(dev, method == FILE_ZERO_KEEP ? KCOPYD_CAP_ZERO_ALLOC : KCOPYD_CAP_ZERO_UNMAP);
+	return true;
 }
 
 /*
- * file_zero() - make @length bytes at @offset read as zeros.  With
- * KCOPYD_ZERO_ALLOCATE the range stays allocated (zero_keep()).  Without
- * it the range may be freed (zero_unmap() first, zero_keep() where the
- * kernel cannot punch), except that KCOPYD_ZERO_DEVICE_KEEP asks a block
- * device for zero_keep() first, as blkdiscard -z does.  A method the
- * kernel refuses is dropped from the device's capabilities.
+ * file_zero() - make @length bytes at @offset read as zeros, by the first
+ * method file_zero_method() offers, then the next while the kernel
+ * refuses them (each refused one is dropped from the device's
+ * capabilities).
  * Return: @length, or -errno (-EOPNOTSUPP: the engine writes zeros).
  */
 static long file_zero(struct kcopyd_dev *dev, int fd, uint64_t offset, size_t length, unsigned int flags)
 {
-	bool keep_first = (flags & KCOPYD_ZERO_ALLOCATE) || (dev->is_blockdev && (flags & KCOPYD_ZERO_DEVICE_KEEP));
-	int r;
+	int method, r;
 
-	if (keep_first && (dev_caps(dev) & KCOPYD_CAP_ZERO_ALLOC)) {
-		r = zero_keep(dev, fd, offset, length);
-		if (r <= 0)
-			return r ? r : (long)length;
-	}
-	if (!(flags & KCOPYD_ZERO_ALLOCATE) && (dev_caps(dev) & KCOPYD_CAP_ZERO_UNMAP)) {
-		r = zero_unmap(dev, fd, offset, length);
-		if (r <= 0)
-			return r ? r : (long)length;
-	}
-	if (!keep_first && (dev_caps(dev) & KCOPYD_CAP_ZERO_ALLOC)) {
-		r = zero_keep(dev, fd, offset, length);
+	while ((method = file_zero_method(dev, flags)) != 0) {
+		r = method == FILE_ZERO_KEEP ? zero_keep(dev, fd, offset, length) : zero_unmap(dev, fd, offset, length);
 		if (r <= 0)
 			return r ? r : (long)length;
 	}
@@ -401,7 +406,7 @@ static long file_copy(struct kcopyd_io *io)
 	return n < 0 ? -errno : (long)n;
 }
 
-static long file_sync_io(struct kcopyd_io *io)
+long file_sync_io(struct kcopyd_io *io)
 {
 	int fd = kcopyd_file_fd(io->dev);
 	ssize_t n;
@@ -425,7 +430,7 @@ static long file_sync_io(struct kcopyd_io *io)
  * SEEK_DATA from @offset: a hole up to the next data (or the end), else
  * data up to SEEK_HOLE.  Metadata only, cheap enough for the I/O thread.
  */
-static int file_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, uint64_t length,
+int file_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, uint64_t length,
 		       uint64_t *extent_length, bool *hole)
 {
 	int fd = kcopyd_file_fd(dev);
@@ -464,281 +469,117 @@ static int file_extent(void *queue, struct kcopyd_dev *dev, uint64_t offset, uin
 	return 0;
 }
 
-static int file_flush(struct kcopyd_dev *dev)
+int file_flush(struct kcopyd_dev *dev)
 {
 	return fdatasync(kcopyd_file_fd(dev)) == 0 ? 0 : -errno;
 }
 
-static void file_close(struct kcopyd_dev *dev)
+void file_close(struct kcopyd_dev *dev)
 {
 	close(kcopyd_file_fd(dev));
 }
 
-/* ------------------------------------------------------------------ */
-/* The queue: libaio for reads and writes, workers for the rest        */
-/* ------------------------------------------------------------------ */
 
-/* The most iocbs handed to one io_submit(2) and reaped by one io_getevents(2). */
-#define AIO_BATCH 64
-/*
- * Workers per queue for the synchronous calls.  Two, so that a long
- * copy_file_range or BLKZEROOUT of one job does not hold up another's
- * zeroing; more would only add threads on small machines.
- */
-#define FILE_WORKERS 2
-
-/*
- * A client's queue of the local-file driver.  Reads and writes go to
- * libaio, whose iocbs carry the client's eventfd.  Zeroes and copies wait
- * on todo for a worker, which runs the call, puts the I/O on done and adds
- * to the eventfd.  todo, done, sync_count and exiting are under lock,
- * which is taken by the I/O thread (submit, reap) and the workers, never
- * with any other lock held.
- *
- * The libaio context is made by the first read or write (the I/O thread's
- * alone: ctx and has_ctx need no lock).  A zero job, or a copy every
- * destination of which is offloaded, never makes one, and so never waits
- * for io_destroy(2) at the end: the kernel frees a context after two RCU
- * grace periods, 25-75 ms here, longer than such a job itself may take.
- */
-struct file_queue {
-	io_context_t ctx;
-	bool has_ctx;
-	int notify_fd;
-	unsigned int depth;
-	pthread_mutex_t lock;
-	pthread_cond_t work_cond;
-	struct kcopyd_io **todo;	/* a FIFO ring of depth entries */
-	unsigned int todo_head, todo_count;
-	struct kcopyd_io **done;	/* depth entries */
-	unsigned int done_count;
-	unsigned int sync_count;	/* taken and not yet reaped: todo + running + done */
-	bool exiting;
-	pthread_t workers[FILE_WORKERS];
-	unsigned int nr_workers;
-};
+/* ------------------------------------------------------------------ */
+/* The worker pool                                                     */
+/* ------------------------------------------------------------------ */
 
 static void *file_worker_main(void *arg)
 {
-	struct file_queue *q = arg;
+	struct file_workers *w = arg;
 	uint64_t one = 1;
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		struct kcopyd_io *io;
 
-		while (!q->exiting && q->todo_count == 0)
-			pthread_cond_wait(&q->work_cond, &q->lock);
-		if (q->todo_count == 0)
+		while (!w->exiting && w->todo_count == 0)
+			pthread_cond_wait(&w->work_cond, &w->lock);
+		if (w->todo_count == 0)
 			break;
-		io = q->todo[q->todo_head];
-		q->todo_head = (q->todo_head + 1) % q->depth;
-		q->todo_count--;
-		pthread_mutex_unlock(&q->lock);
+		io = w->todo[w->todo_head];
+		w->todo_head = (w->todo_head + 1) % w->depth;
+		w->todo_count--;
+		pthread_mutex_unlock(&w->lock);
 
 		io->result = file_sync_io(io);
 
-		pthread_mutex_lock(&q->lock);
-		q->done[q->done_count++] = io;
+		pthread_mutex_lock(&w->lock);
+		w->done[w->done_count++] = io;
 		/* Can only fail if the counter would overflow: then it is set anyway. */
-		(void)!write(q->notify_fd, &one, sizeof(one));
+		(void)!write(w->notify_fd, &one, sizeof(one));
 	}
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&w->lock);
 	return NULL;
 }
 
-static void file_queue_stop_workers(struct file_queue *q)
+void file_workers_stop(struct file_workers *w)
 {
 	unsigned int index;
 
-	pthread_mutex_lock(&q->lock);
-	q->exiting = true;
-	pthread_cond_broadcast(&q->work_cond);
-	pthread_mutex_unlock(&q->lock);
-	for (index = 0; index < q->nr_workers; index++)
-		pthread_join(q->workers[index], NULL);
+	pthread_mutex_lock(&w->lock);
+	w->exiting = true;
+	pthread_cond_broadcast(&w->work_cond);
+	pthread_mutex_unlock(&w->lock);
+	for (index = 0; index < w->nr_threads; index++)
+		pthread_join(w->threads[index], NULL);
+	pthread_cond_destroy(&w->work_cond);
+	pthread_mutex_destroy(&w->lock);
+	free(w->done);
+	free(w->todo);
 }
 
-static int file_queue_create(unsigned int depth, int notify_fd, void *key, void **queue)
+int file_workers_start(struct file_workers *w, unsigned int depth, int notify_fd)
 {
-	struct file_queue *q;
 	int r;
 
-	(void)key;
-	q = calloc(1, sizeof(*q));
-	if (!q)
+	memset(w, 0, sizeof(*w));
+	w->notify_fd = notify_fd;
+	w->depth = depth;
+	w->todo = calloc(depth, sizeof(*w->todo));
+	w->done = calloc(depth, sizeof(*w->done));
+	if (!w->todo || !w->done) {
+		free(w->done);
+		free(w->todo);
 		return -ENOMEM;
-	q->notify_fd = notify_fd;
-	q->depth = depth;
-	q->todo = calloc(depth, sizeof(*q->todo));
-	q->done = calloc(depth, sizeof(*q->done));
-	if (!q->todo || !q->done) {
-		r = -ENOMEM;
-		goto err_free;
 	}
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->work_cond, NULL);
-	for (q->nr_workers = 0; q->nr_workers < FILE_WORKERS; q->nr_workers++) {
-		r = -pthread_create(&q->workers[q->nr_workers], NULL, file_worker_main, q);
-		if (r < 0)
-			goto err_stop_workers;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->work_cond, NULL);
+	for (w->nr_threads = 0; w->nr_threads < FILE_WORKERS; w->nr_threads++) {
+		r = -pthread_create(&w->threads[w->nr_threads], NULL, file_worker_main, w);
+		if (r < 0) {
+			file_workers_stop(w);
+			return r;
+		}
 	}
-	*queue = q;
-	return 0;
-
-err_stop_workers:
-	file_queue_stop_workers(q);
-	pthread_cond_destroy(&q->work_cond);
-	pthread_mutex_destroy(&q->lock);
-err_free:
-	free(q->done);
-	free(q->todo);
-	free(q);
-	return r;
-}
-
-static void file_queue_destroy(void *queue)
-{
-	struct file_queue *q = queue;
-
-	file_queue_stop_workers(q);
-	pthread_cond_destroy(&q->work_cond);
-	pthread_mutex_destroy(&q->lock);
-	if (q->has_ctx)
-		io_destroy(q->ctx);
-	free(q->done);
-	free(q->todo);
-	free(q);
-}
-
-/*
- * file_queue_ctx() - make the queue's libaio context if it has none yet:
- * room for depth I/Os, or less past the system's aio-max-nr (io_setup
- * fails with EAGAIN there).
- * Return: 0, or the -errno of io_setup(2) (the read or write fails with it).
- */
-static int file_queue_ctx(struct file_queue *q)
-{
-	unsigned int aio_depth = q->depth;
-	int r;
-
-	if (q->has_ctx)
-		return 0;
-	do {
-		r = io_setup(aio_depth, &q->ctx);
-		aio_depth /= 2;
-	} while (r == -EAGAIN && aio_depth >= 16);
-	if (r < 0)
-		return r;
-	q->has_ctx = true;
 	return 0;
 }
 
-static bool is_sync_op(const struct kcopyd_io *io)
+unsigned int file_workers_take(struct file_workers *w, struct kcopyd_io **ios, unsigned int count,
+			       bool (*want)(const struct kcopyd_io *io))
 {
-	return io->op == KCOPYD_IO_ZERO || io->op == KCOPYD_IO_COPY;
-}
-
-/* Hand @count reads and writes to libaio.  Return: how many it took, or -errno if none. */
-static int file_submit_aio(struct file_queue *q, struct kcopyd_io **ios, unsigned int count)
-{
-	struct iocb iocbs[AIO_BATCH];
-	struct iocb *iocb_ptrs[AIO_BATCH];
-	unsigned int index;
-	int r;
-
-	r = file_queue_ctx(q);
-	if (r < 0)
-		return r;
-	if (count > AIO_BATCH)
-		count = AIO_BATCH;
-	for (index = 0; index < count; index++) {
-		struct kcopyd_io *io = ios[index];
-		int fd = kcopyd_file_fd(io->dev);
-
-		/* iocbs on the stack: io_submit(2) copies them, a completion hands back data. */
-		if (io->op == KCOPYD_IO_READ)
-			io_prep_pread(&iocbs[index], fd, io->buf, io->length, (long long)io->offset);
-		else
-			io_prep_pwrite(&iocbs[index], fd, io->buf, io->length, (long long)io->offset);
-		iocbs[index].data = io;
-		io_set_eventfd(&iocbs[index], q->notify_fd);
-		iocb_ptrs[index] = &iocbs[index];
-	}
-	r = io_submit(q->ctx, (long)count, iocb_ptrs);
-	return r == -EAGAIN ? 0 : r;
-}
-
-static int file_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
-{
-	struct file_queue *q = queue;
 	unsigned int taken = 0;
 
-	while (taken < count) {
-		unsigned int run = 0;
-		int r;
-
-		if (is_sync_op(ios[taken])) {
-			pthread_mutex_lock(&q->lock);
-			while (taken < count && is_sync_op(ios[taken]) && q->sync_count < q->depth) {
-				q->todo[(q->todo_head + q->todo_count++) % q->depth] = ios[taken++];
-				q->sync_count++;
-				run++;
-			}
-			if (run)
-				pthread_cond_signal(&q->work_cond);
-			pthread_mutex_unlock(&q->lock);
-			if (run == 0)
-				break;	/* the workers are full */
-			continue;
-		}
-		while (taken + run < count && !is_sync_op(ios[taken + run]))
-			run++;
-		r = file_submit_aio(q, ios + taken, run);
-		if (r < 0)
-			return taken > 0 ? (int)taken : r;
-		taken += (unsigned int)r;
-		if ((unsigned int)r < run)
-			break;
+	pthread_mutex_lock(&w->lock);
+	while (taken < count && want(ios[taken]) && w->count < w->depth) {
+		w->todo[(w->todo_head + w->todo_count++) % w->depth] = ios[taken++];
+		w->count++;
 	}
-	return (int)taken;
+	if (taken)
+		pthread_cond_signal(&w->work_cond);
+	pthread_mutex_unlock(&w->lock);
+	return taken;
 }
 
-static int file_reap(void *queue, struct kcopyd_io **done, unsigned int max)
+unsigned int file_workers_reap(struct file_workers *w, struct kcopyd_io **done, unsigned int max)
 {
-	struct file_queue *q = queue;
-	struct io_event events[AIO_BATCH];
-	struct timespec no_wait = { 0, 0 };
-	int count = 0, index;
+	unsigned int count = 0;
 
-	if (q->has_ctx) {
-		count = io_getevents(q->ctx, 0, (long)(max < AIO_BATCH ? max : AIO_BATCH), events, &no_wait);
-		if (count < 0)
-			return count;
+	pthread_mutex_lock(&w->lock);
+	while (w->done_count > 0 && count < max) {
+		done[count++] = w->done[--w->done_count];
+		w->count--;
 	}
-	for (index = 0; index < count; index++) {
-		struct kcopyd_io *io = events[index].data;
-
-		/* Bytes or -errno; a short transfer is the engine's to judge. */
-		io->result = (long)events[index].res;
-		done[index] = io;
-	}
-	pthread_mutex_lock(&q->lock);
-	while (q->done_count > 0 && (unsigned int)count < max) {
-		done[count++] = q->done[--q->done_count];
-		q->sync_count--;
-	}
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&w->lock);
 	return count;
 }
-
-const struct kcopyd_driver kcopyd_file_driver = {
-	.name = "file",
-	.queue_create = file_queue_create,
-	.queue_destroy = file_queue_destroy,
-	.submit = file_submit,
-	.reap = file_reap,
-	.extent = file_extent,
-	.flush = file_flush,
-	.close = file_close,
-};

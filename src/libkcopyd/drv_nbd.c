@@ -622,16 +622,16 @@ struct nbd_queue {
 	unsigned int done_count;
 };
 
-static int nbdrv_queue_create(unsigned int depth, int notify_fd, void *key, void **queue)
+static int nbdrv_queue_create(struct kcopyd_queue_setup *setup, void **queue)
 {
+	unsigned int depth = setup->depth;
 	struct nbd_queue *q;
 	unsigned int index;
 
-	(void)key;
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
-	q->notify_fd = notify_fd;
+	q->notify_fd = setup->notify_fd;
 	q->depth = depth;
 	q->polled_size = depth * KCOPYD_NBD_MAX_CONNECTIONS;
 	q->cmds = calloc(depth, sizeof(*q->cmds));

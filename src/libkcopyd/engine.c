@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -197,7 +198,8 @@ struct kcopyd_job {
  * reads the table without a lock; destroyed with the client.
  */
 struct kcopyd_queue {
-	const struct kcopyd_driver *driver;
+	const struct kcopyd_driver *driver;	/* the devices' driver (what queue_find() matches) */
+	const struct kcopyd_driver *ops;	/* what the queue runs with (the local-file driver's io_uring queue, say) */
 	void *key;
 	void *queue;			/* the driver's */
 };
@@ -221,6 +223,10 @@ struct kcopyd_client {
 	struct kcopyd_queue queues[MAX_QUEUES];
 	_Atomic unsigned int nr_queues;
 	const struct kcopyd_driver *override;
+	/* The I/O engine asked for (resolved from the environment) and the one the local-file queue runs. */
+	unsigned int io_engine;
+	unsigned int io_engine_used;
+	char io_engine_why[192];
 
 	unsigned int num_pages;
 	unsigned int subjob_sectors;
@@ -891,8 +897,8 @@ static void subjob_map_source(struct subjob *sj)
 			bool extent_hole = false;
 			int r = -EOPNOTSUPP;
 
-			if ((dev_caps(src) & KCOPYD_CAP_EXTENTS) && q->driver->extent)
-				r = q->driver->extent(q->queue, src, (job->source.sector + pos) << KCOPYD_SECTOR_SHIFT,
+			if ((dev_caps(src) & KCOPYD_CAP_EXTENTS) && q->ops->extent)
+				r = q->ops->extent(q->queue, src, (job->source.sector + pos) << KCOPYD_SECTOR_SHIFT,
 						      (job->total - pos) << KCOPYD_SECTOR_SHIFT, &extent_bytes,
 						      &extent_hole);
 			if (r < 0) {
@@ -1052,7 +1058,7 @@ static void reap(struct kcopyd_client *kc)
 		struct kcopyd_queue *q = &kc->queues[queue_index];
 
 		do {
-			count = q->driver->reap(q->queue, done, IO_BATCH);
+			count = q->ops->reap(q->queue, done, IO_BATCH);
 			if (count < 0)
 				break;	/* -EINTR: the eventfd brings us back */
 			kc->ios_in_flight -= (unsigned int)count;
@@ -1089,7 +1095,7 @@ static void submit_pending(struct kcopyd_client *kc)
 				break;
 		}
 		count = index;
-		taken = q->driver->submit(q->queue, batch, count);
+		taken = q->ops->submit(q->queue, batch, count);
 		if (taken == 0 && kc->ios_in_flight > 0)
 			return;	/* the queue is full: a completion will bring us back */
 		if (taken == 0) {
@@ -1122,13 +1128,13 @@ static void job_abort_io(struct kcopyd_job *job)
 {
 	unsigned int dest_index;
 
-	if (!job->is_zero && job->source_queue->driver->abort)
-		job->source_queue->driver->abort(job->source_queue->queue, job->source.bdev);
+	if (!job->is_zero && job->source_queue->ops->abort)
+		job->source_queue->ops->abort(job->source_queue->queue, job->source.bdev);
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct kcopyd_queue *q = job->dests[dest_index].queue;
 
-		if (q->driver->abort)
-			q->driver->abort(q->queue, job->dests[dest_index].region.bdev);
+		if (q->ops->abort)
+			q->ops->abort(q->queue, job->dests[dest_index].region.bdev);
 	}
 }
 
@@ -1199,10 +1205,10 @@ static void io_thread_sleep(struct kcopyd_client *kc)
 
 		first[queue_index] = nfds;
 		count[queue_index] = 0;
-		if (!q->driver->poll_fds)
+		if (!q->ops->poll_fds)
 			continue;
 		polling = true;
-		n = q->driver->poll_fds(q->queue, fds + nfds, 1 + MAX_POLL_FDS - nfds, &queue_timeout);
+		n = q->ops->poll_fds(q->queue, fds + nfds, 1 + MAX_POLL_FDS - nfds, &queue_timeout);
 		if (n > 0) {
 			count[queue_index] = (unsigned int)n;
 			nfds += (unsigned int)n;
@@ -1216,8 +1222,8 @@ static void io_thread_sleep(struct kcopyd_client *kc)
 		for (queue_index = 0; queue_index < nr_queues; queue_index++) {
 			struct kcopyd_queue *q = &kc->queues[queue_index];
 
-			if (q->driver->poll_done)
-				q->driver->poll_done(q->queue, fds + first[queue_index], count[queue_index]);
+			if (q->ops->poll_done)
+				q->ops->poll_done(q->queue, fds + first[queue_index], count[queue_index]);
 		}
 		if (!(fds[0].revents & POLLIN))
 			return;
@@ -1406,11 +1412,27 @@ static int queue_add(struct kcopyd_client *kc, const struct kcopyd_driver *drive
 {
 	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_relaxed);
 	struct kcopyd_queue *q = &kc->queues[nr_queues];
-	int r = driver->queue_create(kc->queue_depth, kc->event_fd, key, &q->queue);
+	struct kcopyd_queue_setup setup = {
+		.depth = kc->queue_depth,
+		.notify_fd = kc->event_fd,
+		.key = key,
+		.io_engine = kc->io_engine,
+		.slot_memory = kc->slot_memory,
+		.slot_bytes = (size_t)kc->slot_pages * KCOPYD_PAGE_SIZE,
+		.nr_slots = kc->nr_slots,
+		.zero_buf = kc->zero_buf,
+		.ops = driver,
+	};
+	int r = driver->queue_create(&setup, &q->queue);
 
+	if (driver == &kcopyd_file_driver || r < 0) {
+		kc->io_engine_used = setup.io_engine_used;
+		snprintf(kc->io_engine_why, sizeof(kc->io_engine_why), "%s", setup.why);
+	}
 	if (r < 0)
 		return r;
 	q->driver = driver;
+	q->ops = setup.ops;
 	q->key = key;
 	atomic_store_explicit(&kc->nr_queues, nr_queues + 1, memory_order_release);
 	return 0;
@@ -1461,7 +1483,7 @@ static void queues_destroy(struct kcopyd_client *kc)
 	unsigned int index, nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
 
 	for (index = 0; index < nr_queues; index++)
-		kc->queues[index].driver->queue_destroy(kc->queues[index].queue);
+		kc->queues[index].ops->queue_destroy(kc->queues[index].queue);
 }
 
 /*
@@ -1515,6 +1537,9 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	list_init(&kc->completed);
 	list_init(&kc->ready);
 	kc->start_fn = config->start_fn;
+	r = kcopyd_io_engine_resolve(config->io_engine, &kc->io_engine);
+	if (r < 0)
+		goto err_free_kc;
 
 	r = setup_buffers(kc);
 	if (r < 0)
@@ -1593,6 +1618,13 @@ int(kcopyd_client_create_config)(const struct kcopyd_config *config, struct kcop
 	return kcopyd_client_create_sized(config, KCOPYD_CONFIG_SIZE_V1, result);
 }
 
+unsigned int kcopyd_client_io_engine(struct kcopyd_client *kc, char *why, size_t why_len)
+{
+	if (why && why_len)
+		snprintf(why, why_len, "%s", kc->io_engine_why);
+	return kc->io_engine_used;
+}
+
 int kcopyd_client_create(unsigned int num_pages, struct kcopyd_client **result)
 {
 	struct kcopyd_config config = { .num_pages = num_pages };
@@ -1655,6 +1687,7 @@ void kcopyd_client_stats_sized(struct kcopyd_client *kc, struct kcopyd_stats *ou
 	stats->sectors_offloaded = atomic_load_explicit(&kc->sectors_offloaded, memory_order_relaxed);
 	stats->zero_fallbacks = atomic_load_explicit(&kc->zero_fallbacks, memory_order_relaxed);
 	stats->offload_fallbacks = atomic_load_explicit(&kc->offload_fallbacks, memory_order_relaxed);
+	stats->io_engine = kc->io_engine_used;
 	memcpy(out, stats, size < sizeof(*stats) ? size : sizeof(*stats));
 }
 
