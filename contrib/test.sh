@@ -4,6 +4,11 @@
 #   contrib/test.sh --asan --ubsan  sanitized build in build-asan-ubsan/
 #   contrib/test.sh --tsan          ThreadSanitizer build in build-tsan/
 #   contrib/test.sh --distcheck     make distcheck (tarball, VPATH build, check)
+#   contrib/test.sh --io-engine=E   with any of the above: every program the tests
+#                                   run uses I/O engine E (auto, io_uring or libaio;
+#                                   KCOPYD_IO_ENGINE), the one that must run: a test
+#                                   fails if it cannot.  Default: auto (io_uring where
+#                                   the kernel allows it, else libaio)
 # The tests need root (loop devices, FUSE, nbdkit); as another user they skip.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,8 +24,11 @@ for arg in "$@"; do
 		build="$build-${arg#--}"
 		;;
 	--distcheck) target=distcheck ;;
+	--io-engine=auto | --io-engine=io_uring | --io-engine=libaio)
+		export KCOPYD_IO_ENGINE=${arg#--io-engine=}
+		;;
 	*)
-		echo "usage: $0 [--asan] [--ubsan] [--tsan] [--distcheck]" >&2
+		echo "usage: $0 [--asan] [--ubsan] [--tsan] [--distcheck] [--io-engine=auto|io_uring|libaio]" >&2
 		exit 2
 		;;
 	esac
@@ -66,6 +74,7 @@ only_startup_failures() {
 	return $found
 }
 
+echo "test.sh: I/O engine ${KCOPYD_IO_ENGINE:-auto} ($target in $build)"
 status=0
 make -j"$(nproc)" "$target" || status=$?
 if [ "$status" -ne 0 ] && [ "$target" = check ] && only_startup_failures; then

@@ -53,13 +53,21 @@ expect "--de completes to --depth and --destination-is-zero" "--depth --destinat
 expect "--no completes to --no-offload" "--no-offload" --no
 expect "--al completes to --allocated" "--allocated" /dev/sda --al
 expect "every long option from --" \
-	"--allocated --depth --destination-is-zero --help --ignore-errors --no-offload --pages --progress --quiet --subjob-kb --version --write-seq --zero" --
+	"--allocated --depth --destination-is-zero --help --ignore-errors --io-engine= --no-offload --pages --progress --quiet --subjob-kb --verbose --version --via --write-seq --zero" --
+expect "--io completes to --io-engine=" "--io-engine=" --io
+expect "the engines after --io-engine" "auto io_uring libaio" --io-engine ""
+expect "the engines after --io-engine=" "auto io_uring libaio" --io-engine =
+expect "io_uring from --io-engine=io" "io_uring" --io-engine = io
+expect "libaio from --io-engine li" "libaio" --io-engine li
+expect "--ve completes to --verbose and --version" "--verbose --version" --ve
+expect "--vi completes to --via" "--via" /dev/sda --vi
 expect "no --help after the first argument" "" /dev/sda --hel
 expect "--quiet after the first argument" "--quiet" /dev/sda --qu
 expect "nothing for the number after --pages" "" --pages ""
 expect "nothing for the number after --depth" "" --depth 1
 expect "nothing after the ':' of a region" "" /dev/sda : ""
 expect "nothing for a region's sector" "" /dev/sda : 20
+expect "nothing after an unknown option's '='" "" --pages = ""
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/test-bash-completion.XXXXXX") || exit 1
 trap 'rm -rf "$dir"' EXIT
@@ -70,6 +78,7 @@ expect "files from a prefix" "disk-a.img disk-b.img disks" dis
 expect "files after an option" "disk-a.img disk-b.img disks" --zero dis
 expect "files as the second region" "disk-a.img disk-b.img disks" disk-a.img dis
 expect "an absolute path" "$dir/other" "$dir/ot"
+expect "only directories after --via" "disks" --via dis
 
 complete_line /dev/
 not_block=()

@@ -191,6 +191,40 @@ bytes=$((SOURCE_MIB * 1048576))
 
 # --- the command line -----------------------------------------------------
 
+# --- the I/O engine: the one the suite runs with ---------------------------
+
+# KCOPYD_IO_ENGINE is the suite's parameter (contrib/test.sh --io-engine=E):
+# every program here runs with it.  Named, it must be the one that runs;
+# auto must be io_uring where the kernel allows it (no seccomp filter, the
+# sysctl at 0), else libaio.
+asked=${KCOPYD_IO_ENGINE:-auto}
+want=$asked
+if [ "$asked" = auto ]; then
+	want=io_uring
+	if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" != 0 ] ||
+		grep -q '^Seccomp:[[:space:]]*2' /proc/self/status; then
+		want=libaio
+	fi
+fi
+clear_device "$loop1"
+run_kcopy -v "$src" "$loop1"
+expect_status "-v copy exits 0" 0 &&
+	expect_stderr "-v names the engine" "^kcopy: I/O engine $want \\(asked: $asked\\)" &&
+	same_bytes "-v copy is byte-identical" "$src" 0 "$loop1" 0 "$bytes" &&
+	pass "the I/O engine is $want (asked: $asked), and says so"
+for engine in io_uring libaio; do
+	clear_device "$loop2"
+	run_kcopy --verbose --io-engine=$engine "$src" "$loop2"
+	expect_status "--io-engine=$engine exits 0" 0 &&
+		expect_stderr "--io-engine=$engine runs it" "^kcopy: I/O engine $engine \\(asked: $engine\\)" &&
+		same_bytes "--io-engine=$engine copy" "$src" 0 "$loop2" 0 "$bytes" &&
+		pass "--io-engine=$engine copies with $engine"
+done
+run_kcopy --io-engine=uring "$src" "$loop2"
+expect_status "--io-engine=uring is a usage error" 2 &&
+	expect_stderr "--io-engine=uring: the message" "--io-engine: 'uring' is not auto, io_uring or libaio" &&
+	pass "--io-engine=uring refused (exit 2)"
+
 run_kcopy --help
 expect_status "--help exits 0" 0 && expect_stdout "--help prints the usage" '^Usage: kcopy' && pass "--help"
 

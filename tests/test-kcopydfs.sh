@@ -154,6 +154,19 @@ expect_equal "$check" "ls:" "clone clone-autoremove jobs stats version" "$(ls "$
 check="jobs/ is drwxrwxrwt (anyone makes jobs, only the owner removes them)"
 expect_equal "$check" "mode" drwxrwxrwt "$(stat -c %A "$jobs")" && pass "$check"
 
+# The suite's I/O engine (KCOPYD_IO_ENGINE, contrib/test.sh --io-engine=E) is the daemon's:
+# named, it runs; auto is io_uring where the kernel allows it (as test-kcopy.sh checks).
+check="stats says the I/O engine the suite runs with"
+want=${KCOPYD_IO_ENGINE:-auto}
+if [ "$want" = auto ]; then
+	want=io_uring
+	if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" != 0 ] ||
+		grep -q '^Seccomp:[[:space:]]*2' /proc/self/status; then
+		want=libaio
+	fi
+fi
+expect_equal "$check" "stats io_engine:" "$want" "$(sed -n 's/^io_engine: //p' "$mnt/stats")" && pass "$check"
+
 check="stats shows the job counters and the limit"
 grep -qx "jobs: 0" "$mnt/stats" && grep -qx "jobs_max: 4096" "$mnt/stats" && pass "$check" ||
 	fail "$check" "jobs: 0 and jobs_max: 4096" "$(tr '\n' '|' <"$mnt/stats")"
