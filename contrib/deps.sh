@@ -11,6 +11,7 @@ set -euo pipefail
 build_packages=(
 	build-essential autoconf automake libtool pkg-config
 	libaio-dev libfuse3-dev fuse3 util-linux mount
+	liburing-dev	# drv_file_uring.c: the io_uring engine beside libaio
 	libnbd-dev libxml2-dev	# drv_nbd.c: NBD regions through libnbd; libxml2 splits URIs
 )
 # What the tests, benchmarks, fuzzing and packaging add.

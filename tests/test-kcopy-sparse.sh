@@ -50,6 +50,7 @@ SLACK=$((2 * MiB))	# metadata, and the rounding of a filesystem's blocks
 work=$(mktemp -d "${TMPDIR:-/tmp}/test-kcopy-sparse.XXXXXX") || exit 1
 mounts=()
 loops=()
+trace_dir=
 cleanup() {
 	local index
 
@@ -57,6 +58,7 @@ cleanup() {
 		umount "${mounts[index]}" 2>/dev/null || umount -l "${mounts[index]}" 2>/dev/null
 	done
 	for index in "${loops[@]}"; do losetup -d "$index" 2>/dev/null; done
+	[ -n "$trace_dir" ] && [ -d "$trace_dir" ] && rmdir "$trace_dir"
 	rmdir "$work" 2>/dev/null
 }
 trap cleanup EXIT
@@ -138,15 +140,50 @@ at_least() {
 	holds "$1: $got bytes allocated, at least $limit" '[ "$got" -ge "$limit" ]' "at least $limit" "$got"
 }
 
-# zero_calls ARGS...: run kcopy under strace; $zero_calls is how many fallocate(2) it made.
+# The I/O engine kcopy runs with here (the suite's KCOPYD_IO_ENGINE, or auto):
+# with libaio the zeroing is fallocate(2) calls, with io_uring it is
+# IORING_OP_FALLOCATE requests, which no system call shows.
+truncate -s 1M "$work/probe"
+engine=$("$KCOPY" -v -q "$work/probe" "$work/probe.copy" 2>&1 | sed -n 's/^kcopy: I\/O engine \([a-z_]*\) .*/\1/p')
+rm -f "$work/probe" "$work/probe.copy"
+[ -n "$engine" ] || { fail "kcopy -v names its I/O engine" "a name" "nothing"; exit 1; }
+echo "kcopy runs with the $engine engine here"
+trace_dir=
+if [ "$engine" = io_uring ]; then
+	tracefs=/sys/kernel/tracing
+	# Mounted where it belongs, if it was not, and left so.
+	[ -d "$tracefs/instances" ] || mount -t tracefs nodev "$tracefs" ||
+		skip_all "io_uring's zeroing is counted with tracefs, which cannot be mounted here"
+	[ -d "$tracefs/events/io_uring/io_uring_submit_req" ] ||
+		skip_all "this kernel has no io_uring:io_uring_submit_req tracepoint to count zeroing with"
+	trace_dir=$tracefs/instances/test-kcopy-sparse-$$
+fi
+
+# zero_calls ARGS...: run kcopy and set $zero_calls to how many zeroing
+# calls it made: fallocate(2) under strace with libaio; with io_uring the
+# IORING_OP_FALLOCATE (17) requests its threads submitted, from a tracefs
+# instance of our own that follows kcopy's threads (set_event_pid with
+# event-fork), so that other programs' rings do not count.
 # (LeakSanitizer cannot run under ptrace: in a sanitized build it is off for
 # these runs only; the same paths run without strace elsewhere.)
 zero_calls() {
-	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
-		strace -f -qq -e trace=fallocate -o "$work/strace" "$KCOPY" "$@" 2>"$work/stderr" >/dev/null
-	status=$?
+	if [ "$engine" = io_uring ]; then
+		mkdir "$trace_dir" || { fail "a tracefs instance" "made" "mkdir $trace_dir failed"; exit 1; }
+		echo 1 >"$trace_dir/options/event-fork"
+		echo 'opcode == 17' >"$trace_dir/events/io_uring/io_uring_submit_req/filter"
+		echo 1 >"$trace_dir/events/io_uring/io_uring_submit_req/enable"
+		sh -c 'echo $$ >"$0/set_event_pid" && exec "$@"' "$trace_dir" "$KCOPY" "$@" 2>"$work/stderr" >/dev/null
+		status=$?
+		zero_calls=$(grep -c 'opcode FALLOCATE' "$trace_dir/trace")
+		echo 0 >"$trace_dir/events/io_uring/io_uring_submit_req/enable"
+		rmdir "$trace_dir"
+	else
+		ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+			strace -f -qq -e trace=fallocate -o "$work/strace" "$KCOPY" "$@" 2>"$work/stderr" >/dev/null
+		status=$?
+		zero_calls=$(grep -c 'fallocate(' "$work/strace")
+	fi
 	out=$(<"$work/stderr")
-	zero_calls=$(grep -c 'fallocate(' "$work/strace")
 }
 
 # --- the source ---------------------------------------------------------------

@@ -276,6 +276,8 @@ def check_zero_and_attach():
     grew = {key: after[key] - before[key] for key in ("sectors_written", "sectors_zero")}
     expect(grew == {"sectors_written": 4096, "sectors_zero": 4096}, "stats() after the zero job",
            {"sectors_written": 4096, "sectors_zero": 4096}, grew)
+    expect(after["io_engine"] in ("io_uring", "libaio"), "stats() gives io_engine as a word",
+           "io_uring or libaio", after["io_engine"])
     for name in ("d1.img", "d2.img"):
         expect(file_bytes(name, 0, 1 << 20) == bytes(1 << 20), "%s's first MiB is zeros" % name, "zeros",
                file_bytes(name, 0, 16))

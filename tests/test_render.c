@@ -127,15 +127,16 @@ Test(render, stats_lines_sparse_sums_last)
 	stats.engine.sectors_offloaded = 3000;
 	stats.engine.zero_fallbacks = 7;
 	stats.engine.offload_fallbacks = 2;
+	stats.engine.io_engine = KCOPYD_IO_ENGINE_IO_URING;
 	kfs_render_stats(&stats, text, sizeof(text));
 	line_keys(text, keys, sizeof(keys));
 	cr_assert_str_eq(keys,
 			 "jobs jobs_active jobs_total jobs_done jobs_failed jobs_cancelled jobs_max sectors_read "
 			 "sectors_written read_errors write_errors pages_total pages_in_use pages_peak subjob_sectors "
-			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks",
+			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks io_engine",
 			 "the stats keys; the text:\n%s", text);
 	cr_expect(strstr(text, "\nsectors_written: 9000\n") && strstr(text, "\nsectors_zero: 4000\n") &&
 			  strstr(text, "\nsectors_offloaded: 3000\n") && strstr(text, "\nzero_fallbacks: 7\n") &&
-			  strstr(text, "\noffload_fallbacks: 2\n"),
-		  "the engine's sums, as given:\n%s", text);
+			  strstr(text, "\noffload_fallbacks: 2\n") && strstr(text, "\nio_engine: io_uring\n"),
+		  "the engine's sums and its I/O engine, as given:\n%s", text);
 }

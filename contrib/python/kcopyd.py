@@ -216,12 +216,15 @@ class Job:
 
 
 def stats(mount):
-    """The mount's stats file as a dict of ints (kcopydfs(5), STATS): jobs,
-    sectors_read, sectors_written, and so on; ``sectors_zero`` and
-    ``sectors_offloaded`` are the parts of ``sectors_written`` written as
-    zeros and copied by copy_file_range(2)."""
+    """The mount's stats file as a dict (kcopydfs(5), STATS): its counters
+    as ints (jobs, sectors_read, sectors_written, and so on;
+    ``sectors_zero`` and ``sectors_offloaded`` are the parts of
+    ``sectors_written`` written as zeros and copied by
+    copy_file_range(2)), and its words as strings (``io_engine``:
+    ``"io_uring"`` or ``"libaio"``)."""
     with open(os.path.join(mount, "stats")) as stats_file:
-        return {key: int(value) for key, value in parse_status(stats_file.read()).items()}
+        return {key: int(value) if value.isdigit() else value
+                for key, value in parse_status(stats_file.read()).items()}
 
 
 def _write_description(fd, description):

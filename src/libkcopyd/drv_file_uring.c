@@ -44,6 +44,13 @@ struct uring_queue {
 	struct io_uring ring;
 	int notify_fd;
 	unsigned int unsubmitted;	/* sqes filled that the kernel has not taken yet */
+	/*
+	 * I/Os with the kernel (filled, submitted, not reaped), at most depth:
+	 * a ring's submission queue bounds only what waits to be taken, not
+	 * what is in flight, and more than the completion queue holds would
+	 * overflow it.
+	 */
+	unsigned int in_flight;
 	struct file_workers workers;	/* copy_file_range */
 	/* The client's buffers (struct kcopyd_queue_setup). */
 	char *slots;
@@ -422,14 +429,17 @@ static int uring_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
 			taken++;
 			continue;
 		}
+		if (q->in_flight == q->depth)
+			break;	/* after the next completions */
 		sqe = io_uring_get_sqe(&q->ring);
 		if (!sqe)
-			break;	/* the ring is full: after the next completions */
+			break;
 		if (io->op == KCOPYD_IO_ZERO)
 			prep_zero(sqe, io, method);
 		else
 			prep_rw(q, sqe, io);
 		q->unsubmitted++;
+		q->in_flight++;
 		taken++;
 	}
 	r = ring_submit(q);
@@ -465,6 +475,7 @@ static bool zero_done(struct uring_queue *q, struct kcopyd_io *io, int asked, in
 	}
 	prep_zero(sqe, io, method);
 	q->unsubmitted++;
+	q->in_flight++;
 	return false;
 }
 
@@ -481,6 +492,7 @@ static int uring_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 		int res = cqe->res;
 
 		io_uring_cqe_seen(&q->ring, cqe);
+		q->in_flight--;
 		if (io->op == KCOPYD_IO_ZERO) {
 			if (!zero_done(q, io, (int)(data & TAG_MASK), res))
 				continue;
