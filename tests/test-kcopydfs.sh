@@ -215,6 +215,29 @@ else
 	fail "$check" "rmdir to succeed" "$(cat "$work/rmdir.err")"
 fi
 
+# With io_uring the buffer slots a copy used stay registered, their pages
+# pinned once (the kernel counts them in VmPin); libaio pins per request, so
+# nothing stays pinned between jobs.
+check="the $want engine's buffers: pinned while registered (io_uring), not otherwise (libaio)"
+mkdir "$jobs/buffers"
+write_ctl "$jobs/buffers/ctl" "copy from=$work/src.img to=$work/f1.img flags=no_offload"
+if [ "$write_status" != 0 ]; then
+	fail "$check" "echo to succeed" "$write_said"
+else
+	wait_job "$jobs/buffers"
+	pinned_kb=$(sed -n 's/^VmPin:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$daemon_pid/status")
+	if [ "$want" = io_uring ]; then
+		# At least one 1 MiB slot; at most the 64 MiB budget and the zero buffer.
+		[ "$wait_state" = done ] && [ "${pinned_kb:-0}" -ge 1024 ] && [ "$pinned_kb" -le $((65 * 1024)) ] &&
+			pass "$check: $pinned_kb kB pinned" ||
+			fail "$check" "done, and 1024 to 66560 kB in VmPin" "$wait_state, ${pinned_kb:-no} kB"
+	else
+		[ "$wait_state" = done ] && [ "${pinned_kb:-0}" = 0 ] && pass "$check: nothing pinned" ||
+			fail "$check" "done, and 0 kB in VmPin" "$wait_state, ${pinned_kb:-no} kB"
+	fi
+	rmdir "$jobs/buffers"
+fi
+
 # --- clone ---------------------------------------------------------------------
 
 check="clone: exec 3<>clone; read -r id <&3; echo copy >&3; exec 3>&-"
