@@ -407,10 +407,14 @@ const char *kcopyd_io_engine_name(unsigned int engine);
 /*
  * kcopyd_io_engine_probe() - whether a client could run with @engine now:
  * for io_uring, make a ring and probe the opcodes the engine uses, as
- * client creation does.  @why receives a one-line reason when it could
- * not (may be NULL).  Return: 0; -EPERM (io_uring_disabled, a seccomp
- * filter), -ENOSYS (a kernel without io_uring), -EOPNOTSUPP (opcodes
- * missing), -ENOMEM, or -EINVAL for an engine that is not one of the enum.
+ * client creation does; DEFAULT is first resolved as client creation
+ * resolves it (KCOPYD_IO_ENGINE); libaio and auto always can (libaio's
+ * context is made by the first read or write).  @why receives a one-line
+ * reason when it could not (may be NULL).  Return: 0; -EPERM
+ * (io_uring_disabled, a seccomp filter), -ENOSYS (a kernel without
+ * io_uring), -EOPNOTSUPP (opcodes missing), -ENOMEM (RLIMIT_MEMLOCK), or
+ * -EINVAL for an engine that is not one of the enum or a variable that
+ * names none.
  */
 int kcopyd_io_engine_probe(unsigned int engine, char *why, size_t why_len);
 

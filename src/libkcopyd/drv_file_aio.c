@@ -200,7 +200,7 @@ int kcopyd_io_engine_parse(const char *name, unsigned int *engine)
 	return -EINVAL;
 }
 
-int kcopyd_io_engine_resolve(unsigned int asked, unsigned int *engine)
+int io_engine_resolve(unsigned int asked, unsigned int *engine)
 {
 	/* Not for a setuid program's caller to choose. */
 	const char *name = secure_getenv("KCOPYD_IO_ENGINE");
@@ -223,6 +223,11 @@ int kcopyd_io_engine_probe(unsigned int engine, char *why, size_t why_len)
 	char text[192] = "";
 	int r = 0;
 
+	if (engine == KCOPYD_IO_ENGINE_DEFAULT && io_engine_resolve(engine, &engine) < 0) {
+		r = -EINVAL;
+		snprintf(text, sizeof(text), "KCOPYD_IO_ENGINE names no engine (auto, io_uring or libaio)");
+		engine = KCOPYD_IO_ENGINE_DEFAULT;
+	}
 	switch (engine) {
 	case KCOPYD_IO_ENGINE_AUTO:
 	case KCOPYD_IO_ENGINE_LIBAIO:
@@ -230,6 +235,8 @@ int kcopyd_io_engine_probe(unsigned int engine, char *why, size_t why_len)
 	case KCOPYD_IO_ENGINE_IO_URING:
 		r = file_uring_probe(text, sizeof(text));
 		break;
+	case KCOPYD_IO_ENGINE_DEFAULT:
+		break;	/* said above */
 	default:
 		r = -EINVAL;
 		snprintf(text, sizeof(text), "%u is not an I/O engine", engine);

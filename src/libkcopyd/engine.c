@@ -1537,7 +1537,7 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	list_init(&kc->completed);
 	list_init(&kc->ready);
 	kc->start_fn = config->start_fn;
-	r = kcopyd_io_engine_resolve(config->io_engine, &kc->io_engine);
+	r = io_engine_resolve(config->io_engine, &kc->io_engine);
 	if (r < 0)
 		goto err_free_kc;
 

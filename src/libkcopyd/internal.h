@@ -79,12 +79,12 @@ int kcopyd_client_create_ops(const struct kcopyd_config *config, const struct kc
 			     void *queue_key, struct kcopyd_client **result);
 
 /*
- * kcopyd_io_engine_resolve() - the engine a client asked for: @asked
+ * io_engine_resolve() - (not exported: no kcopyd_ prefix) the engine a client asked for: @asked
  * itself, or for KCOPYD_IO_ENGINE_DEFAULT the environment's
  * KCOPYD_IO_ENGINE, else auto.  Return: 0, or -EINVAL for an engine not
  * of the enum or a variable that names none.
  */
-int kcopyd_io_engine_resolve(unsigned int asked, unsigned int *engine);
+int io_engine_resolve(unsigned int asked, unsigned int *engine);
 
 /* dio_align() - statx STATX_DIOALIGN: 0 and the offset alignment (0 if the
  * file does not support direct I/O), or -errno if the kernel cannot say. */
