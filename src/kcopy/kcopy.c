@@ -269,7 +269,8 @@ static int parse_progress_fd(const char *text, int *fd)
  */
 static unsigned int engine_asked(const struct kcopy *state)
 {
-	const char *name = getenv("KCOPYD_IO_ENGINE");
+	/* secure_getenv(), as the library reads it. */
+	const char *name = secure_getenv("KCOPYD_IO_ENGINE");
 	unsigned int engine = KCOPYD_IO_ENGINE_AUTO;
 
 	if (state->config.io_engine != KCOPYD_IO_ENGINE_DEFAULT)
@@ -279,13 +280,18 @@ static unsigned int engine_asked(const struct kcopy *state)
 	return engine;
 }
 
-/* check_engine_env() - refuse a $KCOPYD_IO_ENGINE that names no engine.  Return: 0 or -EINVAL (reported). */
-static int check_engine_env(void)
+/*
+ * check_engine_env() - refuse a $KCOPYD_IO_ENGINE that names no engine,
+ * when it is the choice (no --io-engine: the option wins, and the library
+ * then never reads the variable).  Return: 0 or -EINVAL (reported).
+ */
+static int check_engine_env(const struct kcopy *state)
 {
-	const char *name = getenv("KCOPYD_IO_ENGINE");
+	const char *name = secure_getenv("KCOPYD_IO_ENGINE");
 	unsigned int engine;
 
-	if (!name || !*name || kcopyd_io_engine_parse(name, &engine) == 0)
+	if (state->config.io_engine != KCOPYD_IO_ENGINE_DEFAULT || !name || !*name ||
+	    kcopyd_io_engine_parse(name, &engine) == 0)
 		return 0;
 	complain("KCOPYD_IO_ENGINE='%s' is not auto, io_uring or libaio", name);
 	return -EINVAL;
@@ -430,7 +436,7 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 		goto err_usage;
 	}
 
-	if (!state->via && check_engine_env()) {
+	if (!state->via && check_engine_env(state)) {
 		ret = -EINVAL;
 		goto err_usage;
 	}
