@@ -68,7 +68,11 @@ struct uring_queue {
 	bool fixed;
 	unsigned char *buf_state;	/* nr_slots + 1 entries of enum buf_state */
 	void *own_zero;
-	/* I/Os taken and finished without the kernel (a zero nobody can do), for reap(). */
+	/*
+	 * I/Os taken and finished without the kernel, for reap(): a zero
+	 * nobody can do (at most depth), those of sqes the kernel refused
+	 * (ring_fail(): at most depth more).
+	 */
 	struct kcopyd_io **now;
 	unsigned int now_count, depth;
 };
@@ -130,43 +134,94 @@ static bool has_ipc_lock(void)
 }
 
 /*
- * Say in @why why io_uring_setup(2) of @entries failed with -@r.  ENOMEM
- * without CAP_IPC_LOCK under a memory lock limit is that limit: kernels
- * before 5.12, and recent ones again (6.18 does), count the ring itself
- * against RLIMIT_MEMLOCK.
+ * Say in @why why @call (io_uring_setup, io_uring_register, io_uring_enter)
+ * failed with -@r while a ring of @entries was being made.  ENOMEM without
+ * CAP_IPC_LOCK under a memory lock limit is that limit: kernels before
+ * 5.12, and recent ones again (6.18 does), count the ring itself against
+ * RLIMIT_MEMLOCK.  A seccomp filter is named before ENOSYS, which
+ * container runtimes' filters (crun, podman) return for io_uring.
  */
-static void setup_refused(int r, unsigned int entries, char *why, size_t why_len)
+static void refused(const char *call, int r, unsigned int entries, char *why, size_t why_len)
 {
 	long disabled = read_sysctl("io_uring_disabled");
+	bool setup = strcmp(call, "io_uring_setup") == 0;
 	struct rlimit limit;
 
-	if (r == -ENOMEM && !has_ipc_lock() && getrlimit(RLIMIT_MEMLOCK, &limit) == 0 &&
+	if (setup && r == -ENOMEM && !has_ipc_lock() && getrlimit(RLIMIT_MEMLOCK, &limit) == 0 &&
 	    limit.rlim_cur != RLIM_INFINITY)
-		snprintf(why, why_len, "RLIMIT_MEMLOCK (%llu KiB) is too small for a ring of %u entries "
-			 "(io_uring_setup: %s)", (unsigned long long)limit.rlim_cur >> 10, entries, strerror(-r));
-	else if (r == -ENOSYS)
-		snprintf(why, why_len, "this kernel has no io_uring (io_uring_setup: %s)", strerror(-r));
-	else if (r == -EPERM && disabled == 2)
-		snprintf(why, why_len, "kernel.io_uring_disabled is 2 (io_uring_setup: %s)", strerror(-r));
-	else if (r == -EPERM && disabled == 1)
+		snprintf(why, why_len, "RLIMIT_MEMLOCK (%llu KiB) is too small for a ring of %u entries (%s: %s)",
+			 (unsigned long long)limit.rlim_cur >> 10, entries, call, strerror(-r));
+	else if (setup && r == -EPERM && disabled == 2)
+		snprintf(why, why_len, "kernel.io_uring_disabled is 2 (%s: %s)", call, strerror(-r));
+	else if (setup && r == -EPERM && disabled == 1)
 		snprintf(why, why_len,
-			 "kernel.io_uring_disabled is 1 and this process is not in kernel.io_uring_group "
-			 "(io_uring_setup: %s)", strerror(-r));
+			 "kernel.io_uring_disabled is 1 and this process is not in kernel.io_uring_group (%s: %s)",
+			 call, strerror(-r));
 	else if (seccomp_filtered())
-		snprintf(why, why_len, "a seccomp filter refuses it (io_uring_setup: %s)", strerror(-r));
+		snprintf(why, why_len, "a seccomp filter refuses it (%s: %s)", call, strerror(-r));
+	else if (setup && r == -ENOSYS)
+		snprintf(why, why_len, "this kernel has no io_uring (%s: %s)", call, strerror(-r));
 	else
-		snprintf(why, why_len, "io_uring_setup: %s", strerror(-r));
+		snprintf(why, why_len, "%s: %s", call, strerror(-r));
 }
 
 /*
- * ring_setup() - make @ring of @entries and check its opcodes.
+ * ring_check() - what a ring just made must do before it is trusted with
+ * I/O: list its opcodes (io_uring_register), which must include the
+ * queue's, and run a no-op through io_uring_enter, which a filter may
+ * refuse on its own (a ring whose submissions fail would hold every copy).
+ * Return: 0, or -errno with the reason in @why.
+ */
+static int ring_check(struct io_uring *ring, unsigned int entries, char *why, size_t why_len)
+{
+	struct io_uring_probe *probe;
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	unsigned int index;
+	int r;
+
+	probe = calloc(1, sizeof(*probe) + 256 * sizeof(probe->ops[0]));
+	if (!probe)
+		return -ENOMEM;
+	r = io_uring_register_probe(ring, probe, 256);
+	if (r == -EINVAL && !seccomp_filtered()) {
+		snprintf(why, why_len, "this kernel cannot list its io_uring opcodes (before 5.6)");
+		r = -EOPNOTSUPP;
+	} else if (r < 0) {
+		refused("io_uring_register", r, entries, why, why_len);
+	}
+	for (index = 0; r == 0 && index < sizeof(needed_opcodes) / sizeof(needed_opcodes[0]); index++)
+		if (!io_uring_opcode_supported(probe, needed_opcodes[index].opcode)) {
+			snprintf(why, why_len, "this kernel's io_uring has no %s opcode", needed_opcodes[index].name);
+			r = -EOPNOTSUPP;
+		}
+	free(probe);
+	if (r < 0)
+		return r;
+	sqe = io_uring_get_sqe(ring);
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, 0);
+	r = io_uring_submit_and_wait(ring, 1);
+	if (r < 0) {
+		refused("io_uring_enter", r, entries, why, why_len);
+		return r;
+	}
+	r = io_uring_peek_cqe(ring, &cqe);
+	if (r < 0) {
+		refused("io_uring_enter", r, entries, why, why_len);
+		return r;
+	}
+	io_uring_cqe_seen(ring, cqe);
+	return 0;
+}
+
+/*
+ * ring_setup() - make @ring of @entries and check it (ring_check()).
  * Return: 0, or -errno with the reason in @why (the ring is not left made).
  */
 static int ring_setup(struct io_uring *ring, unsigned int entries, char *why, size_t why_len)
 {
 	struct io_uring_params params;
-	struct io_uring_probe *probe;
-	unsigned int index;
 	int r;
 
 	/* SUBMIT_ALL (5.18): an sqe that fails at submission does not hold back the ones after it. */
@@ -178,24 +233,13 @@ static int ring_setup(struct io_uring *ring, unsigned int entries, char *why, si
 		r = io_uring_queue_init_params(entries, ring, &params);
 	}
 	if (r < 0) {
-		setup_refused(r, entries, why, why_len);
+		refused("io_uring_setup", r, entries, why, why_len);
 		return r;
 	}
-	probe = io_uring_get_probe_ring(ring);
-	if (!probe) {
-		snprintf(why, why_len, "this kernel cannot list its io_uring opcodes (before 5.6)");
+	r = ring_check(ring, entries, why, why_len);
+	if (r < 0)
 		io_uring_queue_exit(ring);
-		return -EOPNOTSUPP;
-	}
-	for (index = 0; index < sizeof(needed_opcodes) / sizeof(needed_opcodes[0]); index++)
-		if (!io_uring_opcode_supported(probe, needed_opcodes[index].opcode)) {
-			snprintf(why, why_len, "this kernel's io_uring has no %s opcode", needed_opcodes[index].name);
-			io_uring_free_probe(probe);
-			io_uring_queue_exit(ring);
-			return -EOPNOTSUPP;
-		}
-	io_uring_free_probe(probe);
-	return 0;
+	return r;
 }
 
 /*
@@ -275,7 +319,7 @@ int file_queue_create_uring(struct kcopyd_queue_setup *setup, void **queue)
 	q->nr_slots = setup->nr_slots;
 	q->zero_buf = setup->zero_buf;
 	q->buf_state = calloc((size_t)q->nr_slots + 1, 1);
-	q->now = calloc(q->depth, sizeof(*q->now));
+	q->now = calloc(2 * (size_t)q->depth, sizeof(*q->now));
 	if (!q->buf_state || !q->now) {
 		free(q->buf_state);
 		free(q->now);
@@ -285,6 +329,16 @@ int file_queue_create_uring(struct kcopyd_queue_setup *setup, void **queue)
 	r = ring_setup(&q->ring, setup->depth, setup->why, sizeof(setup->why));
 	if (r < 0)
 		goto err_free;
+	/*
+	 * Not in a child: kcopydfs forks a helper per job start, which would
+	 * otherwise share the submission queue, and could put requests there
+	 * that the I/O thread's next io_uring_enter runs as the daemon.
+	 */
+	r = io_uring_ring_dontfork(&q->ring);
+	if (r < 0) {
+		snprintf(setup->why, sizeof(setup->why), "madvise(MADV_DONTFORK) of the ring: %s", strerror(-r));
+		goto err_exit_ring;
+	}
 	r = io_uring_register_eventfd(&q->ring, setup->notify_fd);
 	if (r < 0) {
 		snprintf(setup->why, sizeof(setup->why), "io_uring_register_eventfd: %s", strerror(-r));
@@ -409,20 +463,6 @@ static bool is_copy(const struct kcopyd_io *io)
 	return io->op == KCOPYD_IO_COPY;
 }
 
-/* Hand the filled sqes to the kernel.  Return: 0, or -errno (they stay, for the next call). */
-static int ring_submit(struct uring_queue *q)
-{
-	int r;
-
-	if (q->unsubmitted == 0)
-		return 0;
-	r = io_uring_submit(&q->ring);
-	if (r < 0)
-		return r == -EAGAIN || r == -EBUSY || r == -EINTR ? 0 : r;
-	q->unsubmitted = (unsigned int)r < q->unsubmitted ? q->unsubmitted - (unsigned int)r : 0;
-	return 0;
-}
-
 static void complete_now(struct uring_queue *q, struct kcopyd_io *io, long result)
 {
 	uint64_t one = 1;
@@ -432,11 +472,65 @@ static void complete_now(struct uring_queue *q, struct kcopyd_io *io, long resul
 	(void)!write(q->notify_fd, &one, sizeof(one));
 }
 
+/*
+ * ring_fail() - io_uring_enter(2) refused the filled sqes with -@error,
+ * for good: each I/O they carry completes with it now, and its sqe, which
+ * the kernel has seen published but not taken, becomes a no-op nobody
+ * waits for (user_data 0), should the kernel ever take it.
+ */
+static void ring_fail(struct uring_queue *q, int error)
+{
+	struct io_uring_sq *sq = &q->ring.sq;
+	unsigned int index;
+
+	for (index = *sq->khead; index != *sq->ktail; index++) {
+		struct io_uring_sqe *sqe = &sq->sqes[index & *sq->kring_mask];
+		struct kcopyd_io *io = (struct kcopyd_io *)(uintptr_t)(sqe->user_data & ~(uint64_t)TAG_MASK);
+
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, 0);
+		if (!io)
+			continue;
+		q->in_flight--;
+		complete_now(q, io, error);
+	}
+	q->unsubmitted = 0;
+}
+
+/*
+ * ring_submit() - hand the filled sqes to the kernel.  A refusal that may
+ * pass (EAGAIN, EBUSY: the kernel short of memory, or its completion
+ * queue full; EINTR) leaves them for the next call, which comes with the
+ * next completion, or, when there is none to come, after 1 ms and a kick
+ * of the eventfd; any other fails their I/Os (ring_fail()).
+ */
+static void ring_submit(struct uring_queue *q)
+{
+	int r;
+
+	if (q->unsubmitted == 0)
+		return;
+	r = io_uring_submit(&q->ring);
+	if (r >= 0) {
+		q->unsubmitted = (unsigned int)r < q->unsubmitted ? q->unsubmitted - (unsigned int)r : 0;
+		return;
+	}
+	if (r != -EAGAIN && r != -EBUSY && r != -EINTR) {
+		ring_fail(q, r);
+		return;
+	}
+	if (q->in_flight == q->unsubmitted) {
+		uint64_t one = 1;
+
+		(void)nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+		(void)!write(q->notify_fd, &one, sizeof(one));
+	}
+}
+
 static int uring_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
 {
 	struct uring_queue *q = queue;
 	unsigned int taken = 0;
-	int r;
 
 	while (taken < count) {
 		struct kcopyd_io *io = ios[taken];
@@ -453,7 +547,7 @@ static int uring_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
 		}
 		if (io->op == KCOPYD_IO_ZERO && (method = file_zero_method(io->dev, io->zero_flags)) == 0) {
 			/* No way left: the engine writes zeros. */
-			if (q->now_count == q->depth)
+			if (q->now_count >= q->depth)
 				break;
 			complete_now(q, io, -EOPNOTSUPP);
 			taken++;
@@ -472,9 +566,7 @@ static int uring_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
 		q->in_flight++;
 		taken++;
 	}
-	r = ring_submit(q);
-	if (r < 0 && taken == 0)
-		return r;
+	ring_submit(q);
 	return (int)taken;
 }
 
@@ -514,7 +606,6 @@ static int uring_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 	struct uring_queue *q = queue;
 	struct io_uring_cqe *cqe;
 	unsigned int count = 0;
-	int r;
 
 	while (count < max && io_uring_peek_cqe(&q->ring, &cqe) == 0) {
 		uint64_t data = io_uring_cqe_get_data64(cqe);
@@ -522,6 +613,8 @@ static int uring_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 		int res = cqe->res;
 
 		io_uring_cqe_seen(&q->ring, cqe);
+		if (!io)
+			continue;	/* a no-op of ring_fail() */
 		q->in_flight--;
 		if (io->op == KCOPYD_IO_ZERO) {
 			if (!zero_done(q, io, (int)(data & TAG_MASK), res))
@@ -532,11 +625,11 @@ static int uring_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 		}
 		done[count++] = io;
 	}
+	ring_submit(q);	/* zeroes asked again, and what the kernel refused before */
 	while (count < max && q->now_count > 0)
 		done[count++] = q->now[--q->now_count];
 	count += file_workers_reap(&q->workers, done + count, max - count);
-	r = ring_submit(q);
-	return r < 0 && count == 0 ? r : (int)count;
+	return (int)count;
 }
 
 const struct kcopyd_driver kcopyd_file_uring_ops = {
