@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1355,4 +1356,65 @@ Test(devices, a_source_that_shrank_is_a_read_error_not_zeros)
 		  res.write_err);
 	kcopyd_dev_close(src);
 	unlink(path);
+}
+
+/* How many lines of /proc/self/maps map an io_uring (its SQ and CQ rings, its SQEs). */
+static int io_uring_mappings(void)
+{
+	char line[512];
+	int count = 0;
+	FILE *maps = fopen("/proc/self/maps", "re");
+
+	if (!maps)
+		return -1;
+	while (fgets(line, sizeof(line), maps))
+		if (strstr(line, "[io_uring]"))
+			count++;
+	fclose(maps);
+	return count;
+}
+
+/*
+ * A process with an io_uring client that forks (kcopydfs forks a helper per
+ * region open, which becomes the job's owner) must not hand the child the
+ * ring: its SQ ring and SQE array are shared memory, so whatever a child
+ * wrote there the parent's next io_uring_enter would submit with the
+ * engine's credentials, and the child's mapping keeps the ring and its
+ * pinned buffers alive as long as it lives.  The buffer slots and our own
+ * zeros are MADV_DONTFORK already; the rings must be too
+ * (io_uring_ring_dontfork()).  libaio's context cannot be used from a
+ * child at all (the child's mm has no ioctx table).
+ */
+Test(devices, a_forked_child_gets_no_mapping_of_the_io_uring_rings)
+{
+	struct kcopyd_config config = { .num_pages = CLIENT_PAGES, .io_engine = KCOPYD_IO_ENGINE_IO_URING };
+	const uint64_t count = 1 * MiB >> KCOPYD_SECTOR_SHIFT;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = count };
+	struct io_region to = region(T_LOOP_A, 0, count);
+	struct kcopyd_result res;
+	struct kcopyd_client *kc;
+	char why[256];
+	int r, status, parent_count;
+	pid_t child;
+
+	if (kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, why, sizeof(why)) < 0)
+		cr_skip_test("no io_uring here: %s", why);
+	r = kcopyd_client_create_config(&config, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_config(io_uring): %d (%s)", r, strerror(-r));
+	/* A copy first, so that the ring has carried I/O. */
+	r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+	cr_assert(r == 0 && !res.read_err && !res.write_err, "copy: %d, read_err %d, write_err 0x%x", r,
+		  res.read_err, res.write_err);
+	parent_count = io_uring_mappings();
+	cr_assert(parent_count > 0, "the parent maps its ring (%d lines of [io_uring] in its maps)", parent_count);
+	child = fork();
+	cr_assert(child >= 0, "fork: %s", strerror(errno));
+	if (child == 0)
+		_exit(io_uring_mappings() & 0x7f);
+	cr_assert_eq(waitpid(child, &status, 0), child, "waitpid: %s", strerror(errno));
+	kcopyd_client_destroy(kc);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "a forked child maps the client's io_uring: %d lines of [io_uring] in its maps (the parent %d); "
+		  "libaio's context is of no use in a child", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+		  parent_count);
 }
