@@ -39,7 +39,7 @@ require_basics timeout cmp head
 grep -q '^Seccomp:[[:space:]]*0' /proc/self/status || skip_all "already under a seccomp filter"
 # The suite's engine must not override what each run asks for.
 unset KCOPYD_IO_ENGINE
-setup_work 128M
+setup_work 512M	# sixteen 16 MiB copies and more
 
 head -c 16M /dev/urandom >"$work/src"
 
