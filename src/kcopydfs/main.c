@@ -191,7 +191,8 @@ static void usage(void)
  * check_io_engine() - before the mount: an engine named (--io-engine, or
  * $KCOPYD_IO_ENGINE as the library reads it) must be one, and io_uring
  * named must be able to run here, else say why on standard error.
- * Return: 0, or -EINVAL (said).
+ * Return: the exit status: 0 (go on), 2 (the variable names no engine: a
+ * usage error, as a bad --io-engine is) or 1 (io_uring cannot run here).
  */
 static int check_io_engine(unsigned int asked)
 {
@@ -201,11 +202,11 @@ static int check_io_engine(unsigned int asked)
 
 	if (engine == KCOPYD_IO_ENGINE_DEFAULT && name && *name && kcopyd_io_engine_parse(name, &engine) < 0) {
 		kfs_log(LOG_ERR, "KCOPYD_IO_ENGINE='%s' is not auto, io_uring or libaio", name);
-		return -EINVAL;
+		return 2;
 	}
 	if (engine == KCOPYD_IO_ENGINE_IO_URING && kcopyd_io_engine_probe(engine, why, sizeof(why)) < 0) {
 		kfs_log(LOG_ERR, "the io_uring engine cannot run here: %s", why);
-		return -EINVAL;
+		return 1;
 	}
 	return 0;
 }
@@ -727,8 +728,10 @@ int main(int argc, char *argv[])
 		status = 2;
 		goto out_free_args;
 	}
-	if (check_io_engine(config.engine.io_engine) < 0)
+	status = check_io_engine(config.engine.io_engine);
+	if (status)
 		goto out_free_args;
+	status = 1;
 	if (options.state_dir) {
 		/*
 		 * Checked (and made if missing) now, so that a bad one fails before
