@@ -118,12 +118,33 @@ static bool seccomp_filtered(void)
 	return filtered;
 }
 
-/* Say in @why why io_uring_setup(2) failed with -@r. */
-static void setup_refused(int r, char *why, size_t why_len)
+/* Whether this thread has CAP_IPC_LOCK in its effective set (then registered memory is not counted). */
+static bool has_ipc_lock(void)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &header, data) < 0)
+		return false;
+	return data[CAP_TO_INDEX(CAP_IPC_LOCK)].effective & CAP_TO_MASK(CAP_IPC_LOCK);
+}
+
+/*
+ * Say in @why why io_uring_setup(2) of @entries failed with -@r.  ENOMEM
+ * without CAP_IPC_LOCK under a memory lock limit is that limit: kernels
+ * before 5.12, and recent ones again (6.18 does), count the ring itself
+ * against RLIMIT_MEMLOCK.
+ */
+static void setup_refused(int r, unsigned int entries, char *why, size_t why_len)
 {
 	long disabled = read_sysctl("io_uring_disabled");
+	struct rlimit limit;
 
-	if (r == -ENOSYS)
+	if (r == -ENOMEM && !has_ipc_lock() && getrlimit(RLIMIT_MEMLOCK, &limit) == 0 &&
+	    limit.rlim_cur != RLIM_INFINITY)
+		snprintf(why, why_len, "RLIMIT_MEMLOCK (%llu KiB) is too small for a ring of %u entries "
+			 "(io_uring_setup: %s)", (unsigned long long)limit.rlim_cur >> 10, entries, strerror(-r));
+	else if (r == -ENOSYS)
 		snprintf(why, why_len, "this kernel has no io_uring (io_uring_setup: %s)", strerror(-r));
 	else if (r == -EPERM && disabled == 2)
 		snprintf(why, why_len, "kernel.io_uring_disabled is 2 (io_uring_setup: %s)", strerror(-r));
@@ -157,7 +178,7 @@ static int ring_setup(struct io_uring *ring, unsigned int entries, char *why, si
 		r = io_uring_queue_init_params(entries, ring, &params);
 	}
 	if (r < 0) {
-		setup_refused(r, why, why_len);
+		setup_refused(r, entries, why, why_len);
 		return r;
 	}
 	probe = io_uring_get_probe_ring(ring);
@@ -177,25 +198,22 @@ static int ring_setup(struct io_uring *ring, unsigned int entries, char *why, si
 	return 0;
 }
 
+/*
+ * The probe's ring is as large as a client's with the default budget
+ * (engine.c's MAX_QUEUE_DEPTH), so that a memory lock limit too small for
+ * that ring (see setup_refused()) refuses the probe too, with the reason,
+ * rather than the client's creation after it with a bare ENOMEM.
+ */
+#define PROBE_ENTRIES 1024u
+
 int file_uring_probe(char *why, size_t why_len)
 {
 	struct io_uring ring;
-	int r = ring_setup(&ring, 8, why, why_len);
+	int r = ring_setup(&ring, PROBE_ENTRIES, why, why_len);
 
 	if (r == 0)
 		io_uring_queue_exit(&ring);
 	return r;
-}
-
-/* Whether this thread has CAP_IPC_LOCK in its effective set (then registered memory is not counted). */
-static bool has_ipc_lock(void)
-{
-	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
-	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-
-	if (syscall(SYS_capget, &header, data) < 0)
-		return false;
-	return data[CAP_TO_INDEX(CAP_IPC_LOCK)].effective & CAP_TO_MASK(CAP_IPC_LOCK);
 }
 
 /*
