@@ -18,6 +18,7 @@ build_packages=(
 all_packages=(
 	"${build_packages[@]}"
 	libcriterion-dev
+	libseccomp-dev	# tests/uring-deny: io_uring refused by a seccomp filter (tests/test-io-engine.sh)
 	e2fsprogs xfsprogs btrfs-progs	# tests/test-sparse-devices.sh, test-kcopy-sparse.sh: filesystems on loop-mounted images
 	qemu-utils	# contrib/bench/run: qemu-img convert; NBD tests: qemu-nbd over a qcow2, qemu-img compare
 	bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace

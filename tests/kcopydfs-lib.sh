@@ -26,6 +26,8 @@ loop_devices=()
 nbd_mounts=()
 nbd_pids=()
 background_pids=()
+# Run before "$KCOPYDFS" by start_daemon (e.g. env VAR=..., or a wrapper that execs it); none by default.
+daemon_prefix=()
 
 # require_basics TOOL...: root, FUSE, the kcopydfs binary and the tools named.
 require_basics() {
@@ -124,11 +126,12 @@ start_daemon() {
 }
 
 # start_daemon_on MOUNTPOINT [OPTIONS...]: the same on a given mountpoint.
+# (Through ${daemon_prefix[@]}, which must exec kcopydfs: daemon_pid is its pid.)
 start_daemon_on() {
 	local mount_point=$1
 	shift
 
-	"$KCOPYDFS" -f "$@" "$mount_point" 2>>"$work/kcopydfs.log" &
+	"${daemon_prefix[@]}" "$KCOPYDFS" -f "$@" "$mount_point" 2>>"$work/kcopydfs.log" &
 	daemon_pid=$!
 	daemon_mount=$mount_point
 	daemon_pids+=("$daemon_pid")

@@ -3,7 +3,7 @@
 #
 # test-adversary-uring.sh: the io_uring engine where the system takes part
 # of io_uring away, and each result beside libaio's in the same place.
-# tests/deny-syscall runs a command under a seccomp filter that fails some
+# tests/uring-deny runs a command under a seccomp filter that fails some
 # of the io_uring system calls with an errno, as a container profile does:
 #   - io_uring_enter refused (EPERM, ENOSYS) while io_uring_setup and
 #     io_uring_register work: under auto kcopy and kcopydfs copy anyway
@@ -19,7 +19,8 @@
 #
 # Run by `make check` (which exports KCOPY, KCOPYDFS and BUILDDIR), or by hand:
 #   sudo KCOPY=./kcopy KCOPYDFS=./kcopydfs BUILDDIR=. tests/test-adversary-uring.sh
-# Needs root (tmpfs, FUSE) and a kernel with io_uring enabled; exits 77 without them.
+# Needs root (tmpfs, FUSE), a kernel with io_uring enabled and tests/uring-deny
+# (libseccomp); exits 77 without them.
 # The last line is "N passed, M failed"; the exit status is 1 on any failure.
 
 set -u
@@ -27,13 +28,14 @@ set -u
 . "${TESTS_SRCDIR:-$(dirname "$0")}/kcopydfs-lib.sh"
 
 KCOPY=${KCOPY:-${BUILDDIR:-.}/kcopy}
-DENY=${DENY_SYSCALL:-$(dirname "$KCOPYDFS")/tests/deny-syscall}
+DENY=${URING_DENY:-$(dirname "$KCOPYDFS")/tests/uring-deny}
 # Long enough for a 16 MiB copy on any machine (it takes well under a second); a run that reaches it hung.
 GUARD=20
 
 require_basics timeout cmp head
 [ -x "$KCOPY" ] || skip_all "no kcopy at '$KCOPY' (set KCOPY)"
-[ -x "$DENY" ] || skip_all "no tests/deny-syscall at '$DENY' (make builds it)"
+[ -x "$DENY" ] ||
+	skip_all "no $DENY: configure found no libseccomp (contrib/deps.sh installs libseccomp-dev)"
 [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ] ||
 	skip_all "kernel.io_uring_disabled is not 0: no io_uring engine to attack"
 grep -q '^Seccomp:[[:space:]]*0' /proc/self/status || skip_all "already under a seccomp filter"
@@ -50,7 +52,7 @@ copy_under() {
 	shift 3
 
 	rm -f "$work/$name"
-	timeout -k 5 "$GUARD" "$DENY" "$err" "$calls" "$KCOPY" -v -q --no-offload "$@" "$work/src" "$work/$name" \
+	timeout -k 5 "$GUARD" "$DENY" -e "$err" -c "$calls" "$KCOPY" -v -q --no-offload "$@" "$work/src" "$work/$name" \
 		>"$work/$name.out" 2>&1
 	copy_status=$?
 	copy_said=$(tr '\n' '|' <"$work/$name.out")
@@ -110,7 +112,7 @@ done
 
 # --- 2. the daemon under the same filter ----------------------------------------------------
 
-printf '#!/bin/sh\nexec "%s" 1 enter "%s" "$@"\n' "$DENY" "$KCOPYDFS" >"$work/kcopydfs-filtered"
+printf '#!/bin/sh\nexec "%s" -e 1 -c enter "%s" "$@"\n' "$DENY" "$KCOPYDFS" >"$work/kcopydfs-filtered"
 chmod 755 "$work/kcopydfs-filtered"
 KCOPYDFS_PLAIN=$KCOPYDFS
 KCOPYDFS=$work/kcopydfs-filtered

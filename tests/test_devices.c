@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ static struct fixture {
 	struct kcopyd_dev *src_plain;	/* src_file, O_RDONLY */
 	struct target dst[NR_TARGETS];
 	struct kcopyd_client *kc;	/* CLIENT_PAGES pages, defaults */
+	char extra_loop[32];		/* a test's own loop device, detached by teardown() ("" if none) */
 } fx;
 
 static const struct {
@@ -102,6 +104,9 @@ static void teardown(void)
 			tu_loop_detach(fx.dst[i].loop);
 		fx.dst[i].loop[0] = '\0';
 	}
+	if (fx.extra_loop[0])
+		tu_loop_detach(fx.extra_loop);
+	fx.extra_loop[0] = '\0';
 	tu_tmpfs_unmount(fx.dir);
 	fx.dir[0] = '\0';
 }
@@ -1417,4 +1422,180 @@ Test(devices, a_forked_child_gets_no_mapping_of_the_io_uring_rings)
 		  "a forked child maps the client's io_uring: %d lines of [io_uring] in its maps (the parent %d); "
 		  "libaio's context is of no use in a child", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 		  parent_count);
+}
+
+/* ---- the I/O engines ------------------------------------------------------ */
+
+static const unsigned int named_engines[] = { KCOPYD_IO_ENGINE_LIBAIO, KCOPYD_IO_ENGINE_IO_URING };
+
+/* A client of CLIENT_PAGES pages with @engine, which must be made. */
+static struct kcopyd_client *engine_client(unsigned int engine)
+{
+	const struct kcopyd_config config = { .num_pages = CLIENT_PAGES, .io_engine = engine };
+	struct kcopyd_client *kc = NULL;
+	char why[192] = "";
+	int r = kcopyd_client_create_config(&config, &kc);
+
+	if (r < 0)
+		(void)kcopyd_io_engine_probe(engine, why, sizeof(why));
+	cr_assert_eq(r, 0, "kcopyd_client_create_config(io_engine %s): %d (%s); probe: %s",
+		     kcopyd_io_engine_name(engine), r, strerror(-r), why);
+	return kc;
+}
+
+/*
+ * Each engine named runs, and says so through kcopyd_client_io_engine()
+ * and kcopyd_client_stats(), with nothing to add for root (CAP_IPC_LOCK:
+ * io_uring's buffers are registered); auto is io_uring exactly when the
+ * probe says it can run (not under a seccomp filter or the sysctl), and
+ * copies through either.
+ */
+Test(devices, each_engine_says_it_runs_in_io_engine_and_stats)
+{
+	const uint64_t count = (4 * MiB) >> KCOPYD_SECTOR_SHIFT;
+	unsigned int index;
+
+	for (index = 0; index < 3; index++) {
+		unsigned int asked = index < 2 ? named_engines[index] : KCOPYD_IO_ENGINE_AUTO;
+		unsigned int want = asked;
+		struct kcopyd_client *kc;
+		struct kcopyd_stats stats;
+		struct kcopyd_result res;
+		struct io_region to = region(T_LOOP_A, index * count, count);
+		struct io_region from = { .bdev = fx.src, .sector = 100 + index, .count = count };
+		char why[192] = "unset", probe_why[192] = "";
+		int r;
+
+		if (asked == KCOPYD_IO_ENGINE_AUTO)
+			want = kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, probe_why, sizeof(probe_why)) == 0
+				       ? KCOPYD_IO_ENGINE_IO_URING
+				       : KCOPYD_IO_ENGINE_LIBAIO;
+		kc = engine_client(asked);
+		cr_expect_eq(kcopyd_client_io_engine(kc, why, sizeof(why)), want,
+			     "asked %s: kcopyd_client_io_engine() says %s, expected %s (probe: '%s')",
+			     kcopyd_io_engine_name(asked), kcopyd_io_engine_name(kcopyd_client_io_engine(kc, NULL, 0)),
+			     kcopyd_io_engine_name(want), probe_why);
+		if (want == asked || want == KCOPYD_IO_ENGINE_IO_URING)
+			cr_expect_str_empty(why, "asked %s, running it as root: why '%s', expected nothing to say",
+					    kcopyd_io_engine_name(asked), why);
+		else
+			cr_expect(strncmp(why, "io_uring: ", 10) == 0,
+				  "auto fell back to libaio: why '%s', expected 'io_uring: <the reason>'", why);
+		kcopyd_client_stats(kc, &stats);
+		cr_expect_eq(stats.io_engine, want, "asked %s: stats.io_engine %u (%s), expected %s",
+			     kcopyd_io_engine_name(asked), stats.io_engine, kcopyd_io_engine_name(stats.io_engine),
+			     kcopyd_io_engine_name(want));
+		r = tu_copy_sync(kc, &from, 1, &to, 0, &res);
+		kcopyd_client_destroy(kc);
+		cr_assert_eq(r, 0, "asked %s: tu_copy_sync: %d", kcopyd_io_engine_name(asked), r);
+		expect_clean_result(kcopyd_io_engine_name(asked), &res, count);
+		expect_source_copy(kcopyd_io_engine_name(asked), from.sector, &to);
+	}
+}
+
+/*
+ * A copy whose source has zero ranges (a hole and zeros written as data)
+ * through @engine to two destinations where fallocate(2) is refused: a
+ * file on a ramfs (no fallocate at all: both ways of zeroing refused, the
+ * engine writes from its zero page) and a loop device over one (the loop
+ * device has no write-zeroes, so the punch, which must not fall back, is
+ * refused; FALLOC_FL_ZERO_RANGE then has the kernel write zero pages).
+ * Each destination was full of other bytes: the zeros must be written.
+ */
+static void zero_ranges_where_fallocate_is_refused(unsigned int engine)
+{
+	const char *name = kcopyd_io_engine_name(engine);
+	const uint64_t bytes = 8 * MiB, count = bytes >> KCOPYD_SECTOR_SHIFT;
+	/* The source's zero ranges: [2 MiB, 4 MiB) a hole, [5 MiB, 6 MiB) zeros as data. */
+	const uint64_t hole = 2 * MiB, hole_len = 2 * MiB, zeros = 5 * MiB, zeros_len = 1 * MiB;
+	char ramfs[sizeof(fx.dir) + 8], src_path[PATH_MAX], file_path[sizeof(ramfs) + 8], backing[sizeof(ramfs) + 8];
+	struct kcopyd_dev *src = NULL, *file = NULL, *loop = NULL;
+	struct kcopyd_client *kc = engine_client(engine);
+	struct kcopyd_stats stats;
+	struct kcopyd_result res;
+	struct io_region from, to[2];
+	const char *const paths[2] = { file_path, fx.extra_loop };
+	void *zero_buf = calloc(1, zeros_len);
+	unsigned int index;
+	int fd, r;
+
+	cr_assert(zero_buf);
+	snprintf(src_path, sizeof(src_path), "%s/zero-ranges", fx.dir);
+	cr_assert_eq(tu_file_create(src_path, bytes, SRC_SEED), 0, "create %s", src_path);
+	fd = open(src_path, O_RDWR);
+	cr_assert(fd >= 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)hole, (off_t)hole_len) == 0 &&
+			  pwrite(fd, zero_buf, zeros_len, (off_t)zeros) == (ssize_t)zeros_len,
+		  "make the source's zero ranges: %s", strerror(errno));
+	close(fd);
+	free(zero_buf);
+
+	/* In the fixture's tmpfs, so that teardown's lazy unmount takes it too. */
+	snprintf(ramfs, sizeof(ramfs), "%s/ramfs", fx.dir);
+	cr_assert(mkdir(ramfs, 0700) == 0 && mount("ramfs", ramfs, "ramfs", 0, NULL) == 0, "mount a ramfs on %s: %s",
+		  ramfs, strerror(errno));
+	snprintf(file_path, sizeof(file_path), "%s/file", ramfs);
+	snprintf(backing, sizeof(backing), "%s/backing", ramfs);
+	cr_assert_eq(tu_file_create(file_path, bytes, FILL_SEED), 0, "create %s", file_path);
+	cr_assert_eq(tu_file_create(backing, bytes, FILL_SEED), 0, "create %s", backing);
+	/* Without direct I/O: ramfs has none. */
+	r = tu_loop_attach(backing, 512, false, fx.extra_loop, sizeof(fx.extra_loop));
+	cr_assert_eq(r, 0, "a loop device on %s: %d (%s)", backing, r, strerror(-r));
+
+	cr_assert_eq(kcopyd_dev_open(src_path, O_RDONLY, &src), 0, "open %s", src_path);
+	cr_assert_eq(kcopyd_dev_open(file_path, O_RDWR, &file), 0, "open %s", file_path);
+	cr_assert_eq(kcopyd_dev_open(fx.extra_loop, O_RDWR, &loop), 0, "open %s", fx.extra_loop);
+	from = (struct io_region){ .bdev = src, .sector = 0, .count = count };
+	to[0] = (struct io_region){ .bdev = file, .sector = 0, .count = count };
+	to[1] = (struct io_region){ .bdev = loop, .sector = 0, .count = count };
+	/* No offload: the data goes through the engine's buffers, not copy_file_range. */
+	r = tu_copy_sync(kc, &from, 2, to, KCOPYD_NO_OFFLOAD, &res);
+	kcopyd_client_stats(kc, &stats);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(file);
+	kcopyd_dev_close(loop);
+	kcopyd_client_destroy(kc);
+	cr_assert_eq(r, 0, "%s: tu_copy_sync: %d", name, r);
+	expect_clean_result(name, &res, count);
+	cr_expect_eq(stats.io_engine, engine, "%s: stats.io_engine %s", name, kcopyd_io_engine_name(stats.io_engine));
+	cr_expect_eq(stats.sectors_zero, 2 * ((hole_len + zeros_len) >> KCOPYD_SECTOR_SHIFT),
+		     "%s: sectors_zero %" PRIu64 ", expected %" PRIu64 " (3 MiB on each destination)", name,
+		     stats.sectors_zero, 2 * ((hole_len + zeros_len) >> KCOPYD_SECTOR_SHIFT));
+	cr_expect(stats.zero_fallbacks > 0,
+		  "%s: zero_fallbacks 0: the file on the ramfs, which has no fallocate, was never written from the zero page",
+		  name);
+
+	for (index = 0; index < 2; index++) {
+		const struct {
+			uint64_t off, len;
+			bool zero;
+		} spans[] = {
+			{ 0, hole, false },
+			{ hole, hole_len, true },
+			{ hole + hole_len, zeros - hole - hole_len, false },
+			{ zeros, zeros_len, true },
+			{ zeros + zeros_len, bytes - zeros - zeros_len, false },
+		};
+		unsigned int span;
+
+		for (span = 0; span < sizeof(spans) / sizeof(spans[0]); span++) {
+			uint64_t diff = 0;
+
+			r = tu_pattern_check(paths[index], spans[span].off, spans[span].len,
+					     spans[span].zero ? 0 : SRC_SEED, spans[span].off, &diff);
+			cr_expect_eq(r, 0, "%s: %s bytes %" PRIu64 "+%" PRIu64 " should be %s: %s at byte %" PRIu64
+				     " (tu_pattern_check=%d)", name, paths[index], spans[span].off, spans[span].len,
+				     spans[span].zero ? "zeros" : "the source's", r == 1 ? "wrong byte" : "unreadable",
+				     diff, r);
+		}
+	}
+}
+
+Test(devices, zero_ranges_where_fallocate_is_refused_libaio)
+{
+	zero_ranges_where_fallocate_is_refused(KCOPYD_IO_ENGINE_LIBAIO);
+}
+
+Test(devices, zero_ranges_where_fallocate_is_refused_io_uring)
+{
+	zero_ranges_where_fallocate_is_refused(KCOPYD_IO_ENGINE_IO_URING);
 }

@@ -1336,3 +1336,125 @@ Test(engine, config_size_is_checked)
 	cr_assert((kcopyd_client_create_config)(&bigger.config, &client) == 0, "the function of the old header");
 	kcopyd_client_destroy(client);
 }
+
+/* ---- the I/O engine's names, probe and choice ------------------------------------ */
+
+/* Every name parses to its engine; anything else, NULL included, is -EINVAL and leaves *engine alone. */
+Test(engine, io_engine_parse_takes_the_three_names_exactly)
+{
+	static const struct {
+		const char *name;
+		unsigned int engine;
+	} good[] = {
+		{ "auto", KCOPYD_IO_ENGINE_AUTO },
+		{ "libaio", KCOPYD_IO_ENGINE_LIBAIO },
+		{ "io_uring", KCOPYD_IO_ENGINE_IO_URING },
+	};
+	static const char *const bad[] = { "", "IO_URING", "uring", "default", "unknown", "libaio ", " auto", "aut" };
+	unsigned int index, engine;
+	int r;
+
+	for (index = 0; index < sizeof(good) / sizeof(good[0]); index++) {
+		engine = 99;
+		r = kcopyd_io_engine_parse(good[index].name, &engine);
+		cr_expect(r == 0 && engine == good[index].engine, "kcopyd_io_engine_parse(\"%s\"): %d, engine %u, expected 0, %u",
+			  good[index].name, r, engine, good[index].engine);
+	}
+	for (index = 0; index < sizeof(bad) / sizeof(bad[0]); index++) {
+		engine = 99;
+		r = kcopyd_io_engine_parse(bad[index], &engine);
+		cr_expect(r == -EINVAL && engine == 99, "kcopyd_io_engine_parse(\"%s\"): %d, engine %u, expected -EINVAL, untouched",
+			  bad[index], r, engine);
+	}
+	engine = 99;
+	r = kcopyd_io_engine_parse(NULL, &engine);
+	cr_expect(r == -EINVAL && engine == 99, "kcopyd_io_engine_parse(NULL): %d, engine %u", r, engine);
+	r = kcopyd_io_engine_parse("auto", NULL);
+	cr_expect_eq(r, -EINVAL, "kcopyd_io_engine_parse(\"auto\", NULL): %d, expected -EINVAL", r);
+}
+
+Test(engine, io_engine_name_of_each_engine_and_of_none)
+{
+	static const struct {
+		unsigned int engine;
+		const char *name;
+	} names[] = {
+		{ KCOPYD_IO_ENGINE_DEFAULT, "default" },   { KCOPYD_IO_ENGINE_AUTO, "auto" },
+		{ KCOPYD_IO_ENGINE_LIBAIO, "libaio" },	   { KCOPYD_IO_ENGINE_IO_URING, "io_uring" },
+		{ KCOPYD_IO_ENGINE_IO_URING + 1, "unknown" }, { 99, "unknown" },
+		{ UINT32_MAX, "unknown" },
+	};
+	unsigned int index;
+
+	for (index = 0; index < sizeof(names) / sizeof(names[0]); index++)
+		cr_expect_str_eq(kcopyd_io_engine_name(names[index].engine), names[index].name,
+				 "kcopyd_io_engine_name(%u): \"%s\", expected \"%s\"", names[index].engine,
+				 kcopyd_io_engine_name(names[index].engine), names[index].name);
+}
+
+/* libaio and auto always can (auto falls back); an engine not of the enum is -EINVAL with a reason. */
+Test(engine, io_engine_probe_of_libaio_auto_and_no_engine)
+{
+	char why[192];
+	int r;
+
+	strcpy(why, "untouched");
+	r = kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_LIBAIO, why, sizeof(why));
+	cr_expect(r == 0 && why[0] == '\0', "probe(libaio): %d, why '%s', expected 0 and ''", r, why);
+	strcpy(why, "untouched");
+	r = kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_AUTO, why, sizeof(why));
+	cr_expect(r == 0 && why[0] == '\0', "probe(auto): %d, why '%s', expected 0 and ''", r, why);
+	r = kcopyd_io_engine_probe(99, why, sizeof(why));
+	cr_expect_eq(r, -EINVAL, "probe(99): %d, expected -EINVAL", r);
+	cr_expect_str_eq(why, "99 is not an I/O engine", "probe(99): why '%s'", why);
+	r = kcopyd_io_engine_probe(99, NULL, 0);
+	cr_expect_eq(r, -EINVAL, "probe(99) without a why: %d, expected -EINVAL", r);
+	/* io_uring: 0 or -errno, never a positive value; with a reason exactly when refused. */
+	why[0] = '\0';
+	r = kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, why, sizeof(why));
+	cr_expect(r <= 0 && (r == 0) == (why[0] == '\0'), "probe(io_uring): %d with why '%s'", r, why);
+}
+
+/* An engine outside the enum, or a KCOPYD_IO_ENGINE that names none, and no client is made. */
+Test(engine, client_with_no_engine_is_einval)
+{
+	struct kcopyd_config config = { .num_pages = 64, .io_engine = 99 };
+	struct kcopyd_client *client = NULL;
+	int r;
+
+	r = kcopyd_client_create_config(&config, &client);
+	cr_expect(r == -EINVAL && client == NULL, "io_engine 99: %d, client %p, expected -EINVAL and none", r,
+		  (void *)client);
+	config.io_engine = KCOPYD_IO_ENGINE_IO_URING + 1;
+	r = kcopyd_client_create_config(&config, &client);
+	cr_expect(r == -EINVAL && client == NULL, "io_engine %u: %d, expected -EINVAL", config.io_engine, r);
+
+	/* The variable is read only when the config leaves the engine at 0, and then must name one. */
+	config.io_engine = KCOPYD_IO_ENGINE_DEFAULT;
+	cr_assert(setenv("KCOPYD_IO_ENGINE", "uring", 1) == 0);
+	r = kcopyd_client_create_config(&config, &client);
+	cr_expect(r == -EINVAL && client == NULL, "KCOPYD_IO_ENGINE=uring: %d, expected -EINVAL", r);
+	config.io_engine = KCOPYD_IO_ENGINE_LIBAIO;
+	r = kcopyd_client_create_config(&config, &client);
+	cr_expect(r == 0, "KCOPYD_IO_ENGINE=uring with libaio in the config: %d, expected 0 (the config wins)", r);
+	if (r == 0)
+		cr_expect_eq(kcopyd_client_io_engine(client, NULL, 0), KCOPYD_IO_ENGINE_LIBAIO,
+			     "the config's libaio, not the variable: %s",
+			     kcopyd_io_engine_name(kcopyd_client_io_engine(client, NULL, 0)));
+	kcopyd_client_destroy(client);
+	unsetenv("KCOPYD_IO_ENGINE");
+}
+
+/* A client of the fake driver has no engine of its own: 0, and nothing to say. */
+Test(engine, fake_driver_client_has_no_io_engine)
+{
+	struct kcopyd_stats stats;
+	char why[64] = "untouched";
+
+	new_client(64, 0, 0);
+	cr_expect_eq(kcopyd_client_io_engine(kc, why, sizeof(why)), 0u, "fake driver: io engine %u, expected 0",
+		     kcopyd_client_io_engine(kc, NULL, 0));
+	cr_expect_str_empty(why, "fake driver: why '%s', expected ''", why);
+	kcopyd_client_stats(kc, &stats);
+	cr_expect_eq(stats.io_engine, 0u, "fake driver: stats.io_engine %u, expected 0", stats.io_engine);
+}
