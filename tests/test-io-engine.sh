@@ -10,9 +10,11 @@
 #   - kernel.io_uring_disabled=2, and 1 for a user without CAP_SYS_ADMIN:
 #     the same, the reason naming the sysctl;
 #   - RLIMIT_MEMLOCK (prlimit) for a user without CAP_IPC_LOCK: too small
-#     for the ring, libaio (auto) or a clear failure (io_uring named); big
-#     enough for the ring, not for the buffers, io_uring with plain
-#     READ/WRITE and the reason; root's buffers registered whatever the limit;
+#     for a ring of 1024 entries (where the kernel counts rings), a smaller
+#     ring; too small for the smallest, libaio (auto) or a clear failure
+#     (io_uring named); big enough for the ring, not for the buffers,
+#     io_uring with plain READ/WRITE and the reason; root's buffers
+#     registered whatever the limit;
 #   - KCOPYD_IO_ENGINE honoured by kcopy and kcopydfs, --io-engine winning
 #     over it, an invalid value refused (exit 2), --io-engine refused with
 #     --via, and the resume command after a cancel repeating --io-engine.
@@ -262,10 +264,11 @@ check "io_uring_disabled is back to $sysctl_before" "$sysctl_before" "$(cat "$sy
 
 # The user, 64 KiB: some kernels (before 5.12, and recent ones again: 6.18
 # does) count the ring itself (1024 entries: about 100 KiB) against the
-# limit, so no ring; others count only registered buffers.  Which this one
-# does is asked of the kernel directly: io_uring_setup(2) of 1024 entries
-# under the same limit, ENOMEM or a ring.  --no-offload: the bytes go
-# through the buffers, not copy_file_range.
+# limit, so a smaller ring (the queue halves it while the kernel says
+# ENOMEM, down to 32 entries); others count only registered buffers.  Which
+# this one does is asked of the kernel directly: io_uring_setup(2) of 1024
+# entries under the same limit, ENOMEM or a ring.  --no-offload: the bytes
+# go through the buffers, not copy_file_range.
 from=$work/shared/src.img
 to=$work/shared/dst.img
 "${as_user[@]}" prlimit --memlock=65536 python3 -c '
@@ -280,13 +283,20 @@ ring_counted=$?
 [ "$ring_counted" -le 1 ] || fail "io_uring_setup(1024) as a user under 64 KiB of RLIMIT_MEMLOCK" "a ring or ENOMEM" "exit $ring_counted"
 unregistered="buffers not registered: RLIMIT_MEMLOCK \(64 KiB\) is below the [0-9]+ KiB of buffers"
 if [ "$ring_counted" = 0 ]; then
-	ring_memlock="RLIMIT_MEMLOCK \(64 KiB\) is too small for a ring of 1024 entries \(io_uring_setup: Cannot allocate memory\)"
-	copy_check "RLIMIT_MEMLOCK 64 KiB, a user, auto: no ring, libaio, and why" 0 \
+	smaller="a ring of [0-9]+ entries, not 1024: the kernel had no room for a larger one \(RLIMIT_MEMLOCK\); "
+	for engine in auto io_uring; do
+		copy_check "RLIMIT_MEMLOCK 64 KiB, a user, --io-engine=$engine: io_uring, a smaller ring, buffers not registered" 0 \
+			"$(used io_uring $engine "$smaller$unregistered")" \
+			"${as_user[@]}" prlimit --memlock=65536 "$KCOPY" -v --no-offload --io-engine=$engine
+	done
+	# 4 KiB: not even a ring of 32 entries.
+	ring_memlock="RLIMIT_MEMLOCK \(4 KiB\) is too small for a ring of 32 entries \(io_uring_setup: Cannot allocate memory\)"
+	copy_check "RLIMIT_MEMLOCK 4 KiB, a user, auto: no ring, libaio, and why" 0 \
 		"$(used libaio auto "io_uring: $ring_memlock")" \
-		"${as_user[@]}" prlimit --memlock=65536 "$KCOPY" -v --no-offload --io-engine=auto
-	copy_check "RLIMIT_MEMLOCK 64 KiB, a user, --io-engine=io_uring: exit 1, the reason, nothing written" 1 \
+		"${as_user[@]}" prlimit --memlock=4096 "$KCOPY" -v --no-offload --io-engine=auto
+	copy_check "RLIMIT_MEMLOCK 4 KiB, a user, --io-engine=io_uring: exit 1, the reason, nothing written" 1 \
 		"$refused $ring_memlock" \
-		"${as_user[@]}" prlimit --memlock=65536 "$KCOPY" -v --no-offload --io-engine=io_uring
+		"${as_user[@]}" prlimit --memlock=4096 "$KCOPY" -v --no-offload --io-engine=io_uring
 else
 	for engine in auto io_uring; do
 		copy_check "RLIMIT_MEMLOCK 64 KiB, a user, --io-engine=$engine: io_uring, buffers not registered" 0 \

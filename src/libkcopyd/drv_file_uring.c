@@ -54,6 +54,7 @@ struct uring_queue {
 	 * overflow it.
 	 */
 	unsigned int in_flight;
+	unsigned int entries;		/* the ring's size: depth, or less (ring_make()) */
 	struct file_workers workers;	/* copy_file_range */
 	/* The client's buffers (struct kcopyd_queue_setup). */
 	char *slots;
@@ -242,18 +243,45 @@ static int ring_setup(struct io_uring *ring, unsigned int entries, char *why, si
 	return r;
 }
 
+/* The smallest ring a queue is made with when RLIMIT_MEMLOCK holds no larger one. */
+#define MIN_RING_ENTRIES 32u
+
+/*
+ * ring_make() - ring_setup() of *@entries, or of half as many while the
+ * kernel says ENOMEM, down to MIN_RING_ENTRIES: where the ring itself is
+ * counted against RLIMIT_MEMLOCK (kernels before 5.12, and 6.18), a user
+ * under the 64 KiB limit many systems set gets a ring of 256 entries
+ * rather than none (a job at the default depth has 16 I/Os in flight at
+ * 1-to-1, 40 at 1-to-4).  *@entries is set to the size made; a ring
+ * smaller than asked is said in @why.  Return: as ring_setup().
+ */
+static int ring_make(struct io_uring *ring, unsigned int *entries, char *why, size_t why_len)
+{
+	unsigned int asked = *entries;
+	int r;
+
+	while ((r = ring_setup(ring, *entries, why, why_len)) == -ENOMEM && *entries / 2 >= MIN_RING_ENTRIES)
+		*entries /= 2;
+	if (r == 0 && *entries < asked)
+		snprintf(why, why_len, "a ring of %u entries, not %u: the kernel had no room for a larger one "
+			 "(RLIMIT_MEMLOCK)", *entries, asked);
+	return r;
+}
+
 /*
  * The probe's ring is as large as a client's with the default budget
- * (engine.c's MAX_QUEUE_DEPTH), so that a memory lock limit too small for
- * that ring (see setup_refused()) refuses the probe too, with the reason,
- * rather than the client's creation after it with a bare ENOMEM.
+ * (engine.c's MAX_QUEUE_DEPTH), made as a client's is (ring_make()), so
+ * that a memory lock limit too small for the smallest ring (see
+ * refused()) refuses the probe too, with the reason, rather than the
+ * client's creation after it with a bare ENOMEM.
  */
 #define PROBE_ENTRIES 1024u
 
 int file_uring_probe(char *why, size_t why_len)
 {
 	struct io_uring ring;
-	int r = ring_setup(&ring, PROBE_ENTRIES, why, why_len);
+	unsigned int entries = PROBE_ENTRIES;
+	int r = ring_make(&ring, &entries, why, why_len);
 
 	if (r == 0)
 		io_uring_queue_exit(&ring);
@@ -266,7 +294,7 @@ int file_uring_probe(char *why, size_t why_len)
  * could not hold every buffer (the kernel counts registered memory against
  * RLIMIT_MEMLOCK without CAP_IPC_LOCK), or the kernel has no sparse
  * tables (before 5.19): then the plain opcodes pin pages per request, as
- * libaio does, and @why says so.
+ * libaio does, and @why says so (after what it says already).
  */
 static void setup_fixed(struct uring_queue *q, char *why, size_t why_len)
 {
@@ -274,17 +302,20 @@ static void setup_fixed(struct uring_queue *q, char *why, size_t why_len)
 	struct rlimit limit;
 	int r;
 
+	size_t used = strlen(why);
+	const char *sep = used ? "; " : "";
+
 	q->fixed = false;
 	if (!has_ipc_lock() && getrlimit(RLIMIT_MEMLOCK, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
 	    limit.rlim_cur < bytes) {
-		snprintf(why, why_len,
-			 "buffers not registered: RLIMIT_MEMLOCK (%llu KiB) is below the %llu KiB of buffers",
+		snprintf(why + used, why_len - used,
+			 "%sbuffers not registered: RLIMIT_MEMLOCK (%llu KiB) is below the %llu KiB of buffers", sep,
 			 (unsigned long long)limit.rlim_cur >> 10, (unsigned long long)bytes >> 10);
 		return;
 	}
 	r = io_uring_register_buffers_sparse(&q->ring, q->nr_slots + 1);
 	if (r < 0) {
-		snprintf(why, why_len, "buffers not registered: %s", strerror(-r));
+		snprintf(why + used, why_len - used, "%sbuffers not registered: %s", sep, strerror(-r));
 		return;
 	}
 	q->fixed = true;
@@ -326,7 +357,8 @@ int file_queue_create_uring(struct kcopyd_queue_setup *setup, void **queue)
 		free(q);
 		return -ENOMEM;
 	}
-	r = ring_setup(&q->ring, setup->depth, setup->why, sizeof(setup->why));
+	q->entries = setup->depth;
+	r = ring_make(&q->ring, &q->entries, setup->why, sizeof(setup->why));
 	if (r < 0)
 		goto err_free;
 	/*
@@ -553,7 +585,7 @@ static int uring_submit(void *queue, struct kcopyd_io **ios, unsigned int count)
 			taken++;
 			continue;
 		}
-		if (q->in_flight == q->depth)
+		if (q->in_flight == q->entries)
 			break;	/* after the next completions */
 		sqe = io_uring_get_sqe(&q->ring);
 		if (!sqe)
