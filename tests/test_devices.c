@@ -25,7 +25,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1417,4 +1422,69 @@ Test(devices, a_forked_child_gets_no_mapping_of_the_io_uring_rings)
 		  "a forked child maps the client's io_uring: %d lines of [io_uring] in its maps (the parent %d); "
 		  "libaio's context is of no use in a child", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 		  parent_count);
+}
+
+/*
+ * Make io_uring_enter(2) fail with EPERM in every thread of this process
+ * from now on (SECCOMP_FILTER_FLAG_TSYNC: the client's I/O thread too), as
+ * a sandbox that a program enters after it made its client would.
+ * Return: 0, or -errno.
+ */
+static int refuse_io_uring_enter_from_now(void)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog program = { .len = sizeof(filter) / sizeof(filter[0]), .filter = filter };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &program) != 0)
+		return errno ? -errno : -ESRCH;
+	return 0;
+}
+
+/*
+ * A ring whose io_uring_enter is refused for good after the client was made
+ * (a sandbox entered later) fails each I/O with the refusal, job after job,
+ * for as many I/Os as the ring's submission queue holds many times over:
+ * the refused sqes must not stay in that queue, or once it is full no I/O
+ * can be handed over, none is in flight to wake the I/O thread, and every
+ * later job waits for ever.  (This binary runs each test in its own
+ * process: the filter ends with it.)
+ */
+Test(devices, io_uring_enter_refused_after_creation_fails_every_job_not_hangs, .timeout = 30)
+{
+	/* A small budget, so a small ring: depth = slots * (KCOPYD_MAX_REGIONS + 1). */
+	struct kcopyd_config config = { .num_pages = 16, .io_engine = KCOPYD_IO_ENGINE_IO_URING };
+	const uint64_t count = (64 * 1024) >> KCOPYD_SECTOR_SHIFT;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = count };
+	struct io_region to = region(T_LOOP_A, 0, count);
+	struct kcopyd_result res;
+	struct kcopyd_client *kc;
+	unsigned int job, failed = 0;
+	char why[256];
+	int r;
+
+	if (kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, why, sizeof(why)) < 0)
+		cr_skip_test("no io_uring here: %s", why);
+	r = kcopyd_client_create_config(&config, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_config(io_uring): %d (%s)", r, strerror(-r));
+	r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
+	cr_assert(r == 0 && !res.read_err && !res.write_err, "copy before the filter: %d, read_err %d, write_err 0x%x",
+		  r, res.read_err, res.write_err);
+	r = refuse_io_uring_enter_from_now();
+	cr_assert_eq(r, 0, "seccomp(TSYNC) refusing io_uring_enter: %d (%s)", r, strerror(-r));
+	/* The ring's submission queue holds at most 1024 sqes; far more jobs than that. */
+	for (job = 0; job < 4096; job++) {
+		r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
+		cr_assert_eq(r, 0, "job %u under the filter: %d (%s)", job, r, strerror(-r));
+		if (res.read_err)
+			failed++;
+	}
+	kcopyd_client_destroy(kc);
+	cr_expect_eq(failed, 4096, "%u of 4096 jobs failed with io_uring_enter refused; all should", failed);
 }
