@@ -31,6 +31,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_LIBSECCOMP
+#include <seccomp.h>
+#endif
 
 #include "fake_io.h"
 #include "kcopyd.h"
@@ -1598,4 +1601,75 @@ Test(devices, zero_ranges_where_fallocate_is_refused_libaio)
 Test(devices, zero_ranges_where_fallocate_is_refused_io_uring)
 {
 	zero_ranges_where_fallocate_is_refused(KCOPYD_IO_ENGINE_IO_URING);
+}
+
+/*
+ * Make io_uring_enter(2) fail with EPERM in every thread of this process
+ * from now on (SECCOMP_FILTER_FLAG_TSYNC: the client's I/O thread too), as
+ * a sandbox that a program enters after it made its client would.
+ * Return: 0, or -errno.
+ */
+static int refuse_io_uring_enter_from_now(void)
+{
+#ifdef HAVE_LIBSECCOMP
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	int r;
+
+	if (!ctx)
+		return -ENOMEM;
+	r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(io_uring_enter), 0);
+	if (r == 0)
+		r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return r;
+#else
+	return -ENOSYS;
+#endif
+}
+
+/*
+ * A ring whose io_uring_enter is refused for good after the client was made
+ * (a sandbox entered later) fails each I/O with the refusal, job after job,
+ * for as many I/Os as the ring's submission queue holds many times over:
+ * the refused sqes must not stay in that queue, or once it is full no I/O
+ * can be handed over, none is in flight to wake the I/O thread, and every
+ * later job waits for ever.  (This binary runs each test in its own
+ * process: the filter ends with it.)
+ */
+Test(devices, io_uring_enter_refused_after_creation_fails_every_job_not_hangs, .timeout = 30)
+{
+	/* A small budget, so a small ring: depth = slots * (KCOPYD_MAX_REGIONS + 1). */
+	struct kcopyd_config config = { .num_pages = 16, .io_engine = KCOPYD_IO_ENGINE_IO_URING };
+	const uint64_t count = (64 * 1024) >> KCOPYD_SECTOR_SHIFT;
+	struct io_region from = { .bdev = fx.src, .sector = 0, .count = count };
+	struct io_region to = region(T_LOOP_A, 0, count);
+	struct kcopyd_result res;
+	struct kcopyd_client *kc;
+	unsigned int job, failed = 0;
+	char why[256];
+	int r;
+
+#ifndef HAVE_LIBSECCOMP
+	cr_skip_test("configure found no libseccomp (contrib/deps.sh installs libseccomp-dev)");
+#endif
+	if (kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, why, sizeof(why)) < 0)
+		cr_skip_test("no io_uring here: %s", why);
+	r = kcopyd_client_create_config(&config, &kc);
+	cr_assert_eq(r, 0, "kcopyd_client_create_config(io_uring): %d (%s)", r, strerror(-r));
+	r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
+	cr_assert(r == 0 && !res.read_err && !res.write_err, "copy before the filter: %d, read_err %d, write_err 0x%x",
+		  r, res.read_err, res.write_err);
+	r = refuse_io_uring_enter_from_now();
+	cr_assert_eq(r, 0, "seccomp(TSYNC) refusing io_uring_enter: %d (%s)", r, strerror(-r));
+	/* The ring's submission queue holds at most 1024 sqes; far more jobs than that. */
+	for (job = 0; job < 4096; job++) {
+		r = tu_copy_sync(kc, &from, 1, &to, KCOPYD_NO_OFFLOAD, &res);
+		cr_assert_eq(r, 0, "job %u under the filter: %d (%s)", job, r, strerror(-r));
+		if (res.read_err)
+			failed++;
+	}
+	kcopyd_client_destroy(kc);
+	cr_expect_eq(failed, 4096, "%u of 4096 jobs failed with io_uring_enter refused; all should", failed);
 }

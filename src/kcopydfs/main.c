@@ -196,7 +196,8 @@ static void usage(void)
  */
 static int check_io_engine(unsigned int asked)
 {
-	const char *name = getenv("KCOPYD_IO_ENGINE");
+	/* secure_getenv(), as the library reads it: a variable it ignores is not refused here. */
+	const char *name = secure_getenv("KCOPYD_IO_ENGINE");
 	unsigned int engine = asked;
 	char why[256];
 

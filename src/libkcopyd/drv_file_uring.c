@@ -518,26 +518,31 @@ static void complete_now(struct uring_queue *q, struct kcopyd_io *io, long resul
 
 /*
  * ring_fail() - io_uring_enter(2) refused the filled sqes with -@error,
- * for good: each I/O they carry completes with it now, and its sqe, which
- * the kernel has seen published but not taken, becomes a no-op nobody
- * waits for (user_data 0), should the kernel ever take it.
+ * for good: each I/O they carry completes with it now, and the sqes are
+ * withdrawn (the tail set back to the kernel's head).  Left published,
+ * they would be refused again with every later submission and never
+ * leave, until the full queue took no I/O at all and, nothing being in
+ * flight, nothing woke the I/O thread again.  Withdrawing is safe: without
+ * SQPOLL the kernel reads the queue only inside io_uring_enter(2), which
+ * only this thread calls, and a refused call took none of them.
  */
 static void ring_fail(struct uring_queue *q, int error)
 {
 	struct io_uring_sq *sq = &q->ring.sq;
+	unsigned int head = io_uring_smp_load_acquire(sq->khead);
 	unsigned int index;
 
-	for (index = *sq->khead; index != *sq->ktail; index++) {
-		struct io_uring_sqe *sqe = &sq->sqes[index & *sq->kring_mask];
+	for (index = head; index != *sq->ktail; index++) {
+		struct io_uring_sqe *sqe = &sq->sqes[index & sq->ring_mask];
 		struct kcopyd_io *io = (struct kcopyd_io *)(uintptr_t)(sqe->user_data & ~(uint64_t)TAG_MASK);
 
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data64(sqe, 0);
 		if (!io)
-			continue;
+			continue;	/* none of ours carries 0 (ring_check() reaped its no-op) */
 		q->in_flight--;
 		complete_now(q, io, error);
 	}
+	sq->sqe_head = sq->sqe_tail = head;
+	io_uring_smp_store_release(sq->ktail, head);
 	q->unsubmitted = 0;
 }
 
@@ -677,7 +682,7 @@ static int uring_reap(void *queue, struct kcopyd_io **done, unsigned int max)
 
 		io_uring_cqe_seen(&q->ring, cqe);
 		if (!io)
-			continue;	/* a no-op of ring_fail() */
+			continue;	/* none of ours carries 0 (ring_check() reaped its no-op) */
 		q->in_flight--;
 		if (io->op == KCOPYD_IO_ZERO) {
 			if (!zero_done(q, io, (int)(data & TAG_MASK), res))

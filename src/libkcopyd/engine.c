@@ -223,7 +223,10 @@ struct kcopyd_client {
 	struct kcopyd_queue queues[MAX_QUEUES];
 	_Atomic unsigned int nr_queues;
 	const struct kcopyd_driver *override;
-	/* The I/O engine asked for (resolved from the environment) and the one the local-file queue runs. */
+	/*
+	 * The I/O engine asked for (resolved from the environment) and the one
+	 * the local-file queue runs: set when the client is made, read-only after.
+	 */
 	unsigned int io_engine;
 	unsigned int io_engine_used;
 	char io_engine_why[192];
@@ -1425,7 +1428,12 @@ static int queue_add(struct kcopyd_client *kc, const struct kcopyd_driver *drive
 	};
 	int r = driver->queue_create(&setup, &q->queue);
 
-	if (driver == &kcopyd_file_driver || r < 0) {
+	/*
+	 * Only the local-file queue's, made with the client: a queue of
+	 * another driver (NBD) made later, even one that fails, says nothing
+	 * of the local engine, and these fields are read without a lock.
+	 */
+	if (driver == &kcopyd_file_driver) {
 		kc->io_engine_used = setup.io_engine_used;
 		snprintf(kc->io_engine_why, sizeof(kc->io_engine_why), "%s", setup.why);
 	}
