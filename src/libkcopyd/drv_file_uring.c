@@ -158,6 +158,10 @@ static void refused(const char *call, int r, unsigned int entries, char *why, si
 		snprintf(why, why_len,
 			 "kernel.io_uring_disabled is 1 and this process is not in kernel.io_uring_group (%s: %s)",
 			 call, strerror(-r));
+	else if (seccomp_filtered() && setup && r == -ENOSYS)
+		/* A filter that has nothing to do with io_uring leaves a kernel without it possible. */
+		snprintf(why, why_len, "a seccomp filter refuses it, or this kernel has no io_uring (%s: %s)", call,
+			 strerror(-r));
 	else if (seccomp_filtered())
 		snprintf(why, why_len, "a seccomp filter refuses it (%s: %s)", call, strerror(-r));
 	else if (setup && r == -ENOSYS)
