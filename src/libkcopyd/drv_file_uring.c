@@ -37,8 +37,8 @@
 #define TAG_MASK 3u
 _Static_assert(_Alignof(struct kcopyd_io) > TAG_MASK, "kcopyd_io pointers leave two low bits");
 
-/* The most kernel workers (bounded, unbounded) a ring may have (see file_queue_create_uring()). */
-#define URING_MAX_WORKERS 8
+/* The most unbounded kernel workers a ring may have (see file_queue_create_uring()). */
+#define URING_MAX_UNBOUND_WORKERS 8
 
 /* A slot's registration: not tried yet, registered, or refused (plain opcodes then). */
 enum buf_state { BUF_NEW, BUF_FIXED, BUF_PLAIN };
@@ -381,14 +381,14 @@ int file_queue_create_uring(struct kcopyd_queue_setup *setup, void **queue)
 		goto err_exit_ring;
 	}
 	/*
-	 * The kernel runs what cannot complete at once (every fallocate) on
-	 * workers it makes as needed, up to RLIMIT_NPROC: for a daemon as root
-	 * that is no bound, and a user's zero jobs could have it make a thread
-	 * per request in flight.  Eight of each kind: a job keeps eight
-	 * sub-jobs in flight by default, and libaio's queue zeroes with two
-	 * threads.
+	 * The kernel runs what cannot complete at once (every fallocate, a
+	 * read or write the device would block on) on workers it makes as
+	 * needed: "bounded" ones for regular files and block devices, at most
+	 * four per CPU, which is left as it is, since reads and writes share
+	 * them with the fallocates; "unbounded" ones for the rest, up to
+	 * RLIMIT_NPROC, which for a daemon as root is no bound at all.
 	 */
-	(void)io_uring_register_iowq_max_workers(&q->ring, (unsigned int[2]){ URING_MAX_WORKERS, URING_MAX_WORKERS });
+	(void)io_uring_register_iowq_max_workers(&q->ring, (unsigned int[2]){ 0, URING_MAX_UNBOUND_WORKERS });
 	setup_fixed(q, setup->why, sizeof(setup->why));
 	r = file_workers_start(&q->workers, setup->depth, setup->notify_fd);
 	if (r < 0) {
