@@ -303,11 +303,10 @@ int file_uring_probe(char *why, size_t why_len)
 static void setup_fixed(struct uring_queue *q, char *why, size_t why_len)
 {
 	uint64_t bytes = (uint64_t)(q->nr_slots + 1) * q->slot_bytes;
-	struct rlimit limit;
-	int r;
-
 	size_t used = strlen(why);
 	const char *sep = used ? "; " : "";
+	struct rlimit limit;
+	int r;
 
 	q->fixed = false;
 	if (!has_ipc_lock() && getrlimit(RLIMIT_MEMLOCK, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
