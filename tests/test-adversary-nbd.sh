@@ -56,9 +56,13 @@ as_nobody() {
 fake() {
 	# Emptied here, not by the background job's redirection: the last server's "ready" must not count.
 	: >"$work/fake.out"
-	as_nobody "$PY" "$FAKE" "$@" >"$work/fake.out" 2>&1 &
+	# setpriv itself, not as_nobody: a function in the background is a
+	# subshell, whose pid is not the server's, and killing it left the
+	# server running after the test.  setpriv execs python3: one pid.
+	setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups "$PY" "$FAKE" "$@" >"$work/fake.out" 2>&1 &
 	fake_pid=$!
 	fakes+=("$fake_pid")
+	background_pids+=("$fake_pid")	# the EXIT trap's too, should the test end early
 	wait_until 100 grep -q ready "$work/fake.out"
 }
 
