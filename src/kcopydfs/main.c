@@ -188,24 +188,23 @@ static void usage(void)
 }
 
 /*
- * check_io_engine() - before the mount: an engine named (--io-engine, or
- * $KCOPYD_IO_ENGINE as the library reads it) must be one, and io_uring
- * named must be able to run here, else say why on standard error.
+ * check_io_engine() - before the mount: the engine asked for (--io-engine,
+ * else $KCOPYD_IO_ENGINE, resolved by the library as the client's
+ * creation will) must be one, and io_uring asked for must be able to run
+ * here, else say why on standard error.
  * Return: the exit status: 0 (go on), 2 (the variable names no engine: a
  * usage error, as a bad --io-engine is) or 1 (io_uring cannot run here).
  */
 static int check_io_engine(unsigned int asked)
 {
-	/* secure_getenv(), as the library reads it: a variable it ignores is not refused here. */
-	const char *name = secure_getenv("KCOPYD_IO_ENGINE");
-	unsigned int engine = asked;
 	char why[256];
+	int r = kcopyd_io_engine_probe(asked, why, sizeof(why));
 
-	if (engine == KCOPYD_IO_ENGINE_DEFAULT && name && *name && kcopyd_io_engine_parse(name, &engine) < 0) {
-		kfs_log(LOG_ERR, "KCOPYD_IO_ENGINE='%s' is not auto, io_uring or libaio", name);
+	if (r == -EINVAL) {
+		kfs_log(LOG_ERR, "%s", why);
 		return 2;
 	}
-	if (engine == KCOPYD_IO_ENGINE_IO_URING && kcopyd_io_engine_probe(engine, why, sizeof(why)) < 0) {
+	if (r < 0) {
 		kfs_log(LOG_ERR, "the io_uring engine cannot run here: %s", why);
 		return 1;
 	}

@@ -225,7 +225,8 @@ int kcopyd_io_engine_probe(unsigned int engine, char *why, size_t why_len)
 
 	if (engine == KCOPYD_IO_ENGINE_DEFAULT && io_engine_resolve(engine, &engine) < 0) {
 		r = -EINVAL;
-		snprintf(text, sizeof(text), "KCOPYD_IO_ENGINE names no engine (auto, io_uring or libaio)");
+		snprintf(text, sizeof(text), "KCOPYD_IO_ENGINE='%.100s' is not auto, io_uring or libaio",
+			 secure_getenv("KCOPYD_IO_ENGINE"));
 		engine = KCOPYD_IO_ENGINE_DEFAULT;
 	}
 	switch (engine) {
