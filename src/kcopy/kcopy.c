@@ -263,9 +263,9 @@ static int parse_progress_fd(const char *text, int *fd)
 }
 
 /*
- * engine_asked() - the I/O engine this run asks for: --io-engine, else
- * $KCOPYD_IO_ENGINE, else auto (as the library resolves it; an unknown
- * name in the variable was refused by check_engine_env()).
+ * engine_asked() - the I/O engine this run asks for, for --verbose:
+ * --io-engine, else $KCOPYD_IO_ENGINE, else auto (as the library resolves
+ * it; an unknown name in the variable was refused by check_engine_env()).
  */
 static unsigned int engine_asked(const struct kcopy *state)
 {
@@ -1248,8 +1248,8 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 	if (ret) {
 		char why[256];
 
-		if (engine_asked(state) == KCOPYD_IO_ENGINE_IO_URING &&
-		    kcopyd_io_engine_probe(KCOPYD_IO_ENGINE_IO_URING, why, sizeof(why)) < 0)
+		/* The probe resolves the variable as the client did; only a named io_uring can fail it here. */
+		if (kcopyd_io_engine_probe(state->config.io_engine, why, sizeof(why)) < 0)
 			complain("cannot start the engine: io_uring: %s", why);
 		else
 			complain("cannot start the engine: %s", errno_text(ret, errbuf, sizeof(errbuf)));
