@@ -13,6 +13,7 @@ build_packages=(
 	libaio-dev libfuse3-dev fuse3 util-linux mount
 	liburing-dev	# drv_file_uring.c: the io_uring engine beside libaio
 	libnbd-dev libxml2-dev	# drv_nbd.c: NBD regions through libnbd; libxml2 splits URIs
+	libssl-dev libxxhash-dev	# digest.c: hashes while copying (libcrypto), XXH3 and verification (libxxhash)
 )
 # What the tests, benchmarks, fuzzing and packaging add.
 all_packages=(
@@ -23,6 +24,9 @@ all_packages=(
 	qemu-utils	# contrib/bench/run: qemu-img convert; NBD tests: qemu-nbd over a qcow2, qemu-img compare
 	bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
 	tmux	# tests/test-kcopy-terminal.sh: a real terminal of a fixed size
+	xxhash coreutils	# hash tests: xxhsum -H2, sha256sum, md5sum, b2sum beside the digests
+	prometheus	# promtool check metrics: the metrics file (tests/test-kcopydfs-metrics.sh)
+	nbdfuse	# verify tests: an nbdkit export that loses a write, as a file through nbdfuse
 	iproute2	# tests/test-kcopydfs-nbd.sh: two hosts in network namespaces (ip netns, veth)
 	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)
 	# packaging: the .debs (contrib/debian/build.sh), systemd-analyze for the units

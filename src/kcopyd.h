@@ -45,6 +45,7 @@ extern "C" {
 #define KCOPYD_DEST_ZERO    (1u << 2)	/* every destination reads as zeros already: zero ranges are skipped */
 #define KCOPYD_ALLOCATED    (1u << 3)	/* leave every destination range allocated: zeros as zero writes that keep it */
 #define KCOPYD_NO_OFFLOAD   (1u << 4)	/* never copy_file_range(2): read and write through the buffers */
+#define KCOPYD_VERIFY       (1u << 5)	/* read every destination back after the copy and compare (copies only) */
 #define KCOPYD_MAX_REGIONS  32		/* one write_err bit per destination */
 
 /* The engine's defaults (struct kcopyd_config, 0 fields); why: doc/DESIGN.md. */
@@ -372,6 +373,8 @@ struct kcopyd_config {
 	unsigned int sparse_sectors;	/* grain of zero detection; 0: 128 (64 KiB); rounded up to whole blocks */
 	/* Added with the I/O engines (kcopyd_client_io_engine()). */
 	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_*: how local files and devices are read and written */
+	/* Added with rate limits (kcopyd_client_set_rate()). */
+	uint64_t rate;			/* bytes read per second by all the client's jobs together; 0: no limit */
 };
 
 /*
@@ -510,6 +513,75 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from,
 		  struct kcopyd_job **result);
 
 /*
+ * Options of a job beyond its flags.  Grows at its end as struct
+ * kcopyd_config does: kcopyd_submit_options() is told the size the caller
+ * was built with.
+ */
+struct kcopyd_job_options {
+	unsigned int flags;		/* as kcopyd_submit()'s, KCOPYD_VERIFY included */
+	unsigned int hashes;		/* KCOPYD_HASH_* bits: digests of the source (copies only) */
+	uint64_t rate;			/* bytes read from the source per second; 0: no limit */
+	unsigned int paused;		/* 1: the job is queued paused (kcopyd_job_resume() starts it) */
+};
+
+/* The lowest rate limit, bytes per second: below it one 4 KiB block waits over a second. */
+#define KCOPYD_MIN_RATE 4096u
+
+/*
+ * kcopyd_submit_options() - kcopyd_submit() with options.
+ * @options:      the flags, hashes, rate and whether to start paused.
+ * @options_size: sizeof(*@options) as the caller was built.
+ *
+ * KCOPYD_VERIFY: once every chunk is written, every destination is
+ * flushed (kcopyd_dev_sync()), then read back, bypassing the page cache
+ * (O_DIRECT; a device that cannot do direct I/O, such as a tmpfs file, is
+ * dropped from the cache first with POSIX_FADV_DONTNEED), and each chunk's
+ * XXH3-64 compared with the one taken of the source as it was read (the
+ * source is not read twice).  A chunk that differs fails the job with
+ * -EBADMSG (as ext4 and XFS report a bad checksum), sets the destination's
+ * bit in write_err and verify_err and is reported in result.verify[i].
+ * Verification keeps 8 bytes per chunk (per MiB by default) for the job's
+ * life.  Hashing or verifying implies KCOPYD_NO_OFFLOAD (the bytes must
+ * pass through the buffers).
+ *
+ * Rate limits count bytes read from the source (holes, zero jobs and
+ * verify reads cost nothing), per job and per client (struct
+ * kcopyd_config's rate, kcopyd_client_set_rate()): a sub-job starts only
+ * while both have credit, so a limited job holds as few buffers as its
+ * rate needs and never keeps them from other jobs.
+ *
+ * Return: as kcopyd_submit(); -EINVAL also for hashes or verify on a zero
+ * job, an unknown hash bit, a rate below KCOPYD_MIN_RATE, or an
+ * @options_size below the first two fields; -EBADF for KCOPYD_VERIFY with
+ * a destination that was not opened for reading; -E2BIG for a larger
+ * @options_size whose extra bytes are not all zero.
+ */
+int kcopyd_submit_options(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
+			  const struct io_region *dests, const struct kcopyd_job_options *options,
+			  size_t options_size, kcopyd_notify_fn fn, void *context, struct kcopyd_job **result);
+
+/*
+ * kcopyd_job_pause() - stop starting sub-jobs of @job (those in flight
+ * finish); progress stays where it is; a paused job may be cancelled.
+ * kcopyd_job_wait() goes on waiting.  Return: 0; -EALREADY if it is
+ * paused already; -EINVAL if its I/O is over (it finished).
+ */
+int kcopyd_job_pause(struct kcopyd_job *job);
+
+/* kcopyd_job_resume() - undo kcopyd_job_pause().  Return: 0; -EALREADY if not paused; -EINVAL if finished. */
+int kcopyd_job_resume(struct kcopyd_job *job);
+
+/*
+ * kcopyd_job_set_rate() - change @job's rate limit (bytes per second, 0:
+ * none), from its next sub-job on.  Return: 0; -EINVAL for a rate below
+ * KCOPYD_MIN_RATE or a finished job.
+ */
+int kcopyd_job_set_rate(struct kcopyd_job *job, uint64_t rate);
+
+/* kcopyd_client_set_rate() - change the client's total rate limit (as struct kcopyd_config's rate). */
+int kcopyd_client_set_rate(struct kcopyd_client *kc, uint64_t rate);
+
+/*
  * kcopyd_job_progress() - sectors finished and in all, per destination.
  * A sub-job counts once every destination write of it completed (or, with
  * KCOPYD_IGNORE_ERROR, failed); zero ranges count as done like data,
@@ -532,6 +604,20 @@ struct kcopyd_counts {
 					 * every sector of a zero job): zeroed, written from the zero page,
 					 * or skipped on a KCOPYD_DEST_ZERO destination */
 	uint64_t sectors_offloaded;	/* of sectors_data: copied by copy_file_range(2) to at least one destination */
+	/* Added with verification, pause and rate limits. */
+	unsigned int phase;		/* KCOPYD_PHASE_*: where the job is */
+	unsigned int paused;		/* 1 while kcopyd_job_pause() holds it */
+	uint64_t sectors_verified;	/* destination sectors read back and compared, summed over destinations */
+	uint64_t sectors_verify_total;	/* sectors_total times the destinations with KCOPYD_VERIFY, else 0 */
+	uint64_t rate;			/* the job's rate limit in bytes per second, 0: none */
+};
+
+/* Where a job is (struct kcopyd_counts's phase). */
+enum kcopyd_phase {
+	KCOPYD_PHASE_COPY = 0,		/* reading, writing (or queued) */
+	KCOPYD_PHASE_FLUSH,		/* KCOPYD_VERIFY: every write is done, the destinations are flushed */
+	KCOPYD_PHASE_VERIFY,		/* KCOPYD_VERIFY: the destinations are read back */
+	KCOPYD_PHASE_DONE,		/* the job's I/O is over */
 };
 
 /*
@@ -575,6 +661,48 @@ struct kcopyd_failure {
 	uint64_t count;		/* ... and length in sectors */
 };
 
+/*
+ * Digests of the source as it is read (struct kcopyd_job_options's
+ * hashes: one bit per algorithm).  MD5, SHA-1, SHA-256, SHA-512 and
+ * BLAKE2b-512 are OpenSSL's libcrypto's, XXH3-128 is libxxhash's; each
+ * digest equals what md5sum, sha1sum, sha256sum, sha512sum, b2sum and
+ * xxhsum -H2 print for the same bytes: holes and zero ranges are hashed as
+ * the zeros they read as; with KCOPYD_IGNORE_ERROR a chunk that could not
+ * be read is hashed as the zeros written for it.  Hashing runs on the
+ * client's digest thread, in the source's order, beside the writes.
+ */
+enum kcopyd_hash {
+	KCOPYD_HASH_MD5 = 1u << 0,
+	KCOPYD_HASH_SHA1 = 1u << 1,
+	KCOPYD_HASH_SHA256 = 1u << 2,
+	KCOPYD_HASH_SHA512 = 1u << 3,
+	KCOPYD_HASH_BLAKE2B512 = 1u << 4,
+	KCOPYD_HASH_XXH128 = 1u << 5,
+};
+#define KCOPYD_HASH_COUNT 6		/* bits of enum kcopyd_hash; digests[i] of a result is bit i's */
+#define KCOPYD_HASH_ALL ((1u << KCOPYD_HASH_COUNT) - 1)
+#define KCOPYD_HASH_MAX_SIZE 64		/* bytes of the longest digest (SHA-512, BLAKE2b-512) */
+
+/*
+ * kcopyd_hash_parse() - one algorithm by name: "md5", "sha1", "sha256",
+ * "sha512", "blake2b512" (also "blake2b" and "b2", as b2sum calls it),
+ * "xxh128" (also "xxh3-128"); case is ignored.
+ * Return: 0 and its bit in *@hash; -EINVAL for any other name.
+ */
+int kcopyd_hash_parse(const char *name, unsigned int *hash);
+
+/* kcopyd_hash_name() - the name of one bit ("sha256"), or NULL for anything else. */
+const char *kcopyd_hash_name(unsigned int hash);
+
+/* kcopyd_hash_size() - the digest size in bytes of one bit (32 for sha256), 0 for anything else. */
+unsigned int kcopyd_hash_size(unsigned int hash);
+
+/* One digest of a result: @size bytes of @bytes, in the byte order the *sum tools print. */
+struct kcopyd_digest {
+	unsigned int size;
+	unsigned char bytes[KCOPYD_HASH_MAX_SIZE];
+};
+
 struct kcopyd_result {
 	int read_err;				/* as given to kcopyd_notify_fn */
 	unsigned int write_err;			/* as given to kcopyd_notify_fn */
@@ -586,6 +714,16 @@ struct kcopyd_result {
 	struct kcopyd_failure write[KCOPYD_MAX_REGIONS];	/* the lowest failing range of dests[i] */
 	/* Added with kcopyd_job_result_sized(). */
 	struct kcopyd_counts counts;		/* the final kcopyd_job_counts() */
+	/* Added with hashes and verification (kcopyd_submit_options()). */
+	unsigned int hashes;			/* the algorithms of digests[]: the job's, once every chunk was
+						 * hashed; 0 for a job that stopped before (failed, cancelled) */
+	struct kcopyd_digest digests[KCOPYD_HASH_COUNT];	/* digests[i]: of bit i of hashes */
+	int verified;				/* KCOPYD_VERIFY: 1 every destination read back as the source,
+						 * -1 some did not (verify_err), 0 not verified (no flag, or the
+						 * copy failed or was cancelled before the verify ended) */
+	unsigned int verify_err;		/* bit i: dests[i] did not read back as the source */
+	struct kcopyd_failure verify[KCOPYD_MAX_REGIONS];	/* the lowest such range of dests[i] (its
+						 * chunk): -EBADMSG for bytes that differ, or the read's errno */
 };
 
 /*
@@ -640,6 +778,13 @@ struct kcopyd_stats {
 	uint64_t offload_fallbacks;	/* destination ranges copied through the buffers: copy_file_range refused */
 	/* Added with the I/O engines (kcopyd_client_io_engine()). */
 	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_LIBAIO or _IO_URING: as kcopyd_client_io_engine() */
+	/* Added with hashes, verification, pause and rate limits. */
+	uint64_t sectors_hashed;	/* source sectors digested (each job's once, whatever its algorithms) */
+	uint64_t sectors_verified;	/* destination sectors read back and compared */
+	uint64_t verify_errors;		/* destination chunks that did not read back as the source */
+	uint64_t jobs_paused;		/* paused now */
+	uint64_t rate;			/* the client's rate limit, bytes per second, 0: none */
+	uint64_t throttled_ns;		/* time jobs ready to start a sub-job waited for rate credit, summed */
 };
 
 /*

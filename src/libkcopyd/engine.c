@@ -1960,3 +1960,41 @@ const char *kcopyd_version(void)
 {
 	return PACKAGE_VERSION;
 }
+
+/* ------------------------------------------------------------------ */
+/* Options, pause, rates (being written)                               */
+/* ------------------------------------------------------------------ */
+
+int kcopyd_submit_options(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
+			  const struct io_region *dests, const struct kcopyd_job_options *options,
+			  size_t options_size, kcopyd_notify_fn fn, void *context, struct kcopyd_job **result)
+{
+	(void)options_size;
+	return kcopyd_submit(kc, from, num_dests, dests, options->flags & ~KCOPYD_VERIFY, fn, context, result);
+}
+
+int kcopyd_job_pause(struct kcopyd_job *job)
+{
+	(void)job;
+	return -ENOSYS;
+}
+
+int kcopyd_job_resume(struct kcopyd_job *job)
+{
+	(void)job;
+	return -ENOSYS;
+}
+
+int kcopyd_job_set_rate(struct kcopyd_job *job, uint64_t rate)
+{
+	(void)job;
+	(void)rate;
+	return -ENOSYS;
+}
+
+int kcopyd_client_set_rate(struct kcopyd_client *kc, uint64_t rate)
+{
+	(void)kc;
+	(void)rate;
+	return -ENOSYS;
+}
