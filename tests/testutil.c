@@ -956,6 +956,66 @@ int tu_nbd_start_bad_ranges(struct tu_nbd *nbd, const char *image, const struct 
 	}
 }
 
+/* The lossy plugin: the source tree's script (Makefile.am defines the path). */
+#ifndef TU_LOSSY_PLUGIN
+#define TU_LOSSY_PLUGIN "tests/lossy-nbdkit.sh"
+#endif
+
+int tu_nbd_start_lossy(struct tu_nbd *nbd, const char *image, struct tu_range lie, bool flip)
+{
+	char file[PATH_MAX + 8], lo[48], len[48], log[320];
+	int r;
+
+	if (access(image, R_OK | W_OK) < 0)
+		return -errno;
+	r = tu_nbd_prepare(nbd);
+	if (r < 0)
+		return r;
+	snprintf(file, sizeof(file), "file=%s", image);
+	snprintf(lo, sizeof(lo), "lo=%llu", (unsigned long long)lie.off);
+	snprintf(len, sizeof(len), "len=%llu", (unsigned long long)lie.len);
+	/* The map file's name is free in a lossy rig: the log of the lies goes there. */
+	snprintf(log, sizeof(log), "log=%s", nbd->mapfile);
+	{
+		const char *const args[] = {
+			"sh", TU_LOSSY_PLUGIN, file, lo, len, flip ? "mode=flip" : "mode=drop", log, NULL,
+		};
+
+		return tu_nbd_start(nbd, false, args);
+	}
+}
+
+int tu_nbd_lies(const struct tu_nbd *nbd, struct tu_range *first)
+{
+	unsigned long long off, len;
+	char mode[16], line[128];
+	int count = 0;
+	FILE *f = fopen(nbd->mapfile, "re");
+
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%15s %llu %llu", mode, &off, &len) != 3)
+			continue;
+		if (count++ == 0 && first)
+			*first = (struct tu_range){ .off = off, .len = len };
+	}
+	fclose(f);
+	return count;
+}
+
+const char *tu_nbd_lossy_missing(void)
+{
+	static const char *const probe[] = { "nbdkit", "sh", TU_LOSSY_PLUGIN, "--dump-plugin", NULL };
+	const char *missing = tu_nbd_rig_missing();
+
+	if (missing)
+		return missing;
+	if (tu_run(probe) < 0)
+		return "lossy rig: nbdkit cannot run its sh plugin (nbdkit-plugin-sh) over tests/lossy-nbdkit.sh";
+	return NULL;
+}
+
 int tu_nbd_errors(struct tu_nbd *nbd, bool on)
 {
 	if (on) {

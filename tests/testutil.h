@@ -218,6 +218,27 @@ int tu_nbd_start_flaky(struct tu_nbd *nbd, uint64_t bytes, const char *read_rate
 int tu_nbd_start_slow(struct tu_nbd *nbd, uint64_t bytes, unsigned int delay_ms);
 
 /*
+ * tu_nbd_start_lossy() - serve the file @image read-write through
+ * tests/lossy-nbdkit.sh (an nbdkit sh plugin): the first write that
+ * touches the byte range @lie is acknowledged but lost (@flip false), or
+ * stored with its byte at max(@lie.off, the write's offset) inverted (@flip
+ * true); every other request is served faithfully.  A disk that silently
+ * loses or corrupts a write: only a read-back can tell.  Each lie is logged
+ * as "MODE OFFSET COUNT" (bytes) in nbd->mapfile, which tu_nbd_lies() reads.
+ */
+int tu_nbd_start_lossy(struct tu_nbd *nbd, const char *image, struct tu_range lie, bool flip);
+
+/*
+ * tu_nbd_lies() - how many writes the lossy plugin of @nbd has lied about
+ * so far, and the byte range of the first in *@first (may be NULL).
+ * Return: the count (0 or 1), or -errno.
+ */
+int tu_nbd_lies(const struct tu_nbd *nbd, struct tu_range *first);
+
+/* tu_nbd_lossy_missing() - NULL if nbdkit's sh plugin can run the lossy script here, else why not. */
+const char *tu_nbd_lossy_missing(void);
+
+/*
  * tu_nbd_kill_server() - kill nbdkit (SIGKILL), as a disk that vanishes:
  * nbdfuse stays, and every request after it fails.  Return: 0, or -ESRCH
  * if no nbdkit child of nbdfuse was found.
