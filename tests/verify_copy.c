@@ -4,9 +4,11 @@
  * for the smallest size, with job options, and print what the result
  * says, one fact a line, for tests/test-verify.sh to check.
  *
- *   verify-copy [-s SUBJOB_KB] [-f FLAG,...] [-H ALG,...] SOURCE DEST...
- *   FLAG: verify, ignore_error, no_offload, write_seq
- *   ALG:  as kcopyd_hash_parse()
+ *   verify-copy [-s SUBJOB_KB] [-f FLAG,...] [-H ALG,...] [-r BYTES] SOURCE DEST...
+ *   FLAG:  verify, ignore_error, no_offload, write_seq
+ *   ALG:   as kcopyd_hash_parse()
+ *   BYTES: the job's rate limit, bytes per second (contrib/bench/trust
+ *          times it when kcopy has no --rate)
  *
  * Prints:
  *   error: ERRNO NAME              (0 OK for none; NAME as strerrorname_np)
@@ -97,20 +99,22 @@ int main(int argc, char **argv)
 	int opt, first, r, status = 2;
 	char why[256] = "";
 
-	while ((opt = getopt(argc, argv, "s:f:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:f:H:r:")) != -1) {
 		if (opt == 's')
 			config.subjob_sectors = (unsigned int)strtoul(optarg, NULL, 10) * 2;
 		else if (opt == 'f')
 			options.flags |= parse_flags(optarg);
 		else if (opt == 'H')
 			options.hashes |= parse_hashes(optarg);
+		else if (opt == 'r')
+			options.rate = strtoull(optarg, NULL, 10);
 		else
 			return 2;
 	}
 	first = optind;
 	nr_dests = (unsigned int)(argc - first - 1);
 	if (argc - first < 2 || nr_dests > KCOPYD_MAX_REGIONS) {
-		fprintf(stderr, "usage: verify-copy [-s SUBJOB_KB] [-f FLAG,...] [-H ALG,...] SOURCE DEST...\n");
+		fprintf(stderr, "usage: verify-copy [-s SUBJOB_KB] [-f FLAG,...] [-H ALG,...] [-r BYTES] SOURCE DEST...\n");
 		return 2;
 	}
 	for (index = 0; index <= nr_dests; index++) {
