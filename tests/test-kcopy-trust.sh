@@ -20,6 +20,9 @@
 #   - SIGUSR1 prints one progress line (none with --quiet, as dd's
 #     status=none); SIGTSTP stops kcopy (no progress meanwhile) and SIGCONT
 #     lets it finish, byte-identical;
+#   - --via: the digests, verify: ok, a verify mismatch's line and exit 3
+#     the same through a kcopydfs daemon; SIGTSTP pauses its job there,
+#     SIGCONT resumes it;
 #   - bad input: unknown algorithms, a rate of 0, below 4K or unparsable,
 #     --hash/--verify/--rate with --zero: exit 2, a reason, nothing made.
 #
@@ -294,6 +297,69 @@ done
 expect_status "SIGTSTP, SIGCONT: the copy finishes (exit 0)" 0 &&
 	cmp -s "$work/dense.img" "$work/d1.img" && pass "SIGTSTP, SIGCONT: a byte-identical copy" ||
 	fail "SIGTSTP, SIGCONT: a byte-identical copy" "equal" "$(cmp "$work/dense.img" "$work/d1.img" 2>&1)"
+
+# --- --via: the same through a kcopydfs daemon -------------------------------------------
+
+if [ -x "$KCOPYDFS" ] && [ -c /dev/fuse ] && start_daemon; then
+	mount_point=$daemon_mount
+	rm -f "$work"/d?.img
+	run_kcopy --via "$mount_point" --hash="$all_hashes" --verify "$work/sparse.img" "$work/d1.img" "$work/d2.img" "$work/d3.img"
+	if expect_status "--via --hash --verify: exit 0" 0; then
+		check_digests "--via, the sparse source to 3 destinations" "$work/sparse.img"
+		expect_stderr "--via --verify: verify: ok" "^kcopy: verify: ok \(3 destinations read back as the source\)$" &&
+			pass "--via: verify: ok, as without --via"
+	fi
+	rm -f "$work"/d?.img
+	head -c "$SIZE" /dev/urandom >"$work/d1.img"
+	run_kcopy --via "$mount_point" --verify --destination-is-zero "$work/sparse.img" "$work/d0.img" "$work/d1.img" "$work/d2.img"
+	expect_status "--via, a destination that was not zero: exit 3" 3 &&
+		expect_stderr "--via: verify: mismatch" "^kcopy: verify: mismatch$" &&
+		expect_stderr "--via: destination 1 named, from sector 0" \
+			"^kcopy: verify error on $work/d1.img \(destination 1\) sectors 0\+[1-9][0-9]*: EBADMSG \(Bad message\)$" &&
+		pass "--via: the verify error of the right destination and range, exit 3, as without --via"
+	grep -Eq "verify error on $work/d[02]\.img|write error" "$work/stderr" &&
+		fail "--via: only destination 1 named" "one verify error line" "$(tr '\n' '|' <"$work/stderr")" ||
+		pass "--via: destinations 0 and 2 not named, no write error line"
+
+	# ^Z with --via: the daemon's job is paused while kcopy is stopped, resumed after.
+	rm -f "$work"/d?.img
+	set -m
+	"$KCOPY" --via "$mount_point" --rate=16M "$work/dense.img" "$work/d1.img" >"$work/stdout" 2>"$work/stderr" &
+	pid=$!
+	set +m
+	background_pids+=("$pid")
+	sleep 1
+	kill -TSTP "$pid"
+	job_state() {
+		sed -n 's/^state: //p' "$mount_point"/jobs/*/status 2>/dev/null | head -n 1
+	}
+	job_paused() {
+		[ "$(job_state)" = paused ]
+	}
+	if wait_until 50 is_stopped && wait_until 50 job_paused; then
+		pass "--via, SIGTSTP: kcopy stops and its job in the daemon is paused"
+	else
+		fail "--via, SIGTSTP: kcopy stops and its job is paused" "state T, state: paused" \
+			"state $(proc_state), state: $(job_state)"
+	fi
+	kill -CONT "$pid"
+	job_running() {
+		[ "$(job_state)" != paused ]
+	}
+	wait_until 50 job_running && pass "--via, SIGCONT: the job is resumed" ||
+		fail "--via, SIGCONT: the job is resumed" "not paused" "state: $(job_state)"
+	wait "$pid"
+	status=$?
+	while [ -d "/proc/$pid" ]; do
+		wait "$pid"
+		status=$?
+	done
+	expect_status "--via, SIGTSTP, SIGCONT: the copy finishes (exit 0)" 0 &&
+		cmp -s "$work/dense.img" "$work/d1.img" && pass "--via, SIGTSTP, SIGCONT: a byte-identical copy" ||
+		fail "--via, SIGTSTP, SIGCONT: a byte-identical copy" "equal" "$(cmp "$work/dense.img" "$work/d1.img" 2>&1)"
+else
+	fail "--via" "a kcopydfs daemon at '$KCOPYDFS'" "none started: $(tail -n 3 "$work/kcopydfs.log" 2>/dev/null | tr '\n' '|')"
+fi
 
 # --- bad input: exit 2, a reason, nothing made -------------------------------------------
 
