@@ -20,6 +20,8 @@
 #   - SIGUSR1 prints one progress line (none with --quiet, as dd's
 #     status=none); SIGTSTP stops kcopy (no progress meanwhile) and SIGCONT
 #     lets it finish, byte-identical;
+#   - the resume command after SIGTERM keeps --verify and --rate, leaves
+#     --hash out and says why, and finishes the copy;
 #   - --via: the digests, verify: ok, a verify mismatch's line and exit 3
 #     the same through a kcopydfs daemon; SIGTSTP pauses its job there,
 #     SIGCONT resumes it;
@@ -297,6 +299,36 @@ done
 expect_status "SIGTSTP, SIGCONT: the copy finishes (exit 0)" 0 &&
 	cmp -s "$work/dense.img" "$work/d1.img" && pass "SIGTSTP, SIGCONT: a byte-identical copy" ||
 	fail "SIGTSTP, SIGCONT: a byte-identical copy" "equal" "$(cmp "$work/dense.img" "$work/d1.img" 2>&1)"
+
+# --- the resume command: --verify and --rate kept, --hash left out (and said so) ----------
+# (SIGTERM: a background job of a script ignores SIGINT, and so does kcopy then.)
+
+rm -f "$work"/d?.img
+"$KCOPY" --rate=16M --verify --hash=sha256 "$work/dense.img" "$work/d1.img" >"$work/stdout" 2>"$work/stderr" &
+pid=$!
+background_pids+=("$pid")
+sleep 1
+kill -TERM "$pid"
+wait "$pid"
+status=$?
+resume=$(sed -n '/, run:$/{n;p}' "$work/stderr")
+if expect_status "SIGTERM: exit 143" 143; then
+	if [[ $resume =~ ^kcopy\ --verify\ --rate=16M\ [^\ ]+:([0-9]+)\+([0-9]+)\ [^\ ]+:([0-9]+)$ ]] &&
+	   [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[3]}" ] && [ "${BASH_REMATCH[1]}" -gt 0 ]; then
+		pass "the resume command keeps --verify and --rate, not --hash: $resume"
+	else
+		fail "the resume command" "kcopy --verify --rate=16M SRC:C+REST DST:C" "$resume"
+	fi
+	expect_stderr "the resume command: why not --hash" "no --hash in it: a digest of the rest is not the whole range's" &&
+		expect_stderr "cancelled: hash: sha256:none" "^kcopy: hash: sha256:none " &&
+		expect_stderr "cancelled: verify: not done" "^kcopy: verify: not done" &&
+		pass "cancelled: the digest is none, the verify not done, and the note on --hash"
+	run_kcopy ${resume#kcopy }
+	expect_status "the resume command finishes the copy" 0 &&
+		expect_stderr "the resumed copy verifies the rest" "^kcopy: verify: ok" &&
+		cmp -s "$work/dense.img" "$work/d1.img" && pass "cancelled, then resumed with --verify: byte-identical" ||
+		fail "cancelled, then resumed: byte-identical" "equal" "$(cmp "$work/dense.img" "$work/d1.img" 2>&1)"
+fi
 
 # --- --via: the same through a kcopydfs daemon -------------------------------------------
 
