@@ -51,6 +51,7 @@ static struct kfs_metrics sample_metrics(void)
 	metrics.jobs_by_state[KFS_RUNNING] = 2;
 	metrics.jobs_by_state[KFS_DONE] = 3;
 	metrics.jobs_by_state[KFS_INTERRUPTED] = 4;
+	metrics.jobs_paused = 5;
 	metrics.started.tv_sec = 1765150000;
 	metrics.started.tv_nsec = 250000000;
 	return metrics;
@@ -138,6 +139,8 @@ Test(metrics, a_gauge_for_every_state)
 	}
 	cr_expect(named >= 7, "%u states named: idle, queued, running, done, failed, cancelled, interrupted at least",
 		  named);
+	/* Paused is not a state of its own in the service: a flag on a queued, running or interrupted job. */
+	expect_value(text, "kcopyd_jobs{state=\"paused\"}", "5");
 	expect_value(text, "kcopyd_jobs{state=\"interrupted\"}", "4");
 	expect_value(text, "kcopyd_jobs{state=\"queued\"}", "0");
 }
@@ -227,6 +230,7 @@ Test(metrics, the_longest_text_fits)
 	metrics.started.tv_nsec = 999999999;
 	for (state = 0; state < KFS_METRICS_STATES; state++)
 		metrics.jobs_by_state[state] = UINT64_MAX;
+	metrics.jobs_paused = UINT64_MAX;
 	len = kfs_render_metrics(&metrics, text, sizeof(text));
 	cr_assert(len > 0 && len < KFS_METRICS_MAX, "the longest text is %d bytes, at most %d", len,
 		  KFS_METRICS_MAX - 1);

@@ -32,8 +32,14 @@ struct kfs_metrics {
 	 * from one kcopyd_client_stats() snapshot.
 	 */
 	struct kfs_stats stats;
-	/* Jobs in each state now (by enum kfs_state), from one pass over the table under the lock. */
+	/*
+	 * Jobs in each state now, as their state files say it, from one pass
+	 * over the table under the lock: by enum kfs_state, but the paused
+	 * ones, which are counted apart (a paused job keeps its state, queued,
+	 * running or interrupted, and shows "paused" until it ends).
+	 */
 	uint64_t jobs_by_state[KFS_METRICS_STATES];
+	uint64_t jobs_paused;
 	struct timespec started;	/* when the daemon started, CLOCK_REALTIME */
 };
 
