@@ -519,3 +519,37 @@ Test(trust, destroy_cancels_a_paused_job, .init = setup, .fini = teardown)
 	cr_assert_eq(tu_is_zero(fx.loop[0], 0, SRC_BYTES), 1, "the paused job wrote nothing");
 	cr_assert_eq(tu_compare(fx.src, 0, fx.loop[1], 0, SRC_BYTES, NULL), 0, "the other one ran to its end");
 }
+
+/*
+ * A lower rate takes effect at once: credit saved under a high rate is cut
+ * to what the new rate allows (100 ms of it), not kept.  A first job runs
+ * under a client rate of 10 GiB/s, faster than any loop device here, so
+ * the client's credit fills up (to 1 GiB at most); then the rate drops to
+ * the lowest, 4 KiB/s, under which 8 MiB of 1 MiB chunks cannot be copied
+ * in a second: one chunk goes, the next waits 256 s.
+ */
+Test(trust, a_lower_client_rate_does_not_spend_credit_saved_under_the_higher, .init = setup, .fini = teardown)
+{
+	struct io_region from = { fx.src_dev, 0, SRC_SECTORS }, to[3];
+	struct kcopyd_counts counts;
+	struct kcopyd_job *job;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		to[i] = (struct io_region){ fx.dst_dev[i], 0, SRC_SECTORS };
+	cr_assert_eq(kcopyd_client_set_rate(fx.kc, 10ull << 30), 0);
+	cr_assert(kcopyd_submit(fx.kc, &from, 3, to, 0, NULL, NULL, &job) == 0);
+	kcopyd_job_wait(job);
+	kcopyd_job_release(job);
+	cr_assert_eq(kcopyd_client_set_rate(fx.kc, KCOPYD_MIN_RATE), 0);
+	from.count = to[0].count = 8 * MiB / 512;
+	cr_assert(kcopyd_submit(fx.kc, &from, 1, to, 0, NULL, NULL, &job) == 0);
+	tu_sleep_ms(1000);
+	kcopyd_job_counts(job, &counts, sizeof(counts));
+	cr_assert(counts.sectors_done < counts.sectors_total,
+		  "8 MiB copied in a second at %u B/s: the credit of 10 GiB/s was spent (done %llu of %llu)",
+		  KCOPYD_MIN_RATE, (unsigned long long)counts.sectors_done, (unsigned long long)counts.sectors_total);
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	kcopyd_job_wait(job);
+	kcopyd_job_release(job);
+}

@@ -463,7 +463,8 @@ static void credit_refill(int64_t *credit, uint64_t *stamp, uint64_t rate, uint6
 	}
 	add = (uint64_t)((unsigned __int128)(now - *stamp) * rate / 1000000000u);
 	if (*credit + (int64_t)(add < (uint64_t)INT64_MAX / 2 ? add : (uint64_t)INT64_MAX / 2) >= cap) {
-		*credit = *credit > cap ? *credit : cap;
+		/* Also cuts credit saved under a higher rate: a lower one holds at once. */
+		*credit = cap;
 		*stamp = now;
 		return;
 	}
