@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include "fake_io.h"
 #include "kcopyd.h"
 #include "testutil.h"
 
@@ -552,4 +554,82 @@ Test(trust, a_lower_client_rate_does_not_spend_credit_saved_under_the_higher, .i
 	cr_assert_eq(kcopyd_job_cancel(job), 0);
 	kcopyd_job_wait(job);
 	kcopyd_job_release(job);
+}
+
+/* A memfd of @bytes with a pattern (@seed), or zeros (0), behind the fake driver. */
+static struct kcopyd_dev *memdev(uint64_t bytes, uint64_t seed)
+{
+	struct kcopyd_dev *dev;
+	int fd = memfd_create("kcopyd-trust", MFD_CLOEXEC);
+	uint64_t *words = calloc(1, bytes), index;
+
+	cr_assert(fd >= 0 && words);
+	for (index = 0; seed && index < bytes / 8; index++)
+		words[index] = (seed + index) * 0x9e3779b97f4a7c15ull;
+	cr_assert(pwrite(fd, words, bytes, 0) == (ssize_t)bytes);
+	free(words);
+	cr_assert(kcopyd_dev_from_fd(fd, &dev) == 0);
+	return dev;
+}
+
+/*
+ * A cancel ends a hung read-back with -ECANCELED (the NBD driver's
+ * abort()): that is the cancel, not a destination that failed to verify.
+ * The fake driver holds the read-backs (a server that does not answer),
+ * fails them with -ECANCELED when let go, and the job is cancelled in
+ * between: it must end cancelled, unverified, with no error on the
+ * destination.  Four chunks, all started at once (depth 4), so the job
+ * is paused once the copy's I/O is in flight and its verify starts only
+ * when the test says.
+ */
+Test(trust, a_read_back_ended_by_a_cancel_is_no_verify_error, .init = NULL, .timeout = 30)
+{
+	static struct fake_io fake;
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = 256, .depth = 4 };
+	struct kcopyd_dev *src = memdev(512 * 1024, 7), *dst = memdev(512 * 1024, 0);
+	struct io_region from = { src, 0, 1024 }, to = { dst, 0, 1024 };
+	struct kcopyd_job_options options = { .flags = KCOPYD_VERIFY };
+	struct kcopyd_client *kc;
+	struct kcopyd_counts counts;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	unsigned int spins = 0;
+
+	fake_io_init(&fake);
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	fake_io_fail(&fake, dst, KCOPYD_IO_READ, 0, 1024, -ECANCELED);
+	fake.hold = true;
+	cr_assert(kcopyd_submit_options(kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	while (fake_io_held(&fake) < 4 && spins++ < 10000)
+		usleep(100);
+	cr_assert_eq(fake_io_held(&fake), 4, "the four reads of the copy");
+	cr_assert_eq(kcopyd_job_pause(job), 0);
+	fake_io_release(&fake);
+	for (spins = 0; spins < 10000; spins++) {
+		kcopyd_job_counts(job, &counts, sizeof(counts));
+		if (counts.phase == KCOPYD_PHASE_VERIFY)
+			break;
+		usleep(100);
+	}
+	cr_assert_eq(counts.phase, KCOPYD_PHASE_VERIFY, "phase %u", counts.phase);
+	fake.hold = true;
+	cr_assert_eq(kcopyd_job_resume(job), 0);
+	for (spins = 0; fake_io_held(&fake) < 4 && spins < 10000; spins++)
+		usleep(100);
+	cr_assert_eq(fake_io_held(&fake), 4, "the four read-backs");
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	tu_sleep_ms(50);	/* the I/O thread takes the cancel before it reaps */
+	fake_io_release(&fake);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_client_destroy(kc);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	pthread_mutex_destroy(&fake.lock);
+	cr_assert_eq(result.cancelled, 1);
+	cr_assert_eq(result.verified, 0, "verified %d", result.verified);
+	cr_assert_eq(result.verify_err, 0, "verify_err %#x: the cancel is not the destination's", result.verify_err);
+	cr_assert_eq(result.write_err, 0, "write_err %#x", result.write_err);
+	cr_assert_eq(result.error, 0, "error %d", result.error);
 }

@@ -1348,6 +1348,11 @@ static void verify_failed(struct subjob *sj, unsigned int dest_index, int error)
 
 static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
 {
+	if (io->result == -ECANCELED && sj->job->cancelled) {
+		/* Ended by the cancel (abort()), as subjob_failed() says: not the destination's failure. */
+		verify_finish(sj);
+		return;
+	}
 	if (io->result < 0) {
 		verify_failed(sj, sj->verify_dest, (int)io->result);
 		verify_finish(sj);
