@@ -633,3 +633,38 @@ Test(trust, a_read_back_ended_by_a_cancel_is_no_verify_error, .init = NULL, .tim
 	cr_assert_eq(result.write_err, 0, "write_err %#x", result.write_err);
 	cr_assert_eq(result.error, 0, "error %d", result.error);
 }
+
+/*
+ * A client rate holds however many jobs share it: the jobs already on the
+ * ready list when the client's credit runs out wait as the rest do, not
+ * one chunk each first (a burst of as many chunks as jobs: with 100 jobs
+ * at 10 MB/s, 100 MB in the first instant, 10 s of the rate).  Eight jobs
+ * of one 1 MiB chunk under 4 KiB/s: the first goes, the next waits 256 s.
+ */
+Test(trust, a_client_rate_holds_many_jobs_from_the_first_chunk_on, .init = setup, .fini = teardown)
+{
+	struct kcopyd_config config = { .num_pages = 4096, .rate = KCOPYD_MIN_RATE };
+	struct io_region from = { fx.src_dev, 0, MiB / 512 }, to;
+	struct kcopyd_job *jobs[8];
+	uint64_t done, done_all = 0;
+	int i;
+
+	kcopyd_client_destroy(fx.kc);
+	cr_assert(kcopyd_client_create_config(&config, &fx.kc) == 0);
+	for (i = 0; i < 8; i++) {
+		to = (struct io_region){ fx.dst_dev[i % 3], (uint64_t)(i / 3) * (MiB / 512), MiB / 512 };
+		cr_assert(kcopyd_submit(fx.kc, &from, 1, &to, 0, NULL, NULL, &jobs[i]) == 0);
+	}
+	tu_sleep_ms(1000);
+	for (i = 0; i < 8; i++) {
+		kcopyd_job_progress(jobs[i], &done, NULL);
+		done_all += done;
+	}
+	cr_assert(done_all <= MiB / 512, "%llu sectors copied in a second at %u B/s: more than the one chunk",
+		  (unsigned long long)done_all, KCOPYD_MIN_RATE);
+	for (i = 0; i < 8; i++) {
+		(void)kcopyd_job_cancel(jobs[i]);	/* -EALREADY for the one that went */
+		kcopyd_job_wait(jobs[i]);
+		kcopyd_job_release(jobs[i]);
+	}
+}

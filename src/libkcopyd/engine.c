@@ -1513,14 +1513,34 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
  */
 static void dispatch(struct kcopyd_client *kc)
 {
+	struct list_head denied;
+
+	list_init(&denied);
 	while (!list_empty(&kc->ready) && !list_empty(&kc->free_subjobs)) {
 		struct kcopyd_job *job = list_entry(list_pop(&kc->ready), struct kcopyd_job, ready_link);
+		uint64_t now;
 
+		/*
+		 * The client's credit is shared: another job may have spent it
+		 * since this one was put on ready.  Look again, or every ready
+		 * job would start a chunk in debt (a burst of one per job).
+		 */
+		if (atomic_load_explicit(&kc->rate, memory_order_relaxed) &&
+		    atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_COPY &&
+		    !job_has_credit(job, now = now_ns())) {
+			job->throttled = true;
+			job->throttled_since = now;
+			list_add_tail(&job->ready_link, &denied);
+			continue;
+		}
 		subjob_start(kc, job);
 		ready_update(job);
 		/* Every operation of a sub-job may have been skipped (zeros on a zero destination). */
 		maybe_complete_job(job);
 	}
+	/* Those turned away go first when the credit is back, in their turn: the client's rate stays fair. */
+	list_splice_tail_init(&kc->throttled, &denied);
+	list_splice_tail_init(&denied, &kc->throttled);
 }
 
 static void reap(struct kcopyd_client *kc)
