@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "fake_io.h"
+#include "libkcopyd/driver.h"
 #include "kcopyd.h"
 #include "testutil.h"
 
@@ -667,4 +669,62 @@ Test(trust, a_client_rate_holds_many_jobs_from_the_first_chunk_on, .init = setup
 		kcopyd_job_wait(jobs[i]);
 		kcopyd_job_release(jobs[i]);
 	}
+}
+
+/*
+ * A verify's flush that a cancel ends (-ECANCELED: the NBD driver's
+ * abort() ends a flush the server does not answer) is the cancel, not a
+ * write error on the destination.  The destination's driver here is the
+ * local-file one with a flush that waits to be let go, then says
+ * -ECANCELED; the job is cancelled while it waits.
+ */
+static atomic_int flush_state;	/* 1: in the flush; 2: let it return */
+
+static int hanging_flush(struct kcopyd_dev *dev)
+{
+	(void)dev;
+	atomic_store(&flush_state, 1);
+	while (atomic_load(&flush_state) != 2)
+		usleep(1000);
+	return -ECANCELED;
+}
+
+Test(trust, a_flush_ended_by_a_cancel_is_no_write_error, .init = NULL, .timeout = 30)
+{
+	static struct fake_io fake;
+	static struct kcopyd_driver hanging;
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = 256, .depth = 4 };
+	struct kcopyd_dev *src = memdev(512 * 1024, 7), *dst = memdev(512 * 1024, 0);
+	struct io_region from = { src, 0, 1024 }, to = { dst, 0, 1024 };
+	struct kcopyd_job_options options = { .flags = KCOPYD_VERIFY };
+	struct kcopyd_client *kc;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	unsigned int spins;
+
+	hanging = kcopyd_file_driver;
+	hanging.flush = hanging_flush;
+	dst->driver = &hanging;
+	atomic_store(&flush_state, 0);
+	fake_io_init(&fake);
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	cr_assert(kcopyd_submit_options(kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	for (spins = 0; atomic_load(&flush_state) != 1 && spins < 10000; spins++)
+		usleep(100);
+	cr_assert_eq(atomic_load(&flush_state), 1, "the flush was not reached");
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	atomic_store(&flush_state, 2);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_client_destroy(kc);
+	dst->driver = &kcopyd_file_driver;
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	pthread_mutex_destroy(&fake.lock);
+	cr_assert_eq(result.cancelled, 1);
+	cr_assert_eq(result.write_err, 0, "write_err %#x: the cancel is not the destination's", result.write_err);
+	cr_assert_eq(result.write[0].error, 0, "write[0].error %d", result.write[0].error);
+	cr_assert_eq(result.error, 0, "error %d", result.error);
+	cr_assert_eq(result.verified, 0);
 }

@@ -601,6 +601,24 @@ static void note_failure(struct kcopyd_failure *failure, int error, uint64_t sec
 	}
 }
 
+/*
+ * Whether @job's cancel was asked for: taken by the I/O thread (cancelled),
+ * or still queued.  An I/O that abort() ended with -ECANCELED can be reaped
+ * before the I/O thread has taken the cancel (it is queued first, then
+ * abort() is called), so cancelled alone would call it a device's failure.
+ */
+static bool job_cancel_asked(struct kcopyd_job *job)
+{
+	bool asked;
+
+	if (job->cancelled)
+		return true;
+	pthread_mutex_lock(&job->kc->lock);
+	asked = job->cancel_requested;
+	pthread_mutex_unlock(&job->kc->lock);
+	return asked;
+}
+
 /* A read or a write of @sj failed with @error: account it, stop the job unless told to go on. */
 static void subjob_failed(struct subjob *sj, int error, int dest_index)
 {
@@ -608,7 +626,7 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	struct kcopyd_client *kc = job->kc;
 
 	sj->failed = true;
-	if (error == -ECANCELED && job->cancelled) {
+	if (error == -ECANCELED && job_cancel_asked(job)) {
 		/* Ended by the cancel (abort()): the job stops, no device failed. */
 		if (dest_index < 0)
 			sj->read_failed = true;
@@ -1348,7 +1366,7 @@ static void verify_failed(struct subjob *sj, unsigned int dest_index, int error)
 
 static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
 {
-	if (io->result == -ECANCELED && sj->job->cancelled) {
+	if (io->result == -ECANCELED && job_cancel_asked(sj->job)) {
 		/* Ended by the cancel (abort()), as subjob_failed() says: not the destination's failure. */
 		verify_finish(sj);
 		return;
@@ -1411,14 +1429,24 @@ static void flush_done(struct kcopyd_job *job)
 {
 	struct kcopyd_client *kc = job->kc;
 	unsigned int dest_index;
+	bool cancel;
 
 	if (job->flush_work.owner)
 		pthread_join(job->flush_thread, NULL);	/* it has handed the work back: it is ending */
 
+	/*
+	 * A cancel asked for, even if not taken yet: no verify starts, and a
+	 * flush it ended (abort(): -ECANCELED) is the cancel's, not the device's.
+	 */
+	cancel = job_cancel_asked(job);
+	if (cancel) {
+		job->cancelled = 1;	/* take_new_work() finds its I/O over and only drops the reference */
+		job->stopping = true;
+	}
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct job_dest *dest = &job->dests[dest_index];
 
-		if (!dest->flush_error)
+		if (!dest->flush_error || (dest->flush_error == -ECANCELED && cancel))
 			continue;
 		if (job->error == 0)
 			job->error = dest->flush_error;
