@@ -728,3 +728,52 @@ Test(trust, a_flush_ended_by_a_cancel_is_no_write_error, .init = NULL, .timeout 
 	cr_assert_eq(result.error, 0, "error %d", result.error);
 	cr_assert_eq(result.verified, 0);
 }
+
+/*
+ * With ignore_error, a read that a cancel ended (-ECANCELED) is not a bad
+ * read: its chunk is not written as zeros over the destination, nor hashed
+ * as zeros into a digest that would then be reported as the source's.
+ * Four chunks, all read at once (depth 4) and held; the last one's read
+ * ends -ECANCELED, after the cancel.
+ */
+Test(trust, with_ignore_error_a_read_ended_by_a_cancel_is_not_zeros, .init = NULL, .timeout = 30)
+{
+	static struct fake_io fake;
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = 256, .depth = 4 };
+	struct kcopyd_dev *src = memdev(512 * 1024, 7), *dst = memdev(512 * 1024, 9);
+	struct io_region from = { src, 0, 1024 }, to = { dst, 0, 1024 };
+	struct kcopyd_job_options options = { .flags = KCOPYD_IGNORE_ERROR, .hashes = KCOPYD_HASH_SHA256 };
+	struct kcopyd_client *kc;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	unsigned char *last = malloc(128 * 1024);
+	unsigned int spins;
+	size_t index;
+	bool zeros = true;
+
+	fake_io_init(&fake);
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 768, 256, -ECANCELED);
+	fake.hold = true;
+	cr_assert(kcopyd_submit_options(kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	for (spins = 0; fake_io_held(&fake) < 4 && spins < 10000; spins++)
+		usleep(100);
+	cr_assert_eq(fake_io_held(&fake), 4, "the four reads");
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	fake_io_release(&fake);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_client_destroy(kc);
+	cr_assert(pread(kcopyd_file_fd(dst), last, 128 * 1024, 768 * 512) == 128 * 1024);
+	for (index = 0; index < 128 * 1024 && zeros; index++)
+		zeros = last[index] == 0;
+	free(last);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	pthread_mutex_destroy(&fake.lock);
+	cr_assert_eq(result.cancelled, 1);
+	cr_assert_eq(result.read_err, 0, "read_err %d: the cancel is not the source's", result.read_err);
+	cr_assert(!zeros, "the chunk whose read the cancel ended was written as zeros");
+	cr_assert_eq(result.hashes, 0, "a digest with zeros for a chunk never read");
+}

@@ -125,6 +125,8 @@ struct subjob {
 	unsigned int slot;		/* index of its buffer slot; only for copies */
 	enum subjob_phase phase;
 	bool read_failed;
+	bool read_cancelled;		/* its read was ended by the cancel: not written, not hashed, even
+					 * with KCOPYD_IGNORE_ERROR (it is no bad read, to write as zeros) */
 	bool failed;			/* a read or any write of it failed */
 	bool buf_valid;			/* the buffer holds the chunk's data */
 	bool reading;			/* a read of it is in flight (the first, or a late one) */
@@ -628,8 +630,10 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	sj->failed = true;
 	if (error == -ECANCELED && job_cancel_asked(job)) {
 		/* Ended by the cancel (abort()): the job stops, no device failed. */
-		if (dest_index < 0)
+		if (dest_index < 0) {
 			sj->read_failed = true;
+			sj->read_cancelled = true;
+		}
 		if (sj->start < job->fail_start)
 			job->fail_start = sj->start;
 		return;
@@ -901,7 +905,7 @@ static void subjob_read_done(struct subjob *sj, int error)
 		if (!error) {
 			subjob_scan(sj);
 			sj->buf_valid = true;
-		} else if (ignore) {
+		} else if (ignore && !sj->read_cancelled) {
 			/* A chunk that could not be read is written as zeros, as the kernel does. */
 			sj->zero_map = all_grains(sj->nr_grains);
 		}
@@ -912,7 +916,7 @@ static void subjob_read_done(struct subjob *sj, int error)
 	 * failed they get zeros (IGNORE_ERROR) or nothing more.
 	 */
 	sj->waiting_for_buf = 0;
-	if (error && ignore) {
+	if (error && ignore && !sj->read_cancelled) {
 		memset(sj->buf, 0, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
 		error = 0;
 	} else if (!error) {
@@ -1011,7 +1015,7 @@ static void subjob_write(struct subjob *sj)
 	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
 	unsigned int dest_index;
 
-	if (!ignore && (sj->read_failed || sj->start > job->fail_start)) {
+	if (sj->read_cancelled || (!ignore && (sj->read_failed || sj->start > job->fail_start))) {
 		subjob_finish(sj, false);
 		return;
 	}
@@ -1496,6 +1500,7 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	sj->count = left < job->subjob_sectors ? left : job->subjob_sectors;
 	sj->nr_grains = (unsigned int)((sj->count + job->grain_sectors - 1) / job->grain_sectors);
 	sj->read_failed = false;
+	sj->read_cancelled = false;
 	sj->failed = false;
 	sj->buf_valid = false;
 	sj->reading = false;
