@@ -125,6 +125,8 @@ struct subjob {
 	unsigned int slot;		/* index of its buffer slot; only for copies */
 	enum subjob_phase phase;
 	bool read_failed;
+	bool read_cancelled;		/* its read was ended by the cancel: not written, not hashed, even
+					 * with KCOPYD_IGNORE_ERROR (it is no bad read, to write as zeros) */
 	bool failed;			/* a read or any write of it failed */
 	bool buf_valid;			/* the buffer holds the chunk's data */
 	bool reading;			/* a read of it is in flight (the first, or a late one) */
@@ -463,7 +465,8 @@ static void credit_refill(int64_t *credit, uint64_t *stamp, uint64_t rate, uint6
 	}
 	add = (uint64_t)((unsigned __int128)(now - *stamp) * rate / 1000000000u);
 	if (*credit + (int64_t)(add < (uint64_t)INT64_MAX / 2 ? add : (uint64_t)INT64_MAX / 2) >= cap) {
-		*credit = *credit > cap ? *credit : cap;
+		/* Also cuts credit saved under a higher rate: a lower one holds at once. */
+		*credit = cap;
 		*stamp = now;
 		return;
 	}
@@ -600,6 +603,24 @@ static void note_failure(struct kcopyd_failure *failure, int error, uint64_t sec
 	}
 }
 
+/*
+ * Whether @job's cancel was asked for: taken by the I/O thread (cancelled),
+ * or still queued.  An I/O that abort() ended with -ECANCELED can be reaped
+ * before the I/O thread has taken the cancel (it is queued first, then
+ * abort() is called), so cancelled alone would call it a device's failure.
+ */
+static bool job_cancel_asked(struct kcopyd_job *job)
+{
+	bool asked;
+
+	if (job->cancelled)
+		return true;
+	pthread_mutex_lock(&job->kc->lock);
+	asked = job->cancel_requested;
+	pthread_mutex_unlock(&job->kc->lock);
+	return asked;
+}
+
 /* A read or a write of @sj failed with @error: account it, stop the job unless told to go on. */
 static void subjob_failed(struct subjob *sj, int error, int dest_index)
 {
@@ -607,10 +628,12 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	struct kcopyd_client *kc = job->kc;
 
 	sj->failed = true;
-	if (error == -ECANCELED && job->cancelled) {
+	if (error == -ECANCELED && job_cancel_asked(job)) {
 		/* Ended by the cancel (abort()): the job stops, no device failed. */
-		if (dest_index < 0)
+		if (dest_index < 0) {
 			sj->read_failed = true;
+			sj->read_cancelled = true;
+		}
 		if (sj->start < job->fail_start)
 			job->fail_start = sj->start;
 		return;
@@ -882,7 +905,7 @@ static void subjob_read_done(struct subjob *sj, int error)
 		if (!error) {
 			subjob_scan(sj);
 			sj->buf_valid = true;
-		} else if (ignore) {
+		} else if (ignore && !sj->read_cancelled) {
 			/* A chunk that could not be read is written as zeros, as the kernel does. */
 			sj->zero_map = all_grains(sj->nr_grains);
 		}
@@ -893,7 +916,7 @@ static void subjob_read_done(struct subjob *sj, int error)
 	 * failed they get zeros (IGNORE_ERROR) or nothing more.
 	 */
 	sj->waiting_for_buf = 0;
-	if (error && ignore) {
+	if (error && ignore && !sj->read_cancelled) {
 		memset(sj->buf, 0, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
 		error = 0;
 	} else if (!error) {
@@ -992,7 +1015,7 @@ static void subjob_write(struct subjob *sj)
 	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
 	unsigned int dest_index;
 
-	if (!ignore && (sj->read_failed || sj->start > job->fail_start)) {
+	if (sj->read_cancelled || (!ignore && (sj->read_failed || sj->start > job->fail_start))) {
 		subjob_finish(sj, false);
 		return;
 	}
@@ -1347,6 +1370,11 @@ static void verify_failed(struct subjob *sj, unsigned int dest_index, int error)
 
 static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
 {
+	if (io->result == -ECANCELED && job_cancel_asked(sj->job)) {
+		/* Ended by the cancel (abort()), as subjob_failed() says: not the destination's failure. */
+		verify_finish(sj);
+		return;
+	}
 	if (io->result < 0) {
 		verify_failed(sj, sj->verify_dest, (int)io->result);
 		verify_finish(sj);
@@ -1405,14 +1433,24 @@ static void flush_done(struct kcopyd_job *job)
 {
 	struct kcopyd_client *kc = job->kc;
 	unsigned int dest_index;
+	bool cancel;
 
 	if (job->flush_work.owner)
 		pthread_join(job->flush_thread, NULL);	/* it has handed the work back: it is ending */
 
+	/*
+	 * A cancel asked for, even if not taken yet: no verify starts, and a
+	 * flush it ended (abort(): -ECANCELED) is the cancel's, not the device's.
+	 */
+	cancel = job_cancel_asked(job);
+	if (cancel) {
+		job->cancelled = 1;	/* take_new_work() finds its I/O over and only drops the reference */
+		job->stopping = true;
+	}
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct job_dest *dest = &job->dests[dest_index];
 
-		if (!dest->flush_error)
+		if (!dest->flush_error || (dest->flush_error == -ECANCELED && cancel))
 			continue;
 		if (job->error == 0)
 			job->error = dest->flush_error;
@@ -1462,6 +1500,7 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	sj->count = left < job->subjob_sectors ? left : job->subjob_sectors;
 	sj->nr_grains = (unsigned int)((sj->count + job->grain_sectors - 1) / job->grain_sectors);
 	sj->read_failed = false;
+	sj->read_cancelled = false;
 	sj->failed = false;
 	sj->buf_valid = false;
 	sj->reading = false;
@@ -1507,14 +1546,34 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
  */
 static void dispatch(struct kcopyd_client *kc)
 {
+	struct list_head denied;
+
+	list_init(&denied);
 	while (!list_empty(&kc->ready) && !list_empty(&kc->free_subjobs)) {
 		struct kcopyd_job *job = list_entry(list_pop(&kc->ready), struct kcopyd_job, ready_link);
+		uint64_t now;
 
+		/*
+		 * The client's credit is shared: another job may have spent it
+		 * since this one was put on ready.  Look again, or every ready
+		 * job would start a chunk in debt (a burst of one per job).
+		 */
+		if (atomic_load_explicit(&kc->rate, memory_order_relaxed) &&
+		    atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_COPY &&
+		    !job_has_credit(job, now = now_ns())) {
+			job->throttled = true;
+			job->throttled_since = now;
+			list_add_tail(&job->ready_link, &denied);
+			continue;
+		}
 		subjob_start(kc, job);
 		ready_update(job);
 		/* Every operation of a sub-job may have been skipped (zeros on a zero destination). */
 		maybe_complete_job(job);
 	}
+	/* Those turned away go first when the credit is back, in their turn: the client's rate stays fair. */
+	list_splice_tail_init(&kc->throttled, &denied);
+	list_splice_tail_init(&denied, &kc->throttled);
 }
 
 static void reap(struct kcopyd_client *kc)
