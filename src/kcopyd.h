@@ -339,6 +339,7 @@ int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests, struct io_regi
  * kcopyd_client_destroy() - wait for every outstanding job to finish and
  * its completion routine to return, stop the threads, free the client.
  * A paused job (kcopyd_job_pause()) would never finish: it is cancelled.
+ * A rate-limited one runs to its end at its rate (cancel it to stop sooner).
  * Must not be called from a completion routine.  NULL is a no-op.
  */
 void kcopyd_client_destroy(struct kcopyd_client *kc);
@@ -522,7 +523,9 @@ struct kcopyd_job_options {
 	unsigned int flags;		/* as kcopyd_submit()'s, KCOPYD_VERIFY included */
 	unsigned int hashes;		/* KCOPYD_HASH_* bits: digests of the source (copies only) */
 	uint64_t rate;			/* bytes read from the source per second; 0: no limit */
-	unsigned int paused;		/* 1: the job is queued paused (kcopyd_job_resume() starts it) */
+	unsigned int paused;		/* 1: the job is queued paused (kcopyd_job_resume() starts it);
+					 * needs a handle (@result), or nothing could resume it */
+	unsigned int reserved;		/* must be 0 (so that a field added here is not ignored) */
 };
 
 /* The lowest rate limit, bytes per second: below it one 4 KiB block waits over a second. */
@@ -553,7 +556,8 @@ struct kcopyd_job_options {
  *
  * Return: as kcopyd_submit(); -EINVAL also for hashes or verify on a zero
  * job, an unknown hash bit, a rate below KCOPYD_MIN_RATE, or an
- * @options_size below the first two fields; -EBADF for KCOPYD_VERIFY with
+ * @options_size below the first two fields, a non-zero reserved field, or
+ * paused without @result (nothing could resume it); -EBADF for KCOPYD_VERIFY with
  * a destination that was not opened for reading; -E2BIG for a larger
  * @options_size whose extra bytes are not all zero; -EOPNOTSUPP for an
  * algorithm libcrypto refuses (MD5 under a FIPS-only libcrypto); the
@@ -610,7 +614,7 @@ struct kcopyd_counts {
 	/* Added with verification, pause and rate limits. */
 	unsigned int phase;		/* KCOPYD_PHASE_*: where the job is */
 	unsigned int paused;		/* 1 while kcopyd_job_pause() holds it */
-	uint64_t sectors_verified;	/* destination sectors read back and compared, summed over destinations */
+	uint64_t sectors_verified;	/* destination sectors read back and matched, summed over destinations */
 	uint64_t sectors_verify_total;	/* sectors_total times the destinations with KCOPYD_VERIFY, else 0 */
 	uint64_t rate;			/* the job's rate limit in bytes per second, 0: none */
 };
@@ -685,6 +689,7 @@ enum kcopyd_hash {
 #define KCOPYD_HASH_COUNT 6		/* bits of enum kcopyd_hash; digests[i] of a result is bit i's */
 #define KCOPYD_HASH_ALL ((1u << KCOPYD_HASH_COUNT) - 1)
 #define KCOPYD_HASH_MAX_SIZE 64		/* bytes of the longest digest (SHA-512, BLAKE2b-512) */
+#define KCOPYD_HASH_SLOTS 16		/* room for digests in a result: algorithms may be added up to it */
 
 /*
  * kcopyd_hash_parse() - one algorithm by name: "md5", "sha1", "sha256",
@@ -716,11 +721,13 @@ struct kcopyd_result {
 	struct kcopyd_failure read;		/* the lowest failing source range */
 	struct kcopyd_failure write[KCOPYD_MAX_REGIONS];	/* the lowest failing range of dests[i] */
 	/* Added with kcopyd_job_result_sized(). */
-	struct kcopyd_counts counts;		/* the final kcopyd_job_counts() */
+	struct kcopyd_counts counts;		/* the final kcopyd_job_counts(); fields added to struct
+						 * kcopyd_counts after its phase .. rate are not in it (its
+						 * size here is fixed now: they go at this struct's end) */
 	/* Added with hashes and verification (kcopyd_submit_options()). */
 	unsigned int hashes;			/* the algorithms of digests[]: the job's, once every chunk was
 						 * hashed; 0 for a job that stopped before (failed, cancelled) */
-	struct kcopyd_digest digests[KCOPYD_HASH_COUNT];	/* digests[i]: of bit i of hashes */
+	struct kcopyd_digest digests[KCOPYD_HASH_SLOTS];	/* digests[i]: of bit i of hashes */
 	int verified;				/* KCOPYD_VERIFY: 1 every destination read back as the source,
 						 * -1 some did not (verify_err), 0 not verified (no flag, or the
 						 * copy failed or was cancelled before the verify ended) */

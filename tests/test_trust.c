@@ -236,6 +236,12 @@ Test(trust, refused_options, .init = setup, .fini = teardown)
 	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, NULL),
 		     -EINVAL);
 	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, 4, NULL, NULL, NULL), -EINVAL);
+	options = (struct kcopyd_job_options){ .reserved = 1 };
+	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, NULL),
+		     -EINVAL, "reserved must be 0");
+	options = (struct kcopyd_job_options){ .paused = 1 };
+	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, NULL),
+		     -EINVAL, "a paused job without a handle could never be resumed");
 	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &bigger.options, sizeof(bigger), NULL, NULL, NULL),
 		     -E2BIG);
 	/* Verify reads the destinations back: one opened write-only cannot be. */
@@ -508,10 +514,12 @@ Test(trust, destroy_cancels_a_paused_job, .init = setup, .fini = teardown)
 {
 	struct io_region from = { fx.src_dev, 0, SRC_SECTORS }, to = { fx.dst_dev[0], 0, SRC_SECTORS };
 	struct kcopyd_job_options options = { .paused = 1 };
+	struct kcopyd_job *job;
 	int called = 0;
 
 	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), count_cancelled, &called,
-					NULL) == 0);
+					&job) == 0);
+	kcopyd_job_release(job);	/* handles go before the client; the job stays paused */
 	options.paused = 0;
 	options.flags = KCOPYD_VERIFY;
 	to.bdev = fx.dst_dev[1];

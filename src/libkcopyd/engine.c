@@ -250,7 +250,7 @@ struct kcopyd_job {
 	unsigned int verify_err;
 	int verified;
 	unsigned int hashes_done;	/* hashes, once every chunk was hashed */
-	struct kcopyd_digest digest_out[KCOPYD_HASH_COUNT];
+	struct kcopyd_digest digest_out[KCOPYD_HASH_COUNT];	/* the first of result.digests[]' slots */
 
 	struct job_dest dests[];	/* num_dests of them; set at submission */
 };
@@ -674,6 +674,8 @@ static void complete_job(struct kcopyd_job *job)
 	}
 	if (job->verify_err)
 		job->verified = -1;
+	else if (job->verify && job->total == 0 && !job->cancelled)
+		job->verified = 1;	/* nothing to compare: every destination reads back as the source */
 	else if (job->verify && phase == KCOPYD_PHASE_VERIFY && !job->cancelled && !job->verify_skip &&
 		 job->verify_next >= job->verify_units)
 		job->verified = 1;
@@ -2523,6 +2525,8 @@ static bool job_may_offload(const struct kcopyd_job *job, unsigned int dest_inde
 	       (dev_caps(dst) & KCOPYD_CAP_COPY);
 }
 
+_Static_assert(KCOPYD_HASH_COUNT <= KCOPYD_HASH_SLOTS, "a result has no room for every digest");
+
 /* The size of struct kcopyd_job_options up to rate: flags and hashes, the least kcopyd_submit_options() takes. */
 #define JOB_OPTIONS_SIZE_MIN offsetof(struct kcopyd_job_options, rate)
 
@@ -2542,7 +2546,7 @@ static int job_submit(struct kcopyd_client *kc, const struct io_region *from, un
 	if (r < 0)
 		return r;
 	if ((options->hashes & ~KCOPYD_HASH_ALL) || (options->hashes && !from) ||
-	    (options->rate && options->rate < KCOPYD_MIN_RATE))
+	    (options->rate && options->rate < KCOPYD_MIN_RATE) || options->reserved || (options->paused && !result))
 		return -EINVAL;
 	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
 	if (!job)
@@ -2833,7 +2837,7 @@ int kcopyd_job_result_sized(const struct kcopyd_job *job, struct kcopyd_result *
 			.rate = atomic_load_explicit(&job->rate, memory_order_relaxed),
 		};
 		result->hashes = job->hashes_done;
-		memcpy(result->digests, job->digest_out, sizeof(result->digests));
+		memcpy(result->digests, job->digest_out, sizeof(job->digest_out));
 		result->verified = job->verified;
 		result->verify_err = job->verify_err;
 		for (dest_index = 0; dest_index < job->num_dests; dest_index++)
