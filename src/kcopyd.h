@@ -338,6 +338,8 @@ int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests, struct io_regi
 /*
  * kcopyd_client_destroy() - wait for every outstanding job to finish and
  * its completion routine to return, stop the threads, free the client.
+ * A paused job (kcopyd_job_pause()) would never finish: it is cancelled.
+ * A rate-limited one runs to its end at its rate (cancel it to stop sooner).
  * Must not be called from a completion routine.  NULL is a no-op.
  */
 void kcopyd_client_destroy(struct kcopyd_client *kc);
@@ -440,8 +442,8 @@ unsigned int kcopyd_client_io_engine(struct kcopyd_client *kc, char *why, size_t
  *               are taken as 0.
  * @result:      receives the client.
  * Return: as kcopyd_client_create(); -EINVAL for a zero budget, a sub-job
- * size below one page, an io_engine not of the enum, or a @config_size
- * below KCOPYD_CONFIG_SIZE_V1;
+ * size below one page, an io_engine not of the enum, a rate below
+ * KCOPYD_MIN_RATE, or a @config_size below KCOPYD_CONFIG_SIZE_V1;
  * -E2BIG for a @config_size past what this library knows whose extra
  * bytes are not all zero.
  */
@@ -521,7 +523,9 @@ struct kcopyd_job_options {
 	unsigned int flags;		/* as kcopyd_submit()'s, KCOPYD_VERIFY included */
 	unsigned int hashes;		/* KCOPYD_HASH_* bits: digests of the source (copies only) */
 	uint64_t rate;			/* bytes read from the source per second; 0: no limit */
-	unsigned int paused;		/* 1: the job is queued paused (kcopyd_job_resume() starts it) */
+	unsigned int paused;		/* 1: the job is queued paused (kcopyd_job_resume() starts it);
+					 * needs a handle (@result), or nothing could resume it */
+	unsigned int reserved;		/* must be 0 (so that a field added here is not ignored) */
 };
 
 /* The lowest rate limit, bytes per second: below it one 4 KiB block waits over a second. */
@@ -552,9 +556,12 @@ struct kcopyd_job_options {
  *
  * Return: as kcopyd_submit(); -EINVAL also for hashes or verify on a zero
  * job, an unknown hash bit, a rate below KCOPYD_MIN_RATE, or an
- * @options_size below the first two fields; -EBADF for KCOPYD_VERIFY with
+ * @options_size below the first two fields, a non-zero reserved field, or
+ * paused without @result (nothing could resume it); -EBADF for KCOPYD_VERIFY with
  * a destination that was not opened for reading; -E2BIG for a larger
- * @options_size whose extra bytes are not all zero.
+ * @options_size whose extra bytes are not all zero; -EOPNOTSUPP for an
+ * algorithm libcrypto refuses (MD5 under a FIPS-only libcrypto); the
+ * -errno of pthread_create(3) when the digest thread cannot be started.
  */
 int kcopyd_submit_options(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
 			  const struct io_region *dests, const struct kcopyd_job_options *options,
@@ -607,7 +614,7 @@ struct kcopyd_counts {
 	/* Added with verification, pause and rate limits. */
 	unsigned int phase;		/* KCOPYD_PHASE_*: where the job is */
 	unsigned int paused;		/* 1 while kcopyd_job_pause() holds it */
-	uint64_t sectors_verified;	/* destination sectors read back and compared, summed over destinations */
+	uint64_t sectors_verified;	/* destination sectors read back and matched, summed over destinations */
 	uint64_t sectors_verify_total;	/* sectors_total times the destinations with KCOPYD_VERIFY, else 0 */
 	uint64_t rate;			/* the job's rate limit in bytes per second, 0: none */
 };
@@ -682,6 +689,7 @@ enum kcopyd_hash {
 #define KCOPYD_HASH_COUNT 6		/* bits of enum kcopyd_hash; digests[i] of a result is bit i's */
 #define KCOPYD_HASH_ALL ((1u << KCOPYD_HASH_COUNT) - 1)
 #define KCOPYD_HASH_MAX_SIZE 64		/* bytes of the longest digest (SHA-512, BLAKE2b-512) */
+#define KCOPYD_HASH_SLOTS 16		/* room for digests in a result: algorithms may be added up to it */
 
 /*
  * kcopyd_hash_parse() - one algorithm by name: "md5", "sha1", "sha256",
@@ -713,11 +721,13 @@ struct kcopyd_result {
 	struct kcopyd_failure read;		/* the lowest failing source range */
 	struct kcopyd_failure write[KCOPYD_MAX_REGIONS];	/* the lowest failing range of dests[i] */
 	/* Added with kcopyd_job_result_sized(). */
-	struct kcopyd_counts counts;		/* the final kcopyd_job_counts() */
+	struct kcopyd_counts counts;		/* the final kcopyd_job_counts(); fields added to struct
+						 * kcopyd_counts after its phase .. rate are not in it (its
+						 * size here is fixed now: they go at this struct's end) */
 	/* Added with hashes and verification (kcopyd_submit_options()). */
 	unsigned int hashes;			/* the algorithms of digests[]: the job's, once every chunk was
 						 * hashed; 0 for a job that stopped before (failed, cancelled) */
-	struct kcopyd_digest digests[KCOPYD_HASH_COUNT];	/* digests[i]: of bit i of hashes */
+	struct kcopyd_digest digests[KCOPYD_HASH_SLOTS];	/* digests[i]: of bit i of hashes */
 	int verified;				/* KCOPYD_VERIFY: 1 every destination read back as the source,
 						 * -1 some did not (verify_err), 0 not verified (no flag, or the
 						 * copy failed or was cancelled before the verify ended) */
@@ -779,9 +789,10 @@ struct kcopyd_stats {
 	/* Added with the I/O engines (kcopyd_client_io_engine()). */
 	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_LIBAIO or _IO_URING: as kcopyd_client_io_engine() */
 	/* Added with hashes, verification, pause and rate limits. */
-	uint64_t sectors_hashed;	/* source sectors digested (each job's once, whatever its algorithms) */
+	uint64_t sectors_hashed;	/* source sectors digested by jobs with hashes (each once, whatever its algorithms) */
 	uint64_t sectors_verified;	/* destination sectors read back and compared */
-	uint64_t verify_errors;		/* destination chunks that did not read back as the source */
+	uint64_t verify_errors;		/* read-backs that did not match the source or failed (a destination's
+					 * read-backs in flight at its first mismatch may add one each) */
 	uint64_t jobs_paused;		/* paused now */
 	uint64_t rate;			/* the client's rate limit, bytes per second, 0: none */
 	uint64_t throttled_ns;		/* time jobs ready to start a sub-job waited for rate credit, summed */

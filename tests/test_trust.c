@@ -18,11 +18,15 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include "fake_io.h"
+#include "libkcopyd/driver.h"
 #include "kcopyd.h"
 #include "testutil.h"
 
@@ -232,6 +236,12 @@ Test(trust, refused_options, .init = setup, .fini = teardown)
 	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, NULL),
 		     -EINVAL);
 	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, 4, NULL, NULL, NULL), -EINVAL);
+	options = (struct kcopyd_job_options){ .reserved = 1 };
+	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, NULL),
+		     -EINVAL, "reserved must be 0");
+	options = (struct kcopyd_job_options){ .paused = 1 };
+	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, NULL),
+		     -EINVAL, "a paused job without a handle could never be resumed");
 	cr_assert_eq(kcopyd_submit_options(fx.kc, &from, 1, &to, &bigger.options, sizeof(bigger), NULL, NULL, NULL),
 		     -E2BIG);
 	/* Verify reads the destinations back: one opened write-only cannot be. */
@@ -446,4 +456,332 @@ Test(trust, cancel_during_verify, .init = setup, .fini = teardown)
 	cr_assert_eq(result.verified, 0);
 	cr_assert_eq(result.error, 0);
 	kcopyd_job_release(job);
+}
+
+/*
+ * With ignore_error, a chunk that cannot be read is written as zeros, and
+ * hashed as them: the digest is the destination's, byte for byte (the
+ * source's bytes that could not be read are not in it).  Bad: 4 KiB at
+ * 5 MiB + 8 KiB of a source served through nbdkit's ddrescue filter.
+ */
+Test(trust, with_ignore_error_the_digest_is_of_what_was_written, .init = setup, .fini = teardown)
+{
+	const struct tu_range bad[] = { { 5 * MiB + 8192, 4096 } };
+	struct kcopyd_job_options options = { .flags = KCOPYD_IGNORE_ERROR, .hashes = KCOPYD_HASH_SHA256 };
+	const char *missing = tu_nbd_rig_missing();
+	struct io_region from, to = { fx.dst_dev[0], 0, SRC_SECTORS };
+	struct kcopyd_result result;
+	struct kcopyd_dev *src;
+	struct kcopyd_job *job;
+	struct tu_nbd nbd;
+	char want[256], got[65], source[256];
+	int r;
+
+	if (missing)
+		cr_skip_test("%s", missing);
+	memset(&nbd, 0, sizeof(nbd));
+	cr_assert(tu_nbd_prepare(&nbd) == 0);
+	r = tu_nbd_start_bad_ranges(&nbd, fx.src, bad, 1);
+	cr_assert_eq(r, 0, "tu_nbd_start_bad_ranges: %d", r);
+	cr_assert(kcopyd_dev_open(nbd.loop, O_RDONLY, &src) == 0);
+	from = (struct io_region){ src, 0, SRC_SECTORS };
+	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_dev_close(src);
+	tu_nbd_stop(&nbd);
+	cr_assert_eq(result.read_err, 1);
+	cr_assert_eq(result.read.sector, 5 * MiB / 512, "the failing chunk starts at 5 MiB");
+	cr_assert_eq(result.hashes, KCOPYD_HASH_SHA256, "every chunk was hashed, the bad one as zeros");
+	cr_assert_eq(tu_is_zero(fx.loop[0], 5 * MiB, MiB), 1, "the chunk was written as zeros");
+	tool_digest("sha256sum", fx.loop[0], want, sizeof(want));
+	to_hex(&result.digests[2], got);
+	cr_assert_str_eq(got, want, "the digest is not the destination's");
+	tool_digest("sha256sum", fx.src, source, sizeof(source));
+	cr_assert_str_neq(got, source, "the source's own digest cannot be: its bytes were not all read");
+}
+
+static void count_cancelled(int read_err, unsigned int write_err, void *context)
+{
+	(void)read_err;
+	(void)write_err;
+	__atomic_add_fetch((int *)context, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A paused job would never finish: destroying the client cancels it, and does not hang. */
+Test(trust, destroy_cancels_a_paused_job, .init = setup, .fini = teardown)
+{
+	struct io_region from = { fx.src_dev, 0, SRC_SECTORS }, to = { fx.dst_dev[0], 0, SRC_SECTORS };
+	struct kcopyd_job_options options = { .paused = 1 };
+	struct kcopyd_job *job;
+	int called = 0;
+
+	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), count_cancelled, &called,
+					&job) == 0);
+	kcopyd_job_release(job);	/* handles go before the client; the job stays paused */
+	options.paused = 0;
+	options.flags = KCOPYD_VERIFY;
+	to.bdev = fx.dst_dev[1];
+	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), count_cancelled, &called,
+					NULL) == 0);
+	kcopyd_client_destroy(fx.kc);
+	fx.kc = NULL;
+	cr_assert_eq(called, 2);
+	cr_assert_eq(tu_is_zero(fx.loop[0], 0, SRC_BYTES), 1, "the paused job wrote nothing");
+	cr_assert_eq(tu_compare(fx.src, 0, fx.loop[1], 0, SRC_BYTES, NULL), 0, "the other one ran to its end");
+}
+
+/*
+ * A lower rate takes effect at once: credit saved under a high rate is cut
+ * to what the new rate allows (100 ms of it), not kept.  A first job runs
+ * under a client rate of 10 GiB/s, faster than any loop device here, so
+ * the client's credit fills up (to 1 GiB at most); then the rate drops to
+ * the lowest, 4 KiB/s, under which 8 MiB of 1 MiB chunks cannot be copied
+ * in a second: one chunk goes, the next waits 256 s.
+ */
+Test(trust, a_lower_client_rate_does_not_spend_credit_saved_under_the_higher, .init = setup, .fini = teardown)
+{
+	struct io_region from = { fx.src_dev, 0, SRC_SECTORS }, to[3];
+	struct kcopyd_counts counts;
+	struct kcopyd_job *job;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		to[i] = (struct io_region){ fx.dst_dev[i], 0, SRC_SECTORS };
+	cr_assert_eq(kcopyd_client_set_rate(fx.kc, 10ull << 30), 0);
+	cr_assert(kcopyd_submit(fx.kc, &from, 3, to, 0, NULL, NULL, &job) == 0);
+	kcopyd_job_wait(job);
+	kcopyd_job_release(job);
+	cr_assert_eq(kcopyd_client_set_rate(fx.kc, KCOPYD_MIN_RATE), 0);
+	from.count = to[0].count = 8 * MiB / 512;
+	cr_assert(kcopyd_submit(fx.kc, &from, 1, to, 0, NULL, NULL, &job) == 0);
+	tu_sleep_ms(1000);
+	kcopyd_job_counts(job, &counts, sizeof(counts));
+	cr_assert(counts.sectors_done < counts.sectors_total,
+		  "8 MiB copied in a second at %u B/s: the credit of 10 GiB/s was spent (done %llu of %llu)",
+		  KCOPYD_MIN_RATE, (unsigned long long)counts.sectors_done, (unsigned long long)counts.sectors_total);
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	kcopyd_job_wait(job);
+	kcopyd_job_release(job);
+}
+
+/* A memfd of @bytes with a pattern (@seed), or zeros (0), behind the fake driver. */
+static struct kcopyd_dev *memdev(uint64_t bytes, uint64_t seed)
+{
+	struct kcopyd_dev *dev;
+	int fd = memfd_create("kcopyd-trust", MFD_CLOEXEC);
+	uint64_t *words = calloc(1, bytes), index;
+
+	cr_assert(fd >= 0 && words);
+	for (index = 0; seed && index < bytes / 8; index++)
+		words[index] = (seed + index) * 0x9e3779b97f4a7c15ull;
+	cr_assert(pwrite(fd, words, bytes, 0) == (ssize_t)bytes);
+	free(words);
+	cr_assert(kcopyd_dev_from_fd(fd, &dev) == 0);
+	return dev;
+}
+
+/*
+ * A cancel ends a hung read-back with -ECANCELED (the NBD driver's
+ * abort()): that is the cancel, not a destination that failed to verify.
+ * The fake driver holds the read-backs (a server that does not answer),
+ * fails them with -ECANCELED when let go, and the job is cancelled in
+ * between: it must end cancelled, unverified, with no error on the
+ * destination.  Four chunks, all started at once (depth 4), so the job
+ * is paused once the copy's I/O is in flight and its verify starts only
+ * when the test says.
+ */
+Test(trust, a_read_back_ended_by_a_cancel_is_no_verify_error, .init = NULL, .timeout = 30)
+{
+	static struct fake_io fake;
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = 256, .depth = 4 };
+	struct kcopyd_dev *src = memdev(512 * 1024, 7), *dst = memdev(512 * 1024, 0);
+	struct io_region from = { src, 0, 1024 }, to = { dst, 0, 1024 };
+	struct kcopyd_job_options options = { .flags = KCOPYD_VERIFY };
+	struct kcopyd_client *kc;
+	struct kcopyd_counts counts;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	unsigned int spins = 0;
+
+	fake_io_init(&fake);
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	fake_io_fail(&fake, dst, KCOPYD_IO_READ, 0, 1024, -ECANCELED);
+	fake.hold = true;
+	cr_assert(kcopyd_submit_options(kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	while (fake_io_held(&fake) < 4 && spins++ < 10000)
+		usleep(100);
+	cr_assert_eq(fake_io_held(&fake), 4, "the four reads of the copy");
+	cr_assert_eq(kcopyd_job_pause(job), 0);
+	fake_io_release(&fake);
+	for (spins = 0; spins < 10000; spins++) {
+		kcopyd_job_counts(job, &counts, sizeof(counts));
+		if (counts.phase == KCOPYD_PHASE_VERIFY)
+			break;
+		usleep(100);
+	}
+	cr_assert_eq(counts.phase, KCOPYD_PHASE_VERIFY, "phase %u", counts.phase);
+	fake.hold = true;
+	cr_assert_eq(kcopyd_job_resume(job), 0);
+	for (spins = 0; fake_io_held(&fake) < 4 && spins < 10000; spins++)
+		usleep(100);
+	cr_assert_eq(fake_io_held(&fake), 4, "the four read-backs");
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	tu_sleep_ms(50);	/* the I/O thread takes the cancel before it reaps */
+	fake_io_release(&fake);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_client_destroy(kc);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	pthread_mutex_destroy(&fake.lock);
+	cr_assert_eq(result.cancelled, 1);
+	cr_assert_eq(result.verified, 0, "verified %d", result.verified);
+	cr_assert_eq(result.verify_err, 0, "verify_err %#x: the cancel is not the destination's", result.verify_err);
+	cr_assert_eq(result.write_err, 0, "write_err %#x", result.write_err);
+	cr_assert_eq(result.error, 0, "error %d", result.error);
+}
+
+/*
+ * A client rate holds however many jobs share it: the jobs already on the
+ * ready list when the client's credit runs out wait as the rest do, not
+ * one chunk each first (a burst of as many chunks as jobs: with 100 jobs
+ * at 10 MB/s, 100 MB in the first instant, 10 s of the rate).  Eight jobs
+ * of one 1 MiB chunk under 4 KiB/s: the first goes, the next waits 256 s.
+ */
+Test(trust, a_client_rate_holds_many_jobs_from_the_first_chunk_on, .init = setup, .fini = teardown)
+{
+	struct kcopyd_config config = { .num_pages = 4096, .rate = KCOPYD_MIN_RATE };
+	struct io_region from = { fx.src_dev, 0, MiB / 512 }, to;
+	struct kcopyd_job *jobs[8];
+	uint64_t done, done_all = 0;
+	int i;
+
+	kcopyd_client_destroy(fx.kc);
+	cr_assert(kcopyd_client_create_config(&config, &fx.kc) == 0);
+	for (i = 0; i < 8; i++) {
+		to = (struct io_region){ fx.dst_dev[i % 3], (uint64_t)(i / 3) * (MiB / 512), MiB / 512 };
+		cr_assert(kcopyd_submit(fx.kc, &from, 1, &to, 0, NULL, NULL, &jobs[i]) == 0);
+	}
+	tu_sleep_ms(1000);
+	for (i = 0; i < 8; i++) {
+		kcopyd_job_progress(jobs[i], &done, NULL);
+		done_all += done;
+	}
+	cr_assert(done_all <= MiB / 512, "%llu sectors copied in a second at %u B/s: more than the one chunk",
+		  (unsigned long long)done_all, KCOPYD_MIN_RATE);
+	for (i = 0; i < 8; i++) {
+		(void)kcopyd_job_cancel(jobs[i]);	/* -EALREADY for the one that went */
+		kcopyd_job_wait(jobs[i]);
+		kcopyd_job_release(jobs[i]);
+	}
+}
+
+/*
+ * A verify's flush that a cancel ends (-ECANCELED: the NBD driver's
+ * abort() ends a flush the server does not answer) is the cancel, not a
+ * write error on the destination.  The destination's driver here is the
+ * local-file one with a flush that waits to be let go, then says
+ * -ECANCELED; the job is cancelled while it waits.
+ */
+static atomic_int flush_state;	/* 1: in the flush; 2: let it return */
+
+static int hanging_flush(struct kcopyd_dev *dev)
+{
+	(void)dev;
+	atomic_store(&flush_state, 1);
+	while (atomic_load(&flush_state) != 2)
+		usleep(1000);
+	return -ECANCELED;
+}
+
+Test(trust, a_flush_ended_by_a_cancel_is_no_write_error, .init = NULL, .timeout = 30)
+{
+	static struct fake_io fake;
+	static struct kcopyd_driver hanging;
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = 256, .depth = 4 };
+	struct kcopyd_dev *src = memdev(512 * 1024, 7), *dst = memdev(512 * 1024, 0);
+	struct io_region from = { src, 0, 1024 }, to = { dst, 0, 1024 };
+	struct kcopyd_job_options options = { .flags = KCOPYD_VERIFY };
+	struct kcopyd_client *kc;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	unsigned int spins;
+
+	hanging = kcopyd_file_driver;
+	hanging.flush = hanging_flush;
+	dst->driver = &hanging;
+	atomic_store(&flush_state, 0);
+	fake_io_init(&fake);
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	cr_assert(kcopyd_submit_options(kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	for (spins = 0; atomic_load(&flush_state) != 1 && spins < 10000; spins++)
+		usleep(100);
+	cr_assert_eq(atomic_load(&flush_state), 1, "the flush was not reached");
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	atomic_store(&flush_state, 2);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_client_destroy(kc);
+	dst->driver = &kcopyd_file_driver;
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	pthread_mutex_destroy(&fake.lock);
+	cr_assert_eq(result.cancelled, 1);
+	cr_assert_eq(result.write_err, 0, "write_err %#x: the cancel is not the destination's", result.write_err);
+	cr_assert_eq(result.write[0].error, 0, "write[0].error %d", result.write[0].error);
+	cr_assert_eq(result.error, 0, "error %d", result.error);
+	cr_assert_eq(result.verified, 0);
+}
+
+/*
+ * With ignore_error, a read that a cancel ended (-ECANCELED) is not a bad
+ * read: its chunk is not written as zeros over the destination, nor hashed
+ * as zeros into a digest that would then be reported as the source's.
+ * Four chunks, all read at once (depth 4) and held; the last one's read
+ * ends -ECANCELED, after the cancel.
+ */
+Test(trust, with_ignore_error_a_read_ended_by_a_cancel_is_not_zeros, .init = NULL, .timeout = 30)
+{
+	static struct fake_io fake;
+	struct kcopyd_config config = { .num_pages = 1024, .subjob_sectors = 256, .depth = 4 };
+	struct kcopyd_dev *src = memdev(512 * 1024, 7), *dst = memdev(512 * 1024, 9);
+	struct io_region from = { src, 0, 1024 }, to = { dst, 0, 1024 };
+	struct kcopyd_job_options options = { .flags = KCOPYD_IGNORE_ERROR, .hashes = KCOPYD_HASH_SHA256 };
+	struct kcopyd_client *kc;
+	struct kcopyd_result result;
+	struct kcopyd_job *job;
+	unsigned char *last = malloc(128 * 1024);
+	unsigned int spins;
+	size_t index;
+	bool zeros = true;
+
+	fake_io_init(&fake);
+	cr_assert(kcopyd_client_create_ops(&config, &fake_io_ops, &fake, &kc) == 0);
+	fake_io_fail(&fake, src, KCOPYD_IO_READ, 768, 256, -ECANCELED);
+	fake.hold = true;
+	cr_assert(kcopyd_submit_options(kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	for (spins = 0; fake_io_held(&fake) < 4 && spins < 10000; spins++)
+		usleep(100);
+	cr_assert_eq(fake_io_held(&fake), 4, "the four reads");
+	cr_assert_eq(kcopyd_job_cancel(job), 0);
+	fake_io_release(&fake);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_client_destroy(kc);
+	cr_assert(pread(kcopyd_file_fd(dst), last, 128 * 1024, 768 * 512) == 128 * 1024);
+	for (index = 0; index < 128 * 1024 && zeros; index++)
+		zeros = last[index] == 0;
+	free(last);
+	kcopyd_dev_close(src);
+	kcopyd_dev_close(dst);
+	pthread_mutex_destroy(&fake.lock);
+	cr_assert_eq(result.cancelled, 1);
+	cr_assert_eq(result.read_err, 0, "read_err %d: the cancel is not the source's", result.read_err);
+	cr_assert(!zeros, "the chunk whose read the cancel ended was written as zeros");
+	cr_assert_eq(result.hashes, 0, "a digest with zeros for a chunk never read");
 }

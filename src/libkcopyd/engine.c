@@ -93,7 +93,8 @@ enum subjob_phase {
 enum digest_kind {
 	DIGEST_HASH,		/* a copied chunk: the job's digests, then its chunk digest (verify) */
 	DIGEST_VERIFY,		/* a chunk read back from a destination: its chunk digest */
-	DIGEST_FLUSH,		/* a job's destinations: kcopyd_dev_sync() each, drop their cached pages */
+	DIGEST_FLUSH,		/* a job's destinations: kcopyd_dev_sync() each, drop their cached pages
+				 * (on a thread of its own, not the digest thread: see flush_start()) */
 };
 
 struct digest_work {
@@ -124,6 +125,8 @@ struct subjob {
 	unsigned int slot;		/* index of its buffer slot; only for copies */
 	enum subjob_phase phase;
 	bool read_failed;
+	bool read_cancelled;		/* its read was ended by the cancel: not written, not hashed, even
+					 * with KCOPYD_IGNORE_ERROR (it is no bad read, to write as zeros) */
 	bool failed;			/* a read or any write of it failed */
 	bool buf_valid;			/* the buffer holds the chunk's data */
 	bool reading;			/* a read of it is in flight (the first, or a late one) */
@@ -187,6 +190,7 @@ struct kcopyd_job {
 	struct digest_set digests;
 	uint64_t *chunk_digests;
 	struct digest_work flush_work;
+	pthread_t flush_thread;		/* verify's flush, joined by the I/O thread in flush_done() */
 
 	/* Read from any thread. */
 	_Atomic uint64_t sectors_done;
@@ -206,6 +210,7 @@ struct kcopyd_job {
 	struct list_head cancel_link;	/* kc->cancels */
 	struct list_head start_link;	/* kc->started */
 	struct list_head poke_link;	/* kc->pokes: paused, resumed or its rate changed */
+	struct list_head owned_link;	/* kc->owned while ACTIVE (the I/O thread's) */
 	bool poked;			/* on kc->pokes */
 
 	/* The I/O thread's alone, between taking the job and completing it. */
@@ -245,7 +250,7 @@ struct kcopyd_job {
 	unsigned int verify_err;
 	int verified;
 	unsigned int hashes_done;	/* hashes, once every chunk was hashed */
-	struct kcopyd_digest digest_out[KCOPYD_HASH_COUNT];
+	struct kcopyd_digest digest_out[KCOPYD_HASH_COUNT];	/* the first of result.digests[]' slots */
 
 	struct job_dest dests[];	/* num_dests of them; set at submission */
 };
@@ -316,6 +321,7 @@ struct kcopyd_client {
 	uint64_t jobs_paused;
 	uint64_t jobs_total;
 	bool io_exit;			/* tell the I/O thread to return */
+	bool destroying;		/* kcopyd_client_destroy() waits: cancel paused jobs */
 	bool completion_exit;		/* tell the completion thread to return */
 
 	/*
@@ -339,6 +345,7 @@ struct kcopyd_client {
 	/* I/O thread. */
 	struct list_head ready;		/* jobs that may start a sub-job, round robin */
 	struct list_head throttled;	/* jobs that may, but for a rate limit */
+	struct list_head owned;		/* every ACTIVE job */
 	struct list_head free_subjobs;
 	unsigned int *free_slots;	/* a stack of slot indices */
 	unsigned int free_slot_count;
@@ -458,7 +465,8 @@ static void credit_refill(int64_t *credit, uint64_t *stamp, uint64_t rate, uint6
 	}
 	add = (uint64_t)((unsigned __int128)(now - *stamp) * rate / 1000000000u);
 	if (*credit + (int64_t)(add < (uint64_t)INT64_MAX / 2 ? add : (uint64_t)INT64_MAX / 2) >= cap) {
-		*credit = *credit > cap ? *credit : cap;
+		/* Also cuts credit saved under a higher rate: a lower one holds at once. */
+		*credit = cap;
 		*stamp = now;
 		return;
 	}
@@ -595,6 +603,24 @@ static void note_failure(struct kcopyd_failure *failure, int error, uint64_t sec
 	}
 }
 
+/*
+ * Whether @job's cancel was asked for: taken by the I/O thread (cancelled),
+ * or still queued.  An I/O that abort() ended with -ECANCELED can be reaped
+ * before the I/O thread has taken the cancel (it is queued first, then
+ * abort() is called), so cancelled alone would call it a device's failure.
+ */
+static bool job_cancel_asked(struct kcopyd_job *job)
+{
+	bool asked;
+
+	if (job->cancelled)
+		return true;
+	pthread_mutex_lock(&job->kc->lock);
+	asked = job->cancel_requested;
+	pthread_mutex_unlock(&job->kc->lock);
+	return asked;
+}
+
 /* A read or a write of @sj failed with @error: account it, stop the job unless told to go on. */
 static void subjob_failed(struct subjob *sj, int error, int dest_index)
 {
@@ -602,10 +628,12 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 	struct kcopyd_client *kc = job->kc;
 
 	sj->failed = true;
-	if (error == -ECANCELED && job->cancelled) {
+	if (error == -ECANCELED && job_cancel_asked(job)) {
 		/* Ended by the cancel (abort()): the job stops, no device failed. */
-		if (dest_index < 0)
+		if (dest_index < 0) {
 			sj->read_failed = true;
+			sj->read_cancelled = true;
+		}
 		if (sj->start < job->fail_start)
 			job->fail_start = sj->start;
 		return;
@@ -646,11 +674,14 @@ static void complete_job(struct kcopyd_job *job)
 	}
 	if (job->verify_err)
 		job->verified = -1;
+	else if (job->verify && job->total == 0 && !job->cancelled)
+		job->verified = 1;	/* nothing to compare: every destination reads back as the source */
 	else if (job->verify && phase == KCOPYD_PHASE_VERIFY && !job->cancelled && !job->verify_skip &&
 		 job->verify_next >= job->verify_units)
 		job->verified = 1;
 	free(job->chunk_digests);
 	job->chunk_digests = NULL;
+	list_del_init(&job->owned_link);
 	atomic_store_explicit(&job->phase, KCOPYD_PHASE_DONE, memory_order_relaxed);
 	job->io_done = true;
 	job->sectors_done_final = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
@@ -876,7 +907,7 @@ static void subjob_read_done(struct subjob *sj, int error)
 		if (!error) {
 			subjob_scan(sj);
 			sj->buf_valid = true;
-		} else if (ignore) {
+		} else if (ignore && !sj->read_cancelled) {
 			/* A chunk that could not be read is written as zeros, as the kernel does. */
 			sj->zero_map = all_grains(sj->nr_grains);
 		}
@@ -887,7 +918,7 @@ static void subjob_read_done(struct subjob *sj, int error)
 	 * failed they get zeros (IGNORE_ERROR) or nothing more.
 	 */
 	sj->waiting_for_buf = 0;
-	if (error && ignore) {
+	if (error && ignore && !sj->read_cancelled) {
 		memset(sj->buf, 0, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
 		error = 0;
 	} else if (!error) {
@@ -986,7 +1017,7 @@ static void subjob_write(struct subjob *sj)
 	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
 	unsigned int dest_index;
 
-	if (!ignore && (sj->read_failed || sj->start > job->fail_start)) {
+	if (sj->read_cancelled || (!ignore && (sj->read_failed || sj->start > job->fail_start))) {
 		subjob_finish(sj, false);
 		return;
 	}
@@ -1341,6 +1372,11 @@ static void verify_failed(struct subjob *sj, unsigned int dest_index, int error)
 
 static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
 {
+	if (io->result == -ECANCELED && job_cancel_asked(sj->job)) {
+		/* Ended by the cancel (abort()), as subjob_failed() says: not the destination's failure. */
+		verify_finish(sj);
+		return;
+	}
 	if (io->result < 0) {
 		verify_failed(sj, sj->verify_dest, (int)io->result);
 		verify_finish(sj);
@@ -1363,11 +1399,31 @@ static void verify_digest_done(struct subjob *sj)
 	verify_finish(sj);
 }
 
-/* Every chunk is written: flush the destinations on the digest thread (kcopyd_dev_sync() blocks). */
+static void *flush_thread_main(void *arg);
+static void digest_flush(struct kcopyd_job *job);
+
+/*
+ * Every chunk is written: flush the destinations.  kcopyd_dev_sync() blocks
+ * (an NBD server may take its timeout to answer), so it runs on a thread
+ * of its own, not on the I/O thread and not on the digest thread, where it
+ * would hold up every other job's hashing; the work comes back on the
+ * digest thread's done list all the same.  Without a thread, here.
+ */
 static void flush_start(struct kcopyd_job *job)
 {
+	struct kcopyd_client *kc = job->kc;
+
 	atomic_store_explicit(&job->phase, KCOPYD_PHASE_FLUSH, memory_order_relaxed);
-	digest_queue(job->kc, &job->flush_work, DIGEST_FLUSH, job);
+	job->flush_work.kind = DIGEST_FLUSH;
+	job->flush_work.owner = job;
+	if (pthread_create(&job->flush_thread, NULL, flush_thread_main, job) == 0)
+		return;
+	digest_flush(job);
+	pthread_mutex_lock(&kc->digest_lock);
+	list_add_tail(&job->flush_work.link, &kc->digest_done);
+	pthread_mutex_unlock(&kc->digest_lock);
+	job->flush_work.owner = NULL;	/* no thread to join */
+	kick(kc);
 }
 
 /*
@@ -1379,11 +1435,24 @@ static void flush_done(struct kcopyd_job *job)
 {
 	struct kcopyd_client *kc = job->kc;
 	unsigned int dest_index;
+	bool cancel;
 
+	if (job->flush_work.owner)
+		pthread_join(job->flush_thread, NULL);	/* it has handed the work back: it is ending */
+
+	/*
+	 * A cancel asked for, even if not taken yet: no verify starts, and a
+	 * flush it ended (abort(): -ECANCELED) is the cancel's, not the device's.
+	 */
+	cancel = job_cancel_asked(job);
+	if (cancel) {
+		job->cancelled = 1;	/* take_new_work() finds its I/O over and only drops the reference */
+		job->stopping = true;
+	}
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct job_dest *dest = &job->dests[dest_index];
 
-		if (!dest->flush_error)
+		if (!dest->flush_error || (dest->flush_error == -ECANCELED && cancel))
 			continue;
 		if (job->error == 0)
 			job->error = dest->flush_error;
@@ -1433,6 +1502,7 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	sj->count = left < job->subjob_sectors ? left : job->subjob_sectors;
 	sj->nr_grains = (unsigned int)((sj->count + job->grain_sectors - 1) / job->grain_sectors);
 	sj->read_failed = false;
+	sj->read_cancelled = false;
 	sj->failed = false;
 	sj->buf_valid = false;
 	sj->reading = false;
@@ -1478,14 +1548,34 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
  */
 static void dispatch(struct kcopyd_client *kc)
 {
+	struct list_head denied;
+
+	list_init(&denied);
 	while (!list_empty(&kc->ready) && !list_empty(&kc->free_subjobs)) {
 		struct kcopyd_job *job = list_entry(list_pop(&kc->ready), struct kcopyd_job, ready_link);
+		uint64_t now;
 
+		/*
+		 * The client's credit is shared: another job may have spent it
+		 * since this one was put on ready.  Look again, or every ready
+		 * job would start a chunk in debt (a burst of one per job).
+		 */
+		if (atomic_load_explicit(&kc->rate, memory_order_relaxed) &&
+		    atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_COPY &&
+		    !job_has_credit(job, now = now_ns())) {
+			job->throttled = true;
+			job->throttled_since = now;
+			list_add_tail(&job->ready_link, &denied);
+			continue;
+		}
 		subjob_start(kc, job);
 		ready_update(job);
 		/* Every operation of a sub-job may have been skipped (zeros on a zero destination). */
 		maybe_complete_job(job);
 	}
+	/* Those turned away go first when the credit is back, in their turn: the client's rate stays fair. */
+	list_splice_tail_init(&kc->throttled, &denied);
+	list_splice_tail_init(&denied, &kc->throttled);
 }
 
 static void reap(struct kcopyd_client *kc)
@@ -1634,6 +1724,20 @@ static void digest_flush(struct kcopyd_job *job)
 	}
 }
 
+/* A verify's flush (flush_start()): flush, hand back as the digest thread does. */
+static void *flush_thread_main(void *arg)
+{
+	struct kcopyd_job *job = arg;
+	struct kcopyd_client *kc = job->kc;
+
+	digest_flush(job);
+	pthread_mutex_lock(&kc->digest_lock);
+	list_add_tail(&job->flush_work.link, &kc->digest_done);
+	kick(kc);
+	pthread_mutex_unlock(&kc->digest_lock);
+	return NULL;
+}
+
 /*
  * The digest thread: runs the work on kc->digest_todo in order (so each
  * job's chunks are hashed in the source's order) and hands it back on
@@ -1658,12 +1762,10 @@ static void *digest_thread_main(void *arg)
 		work = list_entry(node, struct digest_work, link);
 		if (work->kind == DIGEST_HASH) {
 			digest_hash(kc, work->owner);
-		} else if (work->kind == DIGEST_VERIFY) {
+		} else {
 			struct subjob *sj = work->owner;
 
 			sj->verify_digest = digest_chunk(sj->buf, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
-		} else {
-			digest_flush(work->owner);
 		}
 		pthread_mutex_lock(&kc->digest_lock);
 		list_add_tail(&work->link, &kc->digest_done);
@@ -1711,7 +1813,7 @@ static void digest_reap(struct kcopyd_client *kc)
 		struct kcopyd_job *job;
 
 		if (work->kind == DIGEST_FLUSH) {
-			flush_done(work->owner);
+			flush_done(list_entry(work, struct kcopyd_job, flush_work));
 			continue;
 		}
 		if (work->kind == DIGEST_VERIFY) {
@@ -1720,8 +1822,9 @@ static void digest_reap(struct kcopyd_client *kc)
 		}
 		job = ((struct subjob *)work->owner)->job;
 		job->sectors_hashed += ((struct subjob *)work->owner)->count;
-		atomic_fetch_add_explicit(&kc->sectors_hashed, ((struct subjob *)work->owner)->count,
-					  memory_order_relaxed);
+		if (job->hashes)
+			atomic_fetch_add_explicit(&kc->sectors_hashed, ((struct subjob *)work->owner)->count,
+						  memory_order_relaxed);
 		dest_done(work->owner);
 		job_advance_writes(job);
 		maybe_complete_job(job);
@@ -1732,8 +1835,8 @@ static void digest_reap(struct kcopyd_client *kc)
 static bool take_new_work(struct kcopyd_client *kc)
 {
 	struct list_head new_jobs, cancels, pokes;
-	struct list_head *node;
-	bool exiting;
+	struct list_head *node, *next;
+	bool exiting, destroying;
 
 	list_init(&new_jobs);
 	list_init(&cancels);
@@ -1745,12 +1848,14 @@ static bool take_new_work(struct kcopyd_client *kc)
 	for (node = new_jobs.next; node != &new_jobs; node = node->next)
 		list_entry(node, struct kcopyd_job, queue_link)->state = JOB_ACTIVE;
 	exiting = kc->io_exit;
+	destroying = kc->destroying;
 	pthread_mutex_unlock(&kc->lock);
 
 	while ((node = list_pop(&new_jobs))) {
 		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, queue_link);
 
 		kc->jobs_owned++;
+		list_add_tail(&job->owned_link, &kc->owned);
 		if (job->total == 0)
 			complete_job(job);
 		else
@@ -1768,6 +1873,22 @@ static bool take_new_work(struct kcopyd_client *kc)
 		pthread_mutex_lock(&kc->lock);
 		job_put_locked(job);
 		pthread_mutex_unlock(&kc->lock);
+	}
+	/*
+	 * The client is being destroyed, which waits for every job: one that is
+	 * paused would never end, so it is cancelled (its completion routine
+	 * says so).
+	 */
+	for (node = destroying ? kc->owned.next : &kc->owned; node != &kc->owned; node = next) {
+		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, owned_link);
+
+		next = node->next;
+		if (!job->io_done && atomic_load_explicit(&job->paused, memory_order_relaxed) && !job->cancelled) {
+			job->cancelled = 1;
+			job->stopping = true;
+			ready_update(job);
+			maybe_complete_job(job);
+		}
 	}
 	/* Paused, resumed, or a new rate: whether it may start a sub-job changed. */
 	while ((node = list_pop(&pokes))) {
@@ -2162,6 +2283,7 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	list_init(&kc->pokes);
 	list_init(&kc->ready);
 	list_init(&kc->throttled);
+	list_init(&kc->owned);
 	list_init(&kc->digest_todo);
 	list_init(&kc->digest_done);
 	atomic_store_explicit(&kc->rate, config->rate, memory_order_relaxed);
@@ -2269,6 +2391,10 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 {
 	if (!kc)
 		return;
+	pthread_mutex_lock(&kc->lock);
+	kc->destroying = true;
+	pthread_mutex_unlock(&kc->lock);
+	kick(kc);
 	pthread_mutex_lock(&kc->lock);
 	while (kc->jobs_active > 0)
 		pthread_cond_wait(&kc->finished_cond, &kc->lock);
@@ -2399,6 +2525,8 @@ static bool job_may_offload(const struct kcopyd_job *job, unsigned int dest_inde
 	       (dev_caps(dst) & KCOPYD_CAP_COPY);
 }
 
+_Static_assert(KCOPYD_HASH_COUNT <= KCOPYD_HASH_SLOTS, "a result has no room for every digest");
+
 /* The size of struct kcopyd_job_options up to rate: flags and hashes, the least kcopyd_submit_options() takes. */
 #define JOB_OPTIONS_SIZE_MIN offsetof(struct kcopyd_job_options, rate)
 
@@ -2418,7 +2546,7 @@ static int job_submit(struct kcopyd_client *kc, const struct io_region *from, un
 	if (r < 0)
 		return r;
 	if ((options->hashes & ~KCOPYD_HASH_ALL) || (options->hashes && !from) ||
-	    (options->rate && options->rate < KCOPYD_MIN_RATE))
+	    (options->rate && options->rate < KCOPYD_MIN_RATE) || options->reserved || (options->paused && !result))
 		return -EINVAL;
 	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
 	if (!job)
@@ -2459,6 +2587,7 @@ static int job_submit(struct kcopyd_client *kc, const struct io_region *from, un
 	list_init(&job->cancel_link);
 	list_init(&job->start_link);
 	list_init(&job->poke_link);
+	list_init(&job->owned_link);
 	if (job->hashes || job->verify) {
 		r = digest_thread_start(kc);
 		if (r < 0)
@@ -2708,7 +2837,7 @@ int kcopyd_job_result_sized(const struct kcopyd_job *job, struct kcopyd_result *
 			.rate = atomic_load_explicit(&job->rate, memory_order_relaxed),
 		};
 		result->hashes = job->hashes_done;
-		memcpy(result->digests, job->digest_out, sizeof(result->digests));
+		memcpy(result->digests, job->digest_out, sizeof(job->digest_out));
 		result->verified = job->verified;
 		result->verify_err = job->verify_err;
 		for (dest_index = 0; dest_index < job->num_dests; dest_index++)
