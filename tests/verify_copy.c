@@ -2,7 +2,7 @@
 /*
  * verify-copy: copy SOURCE to every DEST with the library, from sector 0
  * for the smallest size, with job options, and print what the result
- * says, one fact a line, for tests/test-verify.sh to check.
+ * says, one fact a line, for tests/test-verify-lossy.sh to check.
  *
  *   verify-copy [-s SUBJOB_KB] [-f FLAG,...] [-H ALG,...] [-r BYTES] SOURCE DEST...
  *   FLAG:  verify, ignore_error, no_offload, write_seq

@@ -1,13 +1,13 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# test-verify.sh: verification catches a destination that silently loses
+# test-verify-lossy.sh: verification catches a destination that silently loses
 # or corrupts a write.  One 16 MiB source is copied to three destinations,
 # two healthy loop devices and one that lies (tests/lossy-lib.sh: an
 # nbdkit sh plugin through nbdfuse and a direct-I/O loop device, whose
 # first write touching a chosen 4 KiB block is acknowledged and lost, or
 # stored with a byte inverted), by tests/verify-copy (the library, 1 MiB
-# sub-jobs) and, where it has --verify, by kcopy:
+# sub-jobs) and by kcopy --verify --hash=sha256 (where it has --verify):
 #
 #   - without verify the loss goes unseen (exit 0), yet the destination
 #     differs: the rig lies as a bad disk would;
@@ -16,9 +16,11 @@
 #     chunk (1 MiB, in device sectors); the others verify ok and hold the
 #     source, read back in full (the lossy one up to its bad chunk);
 #   - the same with a flipped byte, the lossy destination in the middle;
-#   - the lie outside the copied range: every destination verifies.
+#   - the lie outside the copied range: every destination verifies;
+#   - kcopy: exit 3, one verify error line naming the lossy device and the
+#     chunk with EBADMSG, the source's sha256 still sha256sum's.
 #
-# Run by `make check`, or by hand: sudo BUILDDIR=build tests/test-verify.sh
+# Run by `make check`, or by hand: sudo BUILDDIR=build tests/test-verify-lossy.sh
 # Needs root, FUSE, nbdkit (sh plugin), nbdfuse and losetup; exits 77
 # (skipped) without them.
 
@@ -174,19 +176,29 @@ same_as_source "honest" "${good[@]}" "$lossy_device"
 
 if [ -x "$KCOPY" ] && "$KCOPY" --help 2>&1 | grep -q -- '--verify'; then
 	fresh_rig kcopy "$LIE" 4096 drop
-	"$KCOPY" --verify --subjob-kb 1024 "$work/src.img" "$lossy_device" >"$work/kcopy.out" 2>&1
+	"$KCOPY" --verify --hash=sha256 --subjob-kb 1024 "$work/src.img" "${good[0]}" "$lossy_device" "${good[1]}" \
+		>"$work/kcopy.out" 2>&1
 	kcopy_status=$?
+	check "kcopy --verify: exit status 3 (a destination did not read back)" 3 "$kcopy_status"
 	check "kcopy --verify: the disk lied once" 1 "$(lossy_lies)"
-	if [ "$kcopy_status" != 0 ] && grep -q "EBADMSG\|Bad message" "$work/kcopy.out" &&
-		grep -q "sectors $CHUNK_RANGE" "$work/kcopy.out"; then
-		pass "kcopy --verify: fails with EBADMSG naming sectors $CHUNK_RANGE"
+	check "kcopy --verify: verify: mismatch" "kcopy: verify: mismatch" "$(grep '^kcopy: verify:' "$work/kcopy.out")"
+	# One error line, the lossy destination's, naming the lie's chunk.
+	verify_lines=$(grep -c 'verify error on' "$work/kcopy.out")
+	check "kcopy --verify: one verify error line" 1 "$verify_lines"
+	if grep -q "verify error on $(re_quote "$lossy_device") .*sectors $CHUNK_RANGE: EBADMSG (Bad message)$" \
+		"$work/kcopy.out"; then
+		pass "kcopy --verify: the error names $lossy_device and sectors $CHUNK_RANGE, EBADMSG"
 	else
-		fail "kcopy --verify: fails with EBADMSG naming sectors $CHUNK_RANGE" \
-			"exit non-zero, 'Bad message' and 'sectors $CHUNK_RANGE'" \
-			"exit $kcopy_status: $(tr '\n' '|' <"$work/kcopy.out")"
+		fail "kcopy --verify: the error names $lossy_device and sectors $CHUNK_RANGE, EBADMSG" \
+			"verify error on $lossy_device ... sectors $CHUNK_RANGE: EBADMSG (Bad message)" \
+			"$(tr '\n' '|' <"$work/kcopy.out")"
 	fi
+	# The source's digest is the source's, whatever a destination did with it.
+	check "kcopy --verify: the sha256 is sha256sum's" "kcopy: hash: sha256:$(sha256sum <"$work/src.img" | cut -d' ' -f1)" \
+		"$(grep '^kcopy: hash:' "$work/kcopy.out")"
+	same_as_source "kcopy --verify" "${good[@]}"
 else
-	echo "(kcopy has no --verify yet: its case is left out)"
+	echo "(kcopy has no --verify: its case is left out)"
 fi
 
 finish
