@@ -23,10 +23,10 @@ all_packages=(
 	e2fsprogs xfsprogs btrfs-progs	# tests/test-sparse-devices.sh, test-kcopy-sparse.sh: filesystems on loop-mounted images
 	qemu-utils	# contrib/bench/run: qemu-img convert; NBD tests: qemu-nbd over a qcow2, qemu-img compare
 	bc nbdkit libnbd-bin fio dcfldd dc3dd gnuplot-nox valgrind python3 clang libclang-rt-dev strace
+	# libnbd-bin has nbdfuse (the verify tests' lying destination: tests/lossy-lib.sh)
 	tmux	# tests/test-kcopy-terminal.sh: a real terminal of a fixed size
 	xxhash coreutils	# hash tests: xxhsum -H2, sha256sum, md5sum, b2sum beside the digests
 	prometheus	# promtool check metrics: the metrics file (tests/test-kcopydfs-metrics.sh)
-	nbdfuse	# verify tests: an nbdkit export that loses a write, as a file through nbdfuse
 	iproute2	# tests/test-kcopydfs-nbd.sh: two hosts in network namespaces (ip netns, veth)
 	nodejs	# tests/test-bindings-node.sh (contrib/node/kcopyd-example.js)
 	# packaging: the .debs (contrib/debian/build.sh), systemd-analyze for the units
