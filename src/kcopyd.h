@@ -543,7 +543,10 @@ struct kcopyd_job_options {
  * XXH3-64 compared with the one taken of the source as it was read (the
  * source is not read twice).  A chunk that differs fails the job with
  * -EBADMSG (as ext4 and XFS report a bad checksum), sets the destination's
- * bit in write_err and verify_err and is reported in result.verify[i].
+ * bit in write_err and verify_err and is reported in result.verify[i];
+ * that destination is read back no further (the first bad chunk is what
+ * is reported; sectors_verified then stays below sectors_verify_total),
+ * the others to their end.
  * Verification keeps 8 bytes per chunk (per MiB by default) for the job's
  * life.  Hashing or verifying implies KCOPYD_NO_OFFLOAD (the bytes must
  * pass through the buffers).
