@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "kcopydfs/service-internal.h"
 #include "proto/status.h"
@@ -30,9 +31,14 @@ int kfs_state_final(enum kfs_state state)
 	return state == KFS_DONE || state == KFS_FAILED || state == KFS_CANCELLED;
 }
 
+const char *kfs_view_state_name(const struct kfs_job_view *view)
+{
+	return view->paused && !kfs_state_final(view->state) ? "paused" : kfs_state_name(view->state);
+}
+
 int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len)
 {
-	return snprintf(buf, len, "%s\n", kfs_state_name(view->state));
+	return snprintf(buf, len, "%s\n", kfs_view_state_name(view));
 }
 
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
@@ -40,7 +46,7 @@ int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 	/* Only this run's sectors were copied in elapsed: not those a resume started from. */
 	uint64_t this_run = view->sectors_done > view->sectors_before_run ? view->sectors_done - view->sectors_before_run : 0;
 	struct proto_status status = {
-		.state = kfs_state_name(view->state),
+		.state = kfs_view_state_name(view),
 		.sectors_done = view->sectors_done,
 		.sectors_total = view->sectors_total,
 		.read_err = view->read_err,
@@ -57,8 +63,19 @@ int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 		.sectors_offloaded = view->sectors_offloaded,
 		.has_checkpoint = true,
 		.checkpoint = view->checkpoint,
+		.has_rate = true,
+		.rate = view->rate,
+		.hashes = view->hashes,
+		.hash_state = view->hash_state,
+		.hash_resumed_at = view->hash_resumed_at,
+		.has_verify = true,
+		.verify = view->verify,
+		.sectors_verified = view->sectors_verified,
+		.sectors_verify_total = view->sectors_verify_total,
+		.verify_from = view->verify_from,
 	};
 
+	memcpy(status.digests, view->digests, sizeof(status.digests));
 	return proto_status_render(&status, buf, len);
 }
 
