@@ -450,7 +450,7 @@ mkdir "$jobs/bad"
 expect_reject "EINVAL: a line that does not parse" bad EINVAL "'from': expected KEY=VALUE" "copy from"
 expect_reject "EINVAL: an unknown operation" bad EINVAL "unknown operation 'move' \(expected copy or zero\)" \
 	"move from=$work/src.img to=$work/f1.img"
-expect_reject "EINVAL: an unknown word" bad EINVAL "unknown key 'speed' \(known: from, to, flags\)" \
+expect_reject "EINVAL: an unknown word" bad EINVAL "unknown key 'speed' \(known: from, to, flags, hash, rate\)" \
 	"copy from=$work/src.img to=$work/f1.img speed=fast"
 expect_reject "EINVAL: an unknown flag" bad EINVAL "unknown flag 'bogus' \(known: ignore_error, write_seq, dest_zero, allocated, no_offload\)" \
 	"copy from=$work/src.img to=$work/f1.img flags=write_seq,bogus"
