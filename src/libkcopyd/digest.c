@@ -178,13 +178,19 @@ uint64_t digest_chunk(const void *buf, size_t len)
 	return XXH3_64bits(buf, len);
 }
 
-void *digest_chunk_begin(void)
+void *digest_chunk_state_new(void)
 {
-	XXH3_state_t *state = XXH3_createState();
+	return XXH3_createState();
+}
 
-	if (state)
-		XXH3_64bits_reset(state);
-	return state;
+void digest_chunk_state_free(void *state)
+{
+	XXH3_freeState(state);
+}
+
+void digest_chunk_reset(void *state)
+{
+	XXH3_64bits_reset(state);
 }
 
 void digest_chunk_add(void *state, const void *buf, size_t len)
@@ -194,8 +200,5 @@ void digest_chunk_add(void *state, const void *buf, size_t len)
 
 uint64_t digest_chunk_end(void *state)
 {
-	uint64_t value = XXH3_64bits_digest(state);
-
-	XXH3_freeState(state);
-	return value;
+	return XXH3_64bits_digest(state);
 }

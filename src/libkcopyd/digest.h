@@ -35,11 +35,13 @@ uint64_t digest_chunk(const void *buf, size_t len);
 
 /*
  * A chunk's XXH3-64 fed in parts (data from the buffer, zeros for holes):
- * the same value as digest_chunk() of the whole.  begin() returns NULL
- * when out of memory.
+ * the same value as digest_chunk() of the whole.  One state serves chunk
+ * after chunk: reset, add, end.  new() returns NULL when out of memory.
  */
-void *digest_chunk_begin(void);
+void *digest_chunk_state_new(void);
+void digest_chunk_state_free(void *state);
+void digest_chunk_reset(void *state);
 void digest_chunk_add(void *state, const void *buf, size_t len);
-uint64_t digest_chunk_end(void *state);	/* frees @state */
+uint64_t digest_chunk_end(void *state);
 
 #endif /* KCOPYD_DIGEST_H */

@@ -27,6 +27,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
 #include <pthread.h>
@@ -39,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "libkcopyd/digest.h"
+#include "libkcopyd/drv_file.h"
 #include "libkcopyd/internal.h"
 #include "libkcopyd/list.h"
 
@@ -76,8 +79,27 @@ enum job_state {
 enum subjob_phase {
 	SUBJOB_READING,		/* the source read is in flight */
 	SUBJOB_READ_DONE,	/* read (or zero-filled); waits for its turn to write */
-	SUBJOB_WRITING,		/* writes to the destinations in flight */
+	SUBJOB_WRITING,		/* writes to the destinations in flight (and its digests, if any) */
+	SUBJOB_VERIFYING,	/* KCOPYD_VERIFY: a destination's chunk read back, then digested */
 	SUBJOB_DONE,		/* finished (back on kc->free_subjobs) */
+};
+
+/*
+ * Work for the digest thread, handed over on kc->digest_todo and back on
+ * kc->digest_done (under kc->digest_lock).  Between the two the digest
+ * thread alone touches what the work names; the I/O thread keeps the
+ * sub-job's buffer slot until it is back.
+ */
+enum digest_kind {
+	DIGEST_HASH,		/* a copied chunk: the job's digests, then its chunk digest (verify) */
+	DIGEST_VERIFY,		/* a chunk read back from a destination: its chunk digest */
+	DIGEST_FLUSH,		/* a job's destinations: kcopyd_dev_sync() each, drop their cached pages */
+};
+
+struct digest_work {
+	struct list_head link;
+	enum digest_kind kind;
+	void *owner;		/* the struct subjob, or for DIGEST_FLUSH the struct kcopyd_job */
 };
 
 /* A data extent of the source inside a sub-job, in sectors from the sub-job's start. */
@@ -116,6 +138,10 @@ struct subjob {
 	uint8_t dest_grain[KCOPYD_MAX_REGIONS];	/* the first grain dests[i] has not done */
 	uint8_t dest_run_end[KCOPYD_MAX_REGIONS];	/* the end of the run in flight to dests[i] */
 	struct kcopyd_io ios[KCOPYD_MAX_REGIONS + 1];	/* [0]: the read; [1 + i]: the operation on dests[i] */
+	/* KCOPYD_VERIFY's read-back (SUBJOB_VERIFYING): which destination, and its chunk digest. */
+	unsigned int verify_dest;
+	uint64_t verify_digest;
+	struct digest_work work;	/* on the digest thread's lists while it hashes */
 };
 
 /* A destination of a job, and the lowest failing range of it. */
@@ -124,6 +150,8 @@ struct job_dest {
 	struct kcopyd_queue *queue;	/* set at submission */
 	bool offload;			/* copy_file_range from the source; the I/O thread drops it on a refusal */
 	struct kcopyd_failure failure;	/* written by the I/O thread before COMPLETING */
+	struct kcopyd_failure verify_failure;	/* likewise: the lowest chunk that did not read back */
+	int flush_error;		/* KCOPYD_VERIFY's flush: written by the digest thread */
 };
 
 /*
@@ -146,12 +174,29 @@ struct kcopyd_job {
 	uint64_t subjob_sectors;	/* the client's, capped by every device's largest request */
 	uint64_t grain_sectors;		/* zero-detection grain: a multiple of every device's block */
 	unsigned int zero_flags;	/* KCOPYD_IO_ZERO's, from the job's flags */
+	unsigned int hashes;		/* KCOPYD_HASH_* digests of the source */
+	bool verify;			/* KCOPYD_VERIFY */
+	uint64_t nr_chunks;		/* sub-jobs of the copy: chunk i is sectors i * subjob_sectors on */
+	/*
+	 * The digests.  digests is the digest thread's between the job's
+	 * first DIGEST_HASH and its last one's return, then the I/O
+	 * thread's; chunk_digests[i] (verify) is written by the digest
+	 * thread before chunk i's work comes back, read by the I/O thread
+	 * after.  The hand-off on kc->digest_lock orders both.
+	 */
+	struct digest_set digests;
+	uint64_t *chunk_digests;
+	struct digest_work flush_work;
 
 	/* Read from any thread. */
 	_Atomic uint64_t sectors_done;
 	_Atomic uint64_t sectors_zero;	/* of sectors_done, zero ranges */
 	_Atomic uint64_t sectors_offloaded;	/* of sectors_done, data copied by copy_file_range */
 	_Atomic uint64_t checkpoint;	/* every sub-job below it written everywhere, no gap */
+	_Atomic uint64_t sectors_verified;	/* destination sectors read back and matched */
+	_Atomic unsigned int phase;	/* KCOPYD_PHASE_*: written by the I/O thread */
+	_Atomic uint64_t rate;		/* bytes per second read; 0: none (kcopyd_job_set_rate()) */
+	_Atomic bool paused;		/* written under kc->lock (kcopyd_job_pause()), read by the I/O thread */
 
 	/* Under kc->lock. */
 	enum job_state state;
@@ -160,9 +205,19 @@ struct kcopyd_job {
 	struct list_head queue_link;	/* kc->submitted, then kc->completed */
 	struct list_head cancel_link;	/* kc->cancels */
 	struct list_head start_link;	/* kc->started */
+	struct list_head poke_link;	/* kc->pokes: paused, resumed or its rate changed */
+	bool poked;			/* on kc->pokes */
 
 	/* The I/O thread's alone, between taking the job and completing it. */
-	struct list_head ready_link;	/* kc->ready while it may start a sub-job */
+	struct list_head ready_link;	/* kc->ready while it may start a sub-job, kc->throttled while
+					 * it may but for its rate (throttled set) */
+	bool throttled;
+	uint64_t throttled_since;	/* ns, CLOCK_MONOTONIC */
+	int64_t credit;			/* rate: bytes it may read before it waits (below 0: a debt) */
+	uint64_t credit_stamp;		/* ns: the credit is counted up to here */
+	uint64_t sectors_hashed;	/* chunks back from the digest thread */
+	uint64_t verify_next, verify_units;	/* verify: the next read-back, of nr_chunks * num_dests */
+	unsigned int verify_skip;	/* bit i: dests[i] is not read back (its flush failed, or it mismatched) */
 	struct list_head subjobs;	/* in flight, ascending */
 	unsigned int subjobs_in_flight;
 	uint64_t next_start;		/* the next sub-job's first sector */
@@ -187,6 +242,10 @@ struct kcopyd_job {
 	uint64_t sectors_zero_final;
 	uint64_t sectors_offloaded_final;
 	struct kcopyd_failure read_failure;
+	unsigned int verify_err;
+	int verified;
+	unsigned int hashes_done;	/* hashes, once every chunk was hashed */
+	struct kcopyd_digest digest_out[KCOPYD_HASH_COUNT];
 
 	struct job_dest dests[];	/* num_dests of them; set at submission */
 };
@@ -252,13 +311,34 @@ struct kcopyd_client {
 	struct list_head cancels;	/* cancel requests for the I/O thread */
 	struct list_head started;	/* jobs whose start_fn is to be called */
 	struct list_head completed;	/* jobs whose routine is to be called */
+	struct list_head pokes;		/* jobs paused, resumed or re-rated, for the I/O thread */
 	uint64_t jobs_active;		/* submitted, not yet FINISHED */
+	uint64_t jobs_paused;
 	uint64_t jobs_total;
 	bool io_exit;			/* tell the I/O thread to return */
 	bool completion_exit;		/* tell the completion thread to return */
 
+	/*
+	 * The digest thread: hashes chunks in each job's order, digests
+	 * read-backs, flushes before a verify.  Started by the first job that
+	 * needs it (digest_started, under digest_lock); digest_lock is taken
+	 * alone, never with kc->lock.
+	 */
+	pthread_mutex_t digest_lock;
+	pthread_cond_t digest_cond;
+	struct list_head digest_todo, digest_done;
+	bool digest_started, digest_exit;
+	pthread_t digest_thread;
+	void *chunk_state;		/* the digest thread's XXH3 state */
+
+	/* The client's rate limit (kcopyd_client_set_rate()); its credit is the I/O thread's. */
+	_Atomic uint64_t rate;
+	int64_t credit;
+	uint64_t credit_stamp;
+
 	/* I/O thread. */
 	struct list_head ready;		/* jobs that may start a sub-job, round robin */
+	struct list_head throttled;	/* jobs that may, but for a rate limit */
 	struct list_head free_subjobs;
 	unsigned int *free_slots;	/* a stack of slot indices */
 	unsigned int free_slot_count;
@@ -279,6 +359,10 @@ struct kcopyd_client {
 	_Atomic uint64_t offload_fallbacks;
 	_Atomic unsigned int pages_in_use;
 	_Atomic unsigned int pages_peak;
+	_Atomic uint64_t sectors_hashed;
+	_Atomic uint64_t sectors_verified;
+	_Atomic uint64_t verify_errors;
+	_Atomic uint64_t throttled_ns;
 };
 
 static void kick(struct kcopyd_client *kc)
@@ -332,20 +416,174 @@ static void pending_push(struct kcopyd_client *kc, struct kcopyd_io *io)
 	kc->pending[(kc->pending_head + kc->pending_count++) % kc->pending_size] = io;
 }
 
-static bool job_may_start_subjob(const struct kcopyd_job *job)
+/* Hand @work to the digest thread. */
+static void digest_queue(struct kcopyd_client *kc, struct digest_work *work, enum digest_kind kind, void *owner)
 {
-	return !job->stopping && job->next_start < job->total &&
-	       job->subjobs_in_flight < job->kc->depth;
+	work->kind = kind;
+	work->owner = owner;
+	pthread_mutex_lock(&kc->digest_lock);
+	list_add_tail(&work->link, &kc->digest_todo);
+	pthread_cond_signal(&kc->digest_cond);
+	pthread_mutex_unlock(&kc->digest_lock);
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/*
+ * Rate limits: a token bucket counted in bytes.  A sub-job may start while
+ * the credit is not below 0 and is charged the bytes it reads, so the
+ * credit goes into debt and the next one waits until the rate has paid it
+ * back: the average is the rate whatever the chunk size, and a job holds
+ * only the buffers its rate keeps busy.  Credit saved up while idle is
+ * capped at 100 ms worth, so a paused or throttled job does not burst.
+ * The stamp moves by the time the added credit stands for, so no fraction
+ * of a byte is lost between calls.  The I/O thread's alone.
+ */
+static void credit_refill(int64_t *credit, uint64_t *stamp, uint64_t rate, uint64_t now)
+{
+	int64_t cap = (int64_t)(rate / 10);
+	uint64_t add;
+
+	if (rate == 0 || *stamp == 0 || now < *stamp) {
+		if (rate == 0)
+			*credit = 0;
+		*stamp = now;
+		return;
+	}
+	add = (uint64_t)((unsigned __int128)(now - *stamp) * rate / 1000000000u);
+	if (*credit + (int64_t)(add < (uint64_t)INT64_MAX / 2 ? add : (uint64_t)INT64_MAX / 2) >= cap) {
+		*credit = *credit > cap ? *credit : cap;
+		*stamp = now;
+		return;
+	}
+	*credit += (int64_t)add;
+	*stamp += (uint64_t)((unsigned __int128)add * 1000000000u / rate);
+}
+
+/* The ns until @credit is back to 0 at @rate (0 if it is). */
+static uint64_t credit_wait(int64_t credit, uint64_t rate)
+{
+	if (credit >= 0 || rate == 0)
+		return 0;
+	return (uint64_t)((unsigned __int128)(uint64_t)-credit * 1000000000u / rate) + 1;
+}
+
+/* Whether @job's rate and its client's allow it to read now. */
+static bool job_has_credit(struct kcopyd_job *job, uint64_t now)
+{
+	struct kcopyd_client *kc = job->kc;
+
+	credit_refill(&job->credit, &job->credit_stamp, atomic_load_explicit(&job->rate, memory_order_relaxed),
+		      now);
+	credit_refill(&kc->credit, &kc->credit_stamp, atomic_load_explicit(&kc->rate, memory_order_relaxed), now);
+	return job->credit >= 0 && kc->credit >= 0;
+}
+
+/* Charge @bytes read by @job to its rate and its client's. */
+static void job_charge(struct kcopyd_job *job, uint64_t bytes)
+{
+	struct kcopyd_client *kc = job->kc;
+
+	if (atomic_load_explicit(&job->rate, memory_order_relaxed))
+		job->credit -= (int64_t)bytes;
+	if (atomic_load_explicit(&kc->rate, memory_order_relaxed))
+		kc->credit -= (int64_t)bytes;
+}
+
+/* Verify: move past the read-backs of destinations that are no longer read back. */
+static void verify_skip_excluded(struct kcopyd_job *job)
+{
+	while (job->verify_next < job->verify_units &&
+	       (job->verify_skip >> (job->verify_next % job->num_dests) & 1))
+		job->verify_next++;
+}
+
+static bool job_may_start_subjob(struct kcopyd_job *job)
+{
+	unsigned int phase = atomic_load_explicit(&job->phase, memory_order_relaxed);
+
+	if (job->stopping || job->subjobs_in_flight >= job->kc->depth ||
+	    atomic_load_explicit(&job->paused, memory_order_relaxed))
+		return false;
+	if (phase == KCOPYD_PHASE_VERIFY) {
+		verify_skip_excluded(job);
+		return job->verify_next < job->verify_units;
+	}
+	return phase == KCOPYD_PHASE_COPY && job->next_start < job->total;
+}
+
+/*
+ * Put @job on kc->ready if it may start a sub-job now, on kc->throttled if
+ * it may but for its rate (copy reads only: verify reads are not counted),
+ * on neither if it may not.
+ */
 static void ready_update(struct kcopyd_job *job)
 {
-	bool queued = !list_empty(&job->ready_link);
+	struct kcopyd_client *kc = job->kc;
+	bool queued = !list_empty(&job->ready_link), want = job_may_start_subjob(job), throttle = false;
+	uint64_t now = 0;
 
-	if (job_may_start_subjob(job) && !queued)
-		list_add_tail(&job->ready_link, &job->kc->ready);
-	else if (!job_may_start_subjob(job) && queued)
+	if (want && atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_COPY &&
+	    (atomic_load_explicit(&job->rate, memory_order_relaxed) ||
+	     atomic_load_explicit(&kc->rate, memory_order_relaxed))) {
+		now = now_ns();
+		throttle = !job_has_credit(job, now);
+	}
+	if (queued && (!want || throttle != job->throttled)) {
 		list_del_init(&job->ready_link);
+		if (job->throttled) {
+			atomic_fetch_add_explicit(&kc->throttled_ns, (now ? now : now_ns()) - job->throttled_since,
+						  memory_order_relaxed);
+			job->throttled = false;
+		}
+		queued = false;
+	}
+	if (want && !queued) {
+		job->throttled = throttle;
+		if (throttle) {
+			job->throttled_since = now;
+			list_add_tail(&job->ready_link, &kc->throttled);
+		} else {
+			list_add_tail(&job->ready_link, &kc->ready);
+		}
+	}
+}
+
+/*
+ * Move the throttled jobs whose credit is back to kc->ready.
+ * Return: -1 if none is left waiting, 0 if some moved (dispatch again),
+ * else the ns until the first may go on.
+ */
+static int64_t throttle_check(struct kcopyd_client *kc)
+{
+	uint64_t kc_rate = atomic_load_explicit(&kc->rate, memory_order_relaxed), wait = UINT64_MAX;
+	struct list_head *node, *next;
+	bool moved = false;
+
+	for (node = kc->throttled.next; node != &kc->throttled; node = next) {
+		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, ready_link);
+		uint64_t job_wait, kc_wait;
+
+		next = node->next;
+		ready_update(job);
+		if (!job->throttled) {
+			moved = true;
+			continue;
+		}
+		job_wait = credit_wait(job->credit, atomic_load_explicit(&job->rate, memory_order_relaxed));
+		kc_wait = credit_wait(kc->credit, kc_rate);
+		if ((job_wait > kc_wait ? job_wait : kc_wait) < wait)
+			wait = job_wait > kc_wait ? job_wait : kc_wait;
+	}
+	if (moved)
+		return 0;
+	return wait == UINT64_MAX ? -1 : (int64_t)(wait ? wait : 1);
 }
 
 static void note_failure(struct kcopyd_failure *failure, int error, uint64_t sector, uint64_t count)
@@ -396,8 +634,24 @@ static void subjob_failed(struct subjob *sj, int error, int dest_index)
 static void complete_job(struct kcopyd_job *job)
 {
 	struct kcopyd_client *kc = job->kc;
+	unsigned int phase = atomic_load_explicit(&job->phase, memory_order_relaxed);
 
 	assert(job->subjobs_in_flight == 0 && list_empty(&job->ready_link));
+	/* Every chunk's digest is in only if every chunk was hashed: each was, in order, or none from a gap on. */
+	if (job->hashes && job->sectors_hashed == job->total) {
+		digest_set_final(&job->digests, job->digest_out);
+		job->hashes_done = job->hashes;
+	} else {
+		digest_set_free(&job->digests);
+	}
+	if (job->verify_err)
+		job->verified = -1;
+	else if (job->verify && phase == KCOPYD_PHASE_VERIFY && !job->cancelled && !job->verify_skip &&
+		 job->verify_next >= job->verify_units)
+		job->verified = 1;
+	free(job->chunk_digests);
+	job->chunk_digests = NULL;
+	atomic_store_explicit(&job->phase, KCOPYD_PHASE_DONE, memory_order_relaxed);
 	job->io_done = true;
 	job->sectors_done_final = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
 	job->sectors_zero_final = atomic_load_explicit(&job->sectors_zero, memory_order_relaxed);
@@ -406,15 +660,44 @@ static void complete_job(struct kcopyd_job *job)
 
 	pthread_mutex_lock(&kc->lock);
 	job->state = JOB_COMPLETING;
+	if (atomic_load_explicit(&job->paused, memory_order_relaxed)) {
+		atomic_store_explicit(&job->paused, false, memory_order_relaxed);
+		kc->jobs_paused--;
+	}
 	list_add_tail(&job->queue_link, &kc->completed);
 	pthread_cond_signal(&kc->completed_cond);
 	pthread_mutex_unlock(&kc->lock);
 }
 
+static void flush_start(struct kcopyd_job *job);
+
+/*
+ * Complete @job if nothing of it is in flight and nothing more is to
+ * start; a verified copy goes on to its flush (on the digest thread,
+ * which brings it back to flush_done()) and its read-backs instead.
+ */
 static void maybe_complete_job(struct kcopyd_job *job)
 {
-	if (job->subjobs_in_flight == 0 && (job->stopping || job->next_start >= job->total))
-		complete_job(job);
+	if (job->subjobs_in_flight > 0)
+		return;
+	switch (atomic_load_explicit(&job->phase, memory_order_relaxed)) {
+	case KCOPYD_PHASE_COPY:
+		if (!job->stopping && job->next_start < job->total)
+			return;
+		if (job->verify && !job->stopping) {
+			flush_start(job);
+			return;
+		}
+		break;
+	case KCOPYD_PHASE_VERIFY:
+		verify_skip_excluded(job);
+		if (!job->stopping && job->verify_next < job->verify_units)
+			return;
+		break;
+	default:
+		return;	/* flushing: flush_done() goes on */
+	}
+	complete_job(job);
 }
 
 /* Sectors of @sj in the grains set in @map. */
@@ -709,6 +992,15 @@ static void subjob_write(struct subjob *sj)
 	}
 	sj->phase = SUBJOB_WRITING;
 	sj->writes_pending = job->num_dests;
+	if (job->hashes || job->verify) {
+		/*
+		 * Hashed beside the writes, in the job's order (sub-jobs come
+		 * here in ascending order, and the digest thread takes its work
+		 * in turn); the slot stays until the digests are taken.
+		 */
+		sj->writes_pending++;
+		digest_queue(job->kc, &sj->work, DIGEST_HASH, sj);
+	}
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		sj->dest_grain[dest_index] = 0;
 		dest_next(sj, dest_index);
@@ -849,6 +1141,8 @@ static void dest_io_done(struct kcopyd_client *kc, struct subjob *sj, struct kco
 	dest_next(sj, dest_index);
 }
 
+static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io);
+
 static void io_done(struct kcopyd_client *kc, struct kcopyd_io *io)
 {
 	struct subjob *sj = io->owner;
@@ -856,6 +1150,10 @@ static void io_done(struct kcopyd_client *kc, struct kcopyd_io *io)
 
 	if (io->result >= 0 && (size_t)io->result != io->length && io_short(kc, io))
 		return;
+	if (sj->phase == SUBJOB_VERIFYING) {
+		verify_read_done(kc, sj, io);
+		return;
+	}
 	if (io->op == KCOPYD_IO_READ) {
 		if (io->result < 0) {
 			subjob_read_done(sj, (int)io->result);
@@ -977,13 +1275,149 @@ static uint64_t subjob_hole_map(const struct subjob *sj)
 	return map;
 }
 
+/*
+ * Start the next read-back of a verified job: chunk verify_next /
+ * num_dests of destination verify_next % num_dests (chunk by chunk, every
+ * destination in turn), into a buffer slot; verify_read_done() goes on.
+ */
+static void verify_start(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	struct subjob *sj = list_entry(list_pop(&kc->free_subjobs), struct subjob, link);
+	uint64_t unit = job->verify_next++;
+	struct job_dest *dest = &job->dests[unit % job->num_dests];
+	uint64_t start = unit / job->num_dests * job->subjob_sectors;
+
+	sj->job = job;
+	sj->start = start;
+	sj->count = job->total - start < job->subjob_sectors ? job->total - start : job->subjob_sectors;
+	sj->verify_dest = (unsigned int)(unit % job->num_dests);
+	sj->phase = SUBJOB_VERIFYING;
+	job->subjobs_in_flight++;
+	slot_take(kc, sj);
+	sj->ios[0] = (struct kcopyd_io){
+		.dev = dest->region.bdev,
+		.op = KCOPYD_IO_READ,
+		.offset = (dest->region.sector + start) << KCOPYD_SECTOR_SHIFT,
+		.length = (size_t)sj->count << KCOPYD_SECTOR_SHIFT,
+		.buf = sj->buf,
+		.owner = sj,
+		.queue = dest->queue,
+	};
+	pending_push(kc, &sj->ios[0]);
+}
+
+/* A read-back of @sj is over: give its slot back. */
+static void verify_finish(struct subjob *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	struct kcopyd_client *kc = job->kc;
+
+	slot_give(kc, sj);
+	sj->phase = SUBJOB_DONE;
+	list_add_tail(&sj->link, &kc->free_subjobs);
+	job->subjobs_in_flight--;
+	ready_update(job);
+	maybe_complete_job(job);
+}
+
+/*
+ * dests[@dest_index] did not read back as the source in @sj's chunk
+ * (-EBADMSG), or its read-back failed (@error): the job fails there, the
+ * destination is not read back further.
+ */
+static void verify_failed(struct subjob *sj, unsigned int dest_index, int error)
+{
+	struct kcopyd_job *job = sj->job;
+	struct job_dest *dest = &job->dests[dest_index];
+
+	if (job->error == 0)
+		job->error = error;
+	job->write_err |= 1u << dest_index;
+	job->verify_err |= 1u << dest_index;
+	job->verify_skip |= 1u << dest_index;
+	note_failure(&dest->verify_failure, error, dest->region.sector + sj->start, sj->count);
+	atomic_fetch_add_explicit(&job->kc->verify_errors, 1, memory_order_relaxed);
+}
+
+static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
+{
+	if (io->result < 0) {
+		verify_failed(sj, sj->verify_dest, (int)io->result);
+		verify_finish(sj);
+		return;
+	}
+	digest_queue(kc, &sj->work, DIGEST_VERIFY, sj);
+}
+
+/* The digest thread took @sj's read-back: compare it with the source's chunk. */
+static void verify_digest_done(struct subjob *sj)
+{
+	struct kcopyd_job *job = sj->job;
+
+	if (sj->verify_digest != job->chunk_digests[sj->start / job->subjob_sectors]) {
+		verify_failed(sj, sj->verify_dest, -EBADMSG);
+	} else {
+		atomic_fetch_add_explicit(&job->sectors_verified, sj->count, memory_order_relaxed);
+		atomic_fetch_add_explicit(&job->kc->sectors_verified, sj->count, memory_order_relaxed);
+	}
+	verify_finish(sj);
+}
+
+/* Every chunk is written: flush the destinations on the digest thread (kcopyd_dev_sync() blocks). */
+static void flush_start(struct kcopyd_job *job)
+{
+	atomic_store_explicit(&job->phase, KCOPYD_PHASE_FLUSH, memory_order_relaxed);
+	digest_queue(job->kc, &job->flush_work, DIGEST_FLUSH, job);
+}
+
+/*
+ * The flush is over.  A destination whose flush failed has a write error
+ * (its whole region: what reached the device is unknown) and is not read
+ * back; the others are, unless the job was cancelled meanwhile.
+ */
+static void flush_done(struct kcopyd_job *job)
+{
+	struct kcopyd_client *kc = job->kc;
+	unsigned int dest_index;
+
+	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
+		struct job_dest *dest = &job->dests[dest_index];
+
+		if (!dest->flush_error)
+			continue;
+		if (job->error == 0)
+			job->error = dest->flush_error;
+		job->write_err |= 1u << dest_index;
+		job->verify_skip |= 1u << dest_index;
+		note_failure(&dest->failure, dest->flush_error, dest->region.sector, job->total);
+		atomic_fetch_add_explicit(&kc->write_errors, 1, memory_order_relaxed);
+	}
+	if (job->cancelled || job->stopping) {
+		complete_job(job);
+		return;
+	}
+	job->verify_units = job->nr_chunks * job->num_dests;
+	job->verify_next = 0;
+	atomic_store_explicit(&job->phase, KCOPYD_PHASE_VERIFY, memory_order_relaxed);
+	ready_update(job);
+	maybe_complete_job(job);
+}
+
 static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 {
-	struct list_head *node = list_pop(&kc->free_subjobs);
-	struct subjob *sj = list_entry(node, struct subjob, link);
+	struct list_head *node;
+	struct subjob *sj;
 	uint64_t left = job->total - job->next_start;
-	unsigned int dest_index;
+	unsigned int dest_index, index;
 	bool need_buf = false;
+	uint64_t read_sectors = 0;
+
+	if (atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_VERIFY) {
+		verify_start(kc, job);
+		return;
+	}
+	node = list_pop(&kc->free_subjobs);
+	sj = list_entry(node, struct subjob, link);
 
 	if (!job->started) {
 		job->started = true;
@@ -1021,6 +1455,10 @@ static void subjob_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	subjob_map_source(sj);
 	subjob_align_pieces(sj);
 	sj->zero_map = subjob_hole_map(sj);
+	/* What it reads is what a rate limit counts (copy_file_range reads it too). */
+	for (index = 0; index < sj->nr_pieces; index++)
+		read_sectors += sj->pieces[index].count;
+	job_charge(job, read_sectors << KCOPYD_SECTOR_SHIFT);
 	/* Holes are never read; nor is data that every destination copies by itself. */
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++)
 		need_buf |= !job->dests[dest_index].offload;
@@ -1141,18 +1579,169 @@ static void job_abort_io(struct kcopyd_job *job)
 	}
 }
 
+/*
+ * DIGEST_HASH: add @sj's chunk to its job's digests and, for a verify,
+ * take its chunk digest.  Grains that read as zeros are hashed from the
+ * zero buffer: a hole was never read into the slot.
+ */
+static void digest_hash(struct kcopyd_client *kc, struct subjob *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	uint64_t grain = job->grain_sectors;
+	unsigned int first = 0;
+
+	if (job->verify)
+		digest_chunk_reset(kc->chunk_state);
+	while (first < sj->nr_grains) {
+		bool zero = sj->zero_map >> first & 1;
+		unsigned int end = first;
+		uint64_t start, count;
+		const void *bytes;
+
+		while (end < sj->nr_grains && (bool)(sj->zero_map >> end & 1) == zero)
+			end++;
+		start = first * grain;
+		count = (end * grain < sj->count ? end * grain : sj->count) - start;
+		bytes = zero ? kc->zero_buf : (const char *)sj->buf + (start << KCOPYD_SECTOR_SHIFT);
+		if (job->hashes)
+			digest_set_update(&job->digests, bytes, (size_t)count << KCOPYD_SECTOR_SHIFT);
+		if (job->verify)
+			digest_chunk_add(kc->chunk_state, bytes, (size_t)count << KCOPYD_SECTOR_SHIFT);
+		first = end;
+	}
+	if (job->verify)
+		job->chunk_digests[sj->start / job->subjob_sectors] = digest_chunk_end(kc->chunk_state);
+}
+
+/*
+ * DIGEST_FLUSH: flush every destination of @job (a verify reads back what
+ * the device holds, not what its cache does), and drop the cached pages of
+ * those not read with O_DIRECT (a tmpfs file), so the read-back comes from
+ * the device where there is one.
+ */
+static void digest_flush(struct kcopyd_job *job)
+{
+	unsigned int dest_index;
+
+	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
+		struct job_dest *dest = &job->dests[dest_index];
+		struct kcopyd_dev *dev = dest->region.bdev;
+
+		dest->flush_error = kcopyd_dev_sync(dev);
+		if (!dest->flush_error && !dev->direct && dev->driver == &kcopyd_file_driver)
+			(void)posix_fadvise(kcopyd_file_fd(dev), (off_t)(dest->region.sector << KCOPYD_SECTOR_SHIFT),
+					    (off_t)(dest->region.count << KCOPYD_SECTOR_SHIFT), POSIX_FADV_DONTNEED);
+	}
+}
+
+/*
+ * The digest thread: runs the work on kc->digest_todo in order (so each
+ * job's chunks are hashed in the source's order) and hands it back on
+ * kc->digest_done, kicking the I/O thread.
+ */
+static void *digest_thread_main(void *arg)
+{
+	struct kcopyd_client *kc = arg;
+
+	pthread_mutex_lock(&kc->digest_lock);
+	for (;;) {
+		struct list_head *node = list_pop(&kc->digest_todo);
+		struct digest_work *work;
+
+		if (!node) {
+			if (kc->digest_exit)
+				break;
+			pthread_cond_wait(&kc->digest_cond, &kc->digest_lock);
+			continue;
+		}
+		pthread_mutex_unlock(&kc->digest_lock);
+		work = list_entry(node, struct digest_work, link);
+		if (work->kind == DIGEST_HASH) {
+			digest_hash(kc, work->owner);
+		} else if (work->kind == DIGEST_VERIFY) {
+			struct subjob *sj = work->owner;
+
+			sj->verify_digest = digest_chunk(sj->buf, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
+		} else {
+			digest_flush(work->owner);
+		}
+		pthread_mutex_lock(&kc->digest_lock);
+		list_add_tail(&work->link, &kc->digest_done);
+		kick(kc);
+	}
+	pthread_mutex_unlock(&kc->digest_lock);
+	return NULL;
+}
+
+/* Start the digest thread if it is not running.  Return: 0 or -errno. */
+static int digest_thread_start(struct kcopyd_client *kc)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&kc->digest_lock);
+	if (!kc->digest_started) {
+		kc->chunk_state = digest_chunk_state_new();
+		if (!kc->chunk_state)
+			r = -ENOMEM;
+		else
+			r = -pthread_create(&kc->digest_thread, NULL, digest_thread_main, kc);
+		if (r < 0) {
+			digest_chunk_state_free(kc->chunk_state);
+			kc->chunk_state = NULL;
+		} else {
+			kc->digest_started = true;
+		}
+	}
+	pthread_mutex_unlock(&kc->digest_lock);
+	return r;
+}
+
+/* Take back what the digest thread has done. */
+static void digest_reap(struct kcopyd_client *kc)
+{
+	struct list_head done;
+	struct list_head *node;
+
+	list_init(&done);
+	pthread_mutex_lock(&kc->digest_lock);
+	list_splice_tail_init(&kc->digest_done, &done);
+	pthread_mutex_unlock(&kc->digest_lock);
+	while ((node = list_pop(&done))) {
+		struct digest_work *work = list_entry(node, struct digest_work, link);
+		struct kcopyd_job *job;
+
+		if (work->kind == DIGEST_FLUSH) {
+			flush_done(work->owner);
+			continue;
+		}
+		if (work->kind == DIGEST_VERIFY) {
+			verify_digest_done(work->owner);
+			continue;
+		}
+		job = ((struct subjob *)work->owner)->job;
+		job->sectors_hashed += ((struct subjob *)work->owner)->count;
+		atomic_fetch_add_explicit(&kc->sectors_hashed, ((struct subjob *)work->owner)->count,
+					  memory_order_relaxed);
+		dest_done(work->owner);
+		job_advance_writes(job);
+		maybe_complete_job(job);
+	}
+}
+
 /* Take new jobs and cancel requests from the submitters. */
 static bool take_new_work(struct kcopyd_client *kc)
 {
-	struct list_head new_jobs, cancels;
+	struct list_head new_jobs, cancels, pokes;
 	struct list_head *node;
 	bool exiting;
 
 	list_init(&new_jobs);
 	list_init(&cancels);
+	list_init(&pokes);
 	pthread_mutex_lock(&kc->lock);
 	list_splice_tail_init(&kc->submitted, &new_jobs);
 	list_splice_tail_init(&kc->cancels, &cancels);
+	list_splice_tail_init(&kc->pokes, &pokes);
 	for (node = new_jobs.next; node != &new_jobs; node = node->next)
 		list_entry(node, struct kcopyd_job, queue_link)->state = JOB_ACTIVE;
 	exiting = kc->io_exit;
@@ -1180,6 +1769,22 @@ static bool take_new_work(struct kcopyd_client *kc)
 		job_put_locked(job);
 		pthread_mutex_unlock(&kc->lock);
 	}
+	/* Paused, resumed, or a new rate: whether it may start a sub-job changed. */
+	while ((node = list_pop(&pokes))) {
+		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, poke_link);
+
+		/* Off the list before its state is read: a later change pokes it again. */
+		pthread_mutex_lock(&kc->lock);
+		job->poked = false;
+		pthread_mutex_unlock(&kc->lock);
+		if (!job->io_done) {
+			ready_update(job);
+			maybe_complete_job(job);
+		}
+		pthread_mutex_lock(&kc->lock);
+		job_put_locked(job);
+		pthread_mutex_unlock(&kc->lock);
+	}
 	return exiting;
 }
 
@@ -1191,14 +1796,14 @@ static bool take_new_work(struct kcopyd_client *kc)
  * its nearest deadline allows, and is told what poll(2) saw
  * (poll_done()), also when the sleep ended by its deadline.
  */
-static void io_thread_sleep(struct kcopyd_client *kc)
+static void io_thread_sleep(struct kcopyd_client *kc, int64_t wait_ns)
 {
 	unsigned int nr_queues = atomic_load_explicit(&kc->nr_queues, memory_order_acquire);
 	unsigned int first[MAX_QUEUES], count[MAX_QUEUES];
 	struct pollfd *fds = kc->poll_fds;
 	unsigned int queue_index, nfds = 1;
-	bool polling = false;
-	int timeout = -1;
+	bool polling = wait_ns >= 0;	/* a rate limit's deadline: poll the eventfd until it */
+	int64_t timeout = wait_ns;
 	uint64_t events;
 
 	fds[0] = (struct pollfd){ .fd = kc->event_fd, .events = POLLIN };
@@ -1216,11 +1821,13 @@ static void io_thread_sleep(struct kcopyd_client *kc)
 			count[queue_index] = (unsigned int)n;
 			nfds += (unsigned int)n;
 		}
-		if (queue_timeout >= 0 && (timeout < 0 || queue_timeout < timeout))
-			timeout = queue_timeout;
+		if (queue_timeout >= 0 && (timeout < 0 || (int64_t)queue_timeout * 1000000 < timeout))
+			timeout = (int64_t)queue_timeout * 1000000;
 	}
 	if (polling) {
-		while (poll(fds, nfds, timeout) < 0 && errno == EINTR)
+		struct timespec until = { timeout / 1000000000, timeout % 1000000000 };
+
+		while (ppoll(fds, nfds, timeout < 0 ? NULL : &until, NULL) < 0 && errno == EINTR)
 			;
 		for (queue_index = 0; queue_index < nr_queues; queue_index++) {
 			struct kcopyd_queue *q = &kc->queues[queue_index];
@@ -1241,13 +1848,20 @@ static void *io_thread_main(void *arg)
 
 	for (;;) {
 		bool exiting = take_new_work(kc);
+		int64_t wait_ns;
 
 		reap(kc);
+		digest_reap(kc);
+		throttle_check(kc);
 		dispatch(kc);
 		submit_pending(kc);
 		if (exiting && kc->jobs_owned == 0 && kc->ios_in_flight == 0)
 			break;
-		io_thread_sleep(kc);
+		/* After dispatch: it may have left jobs throttled, and their deadline is the sleep's. */
+		wait_ns = throttle_check(kc);
+		if (wait_ns == 0)
+			continue;
+		io_thread_sleep(kc, wait_ns);
 	}
 	return NULL;
 }
@@ -1524,6 +2138,8 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 		return -EINVAL;
 	if (config->subjob_sectors && config->subjob_sectors < SECTORS_PER_PAGE)
 		return -EINVAL;
+	if (config->rate && config->rate < KCOPYD_MIN_RATE)
+		return -EINVAL;
 	kc = calloc(1, sizeof(*kc));
 	if (!kc)
 		return -ENOMEM;
@@ -1543,7 +2159,12 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	list_init(&kc->cancels);
 	list_init(&kc->started);
 	list_init(&kc->completed);
+	list_init(&kc->pokes);
 	list_init(&kc->ready);
+	list_init(&kc->throttled);
+	list_init(&kc->digest_todo);
+	list_init(&kc->digest_done);
+	atomic_store_explicit(&kc->rate, config->rate, memory_order_relaxed);
 	kc->start_fn = config->start_fn;
 	r = io_engine_resolve(config->io_engine, &kc->io_engine);
 	if (r < 0)
@@ -1572,6 +2193,8 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	pthread_mutex_init(&kc->lock, NULL);
 	pthread_cond_init(&kc->completed_cond, NULL);
 	pthread_cond_init(&kc->finished_cond, NULL);
+	pthread_mutex_init(&kc->digest_lock, NULL);
+	pthread_cond_init(&kc->digest_cond, NULL);
 	r = -pthread_create(&kc->io_thread, NULL, io_thread_main, kc);
 	if (r < 0)
 		goto err_destroy_sync;
@@ -1588,6 +2211,8 @@ err_stop_io_thread:
 	kick(kc);
 	pthread_join(kc->io_thread, NULL);
 err_destroy_sync:
+	pthread_cond_destroy(&kc->digest_cond);
+	pthread_mutex_destroy(&kc->digest_lock);
 	pthread_cond_destroy(&kc->finished_cond);
 	pthread_cond_destroy(&kc->completed_cond);
 	pthread_mutex_destroy(&kc->lock);
@@ -1654,6 +2279,15 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	kick(kc);
 	pthread_join(kc->io_thread, NULL);
 	pthread_join(kc->completion_thread, NULL);
+	if (kc->digest_started) {
+		pthread_mutex_lock(&kc->digest_lock);
+		kc->digest_exit = true;
+		pthread_cond_signal(&kc->digest_cond);
+		pthread_mutex_unlock(&kc->digest_lock);
+		pthread_join(kc->digest_thread, NULL);
+		digest_chunk_state_free(kc->chunk_state);
+	}
+	assert(list_empty(&kc->digest_todo) && list_empty(&kc->digest_done) && list_empty(&kc->pokes));
 
 	/* Every job finished: the queues must be empty and every slot home. */
 	assert(list_empty(&kc->submitted) && list_empty(&kc->cancels) && list_empty(&kc->started) &&
@@ -1663,6 +2297,8 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	pthread_mutex_destroy(&kc->queues_lock);
 	close(kc->event_fd);
 	free_buffers(kc);
+	pthread_cond_destroy(&kc->digest_cond);
+	pthread_mutex_destroy(&kc->digest_lock);
 	pthread_cond_destroy(&kc->finished_cond);
 	pthread_cond_destroy(&kc->completed_cond);
 	pthread_mutex_destroy(&kc->lock);
@@ -1681,6 +2317,7 @@ void kcopyd_client_stats_sized(struct kcopyd_client *kc, struct kcopyd_stats *ou
 	pthread_mutex_lock(&kc->lock);
 	stats->jobs_active = kc->jobs_active;
 	stats->jobs_total = kc->jobs_total;
+	stats->jobs_paused = kc->jobs_paused;
 	pthread_mutex_unlock(&kc->lock);
 	stats->sectors_read = atomic_load_explicit(&kc->sectors_read, memory_order_relaxed);
 	stats->sectors_written = atomic_load_explicit(&kc->sectors_written, memory_order_relaxed);
@@ -1696,6 +2333,11 @@ void kcopyd_client_stats_sized(struct kcopyd_client *kc, struct kcopyd_stats *ou
 	stats->zero_fallbacks = atomic_load_explicit(&kc->zero_fallbacks, memory_order_relaxed);
 	stats->offload_fallbacks = atomic_load_explicit(&kc->offload_fallbacks, memory_order_relaxed);
 	stats->io_engine = kc->io_engine_used;
+	stats->sectors_hashed = atomic_load_explicit(&kc->sectors_hashed, memory_order_relaxed);
+	stats->sectors_verified = atomic_load_explicit(&kc->sectors_verified, memory_order_relaxed);
+	stats->verify_errors = atomic_load_explicit(&kc->verify_errors, memory_order_relaxed);
+	stats->rate = atomic_load_explicit(&kc->rate, memory_order_relaxed);
+	stats->throttled_ns = atomic_load_explicit(&kc->throttled_ns, memory_order_relaxed);
 	memcpy(out, stats, size < sizeof(*stats) ? size : sizeof(*stats));
 }
 
@@ -1751,15 +2393,21 @@ static bool job_may_offload(const struct kcopyd_job *job, unsigned int dest_inde
 {
 	const struct kcopyd_dev *src = job->source.bdev, *dst = job->dests[dest_index].region.bdev;
 
-	return !job->is_zero && !(job->flags & KCOPYD_NO_OFFLOAD) && src->is_regular_file &&
+	return !job->is_zero && !(job->flags & KCOPYD_NO_OFFLOAD) && !job->hashes && !job->verify &&
+	       src->is_regular_file &&
 	       dst->is_regular_file && src->driver == dst->driver && (dev_caps(src) & KCOPYD_CAP_COPY) &&
 	       (dev_caps(dst) & KCOPYD_CAP_COPY);
 }
 
-int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
-		  const struct io_region *dests, unsigned int flags, kcopyd_notify_fn fn, void *context,
-		  struct kcopyd_job **result)
+/* The size of struct kcopyd_job_options up to rate: flags and hashes, the least kcopyd_submit_options() takes. */
+#define JOB_OPTIONS_SIZE_MIN offsetof(struct kcopyd_job_options, rate)
+
+/* Queue a job with @options (whole: any size was made whole by the caller). */
+static int job_submit(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
+		      const struct io_region *dests, const struct kcopyd_job_options *options,
+		      kcopyd_notify_fn fn, void *context, struct kcopyd_job **result)
 {
+	unsigned int flags = options->flags;
 	struct kcopyd_job *job;
 	unsigned int dest_index;
 	int r;
@@ -1769,6 +2417,9 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	r = kcopyd_validate(from, num_dests, dests, flags, NULL, 0);
 	if (r < 0)
 		return r;
+	if ((options->hashes & ~KCOPYD_HASH_ALL) || (options->hashes && !from) ||
+	    (options->rate && options->rate < KCOPYD_MIN_RATE))
+		return -EINVAL;
 	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
 	if (!job)
 		return -ENOMEM;
@@ -1788,6 +2439,8 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 			goto err_free_job;
 	}
 	job->flags = flags;
+	job->hashes = options->hashes;
+	job->verify = flags & KCOPYD_VERIFY;
 	job->zero_flags = (flags & KCOPYD_ALLOCATED) ? KCOPYD_ZERO_ALLOCATE : from ? 0 : KCOPYD_ZERO_DEVICE_KEEP;
 	for (dest_index = 0; dest_index < num_dests; dest_index++)
 		job->dests[dest_index].offload = job_may_offload(job, dest_index);
@@ -1795,28 +2448,77 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsign
 	job->fn = fn;
 	job->context = context;
 	job->total = dests[0].count;
+	job->nr_chunks = (job->total + job->subjob_sectors - 1) / job->subjob_sectors;
 	job->fail_start = UINT64_MAX;
 	job->checkpoint_stop = UINT64_MAX;
 	job->refs = result ? 2 : 1;
+	atomic_store_explicit(&job->rate, options->rate, memory_order_relaxed);
+	atomic_store_explicit(&job->paused, options->paused != 0, memory_order_relaxed);
 	list_init(&job->ready_link);
 	list_init(&job->subjobs);
 	list_init(&job->cancel_link);
 	list_init(&job->start_link);
+	list_init(&job->poke_link);
+	if (job->hashes || job->verify) {
+		r = digest_thread_start(kc);
+		if (r < 0)
+			goto err_free_job;
+		r = digest_set_init(&job->digests, job->hashes);
+		if (r < 0)
+			goto err_free_job;
+		if (job->verify && job->total) {
+			job->chunk_digests = calloc(job->nr_chunks, sizeof(job->chunk_digests[0]));
+			if (!job->chunk_digests) {
+				r = -ENOMEM;
+				goto err_free_digests;
+			}
+		}
+	}
 
 	pthread_mutex_lock(&kc->lock);
 	job->state = JOB_QUEUED;
 	list_add_tail(&job->queue_link, &kc->submitted);
 	kc->jobs_active++;
 	kc->jobs_total++;
+	if (options->paused)
+		kc->jobs_paused++;
 	pthread_mutex_unlock(&kc->lock);
 	if (result)
 		*result = job;
 	kick(kc);
 	return 0;
 
+err_free_digests:
+	digest_set_free(&job->digests);
 err_free_job:
 	free(job);
 	return r;
+}
+
+int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
+		  const struct io_region *dests, unsigned int flags, kcopyd_notify_fn fn, void *context,
+		  struct kcopyd_job **result)
+{
+	struct kcopyd_job_options options = { .flags = flags };
+
+	return job_submit(kc, from, num_dests, dests, &options, fn, context, result);
+}
+
+int kcopyd_submit_options(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
+			  const struct io_region *dests, const struct kcopyd_job_options *options,
+			  size_t options_size, kcopyd_notify_fn fn, void *context, struct kcopyd_job **result)
+{
+	struct kcopyd_job_options whole;
+	size_t index;
+
+	if (!options || options_size < JOB_OPTIONS_SIZE_MIN)
+		return -EINVAL;
+	for (index = sizeof(whole); index < options_size; index++)
+		if (((const unsigned char *)options)[index])
+			return -E2BIG;
+	memset(&whole, 0, sizeof(whole));
+	memcpy(&whole, options, options_size < sizeof(whole) ? options_size : sizeof(whole));
+	return job_submit(kc, from, num_dests, dests, &whole, fn, context, result);
 }
 
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from, unsigned int num_dests,
@@ -1845,6 +2547,7 @@ int kcopyd_job_counts(const struct kcopyd_job *job, struct kcopyd_counts *out, s
 {
 	struct kcopyd_counts counts;
 
+	memset(&counts, 0, sizeof(counts));
 	if (size < offsetof(struct kcopyd_counts, sectors_data))
 		return -EINVAL;
 	/* Zero and offloaded first: each only grows, and always with or before done. */
@@ -1857,6 +2560,11 @@ int kcopyd_job_counts(const struct kcopyd_job *job, struct kcopyd_counts *out, s
 	if (counts.sectors_offloaded > counts.sectors_data)
 		counts.sectors_offloaded = counts.sectors_data;
 	counts.sectors_total = job->total;
+	counts.phase = atomic_load_explicit(&job->phase, memory_order_relaxed);
+	counts.paused = atomic_load_explicit(&job->paused, memory_order_relaxed);
+	counts.sectors_verified = atomic_load_explicit(&job->sectors_verified, memory_order_relaxed);
+	counts.sectors_verify_total = job->verify ? job->total * job->num_dests : 0;
+	counts.rate = atomic_load_explicit(&job->rate, memory_order_relaxed);
 	memcpy(out, &counts, size < sizeof(counts) ? size : sizeof(counts));
 	return 0;
 }
@@ -1891,6 +2599,81 @@ int kcopyd_job_cancel(struct kcopyd_job *job)
 	return 0;
 }
 
+/* Queue @job for the I/O thread to look at again (under kc->lock). */
+static void job_poke_locked(struct kcopyd_job *job)
+{
+	if (job->poked)
+		return;
+	job->poked = true;
+	job->refs++;
+	list_add_tail(&job->poke_link, &job->kc->pokes);
+}
+
+/* Pause (@pause) or resume @job. */
+static int job_set_paused(struct kcopyd_job *job, bool pause)
+{
+	struct kcopyd_client *kc = job->kc;
+	int r = 0;
+
+	pthread_mutex_lock(&kc->lock);
+	if (job->state >= JOB_COMPLETING) {
+		r = -EINVAL;
+	} else if (atomic_load_explicit(&job->paused, memory_order_relaxed) == pause) {
+		r = -EALREADY;
+	} else {
+		atomic_store_explicit(&job->paused, pause, memory_order_relaxed);
+		if (pause)
+			kc->jobs_paused++;
+		else
+			kc->jobs_paused--;
+		job_poke_locked(job);
+	}
+	pthread_mutex_unlock(&kc->lock);
+	if (r == 0)
+		kick(kc);
+	return r;
+}
+
+int kcopyd_job_pause(struct kcopyd_job *job)
+{
+	return job_set_paused(job, true);
+}
+
+int kcopyd_job_resume(struct kcopyd_job *job)
+{
+	return job_set_paused(job, false);
+}
+
+int kcopyd_job_set_rate(struct kcopyd_job *job, uint64_t rate)
+{
+	struct kcopyd_client *kc = job->kc;
+	int r = 0;
+
+	if (rate && rate < KCOPYD_MIN_RATE)
+		return -EINVAL;
+	pthread_mutex_lock(&kc->lock);
+	if (job->state >= JOB_COMPLETING) {
+		r = -EINVAL;
+	} else {
+		atomic_store_explicit(&job->rate, rate, memory_order_relaxed);
+		job_poke_locked(job);
+	}
+	pthread_mutex_unlock(&kc->lock);
+	if (r == 0)
+		kick(kc);
+	return r;
+}
+
+int kcopyd_client_set_rate(struct kcopyd_client *kc, uint64_t rate)
+{
+	if (!kc || (rate && rate < KCOPYD_MIN_RATE))
+		return -EINVAL;
+	/* The I/O thread looks at every throttled job again when it wakes. */
+	atomic_store_explicit(&kc->rate, rate, memory_order_relaxed);
+	kick(kc);
+	return 0;
+}
+
 int kcopyd_job_result_sized(const struct kcopyd_job *job, struct kcopyd_result *out, size_t size)
 {
 	struct kcopyd_client *kc = job->kc;
@@ -1919,7 +2702,17 @@ int kcopyd_job_result_sized(const struct kcopyd_job *job, struct kcopyd_result *
 			.sectors_data = job->sectors_done_final - job->sectors_zero_final,
 			.sectors_zero = job->sectors_zero_final,
 			.sectors_offloaded = job->sectors_offloaded_final,
+			.phase = KCOPYD_PHASE_DONE,
+			.sectors_verified = atomic_load_explicit(&job->sectors_verified, memory_order_relaxed),
+			.sectors_verify_total = job->verify ? job->total * job->num_dests : 0,
+			.rate = atomic_load_explicit(&job->rate, memory_order_relaxed),
 		};
+		result->hashes = job->hashes_done;
+		memcpy(result->digests, job->digest_out, sizeof(result->digests));
+		result->verified = job->verified;
+		result->verify_err = job->verify_err;
+		for (dest_index = 0; dest_index < job->num_dests; dest_index++)
+			result->verify[dest_index] = job->dests[dest_index].verify_failure;
 		r = 0;
 	}
 	pthread_mutex_unlock(&kc->lock);
@@ -1959,42 +2752,4 @@ void kcopyd_job_release(struct kcopyd_job *job)
 const char *kcopyd_version(void)
 {
 	return PACKAGE_VERSION;
-}
-
-/* ------------------------------------------------------------------ */
-/* Options, pause, rates (being written)                               */
-/* ------------------------------------------------------------------ */
-
-int kcopyd_submit_options(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
-			  const struct io_region *dests, const struct kcopyd_job_options *options,
-			  size_t options_size, kcopyd_notify_fn fn, void *context, struct kcopyd_job **result)
-{
-	(void)options_size;
-	return kcopyd_submit(kc, from, num_dests, dests, options->flags & ~KCOPYD_VERIFY, fn, context, result);
-}
-
-int kcopyd_job_pause(struct kcopyd_job *job)
-{
-	(void)job;
-	return -ENOSYS;
-}
-
-int kcopyd_job_resume(struct kcopyd_job *job)
-{
-	(void)job;
-	return -ENOSYS;
-}
-
-int kcopyd_job_set_rate(struct kcopyd_job *job, uint64_t rate)
-{
-	(void)job;
-	(void)rate;
-	return -ENOSYS;
-}
-
-int kcopyd_client_set_rate(struct kcopyd_client *kc, uint64_t rate)
-{
-	(void)kc;
-	(void)rate;
-	return -ENOSYS;
 }

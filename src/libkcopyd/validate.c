@@ -12,7 +12,8 @@
 #include "libkcopyd/internal.h"
 
 #define KCOPYD_KNOWN_FLAGS \
-	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD)
+	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD | \
+	 KCOPYD_VERIFY)
 
 int internal_refuse(int err, char *why, size_t why_len, const char *fmt, ...)
 {
@@ -35,7 +36,8 @@ static void region_name(char *buf, size_t len, int dest_index)
 }
 
 /* One region on its own: a device, inside it, aligned to its block size. */
-static int check_region(const struct io_region *region, int dest_index, char *why, unsigned int why_len)
+static int check_region(const struct io_region *region, int dest_index, bool verify, char *why,
+			unsigned int why_len)
 {
 	const struct kcopyd_dev *dev = region->bdev;
 	uint64_t sectors_per_block;
@@ -59,6 +61,9 @@ static int check_region(const struct io_region *region, int dest_index, char *wh
 		return internal_refuse(-EBADF, why, why_len, "source device is not open for reading");
 	if (dest_index >= 0 && !dev->writable)
 		return internal_refuse(-EBADF, why, why_len, "%s device is not open for writing", name);
+	if (dest_index >= 0 && verify && !dev->readable)
+		return internal_refuse(-EBADF, why, why_len, "%s device is not open for reading, which verify needs",
+				       name);
 	return 0;
 }
 
@@ -115,8 +120,10 @@ int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 			      KCOPYD_MAX_REGIONS);
 	if (flags & ~KCOPYD_KNOWN_FLAGS)
 		return internal_refuse(-EINVAL, why, why_len, "unknown flags 0x%x", flags & ~KCOPYD_KNOWN_FLAGS);
+	if (!from && (flags & KCOPYD_VERIFY))
+		return internal_refuse(-EINVAL, why, why_len, "verify is for copies: a zero job has no source to compare with");
 	if (from) {
-		r = check_region(from, -1, why, why_len);
+		r = check_region(from, -1, false, why, why_len);
 		if (r < 0)
 			return r;
 	}
@@ -129,7 +136,7 @@ int kcopyd_validate(const struct io_region *from, unsigned int num_dests,
 				      "destination %u has %llu sectors, the %s has %llu", dest_index,
 				      (unsigned long long)dest->count, from ? "source" : "first destination",
 				      (unsigned long long)expected);
-		r = check_region(dest, (int)dest_index, why, why_len);
+		r = check_region(dest, (int)dest_index, flags & KCOPYD_VERIFY, why, why_len);
 		if (r < 0)
 			return r;
 		if (from && kcopyd_regions_overlap(from, dest))
