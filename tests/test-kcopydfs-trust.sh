@@ -290,7 +290,8 @@ else
 fi
 
 # Two jobs under a daemon's --rate=16M: 2 x 32 MiB in about 4 s, each at about half.
-if start_daemon --rate=16M; then
+# The separate form, "--rate 16M", as the man page writes it.
+if start_daemon --rate 16M; then
 	total_mnt=$daemon_mount
 	mkdir "$total_mnt/jobs/s1" "$total_mnt/jobs/s2"
 	echo "copy from=$work/big.img:0+32M to=$work/big-out.img:0+32M" >"$total_mnt/jobs/s1/ctl"

@@ -286,7 +286,7 @@ static int parse_option(void *data, const char *arg, int key, struct fuse_args *
 		return 1;
 	if (options->value_key)
 		return take_value(options, arg);
-	if (key >= KEY_PAGES && key <= KEY_CHECKPOINT_MS) {
+	if (key >= KEY_PAGES && key <= KEY_RATE) {
 		options->value_key = key;
 		options->value_option = arg;
 		return 0;
