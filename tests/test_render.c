@@ -166,10 +166,22 @@ Test(render, stats_lines_sparse_sums_last)
 	cr_assert_str_eq(keys,
 			 "jobs jobs_active jobs_total jobs_done jobs_failed jobs_cancelled jobs_max sectors_read "
 			 "sectors_written read_errors write_errors pages_total pages_in_use pages_peak subjob_sectors "
-			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks io_engine",
+			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks io_engine "
+			 "sectors_hashed sectors_verified verify_errors jobs_paused throttled_ns rate",
 			 "the stats keys; the text:\n%s", text);
 	cr_expect(strstr(text, "\nsectors_written: 9000\n") && strstr(text, "\nsectors_zero: 4000\n") &&
 			  strstr(text, "\nsectors_offloaded: 3000\n") && strstr(text, "\nzero_fallbacks: 7\n") &&
 			  strstr(text, "\noffload_fallbacks: 2\n") && strstr(text, "\nio_engine: io_uring\n"),
 		  "the engine's sums and its I/O engine, as given:\n%s", text);
+	cr_expect(strstr(text, "\nrate: none\n"), "no --rate:\n%s", text);
+	stats.engine.sectors_hashed = 11;
+	stats.engine.sectors_verified = 12;
+	stats.engine.verify_errors = 13;
+	stats.engine.jobs_paused = 2;
+	stats.engine.throttled_ns = 1500000000;
+	stats.engine.rate = 16u << 20;
+	kfs_render_stats(&stats, text, sizeof(text));
+	cr_expect(strstr(text, "\nsectors_hashed: 11\nsectors_verified: 12\nverify_errors: 13\njobs_paused: 2\n"
+			       "throttled_ns: 1500000000\nrate: 16777216\n"),
+		  "the trust counters and the daemon's rate, last:\n%s", text);
 }

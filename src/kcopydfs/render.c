@@ -81,6 +81,10 @@ int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 {
+	char rate[24] = "none";	/* the daemon's --rate: a word when there is none, as io_engine is a word */
+
+	if (stats->engine.rate)
+		snprintf(rate, sizeof(rate), "%llu", (unsigned long long)stats->engine.rate);
 	return snprintf(buf, len,
 			"jobs: %llu\n"
 			"jobs_active: %llu\n"
@@ -105,7 +109,14 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			"zero_fallbacks: %llu\n"
 			"offload_fallbacks: %llu\n"
 			/* Added with the io_uring engine. */
-			"io_engine: %s\n",
+			"io_engine: %s\n"
+			/* Added with hashes, verification, pause and rate limits. */
+			"sectors_hashed: %llu\n"
+			"sectors_verified: %llu\n"
+			"verify_errors: %llu\n"
+			"jobs_paused: %llu\n"
+			"throttled_ns: %llu\n"
+			"rate: %s\n",
 			(unsigned long long)stats->jobs, (unsigned long long)stats->jobs_active,
 			(unsigned long long)stats->engine.jobs_total, (unsigned long long)stats->jobs_done,
 			(unsigned long long)stats->jobs_failed, (unsigned long long)stats->jobs_cancelled,
@@ -117,7 +128,10 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			(unsigned long long)stats->engine.sectors_zero, (unsigned long long)stats->engine.sectors_offloaded,
 			(unsigned long long)stats->engine.zero_fallbacks,
 			(unsigned long long)stats->engine.offload_fallbacks,
-			kcopyd_io_engine_name(stats->engine.io_engine));
+			kcopyd_io_engine_name(stats->engine.io_engine),
+			(unsigned long long)stats->engine.sectors_hashed, (unsigned long long)stats->engine.sectors_verified,
+			(unsigned long long)stats->engine.verify_errors, (unsigned long long)stats->engine.jobs_paused,
+			(unsigned long long)stats->engine.throttled_ns, rate);
 }
 
 int kfs_render_failure(const struct kcopyd_result *result, const char *source_path, const char *const *dest_paths,
