@@ -163,6 +163,10 @@ for source in dense sparse; do
 	done
 done
 
+# 4 jobs of 8 MiB hashed so far, each once whatever its algorithms and destinations.
+check "stats: sectors_hashed counts each job's source once" $((4 * SIZE / 512)) "$(sed -n 's/^sectors_hashed: //p' "$mnt/stats")"
+check "stats: no --rate" none "$(sed -n 's/^rate: //p' "$mnt/stats")"
+
 # A job's hash lines while it has not ended say pending.
 mkdir "$jobs/h-pending"
 slow_source 16M 200ms || skip_all "nbdfuse did not export a slow source: $(tail -n 3 "$work/nbdfuse.log" | tr '\n' '|')"
@@ -307,6 +311,9 @@ if start_daemon --rate 16M; then
 		fi
 		check "--rate=16M: job $name has no rate of its own" none "$(sed -n 's/^rate: //p' "$work/$name.status")"
 	done
+	check "--rate 16M: the stats file's rate" 16777216 "$(sed -n 's/^rate: //p' "$total_mnt/stats")"
+	throttled=$(sed -n 's/^throttled_ns: //p' "$total_mnt/stats")
+	check "--rate 16M: stats say jobs waited for credit" yes "$([ "${throttled:-0}" -gt 0 ] && echo yes || echo "no: ${throttled:-none}")"
 else
 	fail "kcopydfs --rate=16M mounts" "a mount" "$(tail -n 3 "$work/kcopydfs.log")"
 fi
