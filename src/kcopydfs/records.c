@@ -226,6 +226,16 @@ static void restore_options_locked(struct kfs_job *job)
 	job->hashes = spec.hashes;
 	job->rate = spec.rate;
 	jobspec_free(&spec);
+	/*
+	 * How its verification ended, as far as the record tells: a job done
+	 * verified (a mismatch fails it), a failed one whose error line names
+	 * a verify error did not.  Its digests are not recorded: "none".
+	 */
+	if ((job->flags & KCOPYD_VERIFY) && job->state == KFS_DONE)
+		job->verified = 1;
+	else if ((job->flags & KCOPYD_VERIFY) && job->state == KFS_FAILED && job->error &&
+		 strstr(job->error, "verify error on "))
+		job->verified = -1;
 }
 
 /*
