@@ -111,7 +111,7 @@ static void log_fate(struct kfs_service *svc, uint64_t id)
 	unsigned long long done, durable, total;
 	enum kfs_state state;
 	struct kfs_job *job;
-	bool removed;
+	bool removed, paused;
 
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
@@ -126,12 +126,14 @@ static void log_fate(struct kfs_service *svc, uint64_t id)
 	durable = job->durable;
 	total = job->sectors_total;
 	removed = job->remove_when_ended;	/* its record goes with it: nothing to resume */
+	paused = job->paused;
 	pthread_mutex_unlock(&svc->lock);
 
 	if (state == KFS_CANCELLED && svc->state_dir && !removed)
-		kfs_log(LOG_NOTICE, "job %s: interrupted at %llu of %llu sectors (%llu durable), resumable: start "
-			"kcopydfs again with --state-dir %s and write \"resume\" to jobs/%s/ctl", name, done, total,
-			durable, svc->state_dir_path, name);
+		kfs_log(LOG_NOTICE, "job %s: %s at %llu of %llu sectors (%llu durable), resumable: start "
+			"kcopydfs again with --state-dir %s and write \"resume\" to jobs/%s/ctl", name,
+			paused ? "paused, and stays paused," : "interrupted", done, total, durable, svc->state_dir_path,
+			name);
 	else if (state == KFS_CANCELLED)
 		kfs_log(LOG_NOTICE, "job %s: cancelled at %llu of %llu sectors, its destinations partly written",
 			name, done, total);
