@@ -4,10 +4,13 @@
  * ThreadSanitizer can watch them (Criterion cannot start under TSan).  It
  * runs in every build; under TSan it is the engine's test.
  *
- * Four submitter threads, a statistics reader, a canceller and waiters
- * race against the I/O and completion threads, on the fake backend (memfd
- * devices) and on the local-file driver (files in a temporary directory).  Every copy that
- * was not cancelled is verified.  Prints "N passed, M failed".
+ * Four submitter threads, a statistics reader, a canceller, a pauser (it
+ * also changes rates, the job's and the client's) and waiters race against
+ * the I/O, completion and digest threads, on the fake backend (memfd
+ * devices) and on the local-file driver (files in a temporary directory).
+ * Every third job is hashed (SHA-256), every fifth verified.  Every copy
+ * that was not cancelled is checked, and jobs that copied the same source
+ * range must have the same digest.  Prints "N passed, M failed".
  */
 #include "config.h"
 
@@ -81,7 +84,11 @@ static void *submit_jobs(void *arg)
 		struct io_region from = { run->src, (job_index % 64) * (uint64_t)JOB_SECTORS, JOB_SECTORS };
 		struct io_region to = { run->dst, job_index * (uint64_t)JOB_SECTORS, JOB_SECTORS };
 		struct kcopyd_job *job;
-		int r = kcopyd_submit(run->kc, &from, 1, &to, index % 3 ? 0 : KCOPYD_WRITE_SEQ, on_done, run, &job);
+		struct kcopyd_job_options options = {
+			.flags = (index % 3 ? 0 : KCOPYD_WRITE_SEQ) | (job_index % 5 ? 0 : KCOPYD_VERIFY),
+			.hashes = job_index % 3 ? 0 : KCOPYD_HASH_SHA256,
+		};
+		int r = kcopyd_submit_options(run->kc, &from, 1, &to, &options, sizeof(options), on_done, run, &job);
 
 		if (r < 0) {
 			fprintf(stderr, "submit %u: %d\n", job_index, r);
@@ -135,6 +142,37 @@ static void *cancel_some(void *arg)
 	return NULL;
 }
 
+/*
+ * Pauses and resumes every eleventh job of submitter 2, slows every
+ * thirteenth of submitter 3 down and lets it go again, and turns the
+ * client's rate on and off meanwhile.  Every pause is undone: a job left
+ * paused would never finish.
+ */
+static void *pause_some(void *arg)
+{
+	struct run *run = arg;
+	unsigned int index;
+
+	for (index = 0; index < JOBS_PER_SUBMITTER; index += 11) {
+		struct kcopyd_job **slot = &run->jobs[2 * JOBS_PER_SUBMITTER + index];
+		struct kcopyd_job **rated = &run->jobs[3 * JOBS_PER_SUBMITTER + index];
+
+		while (!__atomic_load_n(slot, __ATOMIC_ACQUIRE) || !__atomic_load_n(rated, __ATOMIC_ACQUIRE))
+			usleep(10);
+		if (kcopyd_job_pause(*slot) == 0) {
+			usleep(300);
+			if (kcopyd_job_resume(*slot) != 0)
+				abort();
+		}
+		(void)kcopyd_job_set_rate(*rated, 1u << 20);
+		(void)kcopyd_client_set_rate(run->kc, index % 2 ? 64u << 20 : 0);
+		usleep(200);
+		(void)kcopyd_job_set_rate(*rated, 0);
+	}
+	(void)kcopyd_client_set_rate(run->kc, 0);
+	return NULL;
+}
+
 static void *memdup_fd_pattern(int fd, size_t bytes, unsigned int seed)
 {
 	unsigned char *buf = NULL;
@@ -154,7 +192,8 @@ static void run_races(const char *name, const struct kcopyd_driver *ops, void *o
 	size_t src_bytes = 64 * JOB_SECTORS * 512u, dst_bytes = (size_t)AREA_SECTORS * 512u;
 	struct kcopyd_config config = { .num_pages = 48, .subjob_sectors = 64, .depth = 3 };
 	struct submitter submitters[SUBMITTERS];
-	pthread_t submit_threads[SUBMITTERS], stats_thread, cancel_thread;
+	pthread_t submit_threads[SUBMITTERS], stats_thread, cancel_thread, pause_thread;
+	struct kcopyd_digest first_digest[64];
 	struct run *run = calloc(1, sizeof(*run));
 	unsigned char *expected, *got = NULL;
 	unsigned int index, cancelled = 0, verified = 0;
@@ -176,6 +215,7 @@ static void run_races(const char *name, const struct kcopyd_driver *ops, void *o
 
 	pthread_create(&stats_thread, NULL, read_stats, run);
 	pthread_create(&cancel_thread, NULL, cancel_some, run);
+	pthread_create(&pause_thread, NULL, pause_some, run);
 	for (index = 0; index < SUBMITTERS; index++) {
 		submitters[index] = (struct submitter){ run, index };
 		pthread_create(&submit_threads[index], NULL, submit_jobs, &submitters[index]);
@@ -183,6 +223,7 @@ static void run_races(const char *name, const struct kcopyd_driver *ops, void *o
 	for (index = 0; index < SUBMITTERS; index++)
 		pthread_join(submit_threads[index], NULL);
 	pthread_join(cancel_thread, NULL);
+	pthread_join(pause_thread, NULL);
 
 	/* Wait on half the jobs by handle, on the rest through the callbacks. */
 	for (index = 0; index < SUBMITTERS * JOBS_PER_SUBMITTER; index += 2)
@@ -197,6 +238,7 @@ static void run_races(const char *name, const struct kcopyd_driver *ops, void *o
 
 	if (posix_memalign((void **)&got, 4096, JOB_SECTORS * 512u))
 		abort();
+	memset(first_digest, 0, sizeof(first_digest));
 	for (index = 0; index < SUBMITTERS * JOBS_PER_SUBMITTER; index++) {
 		struct kcopyd_result result;
 
@@ -212,6 +254,18 @@ static void run_races(const char *name, const struct kcopyd_driver *ops, void *o
 			      "%s: job %u copied wrong data", name, index);
 			CHECK(result.sectors_done == JOB_SECTORS, "%s: job %u done %llu", name, index,
 			      (unsigned long long)result.sectors_done);
+			CHECK(result.verified == (index % 5 ? 0 : 1), "%s: job %u verified %d", name, index,
+			      result.verified);
+			CHECK(result.hashes == (index % 3 ? 0u : KCOPYD_HASH_SHA256), "%s: job %u hashes %#x", name,
+			      index, result.hashes);
+			if (result.hashes) {
+				struct kcopyd_digest *first = &first_digest[index % 64];
+
+				if (!first->size)
+					*first = result.digests[2];
+				CHECK(memcmp(first, &result.digests[2], sizeof(*first)) == 0,
+				      "%s: job %u: another digest of the same bytes", name, index);
+			}
 			verified++;
 		}
 		kcopyd_job_release(run->jobs[index]);

@@ -447,3 +447,47 @@ Test(trust, cancel_during_verify, .init = setup, .fini = teardown)
 	cr_assert_eq(result.error, 0);
 	kcopyd_job_release(job);
 }
+
+/*
+ * With ignore_error, a chunk that cannot be read is written as zeros, and
+ * hashed as them: the digest is the destination's, byte for byte (the
+ * source's bytes that could not be read are not in it).  Bad: 4 KiB at
+ * 5 MiB + 8 KiB of a source served through nbdkit's ddrescue filter.
+ */
+Test(trust, with_ignore_error_the_digest_is_of_what_was_written, .init = setup, .fini = teardown)
+{
+	const struct tu_range bad[] = { { 5 * MiB + 8192, 4096 } };
+	struct kcopyd_job_options options = { .flags = KCOPYD_IGNORE_ERROR, .hashes = KCOPYD_HASH_SHA256 };
+	const char *missing = tu_nbd_rig_missing();
+	struct io_region from, to = { fx.dst_dev[0], 0, SRC_SECTORS };
+	struct kcopyd_result result;
+	struct kcopyd_dev *src;
+	struct kcopyd_job *job;
+	struct tu_nbd nbd;
+	char want[256], got[65], source[256];
+	int r;
+
+	if (missing)
+		cr_skip_test("%s", missing);
+	memset(&nbd, 0, sizeof(nbd));
+	cr_assert(tu_nbd_prepare(&nbd) == 0);
+	r = tu_nbd_start_bad_ranges(&nbd, fx.src, bad, 1);
+	cr_assert_eq(r, 0, "tu_nbd_start_bad_ranges: %d", r);
+	cr_assert(kcopyd_dev_open(nbd.loop, O_RDONLY, &src) == 0);
+	from = (struct io_region){ src, 0, SRC_SECTORS };
+	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), NULL, NULL, &job) == 0);
+	kcopyd_job_wait(job);
+	cr_assert_eq(kcopyd_job_result(job, &result), 0);
+	kcopyd_job_release(job);
+	kcopyd_dev_close(src);
+	tu_nbd_stop(&nbd);
+	cr_assert_eq(result.read_err, 1);
+	cr_assert_eq(result.read.sector, 5 * MiB / 512, "the failing chunk starts at 5 MiB");
+	cr_assert_eq(result.hashes, KCOPYD_HASH_SHA256, "every chunk was hashed, the bad one as zeros");
+	cr_assert_eq(tu_is_zero(fx.loop[0], 5 * MiB, MiB), 1, "the chunk was written as zeros");
+	tool_digest("sha256sum", fx.loop[0], want, sizeof(want));
+	to_hex(&result.digests[2], got);
+	cr_assert_str_eq(got, want, "the digest is not the destination's");
+	tool_digest("sha256sum", fx.src, source, sizeof(source));
+	cr_assert_str_neq(got, source, "the source's own digest cannot be: its bytes were not all read");
+}
