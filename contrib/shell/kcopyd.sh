@@ -56,7 +56,8 @@ kc_submit() (
 # kc_status JOB [KEY]: print the job's status, or the value of its KEY line
 # (state, progress, read_err, write_err, error, bytes_per_sec, elapsed,
 # owner, rejected, sectors_data, sectors_zero, sectors_offloaded,
-# checkpoint).  Returns 1 if the job is gone or has no such line.
+# checkpoint, rate, verify; hash may be there several times, one line per
+# algorithm, all printed).  Returns 1 if the job is gone or has no such line.
 kc_status() (
 	if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 		echo "usage: kc_status JOB [KEY]" >&2
@@ -68,16 +69,18 @@ kc_status() (
 		printf '%s\n' "$text"
 		exit 0
 	fi
+	found=0
 	while IFS= read -r line; do
 		case $line in
 		"$2: "*)
 			printf '%s\n' "${line#"$2: "}"
-			exit 0
+			found=1
 			;;
 		esac
 	done <<EOF
 $text
 EOF
+	[ "$found" = 1 ] && exit 0
 	echo "kc_status: $1/status has no '$2' line" >&2
 	exit 1
 )
