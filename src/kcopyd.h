@@ -338,6 +338,7 @@ int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests, struct io_regi
 /*
  * kcopyd_client_destroy() - wait for every outstanding job to finish and
  * its completion routine to return, stop the threads, free the client.
+ * A paused job (kcopyd_job_pause()) would never finish: it is cancelled.
  * Must not be called from a completion routine.  NULL is a no-op.
  */
 void kcopyd_client_destroy(struct kcopyd_client *kc);
@@ -440,8 +441,8 @@ unsigned int kcopyd_client_io_engine(struct kcopyd_client *kc, char *why, size_t
  *               are taken as 0.
  * @result:      receives the client.
  * Return: as kcopyd_client_create(); -EINVAL for a zero budget, a sub-job
- * size below one page, an io_engine not of the enum, or a @config_size
- * below KCOPYD_CONFIG_SIZE_V1;
+ * size below one page, an io_engine not of the enum, a rate below
+ * KCOPYD_MIN_RATE, or a @config_size below KCOPYD_CONFIG_SIZE_V1;
  * -E2BIG for a @config_size past what this library knows whose extra
  * bytes are not all zero.
  */
@@ -554,7 +555,9 @@ struct kcopyd_job_options {
  * job, an unknown hash bit, a rate below KCOPYD_MIN_RATE, or an
  * @options_size below the first two fields; -EBADF for KCOPYD_VERIFY with
  * a destination that was not opened for reading; -E2BIG for a larger
- * @options_size whose extra bytes are not all zero.
+ * @options_size whose extra bytes are not all zero; -EOPNOTSUPP for an
+ * algorithm libcrypto refuses (MD5 under a FIPS-only libcrypto); the
+ * -errno of pthread_create(3) when the digest thread cannot be started.
  */
 int kcopyd_submit_options(struct kcopyd_client *kc, const struct io_region *from, unsigned int num_dests,
 			  const struct io_region *dests, const struct kcopyd_job_options *options,
@@ -779,9 +782,10 @@ struct kcopyd_stats {
 	/* Added with the I/O engines (kcopyd_client_io_engine()). */
 	unsigned int io_engine;		/* KCOPYD_IO_ENGINE_LIBAIO or _IO_URING: as kcopyd_client_io_engine() */
 	/* Added with hashes, verification, pause and rate limits. */
-	uint64_t sectors_hashed;	/* source sectors digested (each job's once, whatever its algorithms) */
+	uint64_t sectors_hashed;	/* source sectors digested by jobs with hashes (each once, whatever its algorithms) */
 	uint64_t sectors_verified;	/* destination sectors read back and compared */
-	uint64_t verify_errors;		/* destination chunks that did not read back as the source */
+	uint64_t verify_errors;		/* read-backs that did not match the source or failed (a destination's
+					 * read-backs in flight at its first mismatch may add one each) */
 	uint64_t jobs_paused;		/* paused now */
 	uint64_t rate;			/* the client's rate limit, bytes per second, 0: none */
 	uint64_t throttled_ns;		/* time jobs ready to start a sub-job waited for rate credit, summed */

@@ -53,13 +53,18 @@ expect "--de completes to --depth and --destination-is-zero" "--depth --destinat
 expect "--no completes to --no-offload" "--no-offload" --no
 expect "--al completes to --allocated" "--allocated" /dev/sda --al
 expect "every long option from --" \
-	"--allocated --depth --destination-is-zero --help --ignore-errors --io-engine= --no-offload --pages --progress --quiet --subjob-kb --verbose --version --via --write-seq --zero" --
+	"--allocated --depth --destination-is-zero --hash= --help --ignore-errors --io-engine= --no-offload --pages --progress --quiet --rate= --subjob-kb --verbose --verify --version --via --write-seq --zero" --
 expect "--io completes to --io-engine=" "--io-engine=" --io
 expect "the engines after --io-engine" "auto io_uring libaio" --io-engine ""
 expect "the engines after --io-engine=" "auto io_uring libaio" --io-engine =
 expect "io_uring from --io-engine=io" "io_uring" --io-engine = io
 expect "libaio from --io-engine li" "libaio" --io-engine li
-expect "--ve completes to --verbose and --version" "--verbose --version" --ve
+expect "--ve completes to --verbose, --verify and --version" "--verbose --verify --version" --ve
+expect "--ha completes to --hash=" "--hash=" --ha
+expect "the algorithms after --hash=" "blake2b512 md5 sha1 sha256 sha512 xxh128" --hash = ""
+expect "sha1, sha256 and sha512 from --hash=sha" "sha1 sha256 sha512" --hash = sha
+expect "the list's last name after a comma" "sha256,xxh128" --hash = sha256,x
+expect "nothing for the number after --rate=" "" --rate = ""
 expect "--vi completes to --via" "--via" /dev/sda --vi
 expect "no --help after the first argument" "" /dev/sda --hel
 expect "--quiet after the first argument" "--quiet" /dev/sda --qu

@@ -14,7 +14,10 @@
 #     window is narrowed to 40 columns (SIGWINCH) and the bar refits, with
 #     nothing left of the wider line;
 #   - 40 columns: SIGHUP cancels, the summary is printed, the exit status
-#     is 129 and so is the command that copies the rest.
+#     is 129 and so is the command that copies the rest;
+#   - the narrowed window: SIGTSTP (^Z) clears the bar's row before kcopy
+#     stops (no bar while it is stopped, and no progress), SIGCONT draws
+#     it again on one row, and the copy ends byte-identical.
 #
 # Run by `make check`, or by hand: sudo KCOPY=./kcopy tests/test-kcopy-terminal.sh
 # tmux runs on a socket of its own in the work directory.
@@ -51,11 +54,21 @@ source_dev=$loop_device
 
 # start WINDOW COLUMNS DEST: kcopy in a new tmux session WINDOW of COLUMNS x 24;
 # its pid goes to $work/WINDOW.pid, its exit status to the window as EXIT=N.
+# It runs as an interactive shell's foreground job: job control on (set -m),
+# kcopy in a process group of its own that owns the terminal (so SIGWINCH
+# reaches it), not orphaned (so a SIGTSTP stops it: the kernel drops a
+# terminal stop sent to an orphaned group).  Once stopped, it is the
+# shell's background job: waited for until it is gone.
 start() {
 	local window=$1 columns=$2 dest=$3 command
 
-	printf -v command '%q --subjob-kb 256 --depth 1 %q %q & echo $! >%q; wait $!; echo EXIT=$?; exec sleep 600' \
-		"$KCOPY" "$source_dev" "$dest" "$work/$window.pid"
+	printf -v command 'set -m; sh -c %q; status=$?; pid=$(cat %q)
+while kill -0 $pid 2>/dev/null; do
+	if [ "$(cut -d" " -f3 /proc/$pid/stat)" = T ]; then sleep 0.1; else wait $pid; status=$?; fi
+done
+echo EXIT=$status; exec sleep 600' \
+		"echo \$\$ >$work/$window.pid; exec $(printf '%q ' "$KCOPY" --subjob-kb 256 --depth 1 "$source_dev" "$dest")" \
+		"$work/$window.pid"
 	tmux -S "$socket" new-session -d -s "$window" -x "$columns" -y 24 bash -c "$command" ||
 		skip_all "tmux cannot start a session"
 	# A fixed size: no client is attached, and none may resize it.
@@ -191,6 +204,49 @@ else
 		pass "narrowed from 80 to 40 columns: the bar refits on one row, nothing left of the wide one"
 	[ "$fit_failed" = 0 ] && [[ $bar == *MB/s* ]] &&
 		fail "narrowed from 80 to 40 columns: the bar refits" "a bar without MB/s" "$bar"
+fi
+
+# --- ^Z: SIGTSTP, then SIGCONT, in the narrowed window ---------------------------------
+
+# stopped PID: its state is T (stopped).
+stopped() {
+	[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]
+}
+if [ -n "$(pane_exit wide)" ]; then
+	fail "SIGTSTP while copying" "the copy at 80 columns still running" "it ended: $(screen wide -J | tr '\n' '|')"
+else
+	kill -TSTP "$wide_pid"
+	if wait_until 50 stopped "$wide_pid"; then
+		sleep 0.5
+		check "SIGTSTP: kcopy stops, its bar's row cleared first" 0 "$(bar_rows wide)"
+		before=$(stat -c %s "$work/wide.img")
+		sleep 1
+		check "SIGTSTP: no progress while stopped (1 s)" "$before" "$(stat -c %s "$work/wide.img")"
+	else
+		fail "SIGTSTP: kcopy stops" "state T" "$(awk '{ print $3 }' "/proc/$wide_pid/stat" 2>&1)"
+	fi
+	kill -CONT "$wide_pid"
+	bar_back() {
+		[ "$(bar_rows wide)" = 1 ]
+	}
+	if wait_until 30 bar_back; then
+		# check_fit without the shell's own "[1]+ Stopped COMMAND" line, wider than 40.
+		fit_failed=0
+		for _ in $(seq 4); do
+			longest=$(screen wide -J | grep -v '^\[[0-9]*\][+-]* *Stopped' |
+				awk '{ if (length($0) > max) max = length($0) } END { print max + 0 }')
+			if [ "$(bar_rows wide)" != 1 ] || [ "$longest" -ge 40 ]; then
+				fail "SIGCONT: the bar is drawn again on one row" "1 row of progress under 40 columns" \
+					"$(bar_rows wide) rows, the longest line $longest: $(screen wide -J | tr '\n' '|')"
+				fit_failed=1
+				break
+			fi
+			sleep 0.25
+		done
+		[ "$fit_failed" = 0 ] && pass "SIGCONT: the bar is drawn again on one row of 40 columns"
+	else
+		fail "SIGCONT: the bar is drawn again" "1 row of progress" "$(screen wide -J | tr '\n' '|')"
+	fi
 fi
 
 # --- the 80-column copy goes on to its end --------------------------------------------

@@ -148,8 +148,8 @@ check="version says kcopydfs and a version"
 got=$(cat "$mnt/version")
 [[ $got =~ ^kcopydfs\ [0-9] ]] && pass "$check" || fail "$check" "kcopydfs VERSION" "$got"
 
-check="the top level holds clone, clone-autoremove, jobs, stats, version"
-expect_equal "$check" "ls:" "clone clone-autoremove jobs stats version" "$(ls "$mnt" | tr '\n' ' ' | sed 's/ $//')" && pass "$check"
+check="the top level holds clone, clone-autoremove, jobs, metrics, stats, version"
+expect_equal "$check" "ls:" "clone clone-autoremove jobs metrics stats version" "$(ls "$mnt" | tr '\n' ' ' | sed 's/ $//')" && pass "$check"
 
 check="jobs/ is drwxrwxrwt (anyone makes jobs, only the owner removes them)"
 expect_equal "$check" "mode" drwxrwxrwt "$(stat -c %A "$jobs")" && pass "$check"

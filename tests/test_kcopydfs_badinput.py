@@ -30,9 +30,9 @@ from test_kcopydfs import Failure, expect, skip
 
 SIZE = 1 << 20
 CHECK_SECONDS = 30
-TOP_FILES = ("version", "stats", "clone")
+TOP_FILES = ("version", "stats", "metrics", "clone")
 JOB_FILES = ("ctl", "state", "status", "wait")
-READ_ONLY = ("version", "stats", "state", "status", "wait")
+READ_ONLY = ("version", "stats", "metrics", "state", "status", "wait")
 
 
 def errno_name(number):
@@ -216,7 +216,7 @@ def check_odd_offsets():
 
 def check_writes_to_read_only_files():
     before = bystanders()
-    for path in [mnt(name) for name in ("version", "stats")] + \
+    for path in [mnt(name) for name in ("version", "stats", "metrics")] + \
             [job("bystander-done", name) for name in ("state", "status", "wait")]:
         expect_errno("open %s for writing" % os.path.relpath(path, env.mount_point), errno.EACCES,
                      os.open, path, os.O_WRONLY)
@@ -230,7 +230,7 @@ def check_writes_to_read_only_files():
 
 
 def check_reads_at_odd_offsets():
-    paths = [mnt(name) for name in ("version", "stats")] + \
+    paths = [mnt(name) for name in ("version", "stats", "metrics")] + \
         [job("bystander-done", name) for name in JOB_FILES] + [job("bystander-idle", name) for name in
                                                                 ("ctl", "state", "status")]
     for path in paths:

@@ -214,3 +214,88 @@ Test(report, resume_command_uris)
 			 "'\"\\\"odd\\\".img\":1040'", "got %s", command);
 	free(command);
 }
+
+/* --verify and --rate are kept; --hash only when the command is the whole copy again. */
+Test(report, resume_command_trust_options)
+{
+	struct kcopy state = copy_state("src.img", "dst.img", NULL);
+	char *command;
+
+	state.verify = true;
+	state.rate = 16 * MIB;
+	state.hashes = KCOPYD_HASH_SHA256 | KCOPYD_HASH_MD5;
+	command = format_resume_command(&state, 1024);
+	cr_assert_str_eq(command, "kcopy --verify --rate=16M src.img:3072+7168 dst.img:1024",
+			 "the rest: no --hash (its digest is not the whole range's): got %s", command);
+	free(command);
+	command = format_resume_command(&state, 0);
+	cr_assert_str_eq(command, "kcopy --verify --hash=md5,sha256 --rate=16M src.img:2048+8192 dst.img:0",
+			 "the whole copy again keeps --hash: got %s", command);
+	free(command);
+}
+
+Test(report, rate_text)
+{
+	static const struct {
+		uint64_t bytes;
+		const char *text;
+	} cases[] = {
+		{ 4096, "4K" }, { 6144, "6K" }, { 16 * MIB, "16M" }, { 1536 * MIB, "1536M" },
+		{ 1024 * MIB, "1G" }, { 1024ull * 1024 * MIB, "1T" }, { 1024ull * 1024 * 1024 * MIB, "1024T" },
+		{ 5000, "5000" }, { 4097, "4097" },
+	};
+	char text[32];
+
+	for (unsigned int index = 0; index < sizeof(cases) / sizeof(cases[0]); index++)
+		cr_expect_str_eq(format_rate(cases[index].bytes, text, sizeof(text)), cases[index].text,
+				 "%llu bytes: got %s", (unsigned long long)cases[index].bytes, text);
+}
+
+Test(report, digest_text)
+{
+	struct kcopyd_digest digest = { .size = 16 };
+	char text[DIGEST_TEXT_LEN];
+
+	for (unsigned int byte = 0; byte < 16; byte++)
+		digest.bytes[byte] = (unsigned char)(byte * 17);
+	cr_assert_str_eq(format_digest(KCOPYD_HASH_MD5, &digest, text, sizeof(text)),
+			 "md5:00112233445566778899aabbccddeeff", "lowercase hex: got %s", text);
+	digest.size = 64;
+	memset(digest.bytes, 0xff, sizeof(digest.bytes));
+	format_digest(KCOPYD_HASH_BLAKE2B512, &digest, text, sizeof(text));
+	cr_assert_eq(strlen(text), strlen("blake2b512:") + 128, "64 bytes fit DIGEST_TEXT_LEN: got %s", text);
+	format_digest(KCOPYD_HASH_SHA512, &digest, text, 12);
+	cr_assert_eq(strlen(text), 11, "cut to the buffer: got %s", text);
+}
+
+/* The verify phase: "verifying" and a bar of the read-back, fitted to every width as the copy's. */
+Test(report, progress_verify_phase)
+{
+	struct progress_reading reading = {
+		.sectors_done = 131072, .sectors_total = 131072, .phase = KCOPYD_PHASE_VERIFY,
+		.sectors_verified = 90112, .sectors_verify_total = 262144,
+	};
+	char line[512];
+
+	format_progress_phase(&reading, 4.0, 1.0, 80, line, sizeof(line));
+	cr_assert(strncmp(line, "verifying [", 11) == 0, "80 columns: got %s", line);
+	cr_assert(strstr(line, " 34.4%") != NULL, "the read-back's share: got %s", line);
+	for (unsigned int columns = 1; columns <= 300; columns++) {
+		format_progress_phase(&reading, 4.0, 1.0, columns, line, sizeof(line));
+		cr_assert(strlen(line) <= (columns > 1 ? columns - 1 : 1), "%u columns: %zu wide: %s", columns,
+			  strlen(line), line);
+	}
+	reading.phase = KCOPYD_PHASE_FLUSH;
+	format_progress_phase(&reading, 4.0, 0, 80, line, sizeof(line));
+	cr_assert(strstr(line, "flushing") != NULL, "the flush before it: got %s", line);
+	reading.phase = KCOPYD_PHASE_COPY;
+	reading.sectors_done = 65536;
+	format_progress_phase(&reading, 4.0, 0, 80, line, sizeof(line));
+	cr_assert(strstr(line, " 50.0%") != NULL && strncmp(line, "verifying", 9) != 0, "copying: got %s", line);
+
+	reading.phase = KCOPYD_PHASE_VERIFY;
+	reading.sectors_done = 131072;
+	format_progress_report_phase(&reading, 4.0, 1.0, line, sizeof(line));
+	cr_assert_str_eq(line, "67108864 bytes copied; verifying: 46137344 of 134217728 bytes read back (34.4%) in 1.0 s, "
+			 "46.1 MB/s, ETA 0:00:02", "SIGUSR1's line: got %s", line);
+}

@@ -491,3 +491,31 @@ Test(trust, with_ignore_error_the_digest_is_of_what_was_written, .init = setup, 
 	tool_digest("sha256sum", fx.src, source, sizeof(source));
 	cr_assert_str_neq(got, source, "the source's own digest cannot be: its bytes were not all read");
 }
+
+static void count_cancelled(int read_err, unsigned int write_err, void *context)
+{
+	(void)read_err;
+	(void)write_err;
+	__atomic_add_fetch((int *)context, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A paused job would never finish: destroying the client cancels it, and does not hang. */
+Test(trust, destroy_cancels_a_paused_job, .init = setup, .fini = teardown)
+{
+	struct io_region from = { fx.src_dev, 0, SRC_SECTORS }, to = { fx.dst_dev[0], 0, SRC_SECTORS };
+	struct kcopyd_job_options options = { .paused = 1 };
+	int called = 0;
+
+	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), count_cancelled, &called,
+					NULL) == 0);
+	options.paused = 0;
+	options.flags = KCOPYD_VERIFY;
+	to.bdev = fx.dst_dev[1];
+	cr_assert(kcopyd_submit_options(fx.kc, &from, 1, &to, &options, sizeof(options), count_cancelled, &called,
+					NULL) == 0);
+	kcopyd_client_destroy(fx.kc);
+	fx.kc = NULL;
+	cr_assert_eq(called, 2);
+	cr_assert_eq(tu_is_zero(fx.loop[0], 0, SRC_BYTES), 1, "the paused job wrote nothing");
+	cr_assert_eq(tu_compare(fx.src, 0, fx.loop[1], 0, SRC_BYTES, NULL), 0, "the other one ran to its end");
+}

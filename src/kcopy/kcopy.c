@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -123,6 +124,9 @@ enum {
 	OPTION_ALLOCATED,
 	OPTION_NO_OFFLOAD,
 	OPTION_IO_ENGINE,
+	OPTION_HASH,
+	OPTION_VERIFY,
+	OPTION_RATE,
 };
 
 static const struct option long_options[] = {
@@ -138,6 +142,9 @@ static const struct option long_options[] = {
 	{ "allocated",		no_argument,		NULL, OPTION_ALLOCATED },
 	{ "no-offload",		no_argument,		NULL, OPTION_NO_OFFLOAD },
 	{ "io-engine",		required_argument,	NULL, OPTION_IO_ENGINE },
+	{ "hash",		required_argument,	NULL, OPTION_HASH },
+	{ "verify",		no_argument,		NULL, OPTION_VERIFY },
+	{ "rate",		required_argument,	NULL, OPTION_RATE },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "via",		required_argument,	NULL, OPTION_VIA },
 	{ "help",		no_argument,		NULL, 'h' },
@@ -183,6 +190,13 @@ static void print_usage(FILE *out)
 "      --allocated      leave every destination range allocated: zero ranges\n"
 "                       as zero writes that keep it (no holes punched)\n"
 "      --no-offload     never copy_file_range(2): read and write everything\n"
+"      --hash=ALG[,ALG] digests of the source as it is read, printed as\n"
+"                       hash: ALG:HEX (md5, sha1, sha256, sha512, blake2b512,\n"
+"                       xxh128: what md5sum ... b2sum and xxhsum -H2 print)\n"
+"      --verify         read every destination back after the copy and\n"
+"                       compare it with what was read (exit 3 if one differs)\n"
+"      --rate=BYTES     read at most BYTES a second (K, M, G, T or KiB ...\n"
+"                       suffixes, powers of 1024; at least 4K)\n"
 "      --via MOUNT      run the job in the kcopydfs daemon mounted at MOUNT\n"
 "                       instead of in this process (not with --pages,\n"
 "                       --subjob-kb, --depth or --io-engine: the daemon's)\n"
@@ -196,10 +210,12 @@ static void print_usage(FILE *out)
 "  -h, --help           show this help and exit\n"
 "  -V, --version        show the version and exit\n"
 "\n"
-"SIGUSR1 prints the progress on stderr.  SIGINT, SIGTERM or SIGHUP cancel\n"
-"the copy; kcopy then prints the command that copies the rest.\n"
+"SIGUSR1 prints the progress on stderr (not with --quiet).  SIGINT, SIGTERM\n"
+"or SIGHUP cancel the copy; kcopy then prints the command that copies the\n"
+"rest.  ^Z (SIGTSTP) stops kcopy, and with --via pauses the daemon's job.\n"
 "\n"
-"Exit status: 0 success, 1 I/O error or cancelled, 2 usage or refused regions.\n"
+"Exit status: 0 success, 1 I/O error or cancelled, 2 usage or refused regions,\n"
+"3 --verify found a destination that does not read back as the source.\n"
 "Cancelled by SIGHUP, SIGINT or SIGTERM: 129, 130 or 143.  See kcopy(1).\n",
 		KCOPYD_MAX_REGIONS, KCOPY_DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH);
 }
@@ -260,6 +276,85 @@ static int parse_progress_fd(const char *text, int *fd)
 	}
 	*fd = (int)number;
 	return 0;
+}
+
+/*
+ * parse_rate() - the BYTES of --rate: a plain number of bytes (also with a
+ * B), or a number with K, M, G, T, KiB, MiB, GiB or TiB (powers of 1024),
+ * at least KCOPYD_MIN_RATE.  The suffixed forms are the region grammar's
+ * numbers (jobspec_parse_number(), which counts sectors: a suffixed number
+ * is a whole number of them), so that kcopy, ctl and kcopydfs read the
+ * same text alike; KB, MB and the like are refused as there.
+ * TODO: jobspec_parse_rate() of src/proto once it lands, for the same
+ * reasons word for word.
+ * Return: 0 and *@bytes; -EINVAL (reported).
+ */
+static int parse_rate(const char *text, uint64_t *bytes)
+{
+	size_t digits = strspn(text, "0123456789");
+	uint64_t sectors, number;
+	char *end;
+
+	if (digits == 0)
+		goto err_not_a_rate;
+	if (text[digits] == '\0' || (toupper((unsigned char)text[digits]) == 'B' && text[digits + 1] == '\0')) {
+		errno = 0;
+		number = strtoull(text, &end, 10);
+		if (errno)
+			goto err_not_a_rate;
+	} else {
+		if (jobspec_parse_number(text, strlen(text), &sectors) ||
+		    sectors > UINT64_MAX >> KCOPYD_SECTOR_SHIFT)
+			goto err_not_a_rate;
+		number = sectors << KCOPYD_SECTOR_SHIFT;
+	}
+	if (number < KCOPYD_MIN_RATE) {
+		complain("--rate=%s: %s: at least %u bytes a second (4K)", text,
+			 number ? "too low" : "0 is no rate (leave --rate out for none)", KCOPYD_MIN_RATE);
+		return -EINVAL;
+	}
+	*bytes = number;
+	return 0;
+
+err_not_a_rate:
+	complain("--rate=%s: not a rate: bytes a second, a number with an optional K, M, G, T or "
+		 "KiB, MiB, GiB, TiB (powers of 1024)", text);
+	return -EINVAL;
+}
+
+/*
+ * parse_hashes() - the ALG[,ALG...] of --hash, added to *@hashes: names
+ * as kcopyd_hash_parse() takes them.
+ * Return: 0; -EINVAL for an unknown or empty name (reported).
+ */
+static int parse_hashes(const char *text, unsigned int *hashes)
+{
+	const char *name = text;
+
+	for (;;) {
+		size_t len = strcspn(name, ",");
+		char word[32];
+		unsigned int hash;
+
+		if (len == 0 || len >= sizeof(word)) {
+			complain("--hash=%s: %s", text, len ? "an unknown algorithm" : "an empty algorithm name");
+			goto err_list;
+		}
+		memcpy(word, name, len);
+		word[len] = '\0';
+		if (kcopyd_hash_parse(word, &hash)) {
+			complain("--hash=%s: unknown algorithm '%s'", text, word);
+			goto err_list;
+		}
+		*hashes |= hash;
+		if (name[len] == '\0')
+			return 0;
+		name += len + 1;
+	}
+
+err_list:
+	fputs("kcopy: algorithms: md5, sha1, sha256, sha512, blake2b512 (b2), xxh128 (xxh3-128)\n", stderr);
+	return -EINVAL;
 }
 
 /*
@@ -396,6 +491,19 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 			}
 			state->engine_options = true;
 			break;
+		case OPTION_HASH:
+			ret = parse_hashes(optarg, &state->hashes);
+			if (ret)
+				goto err_usage;
+			break;
+		case OPTION_VERIFY:
+			state->verify = true;
+			break;
+		case OPTION_RATE:
+			ret = parse_rate(optarg, &state->rate);
+			if (ret)
+				goto err_usage;
+			break;
 		case 'q':
 			state->quiet = true;
 			break;
@@ -432,6 +540,14 @@ static int parse_command_line(int argc, char **argv, struct kcopy *state, bool *
 		/* They size the engine, and with --via the engine is the daemon's (kcopydfs(8) options). */
 		complain("--pages, --subjob-kb, --depth and --io-engine cannot go with --via: "
 			 "the daemon's engine is set up by kcopydfs");
+		ret = -EINVAL;
+		goto err_usage;
+	}
+
+	if (state->zero && (state->hashes || state->verify || state->rate)) {
+		/* A zero job reads nothing to hash, to compare with or to count against a rate. */
+		complain("--%s cannot go with --zero: there is no source", state->hashes ? "hash" :
+			 state->verify ? "verify" : "rate");
 		ret = -EINVAL;
 		goto err_usage;
 	}
@@ -1148,10 +1264,27 @@ static int cancel_engine_job(void *context)
 	return kcopyd_job_cancel(context);
 }
 
-/* read_engine_progress() - the job_control's progress of a libkcopyd job. */
-static void read_engine_progress(uint64_t *sectors_done, uint64_t *sectors_total, void *context)
+/* read_engine_reading() - a libkcopyd job's progress and phase (kcopyd_job_counts()). */
+static void read_engine_reading(const struct kcopyd_job *job, struct progress_reading *reading)
 {
-	kcopyd_job_progress(context, sectors_done, sectors_total);
+	struct kcopyd_counts counts;
+
+	memset(&counts, 0, sizeof(counts));
+	if (kcopyd_job_counts(job, &counts, sizeof(counts))) {
+		kcopyd_job_progress(job, &reading->sectors_done, &reading->sectors_total);
+		return;
+	}
+	reading->sectors_done = counts.sectors_done;
+	reading->sectors_total = counts.sectors_total;
+	reading->phase = counts.phase;
+	reading->sectors_verified = counts.sectors_verified;
+	reading->sectors_verify_total = counts.sectors_verify_total;
+}
+
+/* read_engine_progress() - the job_control's progress of a libkcopyd job. */
+static void read_engine_progress(struct progress_reading *reading, void *context)
+{
+	read_engine_reading(context, reading);
 }
 
 static const struct job_control engine_job_control = {
@@ -1178,7 +1311,7 @@ static void wait_for_job(struct kcopy *state, struct kcopyd_job *job, int signal
 		{ .fd = done_fd, .events = POLLIN },
 	};
 	double next_draw = monotonic_seconds() + interval_ms / 1000.0;
-	uint64_t sectors_done, sectors_total;
+	struct progress_reading reading = { 0 };
 
 	for (;;) {
 		int timeout_ms = -1;
@@ -1202,8 +1335,8 @@ static void wait_for_job(struct kcopy *state, struct kcopyd_job *job, int signal
 			handle_job_signals(signal_fd, progress, stop_signal, &engine_job_control, job);
 		ticking = progress->bar || progress->fd >= 0;	/* a failed --progress=FD is dropped */
 		if (ticking && monotonic_seconds() >= next_draw) {
-			kcopyd_job_progress(job, &sectors_done, &sectors_total);
-			progress_update(progress, sectors_done, sectors_total);
+			read_engine_reading(job, &reading);
+			progress_update(progress, &reading);
 			next_draw += interval_ms / 1000.0;
 			if (next_draw < monotonic_seconds())
 				next_draw = monotonic_seconds() + interval_ms / 1000.0;
@@ -1211,8 +1344,8 @@ static void wait_for_job(struct kcopy *state, struct kcopyd_job *job, int signal
 	}
 
 	kcopyd_job_wait(job);
-	kcopyd_job_progress(job, &sectors_done, &sectors_total);
-	progress_end(progress, sectors_done, sectors_total);
+	read_engine_reading(job, &reading);
+	progress_end(progress, &reading);
 }
 
 /*
@@ -1229,6 +1362,7 @@ static void wait_for_job(struct kcopy *state, struct kcopyd_job *job, int signal
 static int run_job(struct kcopy *state, struct run_outcome *outcome)
 {
 	char errbuf[ERRNO_TEXT_LEN];
+	struct kcopyd_job_options options = { 0 };
 	struct kcopyd_client *client;
 	struct kcopyd_job *job;
 	sigset_t old_mask;
@@ -1259,8 +1393,11 @@ static int run_job(struct kcopy *state, struct run_outcome *outcome)
 		say_engine(state, client);
 
 	state->progress.start_seconds = monotonic_seconds();
-	ret = kcopyd_submit(client, state->zero ? NULL : &state->from, state->num_dests,
-			    state->regions, engine_flags(state), job_done, &done_fd, &job);
+	options.flags = engine_flags(state) | (state->verify ? KCOPYD_VERIFY : 0);
+	options.hashes = state->hashes;
+	options.rate = state->rate;
+	ret = kcopyd_submit_options(client, state->zero ? NULL : &state->from, state->num_dests, state->regions,
+				    &options, sizeof(options), job_done, &done_fd, &job);
 	if (ret) {
 		complain("cannot submit the job: %s", errno_text(ret, errbuf, sizeof(errbuf)));
 		goto err_destroy_client;
@@ -1309,24 +1446,105 @@ static void sync_destinations(struct kcopy *state)
 }
 
 /*
- * report_result() - print the errors, or the summary, of a finished job.
+ * report_hashes() - the "hash: ALG:HEX" line of every --hash algorithm,
+ * the digest of the whole source range as read (with --ignore-errors, a
+ * chunk that could not be read counts as the zeros written for it); "ALG:none"
+ * for a job that stopped before every chunk was hashed.  Printed with
+ * --quiet too: the digest is what was asked for.
+ */
+static void report_hashes(const struct kcopy *state, const struct kcopyd_result *result)
+{
+	char text[DIGEST_TEXT_LEN];
+
+	for (unsigned int bit = 0; bit < KCOPYD_HASH_COUNT; bit++) {
+		unsigned int hash = 1u << bit;
+
+		if (!(state->hashes & hash))
+			continue;
+		if (result->hashes & hash)
+			complain("hash: %s", format_digest(hash, &result->digests[bit], text, sizeof(text)));
+		else
+			complain("hash: %s:none (the copy stopped before the whole range was read)",
+				 kcopyd_hash_name(hash));
+	}
+}
+
+/*
+ * report_verify() - the outcome of --verify: "verify: ok", or "verify:
+ * mismatch" and the lowest range of each destination that did not read
+ * back as the source (EBADMSG: other bytes; else the read-back's errno),
+ * or "verify: not done" when the copy failed or was cancelled first.
+ */
+static void report_verify(const struct kcopy *state, const struct kcopyd_result *result)
+{
+	char errbuf[ERRNO_TEXT_LEN];
+
+	if (!state->verify)
+		return;
+	if (result->verified > 0) {
+		if (!state->quiet)
+			complain("verify: ok (%u destination%s read back as the source)", state->num_dests,
+				 state->num_dests == 1 ? "" : "s");
+		return;
+	}
+	if (result->verified == 0) {
+		complain("verify: not done (the copy failed or was cancelled first)");
+		return;
+	}
+	complain("verify: mismatch");
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
+		const struct kcopyd_failure *failure = &result->verify[dest_index];
+
+		if (result->verify_err & (1u << dest_index))
+			complain("verify error on %s (destination %u) sectors %" PRIu64 "+%" PRIu64 ": %s",
+				 state->dests[dest_index].where.path, dest_index, failure->sector, failure->count,
+				 errno_text(failure->error ? failure->error : EBADMSG, errbuf, sizeof(errbuf)));
+	}
+}
+
+/*
+ * write_failure_is_verify() - the write failure of @dest_index is only its
+ * verify failure (the engine sets a destination's write_err bit for a
+ * verify failure too, with the same range or none in write[]): reported
+ * by report_verify() alone.
+ */
+static bool write_failure_is_verify(const struct kcopyd_result *result, unsigned int dest_index)
+{
+	const struct kcopyd_failure *write = &result->write[dest_index];
+	const struct kcopyd_failure *verify = &result->verify[dest_index];
+
+	if (!(result->verify_err & (1u << dest_index)))
+		return false;
+	return !write->error || (write->error == verify->error && write->sector == verify->sector &&
+				 write->count == verify->count);
+}
+
+/*
+ * report_result() - print the errors, or the summary, of a finished job,
+ * and its digests and verify outcome.
  * @seconds: from submission to the end of the fsyncs.
- * Return: the exit status: 0, 1 for I/O errors, 128 + the signal that
- * cancelled the job.
+ * Return: the exit status: 0; 1 for I/O errors; 3 when the copy itself
+ * went well and only --verify failed; 128 + the signal that cancelled the
+ * job.
  */
 static int report_result(const struct kcopy *state, const struct run_outcome *outcome, double seconds)
 {
 	const struct kcopyd_result *result = &outcome->result;
 	unsigned int write_err = result->write_err;
+	unsigned int copy_write_err = 0;	/* write_err without the destinations that failed only the verify */
 	uint64_t done_bytes = result->sectors_done << KCOPYD_SECTOR_SHIFT;
 	uint64_t total_bytes = result->sectors_total << KCOPYD_SECTOR_SHIFT;
 	char errbuf[ERRNO_TEXT_LEN], counts[96] = "";
 	double rate = seconds > 0 ? (double)done_bytes / seconds / 1e6 : 0;
 	bool failed;
 
-	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++)
+	for (unsigned int dest_index = 0; dest_index < state->num_dests; dest_index++) {
 		if (state->dests[dest_index].fsync_error)
 			write_err |= 1u << dest_index;
+		if ((write_err & (1u << dest_index)) &&
+		    (state->dests[dest_index].fsync_error || !write_failure_is_verify(result, dest_index)))
+			copy_write_err |= 1u << dest_index;
+	}
 	failed = result->read_err || write_err || result->cancelled || outcome->failed_otherwise;
 
 	if (result->read_err && result->read.error)
@@ -1337,7 +1555,8 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 		const struct destination *dest = &state->dests[dest_index];
 		const struct kcopyd_failure *failure = &result->write[dest_index];
 
-		if ((result->write_err & (1u << dest_index)) && failure->error)
+		if ((result->write_err & (1u << dest_index)) && failure->error &&
+		    !write_failure_is_verify(result, dest_index))
 			complain("write error on %s (destination %u) sectors %" PRIu64 "+%" PRIu64 ": %s",
 				 dest->where.path, dest_index, failure->sector, failure->count,
 				 errno_text(failure->error, errbuf, sizeof(errbuf)));
@@ -1345,7 +1564,7 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 			complain("write error on %s (destination %u): %s: %s", dest->where.path, dest_index,
 				 dest->where.is_uri ? "flush" : "fsync", errno_text(dest->fsync_error, errbuf, sizeof(errbuf)));
 	}
-	if (result->read_err || write_err)
+	if (result->read_err || copy_write_err)
 		complain("read_err=%d write_err=0x%x", result->read_err, write_err);
 	if (result->cancelled) {
 		const char *name = outcome->stop_signal ? sigabbrev_np(outcome->stop_signal) : NULL;
@@ -1368,10 +1587,18 @@ static int report_result(const struct kcopy *state, const struct run_outcome *ou
 			 state->zero ? "zeroed" : "copied", done_bytes, result->sectors_done,
 			 state->zero ? "on" : "to", state->num_dests, state->num_dests == 1 ? "" : "s",
 			 seconds, rate, counts);
+	report_hashes(state, result);
+	report_verify(state, result);
 
 	if (result->cancelled && outcome->stop_signal)
 		return 128 + outcome->stop_signal;
-	return failed ? EXIT_IO_ERROR : EXIT_OK;
+	if (!failed)
+		return EXIT_OK;
+	/* Copied and flushed in full, only the read-back differs: a status of its own for scripts. */
+	if (result->verified < 0 && !result->read_err && !copy_write_err && !result->cancelled &&
+	    !outcome->failed_otherwise)
+		return EXIT_VERIFY;
+	return EXIT_IO_ERROR;
 }
 
 /*
@@ -1398,6 +1625,9 @@ static void print_resume_command(const struct kcopy *state, const struct run_out
 		complain("to run the %s again, run:", state->zero ? "zeroing" : "copy");
 	fprintf(stderr, "%s\n", command);
 	free(command);
+	if (checkpoint && state->hashes)
+		complain("(no --hash in it: a digest of the rest is not the whole range's; for that, copy the "
+			 "whole range again with --hash, or hash the source with sha256sum and the like)");
 }
 
 /* close_devices() - close the engine's devices of the source and destinations (not the sync_fds). */
@@ -1445,6 +1675,7 @@ int main(int argc, char **argv)
 	}
 	progress_init(&state.progress, !state.quiet && (state.progress_forced || isatty(STDERR_FILENO)),
 		      state.progress_fd);
+	state.progress.quiet = state.quiet;
 	/* A reader of --progress=FD that goes away must not kill the copy: the write fails with EPIPE, reported. */
 	if (state.progress_fd >= 0)
 		signal(SIGPIPE, SIG_IGN);

@@ -21,6 +21,8 @@
 #define EXIT_OK		0	/* everything copied and flushed */
 #define EXIT_IO_ERROR	1	/* a read, write or fsync failed, or a file could not be opened */
 #define EXIT_USAGE	2	/* bad command line, or refused regions (overlap, past the end, in use, too large) */
+#define EXIT_VERIFY	3	/* --verify: everything was copied and flushed, but a destination did not
+				 * read back as the source (or could not be read back) */
 
 #define PROGRESS_TERMINAL_INTERVAL_MS	200	/* redraw the bar 5 times a second */
 #define PROGRESS_LOG_INTERVAL_MS	1000	/* one line a second when stderr is no terminal, and to --progress=FD */
@@ -82,6 +84,25 @@ struct progress {
 	double start_seconds;		/* CLOCK_MONOTONIC at submission */
 	uint64_t sectors_done;		/* the last progress read from the job */
 	uint64_t sectors_total;
+	unsigned int phase;		/* KCOPYD_PHASE_*: the job's phase at the last reading */
+	uint64_t sectors_verified;	/* KCOPYD_PHASE_VERIFY: sectors read back, summed over destinations */
+	uint64_t sectors_verify_total;	/* ... of this many; 0 without --verify */
+	double verify_start_seconds;	/* CLOCK_MONOTONIC when the verify phase was first seen, 0 before */
+	bool quiet;			/* --quiet: SIGUSR1 prints nothing (dd's status=none) */
+	bool paused_job;		/* SIGTSTP paused the job (--via), SIGCONT resumes it */
+};
+
+/*
+ * What progress_update() is told of the job: its kcopyd_counts fields
+ * that the bar and the lines show (the engine's, or a kcopydfs status's
+ * progress: and verify: lines).
+ */
+struct progress_reading {
+	uint64_t sectors_done;
+	uint64_t sectors_total;
+	unsigned int phase;		/* KCOPYD_PHASE_* */
+	uint64_t sectors_verified;
+	uint64_t sectors_verify_total;
 };
 
 /* Everything one run of kcopy works on. */
@@ -91,6 +112,10 @@ struct kcopy {
 	bool engine_options;		/* --pages, --subjob-kb, --depth or --io-engine was given */
 	unsigned int job_flags;		/* as asked: KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ, KCOPYD_DEST_ZERO,
 					 * KCOPYD_ALLOCATED, KCOPYD_NO_OFFLOAD (the resume command repeats them) */
+	unsigned int hashes;		/* --hash: KCOPYD_HASH_* bits, digests of the source */
+	bool verify;			/* --verify: KCOPYD_VERIFY (kept out of job_flags, which
+					 * kcopyd_validate() and the description's flags= take) */
+	uint64_t rate;			/* --rate: bytes read per second, 0: no limit */
 	bool zero;			/* --zero: no source */
 	bool quiet;			/* --quiet: no bar, no summary */
 	bool verbose;			/* --verbose: say how the copy runs */
@@ -167,6 +192,24 @@ double monotonic_seconds(void);
 const char *format_bytes(uint64_t bytes, char *buf, size_t len);
 
 /*
+ * format_rate() - a rate limit as --rate reads it back: "16M" for
+ * 16777216, "6K" for 6144, a plain byte count when it is no whole KiB.
+ * Return: @buf.
+ */
+const char *format_rate(uint64_t bytes, char *buf, size_t len);
+
+/* Room for format_digest(): a name and 64 bytes in hex. */
+#define DIGEST_TEXT_LEN (16 + 2 * KCOPYD_HASH_MAX_SIZE + 1)
+
+/*
+ * format_digest() - "ALG:HEX" of one digest, lowercase, as kcopydfs's
+ * status "hash:" line and the *sum tools write it.
+ * @hash: the algorithm's bit (KCOPYD_HASH_*).
+ * Return: @buf.
+ */
+const char *format_digest(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len);
+
+/*
  * format_progress() - the progress bar's line, a pure function:
  * "[#########      ]  45.2%    29.0 MiB / 64.0 MiB     312.4 MB/s  ETA 0:00:01"
  * fitted to @columns - 1 characters (a line that fills the last column
@@ -204,7 +247,9 @@ const char *format_progress_fd_line(uint64_t done_bytes, uint64_t total_bytes, c
  * a job did not finish: the same arguments with every region moved on by
  * @checkpoint sectors, each written PATH:SECTOR+COUNT (the source and, with
  * --zero, every destination) or PATH:SECTOR, quoted for a POSIX shell.
- * --progress=FD is left out (the descriptor is this run's).
+ * --progress=FD is left out (the descriptor is this run's); --rate and
+ * --verify are kept; --hash only when @checkpoint is 0 (the rest's digest
+ * would not be the whole range's).
  * @checkpoint: sectors from the start of the regions known done.
  * Return: a malloc'd string without a newline; NULL if nothing is left
  * (@checkpoint reaches the count) or memory ran out.
@@ -222,6 +267,35 @@ void progress_init(struct progress *progress, bool bar, int fd);
 /* progress_resize() - read the terminal's width again (SIGWINCH) and redraw an open bar to fit it. */
 void progress_resize(struct progress *progress);
 
+/*
+ * format_progress_phase() - the bar's line for the job's phase: the copy's
+ * bar (format_progress()); in the verify phase "verifying " and a bar of
+ * the read-back (sectors_verified of sectors_verify_total, its rate and
+ * ETA from @verify_elapsed); while the destinations are flushed before it,
+ * a line that says so.  Fitted to @columns - 1 as format_progress().
+ * @elapsed:        seconds since the job started.
+ * @verify_elapsed: seconds since the verify phase started.
+ * Return: @buf.
+ */
+const char *format_progress_phase(const struct progress_reading *reading, double elapsed, double verify_elapsed,
+				  unsigned int columns, char *buf, size_t len);
+
+/*
+ * format_progress_report_phase() - the SIGUSR1 line for the job's phase:
+ * format_progress_report() while copying; in the verify phase "67108864
+ * bytes copied; verifying: 30408704 of 134217728 bytes read back (22.7%)
+ * in 1.0 s, 30.4 MB/s, ETA 0:00:03" (summed over the destinations).
+ * Return: @buf.
+ */
+const char *format_progress_report_phase(const struct progress_reading *reading, double elapsed,
+					 double verify_elapsed, char *buf, size_t len);
+
+/*
+ * progress_record() - keep @reading as the job's last progress (and note
+ * when its verify phase began), without drawing.
+ */
+void progress_record(struct progress *progress, const struct progress_reading *reading);
+
 /* progress_interval_ms() - how often the job's loop calls progress_update(). */
 int progress_interval_ms(const struct progress *progress);
 
@@ -232,7 +306,7 @@ void progress_draw(struct progress *progress);
  * progress_update() - record the job's progress, draw the bar and write
  * a "running" line to --progress=FD (whichever of them is on).
  */
-void progress_update(struct progress *progress, uint64_t sectors_done, uint64_t sectors_total);
+void progress_update(struct progress *progress, const struct progress_reading *reading);
 
 /* progress_break_line() - end the bar's line, if one is open, before a message. */
 void progress_break_line(struct progress *progress);
@@ -245,7 +319,7 @@ void progress_break_line(struct progress *progress);
 void progress_print_report(struct progress *progress);
 
 /* progress_end() - draw the bar a last time, for the job's end, and end its line. */
-void progress_end(struct progress *progress, uint64_t sectors_done, uint64_t sectors_total);
+void progress_end(struct progress *progress, const struct progress_reading *reading);
 
 /*
  * progress_final() - the last line of --progress=FD.
@@ -255,9 +329,9 @@ void progress_end(struct progress *progress, uint64_t sectors_done, uint64_t sec
 void progress_final(struct progress *progress, uint64_t sectors_done, const char *state);
 
 /*
- * job_signals_open() - block, in every thread, SIGINT, SIGTERM and SIGHUP
- * (those not ignored: a signal ignored by whoever started us stays
- * ignored), SIGUSR1 and SIGWINCH, and return a non-blocking signalfd for
+ * job_signals_open() - block, in every thread, SIGINT, SIGTERM, SIGHUP and
+ * SIGTSTP (those not ignored: a signal ignored by whoever started us stays
+ * ignored), SIGUSR1, SIGWINCH and SIGCONT, and return a non-blocking signalfd for
  * them.
  * @old_mask: receives the mask to give back to job_signals_close().
  * Return: the descriptor, or -errno (reported; the mask is restored).
@@ -273,13 +347,24 @@ void job_signals_close(int signal_fd, const sigset_t *old_mask);
 /* What handle_job_signals() does to the job it is waiting for. */
 struct job_control {
 	int (*cancel)(void *context);		/* 0 or -errno (reported) */
-	void (*read_progress)(uint64_t *sectors_done, uint64_t *sectors_total, void *context);
+	/* The job's progress now; on a failure to read it, *@reading is left as it was. */
+	void (*read_progress)(struct progress_reading *reading, void *context);
+	/*
+	 * SIGTSTP and SIGCONT: pause and resume a job that does not stop with
+	 * this process (--via); NULL for the engine's, which does.  0 or
+	 * -errno (reported).
+	 */
+	int (*pause)(void *context);
+	int (*resume)(void *context);
 };
 
 /*
  * handle_job_signals() - act on every signal waiting in @signal_fd.
  * SIGWINCH refits the bar; SIGUSR1 reads the job's progress and prints it
- * (progress_print_report()); the first SIGINT, SIGTERM or SIGHUP cancels
+ * (progress_print_report(); nothing with --quiet); SIGTSTP clears the
+ * bar's line, pauses a job that runs elsewhere (control->pause) and stops
+ * the process; SIGCONT (after that stop, or after a SIGSTOP) resumes that
+ * job and draws the bar again; the first SIGINT, SIGTERM or SIGHUP cancels
  * the job, and a second one ends the process at once, by that signal,
  * without waiting for the I/O in flight or flushing the destinations.
  * @signal_fd:   the descriptor of job_signals_open().

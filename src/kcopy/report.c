@@ -9,7 +9,9 @@
  *   - the machine-readable lines of --progress=FD;
  *   - the signals of the job's poll loop, read from one signalfd: SIGINT,
  *     SIGTERM and SIGHUP cancel, SIGUSR1 prints a progress line, SIGWINCH
- *     refits the bar;
+ *     refits the bar, SIGTSTP clears the bar's line and stops the process
+ *     (and SIGCONT draws the bar again);
+ *   - the verify phase of --verify: "verifying" and the read-back's share;
  *   - the command that would finish a cancelled or failed copy.
  *
  * The texts are made by pure functions (format_progress(),
@@ -95,6 +97,44 @@ const char *format_bytes(uint64_t bytes, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 " B", bytes);
 	else
 		snprintf(buf, len, "%.1f %s", scaled, units[unit]);
+	return buf;
+}
+
+/* format_rate() - see kcopy.h. */
+const char *format_rate(uint64_t bytes, char *buf, size_t len)
+{
+	static const char units[] = "KMGT";
+	unsigned int unit = 0;
+
+	if (bytes == 0 || bytes % 1024) {
+		snprintf(buf, len, "%" PRIu64, bytes);
+		return buf;
+	}
+	bytes /= 1024;
+	while (unit + 1 < sizeof(units) - 1 && bytes % 1024 == 0) {
+		bytes /= 1024;
+		unit++;
+	}
+	snprintf(buf, len, "%" PRIu64 "%c", bytes, units[unit]);
+	return buf;
+}
+
+/* format_digest() - see kcopy.h. */
+const char *format_digest(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *name = kcopyd_hash_name(hash);
+	size_t at;
+
+	if (len == 0)
+		return buf;
+	at = (size_t)snprintf(buf, len, "%s:", name ? name : "?");
+	for (unsigned int byte = 0; byte < digest->size && at + 2 < len; byte++) {
+		buf[at++] = hex[digest->bytes[byte] >> 4];
+		buf[at++] = hex[digest->bytes[byte] & 0xf];
+	}
+	if (at < len)
+		buf[at] = '\0';
 	return buf;
 }
 
@@ -192,6 +232,69 @@ const char *format_progress_report(uint64_t done_bytes, uint64_t total_bytes, do
 	snprintf(buf, len, "%" PRIu64 " of %" PRIu64 " bytes (%.1f%%) done in %.1f s, %.1f MB/s, ETA %s",
 		 done_bytes, total_bytes, fraction * 100.0, elapsed, rate / 1e6, eta);
 	return buf;
+}
+
+/* format_progress_phase() - see kcopy.h. */
+const char *format_progress_phase(const struct progress_reading *reading, double elapsed, double verify_elapsed,
+				  unsigned int columns, char *buf, size_t len)
+{
+	static const char verifying[] = "verifying ";
+	size_t room = columns > 1 ? columns - 1 : 1;
+
+	switch (reading->phase) {
+	case KCOPYD_PHASE_FLUSH:
+		snprintf(buf, len, "verify: flushing the destinations before reading them back");
+		break;
+	case KCOPYD_PHASE_VERIFY:
+		/* The word first, then a bar of the read-back fitted to the columns it leaves. */
+		if (room <= sizeof(verifying) - 1 + 6) {
+			format_progress(reading->sectors_verified << KCOPYD_SECTOR_SHIFT,
+					reading->sectors_verify_total << KCOPYD_SECTOR_SHIFT, verify_elapsed, columns,
+					buf, len);
+			return buf;
+		}
+		snprintf(buf, len, "%s", verifying);
+		if (len > sizeof(verifying) - 1)
+			format_progress(reading->sectors_verified << KCOPYD_SECTOR_SHIFT,
+					reading->sectors_verify_total << KCOPYD_SECTOR_SHIFT, verify_elapsed,
+					columns - (unsigned int)(sizeof(verifying) - 1), buf + sizeof(verifying) - 1,
+					len - (sizeof(verifying) - 1));
+		return buf;
+	default:
+		return format_progress(reading->sectors_done << KCOPYD_SECTOR_SHIFT,
+				       reading->sectors_total << KCOPYD_SECTOR_SHIFT, elapsed, columns, buf, len);
+	}
+	if (strlen(buf) > room)
+		buf[room] = '\0';
+	return buf;
+}
+
+/* format_progress_report_phase() - see kcopy.h. */
+const char *format_progress_report_phase(const struct progress_reading *reading, double elapsed,
+					 double verify_elapsed, char *buf, size_t len)
+{
+	uint64_t done_bytes = reading->sectors_done << KCOPYD_SECTOR_SHIFT;
+	uint64_t verified_bytes = reading->sectors_verified << KCOPYD_SECTOR_SHIFT;
+	uint64_t verify_bytes = reading->sectors_verify_total << KCOPYD_SECTOR_SHIFT;
+	double fraction = verify_bytes ? (double)verified_bytes / (double)verify_bytes : 1.0;
+	double rate = verify_elapsed > 0 ? (double)verified_bytes / verify_elapsed : 0;
+	char eta[32];
+
+	switch (reading->phase) {
+	case KCOPYD_PHASE_FLUSH:
+		snprintf(buf, len, "%" PRIu64 " bytes copied in %.1f s; flushing the destinations before verifying",
+			 done_bytes, elapsed);
+		return buf;
+	case KCOPYD_PHASE_VERIFY:
+		format_eta(verified_bytes, verify_bytes, rate, eta, sizeof(eta));
+		snprintf(buf, len, "%" PRIu64 " bytes copied; verifying: %" PRIu64 " of %" PRIu64
+			 " bytes read back (%.1f%%) in %.1f s, %.1f MB/s, ETA %s",
+			 done_bytes, verified_bytes, verify_bytes, fraction * 100.0, verify_elapsed, rate / 1e6, eta);
+		return buf;
+	default:
+		return format_progress_report(done_bytes, reading->sectors_total << KCOPYD_SECTOR_SHIFT, elapsed,
+					      buf, len);
+	}
 }
 
 /* format_progress_fd_line() - see kcopy.h. */
@@ -294,6 +397,28 @@ char *format_resume_command(const struct kcopy *state, uint64_t checkpoint)
 		fputs(" --allocated", out);
 	if (state->job_flags & KCOPYD_NO_OFFLOAD)
 		fputs(" --no-offload", out);
+	/*
+	 * --verify and --rate hold for the rest as for the whole; --hash only
+	 * for the whole copy again: the rest's digest is not the whole range's
+	 * (print_resume_command() says so).
+	 */
+	if (state->verify)
+		fputs(" --verify", out);
+	if (state->hashes && checkpoint == 0) {
+		const char *separator = " --hash=";
+
+		for (unsigned int bit = 0; bit < KCOPYD_HASH_COUNT; bit++) {
+			if (!(state->hashes & (1u << bit)))
+				continue;
+			fprintf(out, "%s%s", separator, kcopyd_hash_name(1u << bit));
+			separator = ",";
+		}
+	}
+	if (state->rate) {
+		char rate[32];
+
+		fprintf(out, " --rate=%s", format_rate(state->rate, rate, sizeof(rate)));
+	}
 	if (state->progress_forced)
 		fputs(" --progress", out);
 	if (state->quiet)
@@ -385,6 +510,21 @@ static double progress_elapsed(const struct progress *progress)
 	return monotonic_seconds() - progress->start_seconds;
 }
 
+/* progress_verify_elapsed() - seconds since the verify phase was first seen, 0 before. */
+static double progress_verify_elapsed(const struct progress *progress)
+{
+	return progress->verify_start_seconds ? monotonic_seconds() - progress->verify_start_seconds : 0;
+}
+
+/* progress_reading_of() - what @progress last recorded, as a reading for the pure texts. */
+static struct progress_reading progress_reading_of(const struct progress *progress)
+{
+	return (struct progress_reading){ .sectors_done = progress->sectors_done,
+					  .sectors_total = progress->sectors_total, .phase = progress->phase,
+					  .sectors_verified = progress->sectors_verified,
+					  .sectors_verify_total = progress->sectors_verify_total };
+}
+
 /* progress_draw() - see kcopy.h. */
 void progress_draw(struct progress *progress)
 {
@@ -392,8 +532,10 @@ void progress_draw(struct progress *progress)
 
 	if (!progress->bar)
 		return;
-	format_progress(progress->sectors_done << KCOPYD_SECTOR_SHIFT, progress->sectors_total << KCOPYD_SECTOR_SHIFT,
-			progress_elapsed(progress), progress->columns, line, sizeof(line));
+	struct progress_reading reading = progress_reading_of(progress);
+
+	format_progress_phase(&reading, progress_elapsed(progress), progress_verify_elapsed(progress), progress->columns,
+			      line, sizeof(line));
 	if (progress->terminal) {
 		/* Clear to the end of the line: a shorter line leaves nothing of the last one. */
 		fprintf(stderr, "\r%s\033[K", line);
@@ -418,8 +560,14 @@ static void progress_write_fd(struct progress *progress, const char *state)
 
 	if (progress->fd < 0)
 		return;
-	format_progress_fd_line(progress->sectors_done << KCOPYD_SECTOR_SHIFT,
-				progress->sectors_total << KCOPYD_SECTOR_SHIFT, state, line, sizeof(line));
+	if (strcmp(state, "running") == 0 &&
+	    (progress->phase == KCOPYD_PHASE_FLUSH || progress->phase == KCOPYD_PHASE_VERIFY))
+		format_progress_fd_line(progress->sectors_verified << KCOPYD_SECTOR_SHIFT,
+					progress->sectors_verify_total << KCOPYD_SECTOR_SHIFT, "verifying",
+					line, sizeof(line));
+	else
+		format_progress_fd_line(progress->sectors_done << KCOPYD_SECTOR_SHIFT,
+					progress->sectors_total << KCOPYD_SECTOR_SHIFT, state, line, sizeof(line));
 	len = strlen(line);
 	while (done < len) {
 		ssize_t written = write(progress->fd, line + done, len - done);
@@ -437,11 +585,23 @@ static void progress_write_fd(struct progress *progress, const char *state)
 	}
 }
 
-/* progress_update() - see kcopy.h. */
-void progress_update(struct progress *progress, uint64_t sectors_done, uint64_t sectors_total)
+/* progress_record() - see kcopy.h. */
+void progress_record(struct progress *progress, const struct progress_reading *reading)
 {
-	progress->sectors_done = sectors_done;
-	progress->sectors_total = sectors_total;
+	progress->sectors_done = reading->sectors_done;
+	progress->sectors_total = reading->sectors_total;
+	progress->phase = reading->phase;
+	progress->sectors_verified = reading->sectors_verified;
+	progress->sectors_verify_total = reading->sectors_verify_total;
+	if ((reading->phase == KCOPYD_PHASE_FLUSH || reading->phase == KCOPYD_PHASE_VERIFY) &&
+	    !progress->verify_start_seconds)
+		progress->verify_start_seconds = monotonic_seconds();
+}
+
+/* progress_update() - see kcopy.h. */
+void progress_update(struct progress *progress, const struct progress_reading *reading)
+{
+	progress_record(progress, reading);
 	progress_draw(progress);
 	progress_write_fd(progress, "running");
 }
@@ -458,11 +618,11 @@ void progress_break_line(struct progress *progress)
 /* progress_print_report() - see kcopy.h. */
 void progress_print_report(struct progress *progress)
 {
-	char line[256];
+	char line[320];
+	struct progress_reading reading = progress_reading_of(progress);
 
-	format_progress_report(progress->sectors_done << KCOPYD_SECTOR_SHIFT,
-			       progress->sectors_total << KCOPYD_SECTOR_SHIFT, progress_elapsed(progress),
-			       line, sizeof(line));
+	format_progress_report_phase(&reading, progress_elapsed(progress), progress_verify_elapsed(progress),
+				     line, sizeof(line));
 	if (progress->line_len) {
 		/* The report takes the bar's row; the bar is drawn again below it. */
 		fputs("\r\033[K", stderr);
@@ -475,10 +635,9 @@ void progress_print_report(struct progress *progress)
 }
 
 /* progress_end() - see kcopy.h. */
-void progress_end(struct progress *progress, uint64_t sectors_done, uint64_t sectors_total)
+void progress_end(struct progress *progress, const struct progress_reading *reading)
 {
-	progress->sectors_done = sectors_done;
-	progress->sectors_total = sectors_total;
+	progress_record(progress, reading);
 	progress_draw(progress);
 	progress_break_line(progress);
 }
@@ -487,6 +646,7 @@ void progress_end(struct progress *progress, uint64_t sectors_done, uint64_t sec
 void progress_final(struct progress *progress, uint64_t sectors_done, const char *state)
 {
 	progress->sectors_done = sectors_done;
+	progress->phase = KCOPYD_PHASE_DONE;
 	progress_write_fd(progress, state);
 }
 
@@ -515,9 +675,21 @@ int job_signals_open(sigset_t *old_mask)
 	for (size_t index = 0; index < sizeof(stop_signals) / sizeof(stop_signals[0]); index++)
 		if (!signal_is_ignored(stop_signals[index]))
 			sigaddset(&job_signals, stop_signals[index]);
-	/* These two only ask for a report or a redraw: taken always, as dd takes SIGUSR1. */
+	/*
+	 * These only ask for a report or a redraw: taken always, as dd takes
+	 * SIGUSR1 (with --quiet, as dd's status=none, it prints nothing).
+	 */
 	sigaddset(&job_signals, SIGUSR1);
 	sigaddset(&job_signals, SIGWINCH);
+	/*
+	 * ^Z: the bar's line is cleared before the process stops, and drawn
+	 * again when it goes on (SIGCONT, which continues the process whether
+	 * blocked or not).  A SIGTSTP ignored by whoever started us (a shell
+	 * without job control) stays ignored.
+	 */
+	if (!signal_is_ignored(SIGTSTP))
+		sigaddset(&job_signals, SIGTSTP);
+	sigaddset(&job_signals, SIGCONT);
 	ret = -pthread_sigmask(SIG_BLOCK, &job_signals, old_mask);
 	if (ret) {
 		complain("pthread_sigmask: %s", errno_text(ret, errbuf, sizeof(errbuf)));
@@ -544,10 +716,35 @@ void job_signals_close(int signal_fd, const sigset_t *old_mask)
 	pthread_sigmask(SIG_SETMASK, old_mask, NULL);
 }
 
+/*
+ * stop_self() - SIGTSTP taken from the signalfd: clear the bar's line (the
+ * shell writes "Stopped" next, and the terminal is the shell's until the
+ * job is in the foreground again), then stop the process as the default
+ * action does: SIGTSTP raised to this thread and unblocked here only (the
+ * engine's threads keep it blocked; a stop stops them all the same).
+ * Returns once continued, with SIGTSTP blocked again.
+ */
+static void stop_self(struct progress *progress)
+{
+	sigset_t tstp;
+
+	if (progress->line_len) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		progress->line_len = 0;
+	}
+	sigemptyset(&tstp);
+	sigaddset(&tstp, SIGTSTP);
+	raise(SIGTSTP);		/* pending on this thread while blocked ... */
+	pthread_sigmask(SIG_UNBLOCK, &tstp, NULL);	/* ... delivered here: the process stops */
+	pthread_sigmask(SIG_BLOCK, &tstp, NULL);
+}
+
 /* handle_job_signals() - see kcopy.h. */
 void handle_job_signals(int signal_fd, struct progress *progress, int *stop_signal,
 			const struct job_control *control, void *context)
 {
+	struct progress_reading reading = progress_reading_of(progress);
 	struct signalfd_siginfo info;
 	int signal_number;
 	sigset_t unblock;
@@ -559,8 +756,24 @@ void handle_job_signals(int signal_fd, struct progress *progress, int *stop_sign
 			progress_resize(progress);
 			continue;
 		case SIGUSR1:
-			control->read_progress(&progress->sectors_done, &progress->sectors_total, context);
+			if (progress->quiet)
+				continue;	/* as dd's status=none */
+			control->read_progress(&reading, context);
+			progress_record(progress, &reading);
 			progress_print_report(progress);
+			continue;
+		case SIGTSTP:
+			/* A daemon's job does not stop with us: paused, and resumed on SIGCONT. */
+			if (control->pause && !*stop_signal)
+				progress->paused_job = control->pause(context) == 0;
+			stop_self(progress);
+			__attribute__((fallthrough));	/* continued: as after SIGCONT */
+		case SIGCONT:
+			if (progress->paused_job && control->resume && control->resume(context) == 0)
+				progress->paused_job = false;
+			/* The terminal may have been the shell's meanwhile: the bar on a line of its own. */
+			if (progress->bar && progress->terminal && !progress->line_len)
+				progress_draw(progress);
 			continue;
 		}
 		progress_break_line(progress);

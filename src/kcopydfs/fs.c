@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "kcopydfs/fs.h"
+#include "kcopydfs/metrics.h"
 #include "proto/jobspec.h"
 
 enum node_kind {
@@ -34,6 +35,7 @@ enum node_kind {
 	NODE_CLONE,
 	NODE_CLONE_AUTOREMOVE,		/* a clone whose job goes when the descriptor is closed */
 	NODE_JOBS,
+	NODE_METRICS,			/* after the others: their inode numbers stay */
 	/* a job's, in this order */
 	NODE_JOB_DIR,
 	NODE_CTL,
@@ -69,6 +71,7 @@ static const struct {
 } top_entries[] = {
 	{ "version", NODE_VERSION },
 	{ "stats", NODE_STATS },
+	{ "metrics", NODE_METRICS },
 	{ "clone", NODE_CLONE },
 	{ "clone-autoremove", NODE_CLONE_AUTOREMOVE },
 	{ "jobs", NODE_JOBS },
@@ -162,7 +165,7 @@ struct ctl_write {
 static enum node_kind decode_ino(fuse_ino_t ino, uint64_t *job_id)
 {
 	*job_id = 0;
-	if (ino >= FUSE_ROOT_ID && ino <= NODE_JOBS - NODE_ROOT + FUSE_ROOT_ID)
+	if (ino >= FUSE_ROOT_ID && ino <= NODE_METRICS - NODE_ROOT + FUSE_ROOT_ID)
 		return (enum node_kind)(ino - FUSE_ROOT_ID + NODE_ROOT);
 	if (ino >= JOB_INO_BASE + JOB_INO_STRIDE) {
 		unsigned int kind = (unsigned int)((ino - JOB_INO_BASE) % JOB_INO_STRIDE);
@@ -242,6 +245,7 @@ static int fill_attr(struct kfs_fs *fs, enum node_kind kind, uint64_t job_id, st
 		break;
 	case NODE_VERSION:
 	case NODE_STATS:
+	case NODE_METRICS:	/* what stats shows, in another form: the same readers */
 		st->st_mode = S_IFREG | 0444;
 		break;
 	case NODE_CLONE:
@@ -558,6 +562,7 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 {
 	struct kfs_job_view view;
 	struct kfs_stats stats;
+	struct kfs_metrics metrics;
 	int r;
 
 	switch (of->kind) {
@@ -566,6 +571,9 @@ static int render(struct kfs_fs *fs, const struct open_file *of, char *buf, size
 	case NODE_STATS:
 		kfs_service_stats(fs->svc, &stats);
 		return kfs_render_stats(&stats, buf, len);
+	case NODE_METRICS:
+		kfs_service_metrics(fs->svc, &fs->started, &metrics);
+		return kfs_render_metrics(&metrics, buf, len);
 	case NODE_CLONE:
 	case NODE_CLONE_AUTOREMOVE:
 		if (of->kind == NODE_CLONE_AUTOREMOVE && atomic_load_explicit(&of->reads_wait, memory_order_relaxed)) {

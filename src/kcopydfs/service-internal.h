@@ -10,6 +10,7 @@
  *   run.c      a job's run: its regions opened as its owner, checked and claimed
  *   start.c    ctl (start, resume, cancel, refusals) and the engine's callbacks
  *   render.c   status and stats text: pure functions
+ *   metrics.c  the metrics file: stats and the jobs in each state, as Prometheus text
  *
  * The locking rules are stated once, on struct kfs_service below (and with
  * the front end's lock in doc/DESIGN.md); every function here that says

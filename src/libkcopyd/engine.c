@@ -93,7 +93,8 @@ enum subjob_phase {
 enum digest_kind {
 	DIGEST_HASH,		/* a copied chunk: the job's digests, then its chunk digest (verify) */
 	DIGEST_VERIFY,		/* a chunk read back from a destination: its chunk digest */
-	DIGEST_FLUSH,		/* a job's destinations: kcopyd_dev_sync() each, drop their cached pages */
+	DIGEST_FLUSH,		/* a job's destinations: kcopyd_dev_sync() each, drop their cached pages
+				 * (on a thread of its own, not the digest thread: see flush_start()) */
 };
 
 struct digest_work {
@@ -187,6 +188,7 @@ struct kcopyd_job {
 	struct digest_set digests;
 	uint64_t *chunk_digests;
 	struct digest_work flush_work;
+	pthread_t flush_thread;		/* verify's flush, joined by the I/O thread in flush_done() */
 
 	/* Read from any thread. */
 	_Atomic uint64_t sectors_done;
@@ -206,6 +208,7 @@ struct kcopyd_job {
 	struct list_head cancel_link;	/* kc->cancels */
 	struct list_head start_link;	/* kc->started */
 	struct list_head poke_link;	/* kc->pokes: paused, resumed or its rate changed */
+	struct list_head owned_link;	/* kc->owned while ACTIVE (the I/O thread's) */
 	bool poked;			/* on kc->pokes */
 
 	/* The I/O thread's alone, between taking the job and completing it. */
@@ -316,6 +319,7 @@ struct kcopyd_client {
 	uint64_t jobs_paused;
 	uint64_t jobs_total;
 	bool io_exit;			/* tell the I/O thread to return */
+	bool destroying;		/* kcopyd_client_destroy() waits: cancel paused jobs */
 	bool completion_exit;		/* tell the completion thread to return */
 
 	/*
@@ -339,6 +343,7 @@ struct kcopyd_client {
 	/* I/O thread. */
 	struct list_head ready;		/* jobs that may start a sub-job, round robin */
 	struct list_head throttled;	/* jobs that may, but for a rate limit */
+	struct list_head owned;		/* every ACTIVE job */
 	struct list_head free_subjobs;
 	unsigned int *free_slots;	/* a stack of slot indices */
 	unsigned int free_slot_count;
@@ -651,6 +656,7 @@ static void complete_job(struct kcopyd_job *job)
 		job->verified = 1;
 	free(job->chunk_digests);
 	job->chunk_digests = NULL;
+	list_del_init(&job->owned_link);
 	atomic_store_explicit(&job->phase, KCOPYD_PHASE_DONE, memory_order_relaxed);
 	job->io_done = true;
 	job->sectors_done_final = atomic_load_explicit(&job->sectors_done, memory_order_relaxed);
@@ -1363,11 +1369,31 @@ static void verify_digest_done(struct subjob *sj)
 	verify_finish(sj);
 }
 
-/* Every chunk is written: flush the destinations on the digest thread (kcopyd_dev_sync() blocks). */
+static void *flush_thread_main(void *arg);
+static void digest_flush(struct kcopyd_job *job);
+
+/*
+ * Every chunk is written: flush the destinations.  kcopyd_dev_sync() blocks
+ * (an NBD server may take its timeout to answer), so it runs on a thread
+ * of its own, not on the I/O thread and not on the digest thread, where it
+ * would hold up every other job's hashing; the work comes back on the
+ * digest thread's done list all the same.  Without a thread, here.
+ */
 static void flush_start(struct kcopyd_job *job)
 {
+	struct kcopyd_client *kc = job->kc;
+
 	atomic_store_explicit(&job->phase, KCOPYD_PHASE_FLUSH, memory_order_relaxed);
-	digest_queue(job->kc, &job->flush_work, DIGEST_FLUSH, job);
+	job->flush_work.kind = DIGEST_FLUSH;
+	job->flush_work.owner = job;
+	if (pthread_create(&job->flush_thread, NULL, flush_thread_main, job) == 0)
+		return;
+	digest_flush(job);
+	pthread_mutex_lock(&kc->digest_lock);
+	list_add_tail(&job->flush_work.link, &kc->digest_done);
+	pthread_mutex_unlock(&kc->digest_lock);
+	job->flush_work.owner = NULL;	/* no thread to join */
+	kick(kc);
 }
 
 /*
@@ -1379,6 +1405,9 @@ static void flush_done(struct kcopyd_job *job)
 {
 	struct kcopyd_client *kc = job->kc;
 	unsigned int dest_index;
+
+	if (job->flush_work.owner)
+		pthread_join(job->flush_thread, NULL);	/* it has handed the work back: it is ending */
 
 	for (dest_index = 0; dest_index < job->num_dests; dest_index++) {
 		struct job_dest *dest = &job->dests[dest_index];
@@ -1634,6 +1663,20 @@ static void digest_flush(struct kcopyd_job *job)
 	}
 }
 
+/* A verify's flush (flush_start()): flush, hand back as the digest thread does. */
+static void *flush_thread_main(void *arg)
+{
+	struct kcopyd_job *job = arg;
+	struct kcopyd_client *kc = job->kc;
+
+	digest_flush(job);
+	pthread_mutex_lock(&kc->digest_lock);
+	list_add_tail(&job->flush_work.link, &kc->digest_done);
+	kick(kc);
+	pthread_mutex_unlock(&kc->digest_lock);
+	return NULL;
+}
+
 /*
  * The digest thread: runs the work on kc->digest_todo in order (so each
  * job's chunks are hashed in the source's order) and hands it back on
@@ -1658,12 +1701,10 @@ static void *digest_thread_main(void *arg)
 		work = list_entry(node, struct digest_work, link);
 		if (work->kind == DIGEST_HASH) {
 			digest_hash(kc, work->owner);
-		} else if (work->kind == DIGEST_VERIFY) {
+		} else {
 			struct subjob *sj = work->owner;
 
 			sj->verify_digest = digest_chunk(sj->buf, (size_t)sj->count << KCOPYD_SECTOR_SHIFT);
-		} else {
-			digest_flush(work->owner);
 		}
 		pthread_mutex_lock(&kc->digest_lock);
 		list_add_tail(&work->link, &kc->digest_done);
@@ -1711,7 +1752,7 @@ static void digest_reap(struct kcopyd_client *kc)
 		struct kcopyd_job *job;
 
 		if (work->kind == DIGEST_FLUSH) {
-			flush_done(work->owner);
+			flush_done(list_entry(work, struct kcopyd_job, flush_work));
 			continue;
 		}
 		if (work->kind == DIGEST_VERIFY) {
@@ -1720,8 +1761,9 @@ static void digest_reap(struct kcopyd_client *kc)
 		}
 		job = ((struct subjob *)work->owner)->job;
 		job->sectors_hashed += ((struct subjob *)work->owner)->count;
-		atomic_fetch_add_explicit(&kc->sectors_hashed, ((struct subjob *)work->owner)->count,
-					  memory_order_relaxed);
+		if (job->hashes)
+			atomic_fetch_add_explicit(&kc->sectors_hashed, ((struct subjob *)work->owner)->count,
+						  memory_order_relaxed);
 		dest_done(work->owner);
 		job_advance_writes(job);
 		maybe_complete_job(job);
@@ -1732,8 +1774,8 @@ static void digest_reap(struct kcopyd_client *kc)
 static bool take_new_work(struct kcopyd_client *kc)
 {
 	struct list_head new_jobs, cancels, pokes;
-	struct list_head *node;
-	bool exiting;
+	struct list_head *node, *next;
+	bool exiting, destroying;
 
 	list_init(&new_jobs);
 	list_init(&cancels);
@@ -1745,12 +1787,14 @@ static bool take_new_work(struct kcopyd_client *kc)
 	for (node = new_jobs.next; node != &new_jobs; node = node->next)
 		list_entry(node, struct kcopyd_job, queue_link)->state = JOB_ACTIVE;
 	exiting = kc->io_exit;
+	destroying = kc->destroying;
 	pthread_mutex_unlock(&kc->lock);
 
 	while ((node = list_pop(&new_jobs))) {
 		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, queue_link);
 
 		kc->jobs_owned++;
+		list_add_tail(&job->owned_link, &kc->owned);
 		if (job->total == 0)
 			complete_job(job);
 		else
@@ -1768,6 +1812,22 @@ static bool take_new_work(struct kcopyd_client *kc)
 		pthread_mutex_lock(&kc->lock);
 		job_put_locked(job);
 		pthread_mutex_unlock(&kc->lock);
+	}
+	/*
+	 * The client is being destroyed, which waits for every job: one that is
+	 * paused would never end, so it is cancelled (its completion routine
+	 * says so).
+	 */
+	for (node = destroying ? kc->owned.next : &kc->owned; node != &kc->owned; node = next) {
+		struct kcopyd_job *job = list_entry(node, struct kcopyd_job, owned_link);
+
+		next = node->next;
+		if (!job->io_done && atomic_load_explicit(&job->paused, memory_order_relaxed) && !job->cancelled) {
+			job->cancelled = 1;
+			job->stopping = true;
+			ready_update(job);
+			maybe_complete_job(job);
+		}
 	}
 	/* Paused, resumed, or a new rate: whether it may start a sub-job changed. */
 	while ((node = list_pop(&pokes))) {
@@ -2162,6 +2222,7 @@ static int client_create(const struct kcopyd_config *config, const struct kcopyd
 	list_init(&kc->pokes);
 	list_init(&kc->ready);
 	list_init(&kc->throttled);
+	list_init(&kc->owned);
 	list_init(&kc->digest_todo);
 	list_init(&kc->digest_done);
 	atomic_store_explicit(&kc->rate, config->rate, memory_order_relaxed);
@@ -2269,6 +2330,10 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 {
 	if (!kc)
 		return;
+	pthread_mutex_lock(&kc->lock);
+	kc->destroying = true;
+	pthread_mutex_unlock(&kc->lock);
+	kick(kc);
 	pthread_mutex_lock(&kc->lock);
 	while (kc->jobs_active > 0)
 		pthread_cond_wait(&kc->finished_cond, &kc->lock);
@@ -2459,6 +2524,7 @@ static int job_submit(struct kcopyd_client *kc, const struct io_region *from, un
 	list_init(&job->cancel_link);
 	list_init(&job->start_link);
 	list_init(&job->poke_link);
+	list_init(&job->owned_link);
 	if (job->hashes || job->verify) {
 		r = digest_thread_start(kc);
 		if (r < 0)
