@@ -5,7 +5,8 @@
 # own: kc_submit with one and three destinations (checked with cmp),
 # kc_status of the whole status and of one key, kc_wait's exit statuses
 # (0 done, 1 cancelled, 124 after a timeout), a refused description (the
-# reason on stderr, the job removed), kc_cancel, kc_remove (EBUSY while
+# reason on stderr, the job removed), kc_pause, kc_rate, kc_resume (refusals
+# with their reasons), kc_cancel, kc_remove (EBUSY while
 # running), bad arguments, a directory that is no mount; and the same
 # functions sourced by dash, to keep them POSIX.
 #
@@ -57,7 +58,7 @@ check "kc_wait prints the final status" "state: done|progress: $SECTORS/$SECTORS
 	"$(head -n 2 "$work/out" | paste -sd '|')"
 same_bytes "the copy to one destination" "$work/d0.img" 0 0 "$SIZE"
 check "kc_status JOB progress" "$SECTORS/$SECTORS" "$(kc_status "$job" progress)"
-check "kc_status JOB prints 13 lines" 13 "$(kc_status "$job" | wc -l)"
+check "kc_status JOB prints 15 lines (the first nine, the sparse counts, checkpoint, rate, verify)" 15 "$(kc_status "$job" | wc -l)"
 # src.img is random bytes: every sector is data, and the whole copy is past the checkpoint.
 check "kc_status JOB sectors_data, sectors_zero and checkpoint of a dense copy" "$SECTORS 0 $SECTORS" \
 	"$(kc_status "$job" sectors_data) $(kc_status "$job" sectors_zero) $(kc_status "$job" checkpoint)"
@@ -118,6 +119,21 @@ check_match "the job goes on after the timeout" "^(queued|running)$" "$(kc_statu
 kc_remove "$job" 2>"$work/err"
 check "kc_remove of a running job: exit status" 1 "$?"
 check_match "kc_remove of a running job: the message" "$(errno_text EBUSY)" "$(cat "$work/err")"
+kc_pause "$job"
+check "kc_pause: exit status" 0 "$?"
+check "kc_pause: the state" paused "$(kc_status "$job" state)"
+kc_pause "$job" 2>"$work/err"
+check "kc_pause of a paused job: exit status" 1 "$?"
+check_match "kc_pause of a paused job: the reason" "^kc_pause: refused: .*paused already \(EALREADY\)$" "$(cat "$work/err")"
+kc_rate "$job" 0 2>"$work/err"
+check "kc_rate JOB 0: exit status" 1 "$?"
+check_match "kc_rate JOB 0: the reason" "^kc_rate: refused: rate '0' is below 4096 .*\(EINVAL\)$" "$(cat "$work/err")"
+kc_rate "$job" 1M
+check "kc_rate JOB 1M: exit status" 0 "$?"
+check "kc_rate JOB 1M: the status's rate" 1048576 "$(kc_status "$job" rate)"
+kc_resume "$job"
+check "kc_resume: exit status" 0 "$?"
+check_match "kc_resume: the state" "^(queued|running)$" "$(kc_status "$job" state)"
 kc_cancel "$job"
 check "kc_cancel: exit status" 0 "$?"
 kc_wait "$job" 15 >"$work/out"
@@ -134,7 +150,7 @@ check "kc_remove after cancel and wait: the job" "gone" "$([ -e "$job" ] && echo
 
 # --- bad input -------------------------------------------------------------------
 
-for call in "kc_submit $mnt" "kc_status" "kc_wait" "kc_cancel" "kc_remove"; do
+for call in "kc_submit $mnt" "kc_status" "kc_wait" "kc_cancel" "kc_remove" "kc_pause" "kc_resume" "kc_rate x"; do
 	$call >"$work/out" 2>"$work/err"
 	status=$?
 	label=${call/"$mnt"/MOUNT}

@@ -52,7 +52,7 @@ DATA_SECTORS=$((16 * 2048))		# two extents of 8 MiB
 ZERO_SECTORS=$((SECTORS - DATA_SECTORS))
 SLACK_BLOCKS=4096			# 2 MiB of stat blocks: metadata and a filesystem's rounding
 NOBODY=65534
-KNOWN="ignore_error, write_seq, dest_zero, allocated, no_offload"
+KNOWN="ignore_error, write_seq, dest_zero, allocated, no_offload, verify"
 
 # as_nobody CMD...: CMD as uid 65534, gid 65534, no supplementary groups.
 as_nobody() {

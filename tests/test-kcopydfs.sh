@@ -178,7 +178,7 @@ if mkdir "$jobs/first" 2>"$work/mkdir.err"; then
 	expect_equal "$check" "ls:" "ctl state status wait" "$(ls "$jobs/first" | tr '\n' ' ' | sed 's/ $//')" &&
 		expect_equal "$check" "state:" idle "$(cat "$jobs/first/state")" &&
 		expect_equal "$check" "ctl:" "" "$(cat "$jobs/first/ctl")" &&
-		expect_equal "$check" "status keys:" "state progress read_err write_err error bytes_per_sec elapsed owner rejected sectors_data sectors_zero sectors_offloaded checkpoint" \
+		expect_equal "$check" "status keys:" "state progress read_err write_err error bytes_per_sec elapsed owner rejected sectors_data sectors_zero sectors_offloaded checkpoint rate verify" \
 			"$(sed 's/:.*//' "$jobs/first/status" | tr '\n' ' ' | sed 's/ $//')" &&
 		expect_equal "$check" "status:" "state: idle|progress: 0/0|error: none|owner: 0:0|rejected: none" \
 			"$(grep -E '^(state|progress|error|owner|rejected):' "$jobs/first/status" | tr '\n' '|' | sed 's/|$//')" &&
@@ -450,9 +450,9 @@ mkdir "$jobs/bad"
 expect_reject "EINVAL: a line that does not parse" bad EINVAL "'from': expected KEY=VALUE" "copy from"
 expect_reject "EINVAL: an unknown operation" bad EINVAL "unknown operation 'move' \(expected copy or zero\)" \
 	"move from=$work/src.img to=$work/f1.img"
-expect_reject "EINVAL: an unknown word" bad EINVAL "unknown key 'speed' \(known: from, to, flags\)" \
+expect_reject "EINVAL: an unknown word" bad EINVAL "unknown key 'speed' \(known: from, to, flags, hash, rate\)" \
 	"copy from=$work/src.img to=$work/f1.img speed=fast"
-expect_reject "EINVAL: an unknown flag" bad EINVAL "unknown flag 'bogus' \(known: ignore_error, write_seq, dest_zero, allocated, no_offload\)" \
+expect_reject "EINVAL: an unknown flag" bad EINVAL "unknown flag 'bogus' \(known: ignore_error, write_seq, dest_zero, allocated, no_offload, verify\)" \
 	"copy from=$work/src.img to=$work/f1.img flags=write_seq,bogus"
 expect_reject "EINVAL: a relative path" bad EINVAL 'from="src\.img": relative path' "copy from=src.img to=$work/f1.img"
 expect_reject "EINVAL: no destination" bad EINVAL "no destination: give at least one to=REGION" \

@@ -7,7 +7,8 @@
 # (RefusedError, an OSError, with the errno and the job's error line, and
 # the refused job removed); wait(timeout) on a slow job (TimeoutError, job
 # untouched); cancel (cancelled, progress kept); remove (EBUSY while
-# running, then gone).
+# running, then gone); pause, set_rate, resume and hashes (issue 17: paused
+# progress stays, bad rates refused with EINVAL, digests equal hashlib's).
 #
 # Run by `make check` (which exports KCOPYDFS and TESTS_SRCDIR), or by hand:
 #   sudo KCOPYDFS=./kcopydfs tests/test_bindings_python.py
@@ -284,6 +285,69 @@ def check_zero_and_attach():
     again.remove()
 
 
+def check_pause_resume_rate():
+    """pause(), set_rate(), resume() and hashes() of a job of seconds (issue 17)."""
+    import hashlib
+    source = env.path("src.img")
+    job = kcopyd.submit(env.mount_point, "copy from=%s to=%s hash=sha256,md5 flags=verify rate=256K"
+                        % (source, env.path("d0.img")))
+    try:
+        expect(job.status().get("rate") == "262144", "the status's rate line", "262144", job.status().get("rate"))
+        expect(job.hashes() == {"md5": "pending", "sha256": "pending"}, "hashes() before the end",
+               {"md5": "pending", "sha256": "pending"}, job.hashes())
+        job.pause()
+        expect(job.state() == "paused", "the state after pause()", "paused", job.state())
+        time.sleep(0.3)     # the sub-jobs in flight finish
+        before = job.progress()
+        try:
+            job.wait(timeout=1)
+        except TimeoutError:
+            pass
+        else:
+            raise Failure("wait(1) on a paused job\n      expected: TimeoutError\n      got:      a status")
+        expect(job.progress() == before, "progress() of a paused job stays", before, job.progress())
+        try:
+            job.pause()
+        except kcopyd.RefusedError as error:
+            expect(error.errno == errno.EALREADY, "pause() twice", "EALREADY",
+                   errno.errorcode.get(error.errno, error.errno))
+            expect("paused already" in error.reason, "the reason of pause() twice", "... paused already ...",
+                   error.reason)
+        else:
+            raise Failure("pause() of a paused job\n      expected: RefusedError EALREADY\n      got:      taken")
+        for bad in (0, 4095, "16MB", "fast"):
+            try:
+                job.set_rate(bad)
+            except kcopyd.RefusedError as error:
+                expect(error.errno == errno.EINVAL, "set_rate(%r)" % (bad,), "EINVAL",
+                       errno.errorcode.get(error.errno, error.errno))
+            else:
+                raise Failure("set_rate(%r)\n      expected: RefusedError EINVAL\n      got:      taken" % (bad,))
+        expect(job.status().get("rate") == "262144", "bad rates change nothing", "262144", job.status().get("rate"))
+        job.set_rate("1G")
+        expect(job.status().get("rate") == str(1 << 30), "set_rate('1G')", str(1 << 30), job.status().get("rate"))
+        job.resume()
+        status = job.wait(15)
+        expect(status.get("state") == "done", "the state after resume()", "done", status)
+        expect(status.get("verify") == "ok", "verify after resume()", "ok", status.get("verify"))
+        with open(source, "rb") as f:
+            data = f.read()
+        want = {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
+        expect(job.hashes() == want, "hashes() equal hashlib's", want, job.hashes())
+        expect_same("the paused and resumed copy", "d0.img", 0)
+        for word in (job.pause, job.resume, lambda: job.set_rate("1M")):
+            try:
+                word()
+            except kcopyd.RefusedError as error:
+                expect(error.errno == errno.EINVAL and "done" in error.reason,
+                       "pause, resume or set_rate of an ended job", "EINVAL, a reason saying it is done",
+                       (errno.errorcode.get(error.errno, error.errno), error.reason))
+            else:
+                raise Failure("a word to an ended job\n      expected: RefusedError EINVAL\n      got:      taken")
+    finally:
+        finish(job)
+
+
 def check_not_a_mount():
     try:
         kcopyd.submit(env.work, "copy from=%s to=%s" % (env.path("src.img"), env.path("d0.img")))
@@ -296,6 +360,7 @@ def check_not_a_mount():
 
 
 CHECKS = [
+    ("pause(), set_rate(), resume() and hashes()", check_pause_resume_rate),
     ("submit through clone, one destination, wait, status, remove", check_one_destination),
     ("a named job with three destinations at offsets", check_three_destinations),
     ("a refused description raises RefusedError with the errno and the error line", check_refused),

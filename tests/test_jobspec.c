@@ -169,6 +169,9 @@ static void assert_same_spec(const char *input, const struct jobspec *a, const s
 
 	cr_assert_eq(a->op, b->op, "'%s': op %d vs %d", input, a->op, b->op);
 	cr_assert_eq(a->flags, b->flags, "'%s': flags %#x vs %#x", input, a->flags, b->flags);
+	cr_assert_eq(a->hashes, b->hashes, "'%s': hashes %#x vs %#x", input, a->hashes, b->hashes);
+	cr_assert_eq(a->rate, b->rate, "'%s': rate %llu vs %llu", input, (unsigned long long)a->rate,
+		     (unsigned long long)b->rate);
 	cr_assert_eq(a->num_dests, b->num_dests, "'%s': %u vs %u destinations", input, a->num_dests,
 		     b->num_dests);
 	if (a->op == JOBSPEC_COPY)
@@ -285,9 +288,9 @@ Test(jobspec, sparse_and_offload_flags)
 		/* allocated wins over dest_zero in the engine, which takes both: so does the parser. */
 		{ "copy from=/a:0+8 to=/b:0+8 flags=allocated,dest_zero", KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED,
 		  "copy from=/a:0+8 to=/b:0+8 flags=dest_zero,allocated\n" },
-		{ "copy from=/a:0+8 to=/b:0+8 flags=no_offload,write_seq,allocated,ignore_error,dest_zero,no_offload",
+		{ "copy from=/a:0+8 to=/b:0+8 flags=no_offload,verify,write_seq,allocated,ignore_error,dest_zero,no_offload",
 		  JOBSPEC_FLAGS,
-		  "copy from=/a:0+8 to=/b:0+8 flags=ignore_error,write_seq,dest_zero,allocated,no_offload\n" },
+		  "copy from=/a:0+8 to=/b:0+8 flags=ignore_error,write_seq,dest_zero,allocated,no_offload,verify\n" },
 		{ "zero to=/b:0+8 flags=allocated", KCOPYD_ALLOCATED, "zero to=/b:0+8 flags=allocated\n" },
 		{ "zero to=/b:0+8 flags=dest_zero,no_offload", KCOPYD_DEST_ZERO | KCOPYD_NO_OFFLOAD,
 		  "zero to=/b:0+8 flags=dest_zero,no_offload\n" },
@@ -297,7 +300,7 @@ Test(jobspec, sparse_and_offload_flags)
 	int length;
 
 	cr_assert_eq(JOBSPEC_FLAGS, KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED |
-					    KCOPYD_NO_OFFLOAD,
+					    KCOPYD_NO_OFFLOAD | KCOPYD_VERIFY,
 		     "JOBSPEC_FLAGS is %#x", JOBSPEC_FLAGS);
 	for (case_index = 0; case_index < sizeof(cases) / sizeof(cases[0]); case_index++) {
 		parse_ok(cases[case_index].input);
@@ -312,8 +315,142 @@ Test(jobspec, sparse_and_offload_flags)
 	parse_fails("copy from=/a to=/b flags=DEST_ZERO", -EINVAL, "unknown flag 'DEST_ZERO'");
 	parse_fails("copy from=/a to=/b flags=dest-zero", -EINVAL, "unknown flag 'dest-zero'");
 	parse_fails("copy from=/a to=/b flags=sparse", -EINVAL,
-		    "unknown flag 'sparse' (known: ignore_error, write_seq, dest_zero, allocated, no_offload)");
+		    "unknown flag 'sparse' (known: ignore_error, write_seq, dest_zero, allocated, no_offload, verify)");
 	parse_fails("zero to=/b flags=allocated,offload", -EINVAL, "unknown flag 'offload'");
+}
+
+/* ---- hash=, rate= and flags=verify (issue 17) ------------------------ */
+
+Test(jobspec, hashes_parse_and_render_in_bit_order)
+{
+	static const struct {
+		const char *input;
+		unsigned int hashes;
+		const char *canonical;
+	} cases[] = {
+		{ "copy from=/a:0+8 to=/b:0+8 hash=sha256", KCOPYD_HASH_SHA256,
+		  "copy from=/a:0+8 to=/b:0+8 hash=sha256\n" },
+		/* kcopyd_hash_parse()'s other spellings and any case; the canonical names in bit order. */
+		{ "copy from=/a:0+8 to=/b:0+8 hash=xxh3-128,B2,sha256,MD5", KCOPYD_HASH_XXH128 | KCOPYD_HASH_BLAKE2B512 |
+		  KCOPYD_HASH_SHA256 | KCOPYD_HASH_MD5, "copy from=/a:0+8 to=/b:0+8 hash=md5,sha256,blake2b512,xxh128\n" },
+		{ "copy from=/a:0+8 to=/b:0+8 hash=sha1,sha1,blake2b", KCOPYD_HASH_SHA1 | KCOPYD_HASH_BLAKE2B512,
+		  "copy from=/a:0+8 to=/b:0+8 hash=sha1,blake2b512\n" },
+		{ "copy hash=md5,sha1,sha256,sha512,blake2b512,xxh128 from=/a:0+8 to=/b:0+8 flags=verify",
+		  KCOPYD_HASH_ALL,
+		  "copy from=/a:0+8 to=/b:0+8 flags=verify hash=md5,sha1,sha256,sha512,blake2b512,xxh128\n" },
+	};
+	char rendered[RENDER_SIZE];
+
+	for (size_t index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		parse_ok(cases[index].input);
+		cr_assert_eq(spec.hashes, cases[index].hashes, "'%s': hashes %#x, expected %#x", cases[index].input,
+			     spec.hashes, cases[index].hashes);
+		jobspec_render(&spec, rendered, sizeof(rendered));
+		cr_assert_str_eq(rendered, cases[index].canonical, "render of '%s': '%s', expected '%s'",
+				 cases[index].input, rendered, cases[index].canonical);
+		assert_round_trip(cases[index].input, rendered, sizeof(rendered));
+		jobspec_free(&spec);
+	}
+}
+
+Test(jobspec, hash_and_verify_refusals)
+{
+	parse_fails("copy from=/a to=/b hash=sha3", -EINVAL,
+		    "unknown hash 'sha3' (known: md5, sha1, sha256, sha512, blake2b512, xxh128)");
+	parse_fails("copy from=/a to=/b hash=sha256,crc32", -EINVAL, "unknown hash 'crc32'");
+	parse_fails("copy from=/a to=/b hash=averyveryverylongname", -EINVAL, "unknown hash 'averyveryverylongname'");
+	parse_fails("copy from=/a to=/b hash=", -EINVAL, "hash= names no algorithm");
+	parse_fails("copy from=/a to=/b hash=sha256,", -EINVAL, "empty algorithm name");
+	parse_fails("copy from=/a to=/b hash=md5 hash=sha1", -EINVAL, "hash= given twice");
+	parse_fails("zero to=/b hash=sha256", -EINVAL, "zero takes no hash=");
+	parse_fails("zero to=/b flags=verify", -EINVAL, "zero takes no flags=verify");
+	parse_fails("zero to=/b flags=allocated,verify", -EINVAL, "zero takes no flags=verify");
+	parse_fails("copy from=/a to=/b flags=VERIFY", -EINVAL, "unknown flag 'VERIFY'");
+}
+
+Test(jobspec, rates_in_bytes_with_the_region_units)
+{
+	static const struct {
+		const char *text;
+		uint64_t bytes;
+	} good[] = {
+		{ "4096", 4096 }, { "4K", 4096 }, { "4k", 4096 }, { "4KiB", 4096 }, { "16M", 16ull << 20 },
+		{ "16MiB", 16ull << 20 }, { "1g", 1ull << 30 }, { "1T", 1ull << 40 }, { "10000000", 10000000 },
+		{ "8192B", 8192 }, { "4097", 4097 },
+	};
+	static const struct {
+		const char *text;
+		int error;
+		const char *words;
+	} bad[] = {
+		{ "0", -EINVAL, "below 4096 bytes per second" }, { "4095", -EINVAL, "below 4096" },
+		{ "3K", -EINVAL, "below 4096" }, { "0M", -EINVAL, "below 4096" }, { "", -EINVAL, "is not a number" },
+		{ "16MB", -EINVAL, "1000-based unit" }, { "16 M", -EINVAL, "is not a number" },
+		{ "-16M", -EINVAL, "is not a number" }, { "fast", -EINVAL, "is not a number" },
+		{ "16Mi", -EINVAL, "is not a number" }, { "1.5M", -EINVAL, "is not a number" },
+		{ "18446744073709551616", -ERANGE, "does not fit in 64 bits" },
+		{ "16777216T", -ERANGE, "does not fit in 64 bits" },
+	};
+	char rendered[RENDER_SIZE], line[128];
+	uint64_t bytes;
+	int r;
+
+	for (size_t index = 0; index < sizeof(good) / sizeof(good[0]); index++) {
+		bytes = 0;
+		r = jobspec_parse_rate(good[index].text, strlen(good[index].text), &bytes, why, sizeof(why));
+		cr_assert(r == 0 && bytes == good[index].bytes, "rate '%s': %d (%s), %llu bytes, expected %llu",
+			  good[index].text, r, why, (unsigned long long)bytes, (unsigned long long)good[index].bytes);
+		/* The same in a description, rendered as bytes. */
+		snprintf(line, sizeof(line), "copy from=/a:0+8 to=/b:0+8 rate=%s", good[index].text);
+		parse_ok(line);
+		cr_assert_eq(spec.rate, good[index].bytes, "'%s': rate %llu", line, (unsigned long long)spec.rate);
+		jobspec_render(&spec, rendered, sizeof(rendered));
+		snprintf(line, sizeof(line), "copy from=/a:0+8 to=/b:0+8 rate=%llu\n",
+			 (unsigned long long)good[index].bytes);
+		cr_assert_str_eq(rendered, line, "rate=%s rendered '%s'", good[index].text, rendered);
+		assert_round_trip(line, rendered, sizeof(rendered));
+		jobspec_free(&spec);
+	}
+	for (size_t index = 0; index < sizeof(bad) / sizeof(bad[0]); index++) {
+		bytes = 12345;
+		r = jobspec_parse_rate(bad[index].text, strlen(bad[index].text), &bytes, why, sizeof(why));
+		cr_assert_eq(r, bad[index].error, "rate '%s': %d (%s), expected %d", bad[index].text, r, why,
+			     bad[index].error);
+		cr_assert(strstr(why, bad[index].words), "rate '%s': reason '%s' does not say '%s'", bad[index].text, why,
+			  bad[index].words);
+		cr_assert_eq(bytes, 12345, "rate '%s' failed but set %llu", bad[index].text, (unsigned long long)bytes);
+		if (strchr(bad[index].text, ' '))
+			continue;	/* a blank splits the token: another reason */
+		snprintf(line, sizeof(line), "zero to=/b rate=%s", bad[index].text);
+		parse_fails(line, bad[index].error, bad[index].words);
+	}
+	parse_fails("zero to=/b rate=4K rate=8K", -EINVAL, "rate= given twice");
+	/* A zero job takes a rate: it is accepted, and costs nothing in the engine (only reads count). */
+	parse_ok("zero to=/b:0+8 rate=1M");
+	cr_assert_eq(spec.rate, 1u << 20);
+}
+
+Test(jobspec, the_longest_hash_and_rate_fit_the_canonical_bound)
+{
+	/* A line of JOBSPEC_MAX_LINE bytes whose hash= and rate= render longer than written. */
+	const char *tail = " hash=b2,b2,md5,sha1,sha256,sha512,xxh3-128 rate=1T";
+	size_t len = JOBSPEC_MAX_LINE;
+	char *line = malloc(len + 1), *rendered = malloc(JOBSPEC_MAX_CANONICAL);
+	const char *head = "copy from=/a to=/";
+	int r;
+
+	cr_assert(line && rendered);
+	memcpy(line, head, strlen(head));
+	memset(line + strlen(head), 'b', len - strlen(head) - strlen(tail));
+	memcpy(line + len - strlen(tail), tail, strlen(tail) + 1);
+	parse_ok(line);
+	spec.from.has_count = spec.dests[0].has_count = true;
+	spec.from.count = spec.dests[0].count = UINT64_MAX / 2;
+	r = jobspec_render(&spec, rendered, JOBSPEC_MAX_CANONICAL);
+	cr_assert(r > 0, "the canonical form of a %zu-byte line with hash= and rate= does not fit: %d", len, r);
+	assert_round_trip(line, rendered, JOBSPEC_MAX_CANONICAL);
+	free(line);
+	free(rendered);
 }
 
 Test(jobspec, keys_in_any_order)

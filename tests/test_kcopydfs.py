@@ -34,7 +34,7 @@ KCOPYDFS = os.environ.get("KCOPYDFS") or os.path.join(os.environ.get("BUILDDIR",
 SIZE = 8 << 20                  # bytes in the source file
 SECTORS = SIZE // 512
 STATUS_KEYS = ["state", "progress", "read_err", "write_err", "error", "bytes_per_sec", "elapsed", "owner",
-               "rejected", "sectors_data", "sectors_zero", "sectors_offloaded", "checkpoint"]
+               "rejected", "sectors_data", "sectors_zero", "sectors_offloaded", "checkpoint", "rate", "verify"]
 FINAL = ("done", "failed", "cancelled")
 CHECK_SECONDS = 20              # a check that takes longer is stopped and fails
 
@@ -217,10 +217,17 @@ def parse_status(text):
 
 
 def status_dict(text):
+    """The status as a dict; its hash: lines (one per algorithm, between rate and verify) as "hashes"."""
     pairs = parse_status(text)
-    keys = [key for key, _ in pairs]
+    keys = [key for key, _ in pairs if key != "hash"]
     expect(keys == STATUS_KEYS, "status keys in order", STATUS_KEYS, keys)
-    return dict(pairs)
+    hash_at = [index for index, (key, _) in enumerate(pairs) if key == "hash"]
+    rate_at = [key for key, _ in pairs].index("rate")
+    expect(hash_at == list(range(rate_at + 1, rate_at + 1 + len(hash_at))), "hash lines between rate and verify",
+           "after rate", [key for key, _ in pairs])
+    status = dict(pair for pair in pairs if pair[0] != "hash")
+    status["hashes"] = [value for key, value in pairs if key == "hash"]
+    return status
 
 
 def progress_of(status):
@@ -370,7 +377,7 @@ def check_status_fields():
     idle = status_dict(read_all(job("fields", "status")))
     expected = {"state": "idle", "progress": "0/0", "read_err": "0", "write_err": "0x0", "error": "none",
                 "bytes_per_sec": "0", "elapsed": "0.000", "rejected": "none", "sectors_data": "0",
-                "sectors_zero": "0", "sectors_offloaded": "0", "checkpoint": "0"}
+                "sectors_zero": "0", "sectors_offloaded": "0", "checkpoint": "0", "rate": "none", "verify": "none"}
     for key, value in expected.items():
         expect(idle[key] == value, "idle job's " + key, value, idle[key])
     write_ctl("fields", "zero to=%s:0+1M\n" % env.path("d1.img"))
@@ -510,6 +517,49 @@ def check_cancel_keeps_progress():
            (later["progress"], later["elapsed"]))
 
 
+def check_pause_resume_rate():
+    """ctl's pause, resume and rate= on a slow job (issue 17), and what each refuses."""
+    start_slow("paused")
+    time.sleep(0.3)
+    write_ctl("paused", "pause\n")
+    expect(read_all(job("paused", "state")) == "paused\n", "the state file after pause", "paused\n",
+           read_all(job("paused", "state")))
+    time.sleep(0.5)     # the reads in flight finish
+    before = status_dict(read_all(job("paused", "status")))
+    fd = os.open(job("paused", "wait"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        expect(poll_in(fd, 1000) == 0, "poll(wait) of a paused job: no POLLIN in 1 s", 0, poll_in(fd, 0))
+    finally:
+        os.close(fd)
+    after = status_dict(read_all(job("paused", "status")))
+    expect(after["progress"] == before["progress"] and after["state"] == "paused", "a paused job stays put",
+           (before["progress"], "paused"), (after["progress"], after["state"]))
+    expect_errno("pause of a paused job", errno.EALREADY, write_ctl, "paused", "pause\n")
+    expect(status_dict(read_all(job("paused", "status")))["rejected"] == "job paused is paused already (EALREADY)",
+           "the rejected line of a second pause", "job paused is paused already (EALREADY)",
+           status_dict(read_all(job("paused", "status")))["rejected"])
+    for bad in ("rate=0\n", "rate=4095\n", "rate=1MB\n", "rate=\n", "rate=-1\n"):
+        expect_errno("ctl %r" % bad, errno.EINVAL, write_ctl, "paused", bad)
+    expect(status_dict(read_all(job("paused", "status")))["rate"] == "none", "bad rates leave none", "none",
+           status_dict(read_all(job("paused", "status")))["rate"])
+    write_ctl("paused", "rate=32M\n")
+    expect(status_dict(read_all(job("paused", "status")))["rate"] == str(32 << 20), "rate=32M", str(32 << 20),
+           status_dict(read_all(job("paused", "status")))["rate"])
+    write_ctl("paused", "resume\n")
+    state = read_all(job("paused", "state"))
+    expect(state in ("queued\n", "running\n"), "the state after resume", "queued or running", state)
+    expect_errno("resume of a running job", errno.EINVAL, write_ctl, "paused", "resume\n")
+    status = cancel_and_wait("paused")
+    expect(status["state"] == "cancelled", "a resumed job cancelled", "cancelled", status["state"])
+    for word in ("pause\n", "rate=1M\n", "resume\n"):
+        expect_errno("%r to a cancelled job" % word, errno.EINVAL, write_ctl, "paused", word)
+    os.mkdir(job("idle-words"))
+    for word in ("pause\n", "rate=1M\n", "resume\n"):
+        expect_errno("%r to an idle job" % word, errno.EINVAL, write_ctl, "idle-words", word)
+    expect(read_all(job("idle-words", "state")) == "idle\n", "an idle job after refused words", "idle\n",
+           read_all(job("idle-words", "state")))
+
+
 def check_snapshot_slices():
     start_slow("sliced")
     time.sleep(0.2)
@@ -630,6 +680,7 @@ CHECKS = [
     ("O_NONBLOCK read of wait: EAGAIN until the job ends", check_wait_nonblock),
     ("poll(state) and poll(status) give POLLIN on changes", check_state_poll),
     ("cancel a slow job: cancelled, progress kept", check_cancel_keeps_progress),
+    ("pause, resume and rate= of a slow job, and their refusals", check_pause_resume_rate),
     ("reads at odd offsets and sizes are slices of one snapshot", check_snapshot_slices),
     ("wait read first at an offset other than 0 also waits", check_wait_at_offset),
     ("a valid description whose canonical form passes 8 KiB", check_long_canonical),

@@ -393,6 +393,159 @@ Test(proto, failure_line_with_what_the_server_said)
 	cr_assert_str_eq(line, "abc");
 }
 
+/* ---- issue 17: the paused state, rate:, hash: and verify: lines, verify errors ---- */
+
+/* Render @status, parse it back into @parsed (its text kept in @text). */
+static void render_and_parse(const struct proto_status *status, char *text, size_t len, struct proto_status *parsed)
+{
+	int rendered = proto_status_render(status, text, len);
+
+	cr_assert(rendered > 0 && (size_t)rendered < len, "rendered %d bytes", rendered);
+	cr_assert_eq(proto_status_parse(text, parsed), 0, "does not parse back:\n%s", text);
+}
+
+Test(proto, trust_lines_render_and_parse_back)
+{
+	struct proto_status status = {
+		.state = "done", .sectors_done = 8, .sectors_total = 8, .error = "none", .rate = 16777216,
+		.hashes = KCOPYD_HASH_SHA256 | KCOPYD_HASH_MD5, .hash_state = PROTO_HASH_DONE,
+		.verify = PROTO_VERIFY_OK,
+	};
+	struct proto_status parsed;
+	char text[4096], copy[4096];
+
+	status.digests[0].size = 16;	/* md5 */
+	status.digests[2].size = 32;	/* sha256 */
+	for (unsigned int byte = 0; byte < 32; byte++) {
+		status.digests[0].bytes[byte % 16] = (unsigned char)(0xf0 + byte % 16);
+		status.digests[2].bytes[byte] = (unsigned char)(byte * 7);
+	}
+	render_and_parse(&status, text, sizeof(text), &parsed);
+	proto_status_render(&status, copy, sizeof(copy));
+	/* The lines, after the checkpoint, in this order; md5 first (bit order), lowercase hex. */
+	cr_assert(strstr(copy, "checkpoint: 0\nrate: 16777216\nhash: md5:f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff\n"
+			       "hash: sha256:00070e151c232a31383f464d545b626970777e858c939aa1a8afb6bdc4cbd2d9\n"
+			       "verify: ok\n"),
+		  "the new lines:\n%s", copy);
+	cr_assert(parsed.has_rate && parsed.rate == 16777216, "rate %llu", (unsigned long long)parsed.rate);
+	cr_assert_eq(parsed.hashes, status.hashes, "hashes %#x", parsed.hashes);
+	cr_assert_eq(parsed.hash_state, PROTO_HASH_DONE);
+	cr_assert(parsed.digests[0].size == 16 && !memcmp(parsed.digests[0].bytes, status.digests[0].bytes, 16));
+	cr_assert(parsed.digests[2].size == 32 && !memcmp(parsed.digests[2].bytes, status.digests[2].bytes, 32));
+	cr_assert(parsed.has_verify && parsed.verify == PROTO_VERIFY_OK && parsed.verify_from == 0);
+}
+
+Test(proto, every_form_of_the_trust_lines)
+{
+	static const struct {
+		const char *state;
+		uint64_t rate;
+		enum proto_hash_state hash_state;
+		uint64_t resumed_at;
+		enum proto_verify verify;
+		uint64_t verified, verify_total, verify_from;
+		const char *lines;
+	} cases[] = {
+		{ "paused", 4096, PROTO_HASH_PENDING, 0, PROTO_VERIFY_PENDING, 0, 0, 0,
+		  "rate: 4096\nhash: xxh128:pending\nverify: pending\n" },
+		{ "running", 0, PROTO_HASH_PENDING, 0, PROTO_VERIFY_RUNNING, 1024, 4096, 0,
+		  "rate: none\nhash: xxh128:pending\nverify: running 1024/4096\n" },
+		{ "cancelled", 0, PROTO_HASH_NONE, 0, PROTO_VERIFY_NOT_DONE, 0, 0, 0,
+		  "rate: none\nhash: xxh128:none\nverify: not done\n" },
+		{ "running", 8192, PROTO_HASH_NONE, 2048, PROTO_VERIFY_PENDING, 0, 0, 0,
+		  "rate: 8192\nhash: xxh128:none (resumed at sector 2048)\nverify: pending\n" },
+		{ "done", 0, PROTO_HASH_NONE, 2048, PROTO_VERIFY_OK, 0, 0, 2048,
+		  "hash: xxh128:none (resumed at sector 2048)\n"
+		  "verify: ok (sectors below 2048 copied before the restart, not verified)\n" },
+		{ "failed", 0, PROTO_HASH_NONE, 0, PROTO_VERIFY_MISMATCH, 0, 0, 0, "verify: mismatch\n" },
+	};
+
+	for (size_t index = 0; index < sizeof(cases) / sizeof(cases[0]); index++) {
+		struct proto_status status = {
+			.state = cases[index].state, .error = "none", .rate = cases[index].rate,
+			.hashes = KCOPYD_HASH_XXH128, .hash_state = cases[index].hash_state,
+			.hash_resumed_at = cases[index].resumed_at, .verify = cases[index].verify,
+			.sectors_verified = cases[index].verified, .sectors_verify_total = cases[index].verify_total,
+			.verify_from = cases[index].verify_from,
+		};
+		struct proto_status parsed;
+		char text[4096], copy[4096];
+
+		proto_status_render(&status, copy, sizeof(copy));
+		cr_assert(strstr(copy, cases[index].lines), "case %zu: no '%s' in:\n%s", index, cases[index].lines, copy);
+		render_and_parse(&status, text, sizeof(text), &parsed);
+		cr_assert_str_eq(parsed.state, cases[index].state, "case %zu", index);
+		cr_assert(parsed.has_rate && parsed.rate == cases[index].rate, "case %zu: rate %llu", index,
+			  (unsigned long long)parsed.rate);
+		cr_assert(parsed.hashes == KCOPYD_HASH_XXH128 && parsed.hash_state == cases[index].hash_state &&
+				  parsed.hash_resumed_at == cases[index].resumed_at,
+			  "case %zu: hash %#x state %d at %llu", index, parsed.hashes, parsed.hash_state,
+			  (unsigned long long)parsed.hash_resumed_at);
+		cr_assert(parsed.has_verify && parsed.verify == cases[index].verify &&
+				  parsed.sectors_verified == cases[index].verified &&
+				  parsed.sectors_verify_total == cases[index].verify_total &&
+				  parsed.verify_from == cases[index].verify_from,
+			  "case %zu: verify %d %llu/%llu from %llu", index, parsed.verify,
+			  (unsigned long long)parsed.sectors_verified, (unsigned long long)parsed.sectors_verify_total,
+			  (unsigned long long)parsed.verify_from);
+	}
+	/* paused is not final: wait goes on waiting. */
+	cr_assert(!proto_is_final_state("paused"));
+}
+
+Test(proto, an_older_daemon_has_no_trust_lines_and_bad_ones_are_skipped)
+{
+	char old[] = "state: done\nprogress: 8/8\nread_err: 0\nwrite_err: 0x0\nerror: none\n"
+		     "bytes_per_sec: 0\nelapsed: 0.001\nowner: 0:0\nrejected: none\nsectors_data: 8\n"
+		     "sectors_zero: 0\nsectors_offloaded: 0\ncheckpoint: 8\n";
+	char bad[] = "state: done\nprogress: 8/8\nread_err: 0\nwrite_err: 0x0\nerror: none\n"
+		     "rate: 0\nhash: sha3:00\nhash: sha256:abc\nhash: md5:zz000000000000000000000000000000\n"
+		     "verify: maybe\n";
+	struct proto_status parsed;
+
+	cr_assert_eq(proto_status_parse(old, &parsed), 0);
+	cr_assert(!parsed.has_rate && !parsed.has_verify && parsed.hashes == 0, "an old status has none of them");
+	cr_assert_eq(proto_status_parse(bad, &parsed), 0, "a bad new line does not make the status unreadable");
+	cr_assert(!parsed.has_rate, "rate: 0 is not a rate");
+	cr_assert_eq(parsed.hashes, 0, "no hash: line parsed, yet hashes %#x", parsed.hashes);
+	cr_assert(!parsed.has_verify);
+}
+
+Test(proto, verify_errors_on_the_error_line)
+{
+	const char *dests[KCOPYD_MAX_REGIONS] = { "/d0", "/dev/loop 7", "nbd://h/x" };
+	const char *source = "/src";
+	struct kcopyd_result result = { 0 }, parsed = { 0 };
+	const char *unparsed = NULL;
+	char line[2048];
+
+	result.write[0] = (struct kcopyd_failure){ .error = -EIO, .sector = 0, .count = 8 };
+	result.write_err = 0x7;
+	result.verified = -1;
+	result.verify_err = 0x6;
+	result.verify[1] = (struct kcopyd_failure){ .error = -EBADMSG, .sector = 2048, .count = 2048 };
+	result.verify[2] = (struct kcopyd_failure){ .error = -EIO, .sector = 4096, .count = 2048 };
+	/* Not in verify_err: not rendered. */
+	result.verify[0] = (struct kcopyd_failure){ .error = -EBADMSG, .sector = 1, .count = 1 };
+	cr_assert(proto_failure_render(&result, source, dests, line, sizeof(line)) > 0);
+	cr_assert_str_eq(line, "write error on /d0 (to #0) sectors 0+8: EIO (Input/output error); "
+			       "verify error on /dev/loop 7 (to #1) sectors 2048+2048: EBADMSG (Bad message); "
+			       "verify error on nbd://h/x (to #2) sectors 4096+2048: EIO (Input/output error)");
+	cr_assert(proto_failure_parse(line, source, dests, 3, &parsed, &unparsed), "'%s' did not parse at '%s'", line,
+		  unparsed);
+	cr_assert(parsed.write[0].error == -EIO && parsed.write[1].error == 0 && parsed.write[2].error == 0);
+	cr_assert_eq(parsed.verify_err, 0x6u, "verify_err %#x", parsed.verify_err);
+	cr_assert(parsed.verify[1].sector == 2048 && parsed.verify[1].count == 2048 &&
+		  parsed.verify[1].error == -EBADMSG);
+	cr_assert(parsed.verify[2].sector == 4096 && parsed.verify[2].error == -EIO);
+	cr_assert_eq(parsed.verify[0].error, 0);
+	/* Only a verify failure. */
+	result = (struct kcopyd_result){ .verified = -1, .verify_err = 0x1 };
+	result.verify[0] = (struct kcopyd_failure){ .error = -EBADMSG, .sector = 8, .count = 8 };
+	proto_failure_render(&result, source, dests, line, sizeof(line));
+	cr_assert_str_eq(line, "verify error on /d0 (to #0) sectors 8+8: EBADMSG (Bad message)");
+}
+
 /* Found by fuzz-status: a line without ": " must not take the colon of a later line. */
 Test(proto, status_line_without_colon_stays_its_own)
 {

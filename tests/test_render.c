@@ -102,7 +102,7 @@ Test(render, status_lines_in_order_the_counts_and_checkpoint_last)
 	/* The nine lines readers of old count on stay first, in their order. */
 	cr_assert_str_eq(keys,
 			 "state progress read_err write_err error bytes_per_sec elapsed owner rejected sectors_data "
-			 "sectors_zero sectors_offloaded checkpoint",
+			 "sectors_zero sectors_offloaded checkpoint rate verify",
 			 "the status's keys; the text:\n%s", text);
 	cr_expect(field(text, "sectors_data") == 1536, "sectors_data %.0f, expected 1536:\n%s",
 		  field(text, "sectors_data"), text);
@@ -114,7 +114,40 @@ Test(render, status_lines_in_order_the_counts_and_checkpoint_last)
 		  text);
 	cr_expect(strstr(text, "\nsectors_data: 1536\nsectors_zero: 512\nsectors_offloaded: 1024\ncheckpoint: 2560\n") !=
 			  NULL,
-		  "the last four lines, exactly:\n%s", text);
+		  "the sparse counts and checkpoint, exactly:\n%s", text);
+	cr_expect(strstr(text, "\nrate: none\nverify: none\n") != NULL, "no rate, no hash, no verify:\n%s", text);
+}
+
+Test(render, a_paused_job_with_hashes_a_rate_and_verify)
+{
+	struct kfs_job_view view = running_view(3072, 0, 1.0);
+	char text[2048], state[32], keys[512];
+
+	view.paused = true;
+	view.rate = 16u << 20;
+	view.hashes = KCOPYD_HASH_SHA256 | KCOPYD_HASH_XXH128;
+	view.hash_state = PROTO_HASH_PENDING;
+	view.verify = PROTO_VERIFY_PENDING;
+	kfs_render_status(&view, text, sizeof(text));
+	kfs_render_state(&view, state, sizeof(state));
+	cr_assert_str_eq(state, "paused\n");
+	cr_assert(strncmp(text, "state: paused\n", 14) == 0, "a paused running job:\n%s", text);
+	line_keys(text, keys, sizeof(keys));
+	cr_assert(strstr(keys, " checkpoint rate hash hash verify") != NULL, "keys '%s'", keys);
+	cr_assert(strstr(text, "\nrate: 16777216\nhash: sha256:pending\nhash: xxh128:pending\nverify: pending\n"),
+		  "the new lines:\n%s", text);
+	/* A finished job is never shown paused. */
+	view.state = KFS_CANCELLED;
+	kfs_render_state(&view, state, sizeof(state));
+	cr_assert_str_eq(state, "cancelled\n");
+	/* Verify under way. */
+	view.state = KFS_RUNNING;
+	view.paused = false;
+	view.verify = PROTO_VERIFY_RUNNING;
+	view.sectors_verified = 100;
+	view.sectors_verify_total = 8192;
+	kfs_render_status(&view, text, sizeof(text));
+	cr_assert(strstr(text, "state: running\n") && strstr(text, "\nverify: running 100/8192\n"), "%s", text);
 }
 
 Test(render, stats_lines_sparse_sums_last)
@@ -133,10 +166,22 @@ Test(render, stats_lines_sparse_sums_last)
 	cr_assert_str_eq(keys,
 			 "jobs jobs_active jobs_total jobs_done jobs_failed jobs_cancelled jobs_max sectors_read "
 			 "sectors_written read_errors write_errors pages_total pages_in_use pages_peak subjob_sectors "
-			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks io_engine",
+			 "depth heap_in_use sectors_zero sectors_offloaded zero_fallbacks offload_fallbacks io_engine "
+			 "sectors_hashed sectors_verified verify_errors jobs_paused throttled_ns rate",
 			 "the stats keys; the text:\n%s", text);
 	cr_expect(strstr(text, "\nsectors_written: 9000\n") && strstr(text, "\nsectors_zero: 4000\n") &&
 			  strstr(text, "\nsectors_offloaded: 3000\n") && strstr(text, "\nzero_fallbacks: 7\n") &&
 			  strstr(text, "\noffload_fallbacks: 2\n") && strstr(text, "\nio_engine: io_uring\n"),
 		  "the engine's sums and its I/O engine, as given:\n%s", text);
+	cr_expect(strstr(text, "\nrate: none\n"), "no --rate:\n%s", text);
+	stats.engine.sectors_hashed = 11;
+	stats.engine.sectors_verified = 12;
+	stats.engine.verify_errors = 13;
+	stats.engine.jobs_paused = 2;
+	stats.engine.throttled_ns = 1500000000;
+	stats.engine.rate = 16u << 20;
+	kfs_render_stats(&stats, text, sizeof(text));
+	cr_expect(strstr(text, "\nsectors_hashed: 11\nsectors_verified: 12\nverify_errors: 13\njobs_paused: 2\n"
+			       "throttled_ns: 1500000000\nrate: 16777216\n"),
+		  "the trust counters and the daemon's rate, last:\n%s", text);
 }

@@ -116,6 +116,30 @@ Test(state, render_then_parse_gives_the_same_record)
 	expect_same(&record, &back, "round trip of an unknown identity");
 }
 
+/* Issue 17: a paused job is recorded as "paused", its hashes, verify and rate in its description. */
+Test(state, a_paused_job_with_hashes_verify_and_a_rate_round_trips)
+{
+	struct kfs_record record = sample(7, "nightly"), back;
+	char why[256] = "";
+	struct jobspec spec;
+	int len;
+
+	strcpy(record.state, "paused");
+	snprintf(record.description, sizeof(record.description),
+		 "copy from=/dev/loop0:0+2048 to=/dev/loop1:0+2048 flags=verify hash=sha256,xxh128 rate=16777216");
+	len = kfs_record_render(&record, text, KFS_RECORD_MAX);
+	cr_assert(len > 0, "render: %d", len);
+	cr_assert(strstr(text, "\nstate: paused\n") != NULL, "the text: %s", text);
+	cr_assert_eq(kfs_record_parse(text, (size_t)len, &back, why, sizeof(why)), 0, "parse: %s", why);
+	expect_same(&record, &back, "round trip of a paused job");
+	/* The description it is resumed from gives back the options. */
+	cr_assert_eq(jobspec_parse(back.description, strlen(back.description), &spec, why, sizeof(why)), 0, "%s", why);
+	cr_assert(spec.flags == KCOPYD_VERIFY && spec.hashes == (KCOPYD_HASH_SHA256 | KCOPYD_HASH_XXH128) &&
+			  spec.rate == 16777216,
+		  "flags %#x, hashes %#x, rate %llu", spec.flags, spec.hashes, (unsigned long long)spec.rate);
+	jobspec_free(&spec);
+}
+
 Test(state, a_version_1_record_parses_without_the_owners_identity)
 {
 	struct kfs_record back;

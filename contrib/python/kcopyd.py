@@ -11,6 +11,15 @@ this module wraps those files in a few calls::
     print(status["state"], status["progress"], status["error"])
     job.remove()
 
+A running job can be paused, resumed and limited::
+
+    job = kcopyd.submit("/mnt/kcopyd", "copy from=/dev/loop0 to=/dev/loop1 hash=sha256 flags=verify rate=64M")
+    job.pause()                         # state "paused": no new sub-job starts
+    job.set_rate("16M")                 # bytes per second, from its next sub-job on
+    job.resume()
+    job.wait()
+    print(job.hashes()["sha256"], job.status()["verify"])
+
 submit() raises kcopyd.RefusedError (an OSError) when the daemon refuses the
 description; its ``errno`` is the errno of the refused write and its
 ``reason`` the daemon's explanation, the job's ``error:`` line.
@@ -35,7 +44,7 @@ import os
 import select
 import time
 
-__all__ = ["submit", "stats", "Job", "RefusedError", "FINAL_STATES", "COUNT_KEYS"]
+__all__ = ["submit", "stats", "Job", "RefusedError", "FINAL_STATES", "COUNT_KEYS", "parse_hashes"]
 
 FINAL_STATES = ("done", "failed", "cancelled")
 # The status lines counts() reads: how this run's sectors were written, and the checkpoint.
@@ -44,7 +53,7 @@ _READ_SIZE = 65536
 
 
 class RefusedError(OSError):
-    """The daemon refused a job description.
+    """The daemon refused a job description (or a word: pause, resume, rate=).
 
     ``errno`` and ``strerror`` are those of the refused write(2) (EINVAL for a
     bad line or refused regions, ENOENT for a missing file, ERANGE, EBUSY,
@@ -89,6 +98,16 @@ def parse_status(text):
     return status
 
 
+def parse_hashes(text):
+    """The ``hash: ALG:VALUE`` lines of a status text as a dict ALG -> VALUE."""
+    hashes = {}
+    for line in text.splitlines():
+        if line.startswith("hash: "):
+            algorithm, _, value = line[len("hash: "):].partition(":")
+            hashes[algorithm] = value
+    return hashes
+
+
 class Job:
     """One job of a kcopydfs mount: the directory MOUNT/jobs/NAME.
 
@@ -120,7 +139,7 @@ class Job:
             os.close(fd)
 
     def state(self):
-        """The job's state now: idle, queued, running, done, failed, cancelled or interrupted."""
+        """The job's state now: idle, queued, running, paused, done, failed, cancelled or interrupted."""
         return self.status()["state"]
 
     def progress(self):
@@ -143,6 +162,59 @@ class Job:
         """
         status = self.status()
         return {key: int(status[key]) for key in COUNT_KEYS}
+
+    def hashes(self):
+        """The status's hash lines as a dict: algorithm -> lowercase hex digest,
+        ``"pending"`` before the job ends, ``"none"`` (or ``"none (resumed at
+        sector N)"``) when it ended without a digest of the whole range.
+        Empty for a job without hash= (or from a daemon before hashes).
+        """
+        fd = os.open(self._file("status"), os.O_RDONLY)
+        try:
+            text = _read_from_start(fd)
+        finally:
+            os.close(fd)
+        return parse_hashes(text)
+
+    def _word(self, word):
+        """Write one ctl word; a refusal raises RefusedError with the job's rejected line."""
+        fd = os.open(self._file("ctl"), os.O_WRONLY)
+        try:
+            _write_description(fd, word)
+        except OSError as error:
+            try:
+                reason = self.status().get("rejected", error.strerror)
+            except OSError:
+                reason = error.strerror
+            raise RefusedError(error.errno, reason, word) from None
+        finally:
+            os.close(fd)
+
+    def pause(self):
+        """Pause a queued or running job: write ``pause`` to its ctl.
+
+        It starts no new sub-job (those in flight finish); its state reads
+        ``paused`` and its progress stays; wait() goes on waiting.  With
+        --state-dir it stays paused across a restart of the daemon.  Raises
+        RefusedError: EINVAL for an idle, interrupted or ended job,
+        EALREADY if it is paused already.
+        """
+        self._word("pause")
+
+    def resume(self):
+        """Resume a paused job, or finish an interrupted one from its
+        checkpoint: write ``resume`` to its ctl.  Raises RefusedError
+        (EINVAL) for a job that is neither.
+        """
+        self._word("resume")
+
+    def set_rate(self, rate):
+        """Limit the job to ``rate`` bytes read per second from its next
+        sub-job on: an int, or text with K, M, G, T (powers of 1024) as in
+        ``rate=`` of a description ("16M").  Raises RefusedError: EINVAL
+        for a rate below 4K or one that does not parse, or an idle or ended job.
+        """
+        self._word("rate=%s" % (rate,))
 
     def description(self):
         """The job's canonical description (empty while it is idle)."""

@@ -8,6 +8,7 @@
 #   job=$(kc_submit /mnt/kcopyd "copy from=/dev/loop0 to=/dev/loop1") || exit
 #   kc_wait "$job"                 # the final status; 0 if done, 1 if failed or cancelled
 #   kc_status "$job" progress      # one line of the status: 16384/16384
+#   kc_pause "$job"; kc_rate "$job" 16M; kc_resume "$job"
 #   kc_remove "$job"
 #
 # A job is named by its directory, MOUNT/jobs/N, which kc_submit prints.
@@ -55,7 +56,8 @@ kc_submit() (
 # kc_status JOB [KEY]: print the job's status, or the value of its KEY line
 # (state, progress, read_err, write_err, error, bytes_per_sec, elapsed,
 # owner, rejected, sectors_data, sectors_zero, sectors_offloaded,
-# checkpoint).  Returns 1 if the job is gone or has no such line.
+# checkpoint, rate, verify; hash may be there several times, one line per
+# algorithm, all printed).  Returns 1 if the job is gone or has no such line.
 kc_status() (
 	if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 		echo "usage: kc_status JOB [KEY]" >&2
@@ -67,16 +69,18 @@ kc_status() (
 		printf '%s\n' "$text"
 		exit 0
 	fi
+	found=0
 	while IFS= read -r line; do
 		case $line in
 		"$2: "*)
 			printf '%s\n' "${line#"$2: "}"
-			exit 0
+			found=1
 			;;
 		esac
 	done <<EOF
 $text
 EOF
+	[ "$found" = 1 ] && exit 0
 	echo "kc_status: $1/status has no '$2' line" >&2
 	exit 1
 )
@@ -124,6 +128,48 @@ kc_cancel() {
 		return 2
 	fi
 	echo cancel >"$1/ctl"
+}
+
+# kc_word JOB NAME WORD: write one ctl word; when refused, print "NAME:
+# refused: REASON" (the job's rejected line, ending with the errno name).
+kc_word() (
+	if ! printf '%s\n' "$3" >"$1/ctl" 2>/dev/null; then
+		reason=$(sed -n 's/^rejected: //p' "$1/status" 2>/dev/null)
+		echo "$2: refused: ${reason:-the write to $1/ctl failed}" >&2
+		exit 1
+	fi
+)
+
+# kc_pause JOB: pause a queued or running job (state paused, no new
+# sub-job; kc_wait goes on waiting).  1 with the reason when refused: an
+# idle, interrupted or ended job (EINVAL), one paused already (EALREADY).
+kc_pause() {
+	if [ $# -ne 1 ]; then
+		echo "usage: kc_pause JOB" >&2
+		return 2
+	fi
+	kc_word "$1" kc_pause pause
+}
+
+# kc_resume JOB: resume a paused job, or finish an interrupted one from its
+# checkpoint.  1 with the reason for any other job (EINVAL).
+kc_resume() {
+	if [ $# -ne 1 ]; then
+		echo "usage: kc_resume JOB" >&2
+		return 2
+	fi
+	kc_word "$1" kc_resume resume
+}
+
+# kc_rate JOB BYTES: limit the job to BYTES read per second (K, M, G, T:
+# powers of 1024; at least 4K) from its next sub-job on.  1 with the
+# reason for a bad rate or an idle or ended job (EINVAL).
+kc_rate() {
+	if [ $# -ne 2 ]; then
+		echo "usage: kc_rate JOB BYTES" >&2
+		return 2
+	fi
+	kc_word "$1" kc_rate "rate=$2"
 }
 
 # kc_remove JOB: remove the job from the mount.  Fails (EBUSY) while it is

@@ -18,6 +18,7 @@
 #include "kcopyd.h"
 #include "kcopydfs/names.h"
 #include "kcopydfs/regions.h"
+#include "proto/status.h"
 
 enum kfs_state {
 	KFS_IDLE,
@@ -71,6 +72,20 @@ struct kfs_job_view {
 	double created;			/* CLOCK_REALTIME seconds */
 	char error[KFS_ERROR_MAX];	/* "none", or what failed, where, with the errno name */
 	char rejected[KFS_ERROR_MAX];	/* the last refused write to ctl, or "" */
+	/*
+	 * Added with hashes, verification, pause and rate limits: what the
+	 * status's rate:, hash: and verify: lines say (proto/status.h), and
+	 * whether "pause" holds it (a queued, running or interrupted job:
+	 * its state then reads "paused").
+	 */
+	bool paused;
+	uint64_t rate;			/* bytes per second, 0: none */
+	unsigned int hashes;		/* KCOPYD_HASH_* bits of hash= */
+	enum proto_hash_state hash_state;
+	uint64_t hash_resumed_at;
+	struct kcopyd_digest digests[KCOPYD_HASH_COUNT];
+	enum proto_verify verify;
+	uint64_t sectors_verified, sectors_verify_total, verify_from;
 };
 
 /* Which NBD regions the daemon takes (--nbd). */
@@ -81,7 +96,7 @@ enum kfs_nbd_policy {
 };
 
 struct kfs_config {
-	struct kcopyd_config engine;
+	struct kcopyd_config engine;	/* its rate is --rate, the daemon's total */
 	unsigned int max_jobs;		/* jobs queued or running at once */
 	unsigned int max_jobs_per_user;	/* jobs (any state) a user other than root may have; 0: 1024 */
 	const char *mountpoint;		/* regions under it are refused */
@@ -165,8 +180,10 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
 
 /*
  * kfs_job_ctl() - a write to the job's ctl file: a job description (starts
- * an idle job), "cancel", or "resume" (finishes an interrupted job from its
- * checkpoint).  Only the job's owner may write (-EPERM for anyone else,
+ * an idle job), "cancel", "pause" (a queued or running job starts no more
+ * sub-jobs), "resume" (continues a paused job, or finishes an interrupted
+ * one from its checkpoint) or "rate=BYTES" (a queued, running, paused or
+ * interrupted job's rate limit, from its next sub-job on).  Only the job's owner may write (-EPERM for anyone else,
  * root included, and the job is not touched).  A description's regions are
  * opened as @cred, with exactly its rights (regions.h); a resume opens
  * them as the owner recorded when the job started, in that owner's view
@@ -176,7 +193,13 @@ int kfs_job_description(struct kfs_service *svc, uint64_t id, char *buf, size_t 
  * -ERANGE, -EBUSY (already started, or a device in use), -EAGAIN (job
  * limit: --max-jobs queued or running, or, for a job not root's, the part
  * of --max-jobs that users other than root may take: all but an eighth),
- * -EDEADLK (a region on the kcopydfs mount), -ESHUTDOWN.
+ * -EDEADLK (a region on the kcopydfs mount), -ESHUTDOWN; for pause,
+ * resume and rate=: -EINVAL (a job in a state the word does not apply to:
+ * pause of an idle, interrupted or finished job, resume of one neither
+ * paused nor interrupted, rate= of an idle or finished one; a rate that
+ * jobspec_parse_rate() refuses), -EALREADY (pause of a paused job),
+ * -EBUSY (a job whose description is being opened).  A refused word
+ * changes nothing.
  */
 int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t len,
 		const struct kfs_cred *cred);
@@ -234,6 +257,8 @@ unsigned int kfs_service_io_engine(struct kfs_service *svc, char *why, size_t wh
 /* ---- rendering: pure functions, each returns the length written (snprintf-like) ---- */
 
 const char *kfs_state_name(enum kfs_state state);
+/* The state a view shows: "paused" for a paused job that has not ended, else kfs_state_name(). */
+const char *kfs_view_state_name(const struct kfs_job_view *view);
 /* 1 for done, failed and cancelled. */
 int kfs_state_final(enum kfs_state state);
 int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len);
@@ -243,7 +268,8 @@ int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len);
  * elapsed, so a resumed job's rate leaves out what earlier runs copied.
  * The lines: state, progress, read_err, write_err, error, bytes_per_sec,
  * elapsed, owner, rejected, then sectors_data, sectors_zero,
- * sectors_offloaded (this run's) and checkpoint (kcopydfs(5), STATUS).
+ * sectors_offloaded (this run's) and checkpoint, then rate, one hash line
+ * per algorithm and verify (kcopydfs(5), STATUS).
  */
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len);
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len);

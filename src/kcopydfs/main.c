@@ -64,6 +64,7 @@ struct options {
 	unsigned int nbd_connections;
 	unsigned int nbd_timeout_ms;
 	char *io_engine;
+	char *rate;
 	int show_help;
 	int show_version;
 	unsigned int operands;		/* arguments that are not options: one, the mountpoint */
@@ -95,6 +96,7 @@ enum option_key {
 	KEY_NBD_CONNECTIONS,
 	KEY_NBD_TIMEOUT_MS,
 	KEY_IO_ENGINE,
+	KEY_RATE,
 };
 
 /* Where the value after each key goes: an unsigned int, or (is_text) a malloc'd string. */
@@ -114,6 +116,7 @@ static const struct {
 	{ KEY_NBD_CONNECTIONS, offsetof(struct options, nbd_connections), false },
 	{ KEY_NBD_TIMEOUT_MS, offsetof(struct options, nbd_timeout_ms), false },
 	{ KEY_IO_ENGINE, offsetof(struct options, io_engine), true },
+	{ KEY_RATE, offsetof(struct options, rate), true },
 };
 
 static const struct fuse_opt option_spec[] = {
@@ -139,6 +142,8 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("--nbd-timeout-ms", KEY_NBD_TIMEOUT_MS),
 	OPTION("--io-engine=%s", io_engine),
 	FUSE_OPT_KEY("--io-engine", KEY_IO_ENGINE),
+	OPTION("--rate=%s", rate),
+	FUSE_OPT_KEY("--rate", KEY_RATE),
 	OPTION("-h", show_help),
 	OPTION("--help", show_help),
 	OPTION("-V", show_version),
@@ -180,7 +185,9 @@ static void usage(void)
 	       "                           (default %u)\n"
 	       "    --io-engine=ENGINE     auto (io_uring where the kernel allows it, else\n"
 	       "                           libaio; the default, or $KCOPYD_IO_ENGINE), io_uring\n"
-	       "                           or libaio (one named that cannot run: exit 1)\n\n"
+	       "                           or libaio (one named that cannot run: exit 1)\n"
+	       "    --rate=BYTES           bytes read per second by all jobs together, at\n"
+	       "                           least 4K (K, M, G, T: powers of 1024; default none)\n\n"
 	       "Exit status: 0 unmounted or help shown, 1 failure, 2 usage error.  See kcopydfs(8).\n\n"
 	       "FUSE options:\n",
 	       DEFAULT_PAGES, KCOPYD_DEFAULT_SUBJOB_SECTORS / 2, KCOPYD_DEFAULT_DEPTH, KCOPYD_NBD_DEFAULT_CONNECTIONS,
@@ -279,7 +286,7 @@ static int parse_option(void *data, const char *arg, int key, struct fuse_args *
 		return 1;
 	if (options->value_key)
 		return take_value(options, arg);
-	if (key >= KEY_PAGES && key <= KEY_CHECKPOINT_MS) {
+	if (key >= KEY_PAGES && key <= KEY_RATE) {
 		options->value_key = key;
 		options->value_option = arg;
 		return 0;
@@ -728,6 +735,17 @@ int main(int argc, char *argv[])
 		status = 2;
 		goto out_free_args;
 	}
+	if (options.rate) {
+		char why[256], message[300];
+
+		/* The grammar of rate= in a job description (proto/jobspec.h), for the daemon's total. */
+		if (jobspec_parse_rate(options.rate, strlen(options.rate), &config.engine.rate, why, sizeof(why)) < 0) {
+			snprintf(message, sizeof(message), "--rate: %s", why);
+			usage_error(message, NULL);
+			status = 2;
+			goto out_free_args;
+		}
+	}
 	status = check_io_engine(config.engine.io_engine);
 	if (status)
 		goto out_free_args;
@@ -870,6 +888,7 @@ out_free_args:
 	free(options.state_dir);
 	free(options.nbd);
 	free(options.io_engine);
+	free(options.rate);
 	free(cmdline.mountpoint);
 	fuse_opt_free_args(&args);
 	kfs_log_close();

@@ -25,15 +25,13 @@ _Static_assert(KFS_INTERRUPTED < KFS_METRICS_STATES, "every job state must have 
 
 /*
  * Under svc->lock: does @job's state file say "paused"?  Pause (issue 17)
- * keeps a paused job in its state with a flag beside it, and the state file
- * shows "paused" while the job has not ended.  This service has no such
- * flag yet: no job is paused.  With it, this is
- * "job->paused && !kfs_state_final(job->state)", kfs_render_state()'s rule.
+ * keeps a paused job in its state (queued, running, or interrupted when it
+ * came back paused from its record) with a flag beside it, and the state
+ * file shows "paused" while the job has not ended: kfs_view_state_name()'s rule.
  */
 static bool job_paused(const struct kfs_job *job)
 {
-	(void)job;
-	return false;
+	return job->paused && !kfs_state_final(job->state);
 }
 
 void kfs_service_metrics(struct kfs_service *svc, const struct timespec *started, struct kfs_metrics *metrics)

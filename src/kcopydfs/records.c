@@ -57,8 +57,18 @@ static bool job_record_locked(const struct kfs_job *job, struct kfs_record *reco
 		record->group_count = job->owner->group_count;
 		memcpy(record->groups, job->owner->groups, job->owner->group_count * sizeof(gid_t));
 	}
-	snprintf(record->state, sizeof(record->state), "%s",
-		 job->stopped_by_shutdown && job->state == KFS_CANCELLED ? "interrupted" : kfs_state_name(job->state));
+	/*
+	 * A paused job is recorded as "paused", also when a shutdown stopped
+	 * it, so that it comes back paused; an older daemon takes that state
+	 * as it takes "running": interrupted.
+	 */
+	if (job->paused &&
+	    (!kfs_state_final(job->state) || (job->stopped_by_shutdown && job->state == KFS_CANCELLED)))
+		snprintf(record->state, sizeof(record->state), "paused");
+	else
+		snprintf(record->state, sizeof(record->state), "%s",
+			 job->stopped_by_shutdown && job->state == KFS_CANCELLED ? "interrupted"
+										 : kfs_state_name(job->state));
 	record->sectors_total = job->sectors_total;
 	record->checkpoint = job->durable;
 	snprintf(record->error, sizeof(record->error), "%s", job_error_text(job));
@@ -203,6 +213,32 @@ static void *checkpointer_main(void *arg)
 }
 
 /*
+ * Under svc->lock: a restored job's flags, hashes and rate, from its
+ * description, for its status (a resume parses the description again).
+ */
+static void restore_options_locked(struct kfs_job *job)
+{
+	struct jobspec spec;
+
+	if (!job->description || jobspec_parse(job->description, strlen(job->description), &spec, NULL, 0) < 0)
+		return;
+	job->flags = spec.flags;
+	job->hashes = spec.hashes;
+	job->rate = spec.rate;
+	jobspec_free(&spec);
+	/*
+	 * How its verification ended, as far as the record tells: a job done
+	 * verified (a mismatch fails it), a failed one whose error line names
+	 * a verify error did not.  Its digests are not recorded: "none".
+	 */
+	if ((job->flags & KCOPYD_VERIFY) && job->state == KFS_DONE)
+		job->verified = 1;
+	else if ((job->flags & KCOPYD_VERIFY) && job->state == KFS_FAILED && job->error &&
+		 strstr(job->error, "verify error on "))
+		job->verified = -1;
+}
+
+/*
  * kfs_state_dir_load()'s callback: a job queued or running when its record
  * was written comes back interrupted at its durable checkpoint; a finished
  * one as it ended; a damaged record as a failed job (named by its id) that
@@ -266,8 +302,11 @@ static void restore_record(uint64_t id, const struct kfs_record *record, const c
 				job->sectors_done = record->checkpoint;
 				svc->jobs_cancelled++;
 			} else {
+				/* Queued, running or paused: it waits for "resume", a paused one as paused. */
 				job->state = KFS_INTERRUPTED;
+				job->paused = strcmp(record->state, "paused") == 0;
 			}
+			restore_options_locked(job);
 			restored = true;
 		}
 	}

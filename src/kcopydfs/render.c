@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "kcopydfs/service-internal.h"
 #include "proto/status.h"
@@ -30,9 +31,14 @@ int kfs_state_final(enum kfs_state state)
 	return state == KFS_DONE || state == KFS_FAILED || state == KFS_CANCELLED;
 }
 
+const char *kfs_view_state_name(const struct kfs_job_view *view)
+{
+	return view->paused && !kfs_state_final(view->state) ? "paused" : kfs_state_name(view->state);
+}
+
 int kfs_render_state(const struct kfs_job_view *view, char *buf, size_t len)
 {
-	return snprintf(buf, len, "%s\n", kfs_state_name(view->state));
+	return snprintf(buf, len, "%s\n", kfs_view_state_name(view));
 }
 
 int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
@@ -40,7 +46,7 @@ int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 	/* Only this run's sectors were copied in elapsed: not those a resume started from. */
 	uint64_t this_run = view->sectors_done > view->sectors_before_run ? view->sectors_done - view->sectors_before_run : 0;
 	struct proto_status status = {
-		.state = kfs_state_name(view->state),
+		.state = kfs_view_state_name(view),
 		.sectors_done = view->sectors_done,
 		.sectors_total = view->sectors_total,
 		.read_err = view->read_err,
@@ -57,13 +63,28 @@ int kfs_render_status(const struct kfs_job_view *view, char *buf, size_t len)
 		.sectors_offloaded = view->sectors_offloaded,
 		.has_checkpoint = true,
 		.checkpoint = view->checkpoint,
+		.has_rate = true,
+		.rate = view->rate,
+		.hashes = view->hashes,
+		.hash_state = view->hash_state,
+		.hash_resumed_at = view->hash_resumed_at,
+		.has_verify = true,
+		.verify = view->verify,
+		.sectors_verified = view->sectors_verified,
+		.sectors_verify_total = view->sectors_verify_total,
+		.verify_from = view->verify_from,
 	};
 
+	memcpy(status.digests, view->digests, sizeof(status.digests));
 	return proto_status_render(&status, buf, len);
 }
 
 int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 {
+	char rate[24] = "none";	/* the daemon's --rate: a word when there is none, as io_engine is a word */
+
+	if (stats->engine.rate)
+		snprintf(rate, sizeof(rate), "%llu", (unsigned long long)stats->engine.rate);
 	return snprintf(buf, len,
 			"jobs: %llu\n"
 			"jobs_active: %llu\n"
@@ -88,7 +109,14 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			"zero_fallbacks: %llu\n"
 			"offload_fallbacks: %llu\n"
 			/* Added with the io_uring engine. */
-			"io_engine: %s\n",
+			"io_engine: %s\n"
+			/* Added with hashes, verification, pause and rate limits. */
+			"sectors_hashed: %llu\n"
+			"sectors_verified: %llu\n"
+			"verify_errors: %llu\n"
+			"jobs_paused: %llu\n"
+			"throttled_ns: %llu\n"
+			"rate: %s\n",
 			(unsigned long long)stats->jobs, (unsigned long long)stats->jobs_active,
 			(unsigned long long)stats->engine.jobs_total, (unsigned long long)stats->jobs_done,
 			(unsigned long long)stats->jobs_failed, (unsigned long long)stats->jobs_cancelled,
@@ -100,7 +128,10 @@ int kfs_render_stats(const struct kfs_stats *stats, char *buf, size_t len)
 			(unsigned long long)stats->engine.sectors_zero, (unsigned long long)stats->engine.sectors_offloaded,
 			(unsigned long long)stats->engine.zero_fallbacks,
 			(unsigned long long)stats->engine.offload_fallbacks,
-			kcopyd_io_engine_name(stats->engine.io_engine));
+			kcopyd_io_engine_name(stats->engine.io_engine),
+			(unsigned long long)stats->engine.sectors_hashed, (unsigned long long)stats->engine.sectors_verified,
+			(unsigned long long)stats->engine.verify_errors, (unsigned long long)stats->engine.jobs_paused,
+			(unsigned long long)stats->engine.throttled_ns, rate);
 }
 
 int kfs_render_failure(const struct kcopyd_result *result, const char *source_path, const char *const *dest_paths,

@@ -116,6 +116,23 @@ struct kfs_job {
 	int read_err;
 	unsigned int write_err;
 
+	/*
+	 * Hashes, verification, pause and rate limits.  flags, hashes and
+	 * rate are set when it starts (from its description; rate follows
+	 * ctl's rate=, and the description is rendered again with it, so a
+	 * resume takes the rate last set); paused while "pause" holds it,
+	 * kept through an interruption.  digests (malloc'd, only for a job
+	 * with hashes that ended with them) and verified once final.
+	 */
+	bool paused;
+	unsigned int flags;
+	unsigned int hashes;
+	uint64_t rate;
+	unsigned int hashes_done;	/* result.hashes: the algorithms of digests, 0 if it stopped first */
+	struct kcopyd_digest *digests;	/* KCOPYD_HASH_COUNT of them, or NULL */
+	int verified;			/* result.verified */
+	uint64_t resumed_at;		/* the sector this daemon resumed it at ("resume" of an interrupted job), 0 */
+
 	char name[];			/* NUL-terminated, sized to fit */
 };
 

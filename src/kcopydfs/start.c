@@ -111,7 +111,7 @@ static void log_fate(struct kfs_service *svc, uint64_t id)
 	unsigned long long done, durable, total;
 	enum kfs_state state;
 	struct kfs_job *job;
-	bool removed;
+	bool removed, paused;
 
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
@@ -126,12 +126,14 @@ static void log_fate(struct kfs_service *svc, uint64_t id)
 	durable = job->durable;
 	total = job->sectors_total;
 	removed = job->remove_when_ended;	/* its record goes with it: nothing to resume */
+	paused = job->paused;
 	pthread_mutex_unlock(&svc->lock);
 
 	if (state == KFS_CANCELLED && svc->state_dir && !removed)
-		kfs_log(LOG_NOTICE, "job %s: interrupted at %llu of %llu sectors (%llu durable), resumable: start "
-			"kcopydfs again with --state-dir %s and write \"resume\" to jobs/%s/ctl", name, done, total,
-			durable, svc->state_dir_path, name);
+		kfs_log(LOG_NOTICE, "job %s: %s at %llu of %llu sectors (%llu durable), resumable: start "
+			"kcopydfs again with --state-dir %s and write \"resume\" to jobs/%s/ctl", name,
+			paused ? "paused, and stays paused," : "interrupted", done, total, durable, svc->state_dir_path,
+			name);
 	else if (state == KFS_CANCELLED)
 		kfs_log(LOG_NOTICE, "job %s: cancelled at %llu of %llu sectors, its destinations partly written",
 			name, done, total);
@@ -196,7 +198,7 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 		if (result.error == 0)
 			result.error = sync_error;
 	}
-	if (result.read_err || result.write_err || result.error) {
+	if (result.read_err || result.write_err || result.error || result.verified < 0) {
 		job->state = KFS_FAILED;
 		svc->jobs_failed++;
 	} else if (result.cancelled) {
@@ -220,6 +222,14 @@ static void on_done(int read_err, unsigned int write_err, void *context)
 		job->error = strdup(failure);
 	job->read_err = result.read_err;
 	job->write_err = result.write_err;
+	job->verified = result.verified;
+	job->hashes_done = result.hashes;
+	if (result.hashes && !job->digests) {
+		/* Kept with the finished job for its status; without memory the status says none. */
+		job->digests = malloc(sizeof(result.digests));
+		if (job->digests)
+			memcpy(job->digests, result.digests, sizeof(result.digests));
+	}
 	job->sectors_done = job->resume_base + result.sectors_done;
 	job->sectors_data = result.counts.sectors_data;
 	job->sectors_zero = result.counts.sectors_zero;
@@ -305,6 +315,29 @@ static int job_cancel(struct kfs_service *svc, uint64_t id)
 	return 0;
 }
 
+/*
+ * @text, without its newline and the blanks around it, starts with @prefix:
+ * *@rest is what follows it (*@rest_len bytes).
+ */
+static bool has_prefix_word(const char *text, size_t len, const char *prefix, const char **rest, size_t *rest_len)
+{
+	size_t prefix_len = strlen(prefix);
+
+	if (len > 0 && text[len - 1] == '\n')
+		len--;
+	while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+		len--;
+	while (len > 0 && (text[0] == ' ' || text[0] == '\t')) {
+		text++;
+		len--;
+	}
+	if (len < prefix_len || memcmp(text, prefix, prefix_len) != 0)
+		return false;
+	*rest = text + prefix_len;
+	*rest_len = len - prefix_len;
+	return true;
+}
+
 /* Refuse a write: keep the reason where status shows it. */
 static int reject(struct kfs_service *svc, uint64_t id, int error, const char *why)
 {
@@ -339,7 +372,7 @@ static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, bo
 				size_t why_len)
 {
 	if (resuming && job->state != KFS_INTERRUPTED && !job->starting) {
-		set_text(why, why_len, "job %s is %s: only an interrupted job can be resumed", job->name,
+		set_text(why, why_len, "job %s is %s: only a paused or interrupted job can be resumed", job->name,
 			 kfs_state_name(job->state));
 		return -EINVAL;
 	}
@@ -371,6 +404,183 @@ static int job_startable_locked(struct kfs_service *svc, struct kfs_job *job, bo
 			 svc->max_jobs_others, svc->max_jobs);
 		return -EAGAIN;
 	}
+	return 0;
+}
+
+/*
+ * Under svc->lock: render @job's description again with rate= @rate, so
+ * that its record, and thus a resume after a restart, keeps the rate last
+ * set.  Return: 0 or -ENOMEM (the description is then left as it was).
+ */
+static int description_set_rate_locked(struct kfs_job *job, uint64_t rate)
+{
+	struct jobspec spec;
+	char *rendered;
+	int r;
+
+	if (!job->description)
+		return 0;
+	r = jobspec_parse(job->description, strlen(job->description), &spec, NULL, 0);
+	if (r < 0)
+		return r == -ENOMEM ? r : 0;	/* it parsed when it started: nothing else can happen */
+	spec.rate = rate;
+	rendered = malloc(JOBSPEC_MAX_CANONICAL);
+	if (!rendered) {
+		jobspec_free(&spec);
+		return -ENOMEM;
+	}
+	r = jobspec_render(&spec, rendered, JOBSPEC_MAX_CANONICAL);
+	jobspec_free(&spec);
+	if (r < 0) {
+		free(rendered);
+		return 0;
+	}
+	free(job->description);
+	job->description = rendered;
+	return 0;
+}
+
+/*
+ * Under svc->lock: why @job is in no state for @word ("pause", "rate="),
+ * into @why; the errno is the caller's.
+ */
+static void wrong_state(const struct kfs_job *job, const char *word, const char *wanted, char *why, size_t why_len)
+{
+	if (kfs_state_final(job->state))
+		set_text(why, why_len, "job %s has already ended (%s): %s applies only to %s", job->name,
+			 kfs_state_name(job->state), word, wanted);
+	else
+		set_text(why, why_len, "job %s is %s: %s applies only to %s", job->name,
+			 job->paused ? "paused" : kfs_state_name(job->state), word, wanted);
+}
+
+/*
+ * "pause": a queued or running job starts no more sub-jobs (those in
+ * flight finish); it stays queued or running underneath, and shows as
+ * paused.  Return: 0 or -errno, with the reason as its rejected line.
+ */
+static int job_pause(struct kfs_service *svc, uint64_t id)
+{
+	char why[KFS_ERROR_MAX];
+	struct kfs_job *job;
+	int r;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		pthread_mutex_unlock(&svc->lock);
+		return -ENOENT;
+	}
+	if (job->starting) {
+		r = -EBUSY;
+		set_text(why, sizeof(why), "job %s is starting: pause it once it is queued", job->name);
+	} else if (job->paused && !kfs_state_final(job->state)) {
+		r = -EALREADY;
+		set_text(why, sizeof(why), "job %s is paused already", job->name);
+	} else if ((job->state == KFS_QUEUED || job->state == KFS_RUNNING) && job->run && job->run->handle) {
+		r = kcopyd_job_pause(job->run->handle);
+		if (r == -EALREADY)
+			set_text(why, sizeof(why), "job %s is paused already", job->name);
+		else if (r < 0)
+			set_text(why, sizeof(why), "job %s is ending: its I/O is over (%s)", job->name, strerror(-r));
+	} else {
+		r = -EINVAL;
+		wrong_state(job, "pause", "a queued or running job", why, sizeof(why));
+	}
+	if (r == 0) {
+		job->paused = true;
+		job->generation++;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0)
+		return reject(svc, id, r, why);
+	/* With --state-dir a paused job comes back paused after a restart. */
+	job_persist(svc, id);
+	svc->on_change(id, svc->context);
+	return 0;
+}
+
+/*
+ * "resume" of a paused job that is still queued or running: it starts
+ * sub-jobs again.  Return: 1 if @job is not such a job (the caller
+ * resumes an interrupted one, or refuses), else 0 or -errno.
+ */
+static int job_unpause(struct kfs_service *svc, uint64_t id)
+{
+	char why[KFS_ERROR_MAX];
+	struct kfs_job *job;
+	int r;
+
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job || !job->paused || job->state == KFS_INTERRUPTED || !job->run || !job->run->handle) {
+		pthread_mutex_unlock(&svc->lock);
+		return 1;
+	}
+	r = kcopyd_job_resume(job->run->handle);
+	if (r == 0 || r == -EALREADY) {
+		r = 0;
+		job->paused = false;
+		job->generation++;
+	} else {
+		set_text(why, sizeof(why), "job %s is ending: its I/O is over (%s)", job->name, strerror(-r));
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0)
+		return reject(svc, id, r, why);
+	job_persist(svc, id);
+	svc->on_change(id, svc->context);
+	return 0;
+}
+
+/*
+ * "rate=BYTES": the job's rate limit from its next sub-job on; of an
+ * interrupted job, for when it is resumed.  Return: 0 or -errno, with the
+ * reason as its rejected line.
+ */
+static int job_set_rate(struct kfs_service *svc, uint64_t id, const char *value, size_t value_len)
+{
+	char why[KFS_ERROR_MAX];
+	struct kfs_job *job;
+	uint64_t rate;
+	int r;
+
+	r = jobspec_parse_rate(value, value_len, &rate, why, sizeof(why));
+	if (r < 0)
+		return reject(svc, id, r, why);
+	pthread_mutex_lock(&svc->lock);
+	job = find_by_id(svc, id);
+	if (!job) {
+		pthread_mutex_unlock(&svc->lock);
+		return -ENOENT;
+	}
+	if (job->starting) {
+		r = -EBUSY;
+		set_text(why, sizeof(why), "job %s is starting: set its rate once it is queued", job->name);
+	} else if ((job->state == KFS_QUEUED || job->state == KFS_RUNNING) && job->run && job->run->handle) {
+		r = kcopyd_job_set_rate(job->run->handle, rate);
+		if (r < 0)
+			set_text(why, sizeof(why), "job %s is ending: its I/O is over (%s)", job->name, strerror(-r));
+	} else if (job->state == KFS_INTERRUPTED) {
+		r = 0;
+	} else {
+		r = -EINVAL;
+		wrong_state(job, "rate=", "a queued, running, paused or interrupted job (an idle one takes rate= in its "
+			    "description)", why, sizeof(why));
+	}
+	if (r == 0 && description_set_rate_locked(job, rate) < 0) {
+		/* The engine has the new rate; only a restart would forget it. */
+		kfs_log(LOG_WARNING, "job %s: no memory to record its new rate", job->name);
+	}
+	if (r == 0) {
+		job->rate = rate;
+		job->generation++;
+	}
+	pthread_mutex_unlock(&svc->lock);
+	if (r < 0)
+		return reject(svc, id, r, why);
+	job_persist(svc, id);
+	svc->on_change(id, svc->context);
 	return 0;
 }
 
@@ -413,8 +623,22 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 
 	if (is_word(text, len, "cancel"))
 		return job_cancel(svc, id);
-	/* "resume" runs the job's own description again, from its durable checkpoint. */
+	if (is_word(text, len, "pause"))
+		return job_pause(svc, id);
+	{
+		const char *value;
+		size_t value_len;
+
+		if (has_prefix_word(text, len, "rate=", &value, &value_len))
+			return job_set_rate(svc, id, value, value_len);
+	}
+	/* "resume" goes on with a paused job, or runs an interrupted one's description again from its checkpoint. */
 	resuming = is_word(text, len, "resume");
+	if (resuming) {
+		r = job_unpause(svc, id);
+		if (r <= 0)
+			return r;
+	}
 
 	/* A started job refuses any further description, well formed or not. */
 	pthread_mutex_lock(&svc->lock);
@@ -485,9 +709,21 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 		set_text(why, sizeof(why), "kcopydfs is shutting down");
 	}
 	if (r == 0) {
+		/*
+		 * A resumed run hashes nothing: the source before its checkpoint
+		 * was read by an earlier daemon, so no digest of the whole range
+		 * could come out of it (its status says so).  It verifies what
+		 * it copies.  Its rate is the job's, as ctl last set it.
+		 */
+		struct kcopyd_job_options options = {
+			.flags = spec.flags,
+			.hashes = resuming && resume_from > 0 ? 0 : spec.hashes,
+			.rate = spec.rate,
+		};
+
 		job->run = run;
-		r = kcopyd_submit(svc->kc, is_copy ? &from : NULL, spec.num_dests, dests, spec.flags, on_done, run,
-				  &run->handle);
+		r = kcopyd_submit_options(svc->kc, is_copy ? &from : NULL, spec.num_dests, dests, &options,
+					  sizeof(options), on_done, run, &run->handle);
 		if (r < 0) {
 			job->run = NULL;
 			set_text(why, sizeof(why), "the engine refused the job: %s", strerror(-r));
@@ -496,10 +732,15 @@ int kfs_job_ctl(struct kfs_service *svc, uint64_t id, const char *text, size_t l
 	job->starting = false;
 	if (r == 0) {
 		job->state = KFS_QUEUED;
+		job->flags = spec.flags;
+		job->hashes = spec.hashes;
+		job->rate = spec.rate;
+		job->paused = false;
 		if (resuming) {
 			/* It keeps its own description and size; this run covers the rest. */
 			free(canonical);
 			job->resume_base = resume_from;
+			job->resumed_at = resume_from;
 		} else {
 			job->description = canonical;
 			job->owner = kept_owner;

@@ -59,6 +59,7 @@ void job_free(struct kfs_job *job)
 	free(job->error);
 	free(job->rejected);
 	free(job->description);
+	free(job->digests);
 	free(job);
 }
 
@@ -344,6 +345,47 @@ int kfs_job_remove_if_idle(struct kfs_service *svc, uint64_t id)
 	return remove_job(svc, id, REMOVE_IF_UNTOUCHED);
 }
 
+/*
+ * Under svc->lock: the view's pause, rate, hash and verify fields (the
+ * verify progress of a running job is set already, from its counts).
+ */
+static void view_trust_locked(const struct kfs_job *job, struct kfs_job_view *view)
+{
+	bool final = kfs_state_final(job->state);
+
+	view->paused = job->paused && !final;
+	view->rate = job->rate;
+	view->hashes = job->state == KFS_IDLE ? 0 : job->hashes;
+	memset(view->digests, 0, sizeof(view->digests));
+	view->hash_resumed_at = 0;
+	if (job->resumed_at > 0 && !final) {
+		/* This run hashes nothing: the sectors before it were read by an earlier daemon. */
+		view->hash_state = PROTO_HASH_NONE;
+		view->hash_resumed_at = job->resumed_at;
+	} else if (!final) {
+		view->hash_state = PROTO_HASH_PENDING;
+	} else if (job->digests && (job->hashes_done & job->hashes) == job->hashes) {
+		view->hash_state = PROTO_HASH_DONE;
+		memcpy(view->digests, job->digests, sizeof(view->digests));
+	} else {
+		view->hash_state = PROTO_HASH_NONE;
+		view->hash_resumed_at = job->resumed_at;
+	}
+
+	view->verify_from = 0;
+	if (!(job->flags & KCOPYD_VERIFY) || job->state == KFS_IDLE) {
+		view->verify = PROTO_VERIFY_NONE;
+	} else if (!final) {
+		if (view->verify != PROTO_VERIFY_RUNNING)
+			view->verify = PROTO_VERIFY_PENDING;
+	} else if (job->verified > 0) {
+		view->verify = PROTO_VERIFY_OK;
+		view->verify_from = job->resumed_at;
+	} else {
+		view->verify = job->verified < 0 ? PROTO_VERIFY_MISMATCH : PROTO_VERIFY_NOT_DONE;
+	}
+}
+
 int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view)
 {
 	int64_t now = clock_ns(CLOCK_MONOTONIC);
@@ -370,6 +412,8 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 	view->sectors_data = view->sectors_zero = view->sectors_offloaded = 0;
 	view->checkpoint = 0;
 	view->elapsed = 0;
+	view->verify = PROTO_VERIFY_NONE;
+	view->sectors_verified = view->sectors_verify_total = 0;
 	if (job->run && job->run->handle) {
 		struct kcopyd_counts counts;
 		uint64_t engine_checkpoint;
@@ -387,6 +431,12 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 		view->sectors_zero = counts.sectors_zero;
 		view->sectors_offloaded = counts.sectors_offloaded;
 		view->checkpoint = job->resume_base + engine_checkpoint;
+		/* Verify's progress: read back and compared, summed over the destinations. */
+		if ((job->flags & KCOPYD_VERIFY) && counts.phase != KCOPYD_PHASE_COPY) {
+			view->verify = PROTO_VERIFY_RUNNING;
+			view->sectors_verified = counts.sectors_verified;
+			view->sectors_verify_total = counts.sectors_verify_total;
+		}
 	} else if (kfs_state_final(job->state)) {
 		view->sectors_done = job->sectors_done;
 		view->sectors_data = job->sectors_data;
@@ -403,6 +453,7 @@ int kfs_job_view(struct kfs_service *svc, uint64_t id, struct kfs_job_view *view
 		view->elapsed = (double)(job->ended_ns - job->queued_ns) / 1e9;
 	snprintf(view->error, sizeof(view->error), "%s", job_error_text(job));
 	snprintf(view->rejected, sizeof(view->rejected), "%s", job->rejected ? job->rejected : "");
+	view_trust_locked(job, view);
 	pthread_mutex_unlock(&svc->lock);
 	return 0;
 }

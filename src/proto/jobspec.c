@@ -56,6 +56,7 @@ static const struct flag_name flag_names[] = {
 	{ "dest_zero", KCOPYD_DEST_ZERO },
 	{ "allocated", KCOPYD_ALLOCATED },
 	{ "no_offload", KCOPYD_NO_OFFLOAD },
+	{ "verify", KCOPYD_VERIFY },
 };
 
 #define ARRAY_SIZE(array) (sizeof(array) / sizeof((array)[0]))
@@ -291,6 +292,51 @@ int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors)
 	const char *problem;
 
 	return parse_number(text, len, sectors, &problem);
+}
+
+int jobspec_parse_rate(const char *text, size_t len, uint64_t *bytes, char *why, size_t why_len)
+{
+	char shown[SHOWN_SIZE];
+	uint64_t value = 0;
+	size_t pos;
+	int shift = 0;
+
+	if (!text)
+		text = "";
+	show(shown, text, len);
+	/* The region numbers' lexer: the same units, the same refusal of KB and friends. */
+	if (!looks_like_number(text, len))
+		return refuse(-EINVAL, why, why_len,
+			      "rate '%s' is not a number of bytes per second (write e.g. 16M, 16MiB or 16777216)",
+			      shown);
+	for (pos = 0; pos < len && is_digit(text[pos]); pos++) {
+		unsigned int digit = (unsigned int)(text[pos] - '0');
+
+		if (value > (UINT64_MAX - digit) / 10)
+			return refuse(-ERANGE, why, why_len, "rate '%s' does not fit in 64 bits", shown);
+		value = value * 10 + digit;
+	}
+	switch (lex_unit(text + pos, len - pos, &shift)) {
+	case UNIT_DECIMAL:
+		return refuse(-EINVAL, why, why_len,
+			      "rate '%s' has a 1000-based unit (KB, MB, GB, TB are not taken: write KiB or K, MiB "
+			      "or M, ... for powers of 1024, or bytes)", shown);
+	case UNIT_OTHER:
+		return refuse(-EINVAL, why, why_len, "rate '%s' is not a number of bytes per second", shown);
+	case UNIT_BINARY:
+		if (value > (UINT64_MAX >> shift))
+			return refuse(-ERANGE, why, why_len, "rate '%s' does not fit in 64 bits", shown);
+		value <<= shift;
+		break;
+	case UNIT_NONE:
+		break;
+	}
+	if (value < KCOPYD_MIN_RATE)
+		return refuse(-EINVAL, why, why_len,
+			      "rate '%s' is below %u bytes per second, the lowest limit (leave rate out for none)",
+			      shown, KCOPYD_MIN_RATE);
+	*bytes = value;
+	return 0;
 }
 
 /*
@@ -546,6 +592,8 @@ struct line_parser {
 	struct jobspec *spec;
 	bool have_from;
 	bool have_flags;
+	bool have_hash;
+	bool have_rate;
 	char *why;
 	size_t why_len;
 };
@@ -648,6 +696,40 @@ static int parse_flags(struct line_parser *parser, const char *value, size_t val
 	}
 }
 
+/* hash=ALG[,ALG...]: at least one name; a name may repeat, as a flag may. */
+static int parse_hashes(struct line_parser *parser, const char *value, size_t value_len)
+{
+	size_t name_start = 0;
+	char shown[SHOWN_SIZE];
+
+	if (value_len == 0)
+		return refuse(-EINVAL, parser->why, parser->why_len, "hash= names no algorithm (known: %s)",
+			      JOBSPEC_HASH_NAMES);
+	for (;;) {
+		const char *comma = memchr(value + name_start, ',', value_len - name_start);
+		size_t name_end = comma ? (size_t)(comma - value) : value_len;
+		size_t name_len = name_end - name_start;
+		char name[16];
+		unsigned int hash;
+
+		show(shown, value + name_start, name_len);
+		if (name_len == 0)
+			return refuse(-EINVAL, parser->why, parser->why_len, "hash=: empty algorithm name");
+		if (name_len >= sizeof(name))
+			return refuse(-EINVAL, parser->why, parser->why_len, "unknown hash '%s' (known: %s)", shown,
+				      JOBSPEC_HASH_NAMES);
+		memcpy(name, value + name_start, name_len);
+		name[name_len] = '\0';
+		if (kcopyd_hash_parse(name, &hash) < 0)
+			return refuse(-EINVAL, parser->why, parser->why_len, "unknown hash '%s' (known: %s)", shown,
+				      JOBSPEC_HASH_NAMES);
+		parser->spec->hashes |= hash;
+		if (!comma)
+			return 0;
+		name_start = name_end + 1;
+	}
+}
+
 /* One KEY=VALUE token after the operation. */
 static int parse_field(struct line_parser *parser, const char *token, size_t token_len)
 {
@@ -694,8 +776,24 @@ static int parse_field(struct line_parser *parser, const char *token, size_t tok
 		parser->have_flags = true;
 		return parse_flags(parser, value, value_len);
 	}
+	if (word_is(key, key_len, "hash")) {
+		if (spec->op == JOBSPEC_ZERO)
+			return refuse(-EINVAL, parser->why, parser->why_len,
+				      "zero takes no hash= (it reads no source to hash)");
+		if (parser->have_hash)
+			return refuse(-EINVAL, parser->why, parser->why_len, "hash= given twice");
+		parser->have_hash = true;
+		return parse_hashes(parser, value, value_len);
+	}
+	if (word_is(key, key_len, "rate")) {
+		if (parser->have_rate)
+			return refuse(-EINVAL, parser->why, parser->why_len, "rate= given twice");
+		parser->have_rate = true;
+		return jobspec_parse_rate(value, value_len, &spec->rate, parser->why, parser->why_len);
+	}
 	show(shown, key, key_len);
-	return refuse(-EINVAL, parser->why, parser->why_len, "unknown key '%s' (known: from, to, flags)", shown);
+	return refuse(-EINVAL, parser->why, parser->why_len, "unknown key '%s' (known: from, to, flags, hash, rate)",
+		      shown);
 }
 
 /*
@@ -760,6 +858,10 @@ static int parse_line(const char *text, size_t len, struct jobspec *spec, char *
 	}
 	if (spec->num_dests == 0) {
 		r = refuse(-EINVAL, why, why_len, "no destination: give at least one to=REGION");
+		goto err_free_spec;
+	}
+	if (spec->op == JOBSPEC_ZERO && (spec->flags & KCOPYD_VERIFY)) {
+		r = refuse(-EINVAL, why, why_len, "zero takes no flags=verify (it reads no source to compare with)");
 		goto err_free_spec;
 	}
 	return 0;
@@ -959,6 +1061,20 @@ int jobspec_render(const struct jobspec *spec, char *buf, size_t len)
 		out_string(&out, separator);
 		out_string(&out, flag_names[flag_index].name);
 		separator = ",";
+	}
+	separator = " hash=";
+	for (unsigned int hash = 1; hash <= KCOPYD_HASH_ALL; hash <<= 1) {
+		const char *name = kcopyd_hash_name(hash);
+
+		if (!(spec->hashes & hash) || !name)
+			continue;
+		out_string(&out, separator);
+		out_string(&out, name);
+		separator = ",";
+	}
+	if (spec->rate) {
+		out_string(&out, " rate=");
+		out_number(&out, spec->rate);
 	}
 	out_bytes(&out, "\n", 1);
 	return out_finish(&out);

@@ -7,9 +7,10 @@
  * parsed into a struct jobspec and rendered back in canonical form.  Pure
  * functions: no I/O, no FUSE, no engine; tested on their own.
  *
- *   copy from=REGION to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
- *   zero to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
- *   FLAG := ignore_error | write_seq | dest_zero | allocated | no_offload
+ *   copy from=REGION to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]] [hash=ALG[,ALG...]] [rate=BYTES]
+ *   zero to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]] [rate=BYTES]
+ *   FLAG := ignore_error | write_seq | dest_zero | allocated | no_offload | verify
+ *   ALG := md5 | sha1 | sha256 | sha512 | blake2b512 | xxh128 (kcopyd_hash_parse())
  *   REGION := (PATH | URI)[:SECTOR[+COUNT]]
  *
  * SECTOR and COUNT are 512-byte sectors, or bytes with a unit: B, K, M, G,
@@ -35,7 +36,14 @@
  * any combination is taken, as the engine takes it.  They mean the same
  * for a zero job, where allocated zeroes without punching holes,
  * dest_zero leaves the destinations as they are and no_offload changes
- * nothing.
+ * nothing.  verify (KCOPYD_VERIFY: read every destination back after the
+ * copy and compare) is for a copy only, as hash= is: a zero job with
+ * either is refused, since it reads nothing to hash or to compare with.
+ *
+ * hash= names the digests of the source to take while copying, rendered
+ * by kcopyd_hash_name() in bit order (hash=b2,sha256 is hash=sha256,
+ * blake2b512).  rate= is the job's limit in bytes read per second
+ * (jobspec_parse_rate()), rendered as a plain number of bytes.
  *
  * See kcopydfs(5) for the whole grammar.
  */
@@ -53,10 +61,13 @@
  * KCOPYD_IGNORE_ERROR, KCOPYD_WRITE_SEQ, KCOPYD_DEST_ZERO, KCOPYD_ALLOCATED,
  * KCOPYD_NO_OFFLOAD.
  */
-#define JOBSPEC_FLAG_NAMES "ignore_error, write_seq, dest_zero, allocated, no_offload"
+#define JOBSPEC_FLAG_NAMES "ignore_error, write_seq, dest_zero, allocated, no_offload, verify"
 /* Every bit a parsed description's flags may hold. */
 #define JOBSPEC_FLAGS \
-	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD)
+	(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_DEST_ZERO | KCOPYD_ALLOCATED | KCOPYD_NO_OFFLOAD | \
+	 KCOPYD_VERIFY)
+/* The names hash= takes, for messages (kcopyd_hash_parse() takes a few more spellings). */
+#define JOBSPEC_HASH_NAMES "md5, sha1, sha256, sha512, blake2b512, xxh128"
 
 #define JOBSPEC_MAX_LINE 4096		/* bytes, without the trailing newline */
 /*
@@ -64,9 +75,11 @@
  * with its newline and a NUL: quoting at most doubles the paths (a bare
  * backslash is written \\ in quotes), and each of the 33 regions gains
  * at most two quotes and ":SECTOR+COUNT" (44 bytes).  Flags are rendered
- * once each, never longer than they were written.
+ * once each, never longer than they were written.  hash= and rate= may
+ * render longer than written (b2 is blake2b512, 1T is 1099511627776): at
+ * most " hash=" and the six names (46 bytes) and " rate=" and 20 digits.
  */
-#define JOBSPEC_MAX_CANONICAL (2 * JOBSPEC_MAX_LINE + (KCOPYD_MAX_REGIONS + 1) * 64 + 64)
+#define JOBSPEC_MAX_CANONICAL (2 * JOBSPEC_MAX_LINE + (KCOPYD_MAX_REGIONS + 1) * 64 + 64 + 128)
 /*
  * The longest line jobspec_parse() takes, without its newline: a line over
  * JOBSPEC_MAX_LINE bytes is taken only when it is a canonical description
@@ -95,6 +108,8 @@ struct jobspec {
 	unsigned int num_dests;
 	struct jobspec_region dests[KCOPYD_MAX_REGIONS];
 	unsigned int flags;		/* of JOBSPEC_FLAGS */
+	unsigned int hashes;		/* KCOPYD_HASH_* bits of hash= (copy only); 0: none */
+	uint64_t rate;			/* rate=, bytes per second (at least KCOPYD_MIN_RATE); 0: none given */
 };
 
 /*
@@ -123,7 +138,9 @@ struct jobspec {
  * canonical description, or over JOBSPEC_MAX_CANONICAL_LINE; -ERANGE when a
  * number does not fit in 64 bits or SECTOR+COUNT passes 2^64 sectors;
  * -ENOMEM; -EINVAL for anything else that is not a valid description (the
- * reason says what).  On failure @spec holds nothing to free.
+ * reason says what), an unknown hash name, hash= or flags=verify on a
+ * zero job, or a rate jobspec_parse_rate() refuses.  On failure @spec
+ * holds nothing to free.
  */
 int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len);
 
@@ -134,7 +151,9 @@ void jobspec_free(struct jobspec *spec);
  * jobspec_render() - the canonical description of @spec: every region spelled
  * out as PATH:SECTOR+COUNT (counts must all be set), paths quoted when
  * they need it (and a URI without a path, nbd://host:10809, so that the
- * port's colon is not read as the suffix's), flags by name, one line ending in "\n".  A region without
+ * port's colon is not read as the suffix's), flags by name, then hash=
+ * (kcopyd_hash_name() of each bit, in bit order) and rate= (bytes) when
+ * set, one line ending in "\n".  A region without
  * has_count is written without +COUNT; flags= is left out when there are
  * none; flag bits without a name are not written.  Because :SECTOR is
  * always written, a colon in a path needs no quotes; a path is quoted when
@@ -165,6 +184,20 @@ int jobspec_render_region(const struct jobspec_region *region, unsigned int flag
  * Return: 0 and *@sectors; -EINVAL if it is not such a number; -ERANGE on overflow.
  */
 int jobspec_parse_number(const char *text, size_t len, uint64_t *sectors);
+
+/*
+ * jobspec_parse_rate() - a rate limit, RATE of rate=, kcopy --rate and
+ * kcopydfs --rate: bytes per second, a plain number of bytes or one with a
+ * B, K, M, G or T suffix, or KiB, MiB, GiB or TiB (powers of 1024, either
+ * case), as the region numbers take them; KB, MB, GB and TB are refused
+ * (1000-based to many tools).  At least KCOPYD_MIN_RATE (4K): a lower
+ * rate, 0 included, is refused, since one 4 KiB block would wait more
+ * than a second (no limit is written by leaving the limit out).
+ * @why:     a one-line reason on failure, naming the text (cut to 40 bytes).
+ * Return: 0 and *@bytes; -EINVAL for text that is not such a number, a
+ * 1000-based unit, or a rate below 4K; -ERANGE when it passes 2^64 bytes.
+ */
+int jobspec_parse_rate(const char *text, size_t len, uint64_t *bytes, char *why, size_t why_len);
 
 /* The longest scheme with its "://" kcopyd_is_nbd_uri() knows ("nbds+vsock://"), and some room. */
 #define JOBSPEC_URI_SCHEME_MAX 32

@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,9 +39,73 @@ static const char *or_none(const char *text)
 	return text && *text ? text : "none";
 }
 
+/*
+ * snprintf() at @used into @buf of @len bytes, counting past the end as
+ * snprintf() does: returns the new @used.
+ */
+__attribute__((format(printf, 4, 5)))
+static size_t append(char *buf, size_t len, size_t used, const char *fmt, ...)
+{
+	va_list ap;
+	int written;
+
+	va_start(ap, fmt);
+	written = vsnprintf(used < len ? buf + used : NULL, used < len ? len - used : 0, fmt, ap);
+	va_end(ap);
+	return written < 0 ? used : used + (size_t)written;
+}
+
+/* The lines added with hashes, verification, pause and rate limits, after @used bytes. */
+static size_t render_trust(const struct proto_status *status, char *buf, size_t len, size_t used)
+{
+	if (status->rate)
+		used = append(buf, len, used, "rate: %" PRIu64 "\n", status->rate);
+	else
+		used = append(buf, len, used, "rate: none\n");
+	for (unsigned int index = 0; index < KCOPYD_HASH_COUNT; index++) {
+		unsigned int hash = 1u << index;
+		const char *name = kcopyd_hash_name(hash);
+
+		if (!(status->hashes & hash) || !name)
+			continue;
+		used = append(buf, len, used, "hash: %s:", name);
+		if (status->hash_state == PROTO_HASH_DONE) {
+			const struct kcopyd_digest *digest = &status->digests[index];
+
+			for (unsigned int byte = 0; byte < digest->size && byte < KCOPYD_HASH_MAX_SIZE; byte++)
+				used = append(buf, len, used, "%02x", digest->bytes[byte]);
+			used = append(buf, len, used, "\n");
+		} else if (status->hash_state == PROTO_HASH_NONE && status->hash_resumed_at) {
+			used = append(buf, len, used, "none (resumed at sector %" PRIu64 ")\n", status->hash_resumed_at);
+		} else {
+			used = append(buf, len, used, "%s\n", status->hash_state == PROTO_HASH_NONE ? "none" : "pending");
+		}
+	}
+	switch (status->verify) {
+	case PROTO_VERIFY_PENDING:
+		return append(buf, len, used, "verify: pending\n");
+	case PROTO_VERIFY_RUNNING:
+		return append(buf, len, used, "verify: running %" PRIu64 "/%" PRIu64 "\n", status->sectors_verified,
+			      status->sectors_verify_total);
+	case PROTO_VERIFY_OK:
+		if (status->verify_from)
+			return append(buf, len, used,
+				      "verify: ok (sectors below %" PRIu64 " copied before the restart, not verified)\n",
+				      status->verify_from);
+		return append(buf, len, used, "verify: ok\n");
+	case PROTO_VERIFY_MISMATCH:
+		return append(buf, len, used, "verify: mismatch\n");
+	case PROTO_VERIFY_NOT_DONE:
+		return append(buf, len, used, "verify: not done\n");
+	case PROTO_VERIFY_NONE:
+	default:
+		return append(buf, len, used, "verify: none\n");
+	}
+}
+
 int proto_status_render(const struct proto_status *status, char *buf, size_t len)
 {
-	return snprintf(buf, len,
+	size_t used = append(buf, len, 0,
 			"state: %s\n"
 			"progress: %llu/%llu\n"
 			"read_err: %d\n"
@@ -60,6 +126,9 @@ int proto_status_render(const struct proto_status *status, char *buf, size_t len
 			or_none(status->rejected), (unsigned long long)status->sectors_data,
 			(unsigned long long)status->sectors_zero, (unsigned long long)status->sectors_offloaded,
 			(unsigned long long)status->checkpoint);
+
+	used = render_trust(status, buf, len, used);
+	return used > INT_MAX ? INT_MAX : (int)used;
 }
 
 /* A whole decimal number, nothing around it. */
@@ -86,6 +155,93 @@ static bool read_progress(const char *text, uint64_t *done, uint64_t *total)
 	memcpy(digits, text, done_len);
 	digits[done_len] = '\0';
 	return read_u64(digits, 10, done) && read_u64(slash + 1, 10, total);
+}
+
+/* The value of one hex digit, or -1. */
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* "ALG:HEX", "ALG:pending", "ALG:none" or "ALG:none (resumed at sector N)"; false for anything else. */
+static bool read_hash(char *value, struct proto_status *status)
+{
+	char *colon = strchr(value, ':'), *what;
+	unsigned long long sector;
+	unsigned int hash, index;
+	int consumed = 0;
+
+	if (!colon)
+		return false;
+	*colon = '\0';
+	what = colon + 1;
+	if (kcopyd_hash_parse(value, &hash) < 0) {
+		*colon = ':';
+		return false;
+	}
+	*colon = ':';
+	for (index = 0; !(hash >> index & 1); index++)
+		;
+	if (!strcmp(what, "pending")) {
+		status->hash_state = PROTO_HASH_PENDING;
+	} else if (!strcmp(what, "none")) {
+		status->hash_state = PROTO_HASH_NONE;
+	} else if (sscanf(what, "none (resumed at sector %llu)%n", &sector, &consumed) == 1 && consumed > 0 &&
+		   what[consumed] == '\0') {
+		status->hash_state = PROTO_HASH_NONE;
+		status->hash_resumed_at = sector;
+	} else {
+		struct kcopyd_digest *digest = &status->digests[index];
+		size_t hex_len = strlen(what);
+
+		if (hex_len != 2 * (size_t)kcopyd_hash_size(hash))
+			return false;
+		for (size_t byte = 0; byte < hex_len / 2; byte++) {
+			int high = hex_value(what[2 * byte]), low = hex_value(what[2 * byte + 1]);
+
+			if (high < 0 || low < 0)
+				return false;
+			digest->bytes[byte] = (unsigned char)(high << 4 | low);
+		}
+		digest->size = (unsigned int)(hex_len / 2);
+		status->hash_state = PROTO_HASH_DONE;
+	}
+	status->hashes |= hash;
+	return true;
+}
+
+/* The verify: line's value into @status; false if it is none of its forms. */
+static bool read_verify(const char *value, struct proto_status *status)
+{
+	unsigned long long below;
+	int consumed = 0;
+
+	if (!strcmp(value, "none"))
+		status->verify = PROTO_VERIFY_NONE;
+	else if (!strcmp(value, "pending"))
+		status->verify = PROTO_VERIFY_PENDING;
+	else if (!strcmp(value, "ok"))
+		status->verify = PROTO_VERIFY_OK;
+	else if (!strcmp(value, "mismatch"))
+		status->verify = PROTO_VERIFY_MISMATCH;
+	else if (!strcmp(value, "not done"))
+		status->verify = PROTO_VERIFY_NOT_DONE;
+	else if (!strncmp(value, "running ", 8) &&
+		 read_progress(value + 8, &status->sectors_verified, &status->sectors_verify_total))
+		status->verify = PROTO_VERIFY_RUNNING;
+	else if (sscanf(value, "ok (sectors below %llu copied before the restart, not verified)%n", &below,
+			&consumed) == 1 && consumed > 0 && value[consumed] == '\0') {
+		status->verify = PROTO_VERIFY_OK;
+		status->verify_from = below;
+	} else
+		return false;
+	return true;
 }
 
 int proto_status_parse(char *text, struct proto_status *status)
@@ -138,6 +294,13 @@ int proto_status_parse(char *text, struct proto_status *status)
 			have_offloaded = read_u64(value, 10, &status->sectors_offloaded);
 		} else if (!strcmp(line, "checkpoint")) {
 			status->has_checkpoint = read_u64(value, 10, &status->checkpoint);
+		} else if (!strcmp(line, "rate")) {
+			status->rate = 0;
+			status->has_rate = !strcmp(value, "none") || (read_u64(value, 10, &status->rate) && status->rate);
+		} else if (!strcmp(line, "hash")) {
+			(void)read_hash(value, status);
+		} else if (!strcmp(line, "verify")) {
+			status->has_verify = read_verify(value, status);
 		}
 next:
 		line = newline ? newline + 1 : NULL;
@@ -205,6 +368,11 @@ int proto_failure_render(const struct kcopyd_result *result, const char *source_
 		if (result->write[dest_index].error)
 			used += (size_t)append_failure(buf, len, used, "write", dest_paths[dest_index], dest_index,
 						       &result->write[dest_index]);
+	/* What the read-back found: after the copy's own failures, as it came after the copy. */
+	for (dest_index = 0; dest_index < KCOPYD_MAX_REGIONS; dest_index++)
+		if ((result->verify_err >> dest_index & 1) && result->verify[dest_index].error)
+			used += (size_t)append_failure(buf, len, used, "verify", dest_paths[dest_index], dest_index,
+						       &result->verify[dest_index]);
 	if (used == 0)
 		return snprintf(buf, len, "%s", result->cancelled ? "none (cancelled)" : "none");
 	return (int)used;
@@ -298,6 +466,9 @@ bool proto_failure_parse(const char *line, const char *source_path, const char *
 			numbers = skip_entry_head(at, "write error on ", dest_paths[dest_index], after);
 			if (numbers)
 				rest = parse_failure(numbers, &result->write[dest_index]);
+			numbers = rest ? NULL : skip_entry_head(at, "verify error on ", dest_paths[dest_index], after);
+			if (numbers && (rest = parse_failure(numbers, &result->verify[dest_index])))
+				result->verify_err |= 1u << dest_index;
 		}
 		if (!rest || (*rest && strncmp(rest, "; ", 2) != 0)) {
 			if (unparsed)

@@ -18,9 +18,17 @@
  *   sectors_zero: N           which readers may count on)
  *   sectors_offloaded: N
  *   checkpoint: N
+ *   rate: BYTES | none       (added with hashes, verification, pause and
+ *   hash: ALG:HEX             rate limits: one hash: line per algorithm,
+ *       | ALG:pending         none without hash=; old daemons write none
+ *       | ALG:none            of these lines, and readers must not need them)
+ *       | ALG:none (resumed at sector N)
+ *   verify: none | pending | running DONE/TOTAL | ok | mismatch | not done
+ *         | ok (sectors below C copied before the restart, not verified)
  *
  *   FAILURE := read error on REGION sectors S+C: ENAME (message)
  *            | write error on REGION (to #N) sectors S+C: ENAME (message)
+ *            | verify error on REGION (to #N) sectors S+C: ENAME (message)
  *
  * REGION is the region's path or URI as the description gave it.
  */
@@ -33,9 +41,27 @@
 
 #include "kcopyd.h"
 
+/* What a hash: line says of its algorithm. */
+enum proto_hash_state {
+	PROTO_HASH_PENDING,		/* ALG:pending: the job has not ended */
+	PROTO_HASH_DONE,		/* ALG:HEX: digests[] holds it */
+	PROTO_HASH_NONE,		/* ALG:none: it ended before every chunk was hashed, or was resumed */
+};
+
+/* What the verify: line says. */
+enum proto_verify {
+	PROTO_VERIFY_NONE,		/* "none": not asked (no flags=verify) */
+	PROTO_VERIFY_PENDING,		/* "pending": still copying */
+	PROTO_VERIFY_RUNNING,		/* "running DONE/TOTAL": reading back (flushing counts as 0/TOTAL) */
+	PROTO_VERIFY_OK,		/* "ok": every destination read back as the source */
+	PROTO_VERIFY_MISMATCH,		/* "mismatch": the error line has a verify error per destination */
+	PROTO_VERIFY_NOT_DONE,		/* "not done": the copy failed or was cancelled first */
+};
+
 /* One job's status, as rendered or as parsed. */
 struct proto_status {
-	const char *state;		/* "idle", "queued", "running", "done", "failed", "cancelled", "interrupted" */
+	const char *state;		/* "idle", "queued", "running", "paused", "done", "failed", "cancelled",
+					 * "interrupted" */
 	uint64_t sectors_done;
 	uint64_t sectors_total;
 	int read_err;
@@ -50,12 +76,30 @@ struct proto_status {
 	uint64_t sectors_data, sectors_zero, sectors_offloaded;
 	bool has_checkpoint;
 	uint64_t checkpoint;
+	/*
+	 * Added with hashes, verification, pause and rate limits.  The
+	 * renderer always writes rate: and verify: and one hash: line per
+	 * bit of hashes; the parser sets has_rate and has_verify when their
+	 * lines were there and well-formed (a daemon before them has none).
+	 */
+	bool has_rate;
+	uint64_t rate;			/* bytes per second; 0: "none" */
+	unsigned int hashes;		/* KCOPYD_HASH_* bits, one hash: line each */
+	enum proto_hash_state hash_state;	/* of every algorithm: the engine gives all digests or none */
+	uint64_t hash_resumed_at;	/* PROTO_HASH_NONE of a resumed job: the sector it resumed at (> 0) */
+	struct kcopyd_digest digests[KCOPYD_HASH_COUNT];	/* digests[i]: of bit i, when PROTO_HASH_DONE */
+	bool has_verify;
+	enum proto_verify verify;
+	uint64_t sectors_verified, sectors_verify_total;	/* PROTO_VERIFY_RUNNING */
+	uint64_t verify_from;		/* PROTO_VERIFY_OK of a job resumed at this sector (> 0): what is
+					 * below it was copied before the restart and not verified */
 };
 
 /*
  * proto_status_render() - the status text of @status, every line of the
- * table above (has_counts and has_checkpoint are not looked at: the daemon
- * always writes them).  A NULL error, and a NULL or empty rejected, are
+ * table above (has_counts, has_checkpoint, has_rate and has_verify are not
+ * looked at: the daemon always writes them; the hash: lines are those of
+ * hashes, in bit order, with kcopyd_hash_name()'s names and lowercase hex).  A NULL error, and a NULL or empty rejected, are
  * written as "none".
  * Return: the length the text needs, snprintf-like (it is cut to @len - 1).
  */
@@ -68,7 +112,9 @@ int proto_status_render(const struct proto_status *status, char *buf, size_t len
  * daemon's additions are read past.
  * Return: 0; -EPROTO when the state, progress, read_err, write_err or
  * error line is missing or malformed.  has_counts and has_checkpoint say
- * whether those lines were there and well-formed.
+ * whether those lines were there and well-formed, as has_rate and
+ * has_verify do of theirs.  A hash: line of an unknown algorithm, or one
+ * that does not parse, is skipped; hash_state is the last line's.
  */
 int proto_status_parse(char *text, struct proto_status *status);
 
@@ -81,17 +127,20 @@ bool proto_status_field(const char *text, const char *key, char *value, size_t l
 
 /*
  * proto_is_final_state() - true for "done", "failed" and "cancelled", the
- * states a job does not leave.
+ * states a job does not leave ("paused" is not one: a paused job goes on
+ * when resumed).
  */
 bool proto_is_final_state(const char *state);
 
 /*
- * proto_failure_render() - the error line of a job's result: each read
- * and write failure as in the table above, "; " between them, the first
- * ones kept when @len is too small; "none", or "none (cancelled)", if
- * there is no failure.
+ * proto_failure_render() - the error line of a job's result: each read,
+ * write and verify failure (result.verify[i] of a destination whose bit
+ * is in verify_err) as in the table above, "; " between them, in that
+ * order, the first ones kept when @len is too small; "none", or "none
+ * (cancelled)", if there is no failure.
  * @source_path: the source as the description named it (NULL: "?").
- * @dest_paths:  KCOPYD_MAX_REGIONS entries, those of failed destinations set.
+ * @dest_paths:  KCOPYD_MAX_REGIONS entries, those of failed destinations set
+ *               (write or verify).
  * Return: the length written.
  */
 int proto_failure_render(const struct kcopyd_result *result, const char *source_path,
@@ -107,9 +156,10 @@ int proto_failure_render(const struct kcopyd_result *result, const char *source_
 void proto_failure_append_said(char *buf, size_t len, const char *path, const char *text);
 
 /*
- * proto_failure_parse() - split an error line into @result's read and
- * write failures (the ranges and errnos; read_err and write_err are left
- * as they are).  Each entry is matched against the region names given,
+ * proto_failure_parse() - split an error line into @result's read,
+ * write and verify failures (the ranges and errnos; read_err and
+ * write_err are left as they are; a verify entry sets its destination's
+ * bit in verify_err, which no other line gives).  Each entry is matched against the region names given,
  * exactly, so a name may hold anything, "; " and " sectors " included.
  * An entry "PATH said: ..." (proto_failure_append_said()) ends the
  * failures: the rest of the line is a server's words.
