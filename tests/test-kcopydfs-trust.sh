@@ -285,6 +285,10 @@ write_ctl "$jobs/r-change/ctl" "rate=64M"
 check "rate=64M written to a running job's ctl is taken" 0 "$write_status"
 check "its status says the new rate" 67108864 "$(job_field r-change rate)"
 check "its description says the new rate" "rate=67108864" "$(grep -o 'rate=[0-9]*' "$jobs/r-change/ctl")"
+write_ctl "$jobs/r-change/ctl" "rate=none"
+check "rate=none written to a running job's ctl lifts its limit" 0 "$write_status"
+check "its status says rate: none" none "$(job_field r-change rate)"
+check "its description has no rate= left" "" "$(grep -o 'rate=[0-9]*' "$jobs/r-change/ctl")"
 timeout 60 cat "$jobs/r-change/wait" >"$work/r-change.status"
 elapsed=$(sed -n 's/^elapsed: //p' "$work/r-change.status")
 if within "$elapsed" 1 6; then

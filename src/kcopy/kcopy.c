@@ -279,46 +279,17 @@ static int parse_progress_fd(const char *text, int *fd)
 }
 
 /*
- * parse_rate() - the BYTES of --rate: a plain number of bytes (also with a
- * B), or a number with K, M, G, T, KiB, MiB, GiB or TiB (powers of 1024),
- * at least KCOPYD_MIN_RATE.  The suffixed forms are the region grammar's
- * numbers (jobspec_parse_number(), which counts sectors: a suffixed number
- * is a whole number of them), so that kcopy, ctl and kcopydfs read the
- * same text alike; KB, MB and the like are refused as there.
- * TODO: jobspec_parse_rate() of src/proto once it lands, for the same
- * reasons word for word.
+ * parse_rate() - the BYTES of --rate, as ctl's rate= and kcopydfs --rate
+ * read them (jobspec_parse_rate()).
  * Return: 0 and *@bytes; -EINVAL (reported).
  */
 static int parse_rate(const char *text, uint64_t *bytes)
 {
-	size_t digits = strspn(text, "0123456789");
-	uint64_t sectors, number;
-	char *end;
+	char why[160];
 
-	if (digits == 0)
-		goto err_not_a_rate;
-	if (text[digits] == '\0' || (toupper((unsigned char)text[digits]) == 'B' && text[digits + 1] == '\0')) {
-		errno = 0;
-		number = strtoull(text, &end, 10);
-		if (errno)
-			goto err_not_a_rate;
-	} else {
-		if (jobspec_parse_number(text, strlen(text), &sectors) ||
-		    sectors > UINT64_MAX >> KCOPYD_SECTOR_SHIFT)
-			goto err_not_a_rate;
-		number = sectors << KCOPYD_SECTOR_SHIFT;
-	}
-	if (number < KCOPYD_MIN_RATE) {
-		complain("--rate=%s: %s: at least %u bytes a second (4K)", text,
-			 number ? "too low" : "0 is no rate (leave --rate out for none)", KCOPYD_MIN_RATE);
-		return -EINVAL;
-	}
-	*bytes = number;
-	return 0;
-
-err_not_a_rate:
-	complain("--rate=%s: not a rate: bytes a second, a number with an optional K, M, G, T or "
-		 "KiB, MiB, GiB, TiB (powers of 1024)", text);
+	if (jobspec_parse_rate(text, strlen(text), bytes, why, sizeof(why)) == 0)
+		return 0;
+	complain("--rate: %s", why);
 	return -EINVAL;
 }
 

@@ -535,8 +535,9 @@ static int job_unpause(struct kfs_service *svc, uint64_t id)
 
 /*
  * "rate=BYTES": the job's rate limit from its next sub-job on; of an
- * interrupted job, for when it is resumed.  Return: 0 or -errno, with the
- * reason as its rejected line.
+ * interrupted job, for when it is resumed.  "rate=none" lifts it (the
+ * status's word for no limit; 0 is refused as a rate, as in descriptions).
+ * Return: 0 or -errno, with the reason as its rejected line.
  */
 static int job_set_rate(struct kfs_service *svc, uint64_t id, const char *value, size_t value_len)
 {
@@ -545,8 +546,9 @@ static int job_set_rate(struct kfs_service *svc, uint64_t id, const char *value,
 	uint64_t rate;
 	int r;
 
-	r = jobspec_parse_rate(value, value_len, &rate, why, sizeof(why));
-	if (r < 0)
+	if (value_len == 4 && memcmp(value, "none", 4) == 0)
+		rate = 0;
+	else if ((r = jobspec_parse_rate(value, value_len, &rate, why, sizeof(why))) < 0)
 		return reject(svc, id, r, why);
 	pthread_mutex_lock(&svc->lock);
 	job = find_by_id(svc, id);
