@@ -88,142 +88,6 @@ err_close:
 }
 
 /*
- * parse_status_hashes() - the "hash: ALG:HEX" lines of a status text (one
- * per algorithm; "ALG:pending" and "ALG:none ..." give no digest) into
- * @result's hashes and digests.
- */
-static void parse_status_hashes(const char *status, struct kcopyd_result *result)
-{
-	for (const char *line = status; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-		size_t line_len = strcspn(line, "\n");
-		const char *value = line + 5, *colon;
-		struct kcopyd_digest digest = { 0 };
-		char name[32];
-		unsigned int hash;
-		size_t hex_len;
-
-		if (line_len < 5 || strncmp(line, "hash:", 5) != 0)
-			continue;
-		while (*value == ' ')
-			value++;
-		colon = memchr(value, ':', (size_t)(line + line_len - value));
-		if (!colon || (size_t)(colon - value) >= sizeof(name))
-			continue;
-		memcpy(name, value, (size_t)(colon - value));
-		name[colon - value] = '\0';
-		if (kcopyd_hash_parse(name, &hash))
-			continue;
-		hex_len = strspn(colon + 1, "0123456789abcdef");
-		if (hex_len != 2 * (size_t)kcopyd_hash_size(hash) || colon + 1 + hex_len != line + line_len)
-			continue;	/* pending, none, or cut */
-		digest.size = kcopyd_hash_size(hash);
-		for (unsigned int byte = 0; byte < digest.size; byte++) {
-			unsigned int value_byte;
-
-			sscanf(colon + 1 + 2 * byte, "%2x", &value_byte);
-			digest.bytes[byte] = (unsigned char)value_byte;
-		}
-		for (unsigned int bit = 0; bit < KCOPYD_HASH_COUNT; bit++) {
-			if (hash == 1u << bit) {
-				result->digests[bit] = digest;
-				result->hashes |= hash;
-			}
-		}
-	}
-}
-
-/* errno_of_name() - the errno called @name ("EBADMSG"), 0 if none is. */
-static int errno_of_name(const char *name, size_t len)
-{
-	for (int error = 1; error < 256; error++) {
-		const char *known = proto_errno_name(error);
-
-		if (strlen(known) == len && strncmp(known, name, len) == 0)
-			return error;
-	}
-	return 0;
-}
-
-/*
- * take_verify_failures() - the "verify error on REGION (to #N) sectors
- * S+C: ENAME (message)" entries of an error line into @result's
- * verify_err and verify[] (a destination's name matched exactly, as
- * proto_failure_parse() matches), and the line without them (for
- * proto_failure_parse(), which knows read and write errors) into @rest,
- * "none" if nothing is left.
- */
-static void take_verify_failures(const char *line, const char *const *dest_paths, unsigned int num_dests,
-				 struct kcopyd_result *result, char *rest, size_t rest_len)
-{
-	static const char lead[] = "verify error on ";
-	const char *entry = line;
-	size_t rest_used = 0;
-
-	rest[0] = '\0';
-	while (entry && *entry) {
-		const char *next = strstr(entry, "; ");
-		size_t entry_len = next ? (size_t)(next - entry) : strlen(entry);
-		bool taken = false;
-
-		if (strncmp(entry, lead, sizeof(lead) - 1) == 0) {
-			for (unsigned int dest_index = 0; dest_index < num_dests && !taken; dest_index++) {
-				const char *at = entry + sizeof(lead) - 1;
-				size_t path_len = strlen(dest_paths[dest_index]);
-				unsigned long long sector, count;
-				unsigned int number;
-				int used = 0;
-
-				if (strncmp(at, dest_paths[dest_index], path_len) != 0)
-					continue;
-				at += path_len;
-				if (sscanf(at, " (to #%u) sectors %llu+%llu: %n", &number, &sector, &count, &used) != 3 ||
-				    !used || number != dest_index)
-					continue;
-				at += used;
-				/* The entry runs to the "; " after its errno's message (a name may hold "; "). */
-				next = strstr(at, "; ");
-				entry_len = next ? (size_t)(next - entry) : strlen(entry);
-				result->verify_err |= 1u << dest_index;
-				result->verify[dest_index].sector = sector;
-				result->verify[dest_index].count = count;
-				result->verify[dest_index].error = -errno_of_name(at, strcspn(at, " "));
-				if (!result->verify[dest_index].error)
-					result->verify[dest_index].error = -EBADMSG;
-				taken = true;
-			}
-		}
-		if (!taken) {
-			int written = snprintf(rest + rest_used, rest_len - rest_used, "%s%.*s", rest_used ? "; " : "",
-					       (int)entry_len, entry);
-
-			if (written > 0 && (size_t)written < rest_len - rest_used)
-				rest_used += (size_t)written;
-		}
-		entry = next ? next + 2 : NULL;
-	}
-	if (!rest_used)
-		snprintf(rest, rest_len, "none");
-}
-
-/*
- * parse_status_verify() - the "verify:" line of a final status into
- * @result->verified: 1 for "ok ...", -1 for "mismatch", 0 for anything
- * else ("none", "not done", or a daemon without verify).
- */
-static void parse_status_verify(const char *status, struct kcopyd_result *result)
-{
-	char value[256];
-
-	result->verified = 0;
-	if (!proto_status_field(status, "verify", value, sizeof(value)))
-		return;
-	if (strncmp(value, "ok", 2) == 0)
-		result->verified = 1;
-	else if (strncmp(value, "mismatch", 8) == 0)
-		result->verified = -1;
-}
-
-/*
  * parse_final_status() - fill @outcome from the final status text, read
  * with the parser of src/proto/status.c (the daemon renders it with the
  * same library).  @status is changed (proto_status_parse()).
@@ -235,13 +99,9 @@ static int parse_final_status(const struct via_job *job, unsigned int num_dests,
 	struct kcopyd_result *result = &outcome->result;
 	struct proto_status parsed;
 	const char *unparsed = NULL;
-	char *errors;
 	char *copy = strdup(status);	/* for the message: the parser cuts @status into lines */
 
 	memset(result, 0, sizeof(*result));
-	/* Before the parser cuts the text into lines. */
-	parse_status_hashes(status, result);
-	parse_status_verify(status, result);
 	if (proto_status_parse(status, &parsed)) {
 		complain("%s: job %llu: a status without its state, progress or error lines: %s", job->mount, job->id,
 			 copy ? copy : "");
@@ -263,6 +123,11 @@ static int parse_final_status(const struct via_job *job, unsigned int num_dests,
 	result->counts.sectors_total = parsed.sectors_total;
 	outcome->checkpoint_known = parsed.has_checkpoint;
 	outcome->checkpoint = parsed.checkpoint;
+	if (parsed.hash_state == PROTO_HASH_DONE) {
+		result->hashes = parsed.hashes;
+		memcpy(result->digests, parsed.digests, sizeof(parsed.digests));
+	}
+	result->verified = parsed.verify == PROTO_VERIFY_OK ? 1 : parsed.verify == PROTO_VERIFY_MISMATCH ? -1 : 0;
 
 	if (strcmp(parsed.state, "done") == 0)
 		return 0;
@@ -276,20 +141,7 @@ static int parse_final_status(const struct via_job *job, unsigned int num_dests,
 		return 0;
 	}
 	/* The names are ours, as the description gave them: each entry is matched exactly. */
-	errors = malloc(strlen(parsed.error) + 8);
-	if (!errors) {
-		complain("out of memory");
-		return -ENOMEM;
-	}
-	take_verify_failures(parsed.error, (const char *const *)job->dest_paths, num_dests, result, errors,
-			     strlen(parsed.error) + 8);
-	/* A daemon that did not set a destination's write_err bit for its verify failure, as the engine does. */
-	result->write_err |= result->verify_err;
-	if (result->verify_err && result->verified == 0)
-		result->verified = -1;
-	if (strcmp(errors, "none") == 0 && result->verify_err) {
-		/* Only verify failures: reported by report_verify(). */
-	} else if (!proto_failure_parse(errors, job->source_path, (const char *const *)job->dest_paths, num_dests,
+	if (!proto_failure_parse(parsed.error, job->source_path, (const char *const *)job->dest_paths, num_dests,
 				 result, &unparsed)) {
 		complain("%s", unparsed);
 		outcome->failed_otherwise = true;
@@ -298,7 +150,6 @@ static int parse_final_status(const struct via_job *job, unsigned int num_dests,
 	} else if (unparsed) {
 		complain("%s", unparsed);	/* what the NBD servers said of the failures */
 	}
-	free(errors);
 	return 0;
 }
 
@@ -357,54 +208,6 @@ static int description_region(const struct jobspec_region *where, uint64_t count
 }
 
 /*
- * append_trust_words() - add --verify, --hash and --rate to a rendered
- * description of @len_used bytes (its newline included), in the words of
- * kcopydfs(5): "verify" in flags= (which jobspec_render() writes last, so
- * its list can go on here), " hash=ALG[,ALG]" in bit order (kcopyd_hash_name()),
- * " rate=BYTES".
- * TODO: once struct jobspec carries the hashes, the rate and "verify" in
- * its flags (src/proto), set them there and let jobspec_render() write the
- * canonical form.
- * Return: the new length, or -ENOSPC.
- */
-static int append_trust_words(const struct kcopy *state, bool has_flags, char *buf, size_t len, size_t len_used)
-{
-	size_t used = len_used - 1;	/* over the newline */
-	int written;
-
-	if (state->verify) {
-		written = snprintf(buf + used, len - used, "%s", has_flags ? ",verify" : " flags=verify");
-		if (written < 0 || (size_t)written >= len - used)
-			return -ENOSPC;
-		used += (size_t)written;
-	}
-	if (state->hashes) {
-		const char *separator = " hash=";
-
-		for (unsigned int bit = 0; bit < KCOPYD_HASH_COUNT; bit++) {
-			if (!(state->hashes & (1u << bit)))
-				continue;
-			written = snprintf(buf + used, len - used, "%s%s", separator, kcopyd_hash_name(1u << bit));
-			if (written < 0 || (size_t)written >= len - used)
-				return -ENOSPC;
-			used += (size_t)written;
-			separator = ",";
-		}
-	}
-	if (state->rate) {
-		written = snprintf(buf + used, len - used, " rate=%" PRIu64, state->rate);
-		if (written < 0 || (size_t)written >= len - used)
-			return -ENOSPC;
-		used += (size_t)written;
-	}
-	if (used + 2 > len)
-		return -ENOSPC;
-	buf[used++] = '\n';
-	buf[used] = '\0';
-	return (int)used;
-}
-
-/*
  * build_description() - the job description of @state, one line with its
  * newline, rendered by the description renderer kcopydfs uses itself
  * (jobspec_render()): every region REGION:SECTOR+COUNT.  The flags are
@@ -417,7 +220,8 @@ static int append_trust_words(const struct kcopy *state, bool has_flags, char *b
 static int build_description(const struct kcopy *state, struct via_job *job, char *buf, size_t len)
 {
 	struct jobspec spec = { .op = state->zero ? JOBSPEC_ZERO : JOBSPEC_COPY, .num_dests = state->num_dests,
-				.flags = state->job_flags & JOBSPEC_FLAGS };
+				.flags = (state->job_flags & JOBSPEC_FLAGS) | (state->verify ? KCOPYD_VERIFY : 0),
+				.hashes = state->hashes, .rate = state->rate };
 	int ret;
 
 	if (!state->zero) {
@@ -433,8 +237,6 @@ static int build_description(const struct kcopy *state, struct via_job *job, cha
 	}
 	/* A canonical description with every count is taken up to JOBSPEC_MAX_CANONICAL_LINE bytes. */
 	ret = jobspec_render(&spec, buf, len);
-	if (ret > 0)
-		ret = append_trust_words(state, spec.flags != 0, buf, len, (size_t)ret);
 	if (ret < 0 || (size_t)ret - 1 > JOBSPEC_MAX_CANONICAL_LINE) {
 		complain("the job description is longer than the %u bytes kcopydfs takes (long paths?)",
 			 JOBSPEC_MAX_CANONICAL_LINE);
