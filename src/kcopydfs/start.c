@@ -441,6 +441,21 @@ static int description_set_rate_locked(struct kfs_job *job, uint64_t rate)
 }
 
 /*
+ * The end of a control word that changed a job (pause, resume of a paused
+ * job, rate=), called without svc->lock: its refusal (@r < 0, @why), or
+ * its record written again (with --state-dir a paused job comes back
+ * paused after a restart, and a new rate stays) and its change told.
+ */
+static int word_done(struct kfs_service *svc, uint64_t id, int r, const char *why)
+{
+	if (r < 0)
+		return reject(svc, id, r, why);
+	job_persist(svc, id);
+	svc->on_change(id, svc->context);
+	return 0;
+}
+
+/*
  * Under svc->lock: why @job is in no state for @word ("pause", "rate="),
  * into @why; the errno is the caller's.
  */
@@ -492,12 +507,7 @@ static int job_pause(struct kfs_service *svc, uint64_t id)
 		job->generation++;
 	}
 	pthread_mutex_unlock(&svc->lock);
-	if (r < 0)
-		return reject(svc, id, r, why);
-	/* With --state-dir a paused job comes back paused after a restart. */
-	job_persist(svc, id);
-	svc->on_change(id, svc->context);
-	return 0;
+	return word_done(svc, id, r, why);
 }
 
 /*
@@ -526,11 +536,7 @@ static int job_unpause(struct kfs_service *svc, uint64_t id)
 		set_text(why, sizeof(why), "job %s is ending: its I/O is over (%s)", job->name, strerror(-r));
 	}
 	pthread_mutex_unlock(&svc->lock);
-	if (r < 0)
-		return reject(svc, id, r, why);
-	job_persist(svc, id);
-	svc->on_change(id, svc->context);
-	return 0;
+	return word_done(svc, id, r, why);
 }
 
 /*
@@ -579,11 +585,7 @@ static int job_set_rate(struct kfs_service *svc, uint64_t id, const char *value,
 		job->generation++;
 	}
 	pthread_mutex_unlock(&svc->lock);
-	if (r < 0)
-		return reject(svc, id, r, why);
-	job_persist(svc, id);
-	svc->on_change(id, svc->context);
-	return 0;
+	return word_done(svc, id, r, why);
 }
 
 /* Move every region of @spec on by @sectors, for a resume: a canonical description has every count. */
