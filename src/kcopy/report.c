@@ -165,8 +165,7 @@ const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, double el
 	bool shown[NUM_FIELDS] = { [FIELD_PERCENT] = true };
 	double fraction = total_bytes ? (double)done_bytes / (double)total_bytes : 1.0;
 	double rate = elapsed > 0 ? (double)done_bytes / elapsed : 0;	/* bytes per second */
-	/* One column is left free: a line that fills the last column wraps on some terminals. */
-	size_t room = columns > 1 ? columns - 1 : 1;
+	size_t room = columns > PROGRESS_SPARE_COLUMNS ? columns - PROGRESS_SPARE_COLUMNS : 1;
 	size_t bar_min = 2 + PROGRESS_BAR_MIN + strlen(PROGRESS_FIELD_GAP);
 	size_t used, bar_width = 0, at = 0;
 
@@ -184,10 +183,10 @@ const char *format_progress(uint64_t done_bytes, uint64_t total_bytes, double el
 	for (size_t rank = 0; rank < sizeof(priority) / sizeof(priority[0]); rank++) {
 		size_t width = strlen(PROGRESS_FIELD_GAP) + strlen(fields[priority[rank]]);
 
-		if (used + width + bar_min <= room) {
-			shown[priority[rank]] = true;
-			used += width;
-		}
+		if (used + width + bar_min > room)
+			break;	/* and no field after it: the rate goes first, then the bytes */
+		shown[priority[rank]] = true;
+		used += width;
 	}
 	if (used + bar_min <= room) {
 		bar_width = room - used - 2 - strlen(PROGRESS_FIELD_GAP);
@@ -239,7 +238,7 @@ const char *format_progress_phase(const struct progress_reading *reading, double
 				  unsigned int columns, char *buf, size_t len)
 {
 	static const char verifying[] = "verifying ";
-	size_t room = columns > 1 ? columns - 1 : 1;
+	size_t room = columns > PROGRESS_SPARE_COLUMNS ? columns - PROGRESS_SPARE_COLUMNS : 1;
 
 	switch (reading->phase) {
 	case KCOPYD_PHASE_FLUSH:
