@@ -779,7 +779,7 @@ void handle_job_signals(int signal_fd, struct progress *progress, int *stop_sign
 		if (!*stop_signal) {
 			*stop_signal = signal_number;
 			if (control->cancel(context) == 0)
-				complain("SIG%s: cancelling, waiting for the I/O in flight (send it again to abort)",
+				complain("SIG%s: cancelling after the I/O in flight (send it again to abort)",
 					 sigabbrev_np(signal_number) ? sigabbrev_np(signal_number) : "?");
 			continue;
 		}
