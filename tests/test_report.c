@@ -300,3 +300,29 @@ Test(report, progress_verify_phase)
 	cr_assert_str_eq(line, "67108864 bytes copied; verifying: 46137344 of 134217728 bytes read back (34.4%) in 1.0 s, "
 			 "46.1 MB/s, ETA 0:00:02", "SIGUSR1's line: got %s", line);
 }
+
+/*
+ * The read-back's start, first seen with bytes already read back (a
+ * SIGUSR1 between two redraws): it is taken as the last reading of the
+ * copy, not as now, which made the first verify rate absurd.
+ */
+Test(report, verify_start_seen_late)
+{
+	struct progress progress;
+	struct progress_reading copying = { .sectors_done = 1024, .sectors_total = 2048 };
+	struct progress_reading verifying = { .sectors_done = 2048, .sectors_total = 2048,
+					      .phase = KCOPYD_PHASE_VERIFY, .sectors_verified = 512,
+					      .sectors_verify_total = 4096 };
+
+	progress_init(&progress, false, -1);
+	progress_record(&progress, &copying);
+	cr_assert(progress.copy_seen_seconds > 0);
+	cr_assert_eq(progress.verify_start_seconds, 0);
+	progress_record(&progress, &verifying);
+	cr_assert_eq(progress.verify_start_seconds, progress.copy_seen_seconds,
+		     "verify began at %.6f, the copy was last seen at %.6f", progress.verify_start_seconds,
+		     progress.copy_seen_seconds);
+	verifying.sectors_verified = 1024;
+	progress_record(&progress, &verifying);
+	cr_assert_eq(progress.verify_start_seconds, progress.copy_seen_seconds, "the start moved");
+}

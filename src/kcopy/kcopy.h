@@ -87,7 +87,8 @@ struct progress {
 	unsigned int phase;		/* KCOPYD_PHASE_*: the job's phase at the last reading */
 	uint64_t sectors_verified;	/* KCOPYD_PHASE_VERIFY: sectors read back, summed over destinations */
 	uint64_t sectors_verify_total;	/* ... of this many; 0 without --verify */
-	double verify_start_seconds;	/* CLOCK_MONOTONIC when the verify phase was first seen, 0 before */
+	double verify_start_seconds;	/* CLOCK_MONOTONIC when the verify phase began, as far as seen; 0 before */
+	double copy_seen_seconds;	/* CLOCK_MONOTONIC of the last reading still in the copy phase */
 	bool quiet;			/* --quiet: SIGUSR1 prints nothing (dd's status=none) */
 	bool paused_job;		/* SIGTSTP paused the job (--via), SIGCONT resumes it */
 };
