@@ -313,6 +313,8 @@ def check_pause_resume_rate():
                    errno.errorcode.get(error.errno, error.errno))
             expect("paused already" in error.reason, "the reason of pause() twice", "... paused already ...",
                    error.reason)
+            expect(str(error).startswith("[Errno %d] pause refused: " % errno.EALREADY), "str() of pause() twice",
+                   "[Errno %d] pause refused: ..." % errno.EALREADY, str(error))
         else:
             raise Failure("pause() of a paused job\n      expected: RefusedError EALREADY\n      got:      taken")
         for bad in (0, 4095, "16MB", "fast"):
@@ -324,6 +326,8 @@ def check_pause_resume_rate():
             else:
                 raise Failure("set_rate(%r)\n      expected: RefusedError EINVAL\n      got:      taken" % (bad,))
         expect(job.status().get("rate") == "262144", "bad rates change nothing", "262144", job.status().get("rate"))
+        job.set_rate("none")
+        expect(job.status().get("rate") == "none", "set_rate('none')", "none", job.status().get("rate"))
         job.set_rate("1G")
         expect(job.status().get("rate") == str(1 << 30), "set_rate('1G')", str(1 << 30), job.status().get("rate"))
         job.resume()

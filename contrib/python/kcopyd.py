@@ -68,6 +68,9 @@ class RefusedError(OSError):
         self.description = description
 
     def __str__(self):
+        # A ctl word (pause, resume, rate=...) is no job description: name it.
+        if self.description in ("pause", "resume") or str(self.description).startswith("rate="):
+            return "[Errno %d] %s refused: %s" % (self.errno, self.description, self.reason)
         return "[Errno %d] job description refused: %s" % (self.errno, self.reason)
 
 
@@ -211,8 +214,9 @@ class Job:
     def set_rate(self, rate):
         """Limit the job to ``rate`` bytes read per second from its next
         sub-job on: an int, or text with K, M, G, T (powers of 1024) as in
-        ``rate=`` of a description ("16M").  Raises RefusedError: EINVAL
-        for a rate below 4K or one that does not parse, or an idle or ended job.
+        ``rate=`` of a description ("16M"); ``"none"`` lifts the limit.
+        Raises RefusedError: EINVAL for a rate below 4K or one that does not
+        parse (0 and None among them), or an idle or ended job.
         """
         self._word("rate=%s" % (rate,))
 

@@ -87,7 +87,8 @@ struct progress {
 	unsigned int phase;		/* KCOPYD_PHASE_*: the job's phase at the last reading */
 	uint64_t sectors_verified;	/* KCOPYD_PHASE_VERIFY: sectors read back, summed over destinations */
 	uint64_t sectors_verify_total;	/* ... of this many; 0 without --verify */
-	double verify_start_seconds;	/* CLOCK_MONOTONIC when the verify phase was first seen, 0 before */
+	double verify_start_seconds;	/* CLOCK_MONOTONIC when the verify phase began, as far as seen; 0 before */
+	double copy_seen_seconds;	/* CLOCK_MONOTONIC of the last reading still in the copy phase */
 	bool quiet;			/* --quiet: SIGUSR1 prints nothing (dd's status=none) */
 	bool paused_job;		/* SIGTSTP paused the job (--via), SIGCONT resumes it */
 };
@@ -210,10 +211,17 @@ const char *format_rate(uint64_t bytes, char *buf, size_t len);
 const char *format_digest(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len);
 
 /*
+ * The columns the bar's line leaves free at the right of the terminal: a
+ * line that fills the last column wraps on some terminals, and the terminal
+ * echoes ^Z or ^C (two columns) after the bar before kcopy clears it; had
+ * that wrapped, the clear would reach only the row below and leave the bar.
+ */
+#define PROGRESS_SPARE_COLUMNS 3
+
+/*
  * format_progress() - the progress bar's line, a pure function:
  * "[#########      ]  45.2%    29.0 MiB / 64.0 MiB     312.4 MB/s  ETA 0:00:01"
- * fitted to @columns - 1 characters (a line that fills the last column
- * wraps on some terminals): the bar takes the room the fields leave, and
+ * fitted to @columns - PROGRESS_SPARE_COLUMNS characters: the bar takes the room the fields leave, and
  * the fields that do not fit are left out, the rate first, then the
  * bytes, then the ETA; the percentage stays (cut if even it does not fit).
  * @done_bytes, @total_bytes: the amount copied (per destination) and in all.
@@ -272,7 +280,8 @@ void progress_resize(struct progress *progress);
  * bar (format_progress()); in the verify phase "verifying " and a bar of
  * the read-back (sectors_verified of sectors_verify_total, its rate and
  * ETA from @verify_elapsed); while the destinations are flushed before it,
- * a line that says so.  Fitted to @columns - 1 as format_progress().
+ * a line that says so.  Fitted to @columns - PROGRESS_SPARE_COLUMNS as
+ * format_progress().
  * @elapsed:        seconds since the job started.
  * @verify_elapsed: seconds since the verify phase started.
  * Return: @buf.

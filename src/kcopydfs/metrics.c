@@ -172,11 +172,11 @@ int kfs_render_metrics(const struct kfs_metrics *metrics, char *buf, size_t len)
 			 engine->sectors_offloaded);
 	bytes_of_sectors(&out, "kcopyd_hashed_bytes_total",
 			 "Source bytes digested by jobs with hash=, each byte once whatever the algorithms "
-			 "(kcopyd_stats sectors_hashed times 512).",
+			 "(stats sectors_hashed times 512).",
 			 engine->sectors_hashed);
 	bytes_of_sectors(&out, "kcopyd_verified_bytes_total",
 			 "Destination bytes read back and compared by jobs with flags=verify "
-			 "(kcopyd_stats sectors_verified times 512).",
+			 "(stats sectors_verified times 512).",
 			 engine->sectors_verified);
 
 	/* Errors and fallbacks */
@@ -186,7 +186,7 @@ int kfs_render_metrics(const struct kfs_metrics *metrics, char *buf, size_t len)
 	       "Failed writes to destinations, one per destination of a sub-job (stats write_errors).",
 	       engine->write_errors);
 	single(&out, "kcopyd_verify_errors_total", "counter",
-	       "Destination chunks that did not read back as the source was read (kcopyd_stats verify_errors).",
+	       "Destination chunks that did not read back as the source was read (stats verify_errors).",
 	       engine->verify_errors);
 	single(&out, "kcopyd_zero_fallbacks_total", "counter",
 	       "Zero ranges written from the zero page because the destination could not zero (stats zero_fallbacks).",
@@ -198,11 +198,11 @@ int kfs_render_metrics(const struct kfs_metrics *metrics, char *buf, size_t len)
 	/* Rate limit */
 	single(&out, "kcopyd_rate_limit_bytes_per_second", "gauge",
 	       "The daemon's limit on the bytes all its jobs read per second (--rate), 0 for none "
-	       "(kcopyd_stats rate).",
+	       "(stats rate, the word none for 0).",
 	       engine->rate);
 	family(&out, "kcopyd_throttled_seconds_total", "counter",
 	       "Time jobs ready to start a sub-job waited for the rate limits, summed over jobs "
-	       "(kcopyd_stats throttled_ns).");
+	       "(stats throttled_ns).");
 	out_printf(&out, "kcopyd_throttled_seconds_total %llu.%09llu\n",
 		   (unsigned long long)(engine->throttled_ns / 1000000000),
 		   (unsigned long long)(engine->throttled_ns % 1000000000));

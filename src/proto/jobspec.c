@@ -333,7 +333,8 @@ int jobspec_parse_rate(const char *text, size_t len, uint64_t *bytes, char *why,
 	}
 	if (value < KCOPYD_MIN_RATE)
 		return refuse(-EINVAL, why, why_len,
-			      "rate '%s' is below %u bytes per second, the lowest limit (leave rate out for none)",
+			      "rate '%s' is below %u bytes per second, the lowest limit (for none, leave the rate "
+			      "out; a job's ctl takes rate=none)",
 			      shown, KCOPYD_MIN_RATE);
 	*bytes = value;
 	return 0;
