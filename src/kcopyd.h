@@ -794,8 +794,8 @@ struct kcopyd_stats {
 	/* Added with hashes, verification, pause and rate limits. */
 	uint64_t sectors_hashed;	/* source sectors digested by jobs with hashes (each once, whatever its algorithms) */
 	uint64_t sectors_verified;	/* destination sectors read back and compared */
-	uint64_t verify_errors;		/* read-backs that did not match the source or failed (a destination's
-					 * read-backs in flight at its first mismatch may add one each) */
+	uint64_t verify_errors;		/* destinations of jobs that did not read back as the source (one
+					 * per destination and job, whatever the number of bad chunks) */
 	uint64_t jobs_paused;		/* paused now */
 	uint64_t rate;			/* the client's rate limit, bytes per second, 0: none */
 	uint64_t throttled_ns;		/* time jobs ready to start a sub-job waited for rate credit, summed */

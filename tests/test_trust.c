@@ -277,6 +277,7 @@ Test(trust, verify_catches_dest_zero_on_a_destination_that_is_not, .init = setup
 {
 	struct kcopyd_job_options options = { .flags = KCOPYD_VERIFY | KCOPYD_DEST_ZERO };
 	struct kcopyd_result result;
+	struct kcopyd_stats stats;
 
 	cr_assert(tu_pattern_write(fx.loop[1], 5 * MiB + 4096, 3 * MiB, FILL_SEED, 0) == 0);
 	run_copy(3, &options, &result);
@@ -291,6 +292,9 @@ Test(trust, verify_catches_dest_zero_on_a_destination_that_is_not, .init = setup
 	cr_assert_eq(result.verify[0].error, 0);
 	cr_assert_eq(result.verify[2].error, 0);
 	cr_assert_eq(result.write[1].error, 0, "the writes themselves did not fail");
+	/* Four bad chunks, read back in parallel: one destination did not read back. */
+	kcopyd_client_stats(fx.kc, &stats);
+	cr_assert_eq(stats.verify_errors, 1, "verify_errors %llu", (unsigned long long)stats.verify_errors);
 }
 
 Test(trust, pause_holds_progress_and_resume_finishes, .init = setup, .fini = teardown)

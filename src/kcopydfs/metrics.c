@@ -186,7 +186,8 @@ int kfs_render_metrics(const struct kfs_metrics *metrics, char *buf, size_t len)
 	       "Failed writes to destinations, one per destination of a sub-job (stats write_errors).",
 	       engine->write_errors);
 	single(&out, "kcopyd_verify_errors_total", "counter",
-	       "Destination chunks that did not read back as the source was read (stats verify_errors).",
+	       "Destinations of jobs that did not read back as the source was read, one per destination and job "
+	       "(stats verify_errors).",
 	       engine->verify_errors);
 	single(&out, "kcopyd_zero_fallbacks_total", "counter",
 	       "Zero ranges written from the zero page because the destination could not zero (stats zero_fallbacks).",

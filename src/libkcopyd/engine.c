@@ -1363,11 +1363,13 @@ static void verify_failed(struct subjob *sj, unsigned int dest_index, int error)
 
 	if (job->error == 0)
 		job->error = error;
+	/* Once per destination: read-backs in flight at its first bad chunk may be bad too. */
+	if (!(job->verify_err & (1u << dest_index)))
+		atomic_fetch_add_explicit(&job->kc->verify_errors, 1, memory_order_relaxed);
 	job->write_err |= 1u << dest_index;
 	job->verify_err |= 1u << dest_index;
 	job->verify_skip |= 1u << dest_index;
 	note_failure(&dest->verify_failure, error, dest->region.sector + sj->start, sj->count);
-	atomic_fetch_add_explicit(&job->kc->verify_errors, 1, memory_order_relaxed);
 }
 
 static void verify_read_done(struct kcopyd_client *kc, struct subjob *sj, struct kcopyd_io *io)
