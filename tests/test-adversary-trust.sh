@@ -14,7 +14,8 @@
 #    sparse source with flags=verify it neither copies nor reads back faster
 #    than 4 KiB/s (plus the one sub-job a fresh bucket lets start), nor holds
 #    the whole depth of buffers (issue 17: "a limited job holds fewer buffers
-#    and never starves other jobs of the page budget").
+#    and never starves other jobs of the page budget");
+#  - stats' throttled_ns counts a job's wait for its rate while it waits.
 #
 # Run by `make check` (which exports KCOPYDFS), or by hand:
 #   sudo KCOPYDFS=./kcopydfs tests/test-adversary-trust.sh
@@ -139,5 +140,28 @@ else
 fi
 "${NOBODY[@]}" sh -c "echo cancel >'$mnt/jobs/slow/ctl'"
 timeout 30 cat "$mnt/jobs/slow/wait" >/dev/null
+
+# --- the time a throttled job waits, in stats and metrics ------------------------------------
+
+# A dense 1 MiB-plus source at rate=4K: the first sub-job starts, the next waits 256 s for
+# its credit.  stats' throttled_ns (metrics' kcopyd_throttled_seconds_total) must count
+# that wait while it lasts, not only once it is over, or a scraper sees a job held back
+# for minutes as never throttled.
+head -c 2M /dev/urandom >"$work/nobody/dense.img"
+truncate -s 2M "$work/nobody/dense-copy.img"
+chown 65534:65534 "$work/nobody/dense.img" "$work/nobody/dense-copy.img"
+before=$(sed -n 's/^throttled_ns: //p' "$mnt/stats")
+"${NOBODY[@]}" mkdir "$mnt/jobs/waiting"
+"${NOBODY[@]}" sh -c "echo 'copy from=$work/nobody/dense.img to=$work/nobody/dense-copy.img rate=4K' \
+	>'$mnt/jobs/waiting/ctl'"
+sleep 2
+throttled=$(sed -n 's/^throttled_ns: //p' "$mnt/stats")
+if [ "${throttled:-0}" -gt "${before:-0}" ]; then
+	pass "stats' throttled_ns counts a wait under way: $before, then $throttled"
+else
+	fail "stats' throttled_ns 2 s into a rate=4K job's 256 s wait" "above $before" "$throttled"
+fi
+"${NOBODY[@]}" sh -c "echo cancel >'$mnt/jobs/waiting/ctl'"
+timeout 30 cat "$mnt/jobs/waiting/wait" >/dev/null
 
 finish
