@@ -522,7 +522,7 @@ int kcopyd_submit(struct kcopyd_client *kc, const struct io_region *from,
 struct kcopyd_job_options {
 	unsigned int flags;		/* as kcopyd_submit()'s, KCOPYD_VERIFY included */
 	unsigned int hashes;		/* KCOPYD_HASH_* bits: digests of the source (copies only) */
-	uint64_t rate;			/* bytes read from the source per second; 0: no limit */
+	uint64_t rate;			/* bytes read per second (the source's, a verify's read-backs); 0: no limit */
 	unsigned int paused;		/* 1: the job is queued paused (kcopyd_job_resume() starts it);
 					 * needs a handle (@result), or nothing could resume it */
 	unsigned int reserved;		/* must be 0 (so that a field added here is not ignored) */
@@ -551,8 +551,9 @@ struct kcopyd_job_options {
  * life.  Hashing or verifying implies KCOPYD_NO_OFFLOAD (the bytes must
  * pass through the buffers).
  *
- * Rate limits count bytes read from the source (holes, zero jobs and
- * verify reads cost nothing), per job and per client (struct
+ * Rate limits count bytes read: from the source, and by a verify from
+ * the destinations (holes that are not read and zero jobs cost nothing),
+ * per job and per client (struct
  * kcopyd_config's rate, kcopyd_client_set_rate()): a sub-job starts only
  * while both have credit, so a limited job holds as few buffers as its
  * rate needs and never keeps them from other jobs.
@@ -798,7 +799,8 @@ struct kcopyd_stats {
 					 * per destination and job, whatever the number of bad chunks) */
 	uint64_t jobs_paused;		/* paused now */
 	uint64_t rate;			/* the client's rate limit, bytes per second, 0: none */
-	uint64_t throttled_ns;		/* time jobs ready to start a sub-job waited for rate credit, summed */
+	uint64_t throttled_ns;		/* time jobs ready to start a sub-job waited for rate credit, summed
+					 * (waits still going on included, up to now) */
 };
 
 /*

@@ -369,7 +369,14 @@ struct kcopyd_client {
 	_Atomic uint64_t sectors_hashed;
 	_Atomic uint64_t sectors_verified;
 	_Atomic uint64_t verify_errors;
-	_Atomic uint64_t throttled_ns;
+	/*
+	 * Time jobs waited for rate credit, under ->lock, so that a snapshot
+	 * counts the waits still going on: throttled_done_ns of those over,
+	 * plus now times throttled_jobs less throttled_since_sum.
+	 */
+	uint64_t throttled_done_ns;
+	uint64_t throttled_jobs;
+	uint64_t throttled_since_sum;
 };
 
 static void kick(struct kcopyd_client *kc)
@@ -526,10 +533,35 @@ static bool job_may_start_subjob(struct kcopyd_job *job)
 	return phase == KCOPYD_PHASE_COPY && job->next_start < job->total;
 }
 
+/* @job starts (@on) or ends waiting for rate credit at @now: kcopyd_stats.throttled_ns. */
+static void throttle_account(struct kcopyd_job *job, bool on, uint64_t now)
+{
+	struct kcopyd_client *kc = job->kc;
+
+	pthread_mutex_lock(&kc->lock);
+	if (on) {
+		job->throttled_since = now;
+		kc->throttled_jobs++;
+		kc->throttled_since_sum += now;
+	} else {
+		kc->throttled_jobs--;
+		kc->throttled_since_sum -= job->throttled_since;
+		kc->throttled_done_ns += now - job->throttled_since;
+	}
+	pthread_mutex_unlock(&kc->lock);
+}
+
+/* Whether @job's next sub-job reads what a rate counts: the copy's source, or a verify's destinations. */
+static bool job_phase_reads(const struct kcopyd_job *job)
+{
+	unsigned int phase = atomic_load_explicit(&job->phase, memory_order_relaxed);
+
+	return phase == KCOPYD_PHASE_COPY || phase == KCOPYD_PHASE_VERIFY;
+}
+
 /*
  * Put @job on kc->ready if it may start a sub-job now, on kc->throttled if
- * it may but for its rate (copy reads only: verify reads are not counted),
- * on neither if it may not.
+ * it may but for its rate, on neither if it may not.
  */
 static void ready_update(struct kcopyd_job *job)
 {
@@ -537,7 +569,7 @@ static void ready_update(struct kcopyd_job *job)
 	bool queued = !list_empty(&job->ready_link), want = job_may_start_subjob(job), throttle = false;
 	uint64_t now = 0;
 
-	if (want && atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_COPY &&
+	if (want && job_phase_reads(job) &&
 	    (atomic_load_explicit(&job->rate, memory_order_relaxed) ||
 	     atomic_load_explicit(&kc->rate, memory_order_relaxed))) {
 		now = now_ns();
@@ -546,8 +578,7 @@ static void ready_update(struct kcopyd_job *job)
 	if (queued && (!want || throttle != job->throttled)) {
 		list_del_init(&job->ready_link);
 		if (job->throttled) {
-			atomic_fetch_add_explicit(&kc->throttled_ns, (now ? now : now_ns()) - job->throttled_since,
-						  memory_order_relaxed);
+			throttle_account(job, false, now ? now : now_ns());
 			job->throttled = false;
 		}
 		queued = false;
@@ -555,7 +586,7 @@ static void ready_update(struct kcopyd_job *job)
 	if (want && !queued) {
 		job->throttled = throttle;
 		if (throttle) {
-			job->throttled_since = now;
+			throttle_account(job, true, now);
 			list_add_tail(&job->ready_link, &kc->throttled);
 		} else {
 			list_add_tail(&job->ready_link, &kc->ready);
@@ -1323,6 +1354,7 @@ static void verify_start(struct kcopyd_client *kc, struct kcopyd_job *job)
 	sj->count = job->total - start < job->subjob_sectors ? job->total - start : job->subjob_sectors;
 	sj->verify_dest = (unsigned int)(unit % job->num_dests);
 	sj->phase = SUBJOB_VERIFYING;
+	job_charge(job, sj->count << KCOPYD_SECTOR_SHIFT);	/* a rate counts what the read-back reads too */
 	job->subjobs_in_flight++;
 	slot_take(kc, sj);
 	sj->ios[0] = (struct kcopyd_io){
@@ -1562,11 +1594,10 @@ static void dispatch(struct kcopyd_client *kc)
 		 * since this one was put on ready.  Look again, or every ready
 		 * job would start a chunk in debt (a burst of one per job).
 		 */
-		if (atomic_load_explicit(&kc->rate, memory_order_relaxed) &&
-		    atomic_load_explicit(&job->phase, memory_order_relaxed) == KCOPYD_PHASE_COPY &&
+		if (atomic_load_explicit(&kc->rate, memory_order_relaxed) && job_phase_reads(job) &&
 		    !job_has_credit(job, now = now_ns())) {
 			job->throttled = true;
-			job->throttled_since = now;
+			throttle_account(job, true, now);
 			list_add_tail(&job->ready_link, &denied);
 			continue;
 		}
@@ -2465,7 +2496,9 @@ void kcopyd_client_stats_sized(struct kcopyd_client *kc, struct kcopyd_stats *ou
 	stats->sectors_verified = atomic_load_explicit(&kc->sectors_verified, memory_order_relaxed);
 	stats->verify_errors = atomic_load_explicit(&kc->verify_errors, memory_order_relaxed);
 	stats->rate = atomic_load_explicit(&kc->rate, memory_order_relaxed);
-	stats->throttled_ns = atomic_load_explicit(&kc->throttled_ns, memory_order_relaxed);
+	pthread_mutex_lock(&kc->lock);
+	stats->throttled_ns = kc->throttled_done_ns + kc->throttled_jobs * now_ns() - kc->throttled_since_sum;
+	pthread_mutex_unlock(&kc->lock);
 	memcpy(out, stats, size < sizeof(*stats) ? size : sizeof(*stats));
 }
 
