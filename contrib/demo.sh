@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The demonstration: install the dependencies, build, then
-#  1. copy one 256 MiB image to two others with kcopy (block devices on a
+#  1. copy one 256 MiB image to two others with kcopy, with its sha256 and a
+#     read-back of both copies (block devices on a
 #     tmpfs, O_DIRECT) and show that all three match;
 #  2. mount kcopydfs, start the same copy by writing a job description to a
-#     control file, wait for it, show its status, and check the copies again.
+#     control file, wait for it, show its status (digest and verify), the
+#     metrics of the mount, and check the copies again.
 # Needs root for the loop devices and the mount.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,9 +50,9 @@ done
 for loop in "${loops[@]}"; do losetup --list --noheadings --output NAME,BACK-FILE,DIO,LOG-SEC "$loop"; done
 
 echo
-echo "== kcopy ${loops[0]} ${loops[1]} ${loops[2]}"
-"$kcopy" --progress "${loops[0]}" "${loops[1]}" "${loops[2]}"
-echo "== do they match?"
+echo "== kcopy --hash=sha256 --verify ${loops[0]} ${loops[1]} ${loops[2]}"
+"$kcopy" --progress --hash=sha256 --verify "${loops[0]}" "${loops[1]}" "${loops[2]}"
+echo "== do they match? (sha256sum's digest of the source is the one kcopy printed)"
 sha256sum "${loops[@]}"
 cmp "${loops[0]}" "${loops[1]}" && cmp "${loops[0]}" "${loops[2]}" && echo "all three images are identical"
 
@@ -60,9 +62,10 @@ echo "== the same through kcopydfs: wipe the copies, mount, write a job, wait fo
 "$kcopydfs" "$work/mnt"
 set -x
 mkdir "$work/mnt/jobs/demo"
-echo "copy from=${loops[0]} to=${loops[1]} to=${loops[2]}" >"$work/mnt/jobs/demo/ctl"
+echo "copy from=${loops[0]} to=${loops[1]} to=${loops[2]} hash=sha256 flags=verify" >"$work/mnt/jobs/demo/ctl"
 cat "$work/mnt/jobs/demo/wait"
 cat "$work/mnt/jobs/demo/ctl"
 cat "$work/mnt/stats"
+grep -E '^kcopyd_(jobs|read_bytes_total|hashed_bytes_total|verified_bytes_total)' "$work/mnt/metrics"
 set +x
 cmp "${loops[0]}" "${loops[1]}" && cmp "${loops[0]}" "${loops[2]}" && echo "all three images are identical again"
