@@ -410,6 +410,14 @@ expect_refused "hash= on a zero job: EINVAL" bad "zero to=$work/a.img hash=sha25
 	EINVAL "Invalid argument" "zero takes no hash=.*"
 expect_refused "verify on a zero job: EINVAL" bad "zero to=$work/a.img flags=verify" \
 	EINVAL "Invalid argument" "zero takes no flags=verify.*"
+expect_refused "rate= on a zero job: EINVAL" bad "zero to=$work/a.img rate=1M" \
+	EINVAL "Invalid argument" "zero takes no rate= \(a rate counts bytes read, and it reads none\)"
+# Nor does its ctl take one later (its record's description could not hold it).
+mkdir "$jobs/z"
+echo "zero to=$work/a.img:0+1M" >"$jobs/z/ctl"
+timeout 30 cat "$jobs/z/wait" >/dev/null
+expect_refused "rate= written to a zero job's ctl: EINVAL" z rate=1M \
+	EINVAL "Invalid argument" "job z is a zero job: rate= applies only to copies \(it reads nothing\)"
 expect_refused "pause of an idle job: EINVAL" bad pause \
 	EINVAL "Invalid argument" "job bad is idle: pause applies only to a queued or running job"
 expect_refused "rate= of an idle job: EINVAL" bad rate=1M \

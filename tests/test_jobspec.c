@@ -421,13 +421,12 @@ Test(jobspec, rates_in_bytes_with_the_region_units)
 		cr_assert_eq(bytes, 12345, "rate '%s' failed but set %llu", bad[index].text, (unsigned long long)bytes);
 		if (strchr(bad[index].text, ' '))
 			continue;	/* a blank splits the token: another reason */
-		snprintf(line, sizeof(line), "zero to=/b rate=%s", bad[index].text);
+		snprintf(line, sizeof(line), "copy from=/a to=/b rate=%s", bad[index].text);
 		parse_fails(line, bad[index].error, bad[index].words);
 	}
-	parse_fails("zero to=/b rate=4K rate=8K", -EINVAL, "rate= given twice");
-	/* A zero job takes a rate: it is accepted, and costs nothing in the engine (only reads count). */
-	parse_ok("zero to=/b:0+8 rate=1M");
-	cr_assert_eq(spec.rate, 1u << 20);
+	parse_fails("copy from=/a to=/b rate=4K rate=8K", -EINVAL, "rate= given twice");
+	/* A rate counts bytes read: a zero job reads none, and is refused one rather than ignoring it (as kcopy). */
+	parse_fails("zero to=/b:0+8 rate=1M", -EINVAL, "zero takes no rate=");
 }
 
 Test(jobspec, the_longest_hash_and_rate_fit_the_canonical_bound)

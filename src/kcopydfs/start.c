@@ -565,6 +565,11 @@ static int job_set_rate(struct kfs_service *svc, uint64_t id, const char *value,
 	if (job->starting) {
 		r = -EBUSY;
 		set_text(why, sizeof(why), "job %s is starting: set its rate once it is queued", job->name);
+	} else if (job->description && strncmp(job->description, "zero ", 5) == 0) {
+		/* As its description could not take rate=: it reads nothing a rate counts. */
+		r = -EINVAL;
+		set_text(why, sizeof(why), "job %s is a zero job: rate= applies only to copies (it reads nothing)",
+			 job->name);
 	} else if ((job->state == KFS_QUEUED || job->state == KFS_RUNNING) && job->run && job->run->handle) {
 		r = kcopyd_job_set_rate(job->run->handle, rate);
 		if (r < 0)

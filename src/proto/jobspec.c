@@ -787,6 +787,9 @@ static int parse_field(struct line_parser *parser, const char *token, size_t tok
 		return parse_hashes(parser, value, value_len);
 	}
 	if (word_is(key, key_len, "rate")) {
+		if (spec->op == JOBSPEC_ZERO)
+			return refuse(-EINVAL, parser->why, parser->why_len,
+				      "zero takes no rate= (a rate counts bytes read, and it reads none)");
 		if (parser->have_rate)
 			return refuse(-EINVAL, parser->why, parser->why_len, "rate= given twice");
 		parser->have_rate = true;

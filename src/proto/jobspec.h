@@ -8,7 +8,7 @@
  * functions: no I/O, no FUSE, no engine; tested on their own.
  *
  *   copy from=REGION to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]] [hash=ALG[,ALG...]] [rate=BYTES]
- *   zero to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]] [rate=BYTES]
+ *   zero to=REGION [to=REGION ...] [flags=FLAG[,FLAG...]]
  *   FLAG := ignore_error | write_seq | dest_zero | allocated | no_offload | verify
  *   ALG := md5 | sha1 | sha256 | sha512 | blake2b512 | xxh128 (kcopyd_hash_parse())
  *   REGION := (PATH | URI)[:SECTOR[+COUNT]]
@@ -138,8 +138,8 @@ struct jobspec {
  * canonical description, or over JOBSPEC_MAX_CANONICAL_LINE; -ERANGE when a
  * number does not fit in 64 bits or SECTOR+COUNT passes 2^64 sectors;
  * -ENOMEM; -EINVAL for anything else that is not a valid description (the
- * reason says what), an unknown hash name, hash= or flags=verify on a
- * zero job, or a rate jobspec_parse_rate() refuses.  On failure @spec
+ * reason says what), an unknown hash name, hash=, flags=verify or rate=
+ * on a zero job, or a rate jobspec_parse_rate() refuses.  On failure @spec
  * holds nothing to free.
  */
 int jobspec_parse(const char *text, size_t len, struct jobspec *spec, char *why, size_t why_len);
