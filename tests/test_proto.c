@@ -576,3 +576,20 @@ Test(proto, word_with_a_control_character_round_trips)
 	free(again.path);
 	free(region.path);
 }
+
+Test(proto, digest_text)
+{
+	struct kcopyd_digest digest = { .size = 16 };
+	char text[PROTO_DIGEST_TEXT_LEN];
+
+	for (unsigned int byte = 0; byte < 16; byte++)
+		digest.bytes[byte] = (unsigned char)(byte * 17);
+	cr_assert_str_eq(proto_digest_render(KCOPYD_HASH_MD5, &digest, text, sizeof(text)),
+			 "md5:00112233445566778899aabbccddeeff", "lowercase hex: got %s", text);
+	digest.size = 64;
+	memset(digest.bytes, 0xff, sizeof(digest.bytes));
+	proto_digest_render(KCOPYD_HASH_BLAKE2B512, &digest, text, sizeof(text));
+	cr_assert_eq(strlen(text), strlen("blake2b512:") + 128, "64 bytes fit PROTO_DIGEST_TEXT_LEN: got %s", text);
+	proto_digest_render(KCOPYD_HASH_SHA512, &digest, text, 12);
+	cr_assert_eq(strlen(text), 11, "cut to the buffer: got %s", text);
+}

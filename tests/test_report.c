@@ -252,23 +252,6 @@ Test(report, rate_text)
 				 "%llu bytes: got %s", (unsigned long long)cases[index].bytes, text);
 }
 
-Test(report, digest_text)
-{
-	struct kcopyd_digest digest = { .size = 16 };
-	char text[DIGEST_TEXT_LEN];
-
-	for (unsigned int byte = 0; byte < 16; byte++)
-		digest.bytes[byte] = (unsigned char)(byte * 17);
-	cr_assert_str_eq(format_digest(KCOPYD_HASH_MD5, &digest, text, sizeof(text)),
-			 "md5:00112233445566778899aabbccddeeff", "lowercase hex: got %s", text);
-	digest.size = 64;
-	memset(digest.bytes, 0xff, sizeof(digest.bytes));
-	format_digest(KCOPYD_HASH_BLAKE2B512, &digest, text, sizeof(text));
-	cr_assert_eq(strlen(text), strlen("blake2b512:") + 128, "64 bytes fit DIGEST_TEXT_LEN: got %s", text);
-	format_digest(KCOPYD_HASH_SHA512, &digest, text, 12);
-	cr_assert_eq(strlen(text), 11, "cut to the buffer: got %s", text);
-}
-
 /* The verify phase: "verifying" and a bar of the read-back, fitted to every width as the copy's. */
 Test(report, progress_verify_phase)
 {

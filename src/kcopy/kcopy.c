@@ -51,6 +51,7 @@
 
 #include "kcopyd.h"
 #include "kcopy.h"
+#include "proto/status.h"
 #include "via.h"
 
 
@@ -1425,7 +1426,7 @@ static void sync_destinations(struct kcopy *state)
  */
 static void report_hashes(const struct kcopy *state, const struct kcopyd_result *result)
 {
-	char text[DIGEST_TEXT_LEN];
+	char text[PROTO_DIGEST_TEXT_LEN];
 
 	for (unsigned int bit = 0; bit < KCOPYD_HASH_COUNT; bit++) {
 		unsigned int hash = 1u << bit;
@@ -1433,7 +1434,7 @@ static void report_hashes(const struct kcopy *state, const struct kcopyd_result 
 		if (!(state->hashes & hash))
 			continue;
 		if (result->hashes & hash)
-			complain("hash: %s", format_digest(hash, &result->digests[bit], text, sizeof(text)));
+			complain("hash: %s", proto_digest_render(hash, &result->digests[bit], text, sizeof(text)));
 		else
 			complain("hash: %s:none (the copy stopped before the whole range was read)",
 				 kcopyd_hash_name(hash));

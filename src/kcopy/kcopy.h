@@ -199,16 +199,6 @@ const char *format_bytes(uint64_t bytes, char *buf, size_t len);
  */
 const char *format_rate(uint64_t bytes, char *buf, size_t len);
 
-/* Room for format_digest(): a name and 64 bytes in hex. */
-#define DIGEST_TEXT_LEN (16 + 2 * KCOPYD_HASH_MAX_SIZE + 1)
-
-/*
- * format_digest() - "ALG:HEX" of one digest, lowercase, as kcopydfs's
- * status "hash:" line and the *sum tools write it.
- * @hash: the algorithm's bit (KCOPYD_HASH_*).
- * Return: @buf.
- */
-const char *format_digest(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len);
 
 /*
  * The columns the bar's line leaves free at the right of the terminal: a

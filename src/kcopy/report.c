@@ -119,25 +119,6 @@ const char *format_rate(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
-/* format_digest() - see kcopy.h. */
-const char *format_digest(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-	const char *name = kcopyd_hash_name(hash);
-	size_t at;
-
-	if (len == 0)
-		return buf;
-	at = (size_t)snprintf(buf, len, "%s:", name ? name : "?");
-	for (unsigned int byte = 0; byte < digest->size && at + 2 < len; byte++) {
-		buf[at++] = hex[digest->bytes[byte] >> 4];
-		buf[at++] = hex[digest->bytes[byte] & 0xf];
-	}
-	if (at < len)
-		buf[at] = '\0';
-	return buf;
-}
-
 /* format_eta() - the time left as H:MM:SS, "-:--:--" while unknown. */
 static void format_eta(uint64_t done_bytes, uint64_t total_bytes, double rate, char *buf, size_t len)
 {

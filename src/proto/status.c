@@ -68,14 +68,15 @@ static size_t render_trust(const struct proto_status *status, char *buf, size_t 
 
 		if (!(status->hashes & hash) || !name)
 			continue;
-		used = append(buf, len, used, "hash: %s:", name);
 		if (status->hash_state == PROTO_HASH_DONE) {
-			const struct kcopyd_digest *digest = &status->digests[index];
+			char text[PROTO_DIGEST_TEXT_LEN];
 
-			for (unsigned int byte = 0; byte < digest->size && byte < KCOPYD_HASH_MAX_SIZE; byte++)
-				used = append(buf, len, used, "%02x", digest->bytes[byte]);
-			used = append(buf, len, used, "\n");
-		} else if (status->hash_state == PROTO_HASH_NONE && status->hash_resumed_at) {
+			used = append(buf, len, used, "hash: %s\n",
+				      proto_digest_render(hash, &status->digests[index], text, sizeof(text)));
+			continue;
+		}
+		used = append(buf, len, used, "hash: %s:", name);
+		if (status->hash_state == PROTO_HASH_NONE && status->hash_resumed_at) {
 			used = append(buf, len, used, "none (resumed at sector %" PRIu64 ")\n", status->hash_resumed_at);
 		} else {
 			used = append(buf, len, used, "%s\n", status->hash_state == PROTO_HASH_NONE ? "none" : "pending");
@@ -155,6 +156,25 @@ static bool read_progress(const char *text, uint64_t *done, uint64_t *total)
 	memcpy(digits, text, done_len);
 	digits[done_len] = '\0';
 	return read_u64(digits, 10, done) && read_u64(slash + 1, 10, total);
+}
+
+const char *proto_digest_render(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *name = kcopyd_hash_name(hash);
+	size_t at;
+	int head;
+
+	if (len == 0)
+		return buf;
+	head = snprintf(buf, len, "%s:", name ? name : "?");
+	at = head < 0 ? 0 : (size_t)head < len ? (size_t)head : len - 1;
+	for (unsigned int byte = 0; byte < digest->size && byte < KCOPYD_HASH_MAX_SIZE && at + 2 < len; byte++) {
+		buf[at++] = hex[digest->bytes[byte] >> 4];
+		buf[at++] = hex[digest->bytes[byte] & 0xf];
+	}
+	buf[at] = '\0';
+	return buf;
 }
 
 /* The value of one hex digit, or -1. */

@@ -173,6 +173,18 @@ void proto_failure_append_said(char *buf, size_t len, const char *path, const ch
 bool proto_failure_parse(const char *line, const char *source_path, const char *const *dest_paths,
 			 unsigned int num_dests, struct kcopyd_result *result, const char **unparsed);
 
+/* Room for proto_digest_render(): a name and 64 bytes in hex. */
+#define PROTO_DIGEST_TEXT_LEN (16 + 2 * KCOPYD_HASH_MAX_SIZE + 1)
+
+/*
+ * proto_digest_render() - "ALG:HEX" of one digest, lowercase, as the
+ * status's "hash:" line, kcopy's summary and the *sum tools write it, cut
+ * to @len - 1 bytes.
+ * @hash: the algorithm's bit (KCOPYD_HASH_*).
+ * Return: @buf.
+ */
+const char *proto_digest_render(unsigned int hash, const struct kcopyd_digest *digest, char *buf, size_t len);
+
 /* proto_errno_name() - "EIO" for EIO or -EIO; "E?" for an unknown number. */
 const char *proto_errno_name(int error);
 
