@@ -129,10 +129,18 @@ tally_states() {
 
 # check_gauges NAME MOUNT: every kcopyd_jobs{state=...} is the number of jobs whose state file says it.
 check_gauges() {
-	local name=$1 mount=$2 expected got line state count
+	local name=$1 mount=$2 expected got line state count try
 
-	tally_states "$mount" >"$work/tally"
-	cat "$mount/metrics" >"$work/gauges.prom"
+	# The state files and the metrics are two reads: a job that moves between them (a queued
+	# job takes the buffers a paused one gave back) is not a miscount.  Read until the states
+	# are the same before and after the metrics.
+	for try in $(seq 20); do
+		tally_states "$mount" >"$work/tally"
+		cat "$mount/metrics" >"$work/gauges.prom"
+		tally_states "$mount" >"$work/tally.after"
+		cmp -s "$work/tally" "$work/tally.after" && break
+		sleep 0.05
+	done
 	expected= got=
 	while read -r line; do
 		state=${line#kcopyd_jobs\{state=\"}
